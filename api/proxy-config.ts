@@ -1,0 +1,329 @@
+// The proxy's config document: what a proxy needs to route, split, balance, retry, time out,
+// break circuits and authorize. Read from a file today, pushed by the control plane later; both
+// go through `parseProxyConfig`, which returns every problem with its path or a frozen value.
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+
+const Duration = (description: string) =>
+  Type.Number({ minimum: 0, maximum: 3_600_000, description: `${description} (milliseconds)` });
+
+export const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH'] as const;
+const Method = Type.Union(HTTP_METHODS.map((m) => Type.Literal(m)));
+
+/** spiffe://<trust-domain>/ns/<namespace>/sa/<service-account> */
+export const SPIFFE_ID_PATTERN = '^spiffe://[a-z0-9.-]+/ns/[a-z0-9]([-a-z0-9]*[a-z0-9])?/sa/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$';
+const SpiffeId = Type.String({ pattern: SPIFFE_ID_PATTERN });
+
+/** A Kubernetes-style DNS label or dotted name: `api`, `api.shop`. */
+const ServiceName = Type.String({ pattern: '^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$', maxLength: 253 });
+
+export const Endpoint = Type.Object(
+  {
+    /** host:port (IPv4, [IPv6] or a name) the proxy connects to. */
+    address: Type.String({ pattern: '^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9.-]+):[0-9]{1,5}$' }),
+    /** The SPIFFE ID the endpoint must present. Absent: plaintext (an unmeshed endpoint). */
+    identity: Type.Optional(SpiffeId),
+    /** Not-ready endpoints are kept (for status) but never picked. Default true. */
+    ready: Type.Optional(Type.Boolean()),
+    /** Free-form labels shown in metrics and status (pod, version...). */
+    labels: Type.Optional(Type.Record(Type.String(), Type.String())),
+  },
+  { additionalProperties: false },
+);
+
+export const PathMatch = Type.Union([
+  Type.Object({ exact: Type.String({ pattern: '^/' }) }, { additionalProperties: false }),
+  Type.Object({ prefix: Type.String({ pattern: '^/' }) }, { additionalProperties: false }),
+]);
+
+export const HeaderMatch = Type.Object(
+  {
+    name: Type.String({ pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$' }),
+    /** Exact value; absent means "present with any value". */
+    value: Type.Optional(Type.String()),
+  },
+  { additionalProperties: false },
+);
+
+export const RouteMatch = Type.Object(
+  {
+    path: Type.Optional(PathMatch),
+    method: Type.Optional(Method),
+    headers: Type.Optional(Type.Array(HeaderMatch, { maxItems: 16 })),
+  },
+  { additionalProperties: false },
+);
+
+export const WeightedBackend = Type.Object(
+  {
+    service: ServiceName,
+    /** Relative integer weight; 0 takes no traffic. */
+    weight: Type.Integer({ minimum: 0, maximum: 1_000_000 }),
+  },
+  { additionalProperties: false },
+);
+
+export const Timeouts = Type.Object(
+  {
+    connect: Type.Optional(Duration('TCP/TLS connect timeout; default 1000')),
+    perTry: Type.Optional(Duration('per attempt, until response headers; default 10000')),
+    request: Type.Optional(Duration('whole request including retries; default 15000')),
+  },
+  { additionalProperties: false },
+);
+
+export const RetryPolicy = Type.Object(
+  {
+    /** Total attempts including the first; 1 disables retries. Default 3. */
+    attempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 10 })),
+    /** Retry these response statuses. Default [502, 503, 504]. */
+    statuses: Type.Optional(Type.Array(Type.Integer({ minimum: 100, maximum: 599 }), { maxItems: 32 })),
+    /** Methods that may be retried. Default GET, HEAD, OPTIONS, PUT, DELETE. */
+    methods: Type.Optional(Type.Array(Method, { maxItems: 9 })),
+    backoff: Type.Optional(
+      Type.Object(
+        { base: Type.Optional(Duration('default 25')), cap: Type.Optional(Duration('default 250')) },
+        { additionalProperties: false },
+      ),
+    ),
+    budget: Type.Optional(
+      Type.Object(
+        {
+          /** Retries may add this fraction of requests. Default 0.2. */
+          ratio: Type.Optional(Type.Number({ minimum: 0, maximum: 10 })),
+          /** Plus this many retries per second regardless. Default 10. */
+          minPerSecond: Type.Optional(Type.Number({ minimum: 0, maximum: 100_000 })),
+          /** Window over which requests and retries are counted. Default 10000. */
+          window: Type.Optional(Type.Number({ minimum: 1000, maximum: 600_000 })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    /** Request bodies larger than this are sent once, never buffered for replay. Default 65536. */
+    maxBufferedBody: Type.Optional(Type.Integer({ minimum: 0, maximum: 16 * 1024 * 1024 })),
+  },
+  { additionalProperties: false },
+);
+
+export const BreakerPolicy = Type.Object(
+  {
+    /** Consecutive failures that eject an endpoint. Default 7. */
+    consecutiveFailures: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
+    /** First ejection; doubles per consecutive ejection. Default 1000. */
+    baseEjection: Type.Optional(Duration('default 1000')),
+    /** Longest ejection. Default 60000. */
+    maxEjection: Type.Optional(Duration('default 60000')),
+    /** Most requests in flight to the service; more wait as pending. Default 1000. */
+    maxInFlight: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000 })),
+    /** Most requests waiting for an in-flight slot; more get 503 at once. Default 1000. */
+    maxPending: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000 })),
+  },
+  { additionalProperties: false },
+);
+
+export const Route = Type.Object(
+  {
+    name: Type.String({ minLength: 1, maxLength: 128 }),
+    /** Every listed match must hold (AND); an empty/absent match matches everything. */
+    match: Type.Optional(RouteMatch),
+    /** Weighted split among backend services; absent: the service itself. */
+    backends: Type.Optional(Type.Array(WeightedBackend, { minItems: 1, maxItems: 64 })),
+    timeouts: Type.Optional(Timeouts),
+    retry: Type.Optional(RetryPolicy),
+  },
+  { additionalProperties: false },
+);
+
+export const Service = Type.Object(
+  {
+    /** Canonical name (`api.shop`), also the destination service label in metrics. */
+    name: ServiceName,
+    /** Host names (without port) that address this service; the name is always one of them. */
+    hosts: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 253 }), { maxItems: 32 })),
+    endpoints: Type.Array(Endpoint, { maxItems: 10_000 }),
+    /** Ordered; first match wins. Absent: one catch-all route to the service itself. */
+    routes: Type.Optional(Type.Array(Route, { maxItems: 256 })),
+    timeouts: Type.Optional(Timeouts),
+    retry: Type.Optional(RetryPolicy),
+    breaker: Type.Optional(BreakerPolicy),
+  },
+  { additionalProperties: false },
+);
+
+export const InboundPort = Type.Object(
+  {
+    port: Type.Integer({ minimum: 1, maximum: 65535 }),
+    /** Accept plaintext from unmeshed clients on this port. Default false (strict mTLS). */
+    permissive: Type.Optional(Type.Boolean()),
+  },
+  { additionalProperties: false },
+);
+
+export const AuthorizationRule = Type.Object(
+  {
+    /** Exact SPIFFE IDs, `spiffe://<td>/ns/<ns>/sa/*` for a namespace, or `*` for any authenticated peer. */
+    identities: Type.Array(Type.String({ minLength: 1 }), { minItems: 1, maxItems: 256 }),
+    methods: Type.Optional(Type.Array(Method, { maxItems: 9 })),
+    /** Exact paths, or prefixes ending in `*` (`/billing/*`). Absent: every path. */
+    paths: Type.Optional(Type.Array(Type.String({ pattern: '^/' }), { maxItems: 256 })),
+  },
+  { additionalProperties: false },
+);
+
+export const AuthorizationPolicyConfig = Type.Object(
+  {
+    name: Type.String({ minLength: 1 }),
+    /** Inbound port this policy guards; absent: every port. */
+    port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
+    /** A request is allowed when any rule allows it. */
+    rules: Type.Array(AuthorizationRule, { maxItems: 256 }),
+  },
+  { additionalProperties: false },
+);
+
+export const DEFAULT_AUTHZ = ['all-authenticated', 'all', 'deny'] as const;
+
+export const Inbound = Type.Object(
+  {
+    ports: Type.Optional(Type.Array(InboundPort, { maxItems: 64 })),
+    /** Where no policy guards a port. Default all-authenticated (plaintext peers only where permissive). */
+    defaultPolicy: Type.Optional(Type.Union(DEFAULT_AUTHZ.map((d) => Type.Literal(d)))),
+    policies: Type.Optional(Type.Array(AuthorizationPolicyConfig, { maxItems: 1024 })),
+  },
+  { additionalProperties: false },
+);
+
+export const ProxyConfig = Type.Object(
+  {
+    /** Opaque version the proxy reports (ACK) and shows at /config. */
+    version: Type.String({ minLength: 1, maxLength: 128 }),
+    services: Type.Array(Service, { maxItems: 10_000 }),
+    inbound: Type.Optional(Inbound),
+    /** PEM trust bundle (one or more anchors). */
+    trustBundle: Type.Optional(Type.String()),
+  },
+  { additionalProperties: false },
+);
+
+export type Endpoint = Static<typeof Endpoint>;
+export type PathMatch = Static<typeof PathMatch>;
+export type HeaderMatch = Static<typeof HeaderMatch>;
+export type RouteMatch = Static<typeof RouteMatch>;
+export type WeightedBackend = Static<typeof WeightedBackend>;
+export type Timeouts = Static<typeof Timeouts>;
+export type RetryPolicy = Static<typeof RetryPolicy>;
+export type BreakerPolicy = Static<typeof BreakerPolicy>;
+export type Route = Static<typeof Route>;
+export type Service = Static<typeof Service>;
+export type InboundPort = Static<typeof InboundPort>;
+export type AuthorizationRule = Static<typeof AuthorizationRule>;
+export type AuthorizationPolicyConfig = Static<typeof AuthorizationPolicyConfig>;
+export type Inbound = Static<typeof Inbound>;
+export type ProxyConfig = Static<typeof ProxyConfig>;
+
+/** One problem found in a document: a JSON-pointer-like path and a message. */
+export interface Problem {
+  path: string;
+  message: string;
+}
+
+export type Parsed<T> = { ok: true; value: Readonly<T> } | { ok: false; problems: Problem[] };
+
+/** Structural problems from a TypeBox schema, every one with its path. */
+export function schemaProblems(schema: TSchema, doc: unknown): Problem[] {
+  const out: Problem[] = [];
+  const seen = new Set<string>();
+  for (const e of Value.Errors(schema, doc)) {
+    const key = `${e.path}\u0000${e.message}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push({ path: e.path || '/', message: e.message });
+  }
+  return out;
+}
+
+/** Rules a schema cannot say: unique names, backends that exist, weights that are not all zero. */
+export function semanticProblems(cfg: ProxyConfig): Problem[] {
+  const out: Problem[] = [];
+  const names = new Map<string, number>();
+  const hostOwner = new Map<string, string>();
+  cfg.services.forEach((svc, i) => {
+    if (names.has(svc.name)) out.push({ path: `/services/${i}/name`, message: `duplicate service "${svc.name}" (also /services/${names.get(svc.name)})` });
+    names.set(svc.name, i);
+    for (const h of [svc.name, ...(svc.hosts ?? [])]) {
+      const owner = hostOwner.get(h.toLowerCase());
+      if (owner !== undefined && owner !== svc.name) out.push({ path: `/services/${i}/hosts`, message: `host "${h}" is already claimed by service "${owner}"` });
+      hostOwner.set(h.toLowerCase(), svc.name);
+    }
+  });
+  cfg.services.forEach((svc, i) => {
+    const routeNames = new Set<string>();
+    svc.routes?.forEach((route, r) => {
+      const at = `/services/${i}/routes/${r}`;
+      if (routeNames.has(route.name)) out.push({ path: `${at}/name`, message: `duplicate route name "${route.name}"` });
+      routeNames.add(route.name);
+      if (route.backends) {
+        const seen = new Set<string>();
+        route.backends.forEach((b, j) => {
+          if (!names.has(b.service)) out.push({ path: `${at}/backends/${j}/service`, message: `unknown service "${b.service}"` });
+          if (seen.has(b.service)) out.push({ path: `${at}/backends/${j}/service`, message: `duplicate backend "${b.service}"` });
+          seen.add(b.service);
+        });
+        if (route.backends.every((b) => b.weight === 0)) out.push({ path: `${at}/backends`, message: 'all backend weights are 0: the route could send traffic nowhere' });
+      }
+    });
+    for (const [where, policy] of [['', svc.timeouts], ...(svc.routes ?? []).map((r, k) => [`/routes/${k}`, r.timeouts] as const)] as const) {
+      if (policy?.perTry !== undefined && policy.request !== undefined && policy.perTry > policy.request) {
+        out.push({ path: `/services/${i}${where}/timeouts/perTry`, message: 'perTry timeout is longer than the whole-request timeout' });
+      }
+    }
+    const retries = [['', svc.retry], ...(svc.routes ?? []).map((r, k) => [`/routes/${k}`, r.retry] as const)] as const;
+    for (const [where, retry] of retries) {
+      const b = retry?.backoff;
+      if (b?.base !== undefined && b.cap !== undefined && b.base > b.cap) {
+        out.push({ path: `/services/${i}${where}/retry/backoff`, message: 'backoff base is larger than its cap' });
+      }
+    }
+    const br = svc.breaker;
+    if (br?.baseEjection !== undefined && br.maxEjection !== undefined && br.baseEjection > br.maxEjection) {
+      out.push({ path: `/services/${i}/breaker/baseEjection`, message: 'baseEjection is larger than maxEjection' });
+    }
+  });
+  const ports = new Set<number>();
+  cfg.inbound?.ports?.forEach((p, i) => {
+    if (ports.has(p.port)) out.push({ path: `/inbound/ports/${i}/port`, message: `duplicate inbound port ${p.port}` });
+    ports.add(p.port);
+  });
+  cfg.inbound?.policies?.forEach((pol, i) =>
+    pol.rules.forEach((rule, r) =>
+      rule.identities.forEach((id, k) => {
+        if (id !== '*' && !new RegExp(SPIFFE_ID_PATTERN).test(id) && !/^spiffe:\/\/[a-z0-9.-]+\/ns\/[a-z0-9-]+\/sa\/\*$/.test(id)) {
+          out.push({ path: `/inbound/policies/${i}/rules/${r}/identities/${k}`, message: `"${id}" is neither "*", a SPIFFE ID, nor spiffe://<td>/ns/<ns>/sa/*` });
+        }
+      }),
+    ),
+  );
+  return out;
+}
+
+function deepFreeze<T>(v: T): T {
+  if (v && typeof v === 'object' && !Object.isFrozen(v)) {
+    Object.freeze(v);
+    for (const k of Object.keys(v)) deepFreeze((v as Record<string, unknown>)[k]);
+  }
+  return v;
+}
+
+/** Validate a proxy config document. Never throws; returns a deep-frozen copy or every problem. */
+export function parseProxyConfig(doc: unknown): Parsed<ProxyConfig> {
+  const structural = schemaProblems(ProxyConfig, doc);
+  if (structural.length > 0) return { ok: false, problems: structural };
+  const cfg = structuredClone(doc) as ProxyConfig;
+  const semantic = semanticProblems(cfg);
+  if (semantic.length > 0) return { ok: false, problems: semantic };
+  return { ok: true, value: deepFreeze(cfg) };
+}
+
+export function formatProblems(problems: Problem[]): string {
+  return problems.map((p) => `  ${p.path}: ${p.message}`).join('\n');
+}
