@@ -1,0 +1,57 @@
+// The admin server: /live, /ready (200 once config is loaded and not draining, with the reason
+// otherwise), /metrics (the proxy's own registry), /config (the config in force, its version).
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { ConfigStore } from './config/store.ts';
+import type { ProxyMetrics } from './telemetry/metrics.ts';
+
+export interface AdminDeps {
+  store: ConfigStore;
+  metrics: ProxyMetrics;
+  /** Extra readiness conditions (certificate, control plane...), each a reason or undefined. */
+  notReady: () => string[];
+}
+
+export function adminServer(d: AdminDeps): http.Server {
+  return http.createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    const json = (status: number, body: unknown) => {
+      const s = JSON.stringify(body, null, 2) + '\n';
+      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(s) });
+      res.end(s);
+    };
+    if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'method not allowed' });
+    switch (path) {
+      case '/live':
+        return json(200, { live: true });
+      case '/ready': {
+        const reasons = d.store.current ? [] : ['no config loaded yet'];
+        reasons.push(...d.notReady());
+        const last = d.store.lastError;
+        return json(reasons.length === 0 ? 200 : 503, { ready: reasons.length === 0, reasons, version: d.store.current?.version ?? null, lastRefusal: last ?? null });
+      }
+      case '/metrics':
+        d.metrics.registry.metrics().then(
+          (text) => {
+            res.writeHead(200, { 'content-type': d.metrics.registry.contentType });
+            res.end(text);
+          },
+          (err: Error) => json(500, { error: err.message }),
+        );
+        return;
+      case '/config': {
+        const cur = d.store.current;
+        return json(cur ? 200 : 503, { version: cur?.version ?? null, config: cur?.doc ?? null, lastRefusal: d.store.lastError ?? null });
+      }
+      default:
+        return json(404, { error: `unknown admin path ${path}`, paths: ['/live', '/ready', '/metrics', '/config'] });
+    }
+  });
+}
+
+export function listenAdmin(server: http.Server, host: string, port: number): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve(server.address() as AddressInfo));
+  });
+}

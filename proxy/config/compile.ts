@@ -1,0 +1,263 @@
+// Config → runtime view: turns a validated ProxyConfig into the lookup tables the request path
+// reads (host → service, routes with defaults resolved). State that must outlive a config change
+// (endpoint connection pools, load, breakers, budgets, limits) comes from a StateRegistry, so a
+// new version keeps what still exists and in-flight requests finish on the objects they hold.
+import type { Clock, Random } from '../../api/runtime.ts';
+import type { BreakerPolicy, Endpoint as EndpointDoc, ProxyConfig, RetryPolicy, Route as RouteDoc, RouteMatch, Service as ServiceDoc, Timeouts, AuthorizationPolicyConfig, InboundPort } from '../../api/proxy-config.ts';
+import { EndpointLoad } from '../policy/balancer.ts';
+import { FailureAccrual, DEFAULT_FAILURE_ACCRUAL } from '../policy/failure-accrual.ts';
+import { RetryBudget, DEFAULT_BUDGET } from '../policy/retry-budget.ts';
+import { DEFAULT_RETRY } from '../policy/retry-decision.ts';
+import { ConcurrencyLimit } from '../policy/concurrency-limit.ts';
+import { makeBackoff, type BackoffConfig } from '../policy/backoff.ts';
+
+export const DEFAULT_TIMEOUTS = { connect: 1000, perTry: 10_000, request: 15_000 } as const;
+export const DEFAULT_BREAKER = { ...DEFAULT_FAILURE_ACCRUAL, maxInFlight: 1000, maxPending: 1000 } as const;
+
+export interface ResolvedTimeouts {
+  connect: number;
+  perTry: number;
+  request: number;
+}
+
+export interface ResolvedRetry {
+  attempts: number;
+  statuses: ReadonlySet<number>;
+  methods: ReadonlySet<string>;
+  backoff: BackoffConfig;
+  maxBufferedBody: number;
+}
+
+/** One upstream endpoint and the state that follows it across config versions. */
+export interface EndpointState {
+  readonly key: string;
+  readonly service: string;
+  readonly address: string;
+  readonly identity: string | undefined;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly load: EndpointLoad;
+  readonly accrual: FailureAccrual;
+  /** Opaque connection pool made by the injected client factory. */
+  readonly client: unknown;
+}
+
+export interface ServiceRuntime {
+  readonly name: string;
+  readonly endpoints: readonly EndpointState[];
+  /** Ready endpoints only. */
+  readonly ready: readonly EndpointState[];
+  readonly routes: readonly RouteRuntime[];
+  readonly limit: ConcurrencyLimit;
+  readonly budget: RetryBudget;
+}
+
+export interface RouteRuntime {
+  readonly name: string;
+  readonly service: string;
+  readonly match: RouteMatch | undefined;
+  readonly backends: ReadonlyArray<{ readonly service: ServiceRuntime; readonly weight: number }>;
+  readonly timeouts: ResolvedTimeouts;
+  readonly retry: ResolvedRetry;
+}
+
+export interface InboundRuntime {
+  readonly ports: ReadonlyMap<number, InboundPort>;
+  readonly defaultPolicy: 'all-authenticated' | 'all' | 'deny';
+  readonly policies: readonly AuthorizationPolicyConfig[];
+}
+
+export interface RuntimeConfig {
+  readonly version: string;
+  readonly doc: Readonly<ProxyConfig>;
+  /** Lower-case host (no port) → service. */
+  readonly byHost: ReadonlyMap<string, ServiceRuntime>;
+  readonly services: ReadonlyMap<string, ServiceRuntime>;
+  readonly inbound: InboundRuntime;
+}
+
+export interface ClientFactory {
+  /** A connection pool for one endpoint. */
+  create(endpoint: { address: string; identity: string | undefined; connectTimeout: number }): unknown;
+  /** Close a pool once no config references it; in-flight requests finish first. */
+  close(client: unknown): void;
+}
+
+function resolveTimeouts(...layers: Array<Timeouts | undefined>): ResolvedTimeouts {
+  const t: ResolvedTimeouts = { ...DEFAULT_TIMEOUTS };
+  for (const l of layers) {
+    if (l?.connect !== undefined) t.connect = l.connect;
+    if (l?.perTry !== undefined) t.perTry = l.perTry;
+    if (l?.request !== undefined) t.request = l.request;
+  }
+  return t;
+}
+
+function resolveRetry(...layers: Array<RetryPolicy | undefined>): ResolvedRetry {
+  let attempts: number = DEFAULT_RETRY.attempts;
+  let statuses: readonly number[] = DEFAULT_RETRY.statuses;
+  let methods: readonly string[] = DEFAULT_RETRY.methods;
+  let maxBufferedBody: number = DEFAULT_RETRY.maxBufferedBody;
+  let base: number | undefined;
+  let cap: number | undefined;
+  for (const l of layers) {
+    if (!l) continue;
+    attempts = l.attempts ?? attempts;
+    statuses = l.statuses ?? statuses;
+    methods = l.methods ?? methods;
+    maxBufferedBody = l.maxBufferedBody ?? maxBufferedBody;
+    base = l.backoff?.base ?? base;
+    cap = l.backoff?.cap ?? cap;
+  }
+  const backoff: Partial<BackoffConfig> = {};
+  if (base !== undefined) backoff.base = base;
+  if (cap !== undefined) backoff.cap = cap;
+  return { attempts, statuses: new Set(statuses), methods: new Set(methods), backoff: makeBackoff(backoff), maxBufferedBody };
+}
+
+function budgetOf(svc: ServiceDoc): { ratio: number; minPerSecond: number; windowMs: number } {
+  const b = svc.retry?.budget;
+  return { ratio: b?.ratio ?? DEFAULT_BUDGET.ratio, minPerSecond: b?.minPerSecond ?? DEFAULT_BUDGET.minPerSecond, windowMs: b?.window ?? DEFAULT_BUDGET.windowMs };
+}
+
+function breakerOf(b: BreakerPolicy | undefined) {
+  return {
+    consecutiveFailures: b?.consecutiveFailures ?? DEFAULT_BREAKER.consecutiveFailures,
+    baseEjection: b?.baseEjection ?? DEFAULT_BREAKER.baseEjection,
+    maxEjection: b?.maxEjection ?? DEFAULT_BREAKER.maxEjection,
+    maxInFlight: b?.maxInFlight ?? DEFAULT_BREAKER.maxInFlight,
+    maxPending: b?.maxPending ?? DEFAULT_BREAKER.maxPending,
+  };
+}
+
+/**
+ * Long-lived state keyed by identity, reused across config versions. `sweep` closes what the
+ * newest config no longer mentions.
+ */
+export class StateRegistry {
+  readonly #clock: Clock;
+  readonly #random: Random;
+  readonly #clients: ClientFactory;
+  #endpoints = new Map<string, EndpointState>();
+  #limits = new Map<string, { key: string; limit: ConcurrencyLimit }>();
+  #budgets = new Map<string, { key: string; budget: RetryBudget }>();
+
+  constructor(clock: Clock, random: Random, clients: ClientFactory) {
+    this.#clock = clock;
+    this.#random = random;
+    this.#clients = clients;
+  }
+
+  endpoint(service: string, doc: EndpointDoc, breaker: ReturnType<typeof breakerOf>, connectTimeout: number): EndpointState {
+    // The key includes everything that needs a new pool or a new breaker when it changes.
+    const key = `${service}|${doc.address}|${doc.identity ?? ''}|${connectTimeout}|${breaker.consecutiveFailures}/${breaker.baseEjection}/${breaker.maxEjection}`;
+    let ep = this.#endpoints.get(key);
+    if (!ep) {
+      ep = {
+        key,
+        service,
+        address: doc.address,
+        identity: doc.identity,
+        labels: Object.freeze({ ...doc.labels }),
+        load: new EndpointLoad(this.#clock),
+        accrual: new FailureAccrual(breaker, this.#clock, this.#random),
+        client: this.#clients.create({ address: doc.address, identity: doc.identity, connectTimeout }),
+      };
+      this.#endpoints.set(key, ep);
+    }
+    return ep;
+  }
+
+  limit(service: string, maxInFlight: number, maxPending: number): ConcurrencyLimit {
+    const key = `${maxInFlight}/${maxPending}`;
+    const cur = this.#limits.get(service);
+    if (cur && cur.key === key) return cur.limit;
+    const limit = new ConcurrencyLimit(maxInFlight, maxPending);
+    this.#limits.set(service, { key, limit });
+    return limit;
+  }
+
+  budget(service: string, cfg: { ratio: number; minPerSecond: number; windowMs: number }): RetryBudget {
+    const key = `${cfg.ratio}/${cfg.minPerSecond}/${cfg.windowMs}`;
+    const cur = this.#budgets.get(service);
+    if (cur && cur.key === key) return cur.budget;
+    const budget = new RetryBudget(cfg, this.#clock);
+    this.#budgets.set(service, { key, budget });
+    return budget;
+  }
+
+  /** Drop state the given config does not use; pools close once their in-flight requests end. */
+  sweep(cfg: RuntimeConfig): void {
+    const live = new Set<string>();
+    for (const svc of cfg.services.values()) for (const ep of svc.endpoints) live.add(ep.key);
+    for (const [key, ep] of this.#endpoints) {
+      if (!live.has(key)) {
+        this.#endpoints.delete(key);
+        this.#clients.close(ep.client);
+      }
+    }
+    for (const name of this.#limits.keys()) if (!cfg.services.has(name)) this.#limits.delete(name);
+    for (const name of this.#budgets.keys()) if (!cfg.services.has(name)) this.#budgets.delete(name);
+  }
+
+  endpoints(): IterableIterator<EndpointState> {
+    return this.#endpoints.values();
+  }
+
+  closeAll(): void {
+    for (const ep of this.#endpoints.values()) this.#clients.close(ep.client);
+    this.#endpoints.clear();
+  }
+}
+
+/** Build the runtime view. Pure apart from fetching long-lived state from the registry. */
+export function compile(doc: Readonly<ProxyConfig>, state: StateRegistry): RuntimeConfig {
+  const services = new Map<string, ServiceRuntime>();
+  const pendingRoutes: Array<{ svc: ServiceDoc; target: RouteRuntime[] }> = [];
+  for (const svc of doc.services) {
+    const timeouts = resolveTimeouts(svc.timeouts);
+    const breaker = breakerOf(svc.breaker);
+    const endpoints = svc.endpoints.map((e) => state.endpoint(svc.name, e, breaker, timeouts.connect));
+    const ready = endpoints.filter((_, i) => svc.endpoints[i]?.ready !== false);
+    const routes: RouteRuntime[] = [];
+    services.set(svc.name, {
+      name: svc.name,
+      endpoints,
+      ready,
+      routes,
+      limit: state.limit(svc.name, breaker.maxInFlight, breaker.maxPending),
+      budget: state.budget(svc.name, budgetOf(svc)),
+    });
+    pendingRoutes.push({ svc, target: routes });
+  }
+  // Routes reference other services (split backends), so build them once every service exists.
+  for (const { svc, target } of pendingRoutes) {
+    const self = services.get(svc.name)!;
+    const docs: readonly RouteDoc[] = svc.routes ?? [{ name: 'default' }];
+    for (const r of docs) {
+      target.push(
+        Object.freeze({
+          name: r.name,
+          service: svc.name,
+          match: r.match,
+          backends: (r.backends ?? [{ service: svc.name, weight: 1 }]).map((b) => Object.freeze({ service: services.get(b.service) ?? self, weight: b.weight })),
+          timeouts: resolveTimeouts(svc.timeouts, r.timeouts),
+          retry: resolveRetry(svc.retry, r.retry),
+        }),
+      );
+    }
+  }
+  const byHost = new Map<string, ServiceRuntime>();
+  for (const svc of doc.services) {
+    const rt = services.get(svc.name)!;
+    for (const h of [svc.name, ...(svc.hosts ?? [])]) byHost.set(h.toLowerCase(), rt);
+  }
+  const ports = new Map<number, InboundPort>();
+  for (const p of doc.inbound?.ports ?? []) ports.set(p.port, p);
+  return Object.freeze({
+    version: doc.version,
+    doc,
+    byHost,
+    services,
+    inbound: Object.freeze({ ports, defaultPolicy: doc.inbound?.defaultPolicy ?? 'all-authenticated', policies: doc.inbound?.policies ?? [] }),
+  });
+}

@@ -1,0 +1,67 @@
+// Typed proxy errors. Stages throw or return these; exactly one place (http/respond.ts) turns
+// them into HTTP responses, each carrying a `meshlet-proxy-error` header with its stable code.
+
+export const ERROR_STATUS = {
+  'bad-request': 400,
+  'header-too-large': 431,
+  'no-route': 404,
+  forbidden: 403,
+  'unauthenticated': 401,
+  'no-endpoints': 503,
+  'breaker-open': 503,
+  'concurrency-limit': 503,
+  'budget-exhausted': 503,
+  'connect-refused': 502,
+  'connect-timeout': 504,
+  'connect-failed': 502,
+  'identity-mismatch': 502,
+  'tls-failed': 502,
+  'upstream-reset': 502,
+  'upstream-error': 502,
+  'per-try-timeout': 504,
+  'request-timeout': 504,
+  draining: 503,
+} as const;
+
+export type ProxyErrorCode = keyof typeof ERROR_STATUS;
+export const PROXY_ERROR_CODES = Object.keys(ERROR_STATUS) as ProxyErrorCode[];
+export const PROXY_ERROR_HEADER = 'meshlet-proxy-error';
+
+export class ProxyError extends Error {
+  readonly code: ProxyErrorCode;
+  /** true when nothing of the request reached the upstream application (safe to retry any method). */
+  readonly beforeRequest: boolean;
+  constructor(code: ProxyErrorCode, message: string, opts?: { cause?: unknown; beforeRequest?: boolean }) {
+    super(message, opts?.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'ProxyError';
+    this.code = code;
+    this.beforeRequest = opts?.beforeRequest ?? false;
+  }
+  get status(): number {
+    return ERROR_STATUS[this.code];
+  }
+}
+
+export function isProxyError(e: unknown): e is ProxyError {
+  return e instanceof ProxyError;
+}
+
+/** Map a low-level socket/undici error from an upstream attempt to a proxy error. */
+export function fromUpstreamError(err: unknown, responseStarted: boolean): ProxyError {
+  if (err instanceof ProxyError) return err;
+  const e = err as { code?: string; message?: string } | undefined;
+  const code = e?.code ?? '';
+  const msg = e?.message ?? String(err);
+  if (code === 'ECONNREFUSED') return new ProxyError('connect-refused', `connection refused: ${msg}`, { cause: err, beforeRequest: true });
+  if (code === 'UND_ERR_CONNECT_TIMEOUT') return new ProxyError('connect-timeout', `connect timed out: ${msg}`, { cause: err, beforeRequest: true });
+  if (code === 'ENOTFOUND' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code === 'EAI_AGAIN') {
+    return new ProxyError('connect-failed', `cannot connect: ${msg}`, { cause: err, beforeRequest: true });
+  }
+  if (code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL') || /certificate|handshake|SSL/i.test(msg)) {
+    return new ProxyError('tls-failed', `TLS failed: ${msg}`, { cause: err, beforeRequest: true });
+  }
+  if (!responseStarted && (code === 'ECONNRESET' || code === 'UND_ERR_SOCKET' || code === 'EPIPE' || code === 'UND_ERR_CLOSED')) {
+    return new ProxyError('upstream-reset', `upstream closed the connection before responding: ${msg}`, { cause: err });
+  }
+  return new ProxyError('upstream-error', msg, { cause: err });
+}

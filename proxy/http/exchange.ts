@@ -1,0 +1,90 @@
+// The request's journey as one object: what each stage learned (service, route, backend,
+// endpoint, attempts) travels with it, so the log line and metrics read one place.
+import type { IncomingMessage } from 'node:http';
+import type { RuntimeConfig, ServiceRuntime, RouteRuntime, EndpointState } from '../config/compile.ts';
+import type { HopSpan } from '../telemetry/trace.ts';
+
+export type Direction = 'inbound' | 'outbound';
+
+/** The request body as the upstream attempt sends it. */
+export type RequestBody =
+  | { kind: 'none' }
+  /** Fully read (small enough to replay on retry). */
+  | { kind: 'buffer'; data: Buffer }
+  /** Streamed once; a request with such a body is never retried. */
+  | { kind: 'stream'; source: IncomingMessage };
+
+export interface Peer {
+  /** SPIFFE ID of an mTLS peer, "" for plaintext. */
+  readonly identity: string;
+  readonly tls: boolean;
+}
+
+export interface Exchange {
+  readonly direction: Direction;
+  readonly req: IncomingMessage;
+  readonly method: string;
+  /** Request-target as sent to the upstream: origin-form (`/a?b`). */
+  readonly target: string;
+  /** Path without query, for route and policy matches. */
+  readonly path: string;
+  /** Host (lower-case, no port) named by the request. */
+  readonly authority: string;
+  /** The Host header value to send upstream. */
+  readonly hostHeader: string;
+  /** Request headers to forward: a flat [name, value, ...] list, case kept, hop-by-hop removed. */
+  readonly headers: string[];
+  readonly startMs: number;
+  /** The config snapshot this request runs with, start to end. */
+  readonly config: RuntimeConfig;
+  readonly peer: Peer;
+  readonly span: HopSpan;
+  readonly usedB3: boolean;
+  body: RequestBody;
+  service: ServiceRuntime | undefined;
+  route: RouteRuntime | undefined;
+  backend: ServiceRuntime | undefined;
+  endpoint: EndpointState | undefined;
+  attempts: number;
+  /** Absolute deadline (clock ms) of the whole request, until response headers. */
+  deadline: number;
+  /** Set when the client went away; stages stop retrying and abort attempts. */
+  clientGone: boolean;
+  /** Abort the attempt in progress (set by the endpoint stage while an attempt runs). */
+  abortAttempt: ((reason: Error) => void) | undefined;
+}
+
+/** Where a response body goes: the client's ServerResponse, or nowhere (discarded attempt). */
+export interface BodySink {
+  write(chunk: Buffer): boolean;
+  end(): void;
+  destroy(err: Error): void;
+  once(event: 'drain', fn: () => void): unknown;
+}
+
+export interface UpstreamBody {
+  /** Stream the body into the sink; buffered chunks first. */
+  pipeTo(sink: BodySink): void;
+  /** Throw the body away and free the connection (a retried attempt). */
+  discard(): void;
+  /** Called once when the body ended (ok) or failed. */
+  onDone(fn: (ok: boolean) => void): void;
+}
+
+export interface UpstreamResponse {
+  readonly status: number;
+  readonly statusText: string;
+  /** Flat raw headers with case kept, hop-by-hop removed. */
+  readonly headers: string[];
+  readonly body: UpstreamBody;
+}
+
+export type Handler = (ex: Exchange) => Promise<UpstreamResponse>;
+export type Stage = (next: Handler) => Handler;
+
+/** Compose stages outermost first: compose([a, b, c], end) = a(b(c(end))). */
+export function compose(stages: readonly Stage[], end: Handler): Handler {
+  let h = end;
+  for (let i = stages.length - 1; i >= 0; i--) h = stages[i]!(h);
+  return h;
+}

@@ -1,0 +1,12 @@
+// Inbound terminal: forward to the local application over a keep-alive pool on loopback.
+// No retries here: the caller's outbound proxy owns retries, timeouts and breaking.
+import type { Dispatcher } from 'undici';
+import type { Handler } from '../http/exchange.ts';
+import { dispatchOnce } from '../http/dispatch.ts';
+
+export function app(pool: Dispatcher): Handler {
+  return (ex) => {
+    ex.attempts = 1;
+    return dispatchOnce(pool, ex, 0);
+  };
+}

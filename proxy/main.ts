@@ -1,0 +1,105 @@
+// `meshlet proxy`: the sidecar's process entry. Parses flags, starts the proxy, logs JSON lines
+// to stderr, and on SIGTERM/SIGINT drains (stop accepting, finish in-flight, exit).
+import { parseArgs } from 'node:util';
+import { systemClock, systemRandom } from '../api/runtime.ts';
+import { startProxy, type HostPort } from './proxy.ts';
+import { tracingFromEnv } from './telemetry/trace.ts';
+
+export const USAGE = `usage: meshlet proxy --config FILE [options]
+
+  --config FILE            proxy config document (JSON or YAML); reloaded when it changes
+  --outbound-listen H:P    the app's outgoing requests (default 127.0.0.1:4140; "off" to disable)
+  --inbound-listen H:P     requests for the app (default 0.0.0.0:4143; "off" to disable)
+  --app H:P                the local application (default 127.0.0.1:8080)
+  --admin-listen H:P       /live /ready /metrics /config (default 127.0.0.1:4191)
+  --workload NAME          this workload's name (metrics labels; default "unknown")
+  --namespace NS           this workload's namespace (default "default")
+  --service NAME           this workload's service (inbound metrics; default the workload)
+  --access-log WHERE       stdout (default), stderr or off
+  --drain-grace MS         how long in-flight requests may finish on SIGTERM (default 30000)
+  --max-header-size BYTES  larger request heads get 431 (default 16384)
+`;
+
+function hostPort(v: string, flag: string): HostPort | undefined {
+  if (v === 'off') return undefined;
+  const i = v.lastIndexOf(':');
+  const port = Number(v.slice(i + 1));
+  if (i < 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`${flag}: expected HOST:PORT, got "${v}"`);
+  return { host: v.slice(0, i).replace(/^\[|\]$/g, ''), port };
+}
+
+function log(msg: string, fields: Record<string, unknown> = {}): void {
+  process.stderr.write(JSON.stringify({ ts: new Date().toISOString(), level: 'info', component: 'proxy', msg, ...fields }) + '\n');
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      config: { type: 'string' },
+      'outbound-listen': { type: 'string', default: '127.0.0.1:4140' },
+      'inbound-listen': { type: 'string', default: '0.0.0.0:4143' },
+      app: { type: 'string', default: '127.0.0.1:8080' },
+      'admin-listen': { type: 'string', default: '127.0.0.1:4191' },
+      workload: { type: 'string', default: 'unknown' },
+      namespace: { type: 'string', default: 'default' },
+      service: { type: 'string' },
+      'access-log': { type: 'string', default: 'stdout' },
+      'drain-grace': { type: 'string', default: '30000' },
+      'max-header-size': { type: 'string', default: '16384' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  if (!values.config) throw new Error('--config is required');
+  const app = hostPort(values.app, '--app');
+  const admin = hostPort(values['admin-listen'], '--admin-listen');
+  if (!app || !admin) throw new Error('--app and --admin-listen cannot be off');
+  const self = { workload: values.workload, namespace: values.namespace, service: values.service ?? values.workload };
+  const { tracing, shutdown } = await tracingFromEnv(process.env, `meshlet-proxy/${self.workload}`);
+  const where = values['access-log'];
+  const proxy = await startProxy({
+    self,
+    configFile: values.config,
+    outbound: hostPort(values['outbound-listen'], '--outbound-listen'),
+    inbound: hostPort(values['inbound-listen'], '--inbound-listen'),
+    app,
+    admin,
+    clock: systemClock,
+    random: systemRandom,
+    tracing,
+    accessLog: where === 'off' ? undefined : where === 'stderr' ? process.stderr : process.stdout,
+    maxHeaderSize: Number(values['max-header-size']),
+    log,
+  });
+  log('proxy started', {
+    outbound: proxy.outbound && `${proxy.outbound.address}:${proxy.outbound.port}`,
+    inbound: proxy.inbound && `${proxy.inbound.address}:${proxy.inbound.port}`,
+    admin: `${proxy.admin.address}:${proxy.admin.port}`,
+    version: proxy.store.current?.version ?? null,
+  });
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    const grace = Number(values['drain-grace']);
+    log('draining', { signal, graceMs: grace });
+    void proxy
+      .drain(grace)
+      .then(() => shutdown())
+      .finally(() => {
+        log('stopped');
+        process.exit(0);
+      });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`meshlet proxy: ${err.message}\n\n${USAGE}`);
+  process.exit(2);
+});

@@ -1,0 +1,115 @@
+// Outbound stage 3 (above split and balance, so a retry may land elsewhere): budgeted retries
+// with full-jitter backoff, and the whole-request deadline. Only replayable bodies are retried:
+// a body up to maxBufferedBody is read first; a larger or unsized one is streamed once.
+import type { Clock, Random } from '../../api/runtime.ts';
+import type { Exchange, Stage, UpstreamResponse } from '../http/exchange.ts';
+import { ProxyError, isProxyError } from '../errors.ts';
+import { backoffDelay } from '../policy/backoff.ts';
+import { isRetryable, type AttemptOutcome } from '../policy/retry-decision.ts';
+import type { ProxyMetrics } from '../telemetry/metrics.ts';
+
+/** What an attempt's error means for retrying; undefined: never retry (the proxy's own refusals). */
+export function outcomeOfError(err: unknown): AttemptOutcome | undefined {
+  if (!isProxyError(err)) return undefined;
+  switch (err.code) {
+    case 'connect-refused':
+    case 'connect-timeout':
+    case 'connect-failed':
+    case 'tls-failed':
+    case 'identity-mismatch':
+      return err.beforeRequest ? { kind: 'connect-failed' } : { kind: 'reset-before-response' };
+    case 'upstream-reset':
+      return { kind: 'reset-before-response' };
+    case 'per-try-timeout':
+      return { kind: 'timeout' };
+    default:
+      return undefined;
+  }
+}
+
+/** Read a small body whole so it can be sent again; leave large or unsized ones streaming. */
+export async function makeReplayable(ex: Exchange, maxBuffered: number): Promise<boolean> {
+  const body = ex.body;
+  if (body.kind !== 'stream') return true;
+  const len = Number(ex.req.headers['content-length']);
+  if (!Number.isFinite(len) || len > maxBuffered) return false;
+  const chunks: Buffer[] = [];
+  for await (const c of body.source) chunks.push(c as Buffer);
+  ex.body = { kind: 'buffer', data: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) };
+  return true;
+}
+
+export function retry(clock: Clock, random: Random, metrics: ProxyMetrics): Stage {
+  return (next) => async (ex) => {
+    const route = ex.route!;
+    const policy = route.retry;
+    const budget = ex.service!.budget;
+    const timeoutMs = route.timeouts.request;
+    ex.deadline = timeoutMs > 0 ? ex.startMs + timeoutMs : Infinity;
+    let timedOut = false;
+    let wake: (() => void) | undefined;
+    const timer =
+      timeoutMs > 0
+        ? setTimeout(() => {
+            timedOut = true;
+            ex.abortAttempt?.(new ProxyError('request-timeout', `no response within ${timeoutMs} ms`));
+            wake?.();
+          }, timeoutMs)
+        : undefined;
+    budget.recordRequest();
+    const mayRetry = policy.attempts > 1 && policy.methods.has(ex.method);
+    const replayable = mayRetry ? await makeReplayable(ex, policy.maxBufferedBody) : ex.body.kind !== 'stream';
+    try {
+      for (;;) {
+        ex.attempts++;
+        let res: UpstreamResponse | undefined;
+        let err: unknown;
+        try {
+          res = await next(ex);
+        } catch (e) {
+          err = e;
+        }
+        if (timedOut) {
+          res?.body.discard();
+          throw new ProxyError('request-timeout', `no response within ${timeoutMs} ms (${ex.attempts} attempts)`, { cause: err });
+        }
+        if (ex.clientGone) {
+          if (res) return res;
+          throw err;
+        }
+        const outcome: AttemptOutcome | undefined = res ? { kind: 'status', status: res.status } : outcomeOfError(err);
+        const wanted =
+          outcome !== undefined &&
+          (outcome.kind !== 'status' || policy.statuses.has(outcome.status)) &&
+          isRetryable({ method: ex.method, attempt: ex.attempts, maxAttempts: policy.attempts, outcome, statuses: policy.statuses, methods: policy.methods, bodyReplayable: replayable });
+        if (!wanted) {
+          if (res) return res;
+          throw err;
+        }
+        if (!budget.tryWithdraw()) {
+          metrics.budgetExhausted.labels(ex.service!.name).inc();
+          if (res) return res;
+          const last = err as ProxyError;
+          throw new ProxyError('budget-exhausted', `retry budget of "${ex.service!.name}" exhausted; last attempt: ${last.code}: ${last.message}`, { cause: err });
+        }
+        res?.body.discard();
+        const delay = backoffDelay(ex.attempts, policy.backoff, random);
+        if (delay > 0) {
+          await new Promise<void>((resolve) => {
+            const t = setTimeout(resolve, delay);
+            wake = () => {
+              clearTimeout(t);
+              resolve();
+            };
+          });
+          wake = undefined;
+          if (timedOut) throw new ProxyError('request-timeout', `no response within ${timeoutMs} ms (${ex.attempts} attempts)`, { cause: err });
+        }
+        metrics.retries.labels(ex.service!.name, outcome.kind === 'status' ? String(outcome.status) : outcome.kind).inc();
+        void clock;
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+}

@@ -1,0 +1,111 @@
+// Route stage, first after the listener picked a service: which of its routes handles this request.
+// Guarantees: routes are tried in order and the first whose every condition holds wins.
+import type { HeaderMatch, RouteMatch } from '../../api/proxy-config.ts';
+
+export interface RequestHead {
+  method: string;
+  /** Request-target path WITHOUT query (see pathOf). */
+  path: string;
+  /** Lower-case names, as Node gives them (req.headers or req.headersDistinct). */
+  headers: Record<string, string | string[] | undefined>;
+}
+
+/** The first route whose match holds; a route without a match (or with an empty one) matches everything. */
+export function matchRoute<R extends { match?: RouteMatch }>(routes: readonly R[], req: RequestHead): R | undefined {
+  for (const route of routes) if (route.match === undefined || matches(route.match, req)) return route;
+  return undefined;
+}
+
+/** Every condition present in m holds for req (AND). */
+export function matches(m: RouteMatch, req: RequestHead): boolean {
+  if (m.method !== undefined && m.method !== req.method) return false;
+  const p = m.path;
+  if (p !== undefined) {
+    if ('exact' in p ? p.exact !== req.path : !prefixMatches(p.prefix, req.path)) return false;
+  }
+  if (m.headers !== undefined) for (const h of m.headers) if (!headerMatches(h, req.headers)) return false;
+  return true;
+}
+
+/**
+ * Gateway API PathPrefix: whole segments only. `/api` (or `/api/`) matches `/api`, `/api/`,
+ * `/api/x`, not `/apix`; `/` matches every request target, `*` included.
+ */
+function prefixMatches(prefix: string, path: string): boolean {
+  let n = prefix.length;
+  while (n > 0 && prefix.charCodeAt(n - 1) === 47 /* / */) n--;
+  if (n === 0) return true;
+  if (path.length < n) return false;
+  if (!path.startsWith(n === prefix.length ? prefix : prefix.slice(0, n))) return false;
+  return path.length === n || path.charCodeAt(n) === 47;
+}
+
+/**
+ * The header is present (and, when a value is given, one of its values equals it exactly).
+ * Node joins repeated headers into one string with ", " (req.headers), so a string value also
+ * matches when any comma-separated element equals the wanted value; arrays
+ * (req.headersDistinct, set-cookie) match when any element does.
+ */
+function headerMatches(h: HeaderMatch, headers: RequestHead['headers']): boolean {
+  let v = headers[h.name];
+  if (v === undefined) {
+    const lower = h.name.toLowerCase();
+    if (lower !== h.name) v = headers[lower];
+  }
+  if (typeof v === 'string') return h.value === undefined || v === h.value || listHas(v, h.value);
+  if (Array.isArray(v)) {
+    if (h.value === undefined) return true;
+    for (const e of v) if (e === h.value || listHas(e, h.value)) return true;
+  }
+  return false;
+}
+
+/** Is `want` one of the comma-separated, whitespace-trimmed elements of `list`? No allocation. */
+function listHas(list: string, want: string): boolean {
+  let start = 0;
+  while (start <= list.length) {
+    let end = list.indexOf(',', start);
+    if (end === -1) end = list.length;
+    let a = start;
+    let b = end;
+    while (a < b && isOws(list.charCodeAt(a))) a++;
+    while (b > a && isOws(list.charCodeAt(b - 1))) b--;
+    if (b - a === want.length && list.startsWith(want, a)) return true;
+    start = end + 1;
+  }
+  return false;
+}
+
+function isOws(c: number): boolean {
+  return c === 32 || c === 9;
+}
+
+/**
+ * The path of a request target, without query or fragment: `/a?b` -> `/a`,
+ * `http://host:port/a?b` -> `/a`, `http://host?x` -> `/`, `*` -> `*`. An authority-form target
+ * (CONNECT `host:443`) has no path: ''.
+ */
+export function pathOf(target: string): string {
+  if (target.charCodeAt(0) === 47 /* / */) return cut(target, 0);
+  if (target === '*') return '*';
+  const scheme = target.indexOf('://');
+  if (scheme === -1) return '';
+  const authority = scheme + 3;
+  for (let i = authority; i < target.length; i++) {
+    const c = target.charCodeAt(i);
+    if (c === 47) return cut(target, i);
+    if (c === 63 /* ? */ || c === 35 /* # */) break;
+  }
+  return '/';
+}
+
+/** target from `from` up to the first `?` or `#`. */
+function cut(target: string, from: number): string {
+  let end = from;
+  while (end < target.length) {
+    const c = target.charCodeAt(end);
+    if (c === 63 || c === 35) break;
+    end++;
+  }
+  return from === 0 && end === target.length ? target : target.slice(from, end);
+}

@@ -1,0 +1,180 @@
+// The composition root: builds clock, random source, registry, tracer, config store, the two
+// pipelines and the admin server, and hands each part what it needs. Nothing global.
+import { Pool, type Dispatcher } from 'undici';
+import type { IncomingMessage } from 'node:http';
+import type { Clock, Random } from '../api/runtime.ts';
+import { StateRegistry, type ClientFactory } from './config/compile.ts';
+import { ConfigStore } from './config/store.ts';
+import { FileConfigSource } from './config/file-source.ts';
+import { Listener, targetOf, type Workload } from './http/listener.ts';
+import { compose } from './http/exchange.ts';
+import { makeUpgradeHandler, type UpgradeTarget } from './http/upgrade.ts';
+import { ProxyError } from './errors.ts';
+import { destination } from './outbound/destination.ts';
+import { route } from './outbound/route.ts';
+import { retry } from './outbound/retry.ts';
+import { split } from './outbound/split.ts';
+import { concurrency } from './outbound/concurrency.ts';
+import { balance } from './outbound/balance.ts';
+import { endpoint } from './outbound/endpoint.ts';
+import { authorization } from './inbound/authorize.ts';
+import { app } from './inbound/app.ts';
+import { matchRoute, pathOf } from './policy/route-match.ts';
+import { pickWeighted } from './policy/split.ts';
+import { pickP2C } from './policy/balancer.ts';
+import { authorize } from './policy/authorize.ts';
+import { ProxyMetrics } from './telemetry/metrics.ts';
+import { BatchedAccessLog, nullAccessLog, type AccessLog } from './telemetry/access-log.ts';
+import type { Tracing } from './telemetry/trace.ts';
+import { adminServer, listenAdmin } from './admin.ts';
+import type { AddressInfo } from 'node:net';
+import type { Writable } from 'node:stream';
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export interface ProxyOptions {
+  self: Workload;
+  configFile: string;
+  outbound: HostPort | undefined;
+  inbound: HostPort | undefined;
+  /** The local application the inbound side forwards to. */
+  app: HostPort;
+  admin: HostPort;
+  clock: Clock;
+  random: Random;
+  tracing: Tracing;
+  accessLog: Writable | undefined;
+  maxHeaderSize: number;
+  log: (msg: string, fields?: Record<string, unknown>) => void;
+}
+
+export interface RunningProxy {
+  outbound: AddressInfo | undefined;
+  inbound: AddressInfo | undefined;
+  admin: AddressInfo;
+  store: ConfigStore;
+  metrics: ProxyMetrics;
+  /** Stop accepting, finish in-flight requests (up to graceMs), close everything. */
+  drain(graceMs: number): Promise<void>;
+}
+
+export const undiciClients: ClientFactory = {
+  create({ address, identity, connectTimeout }): Dispatcher {
+    if (identity) {
+      // mTLS to meshed endpoints arrives with the identity work; never fall back to plaintext.
+      return new RefusingDispatcher(new ProxyError('tls-failed', `endpoint ${address} expects identity ${identity}, but this proxy has no mTLS credentials`, { beforeRequest: true })) as unknown as Dispatcher;
+    }
+    return new Pool(`http://${address}`, { connectTimeout, keepAliveTimeout: 30_000, keepAliveMaxTimeout: 60_000, pipelining: 1 });
+  },
+  close(client) {
+    void (client as Dispatcher).close().catch(() => {});
+  },
+};
+
+/** A dispatcher that fails every request with one error (a configuration the proxy cannot serve). */
+class RefusingDispatcher {
+  readonly #err: ProxyError;
+  constructor(err: ProxyError) {
+    this.#err = err;
+  }
+  dispatch(_opts: unknown, handler: Dispatcher.DispatchHandler): boolean {
+    queueMicrotask(() => handler.onResponseError?.(undefined as never, this.#err));
+    return true;
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
+  const metrics = new ProxyMetrics({
+    collect: (m) => {
+      m.breakerState.reset();
+      for (const ep of state.endpoints()) {
+        const s = ep.accrual.state;
+        m.breakerState.labels(ep.service, ep.address).set(s === 'closed' ? 0 : s === 'open' ? 1 : 2);
+      }
+    },
+  });
+  const state = new StateRegistry(o.clock, o.random, undiciClients);
+  const store = new ConfigStore(state, {
+    applied: (cfg) => {
+      metrics.configUpdates.labels('applied').inc();
+      metrics.configInfo.reset();
+      metrics.configInfo.labels(cfg.version).set(1);
+      o.log('config applied', { version: cfg.version });
+    },
+    refused: (problems, source) => {
+      metrics.configUpdates.labels('refused').inc();
+      o.log('config refused; keeping the last good one', { source, problems });
+    },
+  });
+  const source = new FileConfigSource(o.configFile, store);
+  await source.load();
+  source.watch(() => {});
+
+  const accessLog: AccessLog = o.accessLog ? new BatchedAccessLog(o.accessLog) : nullAccessLog;
+  const common = { clock: o.clock, store, metrics, accessLog, tracing: o.tracing, self: o.self, maxHeaderSize: o.maxHeaderSize };
+
+  let outbound: Listener | undefined;
+  let outAddr: AddressInfo | undefined;
+  if (o.outbound) {
+    const handler = compose(
+      [destination, route, retry(o.clock, o.random, metrics), split(o.random), concurrency(metrics), balance(o.clock, o.random, metrics)],
+      endpoint(o.clock),
+    );
+    const pick = (req: IncomingMessage, cfg: Parameters<Parameters<typeof makeUpgradeHandler>[0]>[1]): UpgradeTarget => {
+      const t = targetOf(req.url ?? '/', req.headers.host ?? '');
+      const svc = cfg.byHost.get(t.host);
+      if (!svc) return { error: new ProxyError('no-route', `no service for host "${t.host}"`) };
+      const r = matchRoute(svc.routes, { method: req.method ?? 'GET', path: pathOf(t.target), headers: req.headers });
+      if (!r) return { error: new ProxyError('no-route', `no route of "${svc.name}" matches`) };
+      const b = pickWeighted(r.backends, o.random);
+      if (!b) return { error: new ProxyError('no-endpoints', 'no backend with weight > 0') };
+      const ep = pickP2C(b.service.ready.filter((e) => e.accrual.isAvailable()), (e) => e.load, o.random);
+      if (!ep) return { error: new ProxyError('no-endpoints', `no available endpoint of "${b.service.name}"`) };
+      return { address: ep.address };
+    };
+    outbound = new Listener({ ...common, direction: 'outbound', handler, upgrade: makeUpgradeHandler(pick, (req) => targetOf(req.url ?? '/', req.headers.host ?? '').target) });
+    outAddr = await outbound.listen(o.outbound.host, o.outbound.port);
+  }
+
+  let inbound: Listener | undefined;
+  let inAddr: AddressInfo | undefined;
+  const appPool = new Pool(`http://${o.app.host.includes(':') ? `[${o.app.host}]` : o.app.host}:${o.app.port}`, { connectTimeout: 1000, keepAliveTimeout: 30_000, pipelining: 1 });
+  if (o.inbound) {
+    const handler = compose([authorization(metrics, o.app.port)], app(appPool));
+    const appAddress = `${o.app.host}:${o.app.port}`;
+    const pick = (req: IncomingMessage, cfg: Parameters<Parameters<typeof makeUpgradeHandler>[0]>[1], peer: { identity: string }): UpgradeTarget => {
+      const d = authorize(cfg.inbound.policies, cfg.inbound.defaultPolicy, { port: o.app.port, identity: peer.identity, method: req.method ?? 'GET', path: pathOf(req.url ?? '/') });
+      return d.allowed ? { address: appAddress } : { error: new ProxyError('forbidden', d.reason) };
+    };
+    inbound = new Listener({ ...common, direction: 'inbound', handler, upgrade: makeUpgradeHandler(pick, (req) => req.url ?? '/') });
+    inAddr = await inbound.listen(o.inbound.host, o.inbound.port);
+  }
+
+  let draining = false;
+  const admin = adminServer({ store, metrics, notReady: () => (draining ? ['draining'] : []) });
+  const adminAddr = await listenAdmin(admin, o.admin.host, o.admin.port);
+
+  return {
+    outbound: outAddr,
+    inbound: inAddr,
+    admin: adminAddr,
+    store,
+    metrics,
+    async drain(graceMs) {
+      draining = true;
+      source.close();
+      await Promise.all([outbound?.drain(graceMs), inbound?.drain(graceMs)]);
+      await accessLog.close();
+      admin.close();
+      admin.closeAllConnections();
+      state.closeAll();
+      await appPool.close().catch(() => {});
+    },
+  };
+}

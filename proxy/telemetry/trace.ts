@@ -1,0 +1,154 @@
+// Trace context per hop: reads W3C traceparent/tracestate or B3 from the request, opens a new
+// span for this hop and writes its ids downstream. Costs a few string ops when not exporting.
+import { randomFillSync } from 'node:crypto';
+import type { Tracer } from '@opentelemetry/api';
+
+export interface ParentContext {
+  traceId: string;
+  spanId: string;
+  sampled: boolean;
+}
+
+export interface HopSpan {
+  readonly traceId: string;
+  readonly spanId: string;
+  readonly sampled: boolean;
+  /** Ends the span (exporting tracer only). */
+  end(attrs: SpanEnd): void;
+}
+
+export interface SpanEnd {
+  status: number;
+  errorReason: string;
+  attributes: Record<string, string | number>;
+}
+
+export interface Tracing {
+  start(name: string, kind: 'server' | 'client', parent: ParentContext | undefined, attributes: Record<string, string | number>): HopSpan;
+}
+
+const HEX = /^[0-9a-f]+$/;
+const ZERO_TRACE = '00000000000000000000000000000000';
+const ZERO_SPAN = '0000000000000000';
+
+/** Parse a W3C traceparent (version 00 or future versions read as 00). */
+export function parseTraceparent(v: string | undefined): ParentContext | undefined {
+  if (!v || v.length < 55) return undefined;
+  const version = v.slice(0, 2);
+  if (version === 'ff' || v[2] !== '-' || v[35] !== '-' || v[52] !== '-') return undefined;
+  if (version === '00' && v.length !== 55) return undefined;
+  const traceId = v.slice(3, 35);
+  const spanId = v.slice(36, 52);
+  const flags = v.slice(53, 55);
+  if (!HEX.test(traceId) || !HEX.test(spanId) || !HEX.test(flags) || traceId === ZERO_TRACE || spanId === ZERO_SPAN) return undefined;
+  return { traceId, spanId, sampled: (parseInt(flags, 16) & 1) === 1 };
+}
+
+/** Parse B3 (single `b3` header or X-B3-* multi headers). 64-bit trace ids are left-padded. */
+export function parseB3(headers: Record<string, string | string[] | undefined>): ParentContext | undefined {
+  const single = headers['b3'];
+  let traceId: string | undefined;
+  let spanId: string | undefined;
+  let sampled = false;
+  if (typeof single === 'string') {
+    const parts = single.split('-');
+    [traceId, spanId] = parts;
+    sampled = parts[2] === '1' || parts[2] === 'd';
+  } else {
+    const t = headers['x-b3-traceid'];
+    const s = headers['x-b3-spanid'];
+    traceId = typeof t === 'string' ? t : undefined;
+    spanId = typeof s === 'string' ? s : undefined;
+    sampled = headers['x-b3-sampled'] === '1' || headers['x-b3-flags'] === '1';
+  }
+  if (!traceId || !spanId) return undefined;
+  traceId = traceId.toLowerCase();
+  spanId = spanId.toLowerCase();
+  if (traceId.length === 16) traceId = '0000000000000000' + traceId;
+  if (traceId.length !== 32 || spanId.length !== 16 || !HEX.test(traceId) || !HEX.test(spanId)) return undefined;
+  return { traceId, spanId, sampled };
+}
+
+export function extractParent(headers: Record<string, string | string[] | undefined>): ParentContext | undefined {
+  const tp = headers['traceparent'];
+  return parseTraceparent(typeof tp === 'string' ? tp : undefined) ?? parseB3(headers);
+}
+
+/** Random hex ids from a pooled buffer: one randomFill per 512 ids. */
+export class IdSource {
+  #pool = Buffer.alloc(4096);
+  #off = 4096;
+  hex(bytes: 8 | 16): string {
+    if (this.#off + bytes > this.#pool.length) {
+      randomFillSync(this.#pool);
+      this.#off = 0;
+    }
+    const s = this.#pool.toString('hex', this.#off, this.#off + bytes);
+    this.#off += bytes;
+    return s;
+  }
+}
+
+/** Propagation only: new span ids per hop, nothing exported. */
+export class IdOnlyTracing implements Tracing {
+  readonly #ids: IdSource;
+  constructor(ids = new IdSource()) {
+    this.#ids = ids;
+  }
+  start(_name: string, _kind: 'server' | 'client', parent: ParentContext | undefined): HopSpan {
+    return { traceId: parent?.traceId ?? this.#ids.hex(16), spanId: this.#ids.hex(8), sampled: parent?.sampled ?? false, end() {} };
+  }
+}
+
+/** Exporting tracing through @opentelemetry/api (an SDK must be registered). */
+export class OtelTracing implements Tracing {
+  readonly #tracer: Tracer;
+  readonly #api: typeof import('@opentelemetry/api');
+  constructor(api: typeof import('@opentelemetry/api'), tracer: Tracer) {
+    this.#api = api;
+    this.#tracer = tracer;
+  }
+  start(name: string, kind: 'server' | 'client', parent: ParentContext | undefined, attributes: Record<string, string | number>): HopSpan {
+    const api = this.#api;
+    const ctx = parent
+      ? api.trace.setSpanContext(api.ROOT_CONTEXT, { traceId: parent.traceId, spanId: parent.spanId, traceFlags: parent.sampled ? 1 : 0, isRemote: true })
+      : api.ROOT_CONTEXT;
+    const span = this.#tracer.startSpan(name, { kind: kind === 'server' ? api.SpanKind.SERVER : api.SpanKind.CLIENT, attributes }, ctx);
+    const sc = span.spanContext();
+    return {
+      traceId: sc.traceId,
+      spanId: sc.spanId,
+      sampled: (sc.traceFlags & 1) === 1,
+      end(e: SpanEnd) {
+        span.setAttributes(e.attributes);
+        span.setAttribute('http.response.status_code', e.status);
+        if (e.errorReason) {
+          span.setAttribute('meshlet.proxy_error', e.errorReason);
+          span.setAttribute('error.type', e.errorReason);
+        }
+        if (e.status >= 500 || e.errorReason) span.setStatus({ code: api.SpanStatusCode.ERROR, message: e.errorReason || String(e.status) });
+        span.end();
+      },
+    };
+  }
+}
+
+/** Headers to send downstream for this hop's span: traceparent always, B3 when the caller used B3. */
+export function propagationHeaders(span: HopSpan, usedB3: boolean): string[] {
+  const flags = span.sampled ? '01' : '00';
+  const out = ['traceparent', `00-${span.traceId}-${span.spanId}-${flags}`];
+  if (usedB3) out.push('x-b3-traceid', span.traceId, 'x-b3-spanid', span.spanId, 'x-b3-sampled', span.sampled ? '1' : '0');
+  return out;
+}
+
+/** Start the OpenTelemetry SDK when the standard OTEL_* variables ask for it; else id-only tracing. */
+export async function tracingFromEnv(env: NodeJS.ProcessEnv, serviceName: string): Promise<{ tracing: Tracing; shutdown: () => Promise<void> }> {
+  const wants = env['OTEL_EXPORTER_OTLP_ENDPOINT'] || env['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'] || (env['OTEL_TRACES_EXPORTER'] && env['OTEL_TRACES_EXPORTER'] !== 'none');
+  if (!wants || env['OTEL_SDK_DISABLED'] === 'true') return { tracing: new IdOnlyTracing(), shutdown: async () => {} };
+  const api = await import('@opentelemetry/api');
+  const { NodeSDK } = await import('@opentelemetry/sdk-node');
+  if (!env['OTEL_SERVICE_NAME']) env['OTEL_SERVICE_NAME'] = serviceName;
+  const sdk = new NodeSDK({ instrumentations: [] });
+  sdk.start();
+  return { tracing: new OtelTracing(api, api.trace.getTracer('meshlet-proxy')), shutdown: () => sdk.shutdown() };
+}
