@@ -477,7 +477,7 @@ function structuralProblems(schema: TSchema, doc: unknown): Problem[] {
           out.push({ path, message: `expected one of ${variants.map((v) => String(v.const)).join(', ')}, got ${JSON.stringify(e.value) ?? 'nothing'}` });
           continue;
         }
-        const branches = e.errors.map((it) => [...it]).sort((a, b) => a.length - b.length);
+        const branches = e.errors.map((it) => [...it]).toSorted((a, b) => a.length - b.length);
         if (branches[0] && branches[0].length > 0) {
           visit(branches[0]);
           continue;

@@ -75,7 +75,8 @@ export class Listener {
       {
         maxHeaderSize: deps.maxHeaderSize,
         insecureHTTPParser: false,
-        requireHostHeader: true,
+        // Checked in #onRequest so the 400 carries the proxy's reason header.
+        requireHostHeader: false,
         // Bodies may stream for long; the per-try and request timeouts govern waiting for heads.
         requestTimeout: 0,
         headersTimeout: 30_000,
@@ -165,6 +166,10 @@ export class Listener {
     }
     const hostHeader = req.headers.host ?? '';
     const { target, authority, host } = targetOf(req.url ?? '/', hostHeader);
+    if (host === '') {
+      this.#respondError(req, res, new ProxyError('bad-request', 'the request names no host (no Host header, no absolute-form target)'), startMs, undefined);
+      return;
+    }
     const parent = extractParent(req.headers);
     const usedB3 = parent !== undefined && req.headers['traceparent'] === undefined;
     const span = d.tracing.start(`${req.method} ${d.direction}`, d.direction === 'inbound' ? 'server' : 'client', parent, {

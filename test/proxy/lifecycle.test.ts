@@ -1,0 +1,158 @@
+// Config and process lifecycle on real processes: a config change under load loses nothing, a
+// bad config file is refused with every problem and its path while the old one stays, SIGTERM
+// under load finishes every in-flight request, and a 100 MB body streams with bounded memory.
+import t from 'tap';
+import { request } from 'undici';
+import { Readable } from 'node:stream';
+import { startUpstream, startProxyProcess, pool, load, metricValue } from '../fixtures/mesh.ts';
+
+const splitConfig = (version: string, w1: number, w2: number, a: string, b: string) => ({
+  version,
+  services: [
+    { name: 'api', endpoints: [], routes: [{ name: 'split', backends: [{ service: 'api-v1', weight: w1 }, { service: 'api-v2', weight: w2 }] }] },
+    { name: 'api-v1', endpoints: [{ address: a }] },
+    { name: 'api-v2', endpoints: [{ address: b }] },
+  ],
+});
+
+t.test('split changes under load lose 0 requests and apply to the next request', async (t) => {
+  const slow = (ms: number) => (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse, u: { port: number }) => {
+    req.resume();
+    setTimeout(() => res.end(String(u.port)), ms);
+  };
+  const v1 = await startUpstream(slow(20));
+  const v2 = await startUpstream(slow(20));
+  const p = await startProxyProcess({ config: splitConfig('c1', 100, 0, v1.address, v2.address), args: ['--access-log', 'off'] });
+  const client = pool(p.outboundUrl);
+  t.teardown(async () => {
+    await client.close();
+    await p.stop();
+    await Promise.all([v1.close(), v2.close()]);
+  });
+  let flipped = 0;
+  const running = load(client, {
+    count: 3000,
+    concurrency: 24,
+    host: 'api',
+    onProgress: (n) => {
+      // Flip the split back and forth while requests are in flight.
+      if (n % 500 === 0) {
+        flipped++;
+        p.writeConfig(splitConfig(`c${flipped + 1}`, flipped % 2 ? 0 : 100, flipped % 2 ? 100 : 0, v1.address, v2.address));
+      }
+    },
+  });
+  const r = await running;
+  t.equal(r.errors.length, 0, `no client errors (${r.errors.slice(0, 3).join('; ')})`);
+  t.equal(r.statuses.get(200), 3000, 'every request succeeded');
+  t.ok(v1.hits > 0 && v2.hits > 0, `both versions served (v1 ${v1.hits}, v2 ${v2.hits})`);
+  // After the last change settles, all traffic follows it.
+  p.writeConfig(splitConfig('final', 0, 100, v1.address, v2.address));
+  await p.waitForVersion('final');
+  const before1 = v1.hits;
+  const r2 = await load(client, { count: 200, concurrency: 8, host: 'api' });
+  t.equal(r2.statuses.get(200), 200);
+  t.equal(v1.hits, before1, 'the next requests all go to v2');
+});
+
+t.test('a bad config file is refused with every problem and its path; the old config stays', async (t) => {
+  const v1 = await startUpstream();
+  const p = await startProxyProcess({ config: { version: 'good', services: [{ name: 'api', endpoints: [{ address: v1.address }] }] } });
+  t.teardown(async () => {
+    await p.stop();
+    await v1.close();
+  });
+  p.writeConfig({
+    version: 'bad',
+    services: [
+      { name: 'api', endpoints: [{ address: 'nope' }], routes: [{ name: 'r', backends: [{ service: 'api', weight: -1 }] }] },
+      { name: 'Bad_Name', endpoints: [], retry: { attempts: 0 } },
+    ],
+  });
+  let ready: { lastRefusal: { problems: Array<{ path: string; message: string }> } | null; version: string } = { lastRefusal: null, version: '' };
+  for (let i = 0; i < 100 && !ready.lastRefusal; i++) {
+    await new Promise((r) => setTimeout(r, 30));
+    ready = (await (await fetch(`${p.adminUrl}/ready`)).json()) as typeof ready;
+  }
+  const paths = ready.lastRefusal?.problems.map((x) => x.path) ?? [];
+  t.ok(paths.includes('/services/0/endpoints/0/address'), 'bad address reported with its path');
+  t.ok(paths.includes('/services/0/routes/0/backends/0/weight'), 'negative weight reported');
+  t.ok(paths.includes('/services/1/name'), 'bad name reported');
+  t.ok(paths.includes('/services/1/retry/attempts'), 'bad attempts reported');
+  t.equal(ready.version, 'good', 'the good config is still in force');
+  const r = await request(`${p.outboundUrl}/`, { headers: { host: 'api' } });
+  await r.body.text();
+  t.equal(r.statusCode, 200, 'and still serves');
+  t.match(p.stderr(), /config refused/, 'the refusal is logged');
+  p.writeConfig('{ not json');
+  await new Promise((r) => setTimeout(r, 300));
+  const cfg = (await (await fetch(`${p.adminUrl}/config`)).json()) as { version: string; lastRefusal: { problems: Array<{ message: string }> } };
+  t.equal(cfg.version, 'good');
+  t.match(cfg.lastRefusal.problems[0]!.message, /does not parse/);
+  t.equal(metricValue(await p.metrics(), 'meshlet_config_updates_total', { result: 'refused' }), 2, 'refusals counted');
+});
+
+t.test('SIGTERM under load: every in-flight request finishes, then the proxy exits', async (t) => {
+  const v1 = await startUpstream((req, res) => {
+    req.resume();
+    setTimeout(() => res.end('slow ok'), 300);
+  });
+  const p = await startProxyProcess({ config: { version: 'd1', services: [{ name: 'api', endpoints: [{ address: v1.address }] }] } });
+  const client = pool(p.outboundUrl, 64);
+  t.teardown(async () => {
+    await client.close();
+    await v1.close();
+  });
+  const inFlight = Array.from({ length: 40 }, () => request(`${p.outboundUrl}/`, { dispatcher: client, headers: { host: 'api' } }).then(async (r) => ({ status: r.statusCode, body: await r.body.text() })));
+  await new Promise((r) => setTimeout(r, 100));
+  const code = p.stop('SIGTERM');
+  const results = await Promise.allSettled(inFlight);
+  t.equal(results.filter((r) => r.status === 'fulfilled' && r.value.status === 200 && r.value.body === 'slow ok').length, 40, 'all 40 in-flight requests completed');
+  t.equal(await code, 0, 'clean exit');
+  const refused = await request(`${p.outboundUrl}/`, { headers: { host: 'api' } }).then(() => 'served', (e: Error & { code?: string }) => e.code ?? e.message);
+  t.equal(refused, 'ECONNREFUSED', 'no longer accepting');
+});
+
+t.test('a 100 MB body streams through with bounded proxy memory', async (t) => {
+  let received = 0;
+  const sink = await startUpstream((req, res) => {
+    req.on('data', (c: Buffer) => (received += c.length));
+    req.on('end', () => {
+      res.setHeader('content-type', 'application/octet-stream');
+      // And 100 MB back.
+      let sent = 0;
+      const chunk = Buffer.alloc(64 * 1024, 7);
+      const pump = () => {
+        while (sent < 100 * 1024 * 1024) {
+          sent += chunk.length;
+          if (!res.write(chunk)) return res.once('drain', pump);
+        }
+        res.end();
+      };
+      pump();
+    });
+  });
+  const p = await startProxyProcess({ config: { version: 'b1', services: [{ name: 'sink', endpoints: [{ address: sink.address }] }] } });
+  t.teardown(async () => {
+    await p.stop();
+    await sink.close();
+  });
+  const rssBefore = p.rssKb();
+  const total = 100 * 1024 * 1024;
+  let produced = 0;
+  const body = new Readable({
+    read() {
+      if (produced >= total) return this.push(null);
+      produced += 256 * 1024;
+      this.push(Buffer.alloc(256 * 1024, 1));
+    },
+  });
+  const r = await request(`${p.outboundUrl}/upload`, { method: 'POST', headers: { host: 'sink', 'content-length': String(total) }, body });
+  let down = 0;
+  for await (const c of r.body) down += (c as Buffer).length;
+  t.equal(r.statusCode, 200);
+  t.equal(received, total, '100 MB up');
+  t.equal(down, total, '100 MB down');
+  const peak = p.rssKb();
+  t.ok(peak - rssBefore < 40 * 1024, `proxy peak RSS grew by ${((peak - rssBefore) / 1024).toFixed(1)} MB (< 40 MB) for 200 MB streamed; peak ${(peak / 1024).toFixed(1)} MB`);
+});

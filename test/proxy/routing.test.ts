@@ -1,0 +1,98 @@
+// Routing on real sockets: destination from Host and absolute-form, route matches (path, method,
+// headers, first wins), no route → 404 with a reason, weighted split 90/10 within ±2 %.
+import t from 'tap';
+import { request } from 'undici';
+import { startUpstream, startProxyProcess, pool, load } from '../fixtures/mesh.ts';
+
+t.test('routes by host, path, method and headers; 404 with reason otherwise', async (t) => {
+  const v1 = await startUpstream();
+  const v2 = await startUpstream();
+  const admin = await startUpstream();
+  const p = await startProxyProcess({
+    config: {
+      version: 'r1',
+      services: [
+        {
+          name: 'api',
+          hosts: ['api.shop', 'api.shop.svc.cluster.local'],
+          endpoints: [{ address: v1.address }],
+          routes: [
+            { name: 'canary-header', match: { headers: [{ name: 'X-Canary', value: '1' }] }, backends: [{ service: 'api-v2', weight: 1 }] },
+            { name: 'admin-post', match: { path: { prefix: '/admin' }, method: 'POST' }, backends: [{ service: 'api-admin', weight: 1 }] },
+            { name: 'exact', match: { path: { exact: '/v2' } }, backends: [{ service: 'api-v2', weight: 1 }] },
+            { name: 'rest', match: { path: { prefix: '/' } } },
+          ],
+        },
+        { name: 'api-v2', endpoints: [{ address: v2.address }] },
+        { name: 'api-admin', endpoints: [{ address: admin.address }] },
+        { name: 'closed', endpoints: [{ address: v1.address }], routes: [{ name: 'only-get', match: { method: 'GET', path: { prefix: '/open' } } }] },
+      ],
+    },
+  });
+  t.teardown(async () => {
+    await p.stop();
+    await Promise.all([v1.close(), v2.close(), admin.close()]);
+  });
+  const get = async (host: string, path: string, opts: { method?: string; headers?: Record<string, string> } = {}) => {
+    const r = await request(`${p.outboundUrl}${path}`, { method: (opts.method ?? 'GET') as 'GET', headers: { host, ...opts.headers } });
+    return { status: r.statusCode, from: r.headers['x-upstream'], reason: r.headers['meshlet-proxy-error'], body: await r.body.text() };
+  };
+  t.equal((await get('api', '/x')).from, String(v1.port), 'plain host → service itself (catch-all route)');
+  t.equal((await get('api.shop:8080', '/x')).from, String(v1.port), 'an alias with a port');
+  t.equal((await get('API.Shop.svc.cluster.local', '/x')).from, String(v1.port), 'host match is case-insensitive');
+  t.equal((await get('api', '/x', { headers: { 'x-canary': '1' } })).from, String(v2.port), 'header match (first route) wins');
+  t.equal((await get('api', '/admin/users', { method: 'POST' })).from, String(admin.port), 'prefix + method');
+  t.equal((await get('api', '/admin/users')).from, String(v1.port), 'same path, other method → next route');
+  t.equal((await get('api', '/adminx', { method: 'POST' })).from, String(v1.port), 'prefix matches on segment boundaries');
+  t.equal((await get('api', '/v2')).from, String(v2.port), 'exact path');
+  t.equal((await get('api', '/v2/more')).from, String(v1.port), 'exact does not match longer paths');
+  const unknown = await get('nowhere', '/');
+  t.equal(unknown.status, 404);
+  t.equal(unknown.reason, 'no-route');
+  t.match(unknown.body, /no service for host "nowhere"/);
+  const noRoute = await get('closed', '/elsewhere');
+  t.equal(noRoute.status, 404);
+  t.equal(noRoute.reason, 'no-route');
+  t.match(noRoute.body, /no route of service "closed"/);
+  // Absolute-form (an app using the proxy as HTTP_PROXY) routes by the URL's authority.
+  const abs = await new Promise<{ status: number; from: string | undefined }>((resolve, reject) => {
+    import('node:http').then(({ request: req }) => {
+      const r = req({ host: '127.0.0.1', port: p.outboundPort, path: 'http://api-v2/abs?q=1', headers: { host: 'api-v2' } }, (res) => {
+        res.resume();
+        resolve({ status: res.statusCode ?? 0, from: res.headers['x-upstream'] as string | undefined });
+      });
+      r.on('error', reject);
+      r.end();
+    }, reject);
+  });
+  t.equal(abs.from, String(v2.port), 'absolute-form request-target');
+  t.equal(v2.seen.at(-1)?.url, '/abs?q=1', 'forwarded in origin-form with the query');
+});
+
+t.test('a 90/10 split over 10 000 requests lands within ±2 %', async (t) => {
+  const v1 = await startUpstream();
+  const v2 = await startUpstream();
+  const p = await startProxyProcess({
+    config: {
+      version: 's1',
+      services: [
+        { name: 'api', endpoints: [], routes: [{ name: 'split', backends: [{ service: 'api-v1', weight: 90 }, { service: 'api-v2', weight: 10 }] }] },
+        { name: 'api-v1', endpoints: [{ address: v1.address }] },
+        { name: 'api-v2', endpoints: [{ address: v2.address }] },
+      ],
+    },
+    args: ['--access-log', 'off'],
+  });
+  const client = pool(p.outboundUrl);
+  t.teardown(async () => {
+    await client.close();
+    await p.stop();
+    await Promise.all([v1.close(), v2.close()]);
+  });
+  const r = await load(client, { count: 10_000, concurrency: 32, host: 'api', timeoutMs: 90_000 });
+  t.equal(r.errors.length, 0, 'no client errors');
+  t.equal(r.statuses.get(200), 10_000, 'all 200');
+  const share = v2.hits / (v1.hits + v2.hits);
+  t.ok(Math.abs(share - 0.1) <= 0.02, `v2 share ${(share * 100).toFixed(2)} % is 10 ± 2 %`);
+  t.equal(v1.hits + v2.hits, 10_000, 'every request reached exactly one backend');
+});
