@@ -35,10 +35,10 @@ export function forwardRequestHeaders(raw: readonly string[], dropTrace: boolean
 
 /** Response headers from undici's raw Buffer list, hop-by-hop removed. */
 export function forwardResponseHeaders(raw: readonly (Buffer | string)[]): string[] {
-  const strs: string[] = new Array(raw.length);
+  const strs: string[] = [];
   for (let i = 0; i < raw.length; i++) {
     const v = raw[i]!;
-    strs[i] = typeof v === 'string' ? v : v.toString('latin1');
+    strs.push(typeof v === 'string' ? v : v.toString('latin1'));
   }
   const named = connectionTokens(strs);
   const out: string[] = [];

@@ -15,11 +15,12 @@ const splitConfig = (version: string, w1: number, w2: number, a: string, b: stri
   ],
 });
 
+const slow = (ms: number) => (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse, u: { port: number }) => {
+  req.resume();
+  setTimeout(() => res.end(String(u.port)), ms);
+};
+
 t.test('split changes under load lose 0 requests and apply to the next request', async (t) => {
-  const slow = (ms: number) => (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse, u: { port: number }) => {
-    req.resume();
-    setTimeout(() => res.end(String(u.port)), ms);
-  };
   const v1 = await startUpstream(slow(20));
   const v2 = await startUpstream(slow(20));
   const p = await startProxyProcess({ config: splitConfig('c1', 100, 0, v1.address, v2.address), args: ['--access-log', 'off'] });
