@@ -48,19 +48,29 @@ export function retry(clock: Clock, random: Random, metrics: ProxyMetrics): Stag
     ex.deadline = timeoutMs > 0 ? ex.startMs + timeoutMs : Infinity;
     let timedOut = false;
     let wake: (() => void) | undefined;
+    // Armed for the deadline itself (the endpoint cuts per-try timeouts to the same instant).
     const timer =
       timeoutMs > 0
         ? setTimeout(() => {
             timedOut = true;
             ex.abortAttempt?.(new ProxyError('request-timeout', `no response within ${timeoutMs} ms`));
             wake?.();
-          }, timeoutMs)
+          }, Math.max(0, ex.deadline - clock.now()))
         : undefined;
     budget.recordRequest();
-    const mayRetry = policy.attempts > 1 && policy.methods.has(ex.method);
-    const replayable = mayRetry ? await makeReplayable(ex, policy.maxBufferedBody) : ex.body.kind !== 'stream';
     try {
+      // Buffer for every method, not only the retry methods: a failed connect sent nothing, so
+      // any request may be retried (retry-decision.ts), but only if its body can be sent again.
+      // The deadline covers a body that is slow to arrive, too.
+      const replayable =
+        policy.attempts > 1
+          ? await new Promise<boolean>((resolve, reject) => {
+              wake = () => reject(new ProxyError('request-timeout', `request body not received within ${timeoutMs} ms`));
+              makeReplayable(ex, policy.maxBufferedBody).then(resolve, reject);
+            }).finally(() => (wake = undefined))
+          : ex.body.kind !== 'stream';
       for (;;) {
+        if (timedOut) throw new ProxyError('request-timeout', `no response within ${timeoutMs} ms (${ex.attempts} attempts)`);
         ex.attempts++;
         let res: UpstreamResponse | undefined;
         let err: unknown;
@@ -106,7 +116,6 @@ export function retry(clock: Clock, random: Random, metrics: ProxyMetrics): Stag
           if (timedOut) throw new ProxyError('request-timeout', `no response within ${timeoutMs} ms (${ex.attempts} attempts)`, { cause: err });
         }
         metrics.retries.labels(ex.service!.name, outcome.kind === 'status' ? String(outcome.status) : outcome.kind).inc();
-        void clock;
       }
     } finally {
       clearTimeout(timer);

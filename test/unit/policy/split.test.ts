@@ -1,0 +1,43 @@
+// Tests for proxy/policy/split.ts: weighted picks are proportional and zero weights never win.
+// Deterministic: seeded and scripted random sources.
+import { test } from 'tap';
+import { seededRandom } from '../../../api/runtime.ts';
+import { pickWeighted } from '../../../proxy/policy/split.ts';
+
+test('empty or all-zero: undefined', async (t) => {
+  t.equal(pickWeighted([], Math.random), undefined);
+  t.equal(pickWeighted([{ weight: 0 }, { weight: 0 }], () => 0.5), undefined);
+});
+
+test('90/10 over 100000 seeded draws lands within 1 %', async (t) => {
+  const items = [{ name: 'stable', weight: 90 }, { name: 'canary', weight: 10 }] as const;
+  const random = seededRandom(2024);
+  let canary = 0;
+  const n = 100_000;
+  for (let i = 0; i < n; i++) if (pickWeighted(items, random)?.name === 'canary') canary++;
+  t.ok(Math.abs(canary / n - 0.1) <= 0.01, `canary share ${canary / n}`);
+});
+
+test('a 0-weight item is never chosen, wherever it sits', async (t) => {
+  const items = [{ id: 'zero-first', weight: 0 }, { id: 'a', weight: 1 }, { id: 'zero-mid', weight: 0 }, { id: 'b', weight: 3 }, { id: 'zero-last', weight: 0 }];
+  const random = seededRandom(1);
+  const counts = new Map<string, number>();
+  for (let i = 0; i < 20_000; i++) {
+    const id = pickWeighted(items, random)!.id;
+    counts.set(id, (counts.get(id) ?? 0) + 1);
+  }
+  t.same([...counts.keys()].toSorted(), ['a', 'b']);
+  // Edges of the range: 0 picks the first eligible, just below 1 the last eligible.
+  t.equal(pickWeighted(items, () => 0)!.id, 'a');
+  t.equal(pickWeighted(items, () => 0.2499)!.id, 'a');
+  t.equal(pickWeighted(items, () => 0.25)!.id, 'b');
+  t.equal(pickWeighted(items, () => 1 - Number.EPSILON)!.id, 'b');
+  t.equal(pickWeighted(items, () => 1)!.id, 'b', 'a broken source returning 1 still picks an eligible item');
+});
+
+test('a single positive weight always wins', async (t) => {
+  const items = [{ weight: 0 }, { weight: 5 }];
+  const random = seededRandom(3);
+  for (let i = 0; i < 100; i++) if (pickWeighted(items, random) !== items[1]) t.fail('picked the 0-weight item');
+  t.pass('100 draws');
+});
