@@ -1,0 +1,210 @@
+// The measured paths: each starts its proxies in front of the shared nginx upstream and says where
+// wrk sends traffic and which processes to measure. Adding a path = one entry in PATHS.
+import { existsSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { ProxyConfig } from '../api/proxy-config.ts';
+import { freePort, httpStatus, start, tcpOpen, waitFor, which, type Proc } from './procs.ts';
+
+export interface Ctx {
+  /** Temp dir for generated configs. */
+  dir: string;
+  /** The repository root: meshlet runs from here. */
+  root: string;
+  /** meshlet's entry point, normally <root>/proxy/main.ts. */
+  proxyMain: string;
+  /** 127.0.0.1:port of the nginx upstream. */
+  upstream: string;
+}
+
+export interface Running {
+  url: string;
+  hostHeader?: string;
+  /** The proxy processes whose CPU and memory are measured, labelled A (client side), B... */
+  proxies: { label: string; pid: number }[];
+  stop(): Promise<void>;
+}
+
+export interface PathDef {
+  name: string;
+  kind: 'direct' | 'haproxy' | 'meshlet';
+  hops: number;
+  /** For meshlet paths: the HAProxy path it is judged against. */
+  peer?: string;
+  start(ctx: Ctx): Promise<Running>;
+}
+
+export const PATHS: PathDef[] = [
+  { name: 'direct', kind: 'direct', hops: 0, start: async (ctx) => ({ url: `http://${ctx.upstream}/`, proxies: [], stop: async () => {} }) },
+  { name: 'haproxy-1hop', kind: 'haproxy', hops: 1, start: (ctx) => haproxyOneHop(ctx) },
+  { name: 'haproxy-2hop', kind: 'haproxy', hops: 2, start: (ctx) => haproxyTwoHops(ctx) },
+  { name: 'meshlet-1hop', kind: 'meshlet', hops: 1, peer: 'haproxy-1hop', start: (ctx) => meshletOneHop(ctx) },
+  { name: 'meshlet-2hop', kind: 'meshlet', hops: 2, peer: 'haproxy-2hop', start: (ctx) => meshletTwoHops(ctx) },
+  // mTLS later, e.g.:
+  // { name: 'haproxy-mtls-2hop', kind: 'haproxy', hops: 2, start: (ctx) => haproxyTwoHops(ctx, certs) },
+  // { name: 'meshlet-mtls-2hop', kind: 'meshlet', hops: 2, peer: 'haproxy-mtls-2hop', start: (ctx) => meshletTwoHops(ctx, certs) },
+];
+
+const all = (procs: Proc[]) => async (): Promise<void> => {
+  await Promise.all(procs.map((p) => p.stop()));
+};
+
+// ---- nginx: the upstream, one worker, `return 200` with a ~100-byte body ----
+
+export const BODY = 'meshlet bench upstream: a fixed body of about one hundred bytes, returned by nginx return 200.\n';
+
+export async function startNginx(dir: string): Promise<{ address: string; proc: Proc }> {
+  const bin = which('nginx');
+  if (!bin) throw new Error('nginx not found: run scripts/install-deps.sh');
+  const port = await freePort();
+  const conf = join(dir, 'nginx.conf');
+  writeFileSync(
+    conf,
+    `daemon off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_timeout 300s;
+  keepalive_requests 10000000;
+  client_body_temp_path ${dir}/nginx-body;
+  proxy_temp_path ${dir}/nginx-proxy;
+  default_type text/plain;
+  server {
+    listen 127.0.0.1:${port} backlog=4096;
+    location / { return 200 ${JSON.stringify(BODY)}; }
+  }
+}
+`,
+  );
+  const proc = await start('nginx', bin, ['-p', dir, '-e', `${dir}/nginx-error.log`, '-c', conf]);
+  const address = `127.0.0.1:${port}`;
+  await waitFor('nginx', async () => (await httpStatus(`http://${address}/`)) === 200, [proc]);
+  return { address, proc };
+}
+
+// ---- HAProxy: the fair peer of bench-notes.md, one process per hop ----
+
+/** Extra `bind` / `server` options, e.g. `ssl crt b.pem ca-file ca.pem verify required`. */
+export interface HaproxyTls {
+  bind?: string;
+  server?: string;
+}
+
+async function haproxyHop(ctx: Ctx, name: string, listen: number, target: string, tls: HaproxyTls = {}): Promise<Proc> {
+  const bin = which('haproxy');
+  if (!bin) throw new Error('haproxy not found: run scripts/install-deps.sh');
+  const cfg = join(ctx.dir, `haproxy-${name}-${listen}.cfg`);
+  writeFileSync(
+    cfg,
+    `global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout http-keep-alive 300s
+frontend fe
+  bind 127.0.0.1:${listen} ${tls.bind ?? ''}
+  default_backend be
+backend be
+  server next ${target} ${tls.server ?? ''}
+`,
+  );
+  const proc = await start(`haproxy-${name}`, bin, ['-db', '-f', cfg]);
+  // A TLS listener cannot be probed with plain HTTP: then only wait for it to listen.
+  const ready = tls.bind ? () => tcpOpen(listen) : async () => (await httpStatus(`http://127.0.0.1:${listen}/`, 'upstream')) === 200;
+  await waitFor(`haproxy ${name}`, ready, [proc]);
+  return proc;
+}
+
+export async function haproxyOneHop(ctx: Ctx): Promise<Running> {
+  const port = await freePort();
+  const a = await haproxyHop(ctx, 'a', port, ctx.upstream);
+  return { url: `http://127.0.0.1:${port}/`, hostHeader: 'upstream', proxies: [{ label: 'A', pid: a.pid }], stop: all([a]) };
+}
+
+/** client → A → B → nginx; `tls` secures the A → B hop. */
+export async function haproxyTwoHops(ctx: Ctx, tls?: { a: string; b: string }): Promise<Running> {
+  const [pa, pb] = [await freePort(), await freePort()];
+  const b = await haproxyHop(ctx, 'b', pb, ctx.upstream, tls ? { bind: tls.b } : {});
+  const a = await haproxyHop(ctx, 'a', pa, `127.0.0.1:${pb}`, tls ? { server: tls.a } : {}).catch(async (e: unknown) => {
+    await b.stop();
+    throw e;
+  });
+  return {
+    url: `http://127.0.0.1:${pa}/`,
+    hostHeader: 'upstream',
+    proxies: [
+      { label: 'A', pid: a.pid },
+      { label: 'B', pid: b.pid },
+    ],
+    stop: all([a, b]),
+  };
+}
+
+// ---- meshlet: proxy/main.ts, started the way its launcher does; access log off like HAProxy's ----
+
+export interface Meshlet {
+  proc: Proc;
+  outbound: string;
+  inbound: string;
+  inboundPort: number;
+}
+
+/** The Node flags meshlet's own launcher sets (PROXY_NODE_FLAGS of launch.ts beside main.ts), if any. */
+async function launcherFlags(main: string): Promise<string[]> {
+  const launch = join(dirname(main), 'launch.ts');
+  if (!existsSync(launch)) return [];
+  const mod = (await import(pathToFileURL(launch).href)) as { PROXY_NODE_FLAGS?: string[] };
+  return mod.PROXY_NODE_FLAGS ?? [];
+}
+
+/** Start one meshlet proxy with `config`, forwarding inbound traffic to `app`; ready at /ready. */
+export async function startMeshlet(ctx: Ctx, label: string, config: ProxyConfig | ((inboundPort: number) => ProxyConfig), app: string, extraArgs: string[] = []): Promise<Meshlet> {
+  const [outP, inP, adminP] = [await freePort(), await freePort(), await freePort()];
+  const file = join(ctx.dir, `meshlet-${label}-${inP}.json`);
+  writeFileSync(file, JSON.stringify(typeof config === 'function' ? config(inP) : config, null, 2));
+  const args = [...(await launcherFlags(ctx.proxyMain)), ctx.proxyMain, '--config', file, '--outbound-listen', `127.0.0.1:${outP}`, '--inbound-listen', `127.0.0.1:${inP}`, '--app', app, '--admin-listen', `127.0.0.1:${adminP}`, '--workload', `bench-${label.toLowerCase()}`, '--access-log', 'off', ...extraArgs];
+  const proc = await start(`meshlet-${label}`, process.execPath, args, { cwd: ctx.root });
+  try {
+    await waitFor(`meshlet ${label} /ready`, async () => (await httpStatus(`http://127.0.0.1:${adminP}/ready`)) === 200, [proc]);
+  } catch (e) {
+    await proc.stop();
+    throw e;
+  }
+  return { proc, outbound: `127.0.0.1:${outP}`, inbound: `127.0.0.1:${inP}`, inboundPort: inP };
+}
+
+const upstreamService = (address: string): ProxyConfig => ({ version: 'bench', services: [{ name: 'upstream', endpoints: [{ address }] }] });
+
+export async function meshletOneHop(ctx: Ctx): Promise<Running> {
+  const a = await startMeshlet(ctx, 'A', upstreamService(ctx.upstream), ctx.upstream);
+  return { url: `http://${a.outbound}/`, hostHeader: 'upstream', proxies: [{ label: 'A', pid: a.proc.pid }], stop: all([a.proc]) };
+}
+
+const inboundOnly = (port: number): ProxyConfig => ({ version: 'bench', services: [], inbound: { ports: [{ port, permissive: true }], defaultPolicy: 'all' } });
+
+/** client → A (outbound) → B (inbound) → nginx. Plaintext between A and B for now (no identity). */
+export async function meshletTwoHops(ctx: Ctx): Promise<Running> {
+  const b = await startMeshlet(ctx, 'B', inboundOnly, ctx.upstream);
+  const a = await startMeshlet(ctx, 'A', upstreamService(b.inbound), ctx.upstream).catch(async (e: unknown) => {
+    await b.proc.stop();
+    throw e;
+  });
+  return {
+    url: `http://${a.outbound}/`,
+    hostHeader: 'upstream',
+    proxies: [
+      { label: 'A', pid: a.proc.pid },
+      { label: 'B', pid: b.proc.pid },
+    ],
+    stop: all([a.proc, b.proc]),
+  };
+}

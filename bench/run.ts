@@ -1,0 +1,167 @@
+// `npm run bench`: direct vs HAProxy vs meshlet, one and two hops, in interleaved rounds (paths in a
+// new random order each round), wrk as the client, nginx as the upstream. Prints medians and
+// pass/fail against the targets; writes bench/results/latest.json. See --help.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { PATHS, startNginx, type Ctx, type PathDef } from './paths.ts';
+import { cpuSeconds, killAll, makeTempDir, peakRssMb, processTree, resetPeakRss, rssMb, which } from './procs.ts';
+import { printReport, summarize, type ProxySample, type Sample } from './report.ts';
+import { wrk } from './wrk.ts';
+
+const HELP = `usage: node bench/run.ts [--rounds N] [--duration S] [--quick] [--paths a,b] [--out FILE]
+  --rounds N     interleaved rounds, paths shuffled each round (default 3)
+  --duration S   seconds of each wrk run, saturation and ~1000 rps alike (default 8)
+  --quick        smoke test: 1 round of 3 s
+  --paths a,b    only these paths (default all: ${PATHS.map((p) => p.name).join(', ')})
+  --out FILE     JSON results (default bench/results/latest.json)
+  --proxy FILE   meshlet entry point (default proxy/main.ts), e.g. to compare two builds`;
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const SAT_CONNECTIONS = 50;
+const RAND_CONNECTIONS = 10;
+const RAND_DELAY_MAX_MS = 20;
+
+function shuffle<T>(xs: T[]): T[] {
+  const a = [...xs];
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [a[i], a[j]] = [a[j] as T, a[i] as T];
+  }
+  return a;
+}
+
+function version(cmd: string, args: string[]): string {
+  const bin = which(cmd);
+  if (!bin) return 'missing';
+  // nginx and wrk print their version on stderr, and wrk exits 1
+  const r = spawnSync(bin, args, { encoding: 'utf8' });
+  return `${r.stdout ?? ''}${r.stderr ?? ''}`.trim().split('\n')[0] ?? '';
+}
+
+/** One path, one round: start it, warm up, ~1000 rps run, saturation run, stop it. */
+async function measure(path: PathDef, ctx: Ctx, round: number, durationS: number): Promise<Sample> {
+  const running = await path.start(ctx);
+  try {
+    const target = { url: running.url, hostHeader: running.hostHeader };
+    const trees = running.proxies.map((p) => processTree(p.pid));
+    const idle = trees.map((t) => rssMb(t));
+    await wrk({ ...target, connections: RAND_CONNECTIONS, randDelayMaxMs: RAND_DELAY_MAX_MS, durationS: durationS >= 8 ? 2 : 1 });
+
+    // ~1000 rps first: peak RSS at moderate load must not include the saturation run's growth.
+    resetPeakRss(trees.flat());
+    const cpu0 = trees.map((t) => cpuSeconds(t));
+    const rand = await wrk({ ...target, connections: RAND_CONNECTIONS, randDelayMaxMs: RAND_DELAY_MAX_MS, durationS });
+    const cpu1 = trees.map((t) => cpuSeconds(t));
+    const peakRand = trees.map((t) => peakRssMb(t));
+
+    resetPeakRss(trees.flat());
+    const sat = await wrk({ ...target, connections: SAT_CONNECTIONS, durationS });
+    const cpu2 = trees.map((t) => cpuSeconds(t));
+    const peakSat = trees.map((t) => peakRssMb(t));
+
+    const proxies: ProxySample[] = running.proxies.map((p, i) => ({
+      label: p.label,
+      idleRssMb: idle[i] ?? 0,
+      cpuRandS: (cpu1[i] ?? 0) - (cpu0[i] ?? 0),
+      cpuSatS: (cpu2[i] ?? 0) - (cpu1[i] ?? 0),
+      peakRssRandMb: peakRand[i] ?? 0,
+      peakRssSatMb: peakSat[i] ?? 0,
+    }));
+    return { path: path.name, round, rand, sat, proxies };
+  } finally {
+    await running.stop();
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      rounds: { type: 'string' },
+      duration: { type: 'string' },
+      quick: { type: 'boolean', default: false },
+      paths: { type: 'string' },
+      out: { type: 'string' },
+      proxy: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) {
+    console.log(HELP);
+    return;
+  }
+  const rounds = Number(values.rounds ?? (values.quick ? 1 : 3));
+  const durationS = Number(values.duration ?? (values.quick ? 3 : 8));
+  if (!(rounds >= 1 && durationS >= 1)) throw new Error(`bad --rounds/--duration\n${HELP}`);
+  const wanted = values.paths?.split(',').map((s) => s.trim());
+  const unknown = wanted?.filter((w) => !PATHS.some((p) => p.name === w)) ?? [];
+  if (unknown.length > 0) throw new Error(`unknown path(s) ${unknown.join(', ')}\n${HELP}`);
+  const missing = ['wrk', 'nginx', 'haproxy'].filter((t) => !which(t));
+  if (missing.length > 0) throw new Error(`${missing.join(', ')} not found: run scripts/install-deps.sh`);
+
+  const proxyMain = resolve(values.proxy ?? join(ROOT, 'proxy/main.ts'));
+  const skipped: Record<string, string> = {};
+  const paths = PATHS.filter((p) => !wanted || wanted.includes(p.name)).filter((p) => {
+    if (p.kind === 'meshlet' && !existsSync(proxyMain)) skipped[p.name] = `${proxyMain} does not exist (yet)`;
+    return !skipped[p.name];
+  });
+
+  const loadBefore = loadavg();
+  if ((loadBefore[0] ?? 0) > 0.5 * cpus().length) console.error(`bench: WARNING load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')} on ${cpus().length} cores: other work is running, numbers will be noisy`);
+  const dir = makeTempDir();
+  const nginx = await startNginx(dir);
+  const ctx: Ctx = { dir, root: ROOT, proxyMain, upstream: nginx.address };
+  const samples: Sample[] = [];
+  const failures: { path: string; round: number; error: string }[] = [];
+  const started = new Date();
+  console.error(`bench: ${paths.length} paths × ${rounds} rounds × (${durationS}s at ~1000 rps + ${durationS}s saturation); nginx at ${nginx.address}`);
+  for (let round = 1; round <= rounds; round++) {
+    for (const path of shuffle(paths)) {
+      if (failures.some((f) => f.path === path.name)) continue; // a path that failed once is not retried
+      try {
+        const s = await measure(path, ctx, round, durationS);
+        samples.push(s);
+        const cpu = s.proxies.map((p) => `${p.label} ${((p.cpuSatS / s.sat.requests) * 1e6).toFixed(0)}µs/req`).join(' ');
+        console.error(`  round ${round}/${rounds} ${path.name.padEnd(14)} sat ${s.sat.rps.toFixed(0).padStart(6)} rps | ${s.rand.rps.toFixed(0)} rps p50 ${s.rand.p50Ms.toFixed(2)} p99 ${s.rand.p99Ms.toFixed(2)} ms | ${cpu}`);
+      } catch (e) {
+        const error = e instanceof Error ? e.message : String(e);
+        failures.push({ path: path.name, round, error: error.trim() });
+        console.error(`  round ${round}/${rounds} ${path.name}: FAILED: ${error}`);
+      }
+    }
+  }
+  await nginx.proc.stop();
+
+  const summary = summarize(paths, samples);
+  printReport(summary, skipped, failures);
+  const out = resolve(values.out ?? join(ROOT, 'bench/results/latest.json'));
+  mkdirSync(dirname(out), { recursive: true });
+  const meta = {
+    started: started.toISOString(),
+    finished: new Date().toISOString(),
+    rounds,
+    durationS,
+    saturation: `wrk -t1 -c${SAT_CONNECTIONS} -d${durationS}s`,
+    rand: `wrk -t1 -c${RAND_CONNECTIONS} -d${durationS}s, random 0-${RAND_DELAY_MAX_MS} ms pause per request`,
+    node: process.version,
+    proxyMain,
+    haproxy: version('haproxy', ['-v']),
+    nginx: version('nginx', ['-v']),
+    wrk: version('wrk', ['-v']),
+    cpus: cpus().length,
+    loadavgBefore: loadBefore,
+    loadavgAfter: loadavg(),
+  };
+  writeFileSync(out, `${JSON.stringify({ meta, ...summary, skipped, failures, samples }, null, 2)}\n`);
+  console.log(`\nwrote ${out}`);
+  if (failures.length > 0) process.exitCode = 1;
+}
+
+main().catch((e: unknown) => {
+  console.error(`bench: ${e instanceof Error ? e.message : String(e)}`);
+  killAll();
+  process.exit(1);
+});
