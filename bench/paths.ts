@@ -160,8 +160,8 @@ export interface Meshlet {
 
 /** The Node flags meshlet's own launcher sets (PROXY_NODE_FLAGS of launch.ts beside main.ts), if any. */
 async function launcherFlags(main: string): Promise<string[]> {
-  const launch = join(dirname(main), 'launch.ts');
-  if (!existsSync(launch)) return [];
+  const launch = [join(dirname(main), 'launch.ts'), join(dirname(main), 'launch.js')].find((f) => existsSync(f));
+  if (!launch) return [];
   const mod = (await import(pathToFileURL(launch).href)) as { PROXY_NODE_FLAGS?: string[] };
   return mod.PROXY_NODE_FLAGS ?? [];
 }

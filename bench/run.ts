@@ -18,7 +18,7 @@ const HELP = `usage: node bench/run.ts [--rounds N] [--duration S] [--quick] [--
   --quick        smoke test: 1 round of 3 s
   --paths a,b    only these paths (default all: ${PATHS.map((p) => p.name).join(', ')})
   --out FILE     JSON results (default bench/results/latest.json)
-  --proxy FILE   meshlet entry point (default proxy/main.ts), e.g. to compare two builds`;
+  --proxy FILE   meshlet entry point (default dist/proxy/main.js, built by npm run build), e.g. to compare two builds`;
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const SAT_CONNECTIONS = 50;
@@ -102,7 +102,7 @@ async function main(): Promise<void> {
   const missing = ['wrk', 'nginx', 'haproxy'].filter((t) => !which(t));
   if (missing.length > 0) throw new Error(`${missing.join(', ')} not found: run scripts/install-deps.sh`);
 
-  const proxyMain = resolve(values.proxy ?? join(ROOT, 'proxy/main.ts'));
+  const proxyMain = resolve(values.proxy ?? join(ROOT, 'dist/proxy/main.js'));
   const skipped: Record<string, string> = {};
   const paths = PATHS.filter((p) => !wanted || wanted.includes(p.name)).filter((p) => {
     if (p.kind === 'meshlet' && !existsSync(proxyMain)) skipped[p.name] = `${proxyMain} does not exist (yet)`;

@@ -69,7 +69,7 @@ async function stopAll(): Promise<void> {
   clearInterval(ticker);
   process.stdout.write('\nstopping: load generator, apps, then proxies (draining)...\n');
   // Reverse start order: load first, proxies last, each waited for.
-  for (const c of [...children].reverse()) {
+  for (const c of children.toReversed()) {
     if (c.exitCode !== null || c.signalCode !== null) continue;
     const exited = new Promise((r) => c.once('exit', r));
     c.kill('SIGTERM');

@@ -2,12 +2,13 @@
 // A file that does not parse or validate is refused with every problem; the last good stays.
 import { readFile } from 'node:fs/promises';
 import { watch, type FSWatcher } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
 import type { ApplyResult, ConfigStore } from './store.ts';
 
-export function parseDocument(text: string, file: string): unknown {
+/** JSON is parsed natively; the YAML parser is loaded only for YAML files (it costs memory). */
+export async function parseDocument(text: string, file: string): Promise<unknown> {
   if (/\.json$/i.test(file)) return JSON.parse(text);
-  return parseYaml(text);
+  const { parse } = await import('yaml');
+  return parse(text);
 }
 
 export class FileConfigSource {
@@ -32,7 +33,7 @@ export class FileConfigSource {
     if (text === this.#lastText) return { ok: true, version: this.#store.current?.version ?? '' };
     let doc: unknown;
     try {
-      doc = parseDocument(text, this.#file);
+      doc = await parseDocument(text, this.#file);
     } catch (err) {
       return this.#store.refuse([{ path: '/', message: `does not parse: ${(err as Error).message}` }], this.#file);
     }

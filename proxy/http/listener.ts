@@ -38,6 +38,7 @@ export interface ListenerDeps {
 }
 
 const PLAINTEXT: Peer = Object.freeze({ identity: '', tls: false });
+const NO_ATTRS: Record<string, string> = Object.freeze({}) as Record<string, string>;
 
 /** Split a Host / authority into lower-case host without port. */
 export function hostOf(authority: string): string {
@@ -66,11 +67,14 @@ export class Listener {
   readonly #d: ListenerDeps;
   #inFlight = 0;
   #draining = false;
+  /** prom-client hashes labels on every labels() call: keep the child. */
+  readonly #inFlightGauge: { inc(): void; dec(): void };
   #idle: (() => void) | undefined;
   readonly #sockets = new Set<Socket>();
 
   constructor(deps: ListenerDeps) {
     this.#d = deps;
+    this.#inFlightGauge = deps.metrics.inFlight.labels(deps.direction);
     this.server = http.createServer(
       {
         maxHeaderSize: deps.maxHeaderSize,
@@ -172,12 +176,13 @@ export class Listener {
     }
     const parent = extractParent(req.headers);
     const usedB3 = parent !== undefined && req.headers['traceparent'] === undefined;
-    const span = d.tracing.start(`${req.method} ${d.direction}`, d.direction === 'inbound' ? 'server' : 'client', parent, {
-      'http.request.method': req.method ?? '',
-      'url.path': pathOf(target),
-      'server.address': host,
-      'meshlet.direction': d.direction,
-    });
+    const path = pathOf(target);
+    const span = d.tracing.start(
+      `${req.method} ${d.direction}`,
+      d.direction === 'inbound' ? 'server' : 'client',
+      parent,
+      d.tracing.exporting ? { 'http.request.method': req.method ?? '', 'url.path': path, 'server.address': host, 'meshlet.direction': d.direction } : NO_ATTRS,
+    );
     const headers = forwardRequestHeaders(req.rawHeaders, true);
     for (const h of propagationHeaders(span, usedB3)) headers.push(h);
     const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
@@ -186,7 +191,7 @@ export class Listener {
       req,
       method: req.method ?? 'GET',
       target,
-      path: pathOf(target),
+      path,
       authority: host,
       hostHeader: authority,
       headers,
@@ -206,7 +211,7 @@ export class Listener {
       abortAttempt: undefined,
     };
     this.#inFlight++;
-    d.metrics.inFlight.labels(d.direction).inc();
+    this.#inFlightGauge.inc();
     res.once('close', () => {
       if (!res.writableFinished) {
         ex.clientGone = true;
@@ -264,7 +269,7 @@ export class Listener {
   #done(ex: Exchange, res: ServerResponse, _unused: undefined): void {
     const d = this.#d;
     this.#inFlight--;
-    d.metrics.inFlight.labels(d.direction).dec();
+    this.#inFlightGauge.dec();
     const err = (res as ServerResponse & { meshletError?: ProxyError }).meshletError;
     const status = res.writableFinished || res.headersSent ? res.statusCode : 0;
     const durMs = d.clock.now() - ex.startMs;
@@ -306,7 +311,7 @@ export class Listener {
       route: ex.route?.name ?? '',
       dst_service: dst,
     });
-    ex.span.end({ status, errorReason: reason, attributes: { 'meshlet.attempts': ex.attempts, 'server.address': ex.authority, 'meshlet.dst_service': dst } });
+    if (d.tracing.exporting) ex.span.end({ status, errorReason: reason, attributes: { 'meshlet.attempts': ex.attempts, 'server.address': ex.authority, 'meshlet.dst_service': dst, 'url.path': ex.path } });
     if (this.#inFlight === 0) this.#idle?.();
   }
 }

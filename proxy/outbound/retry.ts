@@ -63,12 +63,14 @@ export function retry(clock: Clock, random: Random, metrics: ProxyMetrics): Stag
       // any request may be retried (retry-decision.ts), but only if its body can be sent again.
       // The deadline covers a body that is slow to arrive, too.
       const replayable =
-        policy.attempts > 1
+        ex.body.kind !== 'stream'
+          ? true
+          : policy.attempts > 1
           ? await new Promise<boolean>((resolve, reject) => {
               wake = () => reject(new ProxyError('request-timeout', `request body not received within ${timeoutMs} ms`));
               makeReplayable(ex, policy.maxBufferedBody).then(resolve, reject);
             }).finally(() => (wake = undefined))
-          : ex.body.kind !== 'stream';
+          : false;
       for (;;) {
         if (timedOut) throw new ProxyError('request-timeout', `no response within ${timeoutMs} ms (${ex.attempts} attempts)`);
         ex.attempts++;

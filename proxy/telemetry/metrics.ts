@@ -48,10 +48,9 @@ export class ProxyMetrics {
   constructor(opts: { defaultMetrics?: boolean; collect?: (m: ProxyMetrics) => void } = {}) {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'meshlet_proxy_' });
     const collect = opts.collect;
-    if (collect) {
-      // Scrape-time gauges (breaker state) are computed when Prometheus asks, not per request.
-      new Gauge({ name: 'meshlet_scrape_hook', help: 'Internal: always 1.', registers: [this.registry], collect: () => collect(this) }).set(1);
-    }
+    // Scrape-time gauges (breaker state) are computed when Prometheus asks, not per request,
+    // by the gauge's own collect hook so the same scrape shows them.
+    if (collect) (this.breakerState as unknown as { collect: () => void }).collect = () => collect(this);
   }
 
   /** Count one finished request. Children are cached per label set: one Map lookup per request. */

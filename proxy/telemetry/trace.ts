@@ -24,6 +24,8 @@ export interface SpanEnd {
 }
 
 export interface Tracing {
+  /** False when spans go nowhere: callers skip building span attributes. */
+  readonly exporting: boolean;
   start(name: string, kind: 'server' | 'client', parent: ParentContext | undefined, attributes: Record<string, string | number>): HopSpan;
 }
 
@@ -91,6 +93,7 @@ export class IdSource {
 
 /** Propagation only: new span ids per hop, nothing exported. */
 export class IdOnlyTracing implements Tracing {
+  readonly exporting = false;
   readonly #ids: IdSource;
   constructor(ids = new IdSource()) {
     this.#ids = ids;
@@ -102,6 +105,7 @@ export class IdOnlyTracing implements Tracing {
 
 /** Exporting tracing through @opentelemetry/api (an SDK must be registered). */
 export class OtelTracing implements Tracing {
+  readonly exporting = true;
   readonly #tracer: Tracer;
   readonly #api: typeof import('@opentelemetry/api');
   constructor(api: typeof import('@opentelemetry/api'), tracer: Tracer) {

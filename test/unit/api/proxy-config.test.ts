@@ -1,0 +1,68 @@
+// The proxy config document's validation: every problem reported at once with its path, and a
+// valid document comes back frozen.
+import t from 'tap';
+import { parseProxyConfig, formatProblems } from '../../../api/proxy-config.ts';
+
+const good = {
+  version: 'v1',
+  services: [
+    { name: 'api', hosts: ['api.shop'], endpoints: [{ address: '127.0.0.1:8080', identity: 'spiffe://cluster.local/ns/shop/sa/api' }], routes: [{ name: 'split', backends: [{ service: 'api', weight: 9 }, { service: 'api-v2', weight: 1 }] }] },
+    { name: 'api-v2', endpoints: [{ address: '[::1]:8081', ready: false }], timeouts: { perTry: 100, request: 200 }, retry: { backoff: { base: 10, cap: 20 } }, breaker: { baseEjection: 10, maxEjection: 20 } },
+  ],
+  inbound: { ports: [{ port: 8080, permissive: true }], defaultPolicy: 'deny', policies: [{ name: 'p', rules: [{ identities: ['spiffe://cluster.local/ns/shop/sa/*'], methods: ['GET'], paths: ['/billing/*'] }] }] },
+};
+
+t.test('a valid document is accepted and frozen', async (t) => {
+  const r = parseProxyConfig(good);
+  t.ok(r.ok, r.ok ? '' : formatProblems(r.problems));
+  if (!r.ok) return;
+  t.ok(Object.isFrozen(r.value.services[0]!.routes![0]!.backends), 'deeply frozen');
+  t.not(r.value, good, 'a copy, not the caller object');
+});
+
+t.test('structural problems: every one with its path', async (t) => {
+  const r = parseProxyConfig({
+    version: '',
+    services: [{ name: 'API', endpoints: [{ address: 'no-port' }, { address: '1.2.3.4:80', identity: 'spiffe://x/ns/a' }], routes: [{ name: 'r', match: { method: 'FETCH', path: { regex: '.*' } } }] }],
+    extra: true,
+  });
+  t.notOk(r.ok);
+  if (r.ok) return;
+  const paths = r.problems.map((p) => p.path);
+  for (const p of ['/version', '/services/0/name', '/services/0/endpoints/0/address', '/services/0/endpoints/1/identity', '/services/0/routes/0/match/method', '/services/0/routes/0/match/path', '/extra']) {
+    t.ok(paths.some((x) => x.startsWith(p)), `${p} reported`);
+  }
+});
+
+t.test('semantic problems: every one with its path', async (t) => {
+  const r = parseProxyConfig({
+    version: 'v',
+    services: [
+      { name: 'a', endpoints: [], routes: [{ name: 'r', backends: [{ service: 'nope', weight: 1 }, { service: 'a', weight: 0 }, { service: 'a', weight: 0 }] }, { name: 'r', backends: [{ service: 'a', weight: 0 }] }], timeouts: { perTry: 500, request: 100 }, retry: { backoff: { base: 300, cap: 100 } }, breaker: { baseEjection: 5000, maxEjection: 1000 } },
+      { name: 'a', hosts: ['x'], endpoints: [] },
+      { name: 'b', hosts: ['X'], endpoints: [] },
+    ],
+    inbound: { ports: [{ port: 1 }, { port: 1 }], policies: [{ name: 'p', rules: [{ identities: ['frontend'] }] }] },
+  });
+  t.notOk(r.ok);
+  if (r.ok) return;
+  const text = formatProblems(r.problems);
+  t.match(text, /\/services\/0\/routes\/0\/backends\/0\/service: unknown service "nope"/);
+  t.match(text, /\/services\/0\/routes\/0\/backends\/2\/service: duplicate backend "a"/);
+  t.match(text, /\/services\/0\/routes\/1\/name: duplicate route name "r"/);
+  t.match(text, /\/services\/0\/routes\/1\/backends: all backend weights are 0/);
+  t.match(text, /\/services\/0\/timeouts\/perTry: perTry timeout is longer/);
+  t.match(text, /\/services\/0\/retry\/backoff: backoff base is larger than its cap/);
+  t.match(text, /\/services\/0\/breaker\/baseEjection/);
+  t.match(text, /\/services\/1\/name: duplicate service "a"/);
+  t.match(text, /\/services\/2\/hosts: host "X" is already claimed by service "a"/);
+  t.match(text, /\/inbound\/ports\/1\/port: duplicate inbound port 1/);
+  t.match(text, /\/inbound\/policies\/0\/rules\/0\/identities\/0: "frontend" is neither/);
+});
+
+t.test('not an object at all', async (t) => {
+  for (const doc of [null, 42, 'x', [], undefined]) {
+    const r = parseProxyConfig(doc);
+    t.notOk(r.ok, `${JSON.stringify(doc)} refused`);
+  }
+});
