@@ -9,6 +9,7 @@ import { FileConfigSource } from './config/file-source.ts';
 import { Listener, targetOf, type Workload } from './http/listener.ts';
 import { compose } from './http/exchange.ts';
 import { makeUpgradeHandler, type UpgradeTarget } from './http/upgrade.ts';
+import { tcpConnector } from './http/connector.ts';
 import { ProxyError } from './errors.ts';
 import { destination } from './outbound/destination.ts';
 import { route } from './outbound/route.ts';
@@ -67,7 +68,7 @@ export const undiciClients: ClientFactory = {
       // mTLS to meshed endpoints arrives with the identity work; never fall back to plaintext.
       return new RefusingDispatcher(new ProxyError('tls-failed', `endpoint ${address} expects identity ${identity}, but this proxy has no mTLS credentials`, { beforeRequest: true })) as unknown as Dispatcher;
     }
-    return new Pool(`http://${address}`, { connectTimeout, keepAliveTimeout: 30_000, keepAliveMaxTimeout: 60_000, pipelining: 1 });
+    return new Pool(`http://${address}`, { connect: tcpConnector(connectTimeout), keepAliveTimeout: 30_000, keepAliveMaxTimeout: 60_000, pipelining: 1 });
   },
   close(client) {
     void (client as Dispatcher).close().catch(() => {});
@@ -144,7 +145,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
 
   let inbound: Listener | undefined;
   let inAddr: AddressInfo | undefined;
-  const appPool = new Pool(`http://${o.app.host.includes(':') ? `[${o.app.host}]` : o.app.host}:${o.app.port}`, { connectTimeout: 1000, keepAliveTimeout: 30_000, pipelining: 1 });
+  const appPool = new Pool(`http://${o.app.host.includes(':') ? `[${o.app.host}]` : o.app.host}:${o.app.port}`, { connect: tcpConnector(1000), keepAliveTimeout: 30_000, pipelining: 1 });
   if (o.inbound) {
     const handler = compose([authorization(metrics, o.app.port)], app(appPool));
     const appAddress = `${o.app.host}:${o.app.port}`;
