@@ -64,7 +64,7 @@ t.test('a request through the proxy becomes an OTLP span with the right parent',
     t.equal(s.traceId, traceId, 'same trace');
     t.equal(s.parentSpanId, parent, "the caller's span is the parent");
   }
-  t.same(spans.filter((s) => s.spanId !== spans[2]!.spanId).map((s) => s.spanId).sort(), forwarded.slice(0, 2).sort(), 'the exported span ids are the ones sent upstream');
+  t.same(spans.filter((s) => s.spanId !== spans[2]!.spanId).map((s) => s.spanId).toSorted(), forwarded.slice(0, 2).toSorted(), 'the exported span ids are the ones sent upstream');
   const attr = (s: OtlpSpan, k: string) => s.attributes.find((a) => a.key === k)?.value;
   const ok = spans.find((s) => attr(s, 'url.path')?.['stringValue'] === '/ok')!;
   t.same(attr(ok, 'http.request.method'), { stringValue: 'GET' }, 'HTTP semantic conventions: method');
