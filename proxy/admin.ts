@@ -10,6 +10,8 @@ export interface AdminDeps {
   metrics: ProxyMetrics;
   /** Extra readiness conditions (certificate, control plane...), each a reason or undefined. */
   notReady: () => string[];
+  /** Extra detail shown at /ready (identity, renewal errors). */
+  detail?: () => Record<string, unknown>;
 }
 
 export function adminServer(d: AdminDeps): http.Server {
@@ -28,7 +30,7 @@ export function adminServer(d: AdminDeps): http.Server {
         const reasons = d.store.current ? [] : ['no config loaded yet'];
         reasons.push(...d.notReady());
         const last = d.store.lastError;
-        return json(reasons.length === 0 ? 200 : 503, { ready: reasons.length === 0, reasons, version: d.store.current?.version ?? null, lastRefusal: last ?? null });
+        return json(reasons.length === 0 ? 200 : 503, { ready: reasons.length === 0, reasons, version: d.store.current?.version ?? null, lastRefusal: last ?? null, ...d.detail?.() });
       }
       case '/metrics':
         d.metrics.registry.metrics().then(

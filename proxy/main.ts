@@ -4,6 +4,9 @@ import { parseArgs } from 'node:util';
 import { systemClock, systemRandom } from '../api/runtime.ts';
 import { startProxy, type HostPort } from './proxy.ts';
 import { tracingFromEnv } from './telemetry/trace.ts';
+import { readFileSync } from 'node:fs';
+import { HttpsCertifyClient } from './identity/certify-client.ts';
+import { systemWallClock } from './identity/identity.ts';
 
 export const USAGE = `usage: meshlet proxy --config FILE [options]
 
@@ -18,6 +21,12 @@ export const USAGE = `usage: meshlet proxy --config FILE [options]
   --access-log WHERE       stdout (default), stderr or off
   --drain-grace MS         how long in-flight requests may finish on SIGTERM (default 30000)
   --max-header-size BYTES  larger request heads get 431 (default 16384)
+
+identity (mTLS between proxies; without --control-plane the proxy runs in plaintext mode):
+  --control-plane URL      https://host:port of the control plane's Certify endpoint
+  --trust-anchors FILE     PEM trust anchors the control plane's certificate chains to
+  --identity-token-file F  a projected service-account token (audience meshlet), re-read on renewal
+  --bootstrap-token-file F a bootstrap token from \`meshlet identity bootstrap-token\` (one machine)
 `;
 
 function hostPort(v: string, flag: string): HostPort | undefined {
@@ -46,6 +55,10 @@ async function main(): Promise<void> {
       'access-log': { type: 'string', default: 'stdout' },
       'drain-grace': { type: 'string', default: '30000' },
       'max-header-size': { type: 'string', default: '16384' },
+      'control-plane': { type: 'string' },
+      'trust-anchors': { type: 'string' },
+      'identity-token-file': { type: 'string' },
+      'bootstrap-token-file': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -61,6 +74,18 @@ async function main(): Promise<void> {
   const self = { workload: values.workload, namespace: values.namespace, service: values.service ?? values.workload };
   const { tracing, shutdown } = await tracingFromEnv(process.env, `meshlet-proxy/${self.workload}`);
   const where = values['access-log'];
+  let certify: HttpsCertifyClient | undefined;
+  if (values['control-plane']) {
+    if (!values['trust-anchors']) throw new Error('--control-plane needs --trust-anchors');
+    const tokenFile = values['identity-token-file'];
+    const bootstrapFile = values['bootstrap-token-file'];
+    if (!tokenFile === !bootstrapFile) throw new Error('--control-plane needs exactly one of --identity-token-file and --bootstrap-token-file');
+    certify = new HttpsCertifyClient({
+      url: values['control-plane'],
+      trustAnchors: readFileSync(values['trust-anchors'], 'utf8'),
+      proof: tokenFile ? { kind: 'kubernetes', tokenFile } : { kind: 'bootstrap', token: readFileSync(bootstrapFile!, 'utf8').trim() },
+    });
+  } else log('no --control-plane: plaintext mode (no identity, no mTLS)', { level: 'warn' });
   const proxy = await startProxy({
     self,
     configFile: values.config,
@@ -74,6 +99,8 @@ async function main(): Promise<void> {
     accessLog: where === 'off' ? undefined : where === 'stderr' ? process.stderr : process.stdout,
     maxHeaderSize: Number(values['max-header-size']),
     log,
+    certify,
+    wallClock: systemWallClock,
   });
   log('proxy started', {
     outbound: proxy.outbound && `${proxy.outbound.address}:${proxy.outbound.port}`,

@@ -9,7 +9,9 @@ import { FileConfigSource } from './config/file-source.ts';
 import { Listener, targetOf, type Workload } from './http/listener.ts';
 import { compose } from './http/exchange.ts';
 import { makeUpgradeHandler, type UpgradeTarget } from './http/upgrade.ts';
-import { tcpConnector } from './http/connector.ts';
+import { tcpConnector, tlsConnector } from './http/connector.ts';
+import { IdentityManager, type CertifyTransport, type WallClock } from './identity/identity.ts';
+import { InboundAcceptor, peerOf } from './inbound/accept.ts';
 import { ProxyError } from './errors.ts';
 import { destination } from './outbound/destination.ts';
 import { route } from './outbound/route.ts';
@@ -50,6 +52,9 @@ export interface ProxyOptions {
   accessLog: Writable | undefined;
   maxHeaderSize: number;
   log: (msg: string, fields?: Record<string, unknown>) => void;
+  /** Where the workload identity comes from (mTLS); undefined runs the proxy in plaintext mode. */
+  certify: CertifyTransport | undefined;
+  wallClock: WallClock;
 }
 
 export interface RunningProxy {
@@ -62,18 +67,27 @@ export interface RunningProxy {
   drain(graceMs: number): Promise<void>;
 }
 
-export const undiciClients: ClientFactory = {
-  create({ address, identity, connectTimeout }): Dispatcher {
-    if (identity) {
-      // mTLS to meshed endpoints arrives with the identity work; never fall back to plaintext.
-      return new RefusingDispatcher(new ProxyError('tls-failed', `endpoint ${address} expects identity ${identity}, but this proxy has no mTLS credentials`, { beforeRequest: true })) as unknown as Dispatcher;
-    }
-    return new Pool(`http://${address}`, { connect: tcpConnector(connectTimeout), keepAliveTimeout: 30_000, keepAliveMaxTimeout: 60_000, pipelining: 1 });
-  },
-  close(client) {
-    void (client as Dispatcher).close().catch(() => {});
-  },
-};
+const POOL_OPTIONS = { keepAliveTimeout: 30_000, keepAliveMaxTimeout: 60_000, pipelining: 1 };
+
+/**
+ * Connection pools per endpoint: mTLS with the endpoint's SPIFFE ID checked when the config names
+ * one, plain TCP otherwise. An endpoint that expects an identity never gets plaintext.
+ */
+export function undiciClients(identity: IdentityManager | undefined, onHandshakeFailure: (reason: string) => void): ClientFactory {
+  return {
+    create({ address, identity: expected, connectTimeout }): Dispatcher {
+      if (!expected) return new Pool(`http://${address}`, { ...POOL_OPTIONS, connect: tcpConnector(connectTimeout) });
+      if (!identity) {
+        return new RefusingDispatcher(new ProxyError('tls-failed', `endpoint ${address} expects identity ${expected}, but this proxy runs without identity (no --control-plane)`, { beforeRequest: true })) as unknown as Dispatcher;
+      }
+      const connect = tlsConnector({ timeoutMs: connectTimeout, expected, context: () => identity.current?.clientContext, onHandshakeFailure });
+      return new Pool(`https://${address}`, { ...POOL_OPTIONS, connect });
+    },
+    close(client) {
+      void (client as Dispatcher).close().catch(() => {});
+    },
+  };
+}
 
 /** A dispatcher that fails every request with one error (a configuration the proxy cannot serve). */
 class RefusingDispatcher {
@@ -91,6 +105,20 @@ class RefusingDispatcher {
 }
 
 export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
+  const identity = o.certify
+    ? new IdentityManager(o.certify, o.wallClock, o.random, {
+        renewed: (m) => {
+          metrics.renewals.labels('ok').inc();
+          metrics.leafExpiry.reset();
+          metrics.leafExpiry.labels(m.identity).set(m.notAfterMs / 1000);
+          o.log('certificate issued', { identity: m.identity, notAfter: new Date(m.notAfterMs).toISOString() });
+        },
+        failed: (err, failures) => {
+          metrics.renewals.labels('failed').inc();
+          o.log('certificate request failed; retrying', { error: err.message, failures });
+        },
+      })
+    : undefined;
   const metrics = new ProxyMetrics({
     collect: (m) => {
       m.breakerState.reset();
@@ -100,7 +128,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       }
     },
   });
-  const state = new StateRegistry(o.clock, o.random, undiciClients);
+  const state = new StateRegistry(o.clock, o.random, undiciClients(identity, (reason) => metrics.tlsHandshakeFailures.labels('outbound', reason).inc()));
   const store = new ConfigStore(state, {
     applied: (cfg) => {
       metrics.configUpdates.labels('applied').inc();
@@ -144,6 +172,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   }
 
   let inbound: Listener | undefined;
+  let acceptor: InboundAcceptor | undefined;
   let inAddr: AddressInfo | undefined;
   const appPool = new Pool(`http://${o.app.host.includes(':') ? `[${o.app.host}]` : o.app.host}:${o.app.port}`, { connect: tcpConnector(1000), keepAliveTimeout: 30_000, pipelining: 1 });
   if (o.inbound) {
@@ -153,12 +182,20 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       const d = authorize(cfg.inbound.policies, cfg.inbound.defaultPolicy, { port: o.app.port, identity: peer.identity, method: req.method ?? 'GET', path: pathOf(req.url ?? '/') });
       return d.allowed ? { address: appAddress } : { error: new ProxyError('forbidden', d.reason) };
     };
-    inbound = new Listener({ ...common, direction: 'inbound', handler, upgrade: makeUpgradeHandler(pick, (req) => req.url ?? '/') });
-    inAddr = await inbound.listen(o.inbound.host, o.inbound.port);
+    inbound = new Listener({ ...common, direction: 'inbound', handler, upgrade: makeUpgradeHandler(pick, (req) => req.url ?? '/'), peerOf });
+    acceptor = new InboundAcceptor({
+      http: inbound.server,
+      material: () => identity?.current,
+      identityEnabled: identity !== undefined,
+      permissive: () => store.current?.inbound.ports.get(o.app.port)?.permissive === true,
+      onRefused: (reason) => metrics.tlsHandshakeFailures.labels('inbound', reason).inc(),
+    });
+    inAddr = await acceptor.listen(o.inbound.host, o.inbound.port);
   }
 
   let draining = false;
-  const admin = adminServer({ store, metrics, notReady: () => (draining ? ['draining'] : []) });
+  const admin = adminServer({ store, metrics, notReady: () => [...(draining ? ['draining'] : []), ...(identity?.notReady() ?? [])], detail: () => ({ identity: identity?.detail() ?? 'plaintext mode (no --control-plane)' }) });
+  void identity?.start();
   const adminAddr = await listenAdmin(admin, o.admin.host, o.admin.port);
 
   return {
@@ -170,6 +207,8 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     async drain(graceMs) {
       draining = true;
       source.close();
+      acceptor?.close();
+      identity?.stop();
       await Promise.all([outbound?.drain(graceMs), inbound?.drain(graceMs)]);
       await accessLog.close();
       admin.close();

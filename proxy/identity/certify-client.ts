@@ -1,0 +1,54 @@
+// The HTTPS call to the control plane's Certify endpoint: the CSR plus proof of identity (a
+// projected service-account token, re-read each time as the kubelet rotates it, or a bootstrap
+// token). The control plane's certificate must chain to the configured trust anchors.
+import https from 'node:https';
+import { readFile } from 'node:fs/promises';
+import type { CertifyResponse, CertifyTransport } from './identity.ts';
+
+export interface CertifyClientOptions {
+  /** https://host:port of the control plane. */
+  url: string;
+  /** PEM trust anchors that the control plane's serving certificate chains to. */
+  trustAnchors: string;
+  /** Where the proof comes from. */
+  proof: { kind: 'kubernetes'; tokenFile: string } | { kind: 'bootstrap'; token: string };
+  timeoutMs?: number;
+}
+
+export class HttpsCertifyClient implements CertifyTransport {
+  readonly #o: CertifyClientOptions;
+  constructor(o: CertifyClientOptions) {
+    this.#o = o;
+  }
+
+  async certify(csrPem: string): Promise<CertifyResponse> {
+    const o = this.#o;
+    const token = o.proof.kind === 'kubernetes' ? (await readFile(o.proof.tokenFile, 'utf8')).trim() : o.proof.token;
+    const body = JSON.stringify({ csr: csrPem, token, kind: o.proof.kind });
+    const url = new URL('/v1/certify', o.url);
+    return new Promise((resolve, reject) => {
+      const req = https.request(
+        url,
+        { method: 'POST', ca: o.trustAnchors, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, timeout: o.timeoutMs ?? 10_000, minVersion: 'TLSv1.2' },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (text += c));
+          res.on('end', () => {
+            if (res.statusCode !== 200) return reject(new Error(`certify refused (${res.statusCode}): ${text.slice(0, 300)}`));
+            try {
+              const r = JSON.parse(text) as CertifyResponse;
+              if (typeof r.certificate !== 'string' || !Array.isArray(r.chain) || !Array.isArray(r.trustBundle)) throw new Error('missing certificate, chain or trustBundle');
+              resolve(r);
+            } catch (err) {
+              reject(new Error(`certify answered nonsense: ${(err as Error).message}`));
+            }
+          });
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error(`certify timed out after ${o.timeoutMs ?? 10_000} ms`)));
+      req.on('error', (err) => reject(new Error(`certify failed: ${err.message}`)));
+      req.end(body);
+    });
+  }
+}

@@ -1,0 +1,98 @@
+// Inbound accept, before HTTP: looks at the first byte of a connection. A TLS ClientHello goes
+// through mTLS (a client certificate chaining to the trust bundle is required; the peer's SPIFFE
+// ID is recorded on the socket); plaintext is let in only where the port is permissive (or the
+// proxy runs without identity). Everything else is refused at the handshake.
+import net from 'node:net';
+import tls, { type TLSSocket } from 'node:tls';
+import type { Server as HttpServer } from 'node:http';
+import type { Peer } from '../http/exchange.ts';
+import { spiffeIdOfCert, type TlsMaterial } from '../identity/identity.ts';
+
+const PEER = Symbol('meshlet.peer');
+const PLAINTEXT: Peer = Object.freeze({ identity: '', tls: false });
+
+/** The peer recorded for a connection (plaintext when none was). */
+export function peerOf(socket: net.Socket): Peer {
+  return (socket as net.Socket & { [PEER]?: Peer })[PEER] ?? PLAINTEXT;
+}
+
+export interface AcceptOptions {
+  http: HttpServer;
+  /** The current TLS material; undefined while the proxy has no certificate. */
+  material: () => TlsMaterial | undefined;
+  /** Identity is configured: plaintext only where permissive. False: plaintext mode. */
+  identityEnabled: boolean;
+  /** Whether plaintext is accepted now (the app port is permissive in the config in force). */
+  permissive: () => boolean;
+  onRefused: (reason: string) => void;
+}
+
+const TLS_HANDSHAKE = 0x16;
+
+export class InboundAcceptor {
+  readonly server: net.Server;
+  readonly #o: AcceptOptions;
+  readonly #tls: tls.Server;
+  #context: TlsMaterial | undefined;
+
+  constructor(o: AcceptOptions) {
+    this.#o = o;
+    this.#tls = tls.createServer({ requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3', ALPNProtocols: ['http/1.1'] });
+    this.#tls.on('secureConnection', (s: TLSSocket) => {
+      const identity = spiffeIdOfCert(s.getPeerX509Certificate());
+      if (!identity) {
+        o.onRefused('no-spiffe-id');
+        s.destroy();
+        return;
+      }
+      (s as TLSSocket & { [PEER]?: Peer })[PEER] = Object.freeze({ identity, tls: true });
+      o.http.emit('connection', s);
+    });
+    this.#tls.on('tlsClientError', (err: Error & { code?: string }, s: TLSSocket) => {
+      o.onRefused((s as TLSSocket & { authorizationError?: string }).authorizationError ?? err.code ?? 'handshake-error');
+    });
+    this.server = net.createServer({ noDelay: true }, (socket) => this.#accept(socket));
+  }
+
+  #accept(socket: net.Socket): void {
+    socket.once('error', () => socket.destroy());
+    socket.once('data', (chunk: Buffer) => {
+      socket.pause();
+      socket.unshift(chunk);
+      if (chunk[0] === TLS_HANDSHAKE && this.#o.identityEnabled) {
+        const m = this.#o.material();
+        if (!m) {
+          this.#o.onRefused('no-certificate');
+          socket.destroy();
+          return;
+        }
+        if (m !== this.#context) {
+          // A renewal: new handshakes use the new leaf and bundle; established ones keep theirs.
+          this.#tls.setSecureContext(m.options);
+          this.#context = m;
+        }
+        this.#tls.emit('connection', socket);
+        return;
+      }
+      if (this.#o.identityEnabled && !this.#o.permissive()) {
+        this.#o.onRefused(chunk[0] === TLS_HANDSHAKE ? 'tls-without-identity' : 'plaintext-on-strict-port');
+        socket.destroy();
+        return;
+      }
+      this.#o.http.emit('connection', socket);
+      socket.resume();
+    });
+  }
+
+  listen(host: string, port: number): Promise<net.AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => resolve(this.server.address() as net.AddressInfo));
+    });
+  }
+
+  close(): void {
+    this.server.close();
+    this.#tls.close();
+  }
+}
