@@ -1,0 +1,135 @@
+// The CRDs (manifests/crds/, generated from api/resources.ts) on a real kube-apiserver: each kind
+// of nonsense in a TrafficSplit or AuthorizationPolicy is refused by `kubectl apply` with a
+// message a service owner can act on (OpenAPI bounds and enums, and the CEL rules), and nothing
+// is stored; good ones are accepted, and `kubectl get` shows the printer columns.
+import t from 'tap';
+import { startKube, type Kube } from '../fixtures/kube.ts';
+
+const CRDS = new URL('../../manifests/crds/', import.meta.url).pathname;
+const V = 'meshlet.io/v1alpha1';
+
+let kube: Kube | undefined;
+const k = (): Kube => {
+  if (!kube) throw new Error('the API server did not start (see t.before)');
+  return kube;
+};
+
+t.before(async () => {
+  kube = await startKube();
+  t.comment(`kube-apiserver ready in ${kube.startupMs} ms`);
+  const applied = await kube.kubectl(['apply', '--server-side', '-f', CRDS]);
+  if (applied.code !== 0) throw new Error(`applying the CRDs failed: ${applied.stderr}`);
+  const est = await kube.kubectl(['wait', '--for=condition=Established', '--timeout=30s', 'crd/trafficsplits.meshlet.io', 'crd/authorizationpolicies.meshlet.io']);
+  if (est.code !== 0) throw new Error(`CRDs not Established: ${est.stderr}`);
+});
+t.teardown(async () => {
+  await kube?.stop();
+});
+
+const split = (ns: string, spec: unknown, name = 'web-canary') => ({ apiVersion: V, kind: 'TrafficSplit', metadata: { name, namespace: ns }, spec });
+const policy = (ns: string, spec: unknown, name = 'billing') => ({ apiVersion: V, kind: 'AuthorizationPolicy', metadata: { name, namespace: ns }, spec });
+const apply = (doc: unknown) => k().kubectl(['apply', '-f', '-'], { input: JSON.stringify(doc) });
+
+const METHODS = '"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"';
+
+/** [what is wrong, spec, the message kubectl must print]. */
+const BAD_SPLITS: Array<[string, unknown, string]> = [
+  ['no backends', { service: 'web', backends: [] }, 'spec.backends in body should have at least 1 items'],
+  ['backends missing', { service: 'web' }, 'spec.backends: Required value'],
+  ['a negative weight', { service: 'web', backends: [{ service: 'web-v1', weight: -1 }] }, 'spec.backends[0].weight in body should be greater than or equal to 0'],
+  ['all weights zero', { service: 'web', backends: [{ service: 'web-v1', weight: 0 }, { service: 'web-v2', weight: 0 }] }, 'at least one backend needs a weight above 0; all-zero weights would send traffic nowhere'],
+  ['a duplicate backend', { service: 'web', backends: [{ service: 'web-v1', weight: 1 }, { service: 'web-v1', weight: 2 }] }, 'each backend service may be listed only once'],
+  ['an unknown method', { service: 'web', backends: [{ service: 'web-v1', weight: 1 }], matches: [{ method: 'FETCH' }] }, `spec.matches[0].method: Unsupported value: "FETCH": supported values: ${METHODS}`],
+  ['both exact and prefix', { service: 'web', backends: [{ service: 'web-v1', weight: 1 }], matches: [{ path: { exact: '/a', prefix: '/b' } }] }, 'exactly one of exact, prefix must be set'],
+  ['a fractional weight', { service: 'web', backends: [{ service: 'web-v1', weight: 1.5 }] }, 'spec.backends[0].weight in body must be of type integer'],
+  ['an invalid service name', { service: 'Web!', backends: [{ service: 'web-v1', weight: 1 }] }, 'spec.service in body should match'],
+];
+
+const BAD_POLICIES: Array<[string, unknown, string]> = [
+  ['an unknown method', { targetRef: { service: 'billing' }, rules: [{ from: { namespaces: ['shop'] }, to: { methods: ['FETCH'] } }] }, `spec.rules[0].to.methods[0]: Unsupported value: "FETCH": supported values: ${METHODS}`],
+  ['a rule from nobody', { targetRef: { service: 'billing' }, rules: [{ from: {} }] }, 'from must name at least one identity, namespace or service account (namespaces: ["*"] for every meshed workload)'],
+  ['an empty to', { targetRef: { service: 'billing' }, rules: [{ from: { namespaces: ['*'] }, to: {} }] }, 'to must list methods or paths; leave it out to allow every request'],
+  ['no target', { rules: [] }, 'spec.targetRef: Required value'],
+  ['port 0', { targetRef: { service: 'billing', port: 0 }, rules: [] }, 'spec.targetRef.port in body should be greater than or equal to 1'],
+  ['an identity that is not a SPIFFE ID', { targetRef: { service: 'billing' }, rules: [{ from: { identities: ['frontend'] } }] }, 'spec.rules[0].from.identities[0] in body should match'],
+  ['a path without a leading slash', { targetRef: { service: 'billing' }, rules: [{ from: { namespaces: ['*'] }, to: { paths: ['billing/*'] } }] }, 'spec.rules[0].to.paths[0] in body should match'],
+];
+
+t.test('a bad TrafficSplit is refused with a readable message and nothing is stored', async (t) => {
+  const ns = await k().newNamespace('ts-bad');
+  for (const [what, spec, message] of BAD_SPLITS) {
+    const r = await apply(split(ns, spec));
+    t.not(r.code, 0, `${what}: refused`);
+    t.match(r.stderr, `The TrafficSplit "web-canary" is invalid`, what);
+    t.match(r.stderr, message, `${what}: says "${message}"`);
+  }
+  const left = await k().kubectl(['get', 'trafficsplits', '-n', ns, '-o', 'name']);
+  t.equal(left.stdout, '', 'none was stored');
+});
+
+t.test('a bad AuthorizationPolicy is refused with a readable message and nothing is stored', async (t) => {
+  const ns = await k().newNamespace('ap-bad');
+  for (const [what, spec, message] of BAD_POLICIES) {
+    const r = await apply(policy(ns, spec));
+    t.not(r.code, 0, `${what}: refused`);
+    t.match(r.stderr, `The AuthorizationPolicy "billing" is invalid`, what);
+    t.match(r.stderr, message, `${what}: says "${message}"`);
+  }
+  const left = await k().kubectl(['get', 'authorizationpolicies', '-n', ns, '-o', 'name']);
+  t.equal(left.stdout, '', 'none was stored');
+});
+
+t.test('a good TrafficSplit is accepted; kubectl get shows service and backends; a bad update leaves it as it was', async (t) => {
+  const ns = await k().newNamespace('ts-good');
+  const good = split(ns, {
+    service: 'web',
+    backends: [{ service: 'web-v1', weight: 90 }, { service: 'web-v2', weight: 10 }],
+    matches: [{ headers: [{ name: 'x-canary', value: '1' }] }, { path: { prefix: '/api' }, method: 'GET' }],
+  });
+  const r = await apply(good);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout.trim(), 'trafficsplit.meshlet.io/web-canary created');
+
+  const table = await k().kubectl(['get', 'trafficsplits', '-n', ns]);
+  t.equal(table.code, 0, table.stderr);
+  const [header, row, ...more] = table.stdout.trim().split('\n');
+  t.same(header?.split(/\s+/), ['NAME', 'SERVICE', 'BACKENDS', 'AGE']);
+  t.match(row, /^web-canary\s+web\s+\[\{"service":"web-v1","weight":90\},\{"service":"web-v2","weight":10\}\]\s+\d+s$/);
+  t.same(more, []);
+  const short = await k().kubectl(['get', 'ts', 'web-canary', '-n', ns, '-o', 'name']);
+  t.equal(short.stdout.trim(), 'trafficsplit.meshlet.io/web-canary', 'short name ts');
+
+  const update = await apply(split(ns, { service: 'web', backends: [{ service: 'web-v1', weight: 0 }, { service: 'web-v2', weight: 0 }] }));
+  t.not(update.code, 0);
+  t.match(update.stderr, 'all-zero weights would send traffic nowhere');
+  const stored = await k().kubectl(['get', 'ts', 'web-canary', '-n', ns, '-o', 'jsonpath={.spec.backends[*].weight}']);
+  t.equal(stored.stdout, '90 10', 'the stored split is unchanged');
+});
+
+t.test('a good AuthorizationPolicy is accepted; kubectl get shows the target (and the port with -o wide)', async (t) => {
+  const ns = await k().newNamespace('ap-good');
+  const good = policy(ns, {
+    targetRef: { service: 'billing', port: 8080 },
+    rules: [
+      { from: { serviceAccounts: [{ name: 'frontend' }] }, to: { methods: ['GET'], paths: ['/billing/*'] } },
+      { from: { identities: [`spiffe://cluster.local/ns/${ns}/sa/admin`], namespaces: ['ops'] } },
+    ],
+  });
+  const r = await apply(good);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout.trim(), 'authorizationpolicy.meshlet.io/billing created');
+
+  const table = await k().kubectl(['get', 'authorizationpolicies', '-n', ns]);
+  const [header, row] = table.stdout.trim().split('\n');
+  t.same(header?.split(/\s+/), ['NAME', 'TARGET', 'AGE']);
+  t.match(row, /^billing\s+billing\s+\d+s$/);
+  const wide = await k().kubectl(['get', 'authzpolicy', '-n', ns, '-o', 'wide']);
+  const [wideHeader, wideRow] = wide.stdout.trim().split('\n');
+  t.same(wideHeader?.split(/\s+/), ['NAME', 'TARGET', 'PORT', 'AGE']);
+  t.match(wideRow, /^billing\s+billing\s+8080\s+\d+s$/);
+
+  // Both kinds are in the "meshlet" category.
+  await apply(split(ns, { service: 'web', backends: [{ service: 'web-v1', weight: 1 }] }));
+  const all = await k().kubectl(['get', 'meshlet', '-n', ns, '-o', 'name']);
+  t.same(all.stdout.trim().split('\n').toSorted(), ['authorizationpolicy.meshlet.io/billing', 'trafficsplit.meshlet.io/web-canary']);
+});
