@@ -17,6 +17,7 @@
  */
 
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes as cryptoRandomBytes, sign, X509Certificate, type KeyObject } from 'node:crypto';
+import { isIP } from 'node:net';
 import { inspect } from 'node:util';
 import { parseCsr } from './csr.ts';
 import { CertError } from './errors.ts';
@@ -215,6 +216,12 @@ export interface SignLeafOptions {
   ttlMs?: number;
   now: number;
   randomBytes?: RandomBytes;
+  /**
+   * For a serving certificate only (the control plane's own, so ordinary HTTPS clients can check
+   * the host name): DNS names and IP addresses added after the URI SAN. Never taken from a CSR.
+   */
+  dnsSans?: readonly string[];
+  ipSans?: readonly string[];
 }
 
 export interface SignedLeaf {
@@ -226,7 +233,8 @@ export interface SignedLeaf {
 
 /**
  * Sign a workload leaf: the CSR contributes only its (verified) public key. Subject is empty,
- * the only SAN is the identity's URI (critical, as RFC 5280 requires for an empty subject),
+ * the only URI SAN is the identity (SAN critical, as RFC 5280 requires for an empty subject; a serving
+ * certificate adds dnsSans/ipSans),
  * CA:false, digitalSignature (+keyEncipherment for RSA keys), serverAuth+clientAuth,
  * notBefore = now − 1 min, notAfter = min(now + ttl, issuer notAfter), 128-bit random serial.
  * Refused (issuer-expired) when the issuer is not valid now or has under a minute left.
@@ -240,6 +248,7 @@ export function signLeaf(opts: SignLeafOptions): SignedLeaf {
   if (identity.trustDomain !== issuer.trustDomain) {
     throw new CertError('bad-identity', `identity ${identity.uri} is not in the issuer's trust domain ${issuer.trustDomain}`);
   }
+  const hostSans = hostNameSans(opts.dnsSans ?? [], opts.ipSans ?? []);
   const csr = parseCsr(opts.csrPem);
   if (!issuer.validAt(now)) throw new CertError('issuer-expired', `issuer ${issuer.subject} is not valid at ${iso(now)} (valid ${iso(issuer.notBeforeMs)} to ${iso(issuer.notAfterMs)})`);
   const notBeforeMs = Math.max(now - CLOCK_SKEW_MS, issuer.notBeforeMs);
@@ -257,7 +266,7 @@ export function signLeaf(opts: SignLeafOptions): SignedLeaf {
       extension(OID.extKeyUsage, false, seq(oid(OID.serverAuth), oid(OID.clientAuth))),
       extension(OID.subjectKeyIdentifier, false, octets(keyIdentifier(csr.spkiDer))),
       extension(OID.authorityKeyIdentifier, false, seq(implicitPrim(0, issuer.keyId))),
-      extension(OID.subjectAltName, true, uriSans([identity.uri])),
+      extension(OID.subjectAltName, true, hostSans.length === 0 ? uriSans([identity.uri]) : seq(...children(uriSans([identity.uri])), ...hostSans)),
     ],
     sigAlgOid: issuer.signatureAlgorithmOid,
     sign: (tbs) => issuer.sign(tbs),
@@ -267,6 +276,39 @@ export function signLeaf(opts: SignLeafOptions): SignedLeaf {
 }
 
 // ---- building blocks ----
+
+/** GeneralNames dNSName [2] and iPAddress [7] for a serving certificate; refuses anything malformed. */
+function hostNameSans(dns: readonly string[], ips: readonly string[]): Asn1[] {
+  const out: Asn1[] = [];
+  for (const d of dns) {
+    if (typeof d !== 'string' || !isDnsSubdomain(d)) throw new CertError('bad-options', `DNS SAN ${JSON.stringify(d)} is not a lower-case DNS name`);
+    out.push(implicitPrim(2, Buffer.from(d, 'ascii')));
+  }
+  for (const ip of ips) out.push(implicitPrim(7, ipBytes(ip)));
+  return out;
+}
+
+const ipv6Groups = (s: string): string[] => (s === '' ? [] : s.split(':'));
+
+/** 4 or 16 network-order bytes of an IPv4 / IPv6 literal (RFC 5280 §4.2.1.6). */
+function ipBytes(ip: string): Buffer {
+  const kind = typeof ip === 'string' ? isIP(ip) : 0;
+  if (kind === 4) return Buffer.from(ip.split('.').map(Number));
+  if (kind !== 6) throw new CertError('bad-options', `IP SAN ${JSON.stringify(ip)} is not an IPv4 or IPv6 address`);
+  let text = ip.toLowerCase();
+  const v4 = /^(.*:)(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (v4) {
+    const b = (v4[2] ?? '').split('.').map(Number) as [number, number, number, number];
+    text = `${v4[1]}${((b[0] << 8) | b[1]).toString(16)}:${((b[2] << 8) | b[3]).toString(16)}`;
+  }
+  const [head = '', tail] = text.split('::');
+  const h = ipv6Groups(head);
+  const t = tail === undefined ? [] : ipv6Groups(tail);
+  const all = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
+  const out = Buffer.alloc(16);
+  all.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
+  return out;
+}
 
 function buildCertificate(o: {
   serial: Buffer; issuerName: Asn1; subjectName: Asn1;

@@ -46,10 +46,14 @@ export function spiffeIdOfCert(cert: X509Certificate | undefined): string {
   return '';
 }
 
-/** When to renew: 70 % of the lifetime, minus up to 10 % jitter so a fleet does not renew at once. */
-export function renewAt(notBeforeMs: number, notAfterMs: number, random: Random): number {
-  const life = notAfterMs - notBeforeMs;
-  return notBeforeMs + life * (0.7 - 0.1 * random());
+/**
+ * When to renew: 70 % of the remaining lifetime from when the leaf arrived, minus up to 10 %
+ * jitter so a fleet does not renew at once. (Counting from receipt, not notBefore: CAs backdate
+ * notBefore for clock skew, which would make short leaves renew at once.)
+ */
+export function renewAt(receivedMs: number, notAfterMs: number, random: Random): number {
+  const life = Math.max(0, notAfterMs - receivedMs);
+  return receivedMs + life * (0.7 - 0.1 * random());
 }
 
 /** Full-jitter backoff for failed renewals: 0.5 s doubling to 30 s, never past the leaf's expiry. */
@@ -143,7 +147,8 @@ export class IdentityManager {
       this.#lastError = undefined;
       this.#events.renewed?.(m);
       onSuccess();
-      this.#schedule(renewAt(m.notBeforeMs, m.notAfterMs, this.#random) - this.#clock.nowMs(), onSuccess);
+      const now = this.#clock.nowMs();
+      this.#schedule(renewAt(now, m.notAfterMs, this.#random) - now, onSuccess);
     } catch (err) {
       this.#failures++;
       this.#lastError = (err as Error).message;

@@ -1,0 +1,38 @@
+// The `meshlet` dispatcher: picks the command by its first word and hands it the rest.
+// Guarantees: tiny on purpose; a new command is one file in cli/commands/ plus one line in COMMANDS.
+
+import { EXIT_OK, EXIT_USAGE, type Command, type Io } from './command.ts';
+
+/** Loaded on use, so `meshlet identity` never pays for the Kubernetes client and vice versa. */
+const COMMANDS: ReadonlyArray<{ name: string; summary: string; load: () => Promise<Command> }> = [
+  { name: 'identity', summary: 'workload identity: create the CA, bootstrap tokens, rotate issuer and anchors, status', load: async () => (await import('./commands/identity.ts')).identity },
+  { name: 'install', summary: 'create the CA Secret for a cluster (--dry-run prints it)', load: async () => (await import('./commands/install.ts')).install },
+];
+
+export function usage(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+  return [
+    'usage: meshlet <command> [options]',
+    '',
+    'commands:',
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    '',
+    "Run 'meshlet <command> --help' for a command's options.",
+    'Exit codes: 0 ok, 1 the operation failed (the message says what to do), 2 bad usage.',
+    '',
+  ].join('\n');
+}
+
+export async function run(argv: string[], io: Io): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '-h' || name === '--help' || name === 'help') {
+    (name === undefined ? io.stderr : io.stdout)(usage());
+    return name === undefined ? EXIT_USAGE : EXIT_OK;
+  }
+  const entry = COMMANDS.find((c) => c.name === name);
+  if (!entry) {
+    io.stderr(`meshlet: unknown command ${JSON.stringify(name)}\n\n${usage()}`);
+    return EXIT_USAGE;
+  }
+  return (await entry.load()).run(rest, io);
+}

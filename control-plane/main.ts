@@ -1,0 +1,180 @@
+// The control plane's process entry (`node control-plane/main.ts`): flags (or the environment
+// from manifests/config.env) → startControlPlane; JSON log lines on stderr; SIGTERM/SIGINT stop it cleanly.
+
+import { parseArgs } from 'node:util';
+import { systemClock } from '../api/runtime.ts';
+import { DEFAULT_TRUST_DOMAIN, systemWallClock } from './ca/index.ts';
+import { DEFAULT_AUDIENCE } from './certify/certify.ts';
+import { DEFAULT_SERVING_NAMES, DEFAULT_SYSTEM_NAMESPACE } from './certify/serving-cert.ts';
+import { KubeTokenReviewer } from './certify/kube-token-reviewer.ts';
+import type { TokenReviewer } from './certify/token-reviewer.ts';
+import { startControlPlane, type HostPort, type Log } from './control-plane.ts';
+import { parseDuration } from './duration.ts';
+import { inCluster, kubeClients } from './kube.ts';
+import type { CaStore } from './store/ca-store.ts';
+import { FileCaStore } from './store/file-store.ts';
+import { DEFAULT_CA_SECRET, SecretCaStore, parseSecretRef } from './store/secret-store.ts';
+
+export const USAGE = `usage: node control-plane/main.ts (--ca-file FILE | --ca-secret NS/NAME) [options]
+
+The meshlet control plane: the certificate authority's Certify endpoint (HTTPS) and an admin
+server. Each flag falls back to the environment variable in brackets (manifests/config.env).
+
+CA state (one of):
+  --ca-file FILE            a JSON file made by \`meshlet identity init\` (local / one machine)
+  --ca-secret NS/NAME       a Kubernetes Secret made by \`meshlet install\` [MESHLET_CA_SECRET]
+                            (default in a cluster: <namespace>/${DEFAULT_CA_SECRET.name})
+Kubernetes:
+  --kubeconfig FILE         API credentials (default: KUBECONFIG, ~/.kube/config, in-cluster).
+                            With a Kubernetes API, service-account tokens are accepted as proof.
+  --audience AUD            audience a workload's token must carry (default ${DEFAULT_AUDIENCE}) [MESHLET_IDENTITY_AUDIENCE]
+  --namespace NS            the control plane's namespace: its own identity and Service names
+                            (default ${DEFAULT_SYSTEM_NAMESPACE}) [MESHLET_NAMESPACE]
+Serving:
+  --trust-domain TD         must match the CA state (default ${DEFAULT_TRUST_DOMAIN}) [MESHLET_TRUST_DOMAIN]
+  --listen HOST:PORT        Certify, POST /v1/certify (default 0.0.0.0:8443) [MESHLET_CONFIG_LISTEN]
+  --admin-listen HOST:PORT  /live /ready /metrics (default 127.0.0.1:9990) [MESHLET_ADMIN_LISTEN]
+  --leaf-ttl DURATION       leaf lifetime, at most the CA's leaf TTL (default: that, 24h unless
+                            set by \`meshlet identity init --leaf-ttl\`)
+  --reload-interval DUR     how often the CA state is re-read to pick up rotations (default 10s)
+  -h, --help                this text
+
+Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 1 when it cannot start, 2 for bad usage.
+`;
+
+class UsageError extends Error {}
+
+function hostPort(v: string, flag: string): HostPort {
+  const i = v.lastIndexOf(':');
+  const port = Number(v.slice(i + 1));
+  if (i <= 0 || !/^\d+$/.test(v.slice(i + 1)) || port > 65535) throw new UsageError(`${flag}: expected HOST:PORT, got ${JSON.stringify(v)}`);
+  return { host: v.slice(0, i).replace(/^\[|\]$/g, ''), port };
+}
+
+const log: Log = (level, msg, fields = {}) => {
+  process.stderr.write(JSON.stringify({ ts: new Date().toISOString(), level, component: 'control-plane', msg, ...fields }) + '\n');
+};
+
+async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        'ca-file': { type: 'string' },
+        'ca-secret': { type: 'string' },
+        kubeconfig: { type: 'string' },
+        audience: { type: 'string' },
+        namespace: { type: 'string' },
+        'trust-domain': { type: 'string' },
+        listen: { type: 'string' },
+        'admin-listen': { type: 'string' },
+        'leaf-ttl': { type: 'string' },
+        'reload-interval': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const namespace = values.namespace ?? env.MESHLET_NAMESPACE ?? DEFAULT_SYSTEM_NAMESPACE;
+  const caFile = values['ca-file'];
+  let caSecret = values['ca-secret'] ?? (caFile ? undefined : env.MESHLET_CA_SECRET);
+  if (caFile && caSecret) throw new UsageError('--ca-file and --ca-secret are alternatives; pass one');
+  if (!caFile && !caSecret) {
+    if (!inCluster(env)) throw new UsageError('where is the CA? pass --ca-file FILE (create one with: meshlet identity init --ca-file FILE) or --ca-secret NS/NAME');
+    caSecret = `${namespace}/${DEFAULT_CA_SECRET.name}`;
+  }
+  const listen = hostPort(values.listen ?? env.MESHLET_CONFIG_LISTEN ?? '0.0.0.0:8443', '--listen');
+  const adminListen = hostPort(values['admin-listen'] ?? env.MESHLET_ADMIN_LISTEN ?? '127.0.0.1:9990', '--admin-listen');
+  const leafTtl = values['leaf-ttl'];
+  let leafTtlMs: number | undefined;
+  let reloadIntervalMs: number;
+  try {
+    leafTtlMs = leafTtl === undefined ? undefined : parseDuration(leafTtl, '--leaf-ttl');
+    reloadIntervalMs = parseDuration(values['reload-interval'] ?? '10s', '--reload-interval');
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const secretRef = caSecret ? (() => {
+    try {
+      return parseSecretRef(caSecret);
+    } catch (e) {
+      throw new UsageError(`--ca-secret: ${(e as Error).message}`);
+    }
+  })() : undefined;
+
+  // Kubernetes API: for the Secret store and for TokenReview (proof of service-account identity).
+  const kubeconfig = values.kubeconfig;
+  let reviewer: TokenReviewer | undefined;
+  let store: CaStore;
+  if (kubeconfig || secretRef || inCluster(env)) {
+    const kube = await kubeClients(kubeconfig);
+    reviewer = new KubeTokenReviewer(kube.authn);
+    store = secretRef ? new SecretCaStore(kube.core, secretRef) : new FileCaStore(caFile as string);
+    log('info', 'Kubernetes API', { server: kube.server });
+  } else {
+    store = new FileCaStore(caFile as string);
+  }
+
+  const cp = await startControlPlane({
+    store,
+    trustDomain: values['trust-domain'] ?? env.MESHLET_TRUST_DOMAIN ?? DEFAULT_TRUST_DOMAIN,
+    listen,
+    adminListen,
+    leafTtlMs,
+    reviewer,
+    audience: values.audience ?? env.MESHLET_IDENTITY_AUDIENCE ?? DEFAULT_AUDIENCE,
+    servingNames: { ...DEFAULT_SERVING_NAMES, namespace },
+    reloadIntervalMs,
+    // A Secret may be created after the control plane starts (meshlet install); a file is typed by hand.
+    waitForCa: secretRef !== undefined,
+    wallClock: systemWallClock,
+    clock: systemClock,
+    log,
+    // Local (folder) mode: the config stream is another issue. It plugs in here as
+    // `routes: { '/v1/config': ... }` on the Certify port and/or `services: [folderConfigServer]`.
+    routes: {},
+    services: [],
+  });
+  log('info', 'admin listening', { listen: `${cp.admin.address}:${cp.admin.port}` });
+
+  let stopping: Promise<void> | undefined;
+  const stop = (signal: string): Promise<void> =>
+    (stopping ??= (async () => {
+      log('info', 'stopping', { signal });
+      await cp.close();
+      log('info', 'stopped');
+    })());
+  const stopped = new Promise<number>((resolve) => {
+    for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => void stop(sig).then(() => resolve(0)));
+  });
+  const failed = cp.started.then(
+    () => new Promise<number>(() => {}),
+    async (e: Error) => {
+      if (stopping) return 0;
+      log('error', 'cannot start', { error: e.message });
+      await cp.close();
+      return 1;
+    },
+  );
+  return Promise.race([stopped, failed]);
+}
+
+main(process.argv.slice(2), process.env).then(
+  (code) => process.exit(code),
+  (e: Error) => {
+    if (e instanceof UsageError) {
+      process.stderr.write(`control-plane: ${e.message}\n(see node control-plane/main.ts --help)\n`);
+      process.exit(2);
+    }
+    log('error', 'cannot start', { error: e.message });
+    process.exit(1);
+  },
+);

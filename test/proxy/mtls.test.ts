@@ -1,0 +1,157 @@
+// Mutual TLS between real proxies with identities from a real control plane: the caller's
+// identity reaches the server side, strict ports refuse plaintext and foreign certificates at the
+// handshake, a server with the wrong identity is refused by the outbound side, and authorization
+// sees the peer.
+import t from 'tap';
+import tls from 'node:tls';
+import net from 'node:net';
+import { request } from 'undici';
+import { generateKeyPairSync, X509Certificate } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { importSecret, issueLeaf, parseSpiffeId } from '../../control-plane/ca/index.ts';
+import { makeCsr, newKeyPair } from '../../proxy/identity/csr.ts';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startUpstream, startProxyProcess, metricValue, type ProxyProcess, type Upstream } from '../fixtures/mesh.ts';
+import { startControlPlane, identityArgs, type ControlPlane } from '../fixtures/control-plane.ts';
+
+const TD = 'spiffe://cluster.local';
+const WEB = `${TD}/ns/shop/sa/web`;
+const API = `${TD}/ns/shop/sa/api`;
+
+let cp: ControlPlane;
+let app: Upstream;
+let server: ProxyProcess;
+let client: ProxyProcess;
+
+t.before(async () => {
+  cp = await startControlPlane();
+  app = await startUpstream((req, res) => {
+    req.resume();
+    res.end(`hello ${req.url}`);
+  });
+  server = await startProxyProcess({
+    config: {
+      version: 's1',
+      services: [],
+      inbound: { defaultPolicy: 'all-authenticated', policies: [{ name: 'api-read', rules: [{ identities: [WEB], methods: ['GET'], paths: ['/api/*'] }] }] },
+    },
+    appPort: app.port,
+    workload: 'api',
+    args: identityArgs(cp, 'shop', 'api'),
+  });
+  client = await startProxyProcess({
+    config: {
+      version: 'c1',
+      services: [
+        { name: 'api', endpoints: [{ address: `127.0.0.1:${server.inboundPort}`, identity: API }] },
+        { name: 'impostor', endpoints: [{ address: `127.0.0.1:${server.inboundPort}`, identity: `${TD}/ns/shop/sa/billing` }] },
+      ],
+    },
+    workload: 'web',
+    args: identityArgs(cp, 'shop', 'web'),
+  });
+});
+t.teardown(async () => {
+  await client?.stop();
+  await server?.stop();
+  await app?.close();
+  await cp?.stop();
+});
+
+t.test('a request crosses two proxies over mTLS; the server side sees the caller', async (t) => {
+  const r = await request(`${client.outboundUrl}/api/items`, { headers: { host: 'api' } });
+  t.equal(r.statusCode, 200);
+  t.equal(await r.body.text(), 'hello /api/items');
+  const ready = (await (await fetch(`${client.adminUrl}/ready`)).json()) as { identity: { identity: string } };
+  t.equal(ready.identity.identity, WEB, 'the client proxy holds the web identity');
+  await new Promise((r) => setTimeout(r, 250));
+  const log = server.stdout().trim().split('\n').map((l) => JSON.parse(l) as { peer: string; path: string; direction: string });
+  t.ok(log.some((l) => l.direction === 'inbound' && l.peer === WEB && l.path === '/api/items'), 'inbound access log names the peer');
+  const m = await server.metrics();
+  t.ok(metricValue(m, 'meshlet_requests_total', { direction: 'inbound', src_identity: WEB, tls: 'true' }) >= 1, 'inbound metrics carry the peer identity and tls=true');
+  const cm = await client.metrics();
+  t.ok(metricValue(cm, 'meshlet_requests_total', { direction: 'outbound', dst_service: 'api', tls: 'true' }) >= 1, 'outbound metrics say tls=true');
+  t.ok(metricValue(cm, 'meshlet_identity_leaf_expiry_timestamp_seconds', { identity: WEB }) > Date.now() / 1000, 'leaf expiry exported');
+});
+
+t.test('authorization uses the peer identity: GET /api/* allowed, POST and other paths denied', async (t) => {
+  const before = app.hits;
+  const post = await request(`${client.outboundUrl}/api/items`, { method: 'POST', headers: { host: 'api' }, body: 'x' });
+  t.equal(post.statusCode, 403);
+  t.equal(post.headers['meshlet-proxy-error'], 'forbidden');
+  t.match(await post.body.text(), new RegExp(`no rule of api-read allows ${WEB} to POST /api/items`));
+  const other = await request(`${client.outboundUrl}/admin`, { headers: { host: 'api' } });
+  await other.body.text();
+  t.equal(other.statusCode, 403, 'another path is denied');
+  t.equal(app.hits, before, 'denied requests never reached the app');
+});
+
+t.test('the outbound side refuses a server presenting another identity', async (t) => {
+  const r = await request(`${client.outboundUrl}/api/x`, { headers: { host: 'impostor' } });
+  t.equal(r.statusCode, 502);
+  t.equal(r.headers['meshlet-proxy-error'], 'identity-mismatch');
+  t.match(await r.body.text(), /expected the endpoint to be spiffe:\/\/cluster.local\/ns\/shop\/sa\/billing, it presented spiffe:\/\/cluster.local\/ns\/shop\/sa\/api/);
+});
+
+/** Open a TLS connection to the strict inbound port; resolve with how it ended. */
+function handshake(opts: tls.ConnectionOptions): Promise<string> {
+  return new Promise((resolve) => {
+    const s = tls.connect({ host: '127.0.0.1', port: server.inboundPort, rejectUnauthorized: false, minVersion: 'TLSv1.3', ...opts }, () => {
+      // TLS 1.3: the server verifies the client certificate after the client's Finished; send a
+      // request and see whether an HTTP answer comes back.
+      s.write('GET /api/x HTTP/1.1\r\nHost: api\r\n\r\n');
+    });
+    let got = '';
+    s.on('data', (d) => (got += d.toString()));
+    s.on('error', (e: Error & { code?: string }) => resolve(`error:${e.code ?? e.message}`));
+    s.on('close', () => resolve(got ? `response:${got.split('\r\n')[0]}` : 'closed'));
+    setTimeout(() => {
+      s.destroy();
+      resolve(got ? `response:${got.split('\r\n')[0]}` : 'timeout');
+    }, 3000);
+  });
+}
+
+t.test('strict inbound: no client certificate, a foreign CA, an expired leaf and plaintext are refused at the handshake', async (t) => {
+  const before = app.hits;
+  t.notMatch(await handshake({}), /^response:/, 'no client certificate: no HTTP response');
+  // A self-signed certificate with a SPIFFE ID from a CA the bundle does not hold.
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const foreign = selfSigned(privateKey);
+  t.notMatch(await handshake({ key: privateKey.export({ type: 'pkcs8', format: 'pem' }), cert: foreign }), /^response:/, 'foreign CA: no HTTP response');
+  // A leaf from the mesh's own CA for the right identity, but expired.
+  const state = JSON.parse(readFileSync(cp.caFile, 'utf8')) as Record<string, unknown>;
+  delete state['bootstrapTokenKey'];
+  const ca = importSecret(state);
+  const keys = newKeyPair();
+  // The issuer was made a moment ago (backdated a minute): sign "then", for one second.
+  const issuerFrom = new X509Certificate((state['issuer'] as { certPem: string }).certPem).validFromDate.getTime();
+  const expired = issueLeaf(ca, { csrPem: makeCsr(keys), identity: parseSpiffeId(WEB), now: issuerFrom + 1000, ttlMs: 1000 });
+  t.ok(expired.notAfterMs < Date.now(), 'the leaf is expired');
+  t.notMatch(await handshake({ key: keys.privateKey.export({ type: 'pkcs8', format: 'pem' }), cert: expired.certPem + expired.chainPems.join('') }), /^response:/, 'expired leaf: no HTTP response');
+  const plain = await new Promise<string>((resolve) => {
+    const s = net.connect(server.inboundPort, '127.0.0.1', () => s.write('GET /api/x HTTP/1.1\r\nHost: api\r\n\r\n'));
+    let got = '';
+    s.on('data', (d) => (got += d.toString()));
+    s.on('error', () => resolve(got || 'reset'));
+    s.on('close', () => resolve(got || 'closed'));
+  });
+  t.notMatch(plain, /^HTTP/, 'plaintext to a strict port gets no HTTP response');
+  t.equal(app.hits, before, 'nothing reached the app');
+  const m = await server.metrics();
+  t.ok(metricValue(m, 'meshlet_tls_handshake_failures_total', { direction: 'inbound', reason: 'plaintext-on-strict-port' }) >= 1, 'plaintext refusal counted by reason');
+  t.ok(metricValue(m, 'meshlet_tls_handshake_failures_total', { direction: 'inbound' }) >= 4, 'every refusal counted');
+  t.ok(metricValue(m, 'meshlet_tls_handshake_failures_total', { direction: 'inbound', reason: 'CERT_HAS_EXPIRED' }) >= 1, 'the expired leaf counted as CERT_HAS_EXPIRED');
+});
+
+/** A self-signed leaf with a SPIFFE URI SAN, made with openssl (a CA the mesh does not trust). */
+function selfSigned(key: import('node:crypto').KeyObject): string {
+  const keyFile = join(mkdtempSync(join(tmpdir(), 'meshlet-foreign-')), 'key.pem');
+  writeFileSync(keyFile, key.export({ type: 'pkcs8', format: 'pem' }));
+  const out = execFileSync('openssl', ['req', '-x509', '-new', '-key', keyFile, '-subj', '/CN=web', '-days', '1', '-addext', `subjectAltName=URI:${WEB}`], { encoding: 'utf8' });
+  rmSync(keyFile);
+  new X509Certificate(out); // fails loudly if openssl produced nothing usable
+  return out;
+}
