@@ -27,6 +27,8 @@ identity (mTLS between proxies; without --control-plane the proxy runs in plaint
   --trust-anchors FILE     PEM trust anchors the control plane's certificate chains to
   --identity-token-file F  a projected service-account token (audience meshlet), re-read on renewal
   --bootstrap-token-file F a bootstrap token from \`meshlet identity bootstrap-token\` (one machine)
+  --control-plane-identity ID  the SPIFFE ID the control plane must present
+                           (default spiffe://cluster.local/ns/meshlet-system/sa/meshlet-control-plane)
 `;
 
 function hostPort(v: string, flag: string): HostPort | undefined {
@@ -59,6 +61,7 @@ async function main(): Promise<void> {
       'trust-anchors': { type: 'string' },
       'identity-token-file': { type: 'string' },
       'bootstrap-token-file': { type: 'string' },
+      'control-plane-identity': { type: 'string', default: 'spiffe://cluster.local/ns/meshlet-system/sa/meshlet-control-plane' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -82,6 +85,7 @@ async function main(): Promise<void> {
     if (!tokenFile === !bootstrapFile) throw new Error('--control-plane needs exactly one of --identity-token-file and --bootstrap-token-file');
     certify = new HttpsCertifyClient({
       url: values['control-plane'],
+      identity: values['control-plane-identity'],
       trustAnchors: readFileSync(values['trust-anchors'], 'utf8'),
       proof: tokenFile ? { kind: 'kubernetes', tokenFile } : { kind: 'bootstrap', token: readFileSync(bootstrapFile!, 'utf8').trim() },
     });

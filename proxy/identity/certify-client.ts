@@ -1,6 +1,7 @@
 // The HTTPS call to the control plane's Certify endpoint: the CSR plus proof of identity (a
 // projected service-account token, re-read each time as the kubelet rotates it, or a bootstrap
-// token). The control plane's certificate must chain to the configured trust anchors.
+// token). The control plane's certificate must chain to the configured trust anchors or to the
+// bundle that came with the current leaf (which follows anchor rotations).
 import https from 'node:https';
 import { readFile } from 'node:fs/promises';
 import type { CertifyResponse, CertifyTransport } from './identity.ts';
@@ -12,6 +13,8 @@ export interface CertifyClientOptions {
   trustAnchors: string;
   /** Where the proof comes from. */
   proof: { kind: 'kubernetes'; tokenFile: string } | { kind: 'bootstrap'; token: string };
+  /** The SPIFFE ID the control plane must present (host names are not what identifies it). */
+  identity: string;
   timeoutMs?: number;
 }
 
@@ -21,7 +24,7 @@ export class HttpsCertifyClient implements CertifyTransport {
     this.#o = o;
   }
 
-  async certify(csrPem: string): Promise<CertifyResponse> {
+  async certify(csrPem: string, bundle: readonly string[] | undefined): Promise<CertifyResponse> {
     const o = this.#o;
     const token = o.proof.kind === 'kubernetes' ? (await readFile(o.proof.tokenFile, 'utf8')).trim() : o.proof.token;
     const body = JSON.stringify({ csr: csrPem, token, kind: o.proof.kind });
@@ -29,7 +32,14 @@ export class HttpsCertifyClient implements CertifyTransport {
     return new Promise((resolve, reject) => {
       const req = https.request(
         url,
-        { method: 'POST', ca: o.trustAnchors, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, timeout: o.timeoutMs ?? 10_000, minVersion: 'TLSv1.2' },
+        {
+          method: 'POST',
+          ca: [o.trustAnchors, ...(bundle ?? [])],
+          checkServerIdentity: (_host, cert) => {
+            const san = cert.subjectaltname ?? '';
+            return san.split(', ').includes(`URI:${o.identity}`) ? undefined : new Error(`the control plane presented ${san || 'no SAN'}, not ${o.identity}`);
+          },
+          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, timeout: o.timeoutMs ?? 10_000, minVersion: 'TLSv1.2' },
         (res) => {
           let text = '';
           res.setEncoding('utf8');

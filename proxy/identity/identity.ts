@@ -21,7 +21,12 @@ export interface CertifyResponse {
 
 /** How a CSR reaches the CA; the real one is HTTPS (certify-client.ts). */
 export interface CertifyTransport {
-  certify(csrPem: string): Promise<CertifyResponse>;
+  /**
+   * `bundle` is the trust bundle of the current leaf (if any): the control plane's own serving
+   * certificate moves to a new anchor during an anchor rotation, so the bootstrap anchors alone
+   * would stop verifying it.
+   */
+  certify(csrPem: string, bundle: readonly string[] | undefined): Promise<CertifyResponse>;
 }
 
 /** What TLS needs, swapped as one value on renewal. */
@@ -30,6 +35,10 @@ export interface TlsMaterial {
   readonly notBeforeMs: number;
   readonly notAfterMs: number;
   readonly bundlePems: readonly string[];
+  /** Subject of the issuer that signed the leaf (for status). */
+  readonly issuer: string;
+  /** Serial numbers of the trust anchors in the bundle (for status). */
+  readonly bundleSerials: readonly string[];
   /** Server side (inbound): our leaf + chain, the bundle as client CAs. */
   readonly serverContext: SecureContext;
   /** Client side (outbound): our leaf + chain, the bundle as server CAs. */
@@ -75,6 +84,8 @@ export function material(keys: KeyPair, r: CertifyResponse): TlsMaterial {
     notBeforeMs: Date.parse(leaf.validFrom),
     notAfterMs: Date.parse(leaf.validTo),
     bundlePems: Object.freeze([...r.trustBundle]),
+    issuer: leaf.issuer.replace(/\n/g, ', '),
+    bundleSerials: Object.freeze(r.trustBundle.map((p) => new X509Certificate(p).serialNumber.toLowerCase())),
     serverContext: tls.createSecureContext(common),
     clientContext: tls.createSecureContext(common),
   });
@@ -117,8 +128,9 @@ export class IdentityManager {
   }
 
   /** Detail for /ready even when ready (a renewal failing while the leaf is still valid). */
-  detail(): { identity: string | null; notAfter: string | null; renewalError: string | null } {
-    return { identity: this.#current?.identity ?? null, notAfter: this.#current ? new Date(this.#current.notAfterMs).toISOString() : null, renewalError: this.#lastError ?? null };
+  detail(): { identity: string | null; notAfter: string | null; issuer: string | null; bundleSerials: readonly string[]; renewalError: string | null } {
+    const c = this.#current;
+    return { identity: c?.identity ?? null, notAfter: c ? new Date(c.notAfterMs).toISOString() : null, issuer: c?.issuer ?? null, bundleSerials: c?.bundleSerials ?? [], renewalError: this.#lastError ?? null };
   }
 
   /** Get the first leaf (retrying with backoff until stopped), then keep renewing. */
@@ -140,7 +152,7 @@ export class IdentityManager {
     if (this.#stopped) return;
     try {
       const keys = newKeyPair();
-      const r = await this.#transport.certify(makeCsr(keys));
+      const r = await this.#transport.certify(makeCsr(keys), this.current?.bundlePems);
       const m = material(keys, r);
       this.#current = m;
       this.#failures = 0;

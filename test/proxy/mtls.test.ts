@@ -152,6 +152,6 @@ function selfSigned(key: import('node:crypto').KeyObject): string {
   writeFileSync(keyFile, key.export({ type: 'pkcs8', format: 'pem' }));
   const out = execFileSync('openssl', ['req', '-x509', '-new', '-key', keyFile, '-subj', '/CN=web', '-days', '1', '-addext', `subjectAltName=URI:${WEB}`], { encoding: 'utf8' });
   rmSync(keyFile);
-  new X509Certificate(out); // fails loudly if openssl produced nothing usable
+  if (!new X509Certificate(out).subjectAltName?.includes(WEB)) throw new Error('openssl made no usable certificate');
   return out;
 }
