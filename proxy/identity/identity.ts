@@ -65,9 +65,10 @@ export function renewAt(receivedMs: number, notAfterMs: number, random: Random):
   return receivedMs + life * (0.7 - 0.1 * random());
 }
 
-/** Full-jitter backoff for failed renewals: 0.5 s doubling to 30 s, never past the leaf's expiry. */
+/** Jittered backoff for failed renewals: up to 0.5 s doubling to 30 s, never under 250 ms. */
 export function retryDelay(failures: number, random: Random): number {
-  return random() * Math.min(30_000, 500 * 2 ** Math.min(failures, 16));
+  const ceiling = Math.min(30_000, 500 * 2 ** Math.min(failures, 16));
+  return 250 + random() * (ceiling - 250);
 }
 
 export function material(keys: KeyPair, r: CertifyResponse): TlsMaterial {

@@ -16,11 +16,11 @@ t.test('renewAt: 60–70 % of the remaining life, from receipt', async (t) => {
   t.equal(renewAt(5000, 4000, () => 0.5), 5000, 'an already expired leaf renews now');
 });
 
-t.test('retryDelay: full jitter, 0.5 s doubling, capped at 30 s', async (t) => {
+t.test('retryDelay: jittered, 0.5 s doubling, capped at 30 s, never a hot loop', async (t) => {
   t.equal(retryDelay(1, () => 1), 1000);
   t.equal(retryDelay(3, () => 1), 4000);
   t.equal(retryDelay(50, () => 1), 30_000, 'capped, no overflow');
-  t.equal(retryDelay(4, () => 0), 0, 'full jitter reaches 0');
+  t.equal(retryDelay(4, () => 0), 250, 'at least 250 ms');
 });
 
 t.test('spiffeIdOfCert: no certificate, no ID', async (t) => {
