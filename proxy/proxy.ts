@@ -176,7 +176,8 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   let inAddr: AddressInfo | undefined;
   const appPool = new Pool(`http://${o.app.host.includes(':') ? `[${o.app.host}]` : o.app.host}:${o.app.port}`, { connect: tcpConnector(1000), keepAliveTimeout: 30_000, pipelining: 1 });
   if (o.inbound) {
-    const handler = compose([authorization(metrics, o.app.port)], app(appPool));
+    const permissive = (cfg: { inbound: { ports: ReadonlyMap<number, { permissive?: boolean }> } } | undefined) => cfg?.inbound.ports.get(o.app.port)?.permissive === true;
+    const handler = compose([authorization(metrics, o.app.port, (ex) => identity === undefined || permissive(ex.config))], app(appPool));
     const appAddress = `${o.app.host}:${o.app.port}`;
     const pick = (req: IncomingMessage, cfg: Parameters<Parameters<typeof makeUpgradeHandler>[0]>[1], peer: { identity: string }): UpgradeTarget => {
       const d = authorize(cfg.inbound.policies, cfg.inbound.defaultPolicy, { port: o.app.port, identity: peer.identity, method: req.method ?? 'GET', path: pathOf(req.url ?? '/') });
@@ -187,7 +188,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       http: inbound.server,
       material: () => identity?.current,
       identityEnabled: identity !== undefined,
-      permissive: () => store.current?.inbound.ports.get(o.app.port)?.permissive === true,
+      permissive: () => permissive(store.current),
       onRefused: (reason) => metrics.tlsHandshakeFailures.labels('inbound', reason).inc(),
     });
     inAddr = await acceptor.listen(o.inbound.host, o.inbound.port);

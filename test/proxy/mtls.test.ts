@@ -5,7 +5,7 @@
 import t from 'tap';
 import tls from 'node:tls';
 import net from 'node:net';
-import { request } from 'undici';
+import { request, Pool } from 'undici';
 import { generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -155,3 +155,40 @@ function selfSigned(key: import('node:crypto').KeyObject): string {
   if (!new X509Certificate(out).subjectAltName?.includes(WEB)) throw new Error('openssl made no usable certificate');
   return out;
 }
+
+t.test('a permissive port accepts plaintext from unmeshed clients (and mTLS still works)', async (t) => {
+  const cfg = (permissive: boolean, version: string) => ({
+    version,
+    services: [],
+    inbound: { ports: [{ port: app.port, permissive }], defaultPolicy: 'all' },
+  });
+  server.writeConfig(cfg(true, 's-permissive'));
+  await server.waitForVersion('s-permissive');
+  const plain = await request(`http://127.0.0.1:${server.inboundPort}/plain`, { headers: { host: 'api' } });
+  t.equal(plain.statusCode, 200, 'plaintext answered on a permissive port');
+  t.equal(await plain.body.text(), 'hello /plain');
+  const viaMesh = await request(`${client.outboundUrl}/api/y`, { headers: { host: 'api' } });
+  t.equal(viaMesh.statusCode, 200, 'mTLS still works on the same port');
+  await viaMesh.body.text();
+  await new Promise((r) => setTimeout(r, 250));
+  const log = server.stdout().trim().split('\n').map((l) => JSON.parse(l) as { peer: string; path: string });
+  t.equal(log.find((l) => l.path === '/plain')?.peer, '', 'the plaintext request has no peer identity');
+  t.equal(log.find((l) => l.path === '/api/y')?.peer, WEB, 'the mTLS one has its peer');
+  server.writeConfig(cfg(false, 's-strict'));
+  await server.waitForVersion('s-strict');
+  const before = app.hits;
+  // The keep-alive connection accepted while permissive gets no more requests through...
+  const reused = await request(`http://127.0.0.1:${server.inboundPort}/plain`, { headers: { host: 'api' } });
+  t.equal(reused.statusCode, 403, 'a plaintext request on an old connection is refused');
+  t.equal(reused.headers['meshlet-proxy-error'], 'forbidden');
+  t.match(await reused.body.text(), /accepts only mTLS/);
+  // ...and a new plaintext connection is refused at the handshake.
+  const fresh = new Pool(`http://127.0.0.1:${server.inboundPort}`);
+  const refused = await fresh.request({ path: '/plain', method: 'GET', headers: { host: 'api' } }).then(
+    (r) => `status ${r.statusCode}`,
+    (e: Error & { code?: string }) => e.code ?? e.message,
+  );
+  await fresh.destroy();
+  t.notMatch(refused, /^status/, `a new plaintext connection gets no HTTP response (${refused})`);
+  t.equal(app.hits, before, 'nothing reached the app');
+});
