@@ -33,12 +33,12 @@ t.teardown(async () => {
 
 /** Steady load (8 in flight, bounded by time) while `during` runs; returns non-200 outcomes. */
 async function underLoad(during: () => Promise<void>): Promise<{ ok: number; failures: string[] }> {
-  let stop = false;
+  const run = { stopped: false };
   let ok = 0;
   const failures: string[] = [];
   const deadline = Date.now() + 60_000;
   const worker = async () => {
-    while (!stop && Date.now() < deadline) {
+    while (!run.stopped && Date.now() < deadline) {
       try {
         const r = await http.request({ path: '/', method: 'GET', headers: { host: 'api' } });
         await r.body.text();
@@ -54,7 +54,7 @@ async function underLoad(during: () => Promise<void>): Promise<{ ok: number; fai
   try {
     await during();
   } finally {
-    stop = true;
+    run.stopped = true;
     await Promise.all(workers);
   }
   return { ok, failures };
