@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
-# The meshlet control plane: CA (Certify) and config stream on 8443, the injector webhook on 9443,
-# admin (/live, /ready, /metrics) on 9990 (all set in manifests/config.env, read as environment
-# by the control plane; see manifests/control-plane/deployment.yaml).
+# The meshlet control plane: CA (Certify, later the config stream) on 8443, admin (/live, /ready,
+# /metrics) on 9990, and 9443 reserved for the injector webhook (not in the control plane yet);
+# all set in manifests/config.env, read as environment by the control plane (see
+# manifests/control-plane/deployment.yaml).
 #
 #   docker build -f Dockerfile.cp -t ghcr.io/meshlet/control-plane:0.1.0 .
 #
@@ -9,7 +10,9 @@
 # TypeScript by default), so the image ships the sources it runs and needs no build step. Unlike
 # the proxy (one per Pod) the control plane is two processes per cluster, so the ~30 MB of RSS that
 # stripping costs is not worth a compile step. Its heap cap is NODE_OPTIONS in the Deployment,
-# beside the memory limit it must fit under. No arguments: configuration is environment (config.env).
+# beside the memory limit it must fit under. No arguments: each flag of `node control-plane/main.ts
+# --help` falls back to a MESHLET_* variable, and the Deployment sets them (config.env); the CA is
+# the Secret MESHLET_CA_SECRET. test/images/dockerfiles.test.ts runs this entrypoint.
 #
 # Bases: node:24-bookworm-slim (Node 24 LTS with npm) only to install dependencies; the image that
 # runs is gcr.io/distroless/nodejs24-debian12: the same Node 24 on the same Debian 12, with no
@@ -33,8 +36,7 @@ COPY package.json ./
 COPY --from=deps /app/node_modules ./node_modules
 COPY api/ ./api/
 COPY control-plane/ ./control-plane/
-# The admission webhook handler and inject() the control plane serves on 9443.
-COPY injector/ ./injector/
+# (The injector, served on 9443, is copied here once it lands in the repo.)
 # distroless "nonroot" (65532); the Deployment's runAsUser says the same.
 USER 65532:65532
 EXPOSE 8443 9443 9990

@@ -6,15 +6,17 @@
 // ENTRYPOINT is exec-form node with its script inside the image, and everything that script
 // imports is in the image too, with only production dependencies.
 //
-// The proxy image is then run the same way outside a container: its final stage's files laid out
-// in a temp dir (COPY by COPY), the ENTRYPOINT's exact argv with this machine's Node 24 for
-// /nodejs/bin/node, the image's environment and no other, as UID 2102 when the test runs as root,
-// plus a config file and loopback listeners; /ready must answer 200, and SIGTERM must end it with 0.
-import { spawn } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+// Each image is then run the same way outside a container: its final stage's files laid out in a
+// temp dir (COPY by COPY), the ENTRYPOINT's exact argv with this machine's Node 24 for
+// /nodejs/bin/node, the image's environment (for the control plane, plus the Deployment's) and no
+// other, as the image's USER when the test runs as root. The proxy gets a config file and loopback
+// listeners; the control plane a CA file made by `meshlet identity init --ca-file` and loopback
+// listeners. /ready must answer 200, and SIGTERM must end each with 0.
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { parse } from 'yaml';
 import { freePort } from '../fixtures/mesh.ts';
 import { PROXY_MAIN, PROXY_NODE_FLAGS } from '../../proxy/launch.ts';
@@ -140,7 +142,8 @@ const port = (key: string): string => CONFIG.get(key)!.replace(/^.*:/, '');
 const PKG = JSON.parse(readFileSync(repo('package.json'), 'utf8')) as { dependencies: Record<string, string>; devDependencies: Record<string, string> };
 
 interface Container {
-  env: Array<{ name: string; value?: string }>;
+  args?: string[];
+  env: Array<{ name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }>;
   resources: { limits: { memory: string } };
 }
 const DEPLOYMENT = parse(readFileSync(repo('manifests/control-plane/deployment.yaml'), 'utf8')) as {
@@ -152,10 +155,10 @@ function importClosure(entry: string): { files: string[]; packages: Set<string>;
   const files: string[] = [];
   const packages = new Set<string>();
   const missing: string[] = [];
-  const todo = [entry];
+  const queue = [entry];
   const seen = new Set<string>();
-  while (todo.length > 0) {
-    const file = todo.pop()!;
+  while (queue.length > 0) {
+    const file = queue.pop()!;
     if (seen.has(file)) continue;
     seen.add(file);
     if (!existsSync(file)) {
@@ -168,7 +171,7 @@ function importClosure(entry: string): { files: string[]; packages: Set<string>;
     for (const m of src.matchAll(/\b(?:import|export)\s+(type\s+)?(?:[\w*{}\s,$]*?\s*from\s*)?['"]([^'"]+)['"]|\bimport\s*\(\s*['"]([^'"]+)['"]\s*\)/g)) {
       if (m[1]) continue;
       const spec = (m[2] ?? m[3])!;
-      if (spec.startsWith('.')) todo.push(path.resolve(path.dirname(file), spec));
+      if (spec.startsWith('.')) queue.push(path.resolve(path.dirname(file), spec));
       else if (!spec.startsWith('node:')) packages.add(spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0]!);
     }
   }
@@ -185,15 +188,6 @@ const IMAGES = [
     expose: ['MESHLET_CONFIG_LISTEN', 'MESHLET_WEBHOOK_LISTEN', 'MESHLET_ADMIN_LISTEN'].map(port),
   },
 ];
-
-// TODO(control plane, issue 5): control-plane/main.ts (the planned ENTRYPOINT of Dockerfile.cp,
-// `node control-plane/main.ts`, configured by the environment from manifests/config.env) and
-// injector/ (the webhook it serves, issue 6) do not exist yet. Until they do, their COPY sources
-// and the entrypoint are reported as todo instead of failing; once they land, drop them from
-// PLANNED, and add a run test like the proxy's: start it with the Deployment's environment
-// (MESHLET_*_LISTEN on loopback, a kubeconfig for test/fixtures/kube.ts) and expect /ready 200
-// on the admin port.
-const PLANNED = new Set(['control-plane/main.ts', 'control-plane/', 'injector/']);
 
 for (const image of IMAGES) {
   t.test(image.file, async (t) => {
@@ -213,10 +207,6 @@ for (const image of IMAGES) {
           continue;
         }
         for (const p of c.sources) {
-          if (!existsSync(repo(p)) && PLANNED.has(p)) {
-            t.pass(`line ${c.line}: ${p} is not in the repo yet`, { todo: `${p} lands with the control plane and injector issues` });
-            continue;
-          }
           t.ok(existsSync(repo(p)), `line ${c.line}: COPY source ${p} exists`);
           t.notOk(ignored(p.replace(/\/$/, '')), `line ${c.line}: ${p} is in the build context (.dockerignore)`);
         }
@@ -245,14 +235,14 @@ t.test('npm ci --ignore-scripts loses nothing: the only install scripts are know
   const withScripts = Object.entries(lock.packages).filter(([, p]) => p.hasInstallScript).map(([name]) => name);
   // protobufjs (via @opentelemetry): a postinstall that only warns about versions; node (dev): the
   // Node binary for npm scripts, which the images have from their base.
-  t.same(withScripts.toSorted(), ['node_modules/node', 'node_modules/protobufjs'], 'a new package with an install script needs a look before the images skip it');
+  t.same(withScripts.toSorted(), ['node_modules/node', 'node_modules/protobufjs'], 'a new package with an install script needs a look before the images leave its script out');
 });
 
 t.test('.dockerignore keeps the host out of the build context', async (t) => {
   for (const p of ['node_modules', 'node_modules/undici/index.js', 'dist/proxy/main.js', '.git/HEAD', 'test/kube/install.test.ts', 'bench/run.ts', 'manifests/config.env', 'README.md', 'proxy/policy/split.test.ts', 'scripts/test.sh', 'tmp/x']) {
     t.ok(ignored(p), `${p} is excluded`);
   }
-  for (const p of ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'scripts/build.ts', 'api/resources.ts', 'proxy/main.ts', 'proxy/policy/split.ts', 'control-plane/main.ts', 'injector/webhook.ts']) {
+  for (const p of ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'scripts/build.ts', 'api/resources.ts', 'proxy/main.ts', 'proxy/policy/split.ts', 'control-plane/main.ts', 'control-plane/store/secret-store.ts']) {
     t.notOk(ignored(p), `${p} is included`);
   }
 });
@@ -302,7 +292,6 @@ function stageImage(stages: Stage[], dir: string): string {
     for (const src of c.sources) {
       const rel = from ? path.posix.relative(from.workdir, src) : src.replace(/\/$/, '');
       if (!existsSync(repo(rel))) {
-        if (PLANNED.has(src)) continue;
         throw new Error(`${rel} is missing${rel === 'dist' ? ': run `npm run build` (tap does it before the tests)' : ''}`);
       }
       const target = statSync(repo(rel)).isDirectory() || !c.destIsDir ? path.join(dir, c.dest) : path.join(dir, c.dest, path.basename(rel));
@@ -324,34 +313,60 @@ t.test('Dockerfile.proxy: the image holds everything its entrypoint imports, wit
   t.same([...closure.packages].filter((p) => !(p in PKG.dependencies)).toSorted(), [], 'every package imported is a production dependency');
 });
 
-t.test('Dockerfile.proxy: its entrypoint, run as the image runs it, answers /ready and drains on SIGTERM', async (t) => {
+interface Running {
+  /** The laid-out image's root (for files the test adds) and its WORKDIR. */
+  dir: string;
+  workdir: string;
+  ready: { status: number; body: Record<string, unknown> } | undefined;
+  log: () => string;
+  /** Running as the image's USER (root test run, and that user can reach node and node_modules). */
+  asRoot: boolean;
+  uid: number;
+  pid: number | undefined;
+  /** SIGTERM, then the exit code. */
+  stop: () => Promise<number | null>;
+}
+
+/**
+ * Runs an image's ENTRYPOINT as the image would: its final stage laid out in a temp dir, the
+ * exact argv (this machine's Node 24 for /nodejs/bin/node) plus `args`, the image's ENV plus `env`
+ * and nothing else (no NODE_OPTIONS from the test runner), as the image's USER when the test runs
+ * as root. `prepare` adds files to the laid-out image (owned by that USER) and returns the extra
+ * arguments. Resolves once `admin`'s /ready answers 200, or the process exits, or 15 s pass.
+ */
+async function runImage(
+  t: Test,
+  stages: Stage[],
+  o: { admin: number; env?: Record<string, string>; prepare: (root: string, own: (file: string) => void) => string[]; name: string },
+): Promise<Running> {
+  const final = stages.at(-1)!;
   // The laid-out image must be readable by the image's USER whatever this machine's umask is.
   const umask = process.umask(0o022);
   t.teardown(() => void process.umask(umask));
   const dir = mkdtempSync(path.join(tmpdir(), 'meshlet-image-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   chmodSync(dir, 0o755);
-  const workdir = stageImage(proxyStages, dir);
-  const configDir = path.join(dir, 'etc');
-  mkdirSync(configDir, { mode: 0o755 });
-  const config = path.join(configDir, 'proxy.yaml');
-  writeFileSync(config, 'version: image-1\nservices: []\n', { mode: 0o644 });
+  const workdir = stageImage(stages, dir);
 
-  const uid = Number(last(proxyFinal, 'USER')!.args.split(':')[0]);
-  const gid = Number(last(proxyFinal, 'USER')!.args.split(':')[1]);
+  const [uid, gid] = last(final, 'USER')!.args.split(':').map(Number) as [number, number];
   // As root, drop to the image's USER, if that user can reach this machine's node and the repo's
   // node_modules at all (a checkout under a 0700 home cannot be): then it runs as in the image.
-  const blocked = [process.execPath, repo('node_modules/undici/package.json')].map(unreachableByOthers).find((p) => p !== undefined);
+  const blocked = [process.execPath, repo('node_modules/prom-client/package.json')].map(unreachableByOthers).find((p) => p !== undefined);
   const asRoot = process.getuid?.() === 0 && blocked === undefined;
-  if (blocked) t.comment(`${blocked} is not readable by other users: the proxy runs as this user, not UID ${uid}`);
-  // The image's environment and nothing else (no NODE_OPTIONS from the test runner).
+  if (blocked) t.comment(`${blocked} is not readable by other users: the ${o.name} runs as this user, not UID ${uid}`);
+  else if (!asRoot) t.comment(`not root: the ${o.name} runs as this user, not as the image USER`);
+  const own = (file: string): void => {
+    if (asRoot) chownSync(file, uid, gid);
+  };
+  const extra = o.prepare(dir, own);
+
   const env: Record<string, string> = { PATH: '/usr/bin:/bin' };
-  for (const e of only(proxyFinal, 'ENV')) {
+  for (const e of only(final, 'ENV')) {
     const [k, v] = e.args.split('=');
     env[k!] = v!;
   }
-  const [admin, outbound, inbound, app] = [await freePort(), await freePort(), await freePort(), await freePort()];
-  const argv = [...proxyEntry.slice(1), '--config', config, '--admin-listen', `127.0.0.1:${admin}`, '--outbound-listen', `127.0.0.1:${outbound}`, '--inbound-listen', `127.0.0.1:${inbound}`, '--app', `127.0.0.1:${app}`, '--workload', 'image-test', '--drain-grace', '1000'];
+  Object.assign(env, o.env);
+  const argv = [...execForm(last(final, 'ENTRYPOINT')).slice(1), ...extra];
   const child = spawn(process.execPath, argv, { cwd: workdir, env, stdio: ['ignore', 'pipe', 'pipe'], ...(asRoot ? { uid, gid } : {}) });
   let log = '';
   child.stdout.on('data', (d: Buffer) => (log += d.toString()));
@@ -362,55 +377,105 @@ t.test('Dockerfile.proxy: its entrypoint, run as the image runs it, answers /rea
   });
 
   const deadline = Date.now() + 15_000;
-  let ready: { status: number; body: { ready: boolean; version: string } } | undefined;
-  while (!ready) {
-    if (child.exitCode !== null) break;
+  let ready: Running['ready'];
+  while (!ready && child.exitCode === null && Date.now() < deadline) {
     try {
-      const r = await fetch(`http://127.0.0.1:${admin}/ready`);
-      if (r.status === 200) ready = { status: r.status, body: (await r.json()) as { ready: boolean; version: string } };
+      const r = await fetch(`http://127.0.0.1:${o.admin}/ready`);
+      if (r.status === 200) ready = { status: r.status, body: (await r.json()) as Record<string, unknown> };
     } catch {
       // not listening yet
     }
-    if (Date.now() > deadline) break;
-    await new Promise((r) => setTimeout(r, 50));
+    if (!ready) await new Promise((r) => setTimeout(r, 50));
   }
-  t.ok(ready, `/ready answered 200 (proxy output:\n${log})`);
-  t.match(ready?.body, { ready: true, version: 'image-1' });
+  return {
+    dir, workdir, ready, asRoot, uid, pid: child.pid,
+    log: () => log,
+    stop: () => {
+      child.kill('SIGTERM');
+      return exited;
+    },
+  };
+}
+
+/** The process runs as `uid` (real, effective, saved, filesystem). */
+const uidOf = (pid: number | undefined): string => /^Uid:\s+(.*)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]?.trim() ?? '';
+
+t.test('Dockerfile.proxy: its entrypoint, run as the image runs it, answers /ready and drains on SIGTERM', async (t) => {
+  const [admin, outbound, inbound, app] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const run = await runImage(t, proxyStages, {
+    name: 'proxy',
+    admin,
+    prepare: (root) => {
+      const configDir = path.join(root, 'etc');
+      mkdirSync(configDir, { mode: 0o755 });
+      const config = path.join(configDir, 'proxy.yaml');
+      writeFileSync(config, 'version: image-1\nservices: []\n', { mode: 0o644 });
+      return ['--config', config, '--admin-listen', `127.0.0.1:${admin}`, '--outbound-listen', `127.0.0.1:${outbound}`, '--inbound-listen', `127.0.0.1:${inbound}`, '--app', `127.0.0.1:${app}`, '--workload', 'image-test', '--drain-grace', '1000'];
+    },
+  });
+  t.ok(run.ready, `/ready answered 200 (proxy output:\n${run.log()})`);
+  t.match(run.ready?.body, { ready: true, version: 'image-1' });
   t.equal((await fetch(`http://127.0.0.1:${admin}/live`)).status, 200, '/live');
-  if (asRoot) {
-    const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
-    t.match(status, new RegExp(`^Uid:\\s+${uid}\\s+${uid}\\s+${uid}\\s+${uid}$`, 'm'), `runs as UID ${uid}, from files it cannot write`);
-  } else if (!blocked) {
-    t.comment('not root: the proxy ran as this user, not as the image USER');
-  }
-  child.kill('SIGTERM');
-  t.equal(await exited, 0, 'SIGTERM: drained and exited 0');
+  if (run.asRoot) t.equal(uidOf(run.pid), Array(4).fill(run.uid).join('\t'), `runs as UID ${run.uid}, from files it cannot write`);
+  t.equal(await run.stop(), 0, 'SIGTERM: drained and exited 0');
 });
 
-// ---- Dockerfile.cp: what can be checked before control-plane/main.ts exists ---------------------
+// ---- Dockerfile.cp: the entrypoint, its imports and a real run ---------------------------------
+
+const cpStages = parseDockerfile('Dockerfile.cp');
+const cpFinal = cpStages.at(-1)!;
+const cpEntry = execForm(last(cpFinal, 'ENTRYPOINT'));
+const cpContainer = DEPLOYMENT.spec.template.spec.containers[0]!;
 
 t.test('Dockerfile.cp: entrypoint and heap cap', async (t) => {
-  const stages = parseDockerfile('Dockerfile.cp');
-  const final = stages.at(-1)!;
-  const entry = execForm(last(final, 'ENTRYPOINT'));
-  t.same(entry, ['/nodejs/bin/node', 'control-plane/main.ts'], 'node runs the TypeScript entry by type stripping, no arguments');
-  const script = entry.at(-1)!;
-  t.ok(copies(final).some((c) => !c.from && c.sources.some((s) => script.startsWith(s))), `${script} is inside a COPY'd folder`);
+  t.same(cpEntry, ['/nodejs/bin/node', 'control-plane/main.ts'], 'node runs the TypeScript entry by type stripping, no arguments');
+  const script = cpEntry.at(-1)!;
+  t.ok(copies(cpFinal).some((c) => !c.from && c.sources.some((s) => script.startsWith(s))), `${script} is inside a COPY'd folder`);
+  t.same(cpContainer.args ?? [], [], 'the Deployment passes no arguments either: flags fall back to the environment');
 
   // The heap cap lives in the Deployment, below the memory limit it must fit under.
-  const container = DEPLOYMENT.spec.template.spec.containers[0]!;
-  const heap = Number(/--max-old-space-size=(\d+)/.exec(container.env.find((e) => e.name === 'NODE_OPTIONS')?.value ?? '')?.[1]);
-  const limit = Number(/^(\d+)Mi$/.exec(container.resources.limits.memory)?.[1]);
+  const heap = Number(/--max-old-space-size=(\d+)/.exec(cpContainer.env.find((e) => e.name === 'NODE_OPTIONS')?.value ?? '')?.[1]);
+  const limit = Number(/^(\d+)Mi$/.exec(cpContainer.resources.limits.memory)?.[1]);
   t.ok(heap > 0 && limit > 0 && heap <= limit * 0.8, `old space ${heap} MiB leaves room under the ${limit} MiB limit`);
+});
 
-  if (!existsSync(repo(script))) {
-    t.pass(`${script} exists`, { todo: 'control-plane/main.ts lands with the control plane issue (see PLANNED above)' });
-    return;
-  }
+t.test('Dockerfile.cp: the image holds everything its entrypoint imports, with production dependencies only', async (t) => {
   const dir = mkdtempSync(path.join(tmpdir(), 'meshlet-image-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const workdir = stageImage(stages, dir);
-  const closure = importClosure(path.join(workdir, script));
+  const workdir = stageImage(cpStages, dir);
+  const closure = importClosure(path.join(workdir, cpEntry.at(-1)!));
   t.same(closure.missing.map((f) => path.relative(workdir, f)), [], 'every relative import resolves inside the image');
+  t.ok(closure.files.length > 10 && closure.packages.has('@kubernetes/client-node'), `${closure.files.length} modules, packages ${[...closure.packages].join(', ')}`);
   t.same([...closure.packages].filter((p) => !(p in PKG.dependencies)).toSorted(), [], 'every package imported is a production dependency');
+});
+
+t.test('Dockerfile.cp: its entrypoint, with the Deployment environment and a CA file, answers /ready and stops on SIGTERM', async (t) => {
+  // The Pod's environment: config.env (envFrom) and the container's env (fieldRefs resolved as
+  // the kubelet would), not in a cluster (no KUBERNETES_SERVICE_HOST), so the CA comes from
+  // --ca-file, which wins over MESHLET_CA_SECRET; the listens move to free loopback ports.
+  const env: Record<string, string> = Object.fromEntries(CONFIG);
+  for (const e of cpContainer.env) env[e.name] = e.value ?? (e.valueFrom?.fieldRef?.fieldPath === 'metadata.namespace' ? 'meshlet-system' : '');
+  const [admin, certify] = [await freePort(), await freePort()];
+  const run = await runImage(t, cpStages, {
+    name: 'control plane',
+    admin,
+    env,
+    prepare: (root, own) => {
+      const caDir = path.join(root, 'var', 'meshlet');
+      mkdirSync(caDir, { recursive: true, mode: 0o755 });
+      const caFile = path.join(caDir, 'ca.json');
+      const init = spawnSync(process.execPath, [repo('bin/meshlet.ts'), 'identity', 'init', '--ca-file', caFile], { encoding: 'utf8' });
+      t.equal(init.status, 0, `meshlet identity init --ca-file: ${init.stdout}${init.stderr}`);
+      own(caFile);
+      return ['--ca-file', caFile, '--listen', `127.0.0.1:${certify}`, '--admin-listen', `127.0.0.1:${admin}`];
+    },
+  });
+  t.ok(run.ready, `/ready answered 200 (control plane output:\n${run.log()})`);
+  t.match(run.ready?.body, { ready: true, reasons: [] });
+  t.equal((await fetch(`http://127.0.0.1:${admin}/live`)).status, 200, '/live');
+  const metrics = await fetch(`http://127.0.0.1:${admin}/metrics`);
+  t.equal(metrics.status, 200, '/metrics');
+  await metrics.body?.cancel();
+  if (run.asRoot) t.equal(uidOf(run.pid), Array(4).fill(run.uid).join('\t'), `runs as UID ${run.uid}`);
+  t.equal(await run.stop(), 0, 'SIGTERM: stopped and exited 0');
 });

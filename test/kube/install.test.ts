@@ -1,8 +1,9 @@
 // The install base (`kubectl apply --server-side -k manifests/`) against a real kube-apiserver:
 // every object is accepted and stored as written, the CRDs become Established, a re-apply changes
 // nothing, the control plane's Pod passes the "restricted" Pod Security admission its namespace
-// enforces, and the numbers Kubernetes needs twice (ports, probes, scrape settings) agree with
-// manifests/config.env, the one place they are set.
+// enforces, the numbers Kubernetes needs twice (ports, probes, scrape settings) agree with
+// manifests/config.env, the one place they are set, and the container's environment is what
+// control-plane/main.ts reads (its flags' fallbacks), with the probes' port reachable from the kubelet.
 import { readFileSync } from 'node:fs';
 import t from 'tap';
 import { parseAllDocuments } from 'yaml';
@@ -81,6 +82,9 @@ interface PodTemplate {
     containers: Array<{
       name: string;
       image: string;
+      command?: string[];
+      args?: string[];
+      env: Array<{ name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }>;
       envFrom: Array<{ configMapRef: { name: string } }>;
       ports: Array<{ name: string; containerPort: number }>;
       readinessProbe: { httpGet: { path: string; port: string } };
@@ -210,4 +214,32 @@ t.test('ports and names everywhere agree with manifests/config.env', async (t) =
   const scrape = readFileSync(`${MANIFESTS}prometheus/scrape-config.yaml`, 'utf8');
   t.match(scrape, `regex: ${env.get('MESHLET_PROXY_CONTAINER_NAME')};${env.get('MESHLET_PROXY_ADMIN_PORT_NAME')}`);
   t.match(scrape, 'regex: meshlet-control-plane;admin');
+});
+
+t.test("the container's environment is what control-plane/main.ts reads; probes reach the admin port", async (t) => {
+  const c = deploymentOf(base).spec.template.spec.containers[0]!;
+  t.same([c.command, c.args], [undefined, undefined], "the image's ENTRYPOINT, no arguments: every setting is a flag's environment fallback");
+  const env = configEnv();
+  for (const e of c.env) env.set(e.name, e.value ?? `fieldRef:${e.valueFrom?.fieldRef?.fieldPath}`);
+
+  // What main.ts reads: env.MESHLET_* in its source (each is a flag's fallback, `--help` says which).
+  const main = readFileSync(new URL('../../control-plane/main.ts', import.meta.url), 'utf8');
+  const reads = [...new Set([...main.matchAll(/\benv\.(MESHLET_[A-Z0-9_]+)/g)].map((m) => m[1]!))].toSorted();
+  t.ok(reads.includes('MESHLET_ADMIN_LISTEN') && reads.includes('MESHLET_CA_SECRET'), `main.ts reads ${reads.join(', ')}`);
+  const given = [...env.keys()].filter((k) => k.startsWith('MESHLET_'));
+  t.same(reads.filter((k) => !env.has(k)), [], 'the Deployment sets every variable main.ts reads');
+  // The rest is for the injector (not in the control plane yet): the webhook listen and the proxy's settings.
+  t.same(given.filter((k) => !reads.includes(k) && k !== 'MESHLET_WEBHOOK_LISTEN' && !k.startsWith('MESHLET_PROXY_')), [], 'and no variable nothing reads (no stale names)');
+
+  // The kubelet probes (and Prometheus scrapes) the Pod IP: main.ts's admin default is loopback.
+  const admin = env.get('MESHLET_ADMIN_LISTEN') ?? '';
+  const ports = Object.fromEntries(c.ports.map((p) => [p.name, p.containerPort]));
+  t.equal(admin, `0.0.0.0:${ports.admin}`, 'admin listens on every address, on the probed containerPort');
+  t.equal(env.get('MESHLET_CONFIG_LISTEN'), `0.0.0.0:${ports.config}`, 'Certify too, on the Service\'s target port');
+  t.equal(env.get('MESHLET_NAMESPACE'), 'fieldRef:metadata.namespace', "its namespace is the Pod's");
+
+  // The CA Secret it reads is the one (and only) Secret its Role lets it get.
+  const role = find(base, 'Role', 'meshlet-control-plane-ca') as Obj & { rules: Array<{ resources: string[]; resourceNames?: string[]; verbs: string[] }> };
+  t.same(role.rules, [{ apiGroups: [''], resources: ['secrets'], resourceNames: ['meshlet-ca'], verbs: ['get'] }], 'the Role: get on meshlet-ca, nothing else');
+  t.equal(env.get('MESHLET_CA_SECRET'), `${role.metadata.namespace}/${role.rules[0]?.resourceNames?.[0]}`, 'MESHLET_CA_SECRET names that Secret');
 });

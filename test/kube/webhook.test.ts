@@ -5,6 +5,7 @@
 // leave out is admitted without a call: other Pods of unlabelled namespaces, kube-system and
 // meshlet-system even when labelled or annotated, Pods opted out by annotation or label,
 // host-network Pods.
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import t from 'tap';
 import { startKube, type Kube } from '../fixtures/kube.ts';
@@ -164,10 +165,10 @@ t.test('only CREATE: Pods that exist before a namespace opts in can still be upd
   t.equal(updated.code, 0, `...but an update of an existing one does not: ${updated.stderr}`);
 });
 
-t.test('re-applying the base keeps a caBundle that another field manager (cert-manager, meshlet install) set', async (t) => {
+t.test('re-applying the base keeps a caBundle that another field manager set', async (t) => {
   const ca = Buffer.from('-----BEGIN CERTIFICATE-----\nnot checked by the API server\n-----END CERTIFICATE-----\n').toString('base64');
   const patch = { apiVersion: 'admissionregistration.k8s.io/v1', kind: 'MutatingWebhookConfiguration', metadata: { name: 'meshlet-proxy-injector' }, webhooks: [{ name: 'inject.meshlet.io', clientConfig: { caBundle: ca } }] };
-  const set = await k().kubectl(['apply', '--server-side', '--field-manager=cainjector', '-f', '-'], { input: JSON.stringify(patch) });
+  const set = await k().kubectl(['apply', '--server-side', '--field-manager=operator', '-f', '-'], { input: JSON.stringify(patch) });
   t.equal(set.code, 0, set.stderr);
   const again = await k().kubectl(['apply', '--server-side', '-k', MANIFESTS]);
   t.equal(again.code, 0, again.stderr);
@@ -175,8 +176,14 @@ t.test('re-applying the base keeps a caBundle that another field manager (cert-m
   t.equal(got.stdout, ca);
 });
 
-t.test("docs/install.md's caBundle patch sets both entries", async (t) => {
-  const ca = Buffer.from('-----BEGIN CERTIFICATE-----\nanchor\n-----END CERTIFICATE-----\n').toString('base64');
+t.test("docs/install.md's caBundle patch sets both entries to the trust bundle of the CA Secret meshlet install made", async (t) => {
+  const install = spawnSync(process.execPath, [new URL('../../bin/meshlet.ts', import.meta.url).pathname, 'install', '--kubeconfig', k().kubeconfigPath], { encoding: 'utf8' });
+  t.equal(install.status, 0, `meshlet install: ${install.stdout}${install.stderr}`);
+  // CA=$(kubectl -n meshlet-system get secret meshlet-ca -o jsonpath='{.data.ca\.crt}'): base64 already.
+  const got64 = await k().kubectl(['-n', 'meshlet-system', 'get', 'secret', 'meshlet-ca', '-o', 'jsonpath={.data.ca\\.crt}']);
+  t.equal(got64.code, 0, got64.stderr);
+  const ca = got64.stdout;
+  t.match(Buffer.from(ca, 'base64').toString(), /^-----BEGIN CERTIFICATE-----\n[\s\S]+-----END CERTIFICATE-----\n$/, 'a PEM bundle');
   const patch = JSON.stringify([0, 1].map((i) => ({ op: 'add', path: `/webhooks/${i}/clientConfig/caBundle`, value: ca })));
   const r = await k().kubectl(['patch', 'mutatingwebhookconfiguration', 'meshlet-proxy-injector', '--type=json', '-p', patch]);
   t.equal(r.code, 0, r.stderr);
@@ -185,4 +192,5 @@ t.test("docs/install.md's caBundle patch sets both entries", async (t) => {
   const doc = readFileSync(new URL('../../docs/install.md', import.meta.url), 'utf8');
   t.match(doc, '"path\\":\\"/webhooks/0/clientConfig/caBundle', 'the documented patch is this one');
   t.match(doc, '"path\\":\\"/webhooks/1/clientConfig/caBundle');
+  t.match(doc, "CA=$(kubectl -n meshlet-system get secret meshlet-ca -o jsonpath='{.data.ca\\.crt}')", 'from the CA Secret, as here');
 });
