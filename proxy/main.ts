@@ -5,12 +5,14 @@ import { systemClock, systemRandom } from '../api/runtime.ts';
 import { startProxy, type HostPort } from './proxy.ts';
 import { tracingFromEnv } from './telemetry/trace.ts';
 import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { HttpsCertifyClient } from './identity/certify-client.ts';
 import { systemWallClock } from './identity/identity.ts';
 
 export const USAGE = `usage: meshlet proxy --config FILE [options]
 
-  --config FILE            proxy config document (JSON or YAML); reloaded when it changes
+  --config FILE            proxy config document (JSON or YAML); reloaded when it changes.
+                           Without it, config streams from --control-plane.
   --outbound-listen H:P    the app's outgoing requests (default 127.0.0.1:4140; "off" to disable)
   --inbound-listen H:P     requests for the app (default 0.0.0.0:4143; "off" to disable)
   --app H:P                the local application (default 127.0.0.1:8080)
@@ -27,6 +29,8 @@ identity (mTLS between proxies; without --control-plane the proxy runs in plaint
   --trust-anchors FILE     PEM trust anchors the control plane's certificate chains to
   --identity-token-file F  a projected service-account token (audience meshlet), re-read on renewal
   --bootstrap-token-file F a bootstrap token from \`meshlet identity bootstrap-token\` (one machine)
+  --pod NAME               this pod's name (status; default the host name)
+  --refuse-config-version RE  test hook: NACK streamed config versions matching RE
   --control-plane-identity ID  the SPIFFE ID the control plane must present
                            (default spiffe://cluster.local/ns/meshlet-system/sa/meshlet-control-plane)
 `;
@@ -61,6 +65,8 @@ async function main(): Promise<void> {
       'trust-anchors': { type: 'string' },
       'identity-token-file': { type: 'string' },
       'bootstrap-token-file': { type: 'string' },
+      pod: { type: 'string' },
+      'refuse-config-version': { type: 'string' },
       'control-plane-identity': { type: 'string', default: 'spiffe://cluster.local/ns/meshlet-system/sa/meshlet-control-plane' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -70,7 +76,7 @@ async function main(): Promise<void> {
     process.stdout.write(USAGE);
     return;
   }
-  if (!values.config) throw new Error('--config is required');
+  if (!values.config && !values['control-plane']) throw new Error('--config FILE or --control-plane URL is required');
   const app = hostPort(values.app, '--app');
   const admin = hostPort(values['admin-listen'], '--admin-listen');
   if (!app || !admin) throw new Error('--app and --admin-listen cannot be off');
@@ -93,6 +99,14 @@ async function main(): Promise<void> {
   const proxy = await startProxy({
     self,
     configFile: values.config,
+    configStream: values['control-plane']
+      ? {
+          url: values['control-plane'],
+          controlPlaneIdentity: values['control-plane-identity'],
+          pod: values.pod ?? hostname(),
+          ...(values['refuse-config-version'] ? { refuseVersion: new RegExp(values['refuse-config-version']) } : {}),
+        }
+      : undefined,
     outbound: hostPort(values['outbound-listen'], '--outbound-listen'),
     inbound: hostPort(values['inbound-listen'], '--inbound-listen'),
     app,

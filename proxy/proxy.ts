@@ -6,6 +6,7 @@ import type { Clock, Random } from '../api/runtime.ts';
 import { StateRegistry, type ClientFactory } from './config/compile.ts';
 import { ConfigStore } from './config/store.ts';
 import { FileConfigSource } from './config/file-source.ts';
+import { StreamConfigSource } from './config/stream-source.ts';
 import { Listener, targetOf, type Workload } from './http/listener.ts';
 import { compose } from './http/exchange.ts';
 import { makeUpgradeHandler, type UpgradeTarget } from './http/upgrade.ts';
@@ -40,7 +41,10 @@ export interface HostPort {
 
 export interface ProxyOptions {
   self: Workload;
-  configFile: string;
+  /** Config from a file (watched); undefined: from the control plane's stream (needs certify). */
+  configFile: string | undefined;
+  /** The control plane's config stream (with identity); used when there is no configFile. */
+  configStream: { url: string; controlPlaneIdentity: string; pod: string; refuseVersion?: RegExp } | undefined;
   outbound: HostPort | undefined;
   inbound: HostPort | undefined;
   /** The local application the inbound side forwards to. */
@@ -141,9 +145,31 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       o.log('config refused; keeping the last good one', { source, problems });
     },
   });
-  const source = new FileConfigSource(o.configFile, store);
-  await source.load();
-  source.watch(() => {});
+  let source: { close(): void };
+  let stream: StreamConfigSource | undefined;
+  if (o.configFile) {
+    const file = new FileConfigSource(o.configFile, store);
+    await file.load();
+    file.watch(() => {});
+    source = file;
+  } else if (o.configStream && identity) {
+    stream = new StreamConfigSource({
+      url: o.configStream.url,
+      controlPlaneIdentity: o.configStream.controlPlaneIdentity,
+      context: () => identity.current?.clientContext,
+      store,
+      self: { workload: o.self.workload, namespace: o.self.namespace, pod: o.configStream.pod, services: [o.self.service] },
+      random: o.random,
+      log: o.log,
+      ...(o.configStream.refuseVersion ? { refuseVersion: o.configStream.refuseVersion } : {}),
+      onState: (up) => {
+        metrics.controlPlaneConnected.set(up ? 1 : 0);
+        o.log(up ? 'config stream connected' : 'config stream lost; serving the last good config', {});
+      },
+    });
+    identity.onFirst(() => stream!.start());
+    source = stream;
+  } else throw new Error('no config source: give --config FILE, or --control-plane (with an identity) to stream config');
 
   const accessLog: AccessLog = o.accessLog ? new BatchedAccessLog(o.accessLog) : nullAccessLog;
   const common = { clock: o.clock, store, metrics, accessLog, tracing: o.tracing, self: o.self, maxHeaderSize: o.maxHeaderSize };
@@ -195,7 +221,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   }
 
   let draining = false;
-  const admin = adminServer({ store, metrics, notReady: () => [...(draining ? ['draining'] : []), ...(identity?.notReady() ?? [])], detail: () => ({ identity: identity?.detail() ?? 'plaintext mode (no --control-plane)' }) });
+  const admin = adminServer({ store, metrics, notReady: () => [...(draining ? ['draining'] : []), ...(identity?.notReady() ?? [])], detail: () => ({ identity: identity?.detail() ?? 'plaintext mode (no --control-plane)', ...(stream ? { controlPlane: stream.detail() } : {}) }) });
   void identity?.start();
   const adminAddr = await listenAdmin(admin, o.admin.host, o.admin.port);
 

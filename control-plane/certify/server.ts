@@ -32,8 +32,12 @@ export interface CertifyServer {
   close(): Promise<void>;
 }
 
+/**
+ * Client certificates are asked for but not required: Certify callers have none yet; the config
+ * stream requires one (it checks `socket.authorized` and the peer's SPIFFE ID itself).
+ */
 function tlsOptions(c: ServingCredentials): https.ServerOptions {
-  return { cert: c.certChainPem, key: c.keyPem, minVersion: 'TLSv1.3' };
+  return { cert: c.certChainPem, key: c.keyPem, minVersion: 'TLSv1.3', requestCert: true, rejectUnauthorized: false, ca: c.bundlePems };
 }
 
 function send(res: ServerResponse, out: CertifyOutcome, close = false): void {

@@ -107,6 +107,7 @@ export class IdentityManager {
   #failures = 0;
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
+  #waiting: Array<() => void> | undefined;
 
   constructor(transport: CertifyTransport, clock: WallClock, random: Random, events: Partial<IdentityEvents> = {}) {
     this.#transport = transport;
@@ -144,6 +145,12 @@ export class IdentityManager {
     });
   }
 
+  /** Run `fn` once the first certificate is in hand (at once if it already is). */
+  onFirst(fn: () => void): void {
+    if (this.#current) fn();
+    else (this.#waiting ??= []).push(fn);
+  }
+
   stop(): void {
     this.#stopped = true;
     clearTimeout(this.#timer);
@@ -160,6 +167,9 @@ export class IdentityManager {
       this.#lastError = undefined;
       this.#events.renewed?.(m);
       onSuccess();
+      const waiting = this.#waiting;
+      this.#waiting = undefined;
+      if (waiting) for (const fn of waiting) fn();
       const now = this.#clock.nowMs();
       this.#schedule(renewAt(now, m.notAfterMs, this.#random) - now, onSuccess);
     } catch (err) {

@@ -43,6 +43,7 @@ export class ProxyMetrics {
   readonly tlsHandshakeFailures = new Counter({ name: 'meshlet_tls_handshake_failures_total', help: 'TLS handshakes refused or failed, by reason.', labelNames: ['direction', 'reason'], registers: [this.registry] });
   readonly leafExpiry = new Gauge({ name: 'meshlet_identity_leaf_expiry_timestamp_seconds', help: "Expiry of the proxy's current leaf certificate (Unix seconds).", labelNames: ['identity'], registers: [this.registry] });
   readonly renewals = new Counter({ name: 'meshlet_identity_renewals_total', help: 'Certificate requests to the control plane, by result.', labelNames: ['result'], registers: [this.registry] });
+  readonly controlPlaneConnected = new Gauge({ name: 'meshlet_control_plane_connected', help: '1 while the config stream to the control plane is up.', registers: [this.registry] });
   readonly configUpdates = new Counter({ name: 'meshlet_config_updates_total', help: 'Config updates applied or refused.', labelNames: ['result'], registers: [this.registry] });
   readonly configInfo = new Gauge({ name: 'meshlet_config_info', help: 'The config version in force (value 1).', labelNames: ['version'], registers: [this.registry] });
 

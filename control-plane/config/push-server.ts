@@ -1,0 +1,208 @@
+// The config push: every proxy holds a stream (mTLS; identity from its certificate) and gets its
+// own view, versioned; it ACKs or NACKs each version (as xDS does). Changes are debounced (100 ms,
+// never held past 500 ms) and a view whose version did not change is never re-sent.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
+import { randomUUID } from 'node:crypto';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { Clock } from '../../api/runtime.ts';
+import type { ProxyConfig } from '../../api/proxy-config.ts';
+import { CONFIG_ACK_PATH, CONFIG_STREAM_PATH, decodeParams, type Ack, type StreamMessage, type StreamParams } from '../../api/config-stream.ts';
+
+/** Who is on the other end of a stream. */
+export interface ProxyInfo extends StreamParams {
+  stream: string;
+  identity: string;
+}
+
+/** The proxy's view of the mesh, with a version that changes exactly when the view does. */
+export interface ViewProvider {
+  view(p: ProxyInfo): { version: string; config: ProxyConfig } | { error: string };
+}
+
+export interface ProxyStatus {
+  stream: string;
+  identity: string;
+  workload: string;
+  namespace: string;
+  pod: string;
+  connectedAt: string;
+  sent: string | null;
+  acked: string | null;
+  lastAckAt: string | null;
+  nack: { version: string; reason: string; at: string } | null;
+}
+
+interface Conn {
+  info: ProxyInfo;
+  res: ServerResponse;
+  sent: string;
+  /** Clock time the current change was first seen (for change → ACK latency). */
+  changeAt: number | undefined;
+  status: ProxyStatus;
+}
+
+export interface PushOptions {
+  views: ViewProvider;
+  clock: Clock;
+  registry: Registry;
+  debounceMs?: number;
+  maxDelayMs?: number;
+  pingMs?: number;
+  log?: (msg: string, fields?: Record<string, unknown>) => void;
+}
+
+function spiffeOf(req: IncomingMessage): string | undefined {
+  const s = req.socket as TLSSocket;
+  if (!s.authorized) return undefined;
+  const san = s.getPeerCertificate?.()?.subjectaltname ?? '';
+  return san.split(', ').find((x) => x.startsWith('URI:spiffe://'))?.slice(4);
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body) + '\n';
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+export class ConfigPushServer {
+  readonly #o: PushOptions;
+  readonly #conns = new Map<string, Conn>();
+  #timer: NodeJS.Timeout | undefined;
+  #firstPendingAt: number | undefined;
+  readonly #ping: NodeJS.Timeout;
+  readonly #m;
+
+  constructor(o: PushOptions) {
+    this.#o = o;
+    const registers = [o.registry];
+    this.#m = {
+      connected: new Gauge({ name: 'meshlet_cp_connected_proxies', help: 'Proxies holding a config stream.', registers }),
+      pushes: new Counter({ name: 'meshlet_cp_pushes_total', help: 'Config versions sent to proxies.', registers }),
+      pushBytes: new Histogram({ name: 'meshlet_cp_push_size_bytes', help: 'Size of each config sent.', buckets: [1e3, 1e4, 1e5, 1e6, 1e7], registers }),
+      ackLatency: new Histogram({ name: 'meshlet_cp_change_to_ack_seconds', help: 'From a change seen by the control plane to the proxy ACKing it.', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers }),
+      nacks: new Counter({ name: 'meshlet_cp_nacks_total', help: 'Config versions refused by proxies, by first reason.', labelNames: ['reason'], registers }),
+      viewErrors: new Counter({ name: 'meshlet_cp_view_errors_total', help: 'Views that could not be built (the proxy keeps its last good config).', registers }),
+    };
+    this.#ping = setInterval(() => this.#broadcast({ type: 'ping' }), o.pingMs ?? 15_000);
+    this.#ping.unref();
+  }
+
+  routes(): Record<string, (req: IncomingMessage, res: ServerResponse) => void> {
+    return { [CONFIG_STREAM_PATH]: (req, res) => this.#stream(req, res), [CONFIG_ACK_PATH]: (req, res) => this.#ack(req, res) };
+  }
+
+  /** The model changed: recompute views soon (debounced), send those whose version moved. */
+  changed(): void {
+    const now = this.#o.clock.now();
+    this.#firstPendingAt ??= now;
+    for (const c of this.#conns.values()) c.changeAt ??= now;
+    clearTimeout(this.#timer);
+    const maxDelay = this.#o.maxDelayMs ?? 500;
+    const wait = Math.min(this.#o.debounceMs ?? 100, Math.max(0, this.#firstPendingAt + maxDelay - now));
+    this.#timer = setTimeout(() => {
+      this.#firstPendingAt = undefined;
+      for (const c of this.#conns.values()) this.#push(c);
+    }, wait);
+  }
+
+  status(): ProxyStatus[] {
+    return [...this.#conns.values()].map((c) => ({ ...c.status }));
+  }
+
+  close(): void {
+    clearTimeout(this.#timer);
+    clearInterval(this.#ping);
+    for (const c of this.#conns.values()) c.res.end();
+    this.#conns.clear();
+  }
+
+  #stream(req: IncomingMessage, res: ServerResponse): void {
+    if (req.method !== 'GET') return json(res, 405, { error: 'method-not-allowed' });
+    const identity = spiffeOf(req);
+    if (!identity) return json(res, 401, { error: 'no-client-certificate', message: 'the config stream needs the proxy\'s mTLS certificate from Certify' });
+    const params = decodeParams(req.url ?? '/');
+    const info: ProxyInfo = { ...params, stream: randomUUID(), identity };
+    const c: Conn = {
+      info,
+      res,
+      sent: params.version,
+      changeAt: undefined,
+      status: { stream: info.stream, identity, workload: info.workload, namespace: info.namespace, pod: info.pod, connectedAt: new Date().toISOString(), sent: null, acked: params.version || null, lastAckAt: null, nack: null },
+    };
+    res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+    res.write(JSON.stringify({ type: 'hello', stream: info.stream } satisfies StreamMessage) + '\n');
+    this.#conns.set(info.stream, c);
+    this.#m.connected.set(this.#conns.size);
+    this.#o.log?.('proxy connected', { identity, workload: info.workload, resumeFrom: params.version || null });
+    res.on('close', () => {
+      this.#conns.delete(info.stream);
+      this.#m.connected.set(this.#conns.size);
+      this.#o.log?.('proxy disconnected', { identity, workload: info.workload });
+    });
+    this.#push(c);
+  }
+
+  #push(c: Conn): void {
+    const v = this.#o.views.view(c.info);
+    if ('error' in v) {
+      this.#m.viewErrors.inc();
+      this.#o.log?.('cannot build view; the proxy keeps what it has', { identity: c.info.identity, error: v.error });
+      return;
+    }
+    if (v.version === c.sent) {
+      c.changeAt = undefined;
+      return;
+    }
+    const line = JSON.stringify({ type: 'config', version: v.version, config: v.config } satisfies StreamMessage) + '\n';
+    c.res.write(line);
+    c.sent = v.version;
+    c.status.sent = v.version;
+    this.#m.pushes.inc();
+    this.#m.pushBytes.observe(Buffer.byteLength(line));
+  }
+
+  #broadcast(m: StreamMessage): void {
+    const line = JSON.stringify(m) + '\n';
+    for (const c of this.#conns.values()) c.res.write(line);
+  }
+
+  #ack(req: IncomingMessage, res: ServerResponse): void {
+    if (req.method !== 'POST') return json(res, 405, { error: 'method-not-allowed' });
+    const identity = spiffeOf(req);
+    if (!identity) return json(res, 401, { error: 'no-client-certificate' });
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (d: string) => {
+      body += d;
+      if (body.length > 1_000_000) req.destroy();
+    });
+    req.on('end', () => {
+      let ack: Ack;
+      try {
+        ack = JSON.parse(body) as Ack;
+        if (typeof ack.stream !== 'string' || typeof ack.version !== 'string' || typeof ack.ok !== 'boolean') throw new Error('needs stream, version, ok');
+      } catch (err) {
+        return json(res, 400, { error: 'bad-ack', message: (err as Error).message });
+      }
+      const c = this.#conns.get(ack.stream);
+      if (!c || c.info.identity !== identity) return json(res, 404, { error: 'unknown-stream' });
+      const now = new Date().toISOString();
+      if (ack.ok) {
+        c.status.acked = ack.version;
+        c.status.lastAckAt = now;
+        if (ack.version === c.sent && c.changeAt !== undefined) {
+          this.#m.ackLatency.observe((this.#o.clock.now() - c.changeAt) / 1000);
+          c.changeAt = undefined;
+        }
+      } else {
+        const reason = ack.problems?.map((p) => `${p.path}: ${p.message}`).join('; ') || 'refused';
+        c.status.nack = { version: ack.version, reason, at: now };
+        // Bounded label: the top-level field of the first problem (services, inbound, ...).
+        this.#m.nacks.labels(ack.problems?.[0]?.path.split('/')[1] || 'refused').inc();
+        this.#o.log?.('proxy refused config', { identity, version: ack.version, reason });
+      }
+      json(res, 200, { ok: true });
+    });
+  }
+}

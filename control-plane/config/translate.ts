@@ -1,0 +1,401 @@
+// MeshModel → one proxy's ProxyConfig: the pure translation between the config sources and the push.
+// Guarantees: no I/O, same model → byte-identical JSON, and every config returned passes parseProxyConfig.
+import { createHash } from 'node:crypto';
+import {
+  parseProxyConfig,
+  type AuthorizationPolicyConfig,
+  type Problem,
+  type Endpoint,
+  type ProxyConfig,
+  type Route,
+  type Service,
+  type WeightedBackend,
+} from '../../api/proxy-config.ts';
+import { namespaceOf, proxyAuthorizationRules, resourceKey } from '../../api/resources.ts';
+import type { DefaultAuthz, MeshModel, ModelService, ModelTrafficSplit } from './model.ts';
+
+/*
+ * What a proxy's view holds, and in which order:
+ * - services: every service the proxy may call (all of the mesh unless `ViewOptions.visible`
+ *   narrows it), plus whatever their splits send traffic to, sorted by canonical name
+ *   `name.namespace`. Hosts: `name.ns`, `name.ns.svc`, `name.ns.svc.<clusterDomain>`, and the bare
+ *   `name` only for services of the proxy's own namespace (so `api` is always the caller's api).
+ * - routes of a service, first match wins: the routes of splits with `matches` (by split name,
+ *   then match order), then the split without matches if there is one, else `default` (the
+ *   service's own endpoints). No split: no routes (the proxy's implicit catch-all). Callers in
+ *   another namespace that have their own (consumer) splits of the service get only those.
+ * - endpoints sorted by address; `ready: false` only when not ready; `identity` only when meshed.
+ * - inbound: the AuthorizationPolicies targeting a service this proxy serves (by `ns/name`), the
+ *   mesh default. No ports: MeshService ports carry no permissive flag, so every port is strict.
+ * A split that names a service the model lacks is not applied (reported); the apex then gets
+ * its traffic unsplit, as if the split were deleted. Problems never make an invalid config: when
+ * the result would not parse, `config` is undefined and the caller keeps the last good one.
+ * Cost: `prepare` once per model; `viewOf` validates the outbound part once per caller namespace
+ * (memoized in the PreparedModel, shared frozen by all views of it) and the inbound part per proxy.
+ */
+
+/** The proxy asking for its view (from its mTLS identity and its registration). */
+export interface ProxyInfo {
+  namespace: string;
+  workload: string;
+  serviceAccount: string;
+  identity: string;
+  /** Services this workload serves: `name` (in the proxy's namespace) or canonical `name.ns`. */
+  services: readonly string[];
+}
+
+/** A model object the translation could not use, or used only in part. */
+export interface TranslateProblem {
+  /** `kind/namespace/name` (`TrafficSplit/shop/web-canary`), `MeshModel` or `ProxyConfig/<ns>/<workload>`. */
+  object: string;
+  path: string;
+  message: string;
+}
+
+export interface View {
+  /** Deep-frozen and valid; undefined when no valid view could be built (keep the last good one). */
+  config: Readonly<ProxyConfig> | undefined;
+  /** Problems of the objects this view involves, sorted. */
+  problems: TranslateProblem[];
+}
+
+export interface ViewOptions {
+  /**
+   * Which services the proxy may call (the hook for per-namespace views). Default: all. Split
+   * backends of a visible service are added regardless, so a route never names a missing service.
+   */
+  visible?: (service: { namespace: string; name: string }, proxy: ProxyInfo) => boolean;
+}
+
+interface PreparedService {
+  readonly canonical: string;
+  readonly model: ModelService;
+  /** The service document without hosts and routes (those depend on the caller). */
+  readonly doc: Service;
+}
+
+/** A problem and the views it concerns: callers of `outbound`, servers of `inbound`; neither: every view. */
+export interface Tagged {
+  readonly problem: TranslateProblem;
+  readonly outbound?: string;
+  readonly inbound?: string;
+}
+
+/** The model once resolved: what every view shares. Build it once per model version. */
+export interface PreparedModel {
+  readonly trustDomain: string;
+  readonly clusterDomain: string;
+  readonly defaultPolicy: DefaultAuthz;
+  readonly trustBundle: string | undefined;
+  readonly services: ReadonlyMap<string, PreparedService>;
+  /** apex → routes from producer splits (the apex's own namespace). */
+  readonly producerRoutes: ReadonlyMap<string, readonly Route[]>;
+  /** caller namespace → apex → routes from that namespace's consumer splits. */
+  readonly consumerRoutes: ReadonlyMap<string, ReadonlyMap<string, readonly Route[]>>;
+  /** target service → inbound policies. */
+  readonly policies: ReadonlyMap<string, readonly AuthorizationPolicyConfig[]>;
+  readonly problems: readonly Tagged[];
+  /**
+   * Memo of outbound parts, by caller namespace (and visible set, with a `visible` hook). Views
+   * of one namespace share one validated, frozen services array: validation runs once per part,
+   * not once per proxy, and a thousand proxies hold one copy. Filled by viewOf; never shared
+   * between models.
+   */
+  readonly outbound: Map<string, OutboundPart>;
+}
+
+interface OutboundPart {
+  readonly included: ReadonlySet<string>;
+  /** Validated and deep-frozen; undefined when invalid (then `problems` says why). */
+  readonly services: readonly Service[] | undefined;
+  readonly problems: readonly Problem[];
+}
+
+const ROUTE_NAME_MAX = 128;
+const TRUST_DOMAIN = /^[a-z0-9.-]+$/;
+
+/** `web` in `shop` → `web.shop`; a dotted name is already canonical. */
+export function canonicalService(ref: string, namespace: string): string {
+  return ref.includes('.') ? ref : `${ref}.${namespace}`;
+}
+
+const byString = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
+function hashOf(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+function routeName(split: ModelTrafficSplit, index?: number): string {
+  const name = `split:${split.name}${index === undefined ? '' : `:${index}`}`;
+  return name.length <= ROUTE_NAME_MAX ? name : `${name.slice(0, ROUTE_NAME_MAX - 17)}~${hashOf(name).slice(0, 16)}`;
+}
+
+function endpointsOf(svc: ModelService): Endpoint[] {
+  // One entry per address; an address listed twice (a Pod in two EndpointSlices) counts as ready if either says so.
+  const byAddress = new Map<string, ModelService['endpoints'][number]>();
+  for (const ep of svc.endpoints) {
+    const seen = byAddress.get(ep.address);
+    if (!seen || (!seen.ready && ep.ready)) byAddress.set(ep.address, ep);
+  }
+  return [...byAddress.keys()].toSorted(byString).map((address) => {
+    const ep = byAddress.get(address)!;
+    const labels = Object.keys(ep.labels).length > 0 ? { labels: { ...ep.labels } } : {};
+    return { address, ...(ep.identity !== undefined ? { identity: ep.identity } : {}), ...(ep.ready ? {} : { ready: false }), ...labels };
+  });
+}
+
+function prepareServices(model: MeshModel, problems: Tagged[]): Map<string, PreparedService> {
+  const found = new Map<string, PreparedService>();
+  for (const svc of model.services) {
+    const canonical = `${svc.name}.${svc.namespace}`;
+    const first = found.get(canonical);
+    if (first) {
+      problems.push({ outbound: canonical, problem: { object: svc.source, path: '/metadata/name', message: `service "${canonical}" is already defined by ${first.model.source}; this one is ignored` } });
+      continue;
+    }
+    const doc: Service = {
+      name: canonical,
+      endpoints: endpointsOf(svc),
+      ...(svc.policy?.timeouts ? { timeouts: svc.policy.timeouts } : {}),
+      ...(svc.policy?.retry ? { retry: svc.policy.retry } : {}),
+      ...(svc.policy?.breaker ? { breaker: svc.policy.breaker } : {}),
+    };
+    found.set(canonical, { canonical, model: svc, doc });
+  }
+  return new Map([...found.keys()].toSorted(byString).map((k) => [k, found.get(k)!]));
+}
+
+interface ResolvedSplit {
+  readonly split: ModelTrafficSplit;
+  readonly apex: string;
+  readonly backends: WeightedBackend[];
+}
+
+/** The split in canonical names, or undefined (with problems) when it cannot be applied. */
+function resolveSplit(split: ModelTrafficSplit, services: ReadonlyMap<string, PreparedService>, problems: Tagged[]): ResolvedSplit | undefined {
+  const apex = canonicalService(split.service, split.namespace);
+  const report = (path: string, message: string) => problems.push({ outbound: apex, problem: { object: split.source, path, message } });
+  if (!services.has(apex)) {
+    // No view has the apex, so every view reports it.
+    problems.push({ problem: { object: split.source, path: '/spec/service', message: `unknown service "${apex}": the split applies once it exists` } });
+    return undefined;
+  }
+  const backends = split.backends.map((b) => ({ service: canonicalService(b.service, split.namespace), weight: b.weight }));
+  let usable = true;
+  const seen = new Set<string>();
+  backends.forEach((b, i) => {
+    if (!services.has(b.service)) {
+      report(`/spec/backends/${i}/service`, `unknown service "${b.service}": the split is not applied (${apex} gets its traffic unsplit) until every backend exists`);
+      usable = false;
+    } else if (seen.has(b.service)) {
+      report(`/spec/backends/${i}/service`, `backend "${b.service}" is listed twice: the split is not applied`);
+      usable = false;
+    }
+    seen.add(b.service);
+  });
+  if (backends.every((b) => b.weight === 0)) {
+    report('/spec/backends', 'no backend has a weight above 0: the split is not applied');
+    usable = false;
+  }
+  return usable ? { split, apex, backends } : undefined;
+}
+
+/** Routes of one apex from its splits (one scope: producer or one consumer namespace). */
+function routesOf(splits: readonly ResolvedSplit[], problems: Tagged[]): Route[] {
+  const sorted = splits.toSorted((a, b) => byString(a.split.name, b.split.name) || byString(a.split.source, b.split.source));
+  const routes: Route[] = [];
+  let catchAll: ResolvedSplit | undefined;
+  for (const s of sorted) {
+    if (s.split.matches === undefined) {
+      if (catchAll) {
+        problems.push({
+          outbound: s.apex,
+          problem: { object: s.split.source, path: '/spec', message: `${catchAll.split.source} already splits every request to ${s.apex}; this split is ignored (give it matches, or delete one)` },
+        });
+      } else catchAll = s;
+      continue;
+    }
+    s.split.matches.forEach((match, i) => routes.push({ name: routeName(s.split, i), match: structuredClone(match), backends: s.backends }));
+  }
+  routes.push(catchAll ? { name: routeName(catchAll.split), backends: catchAll.backends } : { name: 'default' });
+  return routes;
+}
+
+function preparePolicies(model: MeshModel, services: ReadonlyMap<string, PreparedService>, problems: Tagged[]): Map<string, AuthorizationPolicyConfig[]> {
+  const out = new Map<string, AuthorizationPolicyConfig[]>();
+  const sorted = model.authorizationPolicies.toSorted((a, b) => byString(resourceKey(a), resourceKey(b)));
+  for (const policy of sorted) {
+    const ns = namespaceOf(policy);
+    const target = `${policy.spec.targetRef.service}.${ns}`;
+    let port = policy.spec.targetRef.port;
+    const svc = services.get(target);
+    if (port !== undefined && svc && svc.model.ports.length > 0) {
+      const sp = svc.model.ports.find((p) => p.port === port);
+      if (sp) port = sp.targetPort ?? sp.port;
+      else {
+        problems.push({
+          inbound: target,
+          problem: { object: resourceKey(policy), path: '/spec/targetRef/port', message: `service ${target} has no port ${port} (it has ${svc.model.ports.map((p) => p.port).join(', ')}); the policy guards app port ${port}` },
+        });
+      }
+    }
+    const cfg: AuthorizationPolicyConfig = {
+      name: `${ns}/${policy.metadata.name}`,
+      ...(port !== undefined ? { port } : {}),
+      rules: proxyAuthorizationRules(policy, model.trustDomain),
+    };
+    out.set(target, [...(out.get(target) ?? []), cfg]);
+  }
+  return out;
+}
+
+/** Resolve what every view shares: services, splits → routes, policies, bundle. Pure. */
+export function prepare(model: MeshModel): PreparedModel {
+  const problems: Tagged[] = [];
+  if (!TRUST_DOMAIN.test(model.trustDomain)) {
+    problems.push({ problem: { object: 'MeshModel', path: '/trustDomain', message: `"${model.trustDomain}" is not a trust domain (lower-case letters, digits, dots, dashes)` } });
+  }
+  const services = prepareServices(model, problems);
+
+  const producer = new Map<string, ResolvedSplit[]>();
+  const consumer = new Map<string, Map<string, ResolvedSplit[]>>();
+  for (const split of model.trafficSplits) {
+    const r = resolveSplit(split, services, problems);
+    if (!r) continue;
+    const apexNs = services.get(r.apex)!.model.namespace;
+    let scope = producer;
+    if (apexNs !== split.namespace) {
+      scope = consumer.get(split.namespace) ?? new Map<string, ResolvedSplit[]>();
+      consumer.set(split.namespace, scope);
+    }
+    scope.set(r.apex, [...(scope.get(r.apex) ?? []), r]);
+  }
+  const routeMap = (scope: ReadonlyMap<string, ResolvedSplit[]>) => new Map([...scope].map(([apex, splits]) => [apex, routesOf(splits, problems)] as const));
+  const producerRoutes = routeMap(producer);
+  const consumerRoutes = new Map([...consumer].map(([ns, scope]) => [ns, routeMap(scope)] as const));
+
+  const policies = preparePolicies(model, services, problems);
+  const pems = [...new Set(model.trustBundle.map((p) => p.trim()).filter((p) => p !== ''))].toSorted(byString);
+  return {
+    trustDomain: model.trustDomain,
+    clusterDomain: model.clusterDomain,
+    defaultPolicy: model.defaultPolicy,
+    trustBundle: pems.length > 0 ? pems.map((p) => `${p}\n`).join('') : undefined,
+    services,
+    producerRoutes,
+    consumerRoutes,
+    policies,
+    problems,
+    outbound: new Map(),
+  };
+}
+
+function routesFor(prepared: PreparedModel, apex: string, callerNs: string): readonly Route[] | undefined {
+  return prepared.consumerRoutes.get(callerNs)?.get(apex) ?? prepared.producerRoutes.get(apex);
+}
+
+/** The services a caller in `namespace` sees: the visible ones plus every split backend, transitively. */
+function includedServices(prepared: PreparedModel, proxy: ProxyInfo, visible: ViewOptions['visible']): Set<string> {
+  const included = new Set<string>();
+  const pending: string[] = [];
+  for (const svc of prepared.services.values()) if (!visible || visible({ namespace: svc.model.namespace, name: svc.model.name }, proxy)) pending.push(svc.canonical);
+  while (pending.length > 0) {
+    const name = pending.pop()!;
+    if (included.has(name)) continue;
+    included.add(name);
+    for (const r of routesFor(prepared, name, proxy.namespace) ?? []) for (const b of r.backends ?? []) pending.push(b.service);
+  }
+  return included;
+}
+
+function outboundPart(prepared: PreparedModel, proxy: ProxyInfo, options: ViewOptions): OutboundPart {
+  const ns = proxy.namespace;
+  const included = options.visible || !prepared.outbound.has(ns) ? includedServices(prepared, proxy, options.visible) : undefined;
+  const key = options.visible ? `${ns}\u0000${[...included!].toSorted(byString).join(',')}` : ns;
+  const known = prepared.outbound.get(key);
+  if (known) return known;
+  const set = included!;
+  const services: Service[] = [];
+  for (const svc of prepared.services.values()) {
+    if (!set.has(svc.canonical)) continue;
+    const { name, namespace } = svc.model;
+    const long = [`${name}.${namespace}`, `${name}.${namespace}.svc`, `${name}.${namespace}.svc.${prepared.clusterDomain}`];
+    const routes = routesFor(prepared, svc.canonical, ns);
+    services.push({ ...svc.doc, hosts: namespace === ns ? [name, ...long] : long, ...(routes ? { routes: [...routes] } : {}) });
+  }
+  // Valid services + valid inbound = a valid config: no rule of parseProxyConfig spans the two.
+  const parsed = parseProxyConfig({ version: 'outbound', services: canonicalize(services) });
+  const part = parsed.ok ? { included: set, services: parsed.value.services, problems: [] } : { included: set, services: undefined, problems: parsed.problems };
+  prepared.outbound.set(key, part);
+  return part;
+}
+
+/** The view of one proxy from a prepared model. */
+export function viewOf(prepared: PreparedModel, proxy: ProxyInfo, version: string, options: ViewOptions = {}): View {
+  const outbound = outboundPart(prepared, proxy, options);
+  const served = [...new Set(proxy.services.map((s) => canonicalService(s, proxy.namespace)))].toSorted(byString);
+  const policies = served.flatMap((s) => prepared.policies.get(s) ?? []).toSorted((a, b) => byString(a.name, b.name));
+  const rest = parseProxyConfig(
+    canonicalize({
+      version,
+      services: [],
+      inbound: { defaultPolicy: prepared.defaultPolicy, policies },
+      ...(prepared.trustBundle !== undefined ? { trustBundle: prepared.trustBundle } : {}),
+    }),
+  );
+
+  const servedSet = new Set(served);
+  const concerns = (p: Tagged) =>
+    (p.outbound === undefined && p.inbound === undefined) || (p.outbound !== undefined && outbound.included.has(p.outbound)) || (p.inbound !== undefined && servedSet.has(p.inbound));
+  const problems = uniqueProblems(prepared.problems.filter(concerns).map((p) => p.problem));
+  if (outbound.services && rest.ok) {
+    // Keys in canonical (sorted) order, so the JSON is byte-identical for equal views.
+    const { inbound, trustBundle } = rest.value;
+    const config = Object.freeze({ inbound, services: outbound.services, ...(trustBundle !== undefined ? { trustBundle } : {}), version: rest.value.version }) as Readonly<ProxyConfig>;
+    return { config, problems };
+  }
+  const object = `ProxyConfig/${proxy.namespace}/${proxy.workload}`;
+  const invalid = [...outbound.problems, ...(rest.ok ? [] : rest.problems)].map((p) => ({ object, path: p.path, message: p.message }));
+  return { config: undefined, problems: uniqueProblems([...problems, ...invalid]) };
+}
+
+/** Every problem of the model once (for resource status), whichever views they concern. */
+export function modelProblems(prepared: PreparedModel): TranslateProblem[] {
+  return uniqueProblems(prepared.problems.map((p) => p.problem));
+}
+
+/** `viewOf(prepare(model), ...)`: for one proxy; with many, prepare once and call viewOf. */
+export function viewFor(model: MeshModel, proxy: ProxyInfo, version: string, options: ViewOptions = {}): View {
+  return viewOf(prepare(model), proxy, version, options);
+}
+
+function uniqueProblems(problems: readonly TranslateProblem[]): TranslateProblem[] {
+  const seen = new Map<string, TranslateProblem>();
+  for (const p of problems) seen.set(`${p.object}\u0000${p.path}\u0000${p.message}`, p);
+  return [...seen.keys()].toSorted(byString).map((k) => seen.get(k)!);
+}
+
+/** A JSON-equal copy with object keys sorted and undefined members dropped; arrays keep their order. */
+export function canonicalize<T>(value: T): T {
+  if (Array.isArray(value)) return value.map((v) => canonicalize(v)) as T;
+  if (value === null || typeof value !== 'object') return value;
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(value).toSorted(byString)) {
+    const v = (value as Record<string, unknown>)[key];
+    if (v !== undefined) out[key] = canonicalize(v);
+  }
+  return out as T;
+}
+
+/** Canonical JSON: equal configs give equal text. */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(canonicalize(value));
+}
+
+/**
+ * Hash of what a view says, without its version: equal hashes mean nothing to push, so a resync
+ * that changed nothing pushes nothing. Also a good `version` for the next push.
+ */
+export function configHash(cfg: Readonly<ProxyConfig>): string {
+  return hashOf(canonicalJson({ ...cfg, version: undefined }));
+}

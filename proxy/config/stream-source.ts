@@ -1,0 +1,164 @@
+// Config from the control plane: holds the stream (mTLS with the proxy's own leaf), applies each
+// version through the same ConfigStore as the file source, and ACKs or NACKs it. When the control
+// plane is gone the proxy keeps serving what it has and reconnects with jittered backoff, resuming
+// from the version it runs.
+import https from 'node:https';
+import type { IncomingMessage } from 'node:http';
+import type { SecureContext } from 'node:tls';
+import type { Random } from '../../api/runtime.ts';
+import { CONFIG_ACK_PATH, encodeParams, type Ack, type StreamMessage, type StreamParams } from '../../api/config-stream.ts';
+import type { Problem } from '../../api/proxy-config.ts';
+import type { ConfigStore } from './store.ts';
+
+export interface StreamSourceOptions {
+  url: string;
+  /** The SPIFFE ID the control plane must present. */
+  controlPlaneIdentity: string;
+  /** The proxy's client context (leaf + bundle); undefined until it has a certificate. */
+  context: () => SecureContext | undefined;
+  store: ConfigStore;
+  self: Omit<StreamParams, 'version'>;
+  random: Random;
+  log: (msg: string, fields?: Record<string, unknown>) => void;
+  /** Test hook: refuse versions matching this (to exercise NACK end to end). */
+  refuseVersion?: RegExp;
+  onState?: (connected: boolean) => void;
+}
+
+/**
+ * Reconnect delay: jittered, 100 ms doubling to 1 s, so a restarted control plane is back in
+ * every proxy's view within about a second (the attempts are cheap: one TLS connect each).
+ */
+export function reconnectDelay(failures: number, random: Random): number {
+  const ceiling = Math.min(1000, 100 * 2 ** Math.min(failures, 10));
+  return ceiling / 2 + random() * (ceiling / 2);
+}
+
+export class StreamConfigSource {
+  readonly #o: StreamSourceOptions;
+  #req: ReturnType<typeof https.request> | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #failures = 0;
+  #closed = false;
+  #connected = false;
+  #lastError: string | undefined;
+  #stream = '';
+
+  constructor(o: StreamSourceOptions) {
+    this.#o = o;
+  }
+
+  get connected(): boolean {
+    return this.#connected;
+  }
+
+  detail(): { connected: boolean; lastError: string | null } {
+    return { connected: this.#connected, lastError: this.#lastError ?? null };
+  }
+
+  start(): void {
+    this.#connect();
+  }
+
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.#req?.destroy();
+  }
+
+  #options(path: string, method: string): (https.RequestOptions & { secureContext: SecureContext }) | undefined {
+    const secureContext = this.#o.context();
+    if (!secureContext) return undefined;
+    const u = new URL(path, this.#o.url);
+    const want = this.#o.controlPlaneIdentity;
+    return {
+      hostname: u.hostname.replace(/^\[|\]$/g, ''),
+      port: u.port,
+      path: u.pathname + u.search,
+      method,
+      secureContext,
+      minVersion: 'TLSv1.3',
+      agent: false,
+      checkServerIdentity: (_h, cert) => ((cert.subjectaltname ?? '').split(', ').includes(`URI:${want}`) ? undefined : new Error(`the control plane presented ${cert.subjectaltname ?? 'no SAN'}, not ${want}`)),
+    };
+  }
+
+  #setConnected(v: boolean): void {
+    if (this.#connected === v) return;
+    this.#connected = v;
+    this.#o.onState?.(v);
+  }
+
+  #retry(reason: string): void {
+    this.#setConnected(false);
+    if (this.#closed) return;
+    this.#lastError = reason;
+    this.#failures++;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => this.#connect(), reconnectDelay(this.#failures, this.#o.random));
+    this.#timer.unref();
+  }
+
+  #connect(): void {
+    if (this.#closed) return;
+    const opts = this.#options(encodeParams({ ...this.#o.self, version: this.#o.store.current?.version ?? '' }), 'GET');
+    if (!opts) return this.#retry('no certificate yet');
+    const req = https.request(opts, (res) => this.#read(res));
+    this.#req = req;
+    req.on('error', (err) => this.#retry(err.message));
+    req.end();
+  }
+
+  #read(res: IncomingMessage): void {
+    if (res.statusCode !== 200) {
+      res.resume();
+      return this.#retry(`control plane answered ${res.statusCode}`);
+    }
+    this.#failures = 0;
+    this.#lastError = undefined;
+    this.#setConnected(true);
+    let buf = '';
+    res.setEncoding('utf8');
+    res.on('data', (chunk: string) => {
+      buf += chunk;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (line) this.#message(line);
+      }
+    });
+    res.on('end', () => this.#retry('the control plane closed the stream'));
+    res.on('error', (err) => this.#retry(err.message));
+  }
+
+  #message(line: string): void {
+    let m: StreamMessage;
+    try {
+      m = JSON.parse(line) as StreamMessage;
+    } catch {
+      this.#o.log('unreadable message from the control plane', { line: line.slice(0, 200) });
+      return;
+    }
+    if (m.type === 'hello') this.#stream = m.stream;
+    if (m.type !== 'config') return;
+    let problems: Problem[] | undefined;
+    if (this.#o.refuseVersion?.test(m.version)) {
+      problems = [{ path: '/version', message: `refused by test hook (--refuse-config-version): ${m.version}` }];
+      this.#o.store.refuse(problems, 'control plane');
+    } else {
+      const r = this.#o.store.apply(m.config, `control plane version ${m.version}`);
+      if (!r.ok) problems = r.problems;
+    }
+    this.#ack({ stream: this.#stream, version: m.version, ok: problems === undefined, ...(problems ? { problems } : {}) });
+  }
+
+  #ack(a: Ack): void {
+    const opts = this.#options(CONFIG_ACK_PATH, 'POST');
+    if (!opts) return;
+    const body = JSON.stringify(a);
+    const req = https.request({ ...opts, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => res.resume());
+    req.on('error', (err) => this.#o.log('ACK failed', { error: err.message }));
+    req.end(body);
+  }
+}

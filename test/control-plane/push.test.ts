@@ -1,0 +1,173 @@
+// The config stream between a real control plane (in this process, with a scripted view) and a
+// real proxy process: versioned pushes applied within a second, ACKs in status, a refused version
+// NACKed with the last good config kept, and the control plane killed under load and restarted:
+// no failed request, resync after restart.
+import t from 'tap';
+import { Registry } from 'prom-client';
+import { Pool } from 'undici';
+import { systemClock } from '../../api/runtime.ts';
+import type { ProxyConfig } from '../../api/proxy-config.ts';
+import { startControlPlane as startCp, type ControlPlane as Cp } from '../../control-plane/control-plane.ts';
+import { ConfigPushServer } from '../../control-plane/config/push-server.ts';
+import { FileCaStore } from '../../control-plane/store/file-store.ts';
+import { systemWallClock } from '../../control-plane/ca/index.ts';
+import { startUpstream, startProxyProcess, freePort, metricValue, type Upstream, type ProxyProcess } from '../fixtures/mesh.ts';
+import { cli } from '../fixtures/control-plane.ts';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const dir = mkdtempSync(join(tmpdir(), 'meshlet-push-'));
+const caFile = join(dir, 'ca.json');
+cli('identity', 'init', '--ca-file', caFile);
+const anchors = join(dir, 'anchors.pem');
+writeFileSync(anchors, (JSON.parse(readFileSync(caFile, 'utf8')) as { anchor: { certPem: string } }).anchor.certPem);
+const token = join(dir, 'web.token');
+writeFileSync(token, cli('identity', 'bootstrap-token', '--ca-file', caFile, '--namespace', 'shop', '--service-account', 'web').trim());
+
+/** The view every proxy gets: scripted by the test. */
+let view: ProxyConfig;
+const cfg = (version: string, address: string): ProxyConfig => ({ version, services: [{ name: 'api', endpoints: [{ address }] }] });
+
+let port = 0;
+let push: ConfigPushServer;
+let cp: Cp | undefined;
+
+async function startControlPlane(): Promise<void> {
+  const registry = new Registry();
+  push = new ConfigPushServer({ views: { view: () => ({ version: view.version, config: view }) }, clock: systemClock, registry });
+  cp = await startCp({
+    store: new FileCaStore(caFile),
+    trustDomain: 'cluster.local',
+    listen: { host: '127.0.0.1', port },
+    adminListen: { host: '127.0.0.1', port: 0 },
+    wallClock: systemWallClock,
+    clock: systemClock,
+    registry,
+    log: () => {},
+    routes: push.routes(),
+  });
+  await cp.started;
+}
+
+async function stopControlPlane(): Promise<void> {
+  push.close();
+  await cp?.close();
+  cp = undefined;
+}
+
+let a: Upstream;
+let b: Upstream;
+let proxy: ProxyProcess;
+
+t.before(async () => {
+  port = await freePort();
+  a = await startUpstream();
+  b = await startUpstream();
+  view = cfg('v1', a.address);
+  await startControlPlane();
+  proxy = await startProxyProcess({
+    config: {},
+    args: ['--control-plane', `https://127.0.0.1:${port}`, '--trust-anchors', anchors, '--bootstrap-token-file', token, '--namespace', 'shop', '--pod', 'web-0', '--refuse-config-version', '^bad-'],
+    workload: 'web',
+    configFromControlPlane: true,
+  });
+});
+t.teardown(async () => {
+  await proxy?.stop();
+  await stopControlPlane();
+  await Promise.all([a?.close(), b?.close()]);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const get = async (pool: Pool) => {
+  const r = await pool.request({ path: '/', method: 'GET', headers: { host: 'api' } });
+  await r.body.text();
+  return r.statusCode;
+};
+
+t.test('the first version arrives, is applied and ACKed', async (t) => {
+  await proxy.waitForVersion('v1');
+  const pool = new Pool(proxy.outboundUrl);
+  t.equal(await get(pool), 200);
+  t.equal(a.hits, 1, 'routed by the streamed config');
+  await pool.close();
+  const s = push.status();
+  t.equal(s.length, 1);
+  t.equal(s[0]!.identity, 'spiffe://cluster.local/ns/shop/sa/web', 'the stream is authenticated by the proxy certificate');
+  t.equal(s[0]!.workload, 'web');
+  t.equal(s[0]!.pod, 'web-0');
+  for (let i = 0; i < 50 && s[0]!.acked !== 'v1'; i++) await new Promise((r) => setTimeout(r, 20));
+  t.equal(push.status()[0]!.acked, 'v1', 'ACKed');
+});
+
+t.test('a change reaches the proxy within a second; an unchanged view is not re-sent', async (t) => {
+  const pushesBefore = push.status()[0]!.sent;
+  push.changed(); // nothing changed
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(push.status()[0]!.sent, pushesBefore, 'no push without a change');
+  view = cfg('v2', b.address);
+  const t0 = Date.now();
+  push.changed();
+  await proxy.waitForVersion('v2', 1000);
+  t.ok(Date.now() - t0 < 1000, `applied in ${Date.now() - t0} ms`);
+  const pool = new Pool(proxy.outboundUrl);
+  t.equal(await get(pool), 200);
+  t.equal(b.hits, 1, 'the next request follows the new version');
+  await pool.close();
+});
+
+t.test('a refused version is NACKed with its reason and the last good config stays', async (t) => {
+  view = cfg('bad-1', a.address);
+  push.changed();
+  let s = push.status()[0]!;
+  for (let i = 0; i < 100 && !s.nack; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    s = push.status()[0]!;
+  }
+  t.equal(s.nack?.version, 'bad-1', 'NACK reported in status');
+  t.match(s.nack?.reason, /refused by test hook/);
+  t.equal(s.acked, 'v2', 'the acked version is still the last good one');
+  const c = (await (await fetch(`${proxy.adminUrl}/config`)).json()) as { version: string };
+  t.equal(c.version, 'v2', 'the proxy still runs v2');
+  const pool = new Pool(proxy.outboundUrl);
+  const before = b.hits;
+  t.equal(await get(pool), 200);
+  t.equal(b.hits, before + 1, 'and still serves with it');
+  await pool.close();
+});
+
+t.test('control plane killed under load: 0 failed requests; restarted: resync within a second', async (t) => {
+  view = cfg('v3', b.address);
+  push.changed();
+  await proxy.waitForVersion('v3', 2000);
+  const pool = new Pool(proxy.outboundUrl, { connections: 8 });
+  const run = { stopped: false };
+  let ok = 0;
+  const failures: number[] = [];
+  const workers = Array.from({ length: 8 }, async () => {
+    while (!run.stopped) {
+      const s = await get(pool);
+      if (s === 200) ok++;
+      else failures.push(s);
+    }
+  });
+  await new Promise((r) => setTimeout(r, 300));
+  await stopControlPlane();
+  await new Promise((r) => setTimeout(r, 1500));
+  const ready = (await (await fetch(`${proxy.adminUrl}/ready`)).json()) as { ready: boolean; controlPlane: { connected: boolean } };
+  t.equal(ready.ready, true, 'still ready (serving the last good config)');
+  t.equal(ready.controlPlane.connected, false, 'readiness detail says the control plane is gone');
+  t.equal(metricValue(await proxy.metrics(), 'meshlet_control_plane_connected'), 0, 'and the metric');
+  view = cfg('v4', a.address);
+  await startControlPlane();
+  const t0 = Date.now();
+  await proxy.waitForVersion('v4', 3000);
+  const resync = Date.now() - t0;
+  run.stopped = true;
+  await Promise.all(workers);
+  await pool.close();
+  t.same(failures, [], `0 failed requests (${ok} ok)`);
+  t.ok(ok > 100, 'traffic flowed throughout');
+  t.ok(resync < 1500, `resynced ${resync} ms after the restart`);
+});
