@@ -11,6 +11,8 @@ export interface AdminDeps {
   notReady: () => string[];
   /** Extra fields for /ready (CA phase, serials, last reload error). */
   status?: () => Record<string, unknown>;
+  /** More read-only JSON documents by exact path (e.g. /proxies for `meshlet proxy-status`). */
+  documents?: Readonly<Record<string, () => unknown>>;
 }
 
 export function createAdminServer(d: AdminDeps): http.Server {
@@ -38,8 +40,11 @@ export function createAdminServer(d: AdminDeps): http.Server {
           (e: Error) => json(500, { error: e.message }),
         );
         return;
-      default:
-        return json(404, { error: `unknown admin path ${path}`, paths: ['/live', '/ready', '/metrics'] });
+      default: {
+        const doc = path === undefined ? undefined : d.documents?.[path];
+        if (doc) return json(200, doc());
+        return json(404, { error: `unknown admin path ${path}`, paths: ['/live', '/ready', '/metrics', ...Object.keys(d.documents ?? {})] });
+      }
     }
   });
 }

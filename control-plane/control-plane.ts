@@ -74,6 +74,8 @@ export interface ControlPlaneOptions {
   log: Log;
   routes?: Readonly<Record<string, Route>>;
   services?: readonly ControlPlaneService[];
+  /** Read-only JSON documents on the admin port (`/proxies` for `meshlet proxy-status`). */
+  documents?: Readonly<Record<string, () => unknown>>;
 }
 
 export interface ControlPlane {
@@ -127,6 +129,7 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
       servingCertificate: serving && { identity: serving.identity.uri, serial: serving.serialHex, notAfter: new Date(serving.notAfterMs).toISOString() },
       lastLoadError: lastLoadError ?? null,
     }),
+    ...(o.documents ? { documents: o.documents } : {}),
   });
   const admin = await listen(adminServer, o.adminListen.host, o.adminListen.port);
 

@@ -7,6 +7,9 @@ import { EXIT_OK, EXIT_USAGE, type Command, type Io } from './command.ts';
 const COMMANDS: ReadonlyArray<{ name: string; summary: string; load: () => Promise<Command> }> = [
   { name: 'identity', summary: 'workload identity: create the CA, bootstrap tokens, rotate issuer and anchors, status', load: async () => (await import('./commands/identity.ts')).identity },
   { name: 'install', summary: 'create the CA Secret for a cluster (--dry-run prints it)', load: async () => (await import('./commands/install.ts')).install },
+  { name: 'proxy-status', summary: 'proxies connected to the control plane: identity, config version sent/ACKed, NACK reasons', load: async () => (await import('./commands/proxy-status.ts')).proxyStatus },
+  { name: 'proxy-config', summary: "the config a proxy runs, from the proxy's admin /config", load: async () => (await import('./commands/proxy-config.ts')).proxyConfig },
+  { name: 'check', summary: 'inspect a cluster: CRDs, webhook CA bundle, control plane, CA validity, Pods without the sidecar', load: async () => (await import('./commands/check.ts')).check },
 ];
 
 export function usage(): string {

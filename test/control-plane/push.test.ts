@@ -13,6 +13,10 @@ import { FileCaStore } from '../../control-plane/store/file-store.ts';
 import { systemWallClock } from '../../control-plane/ca/index.ts';
 import { startUpstream, startProxyProcess, freePort, metricValue, type Upstream, type ProxyProcess } from '../fixtures/mesh.ts';
 import { cli } from '../fixtures/control-plane.ts';
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+const MESHLET = fileURLToPath(new URL('../../bin/meshlet.ts', import.meta.url));
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -46,6 +50,7 @@ async function startControlPlane(): Promise<void> {
     registry,
     log: () => {},
     routes: push.routes(),
+    documents: { '/proxies': () => push.status() },
   });
   await cp.started;
 }
@@ -135,6 +140,18 @@ t.test('a refused version is NACKed with its reason and the last good config sta
   t.equal(await get(pool), 200);
   t.equal(b.hits, before + 1, 'and still serves with it');
   await pool.close();
+  // What an operator sees: `meshlet proxy-status` exits 1 and names the refusal.
+  // Asynchronously: the control plane answering it runs in this process.
+  const run = (...args: string[]) =>
+    new Promise<{ status: number | null; stdout: string }>((resolve) =>
+      execFile(process.execPath, [MESHLET, ...args], { encoding: 'utf8', timeout: 20_000 }, (err, stdout) => resolve({ status: err ? ((err as { code?: number }).code ?? 1) : 0, stdout })),
+    );
+  const r = await run('proxy-status', '--admin', `http://127.0.0.1:${cp!.admin.port}`);
+  t.equal(r.status, 1, 'proxy-status exits 1 while a proxy refuses its config');
+  t.match(r.stdout, /shop\/web-0\s+spiffe:\/\/cluster.local\/ns\/shop\/sa\/web\s+bad-1\s+v2\s+\S+\s+bad-1: \/version: refused by test hook/, 'the table row: proxy, identity, sent, acked, last ACK, NACK reason');
+  const cfgOut = await run('proxy-config', proxy.adminUrl);
+  t.equal(cfgOut.status, 0);
+  t.equal((JSON.parse(cfgOut.stdout) as { version: string }).version, 'v2', 'proxy-config shows the version the proxy runs');
 });
 
 t.test('control plane killed under load: 0 failed requests; restarted: resync within a second', async (t) => {

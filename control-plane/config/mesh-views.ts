@@ -1,0 +1,41 @@
+// The glue between a source's model and the push: holds the model in force (prepared once per
+// change), answers each proxy's view with a content-derived version, and keeps the problems the
+// translation found for status. A proxy's version changes exactly when its view does.
+import type { ProxyConfig } from '../../api/proxy-config.ts';
+import type { MeshModel } from './model.ts';
+import { configHash, prepare, viewOf, modelProblems, type PreparedModel, type ProxyInfo as ViewProxy, type TranslateProblem } from './translate.ts';
+import type { ProxyInfo as StreamProxy, ViewProvider } from './push-server.ts';
+
+/** The namespace and service account named by a SPIFFE ID (spiffe://td/ns/N/sa/S). */
+export function identityParts(id: string): { namespace: string; serviceAccount: string } | undefined {
+  const m = /^spiffe:\/\/[^/]+\/ns\/([^/]+)\/sa\/([^/]+)$/.exec(id);
+  return m ? { namespace: m[1]!, serviceAccount: m[2]! } : undefined;
+}
+
+export class MeshViews implements ViewProvider {
+  #prepared: PreparedModel | undefined;
+  #problems: TranslateProblem[] = [];
+
+  /** Put a new model in force; returns the problems the translation found in it. */
+  set(model: MeshModel): TranslateProblem[] {
+    this.#prepared = prepare(model);
+    this.#problems = modelProblems(this.#prepared);
+    return this.#problems;
+  }
+
+  get problems(): TranslateProblem[] {
+    return this.#problems;
+  }
+
+  view(p: StreamProxy): { version: string; config: ProxyConfig } | { error: string } {
+    if (!this.#prepared) return { error: 'no model yet' };
+    const who = identityParts(p.identity);
+    if (!who) return { error: `not a workload identity: ${p.identity}` };
+    // The namespace comes from the certificate, never from what the proxy says about itself.
+    const proxy: ViewProxy = { namespace: who.namespace, serviceAccount: who.serviceAccount, identity: p.identity, workload: p.workload || who.serviceAccount, services: p.services };
+    const v = viewOf(this.#prepared, proxy, 'pending');
+    if (!v.config) return { error: v.problems.map((x) => `${x.object} ${x.path}: ${x.message}`).join('; ') || 'no valid view' };
+    const version = `h-${configHash(v.config).slice(0, 16)}`;
+    return { version, config: { ...v.config, version } };
+  }
+}
