@@ -17,6 +17,12 @@ import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 const MESHLET = fileURLToPath(new URL('../../bin/meshlet.ts', import.meta.url));
+
+/** Runs the CLI asynchronously: the control plane answering it runs in this process. */
+const run = (...args: string[]) =>
+  new Promise<{ status: number | null; stdout: string }>((resolve) =>
+    execFile(process.execPath, [MESHLET, ...args], { encoding: 'utf8', timeout: 20_000 }, (err, stdout) => resolve({ status: err ? ((err as { code?: number }).code ?? 1) : 0, stdout })),
+  );
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -141,11 +147,6 @@ t.test('a refused version is NACKed with its reason and the last good config sta
   t.equal(b.hits, before + 1, 'and still serves with it');
   await pool.close();
   // What an operator sees: `meshlet proxy-status` exits 1 and names the refusal.
-  // Asynchronously: the control plane answering it runs in this process.
-  const run = (...args: string[]) =>
-    new Promise<{ status: number | null; stdout: string }>((resolve) =>
-      execFile(process.execPath, [MESHLET, ...args], { encoding: 'utf8', timeout: 20_000 }, (err, stdout) => resolve({ status: err ? ((err as { code?: number }).code ?? 1) : 0, stdout })),
-    );
   const r = await run('proxy-status', '--admin', `http://127.0.0.1:${cp!.admin.port}`);
   t.equal(r.status, 1, 'proxy-status exits 1 while a proxy refuses its config');
   t.match(r.stdout, /shop\/web-0\s+spiffe:\/\/cluster.local\/ns\/shop\/sa\/web\s+bad-1\s+v2\s+\S+\s+bad-1: \/version: refused by test hook/, 'the table row: proxy, identity, sent, acked, last ACK, NACK reason');
