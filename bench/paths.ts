@@ -4,6 +4,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { ProxyConfig } from '../api/proxy-config.ts';
+import { haproxyMtls, spiffeIdOf, startControlPlane } from './pki.ts';
 import { freePort, httpStatus, start, tcpOpen, waitFor, which, type Proc } from './procs.ts';
 
 export interface Ctx {
@@ -40,9 +41,8 @@ export const PATHS: PathDef[] = [
   { name: 'haproxy-2hop', kind: 'haproxy', hops: 2, start: (ctx) => haproxyTwoHops(ctx) },
   { name: 'meshlet-1hop', kind: 'meshlet', hops: 1, peer: 'haproxy-1hop', start: (ctx) => meshletOneHop(ctx) },
   { name: 'meshlet-2hop', kind: 'meshlet', hops: 2, peer: 'haproxy-2hop', start: (ctx) => meshletTwoHops(ctx) },
-  // mTLS later, e.g.:
-  // { name: 'haproxy-mtls-2hop', kind: 'haproxy', hops: 2, start: (ctx) => haproxyTwoHops(ctx, certs) },
-  // { name: 'meshlet-mtls-2hop', kind: 'meshlet', hops: 2, peer: 'haproxy-mtls-2hop', start: (ctx) => meshletTwoHops(ctx, certs) },
+  { name: 'haproxy-2hop-mtls', kind: 'haproxy', hops: 2, start: (ctx) => haproxyTwoHops(ctx, haproxyMtls(ctx.dir)) },
+  { name: 'meshlet-2hop-mtls', kind: 'meshlet', hops: 2, peer: 'haproxy-2hop-mtls', start: (ctx) => meshletTwoHops(ctx, true) },
 ];
 
 const all = (procs: Proc[]) => async (): Promise<void> => {
@@ -182,7 +182,7 @@ export async function startMeshlet(ctx: Ctx, label: string, config: ProxyConfig 
   return { proc, outbound: `127.0.0.1:${outP}`, inbound: `127.0.0.1:${inP}`, inboundPort: inP };
 }
 
-const upstreamService = (address: string): ProxyConfig => ({ version: 'bench', services: [{ name: 'upstream', endpoints: [{ address }] }] });
+const upstreamService = (address: string, identity?: string): ProxyConfig => ({ version: 'bench', services: [{ name: 'upstream', endpoints: [{ address, ...(identity ? { identity } : {}) }] }] });
 
 export async function meshletOneHop(ctx: Ctx): Promise<Running> {
   const a = await startMeshlet(ctx, 'A', upstreamService(ctx.upstream), ctx.upstream);
@@ -190,21 +190,35 @@ export async function meshletOneHop(ctx: Ctx): Promise<Running> {
 }
 
 const inboundOnly = (port: number): ProxyConfig => ({ version: 'bench', services: [], inbound: { ports: [{ port, permissive: true }], defaultPolicy: 'all' } });
+/** With an identity the inbound port is strict mTLS by default. */
+const inboundMtls: ProxyConfig = { version: 'bench', services: [], inbound: { defaultPolicy: 'all-authenticated' } };
 
-/** client → A (outbound) → B (inbound) → nginx. Plaintext between A and B for now (no identity). */
-export async function meshletTwoHops(ctx: Ctx): Promise<Running> {
-  const b = await startMeshlet(ctx, 'B', inboundOnly, ctx.upstream);
-  const a = await startMeshlet(ctx, 'A', upstreamService(b.inbound), ctx.upstream).catch(async (e: unknown) => {
-    await b.proc.stop();
+/**
+ * client → A (outbound) → B (inbound) → nginx. Plaintext between A and B, or with `mtls` identities
+ * from a control plane started for this path (stopped with it; its CPU is not measured) and A
+ * requiring B's SPIFFE ID.
+ */
+export async function meshletTwoHops(ctx: Ctx, mtls = false): Promise<Running> {
+  const procs: Proc[] = [];
+  try {
+    const cp = mtls ? await startControlPlane(ctx.dir) : undefined;
+    if (cp) procs.push(cp.proc);
+    const b = await startMeshlet(ctx, 'B', cp ? inboundMtls : inboundOnly, ctx.upstream, cp ? await cp.identityArgs('b') : []);
+    procs.push(b.proc);
+    const a = await startMeshlet(ctx, 'A', upstreamService(b.inbound, cp ? spiffeIdOf('b') : undefined), ctx.upstream, cp ? await cp.identityArgs('a') : []);
+    procs.push(a.proc);
+    await waitFor('a request through meshlet A → B → nginx', async () => (await httpStatus(`http://${a.outbound}/`, 'upstream')) === 200, procs, 10_000);
+    return {
+      url: `http://${a.outbound}/`,
+      hostHeader: 'upstream',
+      proxies: [
+        { label: 'A', pid: a.proc.pid },
+        { label: 'B', pid: b.proc.pid },
+      ],
+      stop: all(procs),
+    };
+  } catch (e) {
+    await all(procs)();
     throw e;
-  });
-  return {
-    url: `http://${a.outbound}/`,
-    hostHeader: 'upstream',
-    proxies: [
-      { label: 'A', pid: a.proc.pid },
-      { label: 'B', pid: b.proc.pid },
-    ],
-    stop: all([a.proc, b.proc]),
-  };
+  }
 }

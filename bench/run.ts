@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util';
 import { PATHS, startNginx, type Ctx, type PathDef } from './paths.ts';
 import { cpuSeconds, killAll, makeTempDir, peakRssMb, processTree, resetPeakRss, rssMb, which } from './procs.ts';
 import { printReport, summarize, type ProxySample, type Sample } from './report.ts';
-import { wrk } from './wrk.ts';
+import { wrk, type WrkResult } from './wrk.ts';
 
 const HELP = `usage: node bench/run.ts [--rounds N] [--duration S] [--quick] [--paths a,b] [--out FILE]
   --rounds N     interleaved rounds, paths shuffled each round (default 3)
@@ -42,6 +42,12 @@ function version(cmd: string, args: string[]): string {
   return `${r.stdout ?? ''}${r.stderr ?? ''}`.trim().split('\n')[0] ?? '';
 }
 
+/** A run in which nothing succeeded means the path does not work: fail it rather than report it. */
+function carried(what: string, r: WrkResult): WrkResult {
+  if (r.requests === 0 || r.errors >= r.requests) throw new Error(`${what}: no request succeeded (${r.requests} responses, ${r.errors} errors)`);
+  return r;
+}
+
 /** One path, one round: start it, warm up, ~1000 rps run, saturation run, stop it. */
 async function measure(path: PathDef, ctx: Ctx, round: number, durationS: number): Promise<Sample> {
   const running = await path.start(ctx);
@@ -54,12 +60,12 @@ async function measure(path: PathDef, ctx: Ctx, round: number, durationS: number
     // ~1000 rps first: peak RSS at moderate load must not include the saturation run's growth.
     resetPeakRss(trees.flat());
     const cpu0 = trees.map((t) => cpuSeconds(t));
-    const rand = await wrk({ ...target, connections: RAND_CONNECTIONS, randDelayMaxMs: RAND_DELAY_MAX_MS, durationS });
+    const rand = carried('~1000 rps run', await wrk({ ...target, connections: RAND_CONNECTIONS, randDelayMaxMs: RAND_DELAY_MAX_MS, durationS }));
     const cpu1 = trees.map((t) => cpuSeconds(t));
     const peakRand = trees.map((t) => peakRssMb(t));
 
     resetPeakRss(trees.flat());
-    const sat = await wrk({ ...target, connections: SAT_CONNECTIONS, durationS });
+    const sat = carried('saturation run', await wrk({ ...target, connections: SAT_CONNECTIONS, durationS }));
     const cpu2 = trees.map((t) => cpuSeconds(t));
     const peakSat = trees.map((t) => peakRssMb(t));
 
@@ -125,7 +131,7 @@ async function main(): Promise<void> {
         const s = await measure(path, ctx, round, durationS);
         samples.push(s);
         const cpu = s.proxies.map((p) => `${p.label} ${((p.cpuSatS / s.sat.requests) * 1e6).toFixed(0)}µs/req`).join(' ');
-        console.error(`  round ${round}/${rounds} ${path.name.padEnd(14)} sat ${s.sat.rps.toFixed(0).padStart(6)} rps | ${s.rand.rps.toFixed(0)} rps p50 ${s.rand.p50Ms.toFixed(2)} p99 ${s.rand.p99Ms.toFixed(2)} ms | ${cpu}`);
+        console.error(`  round ${round}/${rounds} ${path.name.padEnd(17)} sat ${s.sat.rps.toFixed(0).padStart(6)} rps | ${s.rand.rps.toFixed(0)} rps p50 ${s.rand.p50Ms.toFixed(2)} p99 ${s.rand.p99Ms.toFixed(2)} ms | ${cpu}`);
       } catch (e) {
         const error = e instanceof Error ? e.message : String(e);
         failures.push({ path: path.name, round, error: error.trim() });
