@@ -6,6 +6,13 @@ import { systemClock } from '../api/runtime.ts';
 import { DEFAULT_TRUST_DOMAIN, systemWallClock } from './ca/index.ts';
 import { DEFAULT_AUDIENCE } from './certify/certify.ts';
 import { DEFAULT_SERVING_NAMES, DEFAULT_SYSTEM_NAMESPACE } from './certify/serving-cert.ts';
+import { Registry } from 'prom-client';
+import { trustBundle } from './ca/index.ts';
+import { ConfigPushServer } from './config/push-server.ts';
+import { MeshViews } from './config/mesh-views.ts';
+import { FolderSource } from './config/folder-source.ts';
+import { modelFromResources } from './config/model.ts';
+import type { Resource } from '../api/resources.ts';
 import { KubeTokenReviewer } from './certify/kube-token-reviewer.ts';
 import type { TokenReviewer } from './certify/token-reviewer.ts';
 import { startControlPlane, type HostPort, type Log } from './control-plane.ts';
@@ -37,6 +44,9 @@ Serving:
   --leaf-ttl DURATION       leaf lifetime, at most the CA's leaf TTL (default: that, 24h unless
                             set by \`meshlet identity init --leaf-ttl\`)
   --reload-interval DUR     how often the CA state is re-read to pick up rotations (default 10s)
+Mesh config (streamed to proxies on the Certify port, /v1/config/stream; status at admin /proxies):
+  --config-dir DIR          a folder of meshlet YAML (MeshService, TrafficSplit, AuthorizationPolicy),
+                            watched: saving a file applies it [MESHLET_CONFIG_DIR]
   -h, --help                this text
 
 Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 1 when it cannot start, 2 for bad usage.
@@ -71,6 +81,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
         'admin-listen': { type: 'string' },
         'leaf-ttl': { type: 'string' },
         'reload-interval': { type: 'string' },
+        'config-dir': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -123,6 +134,23 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     store = new FileCaStore(caFile as string);
   }
 
+  // The mesh config: a folder source today; the Kubernetes source plugs in the same way.
+  const registry = new Registry();
+  const views = new MeshViews();
+  const push = new ConfigPushServer({ views, clock: systemClock, registry, log: (msg, fields) => log('info', msg, fields) });
+  const trustDomain = values['trust-domain'] ?? env.MESHLET_TRUST_DOMAIN ?? DEFAULT_TRUST_DOMAIN;
+  const configDir = values['config-dir'] ?? env.MESHLET_CONFIG_DIR;
+  let folder: FolderSource | undefined;
+  let caBundle: () => string[] = () => [];
+  let lastResources: readonly Resource[] = [];
+  const applyModel = (resources: readonly Resource[], problems: readonly { file: string; object?: string; path: string; message: string }[]) => {
+    lastResources = resources;
+    for (const p of problems) log('warn', 'config problem (the rest applies)', { file: p.file, object: p.object ?? null, path: p.path, message: p.message });
+    const translation = views.set(modelFromResources(resources, { trustDomain, trustBundle: caBundle() }));
+    for (const p of translation) log('warn', 'config problem (the rest applies)', { object: p.object, path: p.path, message: p.message });
+    push.changed();
+  };
+
   const cp = await startControlPlane({
     store,
     trustDomain: values['trust-domain'] ?? env.MESHLET_TRUST_DOMAIN ?? DEFAULT_TRUST_DOMAIN,
@@ -140,15 +168,42 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     log,
     // Local (folder) mode: the config stream is another issue. It plugs in here as
     // `routes: { '/v1/config': ... }` on the Certify port and/or `services: [folderConfigServer]`.
-    routes: {},
+    registry,
+    routes: push.routes(),
+    documents: { '/proxies': () => push.status(), '/config-problems': () => [...(folder?.current().problems ?? []), ...views.problems] },
     services: [],
   });
+  caBundle = () => {
+    const d = cp.current();
+    return d ? trustBundle(d.state) : [];
+  };
+  if (configDir) {
+    folder = new FolderSource({ dir: configDir, onChange: (snap) => applyModel(snap.resources, snap.problems), log });
+    const first = await folder.start();
+    applyModel(first.resources, first.problems);
+    log('info', 'config folder loaded', { dir: configDir, resources: first.resources.length, problems: first.problems.length });
+  } else {
+    views.set(modelFromResources([], { trustDomain, trustBundle: caBundle() }));
+  }
+  // A CA reload (rotation) changes the trust bundle in every view.
+  const bundleWatch = setInterval(() => {
+    const b = caBundle().join('');
+    if (b !== lastBundle) {
+      lastBundle = b;
+      applyModel(lastResources, []);
+    }
+  }, 1000);
+  bundleWatch.unref();
+  let lastBundle = caBundle().join('');
   log('info', 'admin listening', { listen: `${cp.admin.address}:${cp.admin.port}` });
 
   let stopping: Promise<void> | undefined;
   const stop = (signal: string): Promise<void> =>
     (stopping ??= (async () => {
       log('info', 'stopping', { signal });
+      clearInterval(bundleWatch);
+      await folder?.close();
+      push.close();
       await cp.close();
       log('info', 'stopped');
     })());

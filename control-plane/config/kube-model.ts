@@ -1,0 +1,369 @@
+// Kubernetes objects → MeshModel: the pure half of the Kubernetes source (kube-source.ts watches).
+// No I/O; the same objects in any order give an equal model, equal problems and an equal hash.
+import { createHash } from 'node:crypto';
+import { Value } from '@sinclair/typebox/value';
+import type { V1EndpointSlice, V1Pod, V1Service } from '@kubernetes/client-node';
+import { RouteMatch } from '../../api/proxy-config.ts';
+import { API_VERSION, parseResource, resourceKey, spiffeId, type AuthorizationPolicy, type TrafficSplit } from '../../api/resources.ts';
+import {
+  emptyModel,
+  splitFromResource,
+  type KubeEndpointSliceInput,
+  type KubePodInput,
+  type KubeServiceInput,
+  type MeshModel,
+  type ModelEndpoint,
+  type ModelOptions,
+  type ModelServicePort,
+  type ModelTrafficSplit,
+  type ServiceFromKubernetes,
+} from './model.ts';
+import { canonicalJson, modelProblems, prepare } from './translate.ts';
+
+/** The injected proxy's container name (MESHLET_PROXY_CONTAINER_NAME in manifests/config.env). */
+export const PROXY_CONTAINER_NAME = 'meshlet-proxy';
+export const INJECT_ANNOTATION = 'meshlet.io/inject';
+export const GATEWAY_GROUP = 'gateway.networking.k8s.io';
+
+/** Something the source could not use, or used only in part; `field` is a JSON pointer (`/spec/backends/1/service`). */
+export interface KubeProblem {
+  kind: string;
+  namespace: string;
+  name: string;
+  field: string;
+  message: string;
+}
+
+/** What the informers hold (raw or typed objects alike: only the fields named in the API are read). */
+export interface KubeObjects {
+  services: readonly V1Service[];
+  endpointSlices: readonly V1EndpointSlice[];
+  pods: readonly V1Pod[];
+  trafficSplits: readonly unknown[];
+  authorizationPolicies: readonly unknown[];
+  /** gateway.networking.k8s.io/v1 HTTPRoutes; empty when the Gateway API CRDs are not installed. */
+  httpRoutes: readonly unknown[];
+}
+
+const byString = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+const arr = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
+
+// ---- Pods ---------------------------------------------------------------------------------------
+
+/**
+ * THE rule for "this Pod runs the meshlet proxy" (identity, mTLS): a container or an init container
+ * (a native sidecar) named `meshlet-proxy`, OR the annotation `meshlet.io/inject: enabled`.
+ * Everything that decides whether an endpoint gets an identity goes through this one function.
+ */
+export function isMeshedPod(pod: Pick<V1Pod, 'metadata' | 'spec'>): boolean {
+  const containers = [...(pod.spec?.containers ?? []), ...(pod.spec?.initContainers ?? [])];
+  return containers.some((c) => c.name === PROXY_CONTAINER_NAME) || pod.metadata?.annotations?.[INJECT_ANNOTATION] === 'enabled';
+}
+
+/** The owning workload: Deployment (through its ReplicaSet's pod-template-hash), StatefulSet, ...; else app.kubernetes.io/name. */
+export function workloadOf(pod: Pick<V1Pod, 'metadata'>): string | undefined {
+  const owners = pod.metadata?.ownerReferences ?? [];
+  const owner = owners.find((o) => o.controller) ?? owners[0];
+  if (owner) {
+    const hash = pod.metadata?.labels?.['pod-template-hash'];
+    if (owner.kind === 'ReplicaSet' && hash && owner.name.endsWith(`-${hash}`)) return owner.name.slice(0, -hash.length - 1);
+    return owner.name;
+  }
+  return pod.metadata?.labels?.['app.kubernetes.io/name'];
+}
+
+export function podInput(pod: V1Pod): KubePodInput | undefined {
+  const namespace = pod.metadata?.namespace;
+  const name = pod.metadata?.name;
+  if (!namespace || !name) return undefined;
+  const workload = workloadOf(pod);
+  return {
+    namespace,
+    name,
+    serviceAccountName: pod.spec?.serviceAccountName || pod.spec?.serviceAccount || 'default',
+    labels: { ...pod.metadata?.labels },
+    meshed: isMeshedPod(pod),
+    ...(workload !== undefined ? { workload } : {}),
+  };
+}
+
+// ---- Services and EndpointSlices ----------------------------------------------------------------
+
+export function serviceInput(svc: V1Service): KubeServiceInput | undefined {
+  const namespace = svc.metadata?.namespace;
+  const name = svc.metadata?.name;
+  if (!namespace || !name) return undefined;
+  const type = (svc.spec?.type ?? 'ClusterIP') as KubeServiceInput['type'];
+  const ports = (svc.spec?.ports ?? []).map((p) => ({
+    port: p.port,
+    ...(p.name ? { name: p.name } : {}),
+    ...(p.protocol ? { protocol: p.protocol } : {}),
+    ...(p.appProtocol ? { appProtocol: p.appProtocol } : {}),
+    ...(p.targetPort !== undefined ? { targetPort: p.targetPort as number | string } : {}),
+  }));
+  return { namespace, name, type, ports };
+}
+
+export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+
+/** The slice in the model's terms; undefined when it belongs to no Service. */
+export function sliceInput(slice: V1EndpointSlice): KubeEndpointSliceInput | undefined {
+  const namespace = slice.metadata?.namespace;
+  const serviceName = slice.metadata?.labels?.[SERVICE_NAME_LABEL];
+  if (!namespace || !serviceName) return undefined;
+  return {
+    namespace,
+    serviceName,
+    addressType: slice.addressType as KubeEndpointSliceInput['addressType'],
+    ports: (slice.ports ?? []).map((p) => ({ ...(p.name ? { name: p.name } : {}), ...(p.port !== undefined ? { port: p.port } : {}), ...(p.protocol ? { protocol: p.protocol } : {}) })),
+    endpoints: (slice.endpoints ?? []).map((ep) => ({
+      addresses: [...(ep.addresses ?? [])],
+      ...(ep.conditions ? { conditions: { ...ep.conditions } } : {}),
+      ...(ep.targetRef?.kind && ep.targetRef.name ? { targetRef: { kind: ep.targetRef.kind, name: ep.targetRef.name, ...(ep.targetRef.namespace ? { namespace: ep.targetRef.namespace } : {}) } } : {}),
+    })),
+  };
+}
+
+type ServicePortInput = KubeServiceInput['ports'][number];
+const isTcp = (p: { protocol?: string }): boolean => (p.protocol ?? 'TCP') === 'TCP';
+const sameName = (a: string | undefined, b: string | undefined): boolean => (a ?? '') === (b ?? '');
+
+/** The one port proxies send HTTP to: the port named `http`, else appProtocol http, else the only/first TCP port. */
+export function httpPort(ports: readonly ServicePortInput[]): ServicePortInput | undefined {
+  return ports.find((p) => p.name === 'http' && isTcp(p)) ?? ports.find((p) => p.appProtocol === 'http' && isTcp(p)) ?? ports.find(isTcp);
+}
+
+/** The number a Service port reaches on the Pods: numeric targetPort, the slices' port of the same name, or the port. */
+function targetOf(port: ServicePortInput, slices: readonly KubeEndpointSliceInput[]): number | undefined {
+  if (typeof port.targetPort === 'number') return port.targetPort;
+  for (const s of slices) {
+    const sp = s.ports.find((p) => sameName(p.name, port.name) && p.port !== undefined);
+    if (sp) return sp.port;
+  }
+  return port.targetPort === undefined || port.targetPort === '' ? port.port : undefined;
+}
+
+const hostPort = (address: string, port: number, type: KubeEndpointSliceInput['addressType']): string =>
+  type === 'IPv6' || (address.includes(':') && !address.startsWith('[')) ? `[${address}]:${port}` : `${address}:${port}`;
+
+const sliceOrder = (a: KubeEndpointSliceInput, b: KubeEndpointSliceInput): number => byString(canonicalJson(a), canonicalJson(b));
+
+/** Service + its EndpointSlices + Pods (keyed `namespace/name`) → ModelService, as model.ts's seam describes. */
+export const serviceFromKubernetes: ServiceFromKubernetes = (service, slices, pods, trustDomain) => {
+  const own = slices.filter((s) => s.namespace === service.namespace && s.serviceName === service.name).toSorted(sliceOrder);
+  const ports: ModelServicePort[] = service.ports.map((p) => {
+    const target = targetOf(p, own);
+    return { port: p.port, ...(p.name !== undefined ? { name: p.name } : {}), ...(target !== undefined ? { targetPort: target } : {}) };
+  });
+  const http = httpPort(service.ports);
+  const byAddress = new Map<string, ModelEndpoint>();
+  if (http) {
+    for (const slice of own) {
+      const sp = slice.ports.find((p) => sameName(p.name, http.name) && p.port !== undefined);
+      const port = sp?.port ?? (typeof http.targetPort === 'number' ? http.targetPort : http.targetPort === undefined ? http.port : undefined);
+      if (port === undefined) continue; // a named targetPort this slice does not resolve
+      for (const ep of slice.endpoints) {
+        const c = ep.conditions ?? {};
+        if (c.terminating === true && c.serving !== true) continue;
+        const ready = c.ready ?? true;
+        const ref = ep.targetRef?.kind === 'Pod' ? ep.targetRef : undefined;
+        const pod = ref ? pods.get(`${ref.namespace ?? slice.namespace}/${ref.name}`) : undefined;
+        const labels: Record<string, string> = {};
+        if (pod) {
+          labels.pod = pod.name;
+          if (pod.workload !== undefined) labels.workload = pod.workload;
+          const version = pod.labels.version ?? pod.labels['app.kubernetes.io/version'];
+          if (version !== undefined) labels.version = version;
+        }
+        const identity = pod?.meshed ? spiffeId(trustDomain, pod.namespace, pod.serviceAccountName) : undefined;
+        for (const addr of ep.addresses) {
+          const address = hostPort(addr, port, slice.addressType);
+          const seen = byAddress.get(address);
+          if (seen && (seen.ready || !ready)) continue; // during a rollout an address may be in two slices: ready wins
+          byAddress.set(address, { address, ready, ...(identity !== undefined ? { identity } : {}), labels });
+        }
+      }
+    }
+  }
+  return {
+    namespace: service.namespace,
+    name: service.name,
+    ports,
+    endpoints: [...byAddress.keys()].toSorted(byString).map((a) => byAddress.get(a)!),
+    source: `Service/${service.namespace}/${service.name}`,
+  };
+};
+
+// ---- HTTPRoute (GAMMA: a Service as parent) -----------------------------------------------------
+
+const isCoreService = (ref: Record<string, unknown>, defaultKind: string): boolean => {
+  const group = str(ref.group);
+  return (str(ref.kind) ?? defaultKind) === 'Service' && (group === undefined || group === '' || group === 'core');
+};
+
+/** One HTTPRoute match in the proxy's terms, or the reason it has none. `{}` matches every request. */
+function routeMatch(m: unknown): RouteMatch | string {
+  if (!isRecord(m)) return 'not an object';
+  if (arr(m.queryParams).length > 0) return 'queryParams matches are not supported';
+  const out: RouteMatch = {};
+  if (isRecord(m.path)) {
+    const type = str(m.path.type) ?? 'PathPrefix';
+    const value = str(m.path.value) ?? '/';
+    if (type === 'Exact') out.path = { exact: value };
+    else if (type === 'PathPrefix') {
+      if (value !== '/') out.path = { prefix: value };
+    } else return `path type ${type} is not supported (Exact, PathPrefix)`;
+  }
+  const method = str(m.method);
+  if (method !== undefined) out.method = method as RouteMatch['method'];
+  const headers = [];
+  for (const h of arr(m.headers)) {
+    if (!isRecord(h)) return 'a header match is not an object';
+    if ((str(h.type) ?? 'Exact') !== 'Exact') return `header match type ${str(h.type)} is not supported (Exact)`;
+    headers.push({ name: str(h.name) ?? '', ...(str(h.value) !== undefined ? { value: str(h.value) } : {}) });
+  }
+  if (headers.length > 0) out.headers = headers;
+  return Value.Check(RouteMatch, out) ? out : 'the match does not fit the proxy\'s route matches (header name or method)';
+}
+
+/**
+ * An HTTPRoute's rules as splits of each parent Service: one ModelTrafficSplit per (Service
+ * parent, rule), named `<route>-<rule index, two digits>`. Parents that are not core Services
+ * (Gateways) are not the mesh's and are skipped silently. A rule the proxy cannot honour as
+ * written (filters, regex or query matches, non-Service backends) is reported and not applied.
+ */
+export function splitsFromHTTPRoute(route: unknown): { splits: ModelTrafficSplit[]; problems: KubeProblem[] } {
+  const splits: ModelTrafficSplit[] = [];
+  const problems: KubeProblem[] = [];
+  if (!isRecord(route) || !isRecord(route.metadata)) return { splits, problems };
+  const namespace = str(route.metadata.namespace) ?? 'default';
+  const name = str(route.metadata.name) ?? '';
+  const report = (field: string, message: string) => problems.push({ kind: 'HTTPRoute', namespace, name, field, message });
+  const spec = isRecord(route.spec) ? route.spec : {};
+  const qualify = (ref: string, ns: unknown) => (typeof ns === 'string' && ns !== namespace ? `${ref}.${ns}` : ref);
+  const parents = arr(spec.parentRefs).filter((p): p is Record<string, unknown> => isRecord(p) && isCoreService(p, 'Gateway') && typeof p.name === 'string');
+  if (parents.length === 0) return { splits, problems };
+  const source = `HTTPRoute/${namespace}/${name}`;
+  arr(spec.rules).forEach((rule, i) => {
+    const at = `/spec/rules/${i}`;
+    if (!isRecord(rule)) return report(at, 'not an object');
+    if (arr(rule.filters).length > 0) return report(`${at}/filters`, 'filters are not supported: the rule is not applied');
+    const backends: ModelTrafficSplit['backends'][number][] = [];
+    const refs = arr(rule.backendRefs);
+    if (refs.length === 0) return report(`${at}/backendRefs`, 'no backendRefs: the rule is not applied');
+    for (const [j, ref] of refs.entries()) {
+      if (!isRecord(ref) || typeof ref.name !== 'string') return report(`${at}/backendRefs/${j}`, 'a backendRef needs a name');
+      if (!isCoreService(ref, 'Service')) return report(`${at}/backendRefs/${j}/kind`, 'only Service backends are supported: the rule is not applied');
+      if (arr(ref.filters).length > 0) return report(`${at}/backendRefs/${j}/filters`, 'filters are not supported: the rule is not applied');
+      backends.push({ service: qualify(ref.name, ref.namespace), weight: typeof ref.weight === 'number' ? ref.weight : 1 });
+    }
+    const matches: RouteMatch[] = [];
+    let all = arr(rule.matches).length === 0;
+    for (const [j, m] of arr(rule.matches).entries()) {
+      const r = routeMatch(m);
+      if (typeof r === 'string') return report(`${at}/matches/${j}`, `${r}: the rule is not applied`);
+      if (Object.keys(r).length === 0) all = true;
+      matches.push(r);
+    }
+    for (const p of parents) {
+      splits.push({
+        source,
+        namespace,
+        name: `${name}-${String(i).padStart(2, '0')}`,
+        service: qualify(p.name as string, p.namespace),
+        backends,
+        ...(all ? {} : { matches }),
+      });
+    }
+  });
+  return { splits, problems };
+}
+
+// ---- the whole model ----------------------------------------------------------------------------
+
+const metaOf = (o: unknown): { namespace: string; name: string } => {
+  const m = isRecord(o) && isRecord(o.metadata) ? o.metadata : {};
+  return { namespace: str(m.namespace) ?? '', name: str(m.name) ?? '' };
+};
+
+/** Only what the model needs: a status write or a resourceVersion bump must not change the model. */
+function crOf(kind: 'TrafficSplit' | 'AuthorizationPolicy', o: unknown): unknown {
+  const { namespace, name } = metaOf(o);
+  return { apiVersion: API_VERSION, kind, metadata: { name, namespace }, spec: isRecord(o) ? o.spec : undefined };
+}
+
+function parseCr<T extends TrafficSplit | AuthorizationPolicy>(kind: T['kind'], o: unknown, problems: KubeProblem[]): T | undefined {
+  const r = parseResource(crOf(kind, o));
+  if (r.ok) return r.value as T;
+  const { namespace, name } = metaOf(o);
+  for (const p of r.problems) problems.push({ kind, namespace, name, field: p.path, message: `${p.message}: the ${kind} is not applied` });
+  return undefined;
+}
+
+const problemOrder = (a: KubeProblem, b: KubeProblem): number =>
+  byString(a.kind, b.kind) || byString(a.namespace, b.namespace) || byString(a.name, b.name) || byString(a.field, b.field) || byString(a.message, b.message);
+
+function uniqueProblems(problems: readonly KubeProblem[]): KubeProblem[] {
+  const seen = new Map<string, KubeProblem>();
+  for (const p of problems) seen.set(`${p.kind}\u0000${p.namespace}\u0000${p.name}\u0000${p.field}\u0000${p.message}`, p);
+  return [...seen.values()].toSorted(problemOrder);
+}
+
+/** `TrafficSplit/shop/web` + path → a KubeProblem (translate's problems name objects that way). */
+function fromObject(object: string, field: string, message: string): KubeProblem {
+  const [kind = object, namespace = '', ...rest] = object.split('/');
+  return { kind, namespace, name: rest.join('/'), field, message };
+}
+
+/**
+ * The mesh model of what the informers hold, and every problem: CRs that fail parseResource (left
+ * out; the rest applies), HTTPRoute rules that cannot be honoured, and what the translation reports
+ * on the model (a split naming a missing service stays in the model and applies once it exists).
+ * Sorted throughout, so informer order (a re-list) never changes the result.
+ */
+export function meshModelFromKubernetes(objects: KubeObjects, opts: ModelOptions = {}): { model: MeshModel; problems: KubeProblem[] } {
+  const base = emptyModel(opts);
+  const problems: KubeProblem[] = [];
+  const pods = new Map<string, KubePodInput>();
+  for (const p of objects.pods) {
+    const pi = podInput(p);
+    if (pi) pods.set(`${pi.namespace}/${pi.name}`, pi);
+  }
+  const slices = objects.endpointSlices.map(sliceInput).filter((s): s is KubeEndpointSliceInput => s !== undefined);
+  const services = objects.services
+    .map(serviceInput)
+    .filter((s): s is KubeServiceInput => s !== undefined && s.type !== 'ExternalName')
+    .map((s) => serviceFromKubernetes(s, slices, pods, base.trustDomain))
+    .toSorted((a, b) => byString(a.namespace, b.namespace) || byString(a.name, b.name));
+
+  const trafficSplits: ModelTrafficSplit[] = [];
+  for (const o of objects.trafficSplits) {
+    const ts = parseCr<TrafficSplit>('TrafficSplit', o, problems);
+    if (ts) trafficSplits.push(splitFromResource(ts));
+  }
+  for (const o of objects.httpRoutes) {
+    const r = splitsFromHTTPRoute(o);
+    trafficSplits.push(...r.splits);
+    problems.push(...r.problems);
+  }
+  const authorizationPolicies: AuthorizationPolicy[] = [];
+  for (const o of objects.authorizationPolicies) {
+    const ap = parseCr<AuthorizationPolicy>('AuthorizationPolicy', o, problems);
+    if (ap) authorizationPolicies.push(ap);
+  }
+  const model: MeshModel = {
+    ...base,
+    services,
+    trafficSplits: trafficSplits.toSorted((a, b) => byString(a.source, b.source) || byString(a.name, b.name) || byString(a.service, b.service)),
+    authorizationPolicies: authorizationPolicies.toSorted((a, b) => byString(resourceKey(a), resourceKey(b))),
+  };
+  for (const p of modelProblems(prepare(model))) problems.push(fromObject(p.object, p.path, p.message));
+  return { model, problems: uniqueProblems(problems) };
+}
+
+/** Equal hashes: nothing to emit. Over the model and its problems, in canonical JSON. */
+export function modelHash(model: MeshModel, problems: readonly KubeProblem[] = []): string {
+  return createHash('sha256').update(canonicalJson({ model, problems })).digest('hex');
+}
