@@ -141,12 +141,12 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const trustDomain = values['trust-domain'] ?? env.MESHLET_TRUST_DOMAIN ?? DEFAULT_TRUST_DOMAIN;
   const configDir = values['config-dir'] ?? env.MESHLET_CONFIG_DIR;
   let folder: FolderSource | undefined;
-  let caBundle: () => string[] = () => [];
+  let caBundle: (() => string[]) | undefined;
   let lastResources: readonly Resource[] = [];
   const applyModel = (resources: readonly Resource[], problems: readonly { file: string; object?: string; path: string; message: string }[]) => {
     lastResources = resources;
     for (const p of problems) log('warn', 'config problem (the rest applies)', { file: p.file, object: p.object ?? null, path: p.path, message: p.message });
-    const translation = views.set(modelFromResources(resources, { trustDomain, trustBundle: caBundle() }));
+    const translation = views.set(modelFromResources(resources, { trustDomain, trustBundle: caBundle?.() ?? [] }));
     for (const p of translation) log('warn', 'config problem (the rest applies)', { object: p.object, path: p.path, message: p.message });
     push.changed();
   };
@@ -183,18 +183,18 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     applyModel(first.resources, first.problems);
     log('info', 'config folder loaded', { dir: configDir, resources: first.resources.length, problems: first.problems.length });
   } else {
-    views.set(modelFromResources([], { trustDomain, trustBundle: caBundle() }));
+    views.set(modelFromResources([], { trustDomain, trustBundle: caBundle?.() ?? [] }));
   }
   // A CA reload (rotation) changes the trust bundle in every view.
   const bundleWatch = setInterval(() => {
-    const b = caBundle().join('');
+    const b = (caBundle?.() ?? []).join('');
     if (b !== lastBundle) {
       lastBundle = b;
       applyModel(lastResources, []);
     }
   }, 1000);
   bundleWatch.unref();
-  let lastBundle = caBundle().join('');
+  let lastBundle = (caBundle?.() ?? []).join('');
   log('info', 'admin listening', { listen: `${cp.admin.address}:${cp.admin.port}` });
 
   let stopping: Promise<void> | undefined;
