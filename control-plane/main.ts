@@ -46,7 +46,8 @@ Serving:
   --reload-interval DUR     how often the CA state is re-read to pick up rotations (default 10s)
 Mesh config (streamed to proxies on the Certify port, /v1/config/stream; status at admin /proxies):
   --config-dir DIR          a folder of meshlet YAML (MeshService, TrafficSplit, AuthorizationPolicy),
-                            watched: saving a file applies it [MESHLET_CONFIG_DIR]
+                            watched: saving a file applies it (local mode; in a cluster the
+                            Kubernetes source will feed the same push)
   -h, --help                this text
 
 Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 1 when it cannot start, 2 for bad usage.
@@ -139,7 +140,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const views = new MeshViews();
   const push = new ConfigPushServer({ views, clock: systemClock, registry, log: (msg, fields) => log('info', msg, fields) });
   const trustDomain = values['trust-domain'] ?? env.MESHLET_TRUST_DOMAIN ?? DEFAULT_TRUST_DOMAIN;
-  const configDir = values['config-dir'] ?? env.MESHLET_CONFIG_DIR;
+  const configDir = values['config-dir'];
   let folder: FolderSource | undefined;
   let caBundle: (() => string[]) | undefined;
   let lastResources: readonly Resource[] = [];
