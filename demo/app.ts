@@ -21,10 +21,14 @@ if (values.load) {
   const t = setInterval(() => {
     if (inFlight >= 100) return;
     inFlight++;
-    fetch(target)
-      .then((r) => r.arrayBuffer())
-      .catch(() => {})
-      .finally(() => inFlight--);
+    // node:http's global agent honours HTTP_PROXY (NODE_USE_ENV_PROXY=1): the load generator is
+    // meshed too, its requests leave through its own sidecar.
+    const req = http.get(target, (res) => {
+      res.resume();
+      res.on('end', () => inFlight--);
+    });
+    req.setTimeout(20_000, () => req.destroy());
+    req.on('error', () => inFlight--);
   }, interval);
   process.on('SIGTERM', () => {
     clearInterval(t);

@@ -1,18 +1,26 @@
-// `npm start`: a small mesh on loopback. Three tiny services, each a separate process behind its
-// own meshlet proxy: a load generator calls `web`; `web` calls `api`, split 90/10 between `api-v1`
-// and `api-v2`. Prints the admin URLs and, every second, what the proxies measure. Ctrl-C (or
-// SIGTERM) stops every process it started, in order, and removes its temp folder.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+// `npm start`: the whole mesh on one machine, no Kubernetes. A control plane (CA + config push)
+// watches examples/ (or --config-dir); three services (web → api v1/v2), each a separate process
+// behind its own proxy with its own identity, mTLS on every hop; a meshed load generator calls web.
+// Prints where to look and, every second, what web's proxy measures. Ctrl-C (or SIGTERM) stops
+// every process it started, in order, and removes its temp folder.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { proxyArgv } from '../proxy/launch.ts';
-import type { ProxyConfig } from '../api/proxy-config.ts';
 
 const APP = fileURLToPath(new URL('./app.ts', import.meta.url));
+const MESHLET = fileURLToPath(new URL('../bin/meshlet.ts', import.meta.url));
+const CONTROL_PLANE = fileURLToPath(new URL('../control-plane/main.ts', import.meta.url));
+const EXAMPLES = fileURLToPath(new URL('../examples', import.meta.url));
+
+/** Fixed ports (README "npm start"): the examples' endpoints name the inbound ones. */
+const PORTS = { certify: 14443, cpAdmin: 14990, web: 14143, 'api-v1': 14243, 'api-v2': 14343 } as const;
+const NAMESPACE = 'demo';
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -25,23 +33,21 @@ async function freePort(): Promise<number> {
   });
 }
 
-interface Workload {
-  name: string;
-  appPort: number;
-  inbound: number;
-  outbound: number;
-  admin: number;
-}
-
 const { values } = parseArgs({
   options: {
     rps: { type: 'string', default: '50' },
     seconds: { type: 'string', default: '0' },
+    'config-dir': { type: 'string', default: EXAMPLES },
     help: { type: 'boolean', short: 'h' },
   },
 });
 if (values.help) {
-  process.stdout.write('usage: npm start [-- --rps N] [-- --seconds S]\n  --rps N      load generator rate (default 50)\n  --seconds S  stop after S seconds (default: run until Ctrl-C)\n');
+  process.stdout.write(`usage: npm start [-- --rps N] [-- --seconds S] [-- --config-dir DIR]
+  --rps N           load generator rate (default 50)
+  --seconds S       stop after S seconds (default: run until Ctrl-C)
+  --config-dir DIR  the mesh's YAML (default examples/; edit it while the mesh runs)
+ports: control plane ${PORTS.certify} (admin ${PORTS.cpAdmin}); proxies' inbound: web ${PORTS.web}, api-v1 ${PORTS['api-v1']}, api-v2 ${PORTS['api-v2']}
+`);
   process.exit(0);
 }
 
@@ -53,8 +59,9 @@ let ticker: NodeJS.Timeout | undefined;
 function start(name: string, args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
   const c = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
   c.stderr!.on('data', (d: Buffer) => {
-    const line = d.toString().trim();
-    if (/error|refused|exited/i.test(line) && !stopping) process.stderr.write(`[${name}] ${line}\n`);
+    for (const line of d.toString().trim().split('\n')) {
+      if (/"level":"(warn|error)"|Error|refused|exited/.test(line) && !stopping) process.stderr.write(`[${name}] ${line}\n`);
+    }
   });
   c.once('exit', (code, signal) => {
     if (!stopping) process.stderr.write(`[${name}] exited (${code ?? signal})\n`);
@@ -67,8 +74,8 @@ async function stopAll(): Promise<void> {
   if (stopping) return;
   stopping = true;
   clearInterval(ticker);
-  process.stdout.write('\nstopping: load generator, apps, then proxies (draining)...\n');
-  // Reverse start order: load first, proxies last, each waited for.
+  process.stdout.write('\nstopping: load generator, apps, proxies (draining), control plane...\n');
+  // Reverse start order, each waited for.
   for (const c of children.toReversed()) {
     if (c.exitCode !== null || c.signalCode !== null) continue;
     const exited = new Promise((r) => c.once('exit', r));
@@ -82,7 +89,7 @@ async function stopAll(): Promise<void> {
 }
 
 async function waitReady(url: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
+  for (let i = 0; i < 300; i++) {
     try {
       if ((await fetch(url)).status === 200) return;
     } catch {
@@ -93,61 +100,94 @@ async function waitReady(url: string): Promise<void> {
   throw new Error(`${url} not ready`);
 }
 
+function meshlet(...args: string[]): string {
+  const r = spawnSync(process.execPath, [MESHLET, ...args], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`meshlet ${args.join(' ')}: ${r.stderr || r.stdout}`);
+  return r.stdout;
+}
+
+function meshletAsync(...args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(process.execPath, [MESHLET, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    c.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    c.once('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`meshlet ${args.join(' ')}: ${err || out}`))));
+  });
+}
+
+interface Workload {
+  name: string;
+  inbound: number | undefined;
+  outbound: number;
+  admin: number;
+  app: number | undefined;
+}
+
 async function main(): Promise<void> {
   const t0 = performance.now();
-  const names = ['web', 'api-v1', 'api-v2'];
+  // The CA: a trust anchor and an issuer, and one bootstrap token per workload identity.
+  const caFile = join(dir, 'ca.json');
+  meshlet('identity', 'init', '--ca-file', caFile);
+  const anchors = join(dir, 'anchors.pem');
+  writeFileSync(anchors, (JSON.parse(readFileSync(caFile, 'utf8')) as { anchor: { certPem: string } }).anchor.certPem);
+  start('control-plane', [CONTROL_PLANE, '--ca-file', caFile, '--config-dir', values['config-dir'], '--listen', `127.0.0.1:${PORTS.certify}`, '--admin-listen', `127.0.0.1:${PORTS.cpAdmin}`, '--reload-interval', '2s']);
   const w: Record<string, Workload> = {};
-  for (const name of names) w[name] = { name, appPort: await freePort(), inbound: await freePort(), outbound: await freePort(), admin: await freePort() };
-  const ep = (n: string) => ({ address: `127.0.0.1:${w[n]!.inbound}`, labels: { workload: n, namespace: 'demo' } });
-  const config: ProxyConfig = {
-    version: 'demo-1',
-    services: [
-      { name: 'web', endpoints: [ep('web')] },
-      { name: 'api', endpoints: [], routes: [{ name: 'canary', backends: [{ service: 'api-v1', weight: 90 }, { service: 'api-v2', weight: 10 }] }] },
-      { name: 'api-v1', endpoints: [ep('api-v1')] },
-      { name: 'api-v2', endpoints: [ep('api-v2')] },
-    ],
-    // Until identities land, the demo's proxies speak plaintext to each other.
-    inbound: { defaultPolicy: 'all' },
-  };
-  const configPath = join(dir, 'mesh.json');
-  writeFileSync(configPath, JSON.stringify(config, null, 2));
-
-  for (const n of names) {
-    const x = w[n]!;
-    start(`${n}/proxy`, proxyArgv(['--config', configPath, '--outbound-listen', `127.0.0.1:${x.outbound}`, '--inbound-listen', `127.0.0.1:${x.inbound}`, '--app', `127.0.0.1:${x.appPort}`, '--admin-listen', `127.0.0.1:${x.admin}`, '--workload', n, '--namespace', 'demo', '--service', n.replace(/-v\d$/, ''), '--access-log', 'off']));
+  for (const name of ['web', 'api-v1', 'api-v2', 'load'] as const) {
+    w[name] = { name, inbound: name === 'load' ? undefined : PORTS[name], outbound: await freePort(), admin: await freePort(), app: name === 'load' ? undefined : await freePort() };
   }
-  await Promise.all(names.map((n) => waitReady(`http://127.0.0.1:${w[n]!.admin}/ready`)));
-  start('web/app', [APP, '--name', 'web', '--port', String(w['web']!.appPort), '--call', 'http://api/'], { HTTP_PROXY: `http://127.0.0.1:${w['web']!.outbound}`, NODE_USE_ENV_PROXY: '1', NO_PROXY: '' });
-  start('api-v1/app', [APP, '--name', 'api-v1', '--port', String(w['api-v1']!.appPort)]);
-  start('api-v2/app', [APP, '--name', 'api-v2', '--port', String(w['api-v2']!.appPort)]);
-  // The load generator is a meshed client too: it sends through web's inbound proxy.
-  await Promise.all(names.map((n) => waitReady(`http://127.0.0.1:${w[n]!.appPort}/healthz`)));
-  start('load', [APP, '--load', `http://127.0.0.1:${w['web']!.inbound}/`, '--rps', values.rps]);
-
+  await waitReady(`http://127.0.0.1:${PORTS.cpAdmin}/ready`);
+  // The first token adds the token key to the CA state; the rest only read it, so they run in
+  // parallel (each is a CLI process). Then every proxy starts at once.
+  const token = (sa: string) => meshletAsync('identity', 'bootstrap-token', '--ca-file', caFile, '--namespace', NAMESPACE, '--service-account', sa);
+  const names = Object.keys(w);
+  const firstToken = await token(names[0]!);
+  const tokens = [firstToken, ...(await Promise.all(names.slice(1).map(token)))];
+  for (const [i, x] of Object.values(w).entries()) {
+    const token = join(dir, `${x.name}.token`);
+    writeFileSync(token, tokens[i]!.trim(), { mode: 0o600 });
+    start(`${x.name}/proxy`, proxyArgv([
+      '--control-plane', `https://127.0.0.1:${PORTS.certify}`, '--trust-anchors', anchors, '--bootstrap-token-file', token,
+      '--outbound-listen', `127.0.0.1:${x.outbound}`, '--inbound-listen', x.inbound ? `127.0.0.1:${x.inbound}` : 'off',
+      '--app', `127.0.0.1:${x.app ?? 1}`, '--admin-listen', `127.0.0.1:${x.admin}`,
+      '--workload', x.name, '--namespace', NAMESPACE, '--service', x.name, '--pod', `${x.name}-0`, '--access-log', 'off',
+    ]));
+  }
+  await Promise.all(Object.values(w).map((x) => waitReady(`http://127.0.0.1:${x.admin}/ready`)));
+  // Apps: plain HTTP on loopback; their outgoing calls go through their sidecar (HTTP_PROXY).
+  const viaProxy = (x: Workload) => ({ HTTP_PROXY: `http://127.0.0.1:${x.outbound}`, NODE_USE_ENV_PROXY: '1', NO_PROXY: '' });
+  start('web/app', [APP, '--name', 'web', '--port', String(w['web']!.app), '--call', 'http://api/'], viaProxy(w['web']!));
+  start('api-v1/app', [APP, '--name', 'api-v1', '--port', String(w['api-v1']!.app)]);
+  start('api-v2/app', [APP, '--name', 'api-v2', '--port', String(w['api-v2']!.app)]);
+  await Promise.all(['web', 'api-v1', 'api-v2'].map((n) => waitReady(`http://127.0.0.1:${w[n]!.app}/healthz`)));
   const first = await (async () => {
-    for (let i = 0; i < 100; i++) {
-      try {
-        const r = await fetch(`http://127.0.0.1:${w['web']!.inbound}/`);
-        if (r.status === 200) return performance.now() - t0;
-      } catch {
-        /* not yet */
-      }
-      await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 200; i++) {
+      // Through the load generator's sidecar, as its requests go (fetch cannot set Host).
+      const status = await new Promise<number>((resolve) => {
+        const req = http.get({ host: '127.0.0.1', port: w['load']!.outbound, path: '/', headers: { host: 'web' } }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on('error', () => resolve(0));
+      });
+      if (status === 200) return performance.now() - t0;
+      await new Promise((r) => setTimeout(r, 25));
     }
     return NaN;
   })();
+  start('load', [APP, '--load', 'http://web/', '--rps', values.rps], viaProxy(w['load']!));
 
   process.stdout.write(`
-meshlet demo mesh is up (first request through the mesh after ${(first / 1000).toFixed(2)} s)
+meshlet demo mesh is up: first request through the mesh ${(first / 1000).toFixed(2)} s after start
 
-  load → web → api (split: api-v1 90 %, api-v2 10 %)
+  load → web → api (TrafficSplit: api-v1 90 %, api-v2 10 %), mTLS with SPIFFE identities on every hop
 
-  config (edit it: the proxies apply a saved change within a second)
-    ${configPath}
-  admin endpoints (/ready /metrics /config)
-${names.map((n) => `    ${n.padEnd(7)} http://127.0.0.1:${w[n]!.admin}/metrics`).join('\n')}
-  web's app: http://127.0.0.1:${w['web']!.appPort}/   via its proxy: http://127.0.0.1:${w['web']!.inbound}/
+  config: ${values['config-dir']}  (edit and save: proxies follow within a second)
+  control plane: https://127.0.0.1:${PORTS.certify}   admin: http://127.0.0.1:${PORTS.cpAdmin}/proxies
+  proxy admin (/ready /metrics /config):
+${Object.values(w).map((x) => `    ${x.name.padEnd(7)} http://127.0.0.1:${x.admin}`).join('\n')}
+  node bin/meshlet.ts proxy-status --admin http://127.0.0.1:${PORTS.cpAdmin}
 
 Ctrl-C stops everything.
 `);
@@ -163,15 +203,17 @@ Ctrl-C stops everything.
         if (!m || !m[1]!.includes('direction="outbound"')) continue;
         const dst = /dst_service="([^"]*)"/.exec(m[1]!)?.[1] ?? '?';
         const ok = m[1]!.includes('classification="success"');
-        const k = `${dst}|${ok ? 'ok' : 'fail'}`;
+        const tls = m[1]!.includes('tls="true"');
+        const k = `${dst}|${ok ? 'ok' : 'fail'}|${tls ? 'mtls' : 'plain'}`;
         now.set(k, (now.get(k) ?? 0) + Number(m[2]));
       }
       const parts: string[] = [];
-      for (const dst of ['api-v1', 'api-v2']) {
-        const d = (k: string) => (now.get(k) ?? 0) - (last.get(k) ?? 0);
-        const ok = d(`${dst}|ok`);
-        const fail = d(`${dst}|fail`);
-        parts.push(`${dst}: ${ok + fail} req/s, ${ok + fail ? ((100 * ok) / (ok + fail)).toFixed(1) : '-'} % ok`);
+      for (const dst of ['api-v1.demo', 'api-v2.demo']) {
+        const d = (suffix: string) => (now.get(`${dst}|${suffix}`) ?? 0) - (last.get(`${dst}|${suffix}`) ?? 0);
+        const ok = d('ok|mtls') + d('ok|plain');
+        const fail = d('fail|mtls') + d('fail|plain');
+        const mtls = d('ok|mtls') + d('fail|mtls');
+        parts.push(`${dst.replace('.demo', '')}: ${ok + fail} req/s, ${ok + fail ? ((100 * ok) / (ok + fail)).toFixed(1) : '-'} % ok, ${ok + fail ? (mtls === ok + fail ? 'mTLS' : 'PLAINTEXT') : '-'}`);
       }
       last = now;
       process.stdout.write(`${new Date().toISOString().slice(11, 19)}  web → ${parts.join('   ')}\n`);

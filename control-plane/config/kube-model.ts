@@ -54,12 +54,14 @@ const arr = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
 
 /**
  * THE rule for "this Pod runs the meshlet proxy" (identity, mTLS): a container or an init container
- * (a native sidecar) named `meshlet-proxy`, OR the annotation `meshlet.io/inject: enabled`.
+ * (a native sidecar) named `meshlet-proxy`.
  * Everything that decides whether an endpoint gets an identity goes through this one function.
  */
 export function isMeshedPod(pod: Pick<V1Pod, 'metadata' | 'spec'>): boolean {
   const containers = [...(pod.spec?.containers ?? []), ...(pod.spec?.initContainers ?? [])];
-  return containers.some((c) => c.name === PROXY_CONTAINER_NAME) || pod.metadata?.annotations?.[INJECT_ANNOTATION] === 'enabled';
+  // Only a running sidecar makes an endpoint meshed: an opt-in annotation on a pod the injector
+  // never saw would make callers try mTLS against a plain app (meshlet check warns about those).
+  return containers.some((c) => c.name === PROXY_CONTAINER_NAME);
 }
 
 /** The owning workload: Deployment (through its ReplicaSet's pod-template-hash), StatefulSet, ...; else app.kubernetes.io/name. */

@@ -1,36 +1,52 @@
-// `npm start` as a user runs it (shortened with --seconds): the mesh comes up, traffic flows
-// through the proxies with the 90/10 split visible, and stopping leaves no process behind.
+// `npm start` as a user runs it (shortened with --seconds, on a copy of examples/): the mesh comes
+// up with mTLS on every hop, the 90/10 split is visible, editing the split file shifts traffic,
+// and stopping leaves no process behind.
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
+import { cpSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const START = fileURLToPath(new URL('../../demo/start.ts', import.meta.url));
+const EXAMPLES = fileURLToPath(new URL('../../examples', import.meta.url));
 
-t.test('the demo mesh starts, carries traffic, and stops cleanly', async (t) => {
-  const child = spawn(process.execPath, [START, '--seconds', '8', '--rps', '100'], { stdio: ['ignore', 'pipe', 'pipe'] });
+t.test('the demo mesh starts, carries traffic over mTLS, follows a split edit, and stops cleanly', async (t) => {
+  const configDir = mkdtempSync(join(tmpdir(), 'meshlet-demo-config-'));
+  cpSync(EXAMPLES, configDir, { recursive: true });
+  t.teardown(() => rmSync(configDir, { recursive: true, force: true }));
+  const child = spawn(process.execPath, [START, '--seconds', '16', '--rps', '100', '--config-dir', configDir], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  let edited = -1;
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+    // After four one-second lines, move the canary to 50/50 (an editor's atomic save).
+    if (edited < 0 && (out.match(/ web → /g) ?? []).length >= 4) {
+      const file = join(configDir, 'canary.yaml');
+      writeFileSync(`${file}.tmp`, readFileSync(file, 'utf8').replace('weight: 90', 'weight: 50').replace('weight: 10', 'weight: 50'));
+      renameSync(`${file}.tmp`, file);
+      edited = out.length;
+    }
+  });
   child.stderr.on('data', (d: Buffer) => (out += d.toString()));
   const code = await new Promise<number | null>((r) => child.once('exit', r));
   t.equal(code, 0, `exit 0\n${out}`);
-  const first = /first request through the mesh after ([\d.]+) s/.exec(out);
-  t.ok(first, 'reports time to the first request');
-  t.ok(Number(first?.[1]) < 10, `first request after ${first?.[1]} s`);
-  const dir = /\n\s+(\/\S+meshlet-demo-[^/\s]+)\/mesh\.json/.exec(out)?.[1];
-  t.ok(dir, 'prints the config path');
-  // Sum the per-second lines: v1 gets most, v2 some, every request ok.
-  let v1 = 0;
-  let v2 = 0;
-  for (const m of out.matchAll(/api-v1: (\d+) req\/s, ([\d.]+) % ok\s+api-v2: (\d+) req\/s, ([\d.-]+|-) % ok/g)) {
-    v1 += Number(m[1]);
-    v2 += Number(m[3]);
-    t.equal(m[2], '100.0', 'v1 all ok');
-  }
-  t.ok(v1 + v2 > 200, `traffic flowed (${v1 + v2} requests seen by web's proxy)`);
-  const share = v2 / (v1 + v2);
-  t.ok(share > 0.04 && share < 0.18, `v2 share ${(share * 100).toFixed(1)} % is about 10 %`);
+  const first = /first request through the mesh ([\d.]+) s after start/.exec(out);
+  t.ok(first && Number(first[1]) < 15, `reports time to the first request (${first?.[1]} s)`);
+  const dir = /(\/\S+meshlet-demo-[^/\s]+)/.exec(out.replace(configDir, ''))?.[1];
+  const lines = [...out.matchAll(/api-v1: (\d+) req\/s, ([\d.-]+) % ok, (\S+)\s+api-v2: (\d+) req\/s, ([\d.-]+|-) % ok, (\S+)/g)];
+  t.ok(lines.length >= 8, `${lines.length} one-second lines`);
+  const sum = (from: number, to: number): [number, number] => lines.filter((m) => m.index! >= from && m.index! < to).reduce<[number, number]>((a, m) => [a[0] + Number(m[1]), a[1] + Number(m[4])], [0, 0]);
+  const [b1, b2] = sum(0, edited);
+  const [a1, a2] = sum(edited + 200, Infinity); // skip the line the change lands in
+  t.ok(b1 + b2 > 100, `traffic before the edit (${b1 + b2} requests)`);
+  const before = b2 / (b1 + b2);
+  const after = a2 / (a1 + a2);
+  t.ok(before > 0.03 && before < 0.2, `v2 share before the edit ${(before * 100).toFixed(1)} % (about 10 %)`);
+  t.ok(after > 0.35 && after < 0.65, `v2 share after the edit ${(after * 100).toFixed(1)} % (about 50 %)`);
+  t.ok(lines.every((m) => m[2] === '100.0' || m[2] === '-'), 'every request ok');
+  t.ok(lines.every((m) => (m[3] === 'mTLS' || m[3] === '-') && (m[6] === 'mTLS' || m[6] === '-')), 'every edge is mTLS');
   t.match(out, /stopped; nothing left running/);
-  // pgrep exits 1 when nothing matches: that is the good case.
   const left = spawnSync('pgrep', ['-af', dir ?? 'meshlet-demo-none'], { encoding: 'utf8' }).stdout.split('\n').filter((l) => l && !l.includes('pgrep'));
   t.same(left, [], 'no process of the demo is left');
 });

@@ -1,0 +1,541 @@
+// The Kubernetes config source: informers over Services, EndpointSlices, Pods, the meshlet CRDs and
+// (where installed) HTTPRoute; restarted after errors with jittered backoff; emits a debounced MeshModel only when its hash changes.
+import type { KubeConfig, KubernetesListObject, KubernetesObject, V1EndpointSlice, V1Pod, V1Service } from '@kubernetes/client-node';
+import type { MeshModel, ModelOptions } from './model.ts';
+import { GATEWAY_GROUP, meshModelFromKubernetes, modelHash, type KubeObjects, type KubeProblem } from './kube-model.ts';
+
+/*
+ * How it behaves:
+ * - Nothing is emitted until every informer has listed once (Services, EndpointSlices, Pods,
+ *   TrafficSplits, AuthorizationPolicies, and HTTPRoutes when the CRD was there at start): a
+ *   partial model (say, Services without their Pods, or without the AuthorizationPolicies) is
+ *   never pushed. `start()` resolves with the first model, already passed to onChange.
+ * - Any add/update/delete schedules a rebuild after `debounceMs` of quiet, at most `maxDelayMs`
+ *   after the first event of a burst. The rebuild reads every informer's cache (pure
+ *   meshModelFromKubernetes) and calls onChange only when the hash of model + problems differs
+ *   from the last one emitted: status writes, Pod status churn and re-lists that change nothing
+ *   emit nothing.
+ * - An informer that reports an error is replaced by a fresh one (a full re-list) after a jittered
+ *   exponential delay (planRestart); until the fresh one has listed, the failed one's cache stays
+ *   in force (last known state, not an empty one). A periodic resync (`resyncMs`) does the same
+ *   replacement with no error: a re-list, cache swapped once the new list is complete.
+ * - HTTPRoute (gateway.networking.k8s.io/v1) is watched only while API discovery lists it,
+ *   checked at start and every `discoveryMs`; absent is not an error.
+ */
+
+export const CORE_KINDS = ['Service', 'EndpointSlice', 'Pod', 'TrafficSplit', 'AuthorizationPolicy'] as const;
+export type WatchedKind = (typeof CORE_KINDS)[number] | 'HTTPRoute';
+
+/** What the source needs of an informer (makeInformer's, adapted; or a fake in tests). */
+export interface SourceInformer {
+  /** Called on every add, update and delete. */
+  onEvent(cb: () => void): void;
+  /** Called when the list or the watch fails; the informer does not restart itself. */
+  onError(cb: (err: unknown) => void): void;
+  /** Lists, then watches; resolves once the list is in the cache and the watch is open (or it failed: see onError). */
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  list(): readonly KubernetesObject[];
+}
+export type InformerFactory = (kind: WatchedKind) => SourceInformer;
+
+// ---- restarts ------------------------------------------------------------------------------------
+
+export interface RestartPolicy {
+  /** Delay ceiling of the first restart; doubles per consecutive failure. */
+  baseMs: number;
+  maxMs: number;
+  /** An informer that ran this long before failing starts over at baseMs. */
+  resetAfterMs: number;
+}
+export const DEFAULT_RESTART: RestartPolicy = { baseMs: 500, maxMs: 30_000, resetAfterMs: 60_000 };
+
+/**
+ * The delay before a restart, and the attempt number to keep for the next one. `attempt` counts
+ * consecutive failures (0 for the first); `ranForMs` is how long the failed informer had been
+ * synced (0 if it never listed). Exponential, capped, "equal jitter": between half the ceiling and
+ * the ceiling, so replicas restarting together spread out but never hammer at 0 ms. Pure.
+ */
+export function planRestart(attempt: number, ranForMs: number, policy: RestartPolicy, random: number): { delayMs: number; attempt: number } {
+  const a = ranForMs >= policy.resetAfterMs ? 0 : Math.max(0, attempt);
+  const ceiling = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.min(a, 30));
+  const r = Math.min(1, Math.max(0, random));
+  return { delayMs: Math.round(ceiling / 2 + (ceiling / 2) * r), attempt: a + 1 };
+}
+
+export interface InformerStatus {
+  kind: WatchedKind;
+  synced: boolean;
+  /** Replacements after errors. */
+  restarts: number;
+  /** Planned re-lists (resync) that completed. */
+  relists: number;
+  lastError?: string;
+}
+
+interface Entry {
+  readonly inf: SourceInformer;
+  alive: boolean;
+  error?: unknown;
+}
+
+export interface ResilientInformerOptions {
+  kind: WatchedKind;
+  factory: InformerFactory;
+  policy?: RestartPolicy;
+  random?: () => number;
+  /** An event, or a fresh cache swapped in. */
+  onChange: () => void;
+  onRestart?: (kind: WatchedKind, err: unknown, delayMs: number) => void;
+}
+
+/** One line: the client's ApiException carries the whole response (headers too); keep code and Status message. */
+const messageOf = (err: unknown): string => {
+  const e = err as { code?: unknown; body?: unknown } | null;
+  if (e && typeof e === 'object' && typeof e.code === 'number' && typeof e.body === 'string') {
+    try {
+      const status = JSON.parse(e.body) as { message?: unknown };
+      if (typeof status.message === 'string') return `HTTP ${e.code}: ${status.message}`;
+    } catch {
+      // not a Status body
+    }
+    return `HTTP ${e.code}`;
+  }
+  if (err instanceof Error) return err.message;
+  if (typeof err === 'object' && err !== null && 'message' in err) return String((err as { message: unknown }).message);
+  return String(err);
+};
+
+/** One kind's informer, restarted with backoff after errors and re-listed on demand; its cache outlives failures. */
+export class ResilientInformer {
+  readonly kind: WatchedKind;
+  readonly #o: ResilientInformerOptions;
+  readonly #policy: RestartPolicy;
+  #current: Entry | undefined;
+  #pending: Entry | undefined;
+  #syncedAt = 0;
+  #attempt = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #stopped = false;
+  #restarts = 0;
+  #relists = 0;
+  #relisting = false;
+  #lastError: string | undefined;
+  readonly #firstSync: Promise<void>;
+  #resolveSync!: () => void;
+  #rejectSync!: (e: Error) => void;
+
+  constructor(o: ResilientInformerOptions) {
+    this.kind = o.kind;
+    this.#o = o;
+    this.#policy = o.policy ?? DEFAULT_RESTART;
+    this.#firstSync = new Promise<void>((resolve, reject) => {
+      this.#resolveSync = resolve;
+      this.#rejectSync = reject;
+    });
+    this.#firstSync.catch(() => {}); // awaited by start() callers only
+  }
+
+  /** Starts; resolves on the first complete list (retrying until then), rejects if stopped first. */
+  start(): Promise<void> {
+    if (!this.#current && !this.#pending && !this.#timer && !this.#stopped) void this.#launch();
+    return this.#firstSync;
+  }
+
+  get synced(): boolean {
+    return this.#current !== undefined;
+  }
+
+  /** The cache in force: the last informer that listed completely (possibly failed since, until replaced). */
+  list(): readonly KubernetesObject[] {
+    return this.#current?.inf.list() ?? [];
+  }
+
+  /** Re-list now with a fresh informer; the current cache serves until the new list is complete. */
+  relist(): void {
+    if (this.#stopped || !this.#current || this.#pending || this.#timer) return;
+    this.#relisting = true;
+    void this.#launch();
+  }
+
+  status(): InformerStatus {
+    return { kind: this.kind, synced: this.synced, restarts: this.#restarts, relists: this.#relists, ...(this.#lastError !== undefined ? { lastError: this.#lastError } : {}) };
+  }
+
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#rejectSync(new Error(`${this.kind} informer stopped before its first list`));
+    await Promise.all([this.#current, this.#pending].map((e) => (e ? this.#retire(e) : undefined)));
+  }
+
+  async #retire(e: Entry): Promise<void> {
+    e.alive = false;
+    try {
+      await e.inf.stop();
+    } catch {
+      // already gone
+    }
+  }
+
+  async #launch(): Promise<void> {
+    this.#timer = undefined;
+    if (this.#stopped) return;
+    let entry: Entry;
+    try {
+      entry = { inf: this.#o.factory(this.kind), alive: true };
+    } catch (err) {
+      this.#relisting = false;
+      this.#fail(undefined, err);
+      return;
+    }
+    this.#pending = entry;
+    entry.inf.onEvent(() => {
+      if (entry.alive && this.#current === entry && !this.#stopped) this.#o.onChange();
+    });
+    entry.inf.onError((err) => {
+      if (!entry.alive || this.#stopped) return; // a retired informer (stop() aborts its watch)
+      if (this.#pending === entry) entry.error ??= err ?? new Error('informer error');
+      else this.#fail(entry, err);
+    });
+    try {
+      await entry.inf.start();
+    } catch (err) {
+      entry.error ??= err ?? new Error('informer start failed');
+    }
+    if (this.#stopped || this.#pending !== entry) {
+      void this.#retire(entry);
+      return;
+    }
+    this.#pending = undefined;
+    const relisting = this.#relisting;
+    this.#relisting = false;
+    if (entry.error !== undefined) {
+      this.#fail(entry, entry.error);
+      return;
+    }
+    const old = this.#current;
+    this.#current = entry;
+    this.#syncedAt = performance.now();
+    if (relisting) this.#relists++;
+    if (old) void this.#retire(old);
+    this.#resolveSync();
+    this.#o.onChange();
+  }
+
+  #fail(entry: Entry | undefined, err: unknown): void {
+    if (entry) void this.#retire(entry); // its cache stays readable while it is #current
+    this.#lastError = messageOf(err);
+    if (this.#stopped || this.#pending || this.#timer) return; // a replacement is already on its way
+    const ranFor = entry && entry === this.#current ? performance.now() - this.#syncedAt : 0;
+    const plan = planRestart(this.#attempt, ranFor, this.#policy, (this.#o.random ?? Math.random)());
+    this.#attempt = plan.attempt;
+    this.#restarts++;
+    this.#o.onRestart?.(this.kind, err, plan.delayMs);
+    this.#timer = setTimeout(() => void this.#launch(), plan.delayMs);
+  }
+}
+
+// ---- the source ----------------------------------------------------------------------------------
+
+export interface KubeSourceError {
+  /** Which informer, `discovery` (the HTTPRoute check) or `onChange` (the callback threw). */
+  source: WatchedKind | 'discovery' | 'onChange';
+  error: unknown;
+  /** The error in one line (`HTTP 429: storage is (re)initializing`), for logs. */
+  message: string;
+  /** For informer errors: when the replacement starts. */
+  restartInMs?: number;
+}
+
+export interface KubernetesSourceOptions {
+  /** Credentials; required unless `informerFactory` and `hasHTTPRoute` are given. */
+  kc?: KubeConfig;
+  /** Watch one namespace only (default: the whole cluster). */
+  namespace?: string;
+  /** Trust domain, cluster domain, trust bundle, mesh default policy. */
+  model?: ModelOptions;
+  onChange: (model: MeshModel, problems: readonly KubeProblem[]) => void;
+  onError?: (e: KubeSourceError) => void;
+  /** Quiet time before a rebuild (default 100 ms)... */
+  debounceMs?: number;
+  /** ...but never later than this after the first change of a burst (default 500 ms). */
+  maxDelayMs?: number;
+  /** Re-list every informer this often (default 10 min; 0: never). */
+  resyncMs?: number;
+  /** Re-check whether HTTPRoute is served this often (default 60 s; 0: only at start). */
+  discoveryMs?: number;
+  restart?: RestartPolicy;
+  random?: () => number;
+  /** Tests: informers that are not makeInformer's. */
+  informerFactory?: InformerFactory;
+  /** Tests: whether gateway.networking.k8s.io/v1 httproutes is served. */
+  hasHTTPRoute?: () => Promise<boolean>;
+}
+
+export interface KubeSourceStatus {
+  /** Every gating informer has listed and a model was emitted. */
+  synced: boolean;
+  /** Whether HTTPRoutes are watched (the Gateway API CRD is installed). */
+  httpRoutes: boolean;
+  /** onChange calls so far. */
+  emits: number;
+  informers: InformerStatus[];
+}
+
+export class KubernetesSource {
+  readonly #o: KubernetesSourceOptions;
+  readonly #informers = new Map<WatchedKind, ResilientInformer>();
+  /** Kinds that must have listed before anything is emitted (HTTPRoute only if found at start). */
+  readonly #gating = new Set<WatchedKind>(CORE_KINDS);
+  #factory: InformerFactory | undefined;
+  #hasHTTPRoute: (() => Promise<boolean>) | undefined;
+  #modelOptions: ModelOptions;
+  #model: MeshModel | undefined;
+  #problems: readonly KubeProblem[] = [];
+  #hash: string | undefined;
+  #emits = 0;
+  #started = false;
+  #stopped = false;
+  #timer: NodeJS.Timeout | undefined;
+  #burstStart: number | undefined;
+  #intervals: NodeJS.Timeout[] = [];
+  #discovering = false;
+
+  constructor(o: KubernetesSourceOptions) {
+    if (!o.kc && (!o.informerFactory || !o.hasHTTPRoute)) throw new Error('KubernetesSource needs kc, or both informerFactory and hasHTTPRoute');
+    this.#o = o;
+    this.#modelOptions = { ...o.model };
+  }
+
+  /** The model last emitted (undefined before the first sync). */
+  get model(): MeshModel | undefined {
+    return this.#model;
+  }
+
+  get problems(): readonly KubeProblem[] {
+    return this.#problems;
+  }
+
+  status(): KubeSourceStatus {
+    return {
+      synced: this.#model !== undefined,
+      httpRoutes: this.#informers.has('HTTPRoute'),
+      emits: this.#emits,
+      informers: [...this.#informers.values()].map((i) => i.status()),
+    };
+  }
+
+  /** Start watching; resolves with the first model (already passed to onChange) once every informer has listed. */
+  async start(): Promise<MeshModel> {
+    if (this.#started) throw new Error('KubernetesSource already started');
+    this.#started = true;
+    if (this.#o.kc) {
+      const client = await kubeClient(this.#o.kc, this.#o.namespace);
+      this.#factory = this.#o.informerFactory ?? client.factory;
+      this.#hasHTTPRoute = this.#o.hasHTTPRoute ?? client.hasHTTPRoute;
+    } else {
+      this.#factory = this.#o.informerFactory;
+      this.#hasHTTPRoute = this.#o.hasHTTPRoute;
+    }
+    if (this.#stopped) throw new Error('KubernetesSource stopped while starting');
+    for (const kind of CORE_KINDS) this.#add(kind);
+    const routes = await this.#routesServed();
+    if (this.#stopped) throw new Error('KubernetesSource stopped while starting');
+    if (routes) {
+      this.#gating.add('HTTPRoute');
+      this.#add('HTTPRoute');
+    }
+    await Promise.all([...this.#informers.values()].map((i) => i.start()));
+    if (this.#stopped) throw new Error('KubernetesSource stopped while starting');
+    this.#flush();
+    const resync = this.#o.resyncMs ?? 600_000;
+    if (resync > 0) this.#intervals.push(setInterval(() => this.resync(), resync).unref());
+    const discovery = this.#o.discoveryMs ?? 60_000;
+    if (discovery > 0) this.#intervals.push(setInterval(() => void this.#checkRoutes(), discovery).unref());
+    return this.#model!;
+  }
+
+  /** Re-list every informer now (what the periodic resync does); emits only if the re-listed state differs. */
+  resync(): void {
+    for (const i of this.#informers.values()) i.relist();
+  }
+
+  /** New model options (the trust bundle after a CA rotation); emits if the model changes. */
+  setModelOptions(opts: ModelOptions): void {
+    this.#modelOptions = { ...opts };
+    this.#schedule();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    for (const t of this.#intervals) clearInterval(t);
+    this.#intervals = [];
+    await Promise.all([...this.#informers.values()].map((i) => i.stop()));
+  }
+
+  #add(kind: WatchedKind): ResilientInformer {
+    const inf = new ResilientInformer({
+      kind,
+      factory: this.#factory!,
+      ...(this.#o.restart ? { policy: this.#o.restart } : {}),
+      ...(this.#o.random ? { random: this.#o.random } : {}),
+      onChange: () => this.#schedule(),
+      onRestart: (k, error, restartInMs) => this.#report({ source: k, error, message: messageOf(error), restartInMs }),
+    });
+    this.#informers.set(kind, inf);
+    return inf;
+  }
+
+  #report(e: KubeSourceError): void {
+    try {
+      this.#o.onError?.(e);
+    } catch {
+      // a logging hook must not break the source
+    }
+  }
+
+  async #routesServed(): Promise<boolean> {
+    try {
+      return await this.#hasHTTPRoute!();
+    } catch (error) {
+      this.#report({ source: 'discovery', error, message: messageOf(error) });
+      return this.#informers.has('HTTPRoute'); // unknown: keep what we have
+    }
+  }
+
+  async #checkRoutes(): Promise<void> {
+    if (this.#discovering || this.#stopped) return;
+    this.#discovering = true;
+    try {
+      const served = await this.#routesServed();
+      const watched = this.#informers.get('HTTPRoute');
+      if (this.#stopped) return;
+      if (served && !watched) {
+        // Not gating: routes join the model once listed; until then the rest keeps flowing.
+        this.#add('HTTPRoute').start().catch(() => {});
+      } else if (!served && watched) {
+        this.#informers.delete('HTTPRoute');
+        this.#gating.delete('HTTPRoute');
+        await watched.stop();
+        this.#schedule();
+      }
+    } finally {
+      this.#discovering = false;
+    }
+  }
+
+  #synced(): boolean {
+    for (const kind of this.#gating) if (!this.#informers.get(kind)?.synced) return false;
+    return true;
+  }
+
+  #schedule(): void {
+    if (this.#stopped || this.#model === undefined) return; // before the first flush, start() does it
+    const now = performance.now();
+    this.#burstStart ??= now;
+    const debounce = this.#o.debounceMs ?? 100;
+    const bound = this.#o.maxDelayMs ?? 500;
+    const due = Math.min(now + debounce, this.#burstStart + bound);
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => this.#flush(), Math.max(0, due - now));
+  }
+
+  #objects(): KubeObjects {
+    const list = (kind: WatchedKind) => this.#informers.get(kind)?.list() ?? [];
+    return {
+      services: list('Service') as V1Service[],
+      endpointSlices: list('EndpointSlice') as V1EndpointSlice[],
+      pods: list('Pod') as V1Pod[],
+      trafficSplits: list('TrafficSplit'),
+      authorizationPolicies: list('AuthorizationPolicy'),
+      httpRoutes: list('HTTPRoute'),
+    };
+  }
+
+  #flush(): void {
+    this.#timer = undefined;
+    this.#burstStart = undefined;
+    if (this.#stopped || !this.#synced()) return;
+    const { model, problems } = meshModelFromKubernetes(this.#objects(), this.#modelOptions);
+    const hash = modelHash(model, problems);
+    if (hash === this.#hash) return;
+    this.#hash = hash;
+    this.#model = model;
+    this.#problems = problems;
+    this.#emits++;
+    try {
+      this.#o.onChange(model, problems);
+    } catch (error) {
+      this.#report({ source: 'onChange', error, message: messageOf(error) });
+    }
+  }
+}
+
+// ---- the real client -----------------------------------------------------------------------------
+
+interface KubeClient {
+  factory: InformerFactory;
+  hasHTTPRoute: () => Promise<boolean>;
+}
+
+/** makeInformer-backed informers and the discovery check (the client library is loaded here, lazily). */
+async function kubeClient(kc: KubeConfig, namespace: string | undefined): Promise<KubeClient> {
+  const k8s = await import('@kubernetes/client-node');
+  const { fetch } = await import('undici');
+  const core = kc.makeApiClient(k8s.CoreV1Api);
+  const discovery = kc.makeApiClient(k8s.DiscoveryV1Api);
+  const custom = kc.makeApiClient(k8s.CustomObjectsApi);
+  const ns = namespace;
+  const nsPath = ns ? `/namespaces/${encodeURIComponent(ns)}` : '';
+  type Lister = () => Promise<KubernetesListObject<KubernetesObject>>;
+  const cr = (group: string, version: string, plural: string): { path: string; list: Lister } => ({
+    path: `/apis/${group}/${version}${nsPath}/${plural}`,
+    list: () => (ns ? custom.listNamespacedCustomObject({ group, version, namespace: ns, plural }) : custom.listClusterCustomObject({ group, version, plural })) as Promise<KubernetesListObject<KubernetesObject>>,
+  });
+  const resources: Record<WatchedKind, { path: string; list: Lister }> = {
+    Service: { path: `/api/v1${nsPath}/services`, list: () => (ns ? core.listNamespacedService({ namespace: ns }) : core.listServiceForAllNamespaces()) },
+    EndpointSlice: {
+      path: `/apis/discovery.k8s.io/v1${nsPath}/endpointslices`,
+      list: () => (ns ? discovery.listNamespacedEndpointSlice({ namespace: ns }) : discovery.listEndpointSliceForAllNamespaces()),
+    },
+    Pod: { path: `/api/v1${nsPath}/pods`, list: () => (ns ? core.listNamespacedPod({ namespace: ns }) : core.listPodForAllNamespaces()) },
+    TrafficSplit: cr('meshlet.io', 'v1alpha1', 'trafficsplits'),
+    AuthorizationPolicy: cr('meshlet.io', 'v1alpha1', 'authorizationpolicies'),
+    HTTPRoute: cr(GATEWAY_GROUP, 'v1', 'httproutes'),
+  };
+  const factory: InformerFactory = (kind) => {
+    const inf = k8s.makeInformer<KubernetesObject>(kc, resources[kind].path, resources[kind].list);
+    return {
+      onEvent: (cb) => {
+        for (const verb of [k8s.ADD, k8s.UPDATE, k8s.DELETE] as const) inf.on(verb, () => cb());
+      },
+      onError: (cb) => inf.on(k8s.ERROR, (err?: unknown) => cb(err)),
+      start: () => inf.start(),
+      stop: () => inf.stop(),
+      list: () => inf.list(),
+    };
+  };
+  // API discovery (allowed to every authenticated user): 404 means the group/version is not served.
+  const hasHTTPRoute = async (): Promise<boolean> => {
+    const server = kc.getCurrentCluster()?.server;
+    if (!server) throw new Error('no current cluster in the kubeconfig');
+    const ctx = new k8s.RequestContext(`${server}/apis/${GATEWAY_GROUP}/v1`, k8s.HttpMethod.GET);
+    await kc.applySecurityAuthentication(ctx);
+    const res = await fetch(ctx.getUrl(), { headers: ctx.getHeaders(), dispatcher: ctx.getDispatcher(), signal: AbortSignal.timeout(10_000) });
+    if (res.status === 404) {
+      await res.body?.cancel();
+      return false;
+    }
+    if (res.status !== 200) {
+      await res.body?.cancel();
+      throw new Error(`API discovery of ${GATEWAY_GROUP}/v1: HTTP ${res.status}`);
+    }
+    const list = (await res.json()) as { resources?: Array<{ name?: string }> };
+    return (list.resources ?? []).some((r) => r.name === 'httproutes');
+  };
+  return { factory, hasHTTPRoute };
+}

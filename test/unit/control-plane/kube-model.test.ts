@@ -1,0 +1,496 @@
+// Kubernetes objects → MeshModel without I/O (kube-model.ts), and the source's machinery (kube-source.ts)
+// on fake informers: restart backoff, cache kept across failures, debounce bounds, no emit on an idle re-list.
+import t from 'tap';
+import type { KubernetesObject, V1EndpointSlice, V1Pod, V1Service } from '@kubernetes/client-node';
+import {
+  isMeshedPod,
+  meshModelFromKubernetes,
+  modelHash,
+  podInput,
+  serviceFromKubernetes,
+  serviceInput,
+  sliceInput,
+  splitsFromHTTPRoute,
+  workloadOf,
+  type KubeObjects,
+} from '../../../control-plane/config/kube-model.ts';
+import { KubernetesSource, ResilientInformer, planRestart, type SourceInformer, type WatchedKind } from '../../../control-plane/config/kube-source.ts';
+import type { KubePodInput, MeshModel } from '../../../control-plane/config/model.ts';
+import { viewFor, type ProxyInfo } from '../../../control-plane/config/translate.ts';
+
+const TD = 'cluster.local';
+const V = 'meshlet.io/v1alpha1';
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// ---- fixtures ----------------------------------------------------------------------------------
+
+function pod(ns: string, name: string, o: { sa?: string; containers?: string[]; init?: string[]; annotations?: Record<string, string>; labels?: Record<string, string>; owner?: { kind: string; name: string } } = {}): V1Pod {
+  return {
+    metadata: {
+      namespace: ns,
+      name,
+      labels: o.labels ?? {},
+      annotations: o.annotations ?? {},
+      ...(o.owner ? { ownerReferences: [{ apiVersion: 'apps/v1', kind: o.owner.kind, name: o.owner.name, uid: 'u', controller: true }] } : {}),
+    },
+    spec: {
+      serviceAccountName: o.sa ?? 'default',
+      containers: (o.containers ?? ['app']).map((n) => ({ name: n, image: 'x' })),
+      ...(o.init ? { initContainers: o.init.map((n) => ({ name: n, image: 'x' })) } : {}),
+    },
+  };
+}
+const meshedPod = (ns: string, name: string, sa: string, labels: Record<string, string> = {}) => pod(ns, name, { sa, containers: ['app', 'meshlet-proxy'], labels });
+
+function service(ns: string, name: string, ports: NonNullable<V1Service['spec']>['ports'] = [{ name: 'http', port: 80, targetPort: 8080 as never }], type?: string): V1Service {
+  return { metadata: { namespace: ns, name }, spec: { ports, ...(type ? { type } : {}) } };
+}
+
+interface Ep {
+  ip: string;
+  pod?: string;
+  ready?: boolean;
+  serving?: boolean;
+  terminating?: boolean;
+}
+function slice(ns: string, svc: string, name: string, eps: Ep[], ports: V1EndpointSlice['ports'] = [{ name: 'http', port: 8080, protocol: 'TCP' }], addressType = 'IPv4'): V1EndpointSlice {
+  return {
+    metadata: { namespace: ns, name, labels: { 'kubernetes.io/service-name': svc } },
+    addressType,
+    ports,
+    endpoints: eps.map((e) => ({
+      addresses: [e.ip],
+      conditions: { ...(e.ready !== undefined ? { ready: e.ready } : {}), ...(e.serving !== undefined ? { serving: e.serving } : {}), ...(e.terminating !== undefined ? { terminating: e.terminating } : {}) },
+      ...(e.pod ? { targetRef: { kind: 'Pod', namespace: ns, name: e.pod } } : {}),
+    })),
+  };
+}
+
+const cr = (kind: string, ns: string, name: string, spec: unknown, extra: Record<string, unknown> = {}) => ({
+  apiVersion: V,
+  kind,
+  metadata: { namespace: ns, name, resourceVersion: '1', uid: 'x', generation: 1, ...extra },
+  spec,
+});
+const split = (ns: string, name: string, weights: [number, number], svc = 'web') =>
+  cr('TrafficSplit', ns, name, { service: svc, backends: [{ service: `${svc}-v1`, weight: weights[0] }, { service: `${svc}-v2`, weight: weights[1] }] });
+
+function shop(extra: Partial<KubeObjects> = {}): KubeObjects {
+  const ns = 'shop';
+  return {
+    services: [service(ns, 'web'), service(ns, 'web-v1'), service(ns, 'web-v2'), service(ns, 'legacy')],
+    endpointSlices: [
+      slice(ns, 'web', 'web-a', [{ ip: '10.0.0.1', pod: 'web-v1-a' }, { ip: '10.0.0.2', pod: 'web-v2-a' }]),
+      slice(ns, 'web-v1', 'web-v1-a', [{ ip: '10.0.0.1', pod: 'web-v1-a' }]),
+      slice(ns, 'web-v2', 'web-v2-a', [{ ip: '10.0.0.2', pod: 'web-v2-a' }]),
+      slice(ns, 'legacy', 'legacy-a', [{ ip: '10.0.0.9', pod: 'legacy' }]),
+    ],
+    pods: [meshedPod(ns, 'web-v1-a', 'web', { version: 'v1' }), meshedPod(ns, 'web-v2-a', 'web', { version: 'v2' }), pod(ns, 'legacy', { sa: 'legacy' })],
+    trafficSplits: [],
+    authorizationPolicies: [],
+    httpRoutes: [],
+    ...extra,
+  };
+}
+
+const client: ProxyInfo = { namespace: 'shop', workload: 'frontend', serviceAccount: 'frontend', identity: `spiffe://${TD}/ns/shop/sa/frontend`, services: ['frontend'] };
+const svcOf = (m: MeshModel, ns: string, name: string) => m.services.find((s) => s.namespace === ns && s.name === name);
+
+// ---- pods ----------------------------------------------------------------------------------------
+
+t.test('isMeshedPod: the proxy container or a native sidecar; an opt-in annotation alone is not enough', async (t) => {
+  t.equal(isMeshedPod(pod('a', 'p', { containers: ['app', 'meshlet-proxy'] })), true, 'a container named meshlet-proxy');
+  t.equal(isMeshedPod(pod('a', 'p', { init: ['meshlet-proxy'] })), true, 'an init container (native sidecar)');
+  t.equal(isMeshedPod(pod('a', 'p', { annotations: { 'meshlet.io/inject': 'enabled' } })), false, 'annotated but not injected: plaintext, no identity');
+  t.equal(isMeshedPod(pod('a', 'p', { annotations: { 'meshlet.io/inject': 'disabled' } })), false);
+  t.equal(isMeshedPod(pod('a', 'p', { containers: ['app', 'envoy'] })), false);
+  t.equal(isMeshedPod({ metadata: {} }), false, 'no spec at all');
+});
+
+t.test('workloadOf and podInput: Deployment through the ReplicaSet hash, other owners as they are, label fallback', async (t) => {
+  t.equal(workloadOf(pod('a', 'web-7d9f-x', { owner: { kind: 'ReplicaSet', name: 'web-7d9f' }, labels: { 'pod-template-hash': '7d9f' } })), 'web');
+  t.equal(workloadOf(pod('a', 'db-0', { owner: { kind: 'StatefulSet', name: 'db' } })), 'db');
+  t.equal(workloadOf(pod('a', 'x', { owner: { kind: 'ReplicaSet', name: 'plain-rs' } })), 'plain-rs', 'a bare ReplicaSet');
+  t.equal(workloadOf(pod('a', 'x', { labels: { 'app.kubernetes.io/name': 'cart' } })), 'cart');
+  t.equal(workloadOf(pod('a', 'x')), undefined);
+  t.same(podInput(pod('a', 'x', { sa: 'svc', labels: { version: 'v3' } })), { namespace: 'a', name: 'x', serviceAccountName: 'svc', labels: { version: 'v3' }, meshed: false });
+  t.equal(podInput({ metadata: { namespace: 'a', name: 'x' }, spec: { containers: [] } })?.serviceAccountName, 'default');
+  t.equal(podInput({ metadata: { name: 'x' } }), undefined, 'no namespace');
+});
+
+// ---- services ------------------------------------------------------------------------------------
+
+t.test('serviceFromKubernetes: endpoints with identities for meshed Pods only, labels, ports resolved', async (t) => {
+  const s = serviceInput(service('shop', 'web', [{ name: 'metrics', port: 9090, targetPort: 9090 as never }, { name: 'http', port: 80, targetPort: 'web' as never }]))!;
+  const pods = new Map<string, KubePodInput>([
+    ['shop/a', podInput(meshedPod('shop', 'a', 'web', { version: 'v1', 'pod-template-hash': 'h1' }))!],
+    ['shop/b', podInput(pod('shop', 'b', { sa: 'web', owner: { kind: 'StatefulSet', name: 'web' }, labels: { 'app.kubernetes.io/version': '2' } }))!],
+  ]);
+  const sl = [
+    sliceInput(slice('shop', 'web', 's1', [{ ip: '10.0.0.2', pod: 'a' }, { ip: '10.0.0.1', pod: 'b' }, { ip: '10.0.0.3' }], [{ name: 'http', port: 8080 }, { name: 'metrics', port: 9090 }]))!,
+    sliceInput(slice('other', 'web', 's2', [{ ip: '10.9.9.9' }]))!, // another namespace's web
+  ];
+  const m = serviceFromKubernetes(s, sl, pods, TD);
+  t.equal(m.source, 'Service/shop/web');
+  t.same(m.ports, [{ port: 9090, name: 'metrics', targetPort: 9090 }, { port: 80, name: 'http', targetPort: 8080 }], 'the named targetPort from the slice port of the same name');
+  t.same(m.endpoints, [
+    { address: '10.0.0.1:8080', ready: true, labels: { pod: 'b', workload: 'web', version: '2' } },
+    { address: '10.0.0.2:8080', ready: true, identity: `spiffe://${TD}/ns/shop/sa/web`, labels: { pod: 'a', version: 'v1' } },
+    { address: '10.0.0.3:8080', ready: true, labels: {} },
+  ], 'the http port only; an unmeshed or unknown Pod has no identity; sorted');
+});
+
+t.test('serviceFromKubernetes: readiness, terminating, duplicates across slices, IPv6, port choice', async (t) => {
+  const svc = serviceInput(service('shop', 'web', [{ name: 'grpc', port: 90, protocol: 'UDP', targetPort: 'grpc' as never }, { port: 81, targetPort: 8081 as never }]))!;
+  const sl = [
+    sliceInput(slice('shop', 'web', 'old', [{ ip: '10.0.0.1', ready: false }, { ip: '10.0.0.2', ready: false, terminating: true }, { ip: '10.0.0.3', ready: false, serving: true, terminating: true }], [{ port: 8081 }]))!,
+    sliceInput(slice('shop', 'web', 'new', [{ ip: '10.0.0.1', ready: true }, { ip: '10.0.0.4' }], [{ port: 8081 }]))!,
+    sliceInput(slice('shop', 'web', 'v6', [{ ip: 'fd00::1' }], [{ port: 8081 }], 'IPv6'))!,
+  ];
+  const m = serviceFromKubernetes(svc, sl, new Map(), TD);
+  t.same(m.endpoints.map((e) => [e.address, e.ready]), [
+    ['10.0.0.1:8081', true], // in two slices: ready wins
+    ['10.0.0.3:8081', false], // terminating but serving: kept, not ready
+    ['10.0.0.4:8081', true], // no ready condition: ready
+    ['[fd00::1]:8081', true],
+  ]);
+  t.same(m.ports, [{ port: 90, name: 'grpc' }, { port: 81, targetPort: 8081 }], 'a named targetPort no slice resolves is left out');
+  const noSlice = serviceFromKubernetes(serviceInput(service('shop', 'x', [{ port: 80 }]))!, [sliceInput(slice('shop', 'x', 'p', [{ ip: '10.1.1.1' }], []))!], new Map(), TD);
+  t.same(noSlice.endpoints.map((e) => e.address), ['10.1.1.1:80'], 'no slice port: the Service\'s target (= port when unset)');
+});
+
+// ---- the whole model -----------------------------------------------------------------------------
+
+t.test('meshModelFromKubernetes: services, a 90/10 split a client proxy sees, identities', async (t) => {
+  const { model, problems } = meshModelFromKubernetes(shop({ trafficSplits: [split('shop', 'canary', [90, 10])] }));
+  t.same(problems, []);
+  t.same(model.services.map((s) => `${s.namespace}/${s.name}`), ['shop/legacy', 'shop/web', 'shop/web-v1', 'shop/web-v2']);
+  t.same(svcOf(model, 'shop', 'legacy')?.endpoints, [{ address: '10.0.0.9:8080', ready: true, labels: { pod: 'legacy' } }], 'not meshed: no identity');
+  t.equal(svcOf(model, 'shop', 'web-v1')?.endpoints[0]?.identity, `spiffe://${TD}/ns/shop/sa/web`);
+  const v = viewFor(model, client, 'v1');
+  t.ok(v.config, JSON.stringify(v.problems));
+  t.same(v.config?.services.find((s) => s.name === 'web.shop')?.routes, [{ name: 'split:canary', backends: [{ service: 'web-v1.shop', weight: 90 }, { service: 'web-v2.shop', weight: 10 }] }]);
+});
+
+t.test('invalid CRs are reported with kind/namespace/name/field; the rest of the model applies', async (t) => {
+  const broken = cr('TrafficSplit', 'shop', 'broken', { service: 'web', backends: [{ service: 'web-v1', weight: -1 }] });
+  const dangling = cr('TrafficSplit', 'shop', 'dangling', { service: 'web', backends: [{ service: 'web-v1', weight: 1 }, { service: 'web-v3', weight: 1 }] });
+  const badPolicy = cr('AuthorizationPolicy', 'shop', 'nobody', { targetRef: { service: 'web' }, rules: [{ from: {} }] });
+  const goodPolicy = cr('AuthorizationPolicy', 'shop', 'web', { targetRef: { service: 'web' }, rules: [{ from: { namespaces: ['shop'] } }] });
+  const { model, problems } = meshModelFromKubernetes(shop({ trafficSplits: [broken, dangling, split('shop', 'canary', [90, 10], 'web')], authorizationPolicies: [badPolicy, goodPolicy] }));
+  t.same(problems.map((p) => [p.kind, p.namespace, p.name, p.field]), [
+    ['AuthorizationPolicy', 'shop', 'nobody', '/spec/rules/0/from'],
+    ['TrafficSplit', 'shop', 'broken', '/spec/backends/0/weight'],
+    ['TrafficSplit', 'shop', 'dangling', '/spec/backends/1/service'],
+  ]);
+  t.match(problems.find((p) => p.name === 'dangling')?.message, /unknown service "web-v3\.shop"/);
+  t.same(model.trafficSplits.map((s) => s.name), ['canary', 'dangling'], 'the broken one is out; the dangling one waits for its service');
+  t.same(model.authorizationPolicies.map((p) => p.metadata.name), ['web']);
+  t.same(model.authorizationPolicies[0]?.metadata, { name: 'web', namespace: 'shop' }, 'only name and namespace: a status write does not change the model');
+  const v = viewFor(model, client, 'v1');
+  t.same(v.config?.services.find((s) => s.name === 'web.shop')?.routes?.map((r) => r.name), ['split:canary'], 'the valid split still applies');
+});
+
+t.test('the hash ignores informer order, resourceVersions, status and Pod churn that changes nothing', async (t) => {
+  const objs = shop({ trafficSplits: [split('shop', 'a', [1, 1]), split('shop', 'b', [1, 1], 'web-v1')] });
+  const base = meshModelFromKubernetes(objs);
+  const reversed: KubeObjects = Object.fromEntries(Object.entries(objs).map(([k, v]) => [k, v.toReversed()])) as unknown as KubeObjects;
+  t.equal(modelHash(meshModelFromKubernetes(reversed).model, meshModelFromKubernetes(reversed).problems), modelHash(base.model, base.problems), 'a re-list in another order');
+  const bumped = {
+    ...objs,
+    trafficSplits: objs.trafficSplits.map((s) => ({ ...(s as object), metadata: { ...(s as { metadata: object }).metadata, resourceVersion: '99' }, status: { conditions: [{ type: 'Accepted', status: 'True' }] } })),
+    pods: objs.pods.map((p) => ({ ...p, status: { phase: 'Running', podIP: '10.0.0.1' } })),
+  };
+  const b = meshModelFromKubernetes(bumped);
+  t.equal(modelHash(b.model, b.problems), modelHash(base.model, base.problems), 'status and resourceVersion');
+  const changed = meshModelFromKubernetes({ ...objs, trafficSplits: [split('shop', 'a', [1, 2])] });
+  t.not(modelHash(changed.model, changed.problems), modelHash(base.model, base.problems));
+});
+
+t.test('ExternalName services and slices without a service label are left out', async (t) => {
+  const { model } = meshModelFromKubernetes({
+    ...shop(),
+    services: [service('shop', 'ext', [{ port: 80 }], 'ExternalName'), service('shop', 'web')],
+    endpointSlices: [{ ...slice('shop', 'web', 'orphan', [{ ip: '10.0.0.5' }]), metadata: { namespace: 'shop', name: 'orphan' } }],
+  });
+  t.same(model.services.map((s) => [s.name, s.endpoints.length]), [['web', 0]]);
+});
+
+// ---- HTTPRoute -----------------------------------------------------------------------------------
+
+const route = (ns: string, name: string, spec: unknown) => ({ apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { namespace: ns, name }, spec });
+
+t.test('HTTPRoute with a Service parent: one split per rule, weights, matches, consumer routes', async (t) => {
+  const r = route('shop', 'web', {
+    parentRefs: [{ group: '', kind: 'Service', name: 'web' }, { name: 'some-gateway' }],
+    rules: [
+      { matches: [{ headers: [{ name: 'x-canary', value: '1' }] }, { path: { type: 'Exact', value: '/beta' }, method: 'GET' }], backendRefs: [{ name: 'web-v2', port: 80 }] },
+      { backendRefs: [{ name: 'web-v1', port: 80, weight: 90 }, { name: 'web-v2', port: 80, weight: 10 }] },
+    ],
+  });
+  const { splits, problems } = splitsFromHTTPRoute(r);
+  t.same(problems, []);
+  t.same(splits, [
+    { source: 'HTTPRoute/shop/web', namespace: 'shop', name: 'web-00', service: 'web', backends: [{ service: 'web-v2', weight: 1 }], matches: [{ headers: [{ name: 'x-canary', value: '1' }] }, { path: { exact: '/beta' }, method: 'GET' }] },
+    { source: 'HTTPRoute/shop/web', namespace: 'shop', name: 'web-01', service: 'web', backends: [{ service: 'web-v1', weight: 90 }, { service: 'web-v2', weight: 10 }] },
+  ]);
+  const { model, problems: mp } = meshModelFromKubernetes(shop({ httpRoutes: [r] }));
+  t.same(mp, []);
+  t.same(viewFor(model, client, 'v1').config?.services.find((s) => s.name === 'web.shop')?.routes?.map((x) => x.name), ['split:web-00:0', 'split:web-00:1', 'split:web-01']);
+
+  const consumer = splitsFromHTTPRoute(route('lab', 'try', { parentRefs: [{ group: '', kind: 'Service', name: 'web', namespace: 'shop' }], rules: [{ matches: [{ path: { type: 'PathPrefix', value: '/' } }], backendRefs: [{ name: 'web-v2', namespace: 'shop' }] }] }));
+  t.same(consumer.splits, [{ source: 'HTTPRoute/lab/try', namespace: 'lab', name: 'try-00', service: 'web.shop', backends: [{ service: 'web-v2.shop', weight: 1 }] }], 'prefix / is every request');
+  t.same(splitsFromHTTPRoute(route('shop', 'gw', { parentRefs: [{ name: 'gateway' }], rules: [{ backendRefs: [{ name: 'web' }] }] })), { splits: [], problems: [] }, 'Gateway parents are not the mesh\'s');
+});
+
+t.test('HTTPRoute rules the proxy cannot honour are reported and not applied; the others are', async (t) => {
+  const { splits, problems } = splitsFromHTTPRoute(route('shop', 'web', {
+    parentRefs: [{ group: '', kind: 'Service', name: 'web' }],
+    rules: [
+      { matches: [{ path: { type: 'RegularExpression', value: '/a.*' } }], backendRefs: [{ name: 'web-v1' }] },
+      { filters: [{ type: 'RequestHeaderModifier' }], backendRefs: [{ name: 'web-v1' }] },
+      { backendRefs: [{ name: 'bucket', kind: 'Bucket', group: 'storage.example' }] },
+      { matches: [{ queryParams: [{ name: 'a', value: 'b' }] }], backendRefs: [{ name: 'web-v1' }] },
+      { matches: [{ headers: [{ name: 'bad header', value: 'x' }] }], backendRefs: [{ name: 'web-v1' }] },
+      {},
+      { backendRefs: [{ name: 'web-v2', weight: 0 }, { name: 'web-v1' }] },
+    ],
+  }));
+  t.same(problems.map((p) => p.field), ['/spec/rules/0/matches/0', '/spec/rules/1/filters', '/spec/rules/2/backendRefs/0/kind', '/spec/rules/3/matches/0', '/spec/rules/4/matches/0', '/spec/rules/5/backendRefs']);
+  t.ok(problems.every((p) => p.kind === 'HTTPRoute' && p.namespace === 'shop' && p.name === 'web'));
+  t.same(splits.map((s) => [s.name, s.backends]), [['web-06', [{ service: 'web-v2', weight: 0 }, { service: 'web-v1', weight: 1 }]]]);
+});
+
+// ---- restarts ------------------------------------------------------------------------------------
+
+t.test('planRestart: exponential, capped, jittered between half and full, reset after a healthy run', async (t) => {
+  const p = { baseMs: 100, maxMs: 1000, resetAfterMs: 5000 };
+  t.same([0, 1, 2, 3, 4, 10].map((a) => planRestart(a, 0, p, 1).delayMs), [100, 200, 400, 800, 1000, 1000], 'ceilings');
+  t.same([0, 1, 2].map((a) => planRestart(a, 0, p, 0).delayMs), [50, 100, 200], 'never below half the ceiling');
+  t.equal(planRestart(3, 0, p, 0.5).delayMs, 600);
+  t.same(planRestart(2, 0, p, 0), { delayMs: 200, attempt: 3 }, 'the attempt count grows');
+  t.same(planRestart(7, 5000, p, 1), { delayMs: 100, attempt: 1 }, 'a run of resetAfterMs starts over');
+  t.same(planRestart(7, 4999, p, 1).delayMs, 1000);
+  t.equal(planRestart(0, 0, p, 7).delayMs, 100, 'random is clamped');
+});
+
+// A fake API: objects per kind, informers that list them and see later writes, failures on demand.
+class FakeApi {
+  readonly objects = new Map<WatchedKind, Map<string, KubernetesObject>>();
+  readonly live = new Set<FakeInformer>();
+  created = 0;
+  failStarts = new Map<WatchedKind, number>();
+
+  put(kind: WatchedKind, o: KubernetesObject): void {
+    const key = `${o.metadata?.namespace}/${o.metadata?.name}`;
+    const m = this.objects.get(kind) ?? new Map();
+    m.set(key, o);
+    this.objects.set(kind, m);
+    for (const i of this.live) if (i.kind === kind) i.see(key, o);
+  }
+  remove(kind: WatchedKind, key: string): void {
+    this.objects.get(kind)?.delete(key);
+    for (const i of this.live) if (i.kind === kind) i.see(key, undefined);
+  }
+  /** The watch of `kind` dies (as when the API server goes away). */
+  breakWatch(kind: WatchedKind): void {
+    for (const i of this.live) if (i.kind === kind) i.fail(new Error(`${kind} watch: connection reset`));
+  }
+  factory = (kind: WatchedKind): SourceInformer => {
+    this.created++;
+    return new FakeInformer(kind, this);
+  };
+}
+
+class FakeInformer implements SourceInformer {
+  readonly cache = new Map<string, KubernetesObject>();
+  readonly #events: Array<() => void> = [];
+  readonly #errors: Array<(e: unknown) => void> = [];
+  readonly kind: WatchedKind;
+  readonly api: FakeApi;
+  constructor(kind: WatchedKind, api: FakeApi) {
+    this.kind = kind;
+    this.api = api;
+  }
+  onEvent(cb: () => void): void {
+    this.#events.push(cb);
+  }
+  onError(cb: (e: unknown) => void): void {
+    this.#errors.push(cb);
+  }
+  async start(): Promise<void> {
+    await sleep(1);
+    const left = this.api.failStarts.get(this.kind) ?? 0;
+    if (left > 0) {
+      this.api.failStarts.set(this.kind, left - 1);
+      this.fail(new Error(`${this.kind} list: 503`));
+      return;
+    }
+    for (const [k, o] of this.api.objects.get(this.kind) ?? []) {
+      this.cache.set(k, o);
+      for (const cb of this.#events) cb();
+    }
+    this.api.live.add(this);
+  }
+  async stop(): Promise<void> {
+    this.api.live.delete(this);
+    this.fail(new Error('aborted')); // ListWatch's aborted watch reports an error after stop, too
+  }
+  list(): readonly KubernetesObject[] {
+    return [...this.cache.values()];
+  }
+  see(key: string, o: KubernetesObject | undefined): void {
+    if (o) this.cache.set(key, o);
+    else this.cache.delete(key);
+    for (const cb of this.#events) cb();
+  }
+  fail(e: unknown): void {
+    this.api.live.delete(this);
+    for (const cb of this.#errors) cb(e);
+  }
+}
+
+t.test('ResilientInformer: failed lists are retried with growing jittered delays; the first list resolves start()', async (t) => {
+  const api = new FakeApi();
+  api.put('Service', service('shop', 'web'));
+  api.failStarts.set('Service', 3);
+  const delays: number[] = [];
+  let changes = 0;
+  const inf = new ResilientInformer({
+    kind: 'Service',
+    factory: api.factory,
+    policy: { baseMs: 10, maxMs: 40, resetAfterMs: 10_000 },
+    random: () => 1,
+    onChange: () => changes++,
+    onRestart: (_k, _e, ms) => delays.push(ms),
+  });
+  t.teardown(() => inf.stop());
+  await inf.start();
+  t.same(delays, [10, 20, 40], 'three failures, three restarts');
+  t.match(inf.status(), { kind: 'Service', synced: true, restarts: 3, lastError: 'Service list: 503' });
+  t.equal(inf.list().length, 1);
+  t.equal(changes, 1, 'one change: the cache swapped in (list events of a pending informer are not forwarded)');
+});
+
+t.test('ResilientInformer: a broken watch is replaced; the old cache serves until the new list; stale errors are ignored', async (t) => {
+  const api = new FakeApi();
+  api.put('Pod', pod('shop', 'a'));
+  const restarts: string[] = [];
+  const inf = new ResilientInformer({
+    kind: 'Pod',
+    factory: api.factory,
+    policy: { baseMs: 60, maxMs: 60, resetAfterMs: 10_000 },
+    random: () => 1,
+    onChange: () => {},
+    onRestart: (k, e) => restarts.push(`${k}: ${(e as Error).message}`),
+  });
+  t.teardown(() => inf.stop());
+  await inf.start();
+  api.breakWatch('Pod');
+  api.put('Pod', pod('shop', 'b')); // written while nobody watches
+  t.same(inf.list().map((p) => p.metadata?.name), ['a'], 'the failed informer\'s cache stays in force');
+  t.same(restarts, ['Pod: Pod watch: connection reset'], 'one restart, and the abort error of the retired informer is ignored');
+  await sleep(120);
+  t.same(inf.list().map((p) => p.metadata?.name).toSorted(), ['a', 'b'], 'the replacement re-listed');
+  t.equal(api.live.size, 1, 'one live informer');
+  inf.relist();
+  await sleep(20);
+  t.match(inf.status(), { restarts: 1, relists: 1 });
+  t.equal(api.created, 3);
+});
+
+// ---- the source on fake informers ------------------------------------------------------------------
+
+function fakeSource(api: FakeApi, o: { routes?: () => boolean; debounceMs?: number; maxDelayMs?: number; discoveryMs?: number } = {}) {
+  const emits: Array<{ at: number; model: MeshModel; problems: readonly unknown[] }> = [];
+  const errors: string[] = [];
+  const source = new KubernetesSource({
+    informerFactory: api.factory,
+    hasHTTPRoute: async () => o.routes?.() ?? false,
+    onChange: (model, problems) => emits.push({ at: performance.now(), model, problems }),
+    onError: (e) => errors.push(`${e.source}: ${e.message}`),
+    restart: { baseMs: 20, maxMs: 20, resetAfterMs: 10_000 },
+    resyncMs: 0,
+    discoveryMs: o.discoveryMs ?? 0,
+    ...(o.debounceMs !== undefined ? { debounceMs: o.debounceMs } : {}),
+    ...(o.maxDelayMs !== undefined ? { maxDelayMs: o.maxDelayMs } : {}),
+  });
+  return { source, emits, errors };
+}
+
+function seed(api: FakeApi): void {
+  const objs = shop();
+  for (const s of objs.services) api.put('Service', s);
+  for (const s of objs.endpointSlices) api.put('EndpointSlice', s);
+  for (const p of objs.pods) api.put('Pod', p);
+}
+
+t.test('KubernetesSource: one emit after every kind listed; bursts coalesce; a re-list or broken watch that changes nothing emits nothing', async (t) => {
+  const api = new FakeApi();
+  seed(api);
+  api.failStarts.set('TrafficSplit', 2);
+  const { source, emits, errors } = fakeSource(api);
+  t.teardown(() => source.stop());
+  const first = await source.start();
+  t.equal(emits.length, 1, 'exactly one emit for the initial state');
+  t.equal(emits[0]?.model, first);
+  t.same(first.services.map((s) => s.name), ['legacy', 'web', 'web-v1', 'web-v2']);
+  t.same(errors, ['TrafficSplit: TrafficSplit list: 503', 'TrafficSplit: TrafficSplit list: 503'], 'list failures reported, retried, and nothing emitted before all kinds listed');
+
+  const t0 = performance.now();
+  for (let i = 0; i < 5; i++) api.put('TrafficSplit', split('shop', 'canary', [100 - i * 10, i * 10]) as KubernetesObject);
+  await sleep(250);
+  t.equal(emits.length, 2, 'a burst of five writes is one emit');
+  t.ok(emits[1]!.at - t0 >= 90, 'after the quiet period');
+  t.same(emits[1]?.model.trafficSplits[0]?.backends.map((b) => b.weight), [60, 40], 'the last state');
+
+  api.put('Pod', { ...pod('shop', 'legacy', { sa: 'legacy' }), status: { phase: 'Running' } } as KubernetesObject);
+  api.breakWatch('Service');
+  await sleep(100);
+  source.resync();
+  await sleep(250);
+  t.equal(emits.length, 2, 'Pod status churn, a re-list and a watch restart that change nothing emit nothing');
+  t.ok(source.status().informers.every((i) => i.synced));
+  t.match(source.status().informers.find((i) => i.kind === 'Service'), { restarts: 1, relists: 1 });
+  t.ok(source.status().informers.every((i) => i.relists === 1), 'every kind re-listed');
+
+  api.remove('TrafficSplit', 'shop/canary');
+  await sleep(250);
+  t.equal(emits.length, 3);
+  t.same(emits[2]?.model.trafficSplits, []);
+});
+
+t.test('KubernetesSource: steady changes still emit at least every maxDelayMs', async (t) => {
+  const api = new FakeApi();
+  seed(api);
+  const { source, emits } = fakeSource(api, { debounceMs: 100, maxDelayMs: 300 });
+  t.teardown(() => source.stop());
+  await source.start();
+  const t0 = performance.now();
+  for (let i = 1; i <= 20; i++) {
+    api.put('TrafficSplit', split('shop', 'canary', [100 - i, i]) as KubernetesObject);
+    await sleep(50);
+  }
+  const during = emits.filter((e) => e.at > t0).map((e) => e.at - t0);
+  t.ok(during.length >= 2, `emits during a 1 s stream of changes 50 ms apart: ${during.map(Math.round).join(', ')}`);
+  t.ok(during[0]! < 300 + 60, 'the first within maxDelayMs');
+});
+
+t.test('KubernetesSource: HTTPRoute is watched only while discovery serves it', async (t) => {
+  const api = new FakeApi();
+  seed(api);
+  let served = false;
+  const { source, emits } = fakeSource(api, { routes: () => served, discoveryMs: 50 });
+  t.teardown(() => source.stop());
+  await source.start();
+  t.equal(source.status().httpRoutes, false, 'absent at start: skipped, no error');
+  api.put('HTTPRoute', route('shop', 'web', { parentRefs: [{ group: '', kind: 'Service', name: 'web' }], rules: [{ backendRefs: [{ name: 'web-v1', weight: 1 }] }] }) as KubernetesObject);
+  served = true;
+  await sleep(400);
+  t.equal(source.status().httpRoutes, true);
+  t.same(source.model?.trafficSplits.map((s) => s.source), ['HTTPRoute/shop/web']);
+  served = false;
+  await sleep(400);
+  t.equal(source.status().httpRoutes, false);
+  t.same(emits.at(-1)?.model.trafficSplits, [], 'routes gone with the CRD');
+});
