@@ -11,6 +11,7 @@ import { trustBundle } from './ca/index.ts';
 import { ConfigPushServer } from './config/push-server.ts';
 import { MeshViews } from './config/mesh-views.ts';
 import { FolderSource } from './config/folder-source.ts';
+import { KubernetesSource } from './config/kube-source.ts';
 import { modelFromResources } from './config/model.ts';
 import type { Resource } from '../api/resources.ts';
 import { KubeTokenReviewer } from './certify/kube-token-reviewer.ts';
@@ -126,8 +127,9 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const kubeconfig = values.kubeconfig;
   let reviewer: TokenReviewer | undefined;
   let store: CaStore;
+  let kube: Awaited<ReturnType<typeof kubeClients>> | undefined;
   if (kubeconfig || secretRef || inCluster(env)) {
-    const kube = await kubeClients(kubeconfig);
+    kube = await kubeClients(kubeconfig);
     reviewer = new KubeTokenReviewer(kube.authn);
     store = secretRef ? new SecretCaStore(kube.core, secretRef) : new FileCaStore(caFile as string);
     log('info', 'Kubernetes API', { server: kube.server });
@@ -135,13 +137,15 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     store = new FileCaStore(caFile as string);
   }
 
-  // The mesh config: a folder source today; the Kubernetes source plugs in the same way.
+  // The mesh config: a folder (--config-dir) or, with a Kubernetes API, the cluster's Services,
+  // EndpointSlices, Pods and meshlet CRs. Both feed the same model → per-proxy views → push.
   const registry = new Registry();
   const views = new MeshViews();
   const push = new ConfigPushServer({ views, clock: systemClock, registry, log: (msg, fields) => log('info', msg, fields) });
   const trustDomain = values['trust-domain'] ?? env.MESHLET_TRUST_DOMAIN ?? DEFAULT_TRUST_DOMAIN;
   const configDir = values['config-dir'];
   let folder: FolderSource | undefined;
+  let kubeSource: KubernetesSource | undefined;
   let caBundle: (() => string[]) | undefined;
   let lastResources: readonly Resource[] = [];
   const applyModel = (resources: readonly Resource[], problems: readonly { file: string; object?: string; path: string; message: string }[]) => {
@@ -183,6 +187,19 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     const first = await folder.start();
     applyModel(first.resources, first.problems);
     log('info', 'config folder loaded', { dir: configDir, resources: first.resources.length, problems: first.problems.length });
+  } else if (kube) {
+    kubeSource = new KubernetesSource({
+      kc: kube.kc,
+      model: { trustDomain, trustBundle: caBundle() },
+      onChange: (model, problems) => {
+        for (const p of problems) log('warn', 'config problem (the rest applies)', { object: `${p.kind}/${p.namespace}/${p.name}`, path: p.field, message: p.message });
+        for (const p of views.set(model)) log('warn', 'config problem (the rest applies)', { object: p.object, path: p.path, message: p.message });
+        push.changed();
+      },
+      onError: (e) => log('warn', 'Kubernetes watch failed; restarting it', { source: e.source, error: e.message }),
+    });
+    await kubeSource.start();
+    log('info', 'Kubernetes config source listed', {});
   } else {
     views.set(modelFromResources([], { trustDomain, trustBundle: caBundle?.() ?? [] }));
   }
@@ -191,7 +208,8 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     const b = (caBundle?.() ?? []).join('');
     if (b !== lastBundle) {
       lastBundle = b;
-      applyModel(lastResources, []);
+      if (kubeSource) kubeSource.setModelOptions({ trustDomain, trustBundle: caBundle?.() ?? [] });
+      else applyModel(lastResources, []);
     }
   }, 1000);
   bundleWatch.unref();
@@ -204,6 +222,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
       log('info', 'stopping', { signal });
       clearInterval(bundleWatch);
       await folder?.close();
+      await kubeSource?.stop();
       push.close();
       await cp.close();
       log('info', 'stopped');
