@@ -47,8 +47,9 @@ Serving:
   --reload-interval DUR     how often the CA state is re-read to pick up rotations (default 10s)
 Mesh config (streamed to proxies on the Certify port, /v1/config/stream; status at admin /proxies):
   --config-dir DIR          a folder of meshlet YAML (MeshService, TrafficSplit, AuthorizationPolicy),
-                            watched: saving a file applies it (local mode; in a cluster the
-                            Kubernetes source will feed the same push)
+                            watched: saving a file applies it. Without it, and with a Kubernetes
+                            API, the cluster's Services, EndpointSlices, Pods, TrafficSplits,
+                            AuthorizationPolicies and HTTPRoutes feed the same push.
   -h, --help                this text
 
 Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 1 when it cannot start, 2 for bad usage.

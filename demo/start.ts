@@ -145,10 +145,10 @@ async function main(): Promise<void> {
   const firstToken = await token(names[0]!);
   const tokens = [firstToken, ...(await Promise.all(names.slice(1).map(token)))];
   for (const [i, x] of Object.values(w).entries()) {
-    const token = join(dir, `${x.name}.token`);
-    writeFileSync(token, tokens[i]!.trim(), { mode: 0o600 });
+    const tokenFile = join(dir, `${x.name}.token`);
+    writeFileSync(tokenFile, tokens[i]!.trim(), { mode: 0o600 });
     start(`${x.name}/proxy`, proxyArgv([
-      '--control-plane', `https://127.0.0.1:${PORTS.certify}`, '--trust-anchors', anchors, '--bootstrap-token-file', token,
+      '--control-plane', `https://127.0.0.1:${PORTS.certify}`, '--trust-anchors', anchors, '--bootstrap-token-file', tokenFile,
       '--outbound-listen', `127.0.0.1:${x.outbound}`, '--inbound-listen', x.inbound ? `127.0.0.1:${x.inbound}` : 'off',
       '--app', `127.0.0.1:${x.app ?? 1}`, '--admin-listen', `127.0.0.1:${x.admin}`,
       '--workload', x.name, '--namespace', NAMESPACE, '--service', x.name, '--pod', `${x.name}-0`, '--access-log', 'off',

@@ -5,21 +5,9 @@
 import { createSign, generateKeyPairSync, randomUUID } from 'node:crypto';
 import t from 'tap';
 import { AuthenticationV1Api, CoreV1Api, VersionApi } from '@kubernetes/client-node';
-import { KUBE_VERSION, startKube, type Kube } from '../fixtures/kube.ts';
+import { KUBE_VERSION, kubeForFile } from '../fixtures/kube.ts';
 
-let kube: Kube | undefined;
-const k = (): Kube => {
-  if (!kube) throw new Error('the API server did not start (see t.before)');
-  return kube;
-};
-
-t.before(async () => {
-  kube = await startKube();
-  t.comment(`kube-apiserver ${KUBE_VERSION} ready at ${kube.server} in ${kube.startupMs} ms`);
-});
-t.teardown(async () => {
-  await kube?.stop();
-});
+const k = kubeForFile(t);
 
 async function reviewToken(token: string): Promise<{ authenticated: boolean; username?: string; groups?: string[]; error?: string }> {
   const authn = k().kc.makeApiClient(AuthenticationV1Api);

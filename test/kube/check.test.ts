@@ -15,7 +15,7 @@ import {
   type CheckResult, type ClusterObjects, type ClusterReader, type Lookup, type PodView,
 } from '../../control-plane/cli/commands/check.ts';
 import { caSecretObject } from '../../control-plane/store/secret-store.ts';
-import { startKube, type Kube } from '../fixtures/kube.ts';
+import { kubeForFile } from '../fixtures/kube.ts';
 
 const ROOT = path.resolve(new URL('../..', import.meta.url).pathname);
 const MANIFESTS = path.join(ROOT, 'manifests/');
@@ -208,19 +208,7 @@ t.test('gather: 404 is "missing", other errors are reported per check; no answer
 
 // ---- the real CLI against a real kube-apiserver -----------------------------------------------
 
-let kube: Kube | undefined;
-const k = (): Kube => {
-  if (!kube) throw new Error('the API server did not start (see t.before)');
-  return kube;
-};
-
-t.before(async () => {
-  kube = await startKube();
-  t.comment(`kube-apiserver ready in ${kube.startupMs} ms`);
-});
-t.teardown(async () => {
-  await kube?.stop();
-});
+const k = kubeForFile(t);
 
 interface Run {
   code: number | null;

@@ -2,23 +2,11 @@
 // everything is created, a second apply reports every object unchanged, and switching the same
 // install to server-side apply later is clean. (install.test.ts covers server-side apply first.)
 import t from 'tap';
-import { startKube, type Kube } from '../fixtures/kube.ts';
+import { kubeForFile } from '../fixtures/kube.ts';
 
 const MANIFESTS = new URL('../../manifests/', import.meta.url).pathname;
 
-let kube: Kube | undefined;
-const k = (): Kube => {
-  if (!kube) throw new Error('the API server did not start (see t.before)');
-  return kube;
-};
-
-t.before(async () => {
-  kube = await startKube();
-  t.comment(`kube-apiserver ready in ${kube.startupMs} ms`);
-});
-t.teardown(async () => {
-  await kube?.stop();
-});
+const k = kubeForFile(t);
 
 const lines = (out: string): string[] => out.trim().split('\n').filter(Boolean);
 

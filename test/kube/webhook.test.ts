@@ -8,26 +8,14 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import t from 'tap';
-import { startKube, type Kube } from '../fixtures/kube.ts';
+import { kubeForFile } from '../fixtures/kube.ts';
 
 const MANIFESTS = new URL('../../manifests/', import.meta.url).pathname;
 const WEBHOOK = `${MANIFESTS}webhook/mutatingwebhookconfiguration.yaml`;
 const CALLED = 'failed calling webhook "inject.meshlet.io"';
 const CALLED_POD = 'failed calling webhook "inject-pod.meshlet.io"';
 
-let kube: Kube | undefined;
-const k = (): Kube => {
-  if (!kube) throw new Error('the API server did not start (see t.before)');
-  return kube;
-};
-
-t.before(async () => {
-  kube = await startKube();
-  t.comment(`kube-apiserver ready in ${kube.startupMs} ms`);
-});
-t.teardown(async () => {
-  await kube?.stop();
-});
+const k = kubeForFile(t);
 
 interface PodOpts {
   annotations?: Record<string, string>;
