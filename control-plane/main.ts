@@ -199,8 +199,13 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
       },
       onError: (e) => log('warn', 'Kubernetes watch failed; restarting it', { source: e.source, error: e.message }),
     });
-    await kubeSource.start();
-    log('info', 'Kubernetes config source listed', {});
+    // Not awaited: Certify must serve (pods start on it) even while the source has not listed
+    // everything yet, e.g. before the meshlet CRDs are installed; until then views are empty.
+    views.set(modelFromResources([], { trustDomain, trustBundle: caBundle() }));
+    void kubeSource.start().then(
+      () => log('info', 'Kubernetes config source listed', {}),
+      (e: Error) => log('error', 'Kubernetes config source failed', { error: e.message }),
+    );
   } else {
     views.set(modelFromResources([], { trustDomain, trustBundle: caBundle?.() ?? [] }));
   }
