@@ -132,18 +132,19 @@ async function main(): Promise<void> {
   meshlet('identity', 'init', '--ca-file', caFile);
   const anchors = join(dir, 'anchors.pem');
   writeFileSync(anchors, (JSON.parse(readFileSync(caFile, 'utf8')) as { anchor: { certPem: string } }).anchor.certPem);
-  start('control-plane', [CONTROL_PLANE, '--ca-file', caFile, '--config-dir', values['config-dir'], '--listen', `127.0.0.1:${PORTS.certify}`, '--admin-listen', `127.0.0.1:${PORTS.cpAdmin}`, '--reload-interval', '2s']);
   const w: Record<string, Workload> = {};
   for (const name of ['web', 'api-v1', 'api-v2', 'load'] as const) {
     w[name] = { name, inbound: name === 'load' ? undefined : PORTS[name], outbound: await freePort(), admin: await freePort(), app: name === 'load' ? undefined : await freePort() };
   }
-  await waitReady(`http://127.0.0.1:${PORTS.cpAdmin}/ready`);
   // The first token adds the token key to the CA state; the rest only read it, so they run in
   // parallel (each is a CLI process). Then every proxy starts at once.
   const token = (sa: string) => meshletAsync('identity', 'bootstrap-token', '--ca-file', caFile, '--namespace', NAMESPACE, '--service-account', sa);
   const names = Object.keys(w);
   const firstToken = await token(names[0]!);
   const tokens = [firstToken, ...(await Promise.all(names.slice(1).map(token)))];
+  // The control plane starts once the CA state holds the token key (it reads it at start).
+  start('control-plane', [CONTROL_PLANE, '--ca-file', caFile, '--config-dir', values['config-dir'], '--listen', `127.0.0.1:${PORTS.certify}`, '--admin-listen', `127.0.0.1:${PORTS.cpAdmin}`, '--reload-interval', '2s']);
+  await waitReady(`http://127.0.0.1:${PORTS.cpAdmin}/ready`);
   for (const [i, x] of Object.values(w).entries()) {
     const tokenFile = join(dir, `${x.name}.token`);
     writeFileSync(tokenFile, tokens[i]!.trim(), { mode: 0o600 });

@@ -53,9 +53,10 @@ t.before(async () => {
   writeFileSync(anchors, (JSON.parse(readFileSync(caFile, 'utf8')) as { anchor: { certPem: string } }).anchor.certPem);
   const port = await freePort();
   adminPort = await freePort();
+  // Tokens first: the first one adds the token key to the CA state the control plane loads.
+  for (const sa of ['api-v1', 'api-v2', 'web']) writeFileSync(join(dir, `${sa}.token`), cli('identity', 'bootstrap-token', '--ca-file', caFile, '--namespace', 'shop', '--service-account', sa).trim());
   const proxyArgs = (sa: string, service: string) => {
     const token = join(dir, `${sa}.token`);
-    writeFileSync(token, cli('identity', 'bootstrap-token', '--ca-file', caFile, '--namespace', 'shop', '--service-account', sa).trim());
     return ['--control-plane', `https://127.0.0.1:${port}`, '--trust-anchors', anchors, '--bootstrap-token-file', token, '--namespace', 'shop', '--service', service, '--access-log', 'off'];
   };
   // The server proxies' inbound ports must be known before the folder names them.
