@@ -19,5 +19,21 @@ npx oxlint --deny-warnings .
 step "generated CRDs are current (scripts/gen-crds.ts --check)"
 node scripts/gen-crds.ts --check
 step "tests (tap)"
-npx tap "$@"
+mkdir -p .tap
+set +e
+npx tap "$@" 2>&1 | tee .tap/last-run.log
+code=${PIPESTATUS[0]}
+set -e
+if [ "$code" -ne 0 ]; then
+  # A test process killed by a signal before it reported anything is rerun once, loudly; a run
+  # with any real failure is not rerun.
+  crashed=$(node scripts/crashed-tests.ts .tap/last-run.log)
+  if [ -n "$crashed" ]; then
+    echo "== rerunning test files whose process crashed (not a test failure): $crashed"
+    # shellcheck disable=SC2086
+    npx tap $crashed
+  else
+    exit "$code"
+  fi
+fi
 step "done"
