@@ -25,7 +25,8 @@ export const USAGE = `usage: meshlet proxy --config FILE [options]
   --max-header-size BYTES  larger request heads get 431 (default 16384)
 
 identity (mTLS between proxies; without --control-plane the proxy runs in plaintext mode):
-  --control-plane URL      https://host:port of the control plane's Certify endpoint
+  --control-plane URLS     https://host:port of the control plane (Certify and the config stream);
+                           comma-separated replicas are used in turn when one fails
   --trust-anchors FILE     PEM trust anchors the control plane's certificate chains to
   --identity-token-file F  a projected service-account token (audience meshlet), re-read on renewal
   --bootstrap-token-file F a bootstrap token from \`meshlet identity bootstrap-token\` (one machine)
@@ -90,7 +91,7 @@ async function main(): Promise<void> {
     const bootstrapFile = values['bootstrap-token-file'];
     if (!tokenFile === !bootstrapFile) throw new Error('--control-plane needs exactly one of --identity-token-file and --bootstrap-token-file');
     certify = new HttpsCertifyClient({
-      url: values['control-plane'],
+      urls: values['control-plane'].split(','),
       identity: values['control-plane-identity'],
       trustAnchors: readFileSync(values['trust-anchors'], 'utf8'),
       proof: tokenFile ? { kind: 'kubernetes', tokenFile } : { kind: 'bootstrap', token: readFileSync(bootstrapFile!, 'utf8').trim() },
@@ -101,7 +102,7 @@ async function main(): Promise<void> {
     configFile: values.config,
     configStream: values['control-plane']
       ? {
-          url: values['control-plane'],
+          urls: values['control-plane'].split(','),
           controlPlaneIdentity: values['control-plane-identity'],
           pod: values.pod ?? hostname(),
           ...(values['refuse-config-version'] ? { refuseVersion: new RegExp(values['refuse-config-version']) } : {}),

@@ -44,7 +44,7 @@ export interface ProxyOptions {
   /** Config from a file (watched); undefined: from the control plane's stream (needs certify). */
   configFile: string | undefined;
   /** The control plane's config stream (with identity); used when there is no configFile. */
-  configStream: { url: string; controlPlaneIdentity: string; pod: string; refuseVersion?: RegExp } | undefined;
+  configStream: { urls: readonly string[]; controlPlaneIdentity: string; pod: string; refuseVersion?: RegExp } | undefined;
   outbound: HostPort | undefined;
   inbound: HostPort | undefined;
   /** The local application the inbound side forwards to. */
@@ -154,7 +154,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     source = file;
   } else if (o.configStream && identity) {
     stream = new StreamConfigSource({
-      url: o.configStream.url,
+      urls: o.configStream.urls,
       controlPlaneIdentity: o.configStream.controlPlaneIdentity,
       context: () => identity.current?.clientContext,
       store,

@@ -11,7 +11,8 @@ import type { Problem } from '../../api/proxy-config.ts';
 import type { ConfigStore } from './store.ts';
 
 export interface StreamSourceOptions {
-  url: string;
+  /** Control-plane replicas; a lost or refused stream moves to the next one. */
+  urls: readonly string[];
   /** The SPIFFE ID the control plane must present. */
   controlPlaneIdentity: string;
   /** The proxy's client context (leaf + bundle); undefined until it has a certificate. */
@@ -43,6 +44,8 @@ export class StreamConfigSource {
   #connected = false;
   #lastError: string | undefined;
   #stream = '';
+  /** Which replica the stream uses (advances on every failure). */
+  #replica = 0;
 
   constructor(o: StreamSourceOptions) {
     this.#o = o;
@@ -52,8 +55,8 @@ export class StreamConfigSource {
     return this.#connected;
   }
 
-  detail(): { connected: boolean; lastError: string | null } {
-    return { connected: this.#connected, lastError: this.#lastError ?? null };
+  detail(): { connected: boolean; replica: string; lastError: string | null } {
+    return { connected: this.#connected, replica: this.#o.urls[this.#replica % this.#o.urls.length]!, lastError: this.#lastError ?? null };
   }
 
   start(): void {
@@ -69,7 +72,7 @@ export class StreamConfigSource {
   #options(path: string, method: string): (https.RequestOptions & { secureContext: SecureContext }) | undefined {
     const secureContext = this.#o.context();
     if (!secureContext) return undefined;
-    const u = new URL(path, this.#o.url);
+    const u = new URL(path, this.#o.urls[this.#replica % this.#o.urls.length]);
     const want = this.#o.controlPlaneIdentity;
     return {
       hostname: u.hostname.replace(/^\[|\]$/g, ''),
@@ -94,6 +97,7 @@ export class StreamConfigSource {
     if (this.#closed) return;
     this.#lastError = reason;
     this.#failures++;
+    this.#replica++; // fail over to the next replica (the same one when there is only one)
     clearTimeout(this.#timer);
     this.#timer = setTimeout(() => this.#connect(), reconnectDelay(this.#failures, this.#o.random));
     this.#timer.unref();

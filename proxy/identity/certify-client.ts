@@ -7,8 +7,8 @@ import { readFile } from 'node:fs/promises';
 import type { CertifyResponse, CertifyTransport } from './identity.ts';
 
 export interface CertifyClientOptions {
-  /** https://host:port of the control plane. */
-  url: string;
+  /** https://host:port of each control-plane replica, tried in turn. */
+  urls: readonly string[];
   /** PEM trust anchors that the control plane's serving certificate chains to. */
   trustAnchors: string;
   /** Where the proof comes from. */
@@ -24,11 +24,29 @@ export class HttpsCertifyClient implements CertifyTransport {
     this.#o = o;
   }
 
+  #next = 0;
+
+  /** Ask one replica after another (starting where the last success was) until one answers. */
   async certify(csrPem: string, bundle: readonly string[] | undefined): Promise<CertifyResponse> {
+    const errors: string[] = [];
+    for (let i = 0; i < this.#o.urls.length; i++) {
+      const at = (this.#next + i) % this.#o.urls.length;
+      try {
+        const r = await this.#certifyAt(this.#o.urls[at]!, csrPem, bundle);
+        this.#next = at;
+        return r;
+      } catch (e) {
+        errors.push((e as Error).message);
+      }
+    }
+    throw new Error(errors.join('; '));
+  }
+
+  async #certifyAt(base: string, csrPem: string, bundle: readonly string[] | undefined): Promise<CertifyResponse> {
     const o = this.#o;
     const token = o.proof.kind === 'kubernetes' ? (await readFile(o.proof.tokenFile, 'utf8')).trim() : o.proof.token;
     const body = JSON.stringify({ csr: csrPem, token, kind: o.proof.kind });
-    const url = new URL('/v1/certify', o.url);
+    const url = new URL('/v1/certify', base);
     return new Promise((resolve, reject) => {
       const req = https.request(
         url,
