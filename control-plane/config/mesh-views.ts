@@ -15,11 +15,14 @@ export function identityParts(id: string): { namespace: string; serviceAccount: 
 export class MeshViews implements ViewProvider {
   #prepared: PreparedModel | undefined;
   #problems: TranslateProblem[] = [];
+  /** Views by (identity, served services): replicas of a workload share one computation. */
+  #cache = new Map<string, { version: string; config: ProxyConfig } | { error: string }>();
 
   /** Put a new model in force; returns the problems the translation found in it. */
   set(model: MeshModel): TranslateProblem[] {
     this.#prepared = prepare(model);
     this.#problems = modelProblems(this.#prepared);
+    this.#cache.clear();
     return this.#problems;
   }
 
@@ -28,6 +31,16 @@ export class MeshViews implements ViewProvider {
   }
 
   view(p: StreamProxy): { version: string; config: ProxyConfig } | { error: string } {
+    const key = `${p.identity}\u0000${p.workload}\u0000${p.services.join(',')}`;
+    let v = this.#cache.get(key);
+    if (!v) {
+      v = this.#compute(p);
+      this.#cache.set(key, v);
+    }
+    return v;
+  }
+
+  #compute(p: StreamProxy): { version: string; config: ProxyConfig } | { error: string } {
     if (!this.#prepared) return { error: 'no model yet' };
     const who = identityParts(p.identity);
     if (!who) return { error: `not a workload identity: ${p.identity}` };

@@ -71,6 +71,7 @@ export class ConfigPushServer {
   #timer: NodeJS.Timeout | undefined;
   #firstPendingAt: number | undefined;
   readonly #ping: NodeJS.Timeout;
+  readonly #lines = new Map<string, string>();
   readonly #m;
 
   constructor(o: PushOptions) {
@@ -102,6 +103,7 @@ export class ConfigPushServer {
     const wait = Math.min(this.#o.debounceMs ?? 100, Math.max(0, this.#firstPendingAt + maxDelay - now));
     this.#timer = setTimeout(() => {
       this.#firstPendingAt = undefined;
+      this.#lines.clear();
       for (const c of this.#conns.values()) this.#push(c);
     }, wait);
   }
@@ -154,7 +156,13 @@ export class ConfigPushServer {
       c.changeAt = undefined;
       return;
     }
-    const line = JSON.stringify({ type: 'config', version: v.version, config: v.config } satisfies StreamMessage) + '\n';
+    // Proxies that share a view share its serialization (one string per version).
+    let line = this.#lines.get(v.version);
+    if (line === undefined) {
+      line = JSON.stringify({ type: 'config', version: v.version, config: v.config } satisfies StreamMessage) + '\n';
+      if (this.#lines.size > 10_000) this.#lines.clear();
+      this.#lines.set(v.version, line);
+    }
     c.res.write(line);
     c.sent = v.version;
     c.status.sent = v.version;

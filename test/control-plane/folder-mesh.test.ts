@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
-import { startUpstream, startProxyProcess, freePort, type ProxyProcess, type Upstream } from '../fixtures/mesh.ts';
+import { startUpstream, startProxyProcess, freePort, reservedPort, type ProxyProcess, type Upstream } from '../fixtures/mesh.ts';
 import { cli } from '../fixtures/control-plane.ts';
 
 const CP_MAIN = fileURLToPath(new URL('../../control-plane/main.ts', import.meta.url));
@@ -60,7 +60,7 @@ t.before(async () => {
     return ['--control-plane', `https://127.0.0.1:${port}`, '--trust-anchors', anchors, '--bootstrap-token-file', token, '--namespace', 'shop', '--service', service, '--access-log', 'off'];
   };
   // The server proxies' inbound ports must be known before the folder names them.
-  const inbound = { v1: await freePort(), v2: await freePort() };
+  const inbound = { v1: await reservedPort(), v2: await reservedPort() };
   const { mkdirSync } = await import('node:fs');
   mkdirSync(configDir);
   save('api.yaml', `${meshService('api-v1', `127.0.0.1:${inbound.v1}`, 'api-v1')}---\n${meshService('api-v2', `127.0.0.1:${inbound.v2}`, 'api-v2')}---\napiVersion: meshlet.io/v1alpha1\nkind: MeshService\nmetadata: { name: api, namespace: shop }\nspec: { endpoints: [] }\n`);
