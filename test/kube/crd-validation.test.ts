@@ -3,28 +3,11 @@
 // message a service owner can act on (OpenAPI bounds and enums, and the CEL rules), and nothing
 // is stored; good ones are accepted, and `kubectl get` shows the printer columns.
 import t from 'tap';
-import { startKube, type Kube } from '../fixtures/kube.ts';
+import { kubeForFile } from '../fixtures/kube.ts';
 
-const CRDS = new URL('../../manifests/crds/', import.meta.url).pathname;
 const V = 'meshlet.io/v1alpha1';
 
-let kube: Kube | undefined;
-const k = (): Kube => {
-  if (!kube) throw new Error('the API server did not start (see t.before)');
-  return kube;
-};
-
-t.before(async () => {
-  kube = await startKube();
-  t.comment(`kube-apiserver ready in ${kube.startupMs} ms`);
-  const applied = await kube.kubectl(['apply', '--server-side', '-f', CRDS]);
-  if (applied.code !== 0) throw new Error(`applying the CRDs failed: ${applied.stderr}`);
-  const est = await kube.kubectl(['wait', '--for=condition=Established', '--timeout=30s', 'crd/trafficsplits.meshlet.io', 'crd/authorizationpolicies.meshlet.io']);
-  if (est.code !== 0) throw new Error(`CRDs not Established: ${est.stderr}`);
-});
-t.teardown(async () => {
-  await kube?.stop();
-});
+const k = kubeForFile(t, { crds: true });
 
 const split = (ns: string, spec: unknown, name = 'web-canary') => ({ apiVersion: V, kind: 'TrafficSplit', metadata: { name, namespace: ns }, spec });
 const policy = (ns: string, spec: unknown, name = 'billing') => ({ apiVersion: V, kind: 'AuthorizationPolicy', metadata: { name, namespace: ns }, spec });
