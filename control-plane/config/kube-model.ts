@@ -22,7 +22,6 @@ import { canonicalJson, modelProblems, prepare } from './translate.ts';
 
 /** The injected proxy's container name (MESHLET_PROXY_CONTAINER_NAME in manifests/config.env). */
 export const PROXY_CONTAINER_NAME = 'meshlet-proxy';
-export const INJECT_ANNOTATION = 'meshlet.io/inject';
 export const GATEWAY_GROUP = 'gateway.networking.k8s.io';
 
 /** Something the source could not use, or used only in part; `field` is a JSON pointer (`/spec/backends/1/service`). */

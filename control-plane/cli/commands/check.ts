@@ -1,6 +1,8 @@
 // `meshlet check`: is meshlet installed and healthy in a cluster? One line per check (ok, warn, fail)
 // with what to do. Guarantees: read-only; exit 1 only when a check fails; CA private keys never leave caView().
 
+import { PROXY_CONTAINER_NAME, isMeshedPod } from '../../config/kube-model.ts';
+import type { V1Pod } from '@kubernetes/client-node';
 import { X509Certificate } from 'node:crypto';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { DAY_MS, isDnsLabel } from '../../ca/index.ts';
@@ -16,12 +18,9 @@ export const WEBHOOK_NAME = 'meshlet-proxy-injector';
 export const DEPLOYMENT_NAME = 'meshlet-control-plane';
 export const SERVICE_NAMES = ['meshlet-control-plane', 'meshlet-webhook'] as const;
 export const CA_SECRET_NAME = DEFAULT_CA_SECRET.name;
-/**
- * The injected proxy's container name (MESHLET_PROXY_CONTAINER_NAME in manifests/config.env). The
- * injector is not built yet, so this is the one place the check knows it; a Pod counts as meshed
- * when a container or an init container (a native sidecar) has this name.
- */
-export const PROXY_CONTAINER_NAME = 'meshlet-proxy';
+// The sidecar's name and the rule "this Pod runs the proxy" are the config source's
+// (control-plane/config/kube-model.ts): the check and the identity decision use one rule.
+export { PROXY_CONTAINER_NAME };
 export const INJECT_KEY = 'meshlet.io/inject';
 /** The webhook never sees Pods of these namespaces (kubernetes.io/metadata.name NotIn ...). */
 export const NEVER_INJECTED = ['kube-system', DEFAULT_NAMESPACE] as const;
@@ -372,7 +371,8 @@ export function wantsSidecar(pod: PodView, nsLabels: Record<string, string> | un
   return annotation === 'enabled';
 }
 
-const hasSidecar = (pod: PodView): boolean => [...(pod.spec?.containers ?? []), ...(pod.spec?.initContainers ?? [])].some((c) => c.name === PROXY_CONTAINER_NAME);
+// PodView keeps only the fields the check reads; isMeshedPod reads container names, which it has.
+const hasSidecar = (pod: PodView): boolean => isMeshedPod(pod as Pick<V1Pod, 'metadata' | 'spec'>);
 
 const MAX_LISTED = 10;
 
