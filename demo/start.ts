@@ -4,7 +4,7 @@
 // Prints where to look and, every second, what web's proxy measures. Ctrl-C (or SIGTERM) stops
 // every process it started, in order, and removes its temp folder.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -18,8 +18,13 @@ const MESHLET = fileURLToPath(new URL('../bin/meshlet.ts', import.meta.url));
 const CONTROL_PLANE = fileURLToPath(new URL('../control-plane/main.ts', import.meta.url));
 const EXAMPLES = fileURLToPath(new URL('../examples', import.meta.url));
 
-/** Fixed ports (README "npm start"): the examples' endpoints name the inbound ones. */
-const PORTS = { certify: 14443, cpAdmin: 14990, web: 14143, 'api-v1': 14243, 'api-v2': 14343 } as const;
+/**
+ * Fixed ports (README "npm start"), as offsets from --port-base (default 14000): the examples'
+ * endpoints name the inbound ones (127.0.0.1:14143...). With another base (tests, a second mesh
+ * beside the first), the demo watches a copy of the config folder with those addresses moved.
+ */
+const DEFAULT_PORT_BASE = 14000;
+const PORT_OFFSETS = { certify: 443, cpAdmin: 990, web: 143, 'api-v1': 243, 'api-v2': 343 } as const;
 const NAMESPACE = 'demo';
 
 async function freePort(): Promise<number> {
@@ -38,20 +43,42 @@ const { values } = parseArgs({
     rps: { type: 'string', default: '50' },
     seconds: { type: 'string', default: '0' },
     'config-dir': { type: 'string', default: EXAMPLES },
+    'port-base': { type: 'string', default: String(DEFAULT_PORT_BASE) },
     help: { type: 'boolean', short: 'h' },
   },
 });
+const portBase = Number(values['port-base']);
+if (!Number.isInteger(portBase) || portBase < 1024 || portBase > 64000) {
+  process.stderr.write(`meshlet demo: --port-base must be an integer in [1024, 64000], got ${values['port-base']}\n`);
+  process.exit(2);
+}
+const PORTS = Object.fromEntries(Object.entries(PORT_OFFSETS).map(([k, off]) => [k, portBase + off])) as Record<keyof typeof PORT_OFFSETS, number>;
 if (values.help) {
   process.stdout.write(`usage: npm start [-- --rps N] [-- --seconds S] [-- --config-dir DIR]
   --rps N           load generator rate (default 50)
   --seconds S       stop after S seconds (default: run until Ctrl-C)
   --config-dir DIR  the mesh's YAML (default examples/; edit it while the mesh runs)
+  --port-base N     ports are N + 443 (control plane), N + 990 (its admin), N + 143/243/343
+                    (inbound of web, api-v1, api-v2); default 14000. With another base the mesh
+                    watches a copy of the config folder whose 127.0.0.1:14xxx addresses are moved
 ports: control plane ${PORTS.certify} (admin ${PORTS.cpAdmin}); proxies' inbound: web ${PORTS.web}, api-v1 ${PORTS['api-v1']}, api-v2 ${PORTS['api-v2']}
 `);
   process.exit(0);
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'meshlet-demo-'));
+const configDir = portBase === DEFAULT_PORT_BASE ? values['config-dir'] : movedConfig(values['config-dir'], join(dir, 'config'));
+
+/** A copy of the config folder's YAML files with the demo's 127.0.0.1:14xxx addresses moved to the port base. */
+function movedConfig(from: string, to: string): string {
+  mkdirSync(to);
+  for (const f of readdirSync(from)) {
+    if (!/\.ya?ml$/.test(f)) continue;
+    const text = readFileSync(join(from, f), 'utf8').replace(/127\.0\.0\.1:14(\d{3})\b/g, (_m, off: string) => `127.0.0.1:${portBase + Number(off)}`);
+    writeFileSync(join(to, f), text);
+  }
+  return to;
+}
 const children: ChildProcess[] = [];
 let stopping = false;
 let ticker: NodeJS.Timeout | undefined;
@@ -143,7 +170,7 @@ async function main(): Promise<void> {
   const firstToken = await token(names[0]!);
   const tokens = [firstToken, ...(await Promise.all(names.slice(1).map(token)))];
   // The control plane starts once the CA state holds the token key (it reads it at start).
-  start('control-plane', [CONTROL_PLANE, '--ca-file', caFile, '--config-dir', values['config-dir'], '--listen', `127.0.0.1:${PORTS.certify}`, '--admin-listen', `127.0.0.1:${PORTS.cpAdmin}`, '--reload-interval', '2s']);
+  start('control-plane', [CONTROL_PLANE, '--ca-file', caFile, '--config-dir', configDir, '--listen', `127.0.0.1:${PORTS.certify}`, '--admin-listen', `127.0.0.1:${PORTS.cpAdmin}`, '--reload-interval', '2s']);
   await waitReady(`http://127.0.0.1:${PORTS.cpAdmin}/ready`);
   for (const [i, x] of Object.values(w).entries()) {
     const tokenFile = join(dir, `${x.name}.token`);
@@ -184,7 +211,7 @@ meshlet demo mesh is up: first request through the mesh ${(first / 1000).toFixed
 
   load → web → api (TrafficSplit: api-v1 90 %, api-v2 10 %), mTLS with SPIFFE identities on every hop
 
-  config: ${values['config-dir']}  (edit and save: proxies follow within a second)
+  config: ${configDir}  (edit and save: proxies follow within a second)
   control plane: https://127.0.0.1:${PORTS.certify}   admin: http://127.0.0.1:${PORTS.cpAdmin}/proxies
   proxy admin (/ready /metrics /config):
 ${Object.values(w).map((x) => `    ${x.name.padEnd(7)} http://127.0.0.1:${x.admin}`).join('\n')}

@@ -15,14 +15,18 @@ t.test('the demo mesh starts, carries traffic over mTLS, follows a split edit, a
   const configDir = mkdtempSync(join(tmpdir(), 'meshlet-demo-config-'));
   cpSync(EXAMPLES, configDir, { recursive: true });
   t.teardown(() => rmSync(configDir, { recursive: true, force: true }));
-  const child = spawn(process.execPath, [START, '--seconds', '16', '--rps', '100', '--config-dir', configDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Port base 15000 (README "Testing": each test that runs the demo has its own base, below the
+  // fixtures' reserved range): the demo watches a copy of configDir with the ports moved, and
+  // prints where it is.
+  const child = spawn(process.execPath, [START, '--seconds', '16', '--rps', '100', '--config-dir', configDir, '--port-base', '15000'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let edited = -1;
   child.stdout.on('data', (d: Buffer) => {
     out += d.toString();
     // After four one-second lines, move the canary to 50/50 (an editor's atomic save).
-    if (edited < 0 && (out.match(/ web → /g) ?? []).length >= 4) {
-      const file = join(configDir, 'canary.yaml');
+    const watched = /config: (\S+)/.exec(out)?.[1];
+    if (edited < 0 && watched && (out.match(/ web → /g) ?? []).length >= 4) {
+      const file = join(watched, 'canary.yaml');
       writeFileSync(`${file}.tmp`, readFileSync(file, 'utf8').replace('weight: 90', 'weight: 50').replace('weight: 10', 'weight: 50'));
       renameSync(`${file}.tmp`, file);
       edited = out.length;
