@@ -1,7 +1,7 @@
 // The config stream's wire format, shared by the control plane and the proxy. A proxy holds
 // GET /v1/config/stream (mTLS; its identity is its client certificate) and reads NDJSON messages;
 // it answers each config with POST /v1/config/ack: the version it runs, or why it refused it.
-import type { Problem, ProxyConfig } from './proxy-config.ts';
+import type { Inbound, Problem, ProxyConfig, Service } from './proxy-config.ts';
 
 export const CONFIG_STREAM_PATH = '/v1/config/stream';
 export const CONFIG_ACK_PATH = '/v1/config/ack';
@@ -17,10 +17,51 @@ export interface StreamParams {
   version: string;
 }
 
+/**
+ * What changed from the view `base` to the view `version`: services added or changed (whole),
+ * services removed (by name), and the inbound side or trust bundle when they changed (null:
+ * removed). The control plane sends one instead of the full config when it is much smaller and
+ * the proxy ACKed (or was sent) `base`; a proxy that does not run `base` NACKs it with a problem
+ * at `/base`, and gets the full config.
+ */
+export interface ConfigDelta {
+  type: 'delta';
+  version: string;
+  base: string;
+  upsert: Service[];
+  remove: string[];
+  inbound?: Inbound | null;
+  trustBundle?: string | null;
+}
+
 export type StreamMessage =
   | { type: 'hello'; stream: string }
   | { type: 'config'; version: string; config: ProxyConfig }
+  | ConfigDelta
   | { type: 'ping' };
+
+/** The problem path a proxy NACKs a delta with when it does not run the delta's base. */
+export const DELTA_BASE_PATH = '/base';
+
+const byName = (a: Service, b: Service): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+
+/**
+ * `base` with `delta` applied: the document the full config of `delta.version` would be (services
+ * in name order, as views are built). Pure; the result goes through the same validation as a full
+ * config. Undefined when `base` is not the delta's base.
+ */
+export function applyDelta(base: Readonly<ProxyConfig>, delta: ConfigDelta): ProxyConfig | undefined {
+  if (base.version !== delta.base) return undefined;
+  const services = new Map(base.services.map((x) => [x.name, x]));
+  for (const name of delta.remove) services.delete(name);
+  for (const x of delta.upsert) services.set(x.name, x);
+  const next: ProxyConfig = { version: delta.version, services: [...services.values()].toSorted(byName) };
+  const inbound = delta.inbound === undefined ? base.inbound : (delta.inbound ?? undefined);
+  const trustBundle = delta.trustBundle === undefined ? base.trustBundle : (delta.trustBundle ?? undefined);
+  if (inbound !== undefined) next.inbound = inbound;
+  if (trustBundle !== undefined) next.trustBundle = trustBundle;
+  return next;
+}
 
 export interface Ack {
   stream: string;

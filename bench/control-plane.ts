@@ -24,6 +24,8 @@ const freePort = () =>
       s.close(() => resolve(p));
     });
   });
+/** Services (and identities) in the benchmark mesh. */
+const IDENTITIES = 50;
 const svc = (i: number) => `apiVersion: meshlet.io/v1alpha1\nkind: MeshService\nmetadata: { name: svc-${i}, namespace: bench }\nspec:\n  endpoints:\n${[1, 2, 3, 4].map((e) => `    - { address: "127.0.0.${e}:${8000 + i}", serviceAccount: svc-${i} }`).join('\n')}\n`;
 const split = (w: number) => `apiVersion: meshlet.io/v1alpha1\nkind: TrafficSplit\nmetadata: { name: canary, namespace: bench }\nspec:\n  service: svc-0\n  backends:\n    - { service: svc-1, weight: ${100 - w} }\n    - { service: svc-2, weight: ${w} }\n`;
 const rssKb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
@@ -37,19 +39,22 @@ async function run(n: number, changes: number): Promise<Record<string, number>> 
   const configDir = join(dir, 'mesh');
   mkdirSync(configDir);
   // 50 services with 4 endpoints each, and the split under test.
-  writeFileSync(join(configDir, 'services.yaml'), Array.from({ length: 50 }, (_, i) => svc(i)).join('---\n'));
+  writeFileSync(join(configDir, 'services.yaml'), Array.from({ length: IDENTITIES }, (_, i) => svc(i)).join('---\n'));
   const save = (text: string) => {
     writeFileSync(join(configDir, '.split.tmp'), text);
     renameSync(join(configDir, '.split.tmp'), join(configDir, 'split.yaml'));
   };
   save(split(10));
-  // One leaf for every simulated proxy (one identity, N streams): the control plane keys streams, not identities.
+  // Simulated proxy i is a replica of workload svc-(i mod 50), with that service account and
+  // serving that service: 50 identities, 50 distinct views (inbound sides differ), N streams.
   const state = JSON.parse(readFileSync(caFile, 'utf8')) as Record<string, unknown>;
   delete state['bootstrapTokenKey'];
   const ca = importSecret(state);
-  const keys = newKeyPair();
-  const leaf = issueLeaf(ca, { csrPem: makeCsr(keys), identity: parseSpiffeId('spiffe://cluster.local/ns/bench/sa/client'), now: Date.now() });
-  const tls = { key: keys.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, cert: leaf.certPem + leaf.chainPems.join(''), ca: leaf.bundlePems, checkServerIdentity: () => undefined };
+  const tlsOf = Array.from({ length: IDENTITIES }, (_, k) => {
+    const keys = newKeyPair();
+    const leaf = issueLeaf(ca, { csrPem: makeCsr(keys), identity: parseSpiffeId(`spiffe://cluster.local/ns/bench/sa/svc-${k}`), now: Date.now() });
+    return { key: keys.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, cert: leaf.certPem + leaf.chainPems.join(''), ca: leaf.bundlePems, checkServerIdentity: () => undefined };
+  });
   const [port, admin] = [await freePort(), await freePort()];
   const cp = spawn(process.execPath, ['--max-old-space-size=512', join(ROOT, 'control-plane/main.ts'), '--ca-file', caFile, '--config-dir', configDir, '--listen', `127.0.0.1:${port}`, '--admin-listen', `127.0.0.1:${admin}`], { stdio: 'ignore' });
   try {
@@ -62,12 +67,12 @@ async function run(n: number, changes: number): Promise<Record<string, number>> 
       await new Promise((r) => setTimeout(r, 50));
     }
     const rssBefore = rssKb(cp.pid!);
-    const agent = new https.Agent({ keepAlive: true, maxSockets: Infinity, ...tls });
+    const agents = tlsOf.map((tls) => new https.Agent({ keepAlive: true, maxSockets: Infinity, ...tls }));
     /** Per proxy: the versions it has ACKed, with the time of each ACK. */
     const acks: Array<Map<string, number>> = Array.from({ length: n }, () => new Map<string, number>());
-    const ack = (stream: string, version: string) => {
+    const ack = (i: number, stream: string, version: string) => {
       const body = JSON.stringify({ stream, version, ok: true });
-      const req = https.request({ host: '127.0.0.1', port, path: CONFIG_ACK_PATH, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => res.resume());
+      const req = https.request({ host: '127.0.0.1', port, path: CONFIG_ACK_PATH, method: 'POST', agent: agents[i % IDENTITIES], headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => res.resume());
       req.on('error', () => {});
       req.end(body);
     };
@@ -75,7 +80,7 @@ async function run(n: number, changes: number): Promise<Record<string, number>> 
     await Promise.all(
       Array.from({ length: n }, (_, i) =>
         new Promise<void>((resolve, reject) => {
-          const req = https.request({ host: '127.0.0.1', port, path: encodeParams({ workload: `p${i}`, namespace: 'bench', pod: `p${i}`, services: ['client'], version: '' }), agent: false, ...tls }, (res) => {
+          const req = https.request({ host: '127.0.0.1', port, path: encodeParams({ workload: `svc-${i % IDENTITIES}`, namespace: 'bench', pod: `svc-${i % IDENTITIES}-${i}`, services: [`svc-${i % IDENTITIES}`], version: '' }), agent: false, ...tlsOf[i % IDENTITIES] }, (res) => {
             let buf = '';
             let stream = '';
             res.setEncoding('utf8');
@@ -86,9 +91,9 @@ async function run(n: number, changes: number): Promise<Record<string, number>> 
                 const m = JSON.parse(buf.slice(0, nl)) as { type: string; stream?: string; version?: string };
                 buf = buf.slice(nl + 1);
                 if (m.type === 'hello') stream = m.stream!;
-                if (m.type === 'config') {
+                if (m.type === 'config' || m.type === 'delta') {
                   acks[i]!.set(m.version!, performance.now());
-                  ack(stream, m.version!);
+                  ack(i, stream, m.version!);
                   resolve();
                 }
               }
@@ -124,10 +129,11 @@ async function run(n: number, changes: number): Promise<Record<string, number>> 
       await new Promise((r) => setTimeout(r, 600));
     }
     for (const s of streams) s.destroy();
-    agent.destroy();
+    for (const a of agents) a.destroy();
     return {
       proxies: n,
       changes,
+      minMs: Math.round(Math.min(...latencies)),
       p50Ms: Math.round(pct(latencies, 50)),
       p99Ms: Math.round(pct(latencies, 99)),
       maxMs: Math.round(Math.max(...latencies)),
@@ -144,8 +150,8 @@ async function run(n: number, changes: number): Promise<Record<string, number>> 
 const rows = [];
 for (const n of values.proxies.split(',').map(Number)) rows.push(await run(n, Number(values.changes)));
 process.stdout.write('time from a TrafficSplit edit (file saved) to each simulated proxy receiving it; control plane RSS\n');
-process.stdout.write('| proxies | changes | p50 ms | p99 ms | max ms | worst change p99 ms | CP RSS MB | KB / proxy |\n|--:|--:|--:|--:|--:|--:|--:|--:|\n');
-for (const r of rows) process.stdout.write(`| ${r.proxies} | ${r.changes} | ${r.p50Ms} | ${r.p99Ms} | ${r.maxMs} | ${r.worstChangeP99Ms} | ${r.cpRssMb} | ${r.kbPerProxy} |\n`);
+process.stdout.write('| proxies | changes | first ms | p50 ms | p99 ms | max ms | worst change p99 ms | CP RSS MB | KB / proxy |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n');
+for (const r of rows) process.stdout.write(`| ${r.proxies} | ${r.changes} | ${r.minMs} | ${r.p50Ms} | ${r.p99Ms} | ${r.maxMs} | ${r.worstChangeP99Ms} | ${r.cpRssMb} | ${r.kbPerProxy} |\n`);
 mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
 writeFileSync(join(ROOT, 'bench/results/control-plane.json'), JSON.stringify({ at: new Date().toISOString(), rows }, null, 2));
 process.exit(0);

@@ -1,5 +1,6 @@
 // Two views of one proxy → what changed between them: the basis of delta pushes once views are large.
 // Pure; compares canonical JSON, so key order never makes a change and `changed` is false for equal content.
+import type { ConfigDelta } from '../../api/config-stream.ts';
 import type { ProxyConfig, Service } from '../../api/proxy-config.ts';
 import { canonicalJson } from './translate.ts';
 
@@ -27,4 +28,14 @@ export function diffViews(prev: Readonly<ProxyConfig> | undefined, next: Readonl
   const inbound = prev === undefined || canonicalJson(prev.inbound ?? null) !== canonicalJson(next.inbound ?? null);
   const trustBundle = prev === undefined || prev.trustBundle !== next.trustBundle;
   return { changed: upserted.length > 0 || removed.length > 0 || inbound || trustBundle, upserted, removed, inbound, trustBundle };
+}
+
+/** The delta message that turns `prev` (as the proxy holds it) into `next`. */
+export function deltaOf(prev: Readonly<ProxyConfig>, next: Readonly<ProxyConfig>): ConfigDelta {
+  const d = diffViews(prev, next);
+  const upserted = new Set(d.upserted);
+  const delta: ConfigDelta = { type: 'delta', version: next.version, base: prev.version, upsert: next.services.filter((s) => upserted.has(s.name)), remove: d.removed };
+  if (d.inbound) delta.inbound = next.inbound ?? null;
+  if (d.trustBundle) delta.trustBundle = next.trustBundle ?? null;
+  return delta;
 }

@@ -15,7 +15,11 @@ export function identityParts(id: string): { namespace: string; serviceAccount: 
 export class MeshViews implements ViewProvider {
   #prepared: PreparedModel | undefined;
   #problems: TranslateProblem[] = [];
-  /** Views by (identity, served services): replicas of a workload share one computation. */
+  /**
+   * Views by (identity, served services): the view does not depend on the workload or pod name,
+   * so every proxy of one service account serving the same services shares one computation,
+   * one version and one serialization.
+   */
   #cache = new Map<string, { version: string; config: ProxyConfig } | { error: string }>();
 
   /** Put a new model in force; returns the problems the translation found in it. */
@@ -31,7 +35,7 @@ export class MeshViews implements ViewProvider {
   }
 
   view(p: StreamProxy): { version: string; config: ProxyConfig } | { error: string } {
-    const key = `${p.identity}\u0000${p.workload}\u0000${p.services.join(',')}`;
+    const key = `${p.identity}\u0000${p.services.join(',')}`;
     let v = this.#cache.get(key);
     if (!v) {
       v = this.#compute(p);
@@ -44,8 +48,9 @@ export class MeshViews implements ViewProvider {
     if (!this.#prepared) return { error: 'no model yet' };
     const who = identityParts(p.identity);
     if (!who) return { error: `not a workload identity: ${p.identity}` };
-    // The namespace comes from the certificate, never from what the proxy says about itself.
-    const proxy: ViewProxy = { namespace: who.namespace, serviceAccount: who.serviceAccount, identity: p.identity, workload: p.workload || who.serviceAccount, services: p.services };
+    // The namespace comes from the certificate, never from what the proxy says about itself. The
+    // view is shared by every workload of the identity (see #cache): problems name the account.
+    const proxy: ViewProxy = { namespace: who.namespace, serviceAccount: who.serviceAccount, identity: p.identity, workload: who.serviceAccount, services: p.services };
     const v = viewOf(this.#prepared, proxy, 'pending');
     if (!v.config) return { error: v.problems.map((x) => `${x.object} ${x.path}: ${x.message}`).join('; ') || 'no valid view' };
     const version = `h-${configHash(v.config).slice(0, 16)}`;

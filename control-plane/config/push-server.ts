@@ -1,13 +1,17 @@
 // The config push: every proxy holds a stream (mTLS; identity from its certificate) and gets its
 // own view, versioned; it ACKs or NACKs each version (as xDS does). Changes are debounced (100 ms,
-// never held past 500 ms) and a view whose version did not change is never re-sent.
+// never held past 500 ms) and a view whose version did not change is never re-sent. Once a proxy
+// holds a view, the next is sent as a delta (changed services only) when that is under half the
+// size of the full view; a NACK (the proxy does not run the delta's base, or refused a version)
+// makes the next send a full one.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { randomUUID } from 'node:crypto';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Clock } from '../../api/runtime.ts';
 import type { ProxyConfig } from '../../api/proxy-config.ts';
-import { CONFIG_ACK_PATH, CONFIG_STREAM_PATH, decodeParams, type Ack, type StreamMessage, type StreamParams } from '../../api/config-stream.ts';
+import { CONFIG_ACK_PATH, CONFIG_STREAM_PATH, DELTA_BASE_PATH, decodeParams, type Ack, type StreamMessage, type StreamParams } from '../../api/config-stream.ts';
+import { deltaOf } from './diff.ts';
 
 /** Who is on the other end of a stream. */
 export interface ProxyInfo extends StreamParams {
@@ -37,6 +41,8 @@ interface Conn {
   info: ProxyInfo;
   res: ServerResponse;
   sent: string;
+  /** The view last sent (shared with every proxy of that view), the base of the next delta; undefined: send a full one. */
+  sentConfig: ProxyConfig | undefined;
   /** Clock time the current change was first seen (for change → ACK latency). */
   changeAt: number | undefined;
   status: ProxyStatus;
@@ -79,7 +85,7 @@ export class ConfigPushServer {
     const registers = [o.registry];
     this.#m = {
       connected: new Gauge({ name: 'meshlet_cp_connected_proxies', help: 'Proxies holding a config stream.', registers }),
-      pushes: new Counter({ name: 'meshlet_cp_pushes_total', help: 'Config versions sent to proxies.', registers }),
+      pushes: new Counter({ name: 'meshlet_cp_pushes_total', help: 'Config versions sent to proxies, by kind (full view or delta).', labelNames: ['kind'], registers }),
       pushBytes: new Histogram({ name: 'meshlet_cp_push_size_bytes', help: 'Size of each config sent.', buckets: [1e3, 1e4, 1e5, 1e6, 1e7], registers }),
       ackLatency: new Histogram({ name: 'meshlet_cp_change_to_ack_seconds', help: 'From a change seen by the control plane to the proxy ACKing it.', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers }),
       nacks: new Counter({ name: 'meshlet_cp_nacks_total', help: 'Config versions refused by proxies, by first reason.', labelNames: ['reason'], registers }),
@@ -129,6 +135,7 @@ export class ConfigPushServer {
       info,
       res,
       sent: params.version,
+      sentConfig: undefined,
       changeAt: undefined,
       status: { stream: info.stream, identity, workload: info.workload, namespace: info.namespace, pod: info.pod, connectedAt: new Date().toISOString(), sent: null, acked: params.version || null, lastAckAt: null, nack: null },
     };
@@ -156,18 +163,36 @@ export class ConfigPushServer {
       c.changeAt = undefined;
       return;
     }
-    // Proxies that share a view share its serialization (one string per version).
-    let line = this.#lines.get(v.version);
-    if (line === undefined) {
-      line = JSON.stringify({ type: 'config', version: v.version, config: v.config } satisfies StreamMessage) + '\n';
-      if (this.#lines.size > 10_000) this.#lines.clear();
-      this.#lines.set(v.version, line);
+    // Proxies that share a view share its serialization (one string per version), and proxies
+    // that move between the same two versions share the delta's.
+    const full = this.#line(v.version, () => ({ type: 'config', version: v.version, config: v.config }));
+    let line = full;
+    let kind = 'full';
+    if (c.sentConfig !== undefined && c.sentConfig.version === c.sent) {
+      const prev = c.sentConfig;
+      const delta = this.#line(`${prev.version}>${v.version}`, () => deltaOf(prev, v.config));
+      if (delta.length * 2 < full.length) {
+        line = delta;
+        kind = 'delta';
+      }
     }
     c.res.write(line);
     c.sent = v.version;
+    c.sentConfig = v.config;
     c.status.sent = v.version;
-    this.#m.pushes.inc();
+    this.#m.pushes.labels(kind).inc();
     this.#m.pushBytes.observe(Buffer.byteLength(line));
+  }
+
+  /** One serialization per message key (a version, or `from>to` for a delta), kept until the next change. */
+  #line(key: string, message: () => StreamMessage): string {
+    let line = this.#lines.get(key);
+    if (line === undefined) {
+      line = JSON.stringify(message()) + '\n';
+      if (this.#lines.size > 10_000) this.#lines.clear();
+      this.#lines.set(key, line);
+    }
+    return line;
   }
 
   #broadcast(m: StreamMessage): void {
@@ -209,6 +234,13 @@ export class ConfigPushServer {
         // Bounded label: the top-level field of the first problem (services, inbound, ...).
         this.#m.nacks.labels(ack.problems?.[0]?.path.split('/')[1] || 'refused').inc();
         this.#o.log?.('proxy refused config', { identity, version: ack.version, reason });
+        // The proxy runs something older than what was sent: the next send is a full view, and
+        // when it refused a delta only because it lacks the base, that full view goes now.
+        c.sentConfig = undefined;
+        if (ack.version === c.sent && ack.problems?.[0]?.path === DELTA_BASE_PATH) {
+          c.sent = c.status.acked ?? '';
+          this.#push(c);
+        }
       }
       json(res, 200, { ok: true });
     });

@@ -6,7 +6,7 @@ import https from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import type { SecureContext } from 'node:tls';
 import type { Random } from '../../api/runtime.ts';
-import { CONFIG_ACK_PATH, encodeParams, type Ack, type StreamMessage, type StreamParams } from '../../api/config-stream.ts';
+import { applyDelta, CONFIG_ACK_PATH, DELTA_BASE_PATH, encodeParams, type Ack, type StreamMessage, type StreamParams } from '../../api/config-stream.ts';
 import type { Problem } from '../../api/proxy-config.ts';
 import type { ConfigStore } from './store.ts';
 
@@ -145,13 +145,17 @@ export class StreamConfigSource {
       return;
     }
     if (m.type === 'hello') this.#stream = m.stream;
-    if (m.type !== 'config') return;
+    if (m.type !== 'config' && m.type !== 'delta') return;
     let problems: Problem[] | undefined;
-    if (this.#o.refuseVersion?.test(m.version)) {
+    // A delta applies to the version this proxy runs, else the control plane sends the full view.
+    const doc = m.type === 'config' ? m.config : this.#o.store.current && applyDelta(this.#o.store.current.doc, m);
+    if (doc === undefined) {
+      problems = [{ path: DELTA_BASE_PATH, message: `delta from ${m.type === 'delta' ? m.base : '?'}, but this proxy runs ${this.#o.store.current?.version ?? 'no config'}: send the full view` }];
+    } else if (this.#o.refuseVersion?.test(m.version)) {
       problems = [{ path: '/version', message: `refused by test hook (--refuse-config-version): ${m.version}` }];
       this.#o.store.refuse(problems, 'control plane');
     } else {
-      const r = this.#o.store.apply(m.config, `control plane version ${m.version}`);
+      const r = this.#o.store.apply(doc, `control plane version ${m.version}${m.type === 'delta' ? ' (delta)' : ''}`);
       if (!r.ok) problems = r.problems;
     }
     this.#ack({ stream: this.#stream, version: m.version, ok: problems === undefined, ...(problems ? { problems } : {}) });

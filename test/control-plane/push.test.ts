@@ -14,6 +14,10 @@ import { systemWallClock } from '../../control-plane/ca/index.ts';
 import { startUpstream, startProxyProcess, freePort, metricValue, type Upstream, type ProxyProcess } from '../fixtures/mesh.ts';
 import { cli } from '../fixtures/control-plane.ts';
 import { execFile } from 'node:child_process';
+import https from 'node:https';
+import { importSecret, issueLeaf, parseSpiffeId } from '../../control-plane/ca/index.ts';
+import { makeCsr, newKeyPair } from '../../proxy/identity/csr.ts';
+import { CONFIG_ACK_PATH, DELTA_BASE_PATH, encodeParams, type StreamMessage } from '../../api/config-stream.ts';
 import { fileURLToPath } from 'node:url';
 
 const MESHLET = fileURLToPath(new URL('../../bin/meshlet.ts', import.meta.url));
@@ -41,10 +45,11 @@ const cfg = (version: string, address: string): ProxyConfig => ({ version, servi
 
 let port = 0;
 let push: ConfigPushServer;
+let registry: Registry;
 let cp: Cp | undefined;
 
 async function startControlPlane(): Promise<void> {
-  const registry = new Registry();
+  registry = new Registry();
   push = new ConfigPushServer({ views: { view: () => ({ version: view.version, config: view }) }, clock: systemClock, registry });
   cp = await startCp({
     store: new FileCaStore(caFile),
@@ -90,6 +95,13 @@ t.teardown(async () => {
   await Promise.all([a?.close(), b?.close()]);
   rmSync(dir, { recursive: true, force: true });
 });
+
+/** A view of 40 services (the first at `firstAddress`): changing one makes a delta far smaller than the view. */
+const big = (version: string, firstAddress: string): ProxyConfig => ({
+  version,
+  services: Array.from({ length: 40 }, (_, i) => ({ name: `svc-${String(i).padStart(2, '0')}.shop`, hosts: [`svc-${i}`], endpoints: [{ address: i === 0 ? firstAddress : `127.0.0.1:${10_000 + i}` }] })),
+});
+const pushed = async (kind: string) => metricValue(await registry.metrics(), 'meshlet_cp_pushes_total', { kind });
 
 const get = async (pool: Pool) => {
   const r = await pool.request({ path: '/', method: 'GET', headers: { host: 'api' } });
@@ -188,4 +200,94 @@ t.test('control plane killed under load: 0 failed requests; restarted: resync wi
   t.same(failures, [], `0 failed requests (${ok} ok)`);
   t.ok(ok > 100, 'traffic flowed throughout');
   t.ok(resync < 1500, `resynced ${resync} ms after the restart`);
+});
+
+t.test('large views travel as deltas; after a refusal the next version goes in full', async (t) => {
+  const running = async () => (await (await fetch(`${proxy.adminUrl}/config`)).json()) as { version: string; config: ProxyConfig };
+  view = big('big-1', a.address);
+  push.changed();
+  await proxy.waitForVersion('big-1', 2000);
+  const deltasBefore = await pushed('delta');
+  view = big('big-2', b.address);
+  push.changed();
+  await proxy.waitForVersion('big-2', 2000);
+  t.equal(await pushed('delta'), deltasBefore + 1, 'the change went as a delta');
+  t.same((await running()).config, view, 'the proxy runs exactly the full view of big-2');
+  const pool = new Pool(proxy.outboundUrl);
+  const r = await pool.request({ path: '/', method: 'GET', headers: { host: 'svc-0' } });
+  await r.body.text();
+  t.equal(r.statusCode, 200, 'and routes by it');
+  await pool.close();
+
+  // The proxy refuses bad-3 (a delta), so it still runs big-2; big-4's delta is based on bad-3:
+  // the proxy NACKs it (no base) and the control plane sends big-4 in full.
+  view = { ...big('bad-3', a.address) };
+  push.changed();
+  for (let i = 0; i < 100 && push.status()[0]!.nack?.version !== 'bad-3'; i++) await new Promise((res) => setTimeout(res, 20));
+  t.equal(push.status()[0]!.nack?.version, 'bad-3', 'bad-3 refused');
+  const fullBefore = await pushed('full');
+  view = big('big-4', a.address);
+  view.services[5]!.endpoints = [{ address: '127.0.0.1:9' }];
+  push.changed();
+  await proxy.waitForVersion('big-4', 2000);
+  t.same((await running()).config, view, 'the proxy runs the full view of big-4');
+  t.ok((await pushed('full')) > fullBefore, 'big-4 was (re)sent in full');
+  for (let i = 0; i < 50 && push.status()[0]!.acked !== 'big-4'; i++) await new Promise((res) => setTimeout(res, 20));
+  t.equal(push.status()[0]!.acked, 'big-4', 'and ACKed');
+});
+
+t.test('a NACK for a missing delta base makes the control plane send the full view at once', async (t) => {
+  // A client speaking the stream protocol by hand (real mTLS stream): it keeps the first view,
+  // refuses the next (a delta) as "no base", and must then receive that version in full.
+  const state = JSON.parse(readFileSync(caFile, 'utf8')) as Record<string, unknown>;
+  delete state['bootstrapTokenKey'];
+  const keys = newKeyPair();
+  const leaf = issueLeaf(importSecret(state), { csrPem: makeCsr(keys), identity: parseSpiffeId('spiffe://cluster.local/ns/shop/sa/web'), now: Date.now() });
+  const tls = { key: keys.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, cert: leaf.certPem + leaf.chainPems.join(''), ca: leaf.bundlePems, checkServerIdentity: () => undefined };
+  view = big('sim-1', '127.0.0.1:1');
+  push.changed();
+  await new Promise((r) => setTimeout(r, 300));
+  const got: StreamMessage[] = [];
+  let stream = '';
+  const req = https.request({ host: '127.0.0.1', port, path: encodeParams({ workload: 'web', namespace: 'shop', pod: 'sim-0', services: [], version: '' }), ...tls }, (res) => {
+    let buf = '';
+    res.setEncoding('utf8');
+    res.on('data', (c: string) => {
+      buf += c;
+      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+        const m = JSON.parse(buf.slice(0, nl)) as StreamMessage;
+        buf = buf.slice(nl + 1);
+        if (m.type === 'hello') stream = m.stream;
+        else if (m.type !== 'ping') got.push(m);
+      }
+    });
+  });
+  req.end();
+  t.teardown(() => void req.destroy());
+  const nth = async (n: number) => {
+    for (let i = 0; i < 100 && got.length < n; i++) await new Promise((r) => setTimeout(r, 20));
+    return got[n - 1];
+  };
+  const ack = (body: object) =>
+    new Promise<number>((resolve, reject) => {
+      const text = JSON.stringify(body);
+      const r = https.request({ host: '127.0.0.1', port, path: CONFIG_ACK_PATH, method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }, ...tls }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      r.on('error', reject);
+      r.end(text);
+    });
+  const first = await nth(1);
+  t.match(first, { type: 'config', version: 'sim-1' }, 'a new stream starts with the full view');
+  t.equal(await ack({ stream, version: 'sim-1', ok: true }), 200);
+  view = big('sim-2', '127.0.0.1:2');
+  push.changed();
+  const second = await nth(2);
+  t.match(second, { type: 'delta', version: 'sim-2', base: 'sim-1', remove: [] }, 'the next version is a delta');
+  t.equal(second?.type === 'delta' ? second.upsert.length : -1, 1, 'with the one changed service');
+  t.equal(await ack({ stream, version: 'sim-2', ok: false, problems: [{ path: DELTA_BASE_PATH, message: 'no base' }] }), 200);
+  const third = await nth(3);
+  t.match(third, { type: 'config', version: 'sim-2' }, 'after the NACK: the same version, in full');
+  t.same(third?.type === 'config' ? third.config : undefined, view, 'exactly the view');
 });
