@@ -295,7 +295,7 @@ export class Listener {
       },
       durMs / 1000,
     );
-    d.accessLog.write({
+    if (d.accessLog.enabled) d.accessLog.write({
       ts: new Date().toISOString(),
       direction: d.direction,
       method: ex.method,

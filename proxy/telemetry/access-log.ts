@@ -20,13 +20,16 @@ export interface AccessLogEntry {
 }
 
 export interface AccessLog {
+  /** False for the null log: callers skip building entries nobody reads. */
+  readonly enabled: boolean;
   write(e: AccessLogEntry): void;
   close(): Promise<void>;
 }
 
-export const nullAccessLog: AccessLog = { write() {}, close: async () => {} };
+export const nullAccessLog: AccessLog = { enabled: false, write() {}, close: async () => {} };
 
 export class BatchedAccessLog implements AccessLog {
+  readonly enabled = true;
   readonly #out: Writable;
   #buf: string[] = [];
   #size = 0;

@@ -1,35 +1,14 @@
 // Golden-signal metrics on a registry the proxy owns (never prom-client's global default).
 // Label values come from config and a closed set of codes, so cardinality stays bounded.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { RequestMetrics, type RequestLabels } from './request-metrics.ts';
 
-export const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
-
-export interface RequestLabels {
-  direction: 'inbound' | 'outbound';
-  /** Calling workload: this proxy's own (outbound) or the peer's (inbound). */
-  src_workload: string;
-  src_namespace: string;
-  /** Peer identity (SPIFFE ID) or "" when unauthenticated. */
-  src_identity: string;
-  dst_service: string;
-  dst_workload: string;
-  dst_namespace: string;
-  status_code: string;
-  classification: 'success' | 'failure';
-  /** The proxy error code, or "" when the upstream answered. */
-  error_reason: string;
-  tls: 'true' | 'false';
-}
-
-const REQUEST_LABELS = ['direction', 'src_workload', 'src_namespace', 'src_identity', 'dst_service', 'dst_workload', 'dst_namespace', 'status_code', 'classification', 'error_reason', 'tls'] as const;
-
-type CounterChild = ReturnType<Counter<string>['labels']>;
-type HistogramChild = ReturnType<Histogram<string>['labels']>;
+export { LATENCY_BUCKETS, type RequestLabels } from './request-metrics.ts';
 
 export class ProxyMetrics {
   readonly registry = new Registry();
-  readonly requests = new Counter({ name: 'meshlet_requests_total', help: 'Requests handled, by edge, status and classification.', labelNames: REQUEST_LABELS, registers: [this.registry] });
-  readonly latency = new Histogram({ name: 'meshlet_request_duration_seconds', help: 'Time from request received to response headers sent.', labelNames: ['direction', 'src_workload', 'src_namespace', 'dst_service', 'dst_workload', 'dst_namespace', 'classification'], buckets: LATENCY_BUCKETS, registers: [this.registry] });
+  /** meshlet_requests_total and meshlet_request_duration_seconds (see request-metrics.ts). */
+  readonly #requests = new RequestMetrics(this.registry);
   readonly inFlight = new Gauge({ name: 'meshlet_requests_in_flight', help: 'Requests in flight (saturation).', labelNames: ['direction'], registers: [this.registry] });
   readonly retries = new Counter({ name: 'meshlet_retries_total', help: 'Retry attempts sent.', labelNames: ['dst_service', 'reason'], registers: [this.registry] });
   readonly budgetExhausted = new Counter({ name: 'meshlet_retry_budget_exhausted_total', help: 'Retries wanted but refused by the retry budget.', labelNames: ['dst_service'], registers: [this.registry] });
@@ -47,8 +26,6 @@ export class ProxyMetrics {
   readonly configUpdates = new Counter({ name: 'meshlet_config_updates_total', help: 'Config updates applied or refused.', labelNames: ['result'], registers: [this.registry] });
   readonly configInfo = new Gauge({ name: 'meshlet_config_info', help: 'The config version in force (value 1).', labelNames: ['version'], registers: [this.registry] });
 
-  readonly #children = new Map<string, { count: CounterChild; latency: HistogramChild }>();
-
   constructor(opts: { defaultMetrics?: boolean; collect?: (m: ProxyMetrics) => void } = {}) {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'meshlet_proxy_' });
     const collect = opts.collect;
@@ -57,19 +34,8 @@ export class ProxyMetrics {
     if (collect) (this.breakerState as unknown as { collect: () => void }).collect = () => collect(this);
   }
 
-  /** Count one finished request. Children are cached per label set: one Map lookup per request. */
+  /** Count one finished request. */
   observe(l: RequestLabels, seconds: number): void {
-    const key = `${l.direction}\u0001${l.src_workload}\u0001${l.src_namespace}\u0001${l.src_identity}\u0001${l.dst_service}\u0001${l.dst_workload}\u0001${l.dst_namespace}\u0001${l.status_code}\u0001${l.error_reason}\u0001${l.tls}`;
-    let c = this.#children.get(key);
-    if (!c) {
-      if (this.#children.size > 10_000) this.#children.clear();
-      c = {
-        count: this.requests.labels(l),
-        latency: this.latency.labels({ direction: l.direction, src_workload: l.src_workload, src_namespace: l.src_namespace, dst_service: l.dst_service, dst_workload: l.dst_workload, dst_namespace: l.dst_namespace, classification: l.classification }),
-      };
-      this.#children.set(key, c);
-    }
-    c.count.inc();
-    c.latency.observe(seconds);
+    this.#requests.observe(l, seconds);
   }
 }

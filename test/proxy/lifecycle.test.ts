@@ -105,7 +105,9 @@ t.test('SIGTERM under load: every in-flight request finishes, then the proxy exi
     await v1.close();
   });
   const inFlight = Array.from({ length: 40 }, () => request(`${p.outboundUrl}/`, { dispatcher: client, headers: { host: 'api' } }).then(async (r) => ({ status: r.statusCode, body: await r.body.text() })));
-  await new Promise((r) => setTimeout(r, 100));
+  // SIGTERM once the proxy holds all 40 (a fixed pause is not enough on a loaded machine: a
+  // request still in the client's queue when draining starts is refused, rightly).
+  for (let i = 0; i < 250 && metricValue(await p.metrics(), 'meshlet_requests_in_flight', { direction: 'outbound' }) < 40; i++) await new Promise((r) => setTimeout(r, 20));
   const code = p.stop('SIGTERM');
   const results = await Promise.allSettled(inFlight);
   t.equal(results.filter((r) => r.status === 'fulfilled' && r.value.status === 200 && r.value.body === 'slow ok').length, 40, 'all 40 in-flight requests completed');

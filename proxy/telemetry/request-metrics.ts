@@ -1,0 +1,114 @@
+// The two per-request golden-signal metrics (meshlet_requests_total, meshlet_request_duration_seconds)
+// counted in plain numbers on the hot path, and turned into Prometheus series only when scraped.
+// prom-client's labelled inc()/observe() hash and validate the label object on every call
+// (children too), ~1 KB of garbage per request; here a request costs one Map lookup by a
+// string key and a few additions. The exposition is prom-client's (the registry serializes
+// these like its own metrics), so names, types and label sets are unchanged.
+import type { Metric, Registry } from 'prom-client';
+
+export const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+export interface RequestLabels {
+  direction: 'inbound' | 'outbound';
+  /** Calling workload: this proxy's own (outbound) or the peer's (inbound). */
+  src_workload: string;
+  src_namespace: string;
+  /** Peer identity (SPIFFE ID) or "" when unauthenticated. */
+  src_identity: string;
+  dst_service: string;
+  dst_workload: string;
+  dst_namespace: string;
+  status_code: string;
+  classification: 'success' | 'failure';
+  /** The proxy error code, or "" when the upstream answered. */
+  error_reason: string;
+  tls: 'true' | 'false';
+}
+
+type LatencyLabels = Pick<RequestLabels, 'direction' | 'src_workload' | 'src_namespace' | 'dst_service' | 'dst_workload' | 'dst_namespace' | 'classification'>;
+
+interface CountSeries {
+  readonly labels: RequestLabels;
+  count: number;
+}
+
+interface LatencySeries {
+  readonly labels: LatencyLabels;
+  count: number;
+  sum: number;
+  /** Non-cumulative counts per bucket of LATENCY_BUCKETS (the +Inf one is count). */
+  readonly buckets: Float64Array;
+}
+
+interface Sample {
+  value: number;
+  labels: Record<string, string | number>;
+  metricName?: string;
+}
+
+/** Bound on distinct label sets kept (labels come from config and closed code sets; this is a fuse). */
+const MAX_SERIES = 10_000;
+
+export class RequestMetrics {
+  readonly #counts = new Map<string, CountSeries>();
+  readonly #latency = new Map<string, LatencySeries>();
+
+  constructor(registry: Registry) {
+    registry.registerMetric(
+      scraped('meshlet_requests_total', 'Requests handled, by edge, status and classification.', 'counter', () => [...this.#counts.values()].map((s) => ({ value: s.count, labels: { ...s.labels } }))),
+    );
+    registry.registerMetric(scraped('meshlet_request_duration_seconds', 'Time from request received to response headers sent.', 'histogram', () => this.#histogramSamples()));
+  }
+
+  /** Count one finished request that took `seconds`. */
+  observe(l: RequestLabels, seconds: number): void {
+    const edge = `${l.direction}\u0001${l.src_workload}\u0001${l.src_namespace}\u0001${l.dst_service}\u0001${l.dst_workload}\u0001${l.dst_namespace}\u0001${l.classification}`;
+    let lat = this.#latency.get(edge);
+    if (!lat) {
+      if (this.#latency.size >= MAX_SERIES) this.#latency.clear();
+      lat = { labels: { direction: l.direction, src_workload: l.src_workload, src_namespace: l.src_namespace, dst_service: l.dst_service, dst_workload: l.dst_workload, dst_namespace: l.dst_namespace, classification: l.classification }, count: 0, sum: 0, buckets: new Float64Array(LATENCY_BUCKETS.length) };
+      this.#latency.set(edge, lat);
+    }
+    lat.count++;
+    lat.sum += seconds;
+    for (let i = 0; i < LATENCY_BUCKETS.length; i++) {
+      if (seconds <= LATENCY_BUCKETS[i]!) {
+        lat.buckets[i]!++;
+        break;
+      }
+    }
+    const key = `${edge}\u0001${l.src_identity}\u0001${l.status_code}\u0001${l.error_reason}\u0001${l.tls}`;
+    let c = this.#counts.get(key);
+    if (!c) {
+      if (this.#counts.size >= MAX_SERIES) this.#counts.clear();
+      c = { labels: { ...l }, count: 0 };
+      this.#counts.set(key, c);
+    }
+    c.count++;
+  }
+
+  #histogramSamples(): Sample[] {
+    const out: Sample[] = [];
+    const name = 'meshlet_request_duration_seconds';
+    for (const s of this.#latency.values()) {
+      let acc = 0;
+      for (let i = 0; i < LATENCY_BUCKETS.length; i++) {
+        acc += s.buckets[i]!;
+        out.push({ value: acc, labels: { ...s.labels, le: LATENCY_BUCKETS[i]! }, metricName: `${name}_bucket` });
+      }
+      out.push({ value: s.count, labels: { ...s.labels, le: '+Inf' }, metricName: `${name}_bucket` });
+      out.push({ value: s.sum, labels: { ...s.labels }, metricName: `${name}_sum` });
+      out.push({ value: s.count, labels: { ...s.labels }, metricName: `${name}_count` });
+    }
+    return out;
+  }
+}
+
+/**
+ * A metric the registry serializes like prom-client's own (it calls get() at scrape time). The
+ * registry's type names the abstract Metric class; this object has the members it uses.
+ */
+function scraped(name: string, help: string, type: 'counter' | 'histogram', values: () => Sample[]): Metric {
+  const base = { name, help, type, aggregator: 'sum' as const };
+  return { ...base, collect: () => undefined, get: async () => ({ ...base, values: values() }), reset: () => undefined } as unknown as Metric;
+}
