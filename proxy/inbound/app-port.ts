@@ -38,13 +38,25 @@ export function parseAppPorts(value: string | undefined, appPort: number, inboun
   return Object.freeze({ first: appPort, firstText: String(appPort), ports: Object.freeze(ports), inboundPort, listing: ports.join(', ') });
 }
 
+/** A decimal port without sign or leading zero, parsed without allocating; NaN otherwise. */
+function portNumber(s: string): number {
+  if (s.length === 0 || s.length > 5 || s.charCodeAt(0) === 48 /* 0 */) return NaN;
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const d = s.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return NaN;
+    n = n * 10 + d;
+  }
+  return n;
+}
+
 /**
  * The app port a `meshlet-dst-port` value names, or the 400 that refuses it. `undefined` (no
  * header) and the proxy's own inbound port mean the first app port. Pure.
  */
 export function appPortOf(value: string | undefined, ports: AppPorts): number | ProxyError {
   if (value === undefined || value === ports.firstText) return ports.first;
-  const p = /^[1-9][0-9]{0,4}$/.test(value) ? Number(value) : NaN;
+  const p = portNumber(value);
   if (p === ports.first || p === ports.inboundPort) return ports.first;
   if (ports.ports.includes(p)) return p;
   return new ProxyError('bad-request', `${DST_PORT_HEADER} "${value}" is not one of this workload's app ports (${ports.listing})`);
