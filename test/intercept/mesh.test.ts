@@ -54,7 +54,7 @@ t.before(async () => {
   for (let i = 0; ; i++) {
     const r = await pair.exec(apiNs, ['curl', '-sf', '--max-time', '1', 'http://127.0.0.1:9990/ready']);
     if (r.code === 0) break;
-    if (cp.exitCode !== null || i > 100) throw new Error(`control plane not ready: ${cpErr}`);
+    if (cp.exitCode !== null || i > 200) throw new Error(`control plane not ready: ${cpErr}`);
     await new Promise((r) => setTimeout(r, 100));
   }
   const anchors = (JSON.parse(readFileSync(caFile, 'utf8')) as { anchor: { certPem: string } }).anchor.certPem;
@@ -89,7 +89,7 @@ t.before(async () => {
     for (let i = 0; ; i++) {
       const r = await pair.exec(ns, ['curl', '-sf', '--max-time', '1', 'http://127.0.0.1:4191/ready']);
       if (r.code === 0) break;
-      if (i > 100) throw new Error(`proxy in ${ns} not ready: ${r.stdout}\n${ns === webNs ? web.stderr() : api.stderr()}`);
+      if (i > 200) throw new Error(`proxy in ${ns} not ready: ${r.stdout}\n${ns === webNs ? web.stderr() : api.stderr()}`);
       await new Promise((r) => setTimeout(r, 100));
     }
   }
@@ -121,6 +121,14 @@ t.test('a plain http:// request from the web app reaches the api app over mTLS w
   const line = api.accessLog().find((l) => l.path === '/hello')!;
   t.equal(line.peer, WEB, 'the api side sees mTLS from the web identity');
   await web.waitForLog((l) => l.direction === 'outbound' && l.path === '/hello' && l.upstream === `${apiIp}:8080`);
+});
+
+t.test('a Service on port 80 (no port in Host) whose endpoint is the app on 8080', async (t) => {
+  const r = await appGet('api.shop.svc.cluster.local', 80, '/svc-port');
+  t.equal(r.status, 200, r.stderr + r.body);
+  const s = seen(r.body);
+  t.equal(s.server, 'api');
+  t.equal(s.headers['host'], 'api.shop.svc.cluster.local');
 });
 
 t.test('the caller dialled 9090: meshlet-dst-port takes the request to the app on 9090', async (t) => {

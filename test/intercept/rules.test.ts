@@ -45,9 +45,11 @@ t.test('installs the meshlet chains, and a second run changes nothing', (t) =>
       t.ok(once.split('\n').includes(rule), rule);
     }
     t.notSame(once, pristine);
+    const all = await pair.allRules(pair.pod);
     const second = await run(pair, ENV);
     t.equal(second.code, 0, second.stderr);
     t.equal(await pair.natRules(pair.pod), once, 'iptables-save is identical after the second run');
+    t.equal(await pair.allRules(pair.pod), all, 'every table, not only nat');
     const third = await run(pair, ENV);
     t.equal(third.code, 0, third.stderr);
     t.equal(await pair.natRules(pair.pod), once, 'and after a third');
@@ -90,14 +92,14 @@ t.test('bad environment: clear error, non-zero exit, no rule changed (fresh and 
     ];
     for (const installed of [false, true]) {
       if (installed) t.equal((await run(pair, ENV)).code, 0);
-      const before = await pair.natRules(pair.pod);
+      const before = await pair.allRules(pair.pod);
       for (const [env, message] of cases) {
         const r = await run(pair, { ...ENV, ...env });
         const what = `${JSON.stringify(env)} (${installed ? 'rules installed' : 'fresh'})`;
         t.not(r.code, 0, `${what}: non-zero exit`);
         t.match(r.stderr, message, `${what}: says what is wrong`);
         t.match(r.stderr, /no rule changed/, `${what}: says nothing changed`);
-        t.equal(await pair.natRules(pair.pod), before, `${what}: iptables-save unchanged`);
+        t.equal(await pair.allRules(pair.pod), before, `${what}: iptables-save unchanged`);
       }
     }
     const all = await run(pair, { MESHLET_OUTBOUND_PORT: 'x', MESHLET_SKIP_OUTBOUND_CIDRS: 'y' });
