@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { HttpsCertifyClient } from './identity/certify-client.ts';
 import { systemWallClock } from './identity/identity.ts';
+import { parseAppPorts } from './inbound/app-port.ts';
 
 export const USAGE = `usage: meshlet proxy --config FILE [options]
 
@@ -81,6 +82,8 @@ async function main(): Promise<void> {
   const app = hostPort(values.app, '--app');
   const admin = hostPort(values['admin-listen'], '--admin-listen');
   if (!app || !admin) throw new Error('--app and --admin-listen cannot be off');
+  const inbound = hostPort(values['inbound-listen'], '--inbound-listen');
+  const appPorts = parseAppPorts(process.env['MESHLET_APP_PORTS'], app.port, inbound?.port);
   const self = { workload: values.workload, namespace: values.namespace, service: values.service ?? values.workload };
   const { tracing, shutdown } = await tracingFromEnv(process.env, `meshlet-proxy/${self.workload}`);
   const where = values['access-log'];
@@ -109,8 +112,9 @@ async function main(): Promise<void> {
         }
       : undefined,
     outbound: hostPort(values['outbound-listen'], '--outbound-listen'),
-    inbound: hostPort(values['inbound-listen'], '--inbound-listen'),
+    inbound,
     app,
+    appPorts,
     admin,
     clock: systemClock,
     random: systemRandom,

@@ -23,6 +23,7 @@ import { balance } from './outbound/balance.ts';
 import { endpoint } from './outbound/endpoint.ts';
 import { authorization } from './inbound/authorize.ts';
 import { app } from './inbound/app.ts';
+import { byAppPort, appPortOf, DST_PORT_HEADER, parseAppPorts, type AppPorts } from './inbound/app-port.ts';
 import { matchRoute, pathOf } from './policy/route-match.ts';
 import { pickWeighted } from './policy/split.ts';
 import { pickP2C } from './policy/balancer.ts';
@@ -49,6 +50,11 @@ export interface ProxyOptions {
   inbound: HostPort | undefined;
   /** The local application the inbound side forwards to. */
   app: HostPort;
+  /**
+   * Every port of the app (MESHLET_APP_PORTS, parsed by parseAppPorts); a meshed caller picks one
+   * with `meshlet-dst-port`. Default: `app.port` alone.
+   */
+  appPorts?: AppPorts;
   admin: HostPort;
   clock: Clock;
   random: Random;
@@ -106,6 +112,11 @@ class RefusingDispatcher {
   close(): Promise<void> {
     return Promise.resolve();
   }
+}
+
+/** Whether an app port accepts plaintext under a config. */
+function permissive(cfg: { inbound: { ports: ReadonlyMap<number, { permissive?: boolean }> } } | undefined, port: number): boolean {
+  return cfg?.inbound.ports.get(port)?.permissive === true;
 }
 
 export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
@@ -200,21 +211,27 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   let inbound: Listener | undefined;
   let acceptor: InboundAcceptor | undefined;
   let inAddr: AddressInfo | undefined;
-  const appPool = new Pool(`http://${o.app.host.includes(':') ? `[${o.app.host}]` : o.app.host}:${o.app.port}`, { connect: tcpConnector(1000), keepAliveTimeout: 30_000, pipelining: 1 });
+  // One pool and one pipeline per app port; the port also decides authorization and permissiveness.
+  const appPorts = o.appPorts ?? parseAppPorts(undefined, o.app.port, o.inbound?.port);
+  const appHost = o.app.host.includes(':') ? `[${o.app.host}]` : o.app.host;
+  const appPools = new Map(appPorts.ports.map((p) => [p, new Pool(`http://${appHost}:${p}`, { connect: tcpConnector(1000), keepAliveTimeout: 30_000, pipelining: 1 })]));
   if (o.inbound) {
-    const permissive = (cfg: { inbound: { ports: ReadonlyMap<number, { permissive?: boolean }> } } | undefined) => cfg?.inbound.ports.get(o.app.port)?.permissive === true;
-    const handler = compose([authorization(metrics, o.app.port, (ex) => identity === undefined || permissive(ex.config))], app(appPool));
-    const appAddress = `${o.app.host}:${o.app.port}`;
-    const pick = (req: IncomingMessage, cfg: Parameters<Parameters<typeof makeUpgradeHandler>[0]>[1], peer: { identity: string }): UpgradeTarget => {
-      const d = authorize(cfg.inbound.policies, cfg.inbound.defaultPolicy, { port: o.app.port, identity: peer.identity, method: req.method ?? 'GET', path: pathOf(req.url ?? '/') });
-      return d.allowed ? { address: appAddress } : { error: new ProxyError('forbidden', d.reason) };
+    const pipelines = new Map(appPorts.ports.map((p) => [p, compose([authorization(metrics, p, (ex) => identity === undefined || permissive(ex.config, p))], app(appPools.get(p)!))]));
+    const handler = byAppPort(appPorts, pipelines);
+    const pick = (req: IncomingMessage, cfg: Parameters<Parameters<typeof makeUpgradeHandler>[0]>[1], peer: { identity: string; tls: boolean }): UpgradeTarget => {
+      const h = peer.tls ? req.headers[DST_PORT_HEADER] : undefined;
+      const port = appPortOf(typeof h === 'string' ? h : undefined, appPorts);
+      if (typeof port !== 'number') return { error: port };
+      const d = authorize(cfg.inbound.policies, cfg.inbound.defaultPolicy, { port, identity: peer.identity, method: req.method ?? 'GET', path: pathOf(req.url ?? '/') });
+      return d.allowed ? { address: `${o.app.host}:${port}` } : { error: new ProxyError('forbidden', d.reason) };
     };
     inbound = new Listener({ ...common, direction: 'inbound', handler, upgrade: makeUpgradeHandler(pick, (req) => req.url ?? '/'), peerOf });
     acceptor = new InboundAcceptor({
       http: inbound.server,
       material: () => identity?.current,
       identityEnabled: identity !== undefined,
-      permissive: () => permissive(store.current),
+      // Plaintext always goes to the first app port.
+      permissive: () => permissive(store.current, appPorts.first),
       onRefused: (reason) => metrics.tlsHandshakeFailures.labels('inbound', reason).inc(),
     });
     inAddr = await acceptor.listen(o.inbound.host, o.inbound.port);
@@ -241,7 +258,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       admin.close();
       admin.closeAllConnections();
       state.closeAll();
-      await appPool.close().catch(() => {});
+      await Promise.all([...appPools.values()].map((p) => p.close().catch(() => {})));
     },
   };
 }

@@ -99,8 +99,11 @@ class Attempt implements Dispatcher.DispatchHandler, UpstreamBody {
   }
 }
 
-/** Send the exchange's request to `client` (an undici Dispatcher) once. */
-export function dispatchOnce(client: Dispatcher, ex: Exchange, perTryMs: number): Promise<UpstreamResponse> {
+/**
+ * Send the exchange's request to `client` (an undici Dispatcher) once. `dstPort`: the port of the
+ * endpoint address, sent as `meshlet-dst-port` to a meshed (mTLS) endpoint's inbound proxy.
+ */
+export function dispatchOnce(client: Dispatcher, ex: Exchange, perTryMs: number, dstPort?: string): Promise<UpstreamResponse> {
   return new Promise<UpstreamResponse>((resolve, reject) => {
     let timer: NodeJS.Timeout | undefined;
     const attempt = new Attempt(
@@ -117,7 +120,7 @@ export function dispatchOnce(client: Dispatcher, ex: Exchange, perTryMs: number)
     );
     const body = ex.body;
     // A copy: a pool may queue the options and read them later; the exchange keeps its list for retries.
-    const headers = ex.headers.concat('host', ex.hostHeader);
+    const headers = dstPort === undefined ? ex.headers.concat('host', ex.hostHeader) : ex.headers.concat('host', ex.hostHeader, 'meshlet-dst-port', dstPort);
     const opts: Dispatcher.DispatchOptions = {
       path: ex.target,
       method: ex.method as Dispatcher.HttpMethod,

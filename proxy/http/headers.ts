@@ -4,6 +4,9 @@
 /** Always hop-by-hop, plus headers undici must compute itself. Lower-case. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'trailer', 'proxy-authenticate', 'proxy-authorization', 'host']);
 
+/** Set by an outbound proxy for the inbound proxy it calls (inbound/app-port.ts); never forwarded as received. */
+const DST_PORT_HEADER = 'meshlet-dst-port';
+
 /** Tracing headers this hop rewrites. */
 const TRACE_HEADERS = new Set(['traceparent', 'x-b3-traceid', 'x-b3-spanid', 'x-b3-parentspanid', 'x-b3-sampled', 'x-b3-flags', 'b3']);
 
@@ -20,14 +23,14 @@ function connectionTokens(raw: readonly string[]): Set<string> | undefined {
   return tokens;
 }
 
-/** Request headers to forward upstream: hop-by-hop and Host removed (Host is set separately). */
+/** Request headers to forward upstream: hop-by-hop, Host and meshlet-dst-port removed (both are set separately). */
 export function forwardRequestHeaders(raw: readonly string[], dropTrace: boolean): string[] {
   const named = connectionTokens(raw);
   const out: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || named?.has(lower) || (dropTrace && TRACE_HEADERS.has(lower))) continue;
+    if (HOP_BY_HOP.has(lower) || named?.has(lower) || (dropTrace && TRACE_HEADERS.has(lower)) || lower === DST_PORT_HEADER) continue;
     out.push(name, raw[i + 1]!);
   }
   return out;
