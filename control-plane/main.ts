@@ -49,7 +49,8 @@ Serving:
                             set by \`meshlet identity init --leaf-ttl\`)
   --reload-interval DUR     how often the CA state is re-read to pick up rotations (default 10s)
 Proxy injector (the mutating admission webhook, POST /inject; manifests/webhook):
-  --webhook-listen H:P|off  HTTPS for the API server (default 0.0.0.0:9443) [MESHLET_WEBHOOK_LISTEN]
+  --webhook-listen H:P|off  HTTPS for the API server [MESHLET_WEBHOOK_LISTEN] (default in a cluster
+                            0.0.0.0:9443, elsewhere off)
   --webhook-cert FILE       serving certificate chain (PEM) and key, e.g. from cert-manager; re-read
   --webhook-key FILE        when they change. Default: a certificate from the meshlet CA for
                             meshlet-webhook.<namespace>.svc (the webhook's caBundle is the trust bundle)
@@ -129,7 +130,8 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   }
   const listen = hostPort(values.listen ?? env.MESHLET_CONFIG_LISTEN ?? '0.0.0.0:8443', '--listen');
   const adminListen = hostPort(values['admin-listen'] ?? env.MESHLET_ADMIN_LISTEN ?? '127.0.0.1:9990', '--admin-listen');
-  const webhookListen = hostPortOrOff(values['webhook-listen'] ?? env.MESHLET_WEBHOOK_LISTEN ?? '0.0.0.0:9443', '--webhook-listen');
+  // Outside a cluster no API server calls the webhook (and a fixed port would clash between local runs).
+  const webhookListen = hostPortOrOff(values['webhook-listen'] ?? env.MESHLET_WEBHOOK_LISTEN ?? (inCluster(env) ? '0.0.0.0:9443' : 'off'), '--webhook-listen');
   const [webhookCert, webhookKey] = [values['webhook-cert'], values['webhook-key']];
   if (!webhookCert !== !webhookKey) throw new UsageError('--webhook-cert and --webhook-key go together');
   let injectorModes: { nativeSidecar: boolean; cni: boolean };

@@ -116,24 +116,21 @@ export function createWebhook(o: WebhookOptions): Webhook {
     const path = (req.url ?? '').split('?')[0];
     if (path !== WEBHOOK_PATH) return reject(404, `no such path ${JSON.stringify(path)}: the injector answers POST ${WEBHOOK_PATH}`);
     if (req.method !== 'POST') return reject(405, `method ${req.method} not allowed: POST an AdmissionReview to ${WEBHOOK_PATH}`);
-    const declared = Number(req.headers['content-length'] ?? 0);
-    const tooLarge = () => {
-      reject(413, `body larger than ${maxBody} bytes: not an AdmissionReview for one Pod`, true);
-      req.destroy();
-    };
-    if (declared > maxBody) return tooLarge();
+    // Past the limit the body is read and dropped, then answered: a reply (and close) while the client is
+    // still sending would reach it as a connection reset instead of the 413. Far past it, just hang up.
+    let oversized = Number(req.headers['content-length'] ?? 0) > maxBody;
     const chunks: Buffer[] = [];
     let size = 0;
     let done = false;
     req.on('data', (c: Buffer) => {
-      if (done) return;
       size += c.length;
-      if (size > maxBody) {
+      if (size > maxBody) oversized = true;
+      if (size > 16 * maxBody) {
         done = true;
-        tooLarge();
-        return;
+        o.log('warn', 'webhook request refused', { status: 413, error: `body past ${16 * maxBody} bytes; connection closed`, remote: req.socket.remoteAddress });
+        req.destroy();
       }
-      chunks.push(c);
+      if (!oversized) chunks.push(c);
     });
     req.on('error', () => {
       done = true; // the client went away; nothing to answer
@@ -141,6 +138,7 @@ export function createWebhook(o: WebhookOptions): Webhook {
     req.on('end', () => {
       if (done) return;
       done = true;
+      if (oversized) return reject(413, `body larger than ${maxBody} bytes: not an AdmissionReview for one Pod`, true);
       const t0 = o.clock.now();
       const a = review(Buffer.concat(chunks).toString('utf8'), () => o.settings(ca()));
       json(res, a.status, a.body);
