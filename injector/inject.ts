@@ -11,7 +11,8 @@
  *                   containers, since no proxy runs yet to take their redirected traffic.
  *   containers      fallback mode only: meshlet-proxy first, its postStart hook waits for /ready;
  *                   the kubelet starts the next container only when that hook returns.
- *   volumes         the projected service-account token (audience meshlet) and a small in-memory /tmp.
+ *   volumes         the projected service-account token (audience meshlet) and a small in-memory /tmp;
+ *                   serviceAccountName "default" when unset (a projected token needs one; Kubernetes' own default).
  *   annotations     the marker meshlet.io/injected, Prometheus scrape annotations for the admin port
  *                   and kubectl's default container, each only when the user has not set it.
  */
@@ -44,7 +45,7 @@ export type InjectResult =
 /** A Pod, or a Pod template, as parsed JSON: only what inject reads is typed. */
 export interface PodLike {
   metadata?: { name?: string; generateName?: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string>; ownerReferences?: Array<{ kind?: string; name?: string; controller?: boolean }> } | null;
-  spec?: { hostNetwork?: boolean; containers?: unknown[]; initContainers?: unknown[]; volumes?: unknown[] } | null;
+  spec?: { hostNetwork?: boolean; serviceAccountName?: string; serviceAccount?: string; containers?: unknown[]; initContainers?: unknown[]; volumes?: unknown[] } | null;
 }
 
 export interface InjectContext {
@@ -252,6 +253,10 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
   ];
   if (!Array.isArray(spec.volumes)) patch.push({ op: 'add', path: '/spec/volumes', value: volumes });
   else for (const v of volumes) patch.push({ op: 'add', path: '/spec/volumes/-', value: v });
+  // A projected token needs a named ServiceAccount (API validation). In a cluster the ServiceAccount
+  // admission plugin has set it before webhooks run; templates (`meshlet inject`) may lack it: name the
+  // one Kubernetes would use anyway.
+  if (!spec.serviceAccountName && !spec.serviceAccount) patch.push({ op: 'add', path: '/spec/serviceAccountName', value: 'default' });
 
   const firstApp = (spec.containers[0] as ContainerLike).name;
   const add: Record<string, string> = {

@@ -188,6 +188,9 @@ t.test('volumes: the projected token with audience meshlet and an in-memory /tmp
   t.same(out.spec.volumes[0], { name: 'data', emptyDir: {} }, "the user's volume stays first");
   t.same(out.spec.volumes[1], { name: TOKEN_VOLUME, projected: { sources: [{ serviceAccountToken: { audience: 'meshlet', expirationSeconds: 86400, path: 'token' } }] } });
   t.same(out.spec.volumes[2], { name: TMP_VOLUME, emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } });
+  t.equal(out.spec.serviceAccountName, 'default', 'a projected token needs a named ServiceAccount: the default one when unset');
+  const named = { ...basePod(), spec: { ...basePod().spec, serviceAccountName: 'web' } };
+  t.equal(apply(named, inject(named, settings())).spec.serviceAccountName, 'web', 'a named one is kept');
 });
 
 t.test("never removes, replaces or reorders what the user wrote", async (t) => {
@@ -204,6 +207,7 @@ t.test("never removes, replaces or reorders what the user wrote", async (t) => {
   back.spec.initContainers = back.spec.initContainers.filter((c: Json) => c.name !== 'meshlet-init');
   back.spec.volumes = back.spec.volumes.filter((v: Json) => v.name !== TOKEN_VOLUME && v.name !== TMP_VOLUME);
   delete back.metadata.annotations['meshlet.io/injected'];
+  delete back.spec.serviceAccountName;
   t.same(back, pod, 'the original Pod is a sub-document of the injected one, in the same order');
   t.equal(out.metadata.annotations['prometheus.io/scrape'], 'false', "the app's own prometheus.io/* are kept");
   t.equal(out.metadata.annotations['prometheus.io/port'], undefined, 'and not mixed with the proxy port');
