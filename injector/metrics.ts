@@ -43,7 +43,12 @@ export class InjectorMetrics {
   }
 
   observe(o: Outcome, seconds: number): void {
-    this.injections.inc({ outcome: o.outcome, reason: o.reason });
+    this.count(o);
     this.duration.observe({ outcome: o.outcome }, seconds);
+  }
+
+  /** A request refused before any review was read (wrong path or method, too large). */
+  count(o: Outcome): void {
+    this.injections.inc({ outcome: o.outcome, reason: o.reason });
   }
 }

@@ -110,7 +110,7 @@ export function createWebhook(o: WebhookOptions): Webhook {
   const handle = (ca: () => CaDocument | undefined, req: http.IncomingMessage, res: http.ServerResponse): void => {
     const reject = (status: number, error: string, close = false) => {
       o.log('warn', 'webhook request refused', { status, error, method: req.method, path: req.url, remote: req.socket.remoteAddress });
-      o.metrics.observe({ outcome: 'error', reason: 'bad-review' }, 0);
+      o.metrics.count({ outcome: 'error', reason: 'bad-review' }); // no review was answered: no duration
       json(res, status, { error }, close);
     };
     const path = (req.url ?? '').split('?')[0];
