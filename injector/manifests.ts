@@ -3,7 +3,7 @@
 // YAML document itself, so comments, key order and other documents survive; other kinds pass through.
 
 import jsonpatch, { type Operation } from 'fast-json-patch';
-import { isMap, isSeq, parseAllDocuments, type Document } from 'yaml';
+import { isCollection, isMap, isSeq, parseAllDocuments, type Document } from 'yaml';
 import { inject, type InjectResult, type PodLike } from './inject.ts';
 import type { InjectSettings } from './settings.ts';
 
@@ -61,6 +61,12 @@ function applyToDocument(doc: Document, prefix: Path, ops: readonly Operation[])
     const last = tokens.pop() as string;
     const parentPath = [...prefix, ...tokens];
     const parent = parentPath.length === 0 ? doc.contents : doc.getIn(parentPath, true);
+    // Block style on the way down: a flow collection (`spec: {containers: [...]}`) would print the
+    // whole proxy container on one line. Only the collections the patch adds to change style.
+    for (let i = 0; i <= parentPath.length; i++) {
+      const n = i === 0 ? doc.contents : doc.getIn(parentPath.slice(0, i), true);
+      if (isCollection(n)) n.flow = false;
+    }
     if (isSeq(parent)) {
       const node = doc.createNode(op.value);
       if (last === '-') parent.items.push(node);
@@ -112,6 +118,7 @@ export function transformManifests(text: string, settings: InjectSettings): Tran
   if (errors.length > 0) return { output: '', reports: [], errors };
   const reports: ManifestReport[] = [];
   let changed = false;
+  const touched = new Set<Document>();
   list.forEach((doc, i) => {
     const obj = doc.toJS() as unknown;
     for (const t of templates(obj)) {
@@ -119,16 +126,22 @@ export function transformManifests(text: string, settings: InjectSettings): Tran
       reports.push({ ...report, what: list.length > 1 ? `${report.what} (document ${i + 1})` : report.what });
       if (ops.length > 0) {
         applyToDocument(doc, t.path, ops);
+        touched.add(doc);
         changed = true;
       }
     }
   });
   // Nothing to inject: the input unchanged, byte for byte.
   if (!changed) return { output: text, reports, errors: [] };
-  const output = list.map((d, i) => {
-    const s = d.toString({ lineWidth: 0 });
-    // Keep the separators: every document after the first starts with `---`.
-    return i > 0 && !s.startsWith('---') ? `---\n${s}` : s;
-  }).join('');
+  // Documents left alone are copied from the source as they were; changed ones are printed (their
+  // comments kept by the library; the first one's toString also holds the comments before it).
+  const first = list[0]?.range[0] ?? 0;
+  const last = list.at(-1)?.range[2] ?? text.length;
+  const parts = list.map((d, i) => {
+    if (!touched.has(d)) return text.slice(d.range[0], d.range[2]);
+    const out = d.toString({ lineWidth: 0 });
+    return i > 0 && !out.startsWith('---') ? `---\n${out}` : out;
+  });
+  const output = (list[0] && touched.has(list[0]) ? '' : text.slice(0, first)) + parts.join('') + text.slice(last);
   return { output, reports, errors: [] };
 }

@@ -180,4 +180,10 @@ t.test('transform: every workload kind, the patch is exactly inject()', async (t
   t.same(docs.slice(0, 2), [{ a: 1 }, { kind: 'Secret', metadata: { name: 's' } }], 'unrelated documents kept');
   t.same(initNames(docs[2]!.spec), ['meshlet-init', 'meshlet-proxy']);
   t.same(transformManifests('', settings), { output: '', reports: [], errors: [] }, 'empty input');
+  // Documents left alone are copied byte for byte (odd spacing, a comment-only document from helm template).
+  const helm = 'kind: Service   # odd   spacing\nmetadata: {name: a}\n---\n# Source: chart/templates/pod.yaml\n---\nkind: Pod\nmetadata: {name: b}\nspec: {containers: [{name: c}]}\n';
+  const h = transformManifests(helm, settings);
+  t.ok(h.output.startsWith('kind: Service   # odd   spacing\nmetadata: {name: a}\n---\n# Source: chart/templates/pod.yaml\n---\nkind: Pod\n'), h.output.slice(0, 200));
+  t.match(h.output, /\nspec:\n {2}containers: \[ \{ name: c \} \]\n {2}initContainers:\n {4}- name: meshlet-init\n/, 'a flow-style spec the patch adds to becomes block style (readable), its untouched parts stay flow');
+  t.equal(parseAllDocuments(h.output).length, 3);
 });
