@@ -125,6 +125,7 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
   if (!Array.isArray(spec.containers) || spec.containers.length === 0) {
     return { outcome: 'refused', refused: 'bad-pod', message: 'the Pod has no containers: nothing to put the proxy beside', patch: [] };
   }
+  if (!spec.containers.every(isRecord)) return { outcome: 'refused', refused: 'bad-pod', message: 'spec.containers holds something that is not a container', patch: [] };
   const skipped = skipReason(pod);
   if (skipped) return { outcome: 'skipped', skipped, patch: [] };
   for (const [field, list] of [['initContainers', spec.initContainers], ['volumes', spec.volumes]] as const) {
@@ -145,6 +146,7 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
     return { outcome: 'refused', refused: badPod ? 'bad-pod' : 'bad-annotation', message, patch: [] };
   }
 
+  if (!settings.trustAnchorsPem) throw new Error('no trust anchors to give the proxy (is the CA loaded?)');
   const native = overrides.nativeSidecar ?? settings.nativeSidecar;
   const mode: Mode = native ? 'native-sidecar' : 'sidecar';
   const ports = overrides.inboundPorts ?? appPorts(pod);
@@ -258,7 +260,8 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
   // one Kubernetes would use anyway.
   if (!spec.serviceAccountName && !spec.serviceAccount) patch.push({ op: 'add', path: '/spec/serviceAccountName', value: 'default' });
 
-  const firstApp = (spec.containers[0] as ContainerLike).name;
+  const first = spec.containers[0];
+  const firstApp = isRecord(first) ? first.name : undefined;
   const add: Record<string, string> = {
     [INJECTED_ANNOTATION]: mode,
     'prometheus.io/scrape': 'true',

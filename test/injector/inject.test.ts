@@ -312,6 +312,8 @@ t.test('bad Pods are refused, not injected', async (t) => {
   t.match(refused(inject({ spec: { containers: [{ name: 'a' }], volumes: [{ name: TOKEN_VOLUME }] } }, settings())), { refused: 'bad-pod', message: /already has a volume named meshlet-identity-token/ });
   t.match(refused(inject({ spec: { containers: [{ name: 'meshlet-init' }] } }, settings())), { refused: 'bad-pod', message: /container named meshlet-init/ });
   t.match(refused(inject({ spec: { containers: [{ name: 'a' }], initContainers: 'x' as unknown as [] } }, settings())), { refused: 'bad-pod', message: /initContainers is not a list/ });
+  t.match(refused(inject({ spec: { containers: [null] } }, settings())), { refused: 'bad-pod', message: /not a container/ });
+  t.throws(() => inject(basePod(), settings({ trustAnchorsPem: '' })), /no trust anchors/, 'never a proxy that cannot verify the control plane (the webhook answers an internal error)');
 });
 
 t.test('helpers: quantities, ports, workload names', async (t) => {

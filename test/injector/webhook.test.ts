@@ -71,14 +71,14 @@ const reviewOf = (object: unknown, o: { uid?: string; operation?: string; resour
   },
 });
 
-function start(t: { teardown(fn: () => unknown): void }, o: { credentials?: () => CredentialSource; maxBodyBytes?: number } = {}) {
+function start(t: { teardown(fn: () => unknown): void }, o: { credentials?: () => CredentialSource; maxBodyBytes?: number; anchors?: string } = {}) {
   let doc: CaDocument = { state: initCa({ now: Date.now() }) };
   const registry = new Registry();
   const logs: Array<{ level: string; msg: string; fields: Record<string, unknown> }> = [];
   const webhook = createWebhook({
     listen: { host: '127.0.0.1', port: 0 },
     credentials: o.credentials ?? (({ ca }) => caCredentials({ ca, names: NAMES, wallClock: systemWallClock })),
-    settings: (d) => defaultSettings({ trustAnchorsPem: d ? trustBundle(d.state).join('') : '' }),
+    settings: (d) => defaultSettings({ trustAnchorsPem: o.anchors ?? (d ? trustBundle(d.state).join('') : '') }),
     metrics: new InjectorMetrics(registry),
     log: (level, msg, fields = {}) => logs.push({ level, msg, fields }),
     clock: systemClock,
@@ -192,6 +192,16 @@ t.test('malformed requests get a clear 4xx and a log line; the server keeps serv
   t.equal(await metric(w.registry, 'error', 'bad-review'), cases.length + 2);
   t.ok(w.logs.filter((l) => l.level === 'warn').length >= cases.length + 2, 'one log line per refusal');
   t.match(w.logs.find((l) => l.msg === 'malformed AdmissionReview'), { fields: { error: /empty body/ } });
+});
+
+t.test('an internal error (no trust anchors to inject) refuses the Pod in the review, never a crash', async (t) => {
+  const w = start(t, { anchors: '' });
+  const port = await w.listen();
+  const r = await post(port, w.bundle(), reviewOf(pod(), { uid: 'u-int' }));
+  t.equal(r.status, 200);
+  t.same(r.json.response, { uid: 'u-int', allowed: false, status: { code: 500, message: 'meshlet proxy injector: internal error: no trust anchors to give the proxy (is the CA loaded?)' } });
+  t.equal(await metric(w.registry, 'error', 'internal'), 1);
+  t.equal((await post(port, w.bundle(), reviewOf(pod({ 'meshlet.io/inject': 'disabled' })))).json.response.allowed, true, 'still serving');
 });
 
 t.test('metrics: every outcome exists at 0 before the first review; the histogram counts reviews', async (t) => {
