@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
-# The meshlet control plane: CA (Certify, later the config stream) on 8443, admin (/live, /ready,
-# /metrics) on 9990, and 9443 reserved for the injector webhook (not in the control plane yet);
+# The meshlet control plane: CA (Certify and the config stream) on 8443, admin (/live, /ready,
+# /metrics) on 9990, and the proxy injector webhook on 9443;
 # all set in manifests/config.env, read as environment by the control plane (see
 # manifests/control-plane/deployment.yaml).
 #
@@ -36,7 +36,8 @@ COPY package.json ./
 COPY --from=deps /app/node_modules ./node_modules
 COPY api/ ./api/
 COPY control-plane/ ./control-plane/
-# (The injector, served on 9443, is copied here once it lands in the repo.)
+# The proxy injector, served on 9443 by the same process.
+COPY injector/ ./injector/
 # distroless "nonroot" (65532); the Deployment's runAsUser says the same.
 USER 65532:65532
 EXPOSE 8443 9443 9990

@@ -5,7 +5,10 @@ import { parseArgs } from 'node:util';
 import { systemClock } from '../api/runtime.ts';
 import { DEFAULT_TRUST_DOMAIN, systemWallClock } from './ca/index.ts';
 import { DEFAULT_AUDIENCE } from './certify/certify.ts';
-import { DEFAULT_SERVING_NAMES, DEFAULT_SYSTEM_NAMESPACE } from './certify/serving-cert.ts';
+import { CONTROL_PLANE_SERVICE_ACCOUNT, DEFAULT_SERVING_NAMES, DEFAULT_SYSTEM_NAMESPACE, controlPlaneIdentity } from './certify/serving-cert.ts';
+import { InjectorMetrics } from '../injector/metrics.ts';
+import { DEFAULT_INIT_IMAGE, DEFAULT_PROXY_IMAGE, defaultSettings, parseBool } from '../injector/settings.ts';
+import { WEBHOOK_SERVICE, caCredentials, createWebhook, fileCredentials } from '../injector/webhook.ts';
 import { Registry } from 'prom-client';
 import { trustBundle } from './ca/index.ts';
 import { ConfigPushServer } from './config/push-server.ts';
@@ -45,6 +48,16 @@ Serving:
   --leaf-ttl DURATION       leaf lifetime, at most the CA's leaf TTL (default: that, 24h unless
                             set by \`meshlet identity init --leaf-ttl\`)
   --reload-interval DUR     how often the CA state is re-read to pick up rotations (default 10s)
+Proxy injector (the mutating admission webhook, POST /inject; manifests/webhook):
+  --webhook-listen H:P|off  HTTPS for the API server [MESHLET_WEBHOOK_LISTEN] (default in a cluster
+                            0.0.0.0:9443, elsewhere off)
+  --webhook-cert FILE       serving certificate chain (PEM) and key, e.g. from cert-manager; re-read
+  --webhook-key FILE        when they change. Default: a certificate from the meshlet CA for
+                            meshlet-webhook.<namespace>.svc (the webhook's caBundle is the trust bundle)
+  What it injects comes from the environment (manifests/config.env): MESHLET_PROXY_IMAGE,
+  MESHLET_PROXY_INIT_IMAGE, MESHLET_PROXY_NATIVE_SIDECAR (default true), MESHLET_CNI (default false:
+  the meshlet-init container installs the interception rules). Proxies are pointed at
+  https://meshlet-control-plane.<namespace>.svc:<--listen port> and the CA's trust bundle.
 Mesh config (streamed to proxies on the Certify port, /v1/config/stream; status at admin /proxies):
   --config-dir DIR          a folder of meshlet YAML (MeshService, TrafficSplit, AuthorizationPolicy),
                             watched: saving a file applies it. Without it, and with a Kubernetes
@@ -58,6 +71,13 @@ Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 1 when it cannot start, 2 for
 class UsageError extends Error {}
 
 function hostPort(v: string, flag: string): HostPort {
+  const hp = hostPortOrOff(v, flag);
+  if (!hp) throw new UsageError(`${flag}: cannot be off`);
+  return hp;
+}
+
+function hostPortOrOff(v: string, flag: string): HostPort | undefined {
+  if (v === 'off') return undefined;
   const i = v.lastIndexOf(':');
   const port = Number(v.slice(i + 1));
   if (i <= 0 || !/^\d+$/.test(v.slice(i + 1)) || port > 65535) throw new UsageError(`${flag}: expected HOST:PORT, got ${JSON.stringify(v)}`);
@@ -85,6 +105,9 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
         'leaf-ttl': { type: 'string' },
         'reload-interval': { type: 'string' },
         'config-dir': { type: 'string' },
+        'webhook-listen': { type: 'string' },
+        'webhook-cert': { type: 'string' },
+        'webhook-key': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -107,6 +130,19 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   }
   const listen = hostPort(values.listen ?? env.MESHLET_CONFIG_LISTEN ?? '0.0.0.0:8443', '--listen');
   const adminListen = hostPort(values['admin-listen'] ?? env.MESHLET_ADMIN_LISTEN ?? '127.0.0.1:9990', '--admin-listen');
+  // Outside a cluster no API server calls the webhook (and a fixed port would clash between local runs).
+  const webhookListen = hostPortOrOff(values['webhook-listen'] ?? env.MESHLET_WEBHOOK_LISTEN ?? (inCluster(env) ? '0.0.0.0:9443' : 'off'), '--webhook-listen');
+  const [webhookCert, webhookKey] = [values['webhook-cert'], values['webhook-key']];
+  if (!webhookCert !== !webhookKey) throw new UsageError('--webhook-cert and --webhook-key go together');
+  let injectorModes: { nativeSidecar: boolean; cni: boolean };
+  try {
+    injectorModes = {
+      nativeSidecar: parseBool(env.MESHLET_PROXY_NATIVE_SIDECAR, 'MESHLET_PROXY_NATIVE_SIDECAR') ?? true,
+      cni: parseBool(env.MESHLET_CNI, 'MESHLET_CNI') ?? false,
+    };
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
   const leafTtl = values['leaf-ttl'];
   let leafTtlMs: number | undefined;
   let reloadIntervalMs: number;
@@ -157,6 +193,27 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     push.changed();
   };
 
+  // The proxy injector, served once the CA is loaded (its certificate and the bundle it injects come from it).
+  const audience = values.audience ?? env.MESHLET_IDENTITY_AUDIENCE ?? DEFAULT_AUDIENCE;
+  const webhook = webhookListen && createWebhook({
+    listen: webhookListen,
+    credentials: ({ ca }) =>
+      webhookCert && webhookKey
+        ? fileCredentials({ certFile: webhookCert, keyFile: webhookKey, clock: { now: () => Date.now() } })
+        : caCredentials({ ca, names: { ...DEFAULT_SERVING_NAMES, service: WEBHOOK_SERVICE, namespace }, wallClock: systemWallClock }),
+    settings: (doc) => defaultSettings({
+      proxyImage: env.MESHLET_PROXY_IMAGE || DEFAULT_PROXY_IMAGE,
+      initImage: env.MESHLET_PROXY_INIT_IMAGE || DEFAULT_INIT_IMAGE,
+      ...injectorModes,
+      controlPlane: `https://${CONTROL_PLANE_SERVICE_ACCOUNT}.${namespace}.svc:${listen.port}`,
+      controlPlaneIdentity: controlPlaneIdentity(trustDomain, namespace).uri,
+      audience,
+      trustAnchorsPem: doc ? trustBundle(doc.state).join('') : '',
+    }),
+    metrics: new InjectorMetrics(registry),
+    log,
+    clock: systemClock,
+  });
   const cp = await startControlPlane({
     store,
     trustDomain: values['trust-domain'] ?? env.MESHLET_TRUST_DOMAIN ?? DEFAULT_TRUST_DOMAIN,
@@ -164,7 +221,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     adminListen,
     leafTtlMs,
     reviewer,
-    audience: values.audience ?? env.MESHLET_IDENTITY_AUDIENCE ?? DEFAULT_AUDIENCE,
+    audience,
     servingNames: { ...DEFAULT_SERVING_NAMES, namespace },
     reloadIntervalMs,
     // A Secret may be created after the control plane starts (meshlet install); a file is typed by hand.
@@ -177,7 +234,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     registry,
     routes: push.routes(),
     documents: { '/proxies': () => push.status(), '/config-problems': () => [...(folder?.current().problems ?? []), ...views.problems] },
-    services: [],
+    services: webhook ? [webhook] : [],
   });
   caBundle = () => {
     const d = cp.current();

@@ -29,6 +29,7 @@ identity (mTLS between proxies; without --control-plane the proxy runs in plaint
   --control-plane URLS     https://host:port of the control plane (Certify and the config stream);
                            comma-separated replicas are used in turn when one fails
   --trust-anchors FILE     PEM trust anchors the control plane's certificate chains to
+                           (default: the PEM in env MESHLET_TRUST_ANCHORS_PEM, set by the injector)
   --identity-token-file F  a projected service-account token (audience meshlet), re-read on renewal
   --bootstrap-token-file F a bootstrap token from \`meshlet identity bootstrap-token\` (one machine)
   --pod NAME               this pod's name (status; default the host name)
@@ -89,14 +90,16 @@ async function main(): Promise<void> {
   const where = values['access-log'];
   let certify: HttpsCertifyClient | undefined;
   if (values['control-plane']) {
-    if (!values['trust-anchors']) throw new Error('--control-plane needs --trust-anchors');
+    // In a Pod the injector passes the bundle inline: a ConfigMap in meshlet-system cannot be mounted elsewhere.
+    const anchors = values['trust-anchors'] ? readFileSync(values['trust-anchors'], 'utf8') : process.env.MESHLET_TRUST_ANCHORS_PEM;
+    if (!anchors) throw new Error('--control-plane needs --trust-anchors (or env MESHLET_TRUST_ANCHORS_PEM)');
     const tokenFile = values['identity-token-file'];
     const bootstrapFile = values['bootstrap-token-file'];
     if (!tokenFile === !bootstrapFile) throw new Error('--control-plane needs exactly one of --identity-token-file and --bootstrap-token-file');
     certify = new HttpsCertifyClient({
       urls: values['control-plane'].split(','),
       identity: values['control-plane-identity'],
-      trustAnchors: readFileSync(values['trust-anchors'], 'utf8'),
+      trustAnchors: anchors,
       proof: tokenFile ? { kind: 'kubernetes', tokenFile } : { kind: 'bootstrap', token: readFileSync(bootstrapFile!, 'utf8').trim() },
     });
   } else log('no --control-plane: plaintext mode (no identity, no mTLS)', { level: 'warn' });

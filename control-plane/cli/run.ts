@@ -9,6 +9,7 @@ const COMMANDS: ReadonlyArray<{ name: string; summary: string; load: () => Promi
   { name: 'install', summary: 'create the CA Secret for a cluster (--dry-run prints it)', load: async () => (await import('./commands/install.ts')).install },
   { name: 'proxy-status', summary: 'proxies connected to the control plane: identity, config version sent/ACKed, NACK reasons', load: async () => (await import('./commands/proxy-status.ts')).proxyStatus },
   { name: 'proxy-config', summary: "the config a proxy runs, from the proxy's admin /config", load: async () => (await import('./commands/proxy-config.ts')).proxyConfig },
+  { name: 'inject', summary: 'add the meshlet proxy to every Pod template of a manifest (file or stdin), to stdout', load: async () => (await import('./commands/inject.ts')).inject },
   { name: 'check', summary: 'inspect a cluster: CRDs, webhook CA bundle, control plane, CA validity, Pods without the sidecar', load: async () => (await import('./commands/check.ts')).check },
 ];
 

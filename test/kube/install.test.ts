@@ -228,8 +228,9 @@ t.test("the container's environment is what control-plane/main.ts reads; probes 
   t.ok(reads.includes('MESHLET_ADMIN_LISTEN') && reads.includes('MESHLET_CA_SECRET'), `main.ts reads ${reads.join(', ')}`);
   const given = [...env.keys()].filter((k) => k.startsWith('MESHLET_'));
   t.same(reads.filter((k) => !env.has(k)), [], 'the Deployment sets every variable main.ts reads');
-  // The rest is for the injector (not in the control plane yet): the webhook listen and the proxy's settings.
-  t.same(given.filter((k) => !reads.includes(k) && k !== 'MESHLET_WEBHOOK_LISTEN' && !k.startsWith('MESHLET_PROXY_')), [], 'and no variable nothing reads (no stale names)');
+  // The rest: the proxy's ports, UID and names, which the injector has as constants
+  // (injector/settings.ts; test/injector/inject.test.ts checks them against config.env).
+  t.same(given.filter((k) => !reads.includes(k) && !k.startsWith('MESHLET_PROXY_')), [], 'and no variable nothing reads (no stale names)');
 
   // The kubelet probes (and Prometheus scrapes) the Pod IP: main.ts's admin default is loopback.
   const admin = env.get('MESHLET_ADMIN_LISTEN') ?? '';

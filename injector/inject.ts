@@ -1,0 +1,283 @@
+// The injection itself: Pod (as JSON) + settings → an RFC 6902 patch that adds the meshlet proxy.
+// Guarantees: pure (no I/O, no clock); the patch only adds (never removes, replaces or reorders what the
+// user wrote); an injected Pod gives an empty patch; a bad annotation refuses the Pod with every problem named.
+
+/*
+ * What a patch adds (the webhook and `meshlet inject` apply the same one):
+ *   initContainers  meshlet-init (iptables, NET_ADMIN/NET_RAW, root), unless settings.cni;
+ *                   meshlet-proxy as a native sidecar (restartPolicy Always + startupProbe on /ready),
+ *                   both in front of the user's init containers (which then already have the mesh).
+ *                   Fallback mode (nativeSidecar false): meshlet-init goes AFTER the user's init
+ *                   containers, since no proxy runs yet to take their redirected traffic.
+ *   containers      fallback mode only: meshlet-proxy first, its postStart hook waits for /ready;
+ *                   the kubelet starts the next container only when that hook returns.
+ *   volumes         the projected service-account token (audience meshlet) and a small in-memory /tmp;
+ *                   serviceAccountName "default" when unset (a projected token needs one; Kubernetes' own default).
+ *   annotations     the marker meshlet.io/injected, Prometheus scrape annotations for the admin port
+ *                   and kubectl's default container, each only when the user has not set it.
+ */
+
+import type { Operation } from 'fast-json-patch';
+import { PROXY_CONTAINER_NAME } from '../control-plane/config/kube-model.ts';
+import { CONFIG_PREFIX, INJECTED_ANNOTATION, INJECT_ANNOTATION, effectiveResources, readOverrides } from './annotations.ts';
+import { ADMIN_PORT_NAME, INBOUND_PORT_NAME, INIT_COMMAND, INIT_CONTAINER_NAME, PROXY_IMAGE_NODE, type InjectSettings, type ProxyResources } from './settings.ts';
+
+export { PROXY_CONTAINER_NAME };
+
+export const TOKEN_VOLUME = 'meshlet-identity-token';
+export const TOKEN_DIR = '/var/run/secrets/meshlet.io/identity';
+export const TMP_VOLUME = 'meshlet-tmp';
+/** Projected tokens are refreshed by the kubelet at 80 % of this; the proxy re-reads the file on renewal. */
+export const TOKEN_EXPIRATION_SECONDS = 86_400;
+
+export type SkipReason = 'already-injected' | 'disabled' | 'host-network';
+export const SKIP_REASONS: readonly SkipReason[] = ['already-injected', 'disabled', 'host-network'];
+export type RefuseReason = 'bad-annotation' | 'bad-pod';
+export const REFUSE_REASONS: readonly RefuseReason[] = ['bad-annotation', 'bad-pod'];
+export type Mode = 'native-sidecar' | 'sidecar';
+export const MODES: readonly Mode[] = ['native-sidecar', 'sidecar'];
+
+export type InjectResult =
+  | { outcome: 'injected'; mode: Mode; patch: Operation[] }
+  | { outcome: 'skipped'; skipped: SkipReason; patch: [] }
+  | { outcome: 'refused'; refused: RefuseReason; message: string; patch: [] };
+
+/** A Pod, or a Pod template, as parsed JSON: only what inject reads is typed. */
+export interface PodLike {
+  metadata?: { name?: string; generateName?: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string>; ownerReferences?: Array<{ kind?: string; name?: string; controller?: boolean }> } | null;
+  spec?: { hostNetwork?: boolean; serviceAccountName?: string; serviceAccount?: string; containers?: unknown[]; initContainers?: unknown[]; volumes?: unknown[] } | null;
+}
+
+export interface InjectContext {
+  /** The workload name for metrics (default: derived from owner, labels or name). */
+  workload?: string;
+}
+
+/** JSON pointer token (RFC 6901): `~` → `~0`, `/` → `~1` (annotation keys have slashes). */
+export const pointerToken = (s: string): string => s.replace(/~/g, '~0').replace(/\//g, '~1');
+
+interface ContainerLike {
+  name?: unknown;
+  ports?: Array<{ containerPort?: unknown; protocol?: unknown }>;
+}
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Why the webhook would leave this Pod alone, if it would. */
+export function skipReason(pod: PodLike): SkipReason | undefined {
+  const meta = pod.metadata ?? {};
+  const all = [...(pod.spec?.containers ?? []), ...(pod.spec?.initContainers ?? [])] as ContainerLike[];
+  if (meta.annotations?.[INJECTED_ANNOTATION] !== undefined || all.some((c) => isRecord(c) && c.name === PROXY_CONTAINER_NAME)) return 'already-injected';
+  if (meta.annotations?.[INJECT_ANNOTATION] === 'disabled' || meta.labels?.[INJECT_ANNOTATION] === 'disabled') return 'disabled';
+  if (pod.spec?.hostNetwork === true) return 'host-network';
+  return undefined;
+}
+
+/** The app's inbound TCP ports: every container's containerPorts, in order, once each. */
+export function appPorts(pod: PodLike): number[] {
+  const out: number[] = [];
+  for (const c of (pod.spec?.containers ?? []) as ContainerLike[]) {
+    for (const p of (isRecord(c) && Array.isArray(c.ports) ? c.ports : [])) {
+      if (!isRecord(p)) continue;
+      const proto = p.protocol ?? 'TCP';
+      if (proto === 'TCP' && typeof p.containerPort === 'number' && !out.includes(p.containerPort)) out.push(p.containerPort);
+    }
+  }
+  return out;
+}
+
+/** The workload's name as meshlet's metrics show it (as control-plane/config/kube-model.ts workloadOf). */
+export function workloadName(pod: PodLike): string {
+  const meta = pod.metadata ?? {};
+  const owners = meta.ownerReferences ?? [];
+  const owner = owners.find((o) => o.controller) ?? owners[0];
+  const hash = meta.labels?.['pod-template-hash'];
+  if (owner?.name) return owner.kind === 'ReplicaSet' && hash && owner.name.endsWith(`-${hash}`) ? owner.name.slice(0, -hash.length - 1) : owner.name;
+  return meta.labels?.['app.kubernetes.io/name'] ?? meta.labels?.app ?? meta.generateName?.replace(/-+$/, '') ?? meta.name ?? 'unknown';
+}
+
+const csv = (xs: readonly (string | number)[]): string => xs.join(',');
+const env = (name: string, value: string) => ({ name, value });
+const fieldEnv = (name: string, fieldPath: string) => ({ name, valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath } } });
+
+function resourcesOf(r: ProxyResources): Record<string, Record<string, string>> {
+  const requests: Record<string, string> = {};
+  const limits: Record<string, string> = {};
+  if (r.cpuRequest) requests.cpu = r.cpuRequest;
+  if (r.memoryRequest) requests.memory = r.memoryRequest;
+  if (r.cpuLimit) limits.cpu = r.cpuLimit;
+  if (r.memoryLimit) limits.memory = r.memoryLimit;
+  return { ...(Object.keys(requests).length ? { requests } : {}), ...(Object.keys(limits).length ? { limits } : {}) };
+}
+
+/** The fallback mode's postStart hook: node (in the proxy image) polls /ready for up to 2 minutes. */
+export function holdUntilReadyCommand(adminPort: number, node = PROXY_IMAGE_NODE): string[] {
+  const script =
+    `const u='http://127.0.0.1:${adminPort}/ready',end=Date.now()+120e3;` +
+    `const f=()=>fetch(u).then(r=>{if(r.ok)process.exit(0);throw 0}).catch(()=>{` +
+    `if(Date.now()>end){console.error('meshlet-proxy: not ready after 120 s');process.exit(1)}setTimeout(f,250)});f()`;
+  return [node, '-e', script];
+}
+
+/** Computes the patch. `pod` is not modified. */
+export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContext = {}): InjectResult {
+  if (!isRecord(pod) || !isRecord(pod.spec)) return { outcome: 'refused', refused: 'bad-pod', message: 'the object has no spec: not a Pod or Pod template', patch: [] };
+  const spec = pod.spec;
+  if (!Array.isArray(spec.containers) || spec.containers.length === 0) {
+    return { outcome: 'refused', refused: 'bad-pod', message: 'the Pod has no containers: nothing to put the proxy beside', patch: [] };
+  }
+  if (!spec.containers.every(isRecord)) return { outcome: 'refused', refused: 'bad-pod', message: 'spec.containers holds something that is not a container', patch: [] };
+  const skipped = skipReason(pod);
+  if (skipped) return { outcome: 'skipped', skipped, patch: [] };
+  for (const [field, list] of [['initContainers', spec.initContainers], ['volumes', spec.volumes]] as const) {
+    if (list !== undefined && list !== null && !Array.isArray(list)) return { outcome: 'refused', refused: 'bad-pod', message: `spec.${field} is not a list`, patch: [] };
+  }
+  const meta = isRecord(pod.metadata) ? pod.metadata : {};
+  const annotations = isRecord(meta.annotations) ? meta.annotations : {};
+
+  const { overrides, problems } = readOverrides(annotations);
+  const resources = effectiveResources(settings.resources, overrides.resources, problems);
+  const taken = new Set(((spec.volumes ?? []) as unknown[]).map((v) => (isRecord(v) ? v.name : undefined)));
+  for (const v of [TOKEN_VOLUME, TMP_VOLUME]) if (taken.has(v)) problems.push(`spec.volumes already has a volume named ${v}, which the proxy needs`);
+  const names = new Set([...spec.containers, ...((spec.initContainers ?? []) as unknown[])].map((c) => (isRecord(c) ? c.name : undefined)));
+  if (!settings.cni && names.has(INIT_CONTAINER_NAME)) problems.push(`the Pod already has a container named ${INIT_CONTAINER_NAME}, which the injector adds`);
+  if (problems.length > 0) {
+    const message = `cannot inject the meshlet proxy: ${problems.join('; ')}`;
+    const badPod = problems.every((p) => !p.startsWith(CONFIG_PREFIX));
+    return { outcome: 'refused', refused: badPod ? 'bad-pod' : 'bad-annotation', message, patch: [] };
+  }
+
+  if (!settings.trustAnchorsPem) throw new Error('no trust anchors to give the proxy (is the CA loaded?)');
+  const native = overrides.nativeSidecar ?? settings.nativeSidecar;
+  const mode: Mode = native ? 'native-sidecar' : 'sidecar';
+  const ports = overrides.inboundPorts ?? appPorts(pod);
+  const { outbound, inbound, admin } = settings.ports;
+  const skipOutboundCidrs = [...new Set([...settings.skipOutboundCidrs, ...overrides.skipOutboundCidrs])];
+  const httpGet = (path: string) => ({ httpGet: { path, port: admin } });
+
+  const proxy: Record<string, unknown> = {
+    name: PROXY_CONTAINER_NAME,
+    image: settings.proxyImage,
+    imagePullPolicy: 'IfNotPresent',
+    args: [
+      '--control-plane', settings.controlPlane,
+      '--control-plane-identity', settings.controlPlaneIdentity,
+      '--identity-token-file', `${TOKEN_DIR}/token`,
+      // $(VAR): the kubelet substitutes the env below (downward API) into args.
+      '--pod', '$(MESHLET_POD_NAME)',
+      '--namespace', '$(MESHLET_POD_NAMESPACE)',
+      '--workload', ctx.workload ?? workloadName(pod),
+      '--outbound-listen', `127.0.0.1:${outbound}`,
+      '--inbound-listen', `0.0.0.0:${inbound}`,
+      // The kubelet probes (and Prometheus scrapes) the Pod IP, not loopback.
+      '--admin-listen', `0.0.0.0:${admin}`,
+      ...(ports.length > 0 ? ['--app', `127.0.0.1:${ports[0]}`] : []),
+    ],
+    env: [
+      fieldEnv('MESHLET_POD_NAME', 'metadata.name'),
+      fieldEnv('MESHLET_POD_NAMESPACE', 'metadata.namespace'),
+      fieldEnv('MESHLET_SERVICE_ACCOUNT', 'spec.serviceAccountName'),
+      env('MESHLET_CONTROL_PLANE', settings.controlPlane),
+      env('MESHLET_TRUST_ANCHORS_PEM', settings.trustAnchorsPem),
+      env('MESHLET_APP_PORTS', csv(ports)),
+      env('MESHLET_LOG_LEVEL', overrides.logLevel ?? settings.logLevel),
+    ],
+    ports: [
+      { name: INBOUND_PORT_NAME, containerPort: inbound, protocol: 'TCP' },
+      { name: ADMIN_PORT_NAME, containerPort: admin, protocol: 'TCP' },
+    ],
+    ...(native ? { restartPolicy: 'Always', startupProbe: { ...httpGet('/ready'), periodSeconds: 1, failureThreshold: 120 } } : {}),
+    readinessProbe: { ...httpGet('/ready'), periodSeconds: 5, failureThreshold: 3 },
+    livenessProbe: { ...httpGet('/live'), periodSeconds: 10, failureThreshold: 3 },
+    ...(native ? {} : { lifecycle: { postStart: { exec: { command: holdUntilReadyCommand(admin) } } } }),
+    resources: resourcesOf(resources),
+    securityContext: {
+      runAsUser: settings.proxyUid,
+      runAsGroup: settings.proxyUid,
+      runAsNonRoot: true,
+      readOnlyRootFilesystem: true,
+      allowPrivilegeEscalation: false,
+      capabilities: { drop: ['ALL'] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    },
+    volumeMounts: [
+      { name: TOKEN_VOLUME, mountPath: TOKEN_DIR, readOnly: true },
+      { name: TMP_VOLUME, mountPath: '/tmp' },
+    ],
+    terminationMessagePolicy: 'FallbackToLogsOnError',
+  };
+
+  // The contract with injector's interception script (Dockerfile.init): keep these names.
+  const init = {
+    name: INIT_CONTAINER_NAME,
+    image: settings.initImage,
+    imagePullPolicy: 'IfNotPresent',
+    command: INIT_COMMAND,
+    env: [
+      env('MESHLET_PROXY_UID', String(settings.proxyUid)),
+      env('MESHLET_OUTBOUND_PORT', String(outbound)),
+      env('MESHLET_INBOUND_PORT', String(inbound)),
+      env('MESHLET_ADMIN_PORT', String(admin)),
+      env('MESHLET_INBOUND_PORTS', csv(ports)),
+      env('MESHLET_SKIP_INBOUND_PORTS', csv(overrides.skipInboundPorts)),
+      env('MESHLET_SKIP_OUTBOUND_PORTS', csv(overrides.skipOutboundPorts)),
+      env('MESHLET_SKIP_OUTBOUND_CIDRS', csv(skipOutboundCidrs)),
+    ],
+    resources: { requests: { cpu: '10m', memory: '16Mi' }, limits: { cpu: '100m', memory: '64Mi' } },
+    // Root only for iptables in the Pod's own network namespace; nothing else.
+    securityContext: {
+      runAsUser: 0,
+      runAsGroup: 0,
+      runAsNonRoot: false,
+      privileged: false,
+      readOnlyRootFilesystem: true,
+      allowPrivilegeEscalation: false,
+      capabilities: { add: ['NET_ADMIN', 'NET_RAW'], drop: ['ALL'] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    },
+    terminationMessagePolicy: 'FallbackToLogsOnError',
+  };
+
+  const patch: Operation[] = [];
+  // Init containers: front (native: init, then proxy) or, in fallback mode, init appended last.
+  const front = [...(settings.cni ? [] : native ? [init] : []), ...(native ? [proxy] : [])];
+  const back = !settings.cni && !native ? [init] : [];
+  if (!Array.isArray(spec.initContainers)) {
+    if (front.length + back.length > 0) patch.push({ op: 'add', path: '/spec/initContainers', value: [...front, ...back] });
+  } else {
+    front.forEach((c, i) => patch.push({ op: 'add', path: `/spec/initContainers/${i}`, value: c }));
+    for (const c of back) patch.push({ op: 'add', path: '/spec/initContainers/-', value: c });
+  }
+  if (!native) patch.push({ op: 'add', path: '/spec/containers/0', value: proxy });
+
+  const volumes = [
+    { name: TOKEN_VOLUME, projected: { sources: [{ serviceAccountToken: { audience: settings.audience, expirationSeconds: TOKEN_EXPIRATION_SECONDS, path: 'token' } }] } },
+    { name: TMP_VOLUME, emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } },
+  ];
+  if (!Array.isArray(spec.volumes)) patch.push({ op: 'add', path: '/spec/volumes', value: volumes });
+  else for (const v of volumes) patch.push({ op: 'add', path: '/spec/volumes/-', value: v });
+  // A projected token needs a named ServiceAccount (API validation). In a cluster the ServiceAccount
+  // admission plugin has set it before webhooks run; templates (`meshlet inject`) may lack it: name the
+  // one Kubernetes would use anyway.
+  if (!spec.serviceAccountName && !spec.serviceAccount) patch.push({ op: 'add', path: '/spec/serviceAccountName', value: 'default' });
+
+  const first = spec.containers[0];
+  const firstApp = isRecord(first) ? first.name : undefined;
+  const add: Record<string, string> = {
+    [INJECTED_ANNOTATION]: mode,
+    'prometheus.io/scrape': 'true',
+    'prometheus.io/port': String(admin),
+    'prometheus.io/path': '/metrics',
+    // `kubectl logs/exec` without -c picks the app, not the proxy.
+    ...(typeof firstApp === 'string' ? { 'kubectl.kubernetes.io/default-container': firstApp } : {}),
+  };
+  // An app that already asks to be scraped keeps its own prometheus.io/* (a Pod has one set).
+  const userScrape = Object.keys(annotations).some((k) => k.startsWith('prometheus.io/'));
+  const wanted = Object.entries(add).filter(([k]) => !(k in annotations) && !(userScrape && k.startsWith('prometheus.io/')));
+  if (!isRecord(meta.annotations)) {
+    if (!isRecord(pod.metadata)) patch.push({ op: 'add', path: '/metadata', value: {} });
+    patch.push({ op: 'add', path: '/metadata/annotations', value: Object.fromEntries(wanted) });
+  } else {
+    for (const [k, v] of wanted) patch.push({ op: 'add', path: `/metadata/annotations/${pointerToken(k)}`, value: v });
+  }
+  return { outcome: 'injected', mode, patch };
+}

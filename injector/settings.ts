@@ -1,0 +1,89 @@
+// What the injector writes into Pods that is not decided per Pod: images, the control plane's
+// address, the trust anchors, the mode (native sidecar or not, CNI or init container), defaults.
+// Guarantees: one place for every default; the webhook (control plane env) and the CLI (flags) fill the same shape.
+
+/** The ports and UID the proxy and the interception script agree on (manifests/config.env, Dockerfile.proxy). */
+export const PROXY_UID = 2102;
+export const OUTBOUND_PORT = 4140;
+export const INBOUND_PORT = 4143;
+export const ADMIN_PORT = 4191;
+export const ADMIN_PORT_NAME = 'meshlet-admin';
+export const INBOUND_PORT_NAME = 'meshlet-inbound';
+export const INIT_CONTAINER_NAME = 'meshlet-init';
+/** The interception script inside settings.initImage (Dockerfile.init). */
+export const INIT_COMMAND = ['/meshlet/intercept.sh'];
+/** Where the distroless proxy image keeps node (the fallback mode's postStart hook runs it). */
+export const PROXY_IMAGE_NODE = '/nodejs/bin/node';
+
+export const DEFAULT_PROXY_IMAGE = 'ghcr.io/meshlet/proxy:0.1.0';
+export const DEFAULT_INIT_IMAGE = 'ghcr.io/meshlet/proxy-init:0.1.0';
+export const DEFAULT_CONTROL_PLANE = 'https://meshlet-control-plane.meshlet-system.svc:8443';
+export const DEFAULT_CONTROL_PLANE_IDENTITY = 'spiffe://cluster.local/ns/meshlet-system/sa/meshlet-control-plane';
+export const DEFAULT_AUDIENCE = 'meshlet';
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+export const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
+
+export interface ProxyResources {
+  cpuRequest?: string;
+  cpuLimit?: string;
+  memoryRequest?: string;
+  memoryLimit?: string;
+}
+
+export interface InjectSettings {
+  proxyImage: string;
+  initImage: string;
+  /** https://host:port of the control plane (comma-separated replicas allowed, as --control-plane). */
+  controlPlane: string;
+  controlPlaneIdentity: string;
+  /** PEM bundle the proxy checks the control plane against (env MESHLET_TRUST_ANCHORS_PEM). */
+  trustAnchorsPem: string;
+  /** Audience of the projected service-account token (what Certify's TokenReview asks for). */
+  audience: string;
+  /**
+   * true (default): the proxy is an init container with restartPolicy Always (Kubernetes ≥ 1.29),
+   * so it starts before the app and Jobs complete. false: a regular first container whose
+   * postStart hook holds the app until the proxy is ready.
+   */
+  nativeSidecar: boolean;
+  /** true: a CNI plugin installs the interception rules; no meshlet-init (NET_ADMIN) container. */
+  cni: boolean;
+  resources: ProxyResources;
+  logLevel: LogLevel;
+  /** Outbound CIDRs never redirected, for every Pod (e.g. the API server's); annotations add more. */
+  skipOutboundCidrs: readonly string[];
+  /** The ports: tests may move them; a cluster keeps the defaults (the images expose these). */
+  ports: { outbound: number; inbound: number; admin: number };
+  proxyUid: number;
+}
+
+/**
+ * Defaults. No CPU limit: a throttled sidecar adds latency to every request of the app (Linkerd
+ * and Istio leave it unset too); memory is bounded (the image runs node with a 64 MB old space).
+ */
+export function defaultSettings(o: Partial<InjectSettings> & { trustAnchorsPem: string }): InjectSettings {
+  return {
+    proxyImage: DEFAULT_PROXY_IMAGE,
+    initImage: DEFAULT_INIT_IMAGE,
+    controlPlane: DEFAULT_CONTROL_PLANE,
+    controlPlaneIdentity: DEFAULT_CONTROL_PLANE_IDENTITY,
+    audience: DEFAULT_AUDIENCE,
+    nativeSidecar: true,
+    cni: false,
+    resources: { cpuRequest: '100m', memoryRequest: '128Mi', memoryLimit: '256Mi' },
+    logLevel: 'info',
+    skipOutboundCidrs: [],
+    ports: { outbound: OUTBOUND_PORT, inbound: INBOUND_PORT, admin: ADMIN_PORT },
+    proxyUid: PROXY_UID,
+    ...o,
+  };
+}
+
+/** "true"/"false" (and the usual spellings) from an environment variable or flag; undefined when unset. */
+export function parseBool(v: string | undefined, what: string): boolean | undefined {
+  if (v === undefined || v === '') return undefined;
+  if (/^(true|1|yes|on)$/i.test(v)) return true;
+  if (/^(false|0|no|off)$/i.test(v)) return false;
+  throw new Error(`${what}: expected true or false, got ${JSON.stringify(v)}`);
+}

@@ -1,0 +1,189 @@
+// `meshlet inject` as a user runs it: the real CLI process on real files and on stdin; and the
+// transform behind it, kind by kind (every Pod template found, comments and other objects kept).
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import jsonpatch from 'fast-json-patch';
+import t from 'tap';
+import { parse, parseAllDocuments, stringify } from 'yaml';
+import { initCa, trustBundle } from '../../control-plane/ca/index.ts';
+import { inject } from '../../injector/inject.ts';
+import { transformManifests } from '../../injector/manifests.ts';
+import { defaultSettings } from '../../injector/settings.ts';
+
+const MESHLET = fileURLToPath(new URL('../../bin/meshlet.ts', import.meta.url));
+const ANCHORS = trustBundle(initCa({ now: Date.now() })).join('');
+const settings = defaultSettings({ trustAnchorsPem: ANCHORS });
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+const dir = mkdtempSync(join(tmpdir(), 'meshlet-inject-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+const anchorsFile = join(dir, 'anchors.pem');
+writeFileSync(anchorsFile, ANCHORS);
+
+function meshlet(args: string[], stdin = ''): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, [MESHLET, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, MESHLET_TRUST_ANCHORS_PEM: '' } });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    p.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    p.on('error', reject);
+    p.on('close', (code) => resolve({ code, stdout, stderr }));
+    p.stdin.end(stdin);
+  });
+}
+
+const APP = `# The shop's front end: kept as written.
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web # the name
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+      annotations:
+        config.meshlet.io/proxy-cpu-request: 200m
+    spec:
+      containers:
+        - name: web # the app itself
+          image: registry.example/web:1
+          ports:
+            - containerPort: 8080
+---
+# Not a workload: unchanged.
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: debug
+  annotations:
+    meshlet.io/inject: disabled
+spec:
+  containers: [{name: sh, image: busybox}]
+`;
+
+const initNames = (spec: Json): string[] => (spec.initContainers ?? []).map((c: Json) => c.name);
+
+t.test('meshlet inject -f FILE: every template injected, other objects and comments kept, a report on stderr', async (t) => {
+  const file = join(dir, 'app.yaml');
+  writeFileSync(file, APP);
+  const r = await meshlet(['inject', '-f', file, '--trust-anchors', anchorsFile]);
+  t.equal(r.code, 0, r.stderr);
+  const docs = parseAllDocuments(r.stdout).map((d) => d.toJS() as Json);
+  t.equal(docs.length, 3);
+  t.same(initNames(docs[0]!.spec.template.spec), ['meshlet-init', 'meshlet-proxy']);
+  t.same(docs[0]!.spec.template.spec.initContainers[1].resources.requests.cpu, '200m', 'template annotations apply');
+  t.same(docs[0]!.spec.template.spec.initContainers[1].args.slice(-2), ['--app', '127.0.0.1:8080']);
+  t.ok(docs[0]!.spec.template.spec.initContainers[1].args.includes('web'), 'workload = the Deployment name');
+  t.same(docs[1], parse(APP.split('---\n')[1]!), 'the Service is unchanged');
+  t.same(initNames(docs[2]!.spec), [], 'the opted-out Pod is unchanged');
+  for (const comment of ["# The shop's front end: kept as written.", '# the name', '# the app itself', '# Not a workload: unchanged.']) t.match(r.stdout, comment, `comment kept: ${comment}`);
+  t.equal(r.stdout.indexOf('kind: Deployment') < r.stdout.indexOf('kind: Service'), true, 'document order kept');
+  t.match(r.stderr, 'deployment/web (document 1) injected (native-sidecar)');
+  t.match(r.stderr, 'pod/debug (document 3) skipped (disabled)');
+  // Injecting the output again changes nothing.
+  const again = join(dir, 'again.yaml');
+  writeFileSync(again, r.stdout);
+  const r2 = await meshlet(['inject', '-f', again, '--trust-anchors', anchorsFile, '-q']);
+  t.equal(r2.code, 0);
+  t.equal(r2.stdout, r.stdout, 'idempotent: already injected templates are left as they are');
+  t.equal(r2.stderr, '', '-q: no report');
+});
+
+t.test('meshlet inject -f - reads stdin (a JSON List from kubectl get -o json stays JSON)', async (t) => {
+  const list = {
+    apiVersion: 'v1', kind: 'List',
+    items: [
+      { apiVersion: 'apps/v1', kind: 'StatefulSet', metadata: { name: 'db' }, spec: { template: { spec: { containers: [{ name: 'db', image: 'pg', ports: [{ containerPort: 5432 }] }] } } } },
+      { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'c' }, data: { a: 'b' } },
+    ],
+  };
+  const r = await meshlet(['inject', '-f', '-', '--trust-anchors', anchorsFile, '--sidecar', 'regular'], JSON.stringify(list));
+  t.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as Json;
+  t.same(out.items[0].spec.template.spec.containers.map((c: Json) => c.name), ['meshlet-proxy', 'db'], '--sidecar regular');
+  t.same(out.items[1], list.items[1]);
+  t.match(r.stderr, 'statefulset/db (items[0]) injected (sidecar)');
+  const yaml = await meshlet(['inject', '-f', '-', '--trust-anchors', anchorsFile, '--cni'], APP);
+  t.equal(yaml.code, 0, yaml.stderr);
+  t.same(initNames((parseAllDocuments(yaml.stdout)[0]!.toJS() as Json).spec.template.spec), ['meshlet-proxy'], '--cni: no meshlet-init');
+});
+
+t.test('errors: exit codes and messages a user can act on', async (t) => {
+  const help = await meshlet(['inject', '--help']);
+  t.equal(help.code, 0);
+  t.match(help.stdout, /usage: meshlet inject -f FILE\|-/);
+  t.match((await meshlet(['--help'])).stdout, /inject +add the meshlet proxy/, 'listed in meshlet --help');
+  const noFile = await meshlet(['inject', '--trust-anchors', anchorsFile]);
+  t.equal(noFile.code, 2);
+  t.match(noFile.stderr, /which manifest\? pass -f FILE/);
+  const noAnchors = await meshlet(['inject', '-f', '-'], APP);
+  t.equal(noAnchors.code, 2);
+  t.match(noAnchors.stderr, /need the trust anchors: pass --trust-anchors FILE/);
+  const missing = await meshlet(['inject', '-f', join(dir, 'nope.yaml'), '--trust-anchors', anchorsFile]);
+  t.equal(missing.code, 1);
+  t.match(missing.stderr, /cannot read .*nope\.yaml: no such file/);
+  const badYaml = await meshlet(['inject', '-f', '-', '--trust-anchors', anchorsFile], 'kind: Pod\n  spec: [\n');
+  t.equal(badYaml.code, 1);
+  t.match(badYaml.stderr, /stdin is not valid YAML: document 1:/);
+  t.equal(badYaml.stdout, '');
+  const banana = await meshlet(['inject', '-f', '-', '--trust-anchors', anchorsFile], APP.replace('200m', 'banana'));
+  t.equal(banana.code, 1);
+  t.match(banana.stderr, /deployment\/web \(document 1\): cannot inject the meshlet proxy: config.meshlet.io\/proxy-cpu-request: "banana" is not a CPU quantity/);
+  t.equal(banana.stdout, '', 'nothing written, so `| kubectl apply -f -` applies nothing');
+  const flag = await meshlet(['inject', '-f', '-', '--sidecar', 'maybe', '--trust-anchors', anchorsFile]);
+  t.equal(flag.code, 2);
+  t.match(flag.stderr, /--sidecar maybe: want native or regular/);
+  const none = await meshlet(['inject', '-f', '-', '--trust-anchors', anchorsFile], 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}   # as is\n');
+  t.equal(none.code, 0);
+  t.equal(none.stdout, 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}   # as is\n', 'nothing to inject: byte for byte');
+  t.match(none.stderr, /no Pod templates/);
+});
+
+t.test('transform: every workload kind, the patch is exactly inject()', async (t) => {
+  const spec = { containers: [{ name: 'app', image: 'a', ports: [{ containerPort: 9000 }] }] };
+  const kinds: Array<[string, Json, string[]]> = [
+    ['Pod', { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p' }, spec }, []],
+    ['Deployment', { apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'd' }, spec: { template: { spec } } }, ['spec', 'template']],
+    ['StatefulSet', { apiVersion: 'apps/v1', kind: 'StatefulSet', metadata: { name: 's' }, spec: { template: { spec } } }, ['spec', 'template']],
+    ['DaemonSet', { apiVersion: 'apps/v1', kind: 'DaemonSet', metadata: { name: 'ds' }, spec: { template: { spec } } }, ['spec', 'template']],
+    ['ReplicaSet', { apiVersion: 'apps/v1', kind: 'ReplicaSet', metadata: { name: 'rs' }, spec: { template: { spec } } }, ['spec', 'template']],
+    ['Job', { apiVersion: 'batch/v1', kind: 'Job', metadata: { name: 'j' }, spec: { template: { spec } } }, ['spec', 'template']],
+    ['CronJob', { apiVersion: 'batch/v1', kind: 'CronJob', metadata: { name: 'cj' }, spec: { schedule: '* * * * *', jobTemplate: { spec: { template: { spec } } } } }, ['spec', 'jobTemplate', 'spec', 'template']],
+  ];
+  for (const [kind, obj, path] of kinds) {
+    const r = transformManifests(`# ${kind}\n${stringify(obj)}`, settings);
+    t.equal(r.reports.length, 1, kind);
+    t.equal(r.reports[0]?.result.outcome, 'injected', kind);
+    const out = parse(r.output) as Json;
+    const tpl = path.reduce((o, k) => o[k], obj as Json);
+    const expected = jsonpatch.applyPatch(structuredClone({ metadata: tpl.metadata, spec: tpl.spec }), inject({ metadata: tpl.metadata, spec: tpl.spec }, settings, kind === 'Pod' ? {} : { workload: obj.metadata.name }).patch).newDocument;
+    const got = path.reduce((o, k) => o[k], out);
+    t.same({ metadata: got.metadata, spec: got.spec }, expected, `${kind}: the YAML edit equals the RFC 6902 patch applied`);
+  }
+  const multi = transformManifests('a: 1\n---\nkind: Secret\nmetadata: {name: s}\n---\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: x}]\n', settings);
+  const docs = parseAllDocuments(multi.output).map((d) => d.toJS() as Json);
+  t.same(docs.slice(0, 2), [{ a: 1 }, { kind: 'Secret', metadata: { name: 's' } }], 'unrelated documents kept');
+  t.same(initNames(docs[2]!.spec), ['meshlet-init', 'meshlet-proxy']);
+  t.same(transformManifests('', settings), { output: '', reports: [], errors: [] }, 'empty input');
+  // Documents left alone are copied byte for byte (odd spacing, a comment-only document from helm template).
+  const helm = 'kind: Service   # odd   spacing\nmetadata: {name: a}\n---\n# Source: chart/templates/pod.yaml\n---\nkind: Pod\nmetadata: {name: b}\nspec: {containers: [{name: c}]}\n';
+  const h = transformManifests(helm, settings);
+  t.ok(h.output.startsWith('kind: Service   # odd   spacing\nmetadata: {name: a}\n---\n# Source: chart/templates/pod.yaml\n---\nkind: Pod\n'), h.output.slice(0, 200));
+  t.match(h.output, /\nspec:\n {2}containers: \[ \{ name: c \} \]\n {2}initContainers:\n {4}- name: meshlet-init\n/, 'a flow-style spec the patch adds to becomes block style (readable), its untouched parts stay flow');
+  t.equal(parseAllDocuments(h.output).length, 3);
+});

@@ -1,0 +1,343 @@
+// inject(pod, settings): every rule of the patch, checked by applying it (RFC 6902, fast-json-patch)
+// to realistic Pods: what is added, what is never touched, idempotence, escaping, overrides and refusals.
+import { readFileSync } from 'node:fs';
+import jsonpatch from 'fast-json-patch';
+import t from 'tap';
+import { isMeshedPod } from '../../control-plane/config/kube-model.ts';
+import { OVERRIDES, quantityValue } from '../../injector/annotations.ts';
+import { TOKEN_DIR, TOKEN_VOLUME, TMP_VOLUME, appPorts, inject, pointerToken, workloadName, type InjectResult, type PodLike } from '../../injector/inject.ts';
+import { ADMIN_PORT, ADMIN_PORT_NAME, INBOUND_PORT, OUTBOUND_PORT, PROXY_UID, defaultSettings, type InjectSettings } from '../../injector/settings.ts';
+
+const ANCHORS = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
+const settings = (o: Partial<InjectSettings> = {}): InjectSettings => defaultSettings({ trustAnchorsPem: ANCHORS, ...o });
+
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+function basePod(): Json {
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name: 'web-abc', namespace: 'shop', labels: { app: 'web' }, annotations: { 'team.example/owner': 'payments' } },
+    spec: {
+      initContainers: [{ name: 'migrate', image: 'app:1' }],
+      containers: [
+        { name: 'app', image: 'app:1', ports: [{ containerPort: 8080 }, { containerPort: 9000, protocol: 'UDP' }, { containerPort: 8443, protocol: 'TCP' }] },
+        { name: 'worker', image: 'app:1', ports: [{ containerPort: 8080 }] },
+      ],
+      volumes: [{ name: 'data', emptyDir: {} }],
+    },
+  };
+}
+
+function apply(pod: Json, r: InjectResult): Json {
+  const invalid = jsonpatch.validate(r.patch, structuredClone(pod));
+  if (invalid) throw new Error(`the patch is not valid RFC 6902 for this document: ${invalid.message}`);
+  return jsonpatch.applyPatch(structuredClone(pod), r.patch, true, false).newDocument as Json;
+}
+const injected = (r: InjectResult): InjectResult & { outcome: 'injected' } => {
+  if (r.outcome !== 'injected') throw new Error(`expected injected, got ${JSON.stringify(r)}`);
+  return r;
+};
+const refused = (r: InjectResult): InjectResult & { outcome: 'refused' } => {
+  if (r.outcome !== 'refused') throw new Error(`expected refused, got ${JSON.stringify(r).slice(0, 300)}`);
+  return r;
+};
+const envOf = (c: Json): Record<string, unknown> => Object.fromEntries((c.env as Json[]).map((e) => [e.name, e.value ?? e.valueFrom]));
+const argOf = (c: Json, flag: string): string | undefined => {
+  const i = (c.args as string[]).indexOf(flag);
+  return i < 0 ? undefined : (c.args as string[])[i + 1];
+};
+
+t.test('default (native sidecar): meshlet-init then meshlet-proxy in front of the user init containers', async (t) => {
+  const pod = basePod();
+  const r = injected(inject(pod, settings()));
+  t.equal(r.mode, 'native-sidecar');
+  t.ok(r.patch.every((op) => op.op === 'add'), 'only add operations');
+  const out = apply(pod, r);
+  t.same(out.spec.initContainers.map((c: Json) => c.name), ['meshlet-init', 'meshlet-proxy', 'migrate']);
+  t.same(out.spec.containers.map((c: Json) => c.name), ['app', 'worker'], 'regular containers untouched');
+  const proxy = out.spec.initContainers[1];
+  t.equal(proxy.restartPolicy, 'Always', 'a native sidecar');
+  t.same(proxy.startupProbe.httpGet, { path: '/ready', port: ADMIN_PORT }, 'the app starts once /ready answers');
+  t.same(proxy.readinessProbe.httpGet, { path: '/ready', port: ADMIN_PORT });
+  t.same(proxy.livenessProbe.httpGet, { path: '/live', port: ADMIN_PORT });
+  t.equal(proxy.lifecycle, undefined, 'no postStart hold in native mode');
+  t.same(proxy.securityContext, {
+    runAsUser: PROXY_UID, runAsGroup: PROXY_UID, runAsNonRoot: true, readOnlyRootFilesystem: true,
+    allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] }, seccompProfile: { type: 'RuntimeDefault' },
+  });
+  t.same(proxy.resources, { requests: { cpu: '100m', memory: '128Mi' }, limits: { memory: '256Mi' } }, 'defaults: no CPU limit');
+  t.same(proxy.ports, [{ name: 'meshlet-inbound', containerPort: INBOUND_PORT, protocol: 'TCP' }, { name: ADMIN_PORT_NAME, containerPort: ADMIN_PORT, protocol: 'TCP' }]);
+  t.equal(isMeshedPod(out), true, "the control plane's rule sees a meshed Pod");
+});
+
+t.test('proxy args and env: identity inputs, control plane, trust anchors, app ports', async (t) => {
+  const out = apply(basePod(), inject(basePod(), settings({ controlPlane: 'https://cp.example:8443', controlPlaneIdentity: 'spiffe://td/ns/x/sa/cp' })));
+  const proxy = out.spec.initContainers[1];
+  const env = envOf(proxy);
+  t.same(env.MESHLET_POD_NAME, { fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.name' } });
+  t.same(env.MESHLET_POD_NAMESPACE, { fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.namespace' } });
+  t.same(env.MESHLET_SERVICE_ACCOUNT, { fieldRef: { apiVersion: 'v1', fieldPath: 'spec.serviceAccountName' } });
+  t.equal(env.MESHLET_CONTROL_PLANE, 'https://cp.example:8443');
+  t.equal(env.MESHLET_TRUST_ANCHORS_PEM, ANCHORS);
+  t.equal(env.MESHLET_APP_PORTS, '8080,8443', 'TCP containerPorts of every container, once each, in order (UDP left out)');
+  t.equal(env.MESHLET_LOG_LEVEL, 'info');
+  t.equal(argOf(proxy, '--app'), '127.0.0.1:8080', 'the first app port');
+  t.equal(argOf(proxy, '--control-plane'), 'https://cp.example:8443');
+  t.equal(argOf(proxy, '--control-plane-identity'), 'spiffe://td/ns/x/sa/cp');
+  t.equal(argOf(proxy, '--identity-token-file'), `${TOKEN_DIR}/token`);
+  t.equal(argOf(proxy, '--pod'), '$(MESHLET_POD_NAME)', 'the kubelet substitutes env into args');
+  t.equal(argOf(proxy, '--namespace'), '$(MESHLET_POD_NAMESPACE)');
+  t.equal(argOf(proxy, '--admin-listen'), `0.0.0.0:${ADMIN_PORT}`, 'probes come from the kubelet over the Pod IP');
+  t.equal(argOf(proxy, '--inbound-listen'), `0.0.0.0:${INBOUND_PORT}`);
+  t.equal(argOf(proxy, '--outbound-listen'), `127.0.0.1:${OUTBOUND_PORT}`);
+  t.equal(argOf(proxy, '--workload'), 'web', 'workload from the app label');
+  // Every $(VAR) in args names an env var defined in the container (else the kubelet leaves it literal).
+  for (const a of proxy.args as string[]) for (const m of a.matchAll(/\$\((\w+)\)/g)) t.ok((m[1] ?? '') in env, `$(${m[1]}) is defined`);
+  const mounts = proxy.volumeMounts as Json[];
+  t.same(mounts.find((m) => m.name === TOKEN_VOLUME), { name: TOKEN_VOLUME, mountPath: TOKEN_DIR, readOnly: true });
+  t.same(mounts.find((m) => m.name === TMP_VOLUME)?.mountPath, '/tmp');
+});
+
+t.test('a Pod without containerPorts: no --app (the proxy default), empty port lists = intercept every port', async (t) => {
+  const pod = { metadata: { name: 'p' }, spec: { containers: [{ name: 'app', image: 'x' }] } };
+  const out = apply(pod, inject(pod, settings()));
+  const proxy = out.spec.initContainers[1];
+  t.equal(argOf(proxy, '--app'), undefined);
+  t.equal(envOf(proxy).MESHLET_APP_PORTS, '');
+  t.equal(envOf(out.spec.initContainers[0]).MESHLET_INBOUND_PORTS, '');
+});
+
+t.test('meshlet-init: the contract with the interception script', async (t) => {
+  const pod = basePod();
+  pod.metadata.annotations['config.meshlet.io/skip-inbound-ports'] = '9090, 9091';
+  pod.metadata.annotations['config.meshlet.io/skip-outbound-ports'] = '5432';
+  pod.metadata.annotations['config.meshlet.io/skip-outbound-cidrs'] = '10.0.0.0/8,fd00::/8,169.254.169.254';
+  const out = apply(pod, inject(pod, settings({ initImage: 'registry/init:2', skipOutboundCidrs: ['192.168.0.1/32'] })));
+  const init = out.spec.initContainers[0];
+  t.equal(init.name, 'meshlet-init');
+  t.equal(init.image, 'registry/init:2');
+  t.same(init.command, ['/meshlet/intercept.sh']);
+  t.same(envOf(init), {
+    MESHLET_PROXY_UID: '2102',
+    MESHLET_OUTBOUND_PORT: '4140',
+    MESHLET_INBOUND_PORT: '4143',
+    MESHLET_ADMIN_PORT: '4191',
+    MESHLET_INBOUND_PORTS: '8080,8443',
+    MESHLET_SKIP_INBOUND_PORTS: '9090,9091',
+    MESHLET_SKIP_OUTBOUND_PORTS: '5432',
+    MESHLET_SKIP_OUTBOUND_CIDRS: '192.168.0.1/32,10.0.0.0/8,fd00::/8,169.254.169.254',
+  });
+  t.equal(envOf(out.spec.initContainers[1]).MESHLET_APP_PORTS, envOf(init).MESHLET_INBOUND_PORTS, 'proxy and script see the same app ports');
+  t.same(init.securityContext.capabilities, { add: ['NET_ADMIN', 'NET_RAW'], drop: ['ALL'] });
+  t.equal(init.securityContext.runAsUser, 0, 'root, only for iptables');
+  t.equal(init.securityContext.runAsNonRoot, false, "overrides a Pod-level runAsNonRoot for this container only");
+  t.equal(init.securityContext.privileged, false);
+  t.equal(init.securityContext.allowPrivilegeEscalation, false);
+  t.equal(init.restartPolicy, undefined, 'runs once');
+});
+
+t.test('CNI mode: no meshlet-init, no NET_ADMIN anywhere', async (t) => {
+  const pod = basePod();
+  const out = apply(pod, inject(pod, settings({ cni: true })));
+  t.same(out.spec.initContainers.map((c: Json) => c.name), ['meshlet-proxy', 'migrate']);
+  t.notMatch(JSON.stringify(out), /NET_ADMIN/);
+  const bare = { spec: { containers: [{ name: 'app' }] } };
+  t.same(apply(bare, inject(bare, settings({ cni: true }))).spec.initContainers.map((c: Json) => c.name), ['meshlet-proxy']);
+});
+
+t.test('fallback (regular sidecar): proxy first, postStart holds the app; meshlet-init after the user init containers', async (t) => {
+  const pod = basePod();
+  const r = injected(inject(pod, settings({ nativeSidecar: false })));
+  t.equal(r.mode, 'sidecar');
+  const out = apply(pod, r);
+  t.same(out.spec.containers.map((c: Json) => c.name), ['meshlet-proxy', 'app', 'worker']);
+  t.same(out.spec.initContainers.map((c: Json) => c.name), ['migrate', 'meshlet-init'], "the user's init containers run before interception (no proxy would answer them yet)");
+  const proxy = out.spec.containers[0];
+  t.equal(proxy.restartPolicy, undefined, 'containers take no restartPolicy');
+  t.equal(proxy.startupProbe, undefined);
+  t.match(proxy.lifecycle.postStart.exec.command, ['/nodejs/bin/node', '-e', /127\.0\.0\.1:4191\/ready/]);
+  t.equal(out.metadata.annotations['kubectl.kubernetes.io/default-container'], 'app', 'kubectl logs picks the app, not the proxy');
+  t.equal(isMeshedPod(out), true);
+  // ...and per Pod, by annotation, in either direction.
+  const p2 = basePod();
+  p2.metadata.annotations['config.meshlet.io/native-sidecar'] = 'false';
+  t.equal(injected(inject(p2, settings())).mode, 'sidecar');
+  const p3 = basePod();
+  p3.metadata.annotations['config.meshlet.io/native-sidecar'] = 'true';
+  t.equal(injected(inject(p3, settings({ nativeSidecar: false }))).mode, 'native-sidecar');
+});
+
+t.test('absent arrays and maps are created; present ones appended to, never replaced', async (t) => {
+  const bare = { spec: { containers: [{ name: 'app', image: 'x' }] } };
+  const r = injected(inject(bare, settings()));
+  const out = apply(bare, r);
+  t.same(out.spec.volumes.map((v: Json) => v.name), [TOKEN_VOLUME, TMP_VOLUME]);
+  t.same(Object.keys(out.metadata.annotations).toSorted(), ['kubectl.kubernetes.io/default-container', 'meshlet.io/injected', 'prometheus.io/path', 'prometheus.io/port', 'prometheus.io/scrape']);
+  const noAnn = { metadata: { name: 'x' }, spec: { containers: [{ name: 'app' }], volumes: [] } };
+  const o2 = apply(noAnn, inject(noAnn, settings()));
+  t.equal(o2.metadata.name, 'x', 'metadata kept when annotations are created');
+  t.same(o2.spec.volumes.map((v: Json) => v.name), [TOKEN_VOLUME, TMP_VOLUME]);
+  const nullMeta = { metadata: null, spec: { containers: [{ name: 'app' }] } } as PodLike;
+  t.equal(apply(nullMeta as Json, inject(nullMeta, settings())).metadata.annotations['meshlet.io/injected'], 'native-sidecar');
+});
+
+t.test('volumes: the projected token with audience meshlet and an in-memory /tmp', async (t) => {
+  const pod = basePod();
+  const out = apply(pod, inject(pod, settings({ audience: 'meshlet' })));
+  t.same(out.spec.volumes[0], { name: 'data', emptyDir: {} }, "the user's volume stays first");
+  t.same(out.spec.volumes[1], { name: TOKEN_VOLUME, projected: { sources: [{ serviceAccountToken: { audience: 'meshlet', expirationSeconds: 86400, path: 'token' } }] } });
+  t.same(out.spec.volumes[2], { name: TMP_VOLUME, emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } });
+  t.equal(out.spec.serviceAccountName, 'default', 'a projected token needs a named ServiceAccount: the default one when unset');
+  const named = { ...basePod(), spec: { ...basePod().spec, serviceAccountName: 'web' } };
+  t.equal(apply(named, inject(named, settings())).spec.serviceAccountName, 'web', 'a named one is kept');
+});
+
+t.test("never removes, replaces or reorders what the user wrote", async (t) => {
+  const pod = basePod();
+  pod.metadata.annotations['prometheus.io/scrape'] = 'false';
+  pod.metadata.annotations['kubectl.kubernetes.io/default-container'] = 'worker';
+  const before = structuredClone(pod);
+  const r = injected(inject(pod, settings({ nativeSidecar: false })));
+  t.same(pod, before, 'the input object itself is not modified');
+  const out = apply(pod, r);
+  // Deleting everything the injector added gives back exactly the user's Pod.
+  const back = structuredClone(out);
+  back.spec.containers = back.spec.containers.filter((c: Json) => c.name !== 'meshlet-proxy');
+  back.spec.initContainers = back.spec.initContainers.filter((c: Json) => c.name !== 'meshlet-init');
+  back.spec.volumes = back.spec.volumes.filter((v: Json) => v.name !== TOKEN_VOLUME && v.name !== TMP_VOLUME);
+  delete back.metadata.annotations['meshlet.io/injected'];
+  delete back.spec.serviceAccountName;
+  t.same(back, pod, 'the original Pod is a sub-document of the injected one, in the same order');
+  t.equal(out.metadata.annotations['prometheus.io/scrape'], 'false', "the app's own prometheus.io/* are kept");
+  t.equal(out.metadata.annotations['prometheus.io/port'], undefined, 'and not mixed with the proxy port');
+  t.equal(out.metadata.annotations['kubectl.kubernetes.io/default-container'], 'worker');
+});
+
+t.test('annotation keys are escaped as JSON pointers (RFC 6901)', async (t) => {
+  t.equal(pointerToken('prometheus.io/scrape'), 'prometheus.io~1scrape');
+  t.equal(pointerToken('a~b/c'), 'a~0b~1c');
+  const pod = basePod();
+  const r = injected(inject(pod, settings()));
+  t.ok(r.patch.some((op) => op.path === '/metadata/annotations/prometheus.io~1scrape'), 'slash escaped');
+  t.ok(r.patch.some((op) => op.path === '/metadata/annotations/kubectl.kubernetes.io~1default-container'));
+  const out = apply(pod, r);
+  t.same(
+    Object.fromEntries(Object.entries(out.metadata.annotations).filter(([k]) => !k.startsWith('team.'))),
+    { 'meshlet.io/injected': 'native-sidecar', 'prometheus.io/scrape': 'true', 'prometheus.io/port': '4191', 'prometheus.io/path': '/metrics', 'kubectl.kubernetes.io/default-container': 'app' },
+  );
+});
+
+t.test('idempotent: an injected Pod gives an empty patch, whichever way it was injected', async (t) => {
+  for (const s of [settings(), settings({ nativeSidecar: false }), settings({ cni: true })]) {
+    const once = apply(basePod(), inject(basePod(), s));
+    const again = inject(once, s);
+    t.same(again, { outcome: 'skipped', skipped: 'already-injected', patch: [] });
+  }
+  // A proxy container without the marker (hand-written), or the marker alone, counts too.
+  const hand = basePod();
+  hand.spec.containers.push({ name: 'meshlet-proxy', image: 'p' });
+  t.equal(inject(hand, settings()).outcome, 'skipped');
+  const marked = basePod();
+  marked.metadata.annotations['meshlet.io/injected'] = 'sidecar';
+  t.same(inject(marked, settings()), { outcome: 'skipped', skipped: 'already-injected', patch: [] });
+});
+
+t.test('skips: opted out (annotation or label), host network', async (t) => {
+  const ann = basePod();
+  ann.metadata.annotations['meshlet.io/inject'] = 'disabled';
+  t.same(inject(ann, settings()), { outcome: 'skipped', skipped: 'disabled', patch: [] });
+  const lab = basePod();
+  lab.metadata.labels['meshlet.io/inject'] = 'disabled';
+  t.same(inject(lab, settings()), { outcome: 'skipped', skipped: 'disabled', patch: [] });
+  const host = basePod();
+  host.spec.hostNetwork = true;
+  t.same(inject(host, settings()), { outcome: 'skipped', skipped: 'host-network', patch: [] });
+  const optIn = basePod();
+  optIn.metadata.annotations['meshlet.io/inject'] = 'enabled';
+  t.equal(inject(optIn, settings()).outcome, 'injected', 'the Pod opt-in (for unlabelled namespaces) injects');
+});
+
+t.test('annotation overrides: resources, log level, ports', async (t) => {
+  const pod = basePod();
+  Object.assign(pod.metadata.annotations, {
+    'config.meshlet.io/proxy-cpu-request': '250m',
+    'config.meshlet.io/proxy-cpu-limit': '2',
+    'config.meshlet.io/proxy-memory-request': '200Mi',
+    'config.meshlet.io/proxy-memory-limit': '1Gi',
+    'config.meshlet.io/log-level': 'debug',
+    'config.meshlet.io/inbound-ports': '7000,7001',
+  });
+  const out = apply(pod, inject(pod, settings()));
+  const proxy = out.spec.initContainers[1];
+  t.same(proxy.resources, { requests: { cpu: '250m', memory: '200Mi' }, limits: { cpu: '2', memory: '1Gi' } });
+  t.equal(envOf(proxy).MESHLET_LOG_LEVEL, 'debug');
+  t.equal(envOf(proxy).MESHLET_APP_PORTS, '7000,7001', 'inbound-ports overrides containerPorts');
+  t.equal(argOf(proxy, '--app'), '127.0.0.1:7000');
+  t.equal(envOf(out.spec.initContainers[0]).MESHLET_INBOUND_PORTS, '7000,7001');
+});
+
+t.test('bad annotation values refuse the Pod with every problem named', async (t) => {
+  const cases: Array<[Record<string, string>, RegExp]> = [
+    [{ 'config.meshlet.io/proxy-cpu-request': 'banana' }, /proxy-cpu-request: "banana" is not a CPU quantity/],
+    [{ 'config.meshlet.io/proxy-memory-limit': '12 GB' }, /proxy-memory-limit: "12 GB" is not a memory quantity/],
+    [{ 'config.meshlet.io/skip-inbound-ports': '80,70000' }, /skip-inbound-ports: "70000" is not a port \(1-65535\)/],
+    [{ 'config.meshlet.io/skip-outbound-ports': '0' }, /"0" is not a port/],
+    [{ 'config.meshlet.io/inbound-ports': 'http' }, /inbound-ports: "http" is not a port/],
+    [{ 'config.meshlet.io/skip-outbound-cidrs': '10.0.0.0/33' }, /"10.0.0.0\/33" is not an IP address or CIDR/],
+    [{ 'config.meshlet.io/skip-outbound-cidrs': 'example.com' }, /"example.com" is not an IP address or CIDR/],
+    [{ 'config.meshlet.io/log-level': 'verbose' }, /log-level: "verbose" is not a log level \(debug, info, warn, error\)/],
+    [{ 'config.meshlet.io/native-sidecar': 'yes' }, /native-sidecar: "yes" is not true or false/],
+    [{ 'config.meshlet.io/proxy-cpu-requests': '1' }, /config.meshlet.io\/proxy-cpu-requests: unknown annotation \(known: .*config.meshlet.io\/proxy-cpu-request,/],
+    [{ 'config.meshlet.io/proxy-memory-request': '512Mi' }, /proxy-memory-request 512Mi is more than the limit 256Mi: raise config.meshlet.io\/proxy-memory-limit too/],
+  ];
+  for (const [ann, msg] of cases) {
+    const pod = basePod();
+    Object.assign(pod.metadata.annotations, ann);
+    const r = refused(inject(pod, settings()));
+    t.equal(r.refused, 'bad-annotation', JSON.stringify(ann));
+    t.match(r.message, msg);
+    t.match(r.message, /^cannot inject the meshlet proxy: /);
+    t.same(r.patch, []);
+  }
+  const two = basePod();
+  Object.assign(two.metadata.annotations, { 'config.meshlet.io/proxy-cpu-request': 'banana', 'config.meshlet.io/skip-inbound-ports': '70000' });
+  const r = refused(inject(two, settings()));
+  t.match(r.message, /banana.*; .*70000/, 'all problems at once');
+});
+
+t.test('bad Pods are refused, not injected', async (t) => {
+  t.match(refused(inject({ spec: { containers: [] } }, settings())), { refused: 'bad-pod', message: /no containers/ });
+  t.match(refused(inject({ metadata: {} }, settings())), { refused: 'bad-pod', message: /no spec/ });
+  t.match(refused(inject({ spec: { containers: [{ name: 'a' }], volumes: [{ name: TOKEN_VOLUME }] } }, settings())), { refused: 'bad-pod', message: /already has a volume named meshlet-identity-token/ });
+  t.match(refused(inject({ spec: { containers: [{ name: 'meshlet-init' }] } }, settings())), { refused: 'bad-pod', message: /container named meshlet-init/ });
+  t.match(refused(inject({ spec: { containers: [{ name: 'a' }], initContainers: 'x' as unknown as [] } }, settings())), { refused: 'bad-pod', message: /initContainers is not a list/ });
+  t.match(refused(inject({ spec: { containers: [null] } }, settings())), { refused: 'bad-pod', message: /not a container/ });
+  t.throws(() => inject(basePod(), settings({ trustAnchorsPem: '' })), /no trust anchors/, 'never a proxy that cannot verify the control plane (the webhook answers an internal error)');
+});
+
+t.test('helpers: quantities, ports, workload names', async (t) => {
+  t.equal(quantityValue('100m'), 0.1);
+  t.equal(quantityValue('1Gi'), 2 ** 30);
+  t.equal(quantityValue('1.5'), 1.5);
+  t.equal(quantityValue('banana'), undefined);
+  t.equal(quantityValue('-1'), undefined);
+  t.same(appPorts({ spec: { containers: [{ ports: [{ containerPort: 1 }, { containerPort: 'x' }, null] }, 'junk'] } as PodLike['spec'] }), [1]);
+  t.equal(workloadName({ metadata: { ownerReferences: [{ kind: 'ReplicaSet', name: 'web-5d8f9', controller: true }], labels: { 'pod-template-hash': '5d8f9' } } }), 'web');
+  t.equal(workloadName({ metadata: { ownerReferences: [{ kind: 'StatefulSet', name: 'db', controller: true }] } }), 'db');
+  t.equal(workloadName({ metadata: { generateName: 'job-x-' } }), 'job-x');
+  t.equal(workloadName({}), 'unknown');
+  t.equal(argOf(apply(basePod(), inject(basePod(), settings(), { workload: 'given' })).spec.initContainers[1], '--workload'), 'given');
+  t.ok(Object.keys(OVERRIDES).length >= 9);
+});
+
+t.test('the ports and UID agree with manifests/config.env', async (t) => {
+  const env = new Map(readFileSync(new URL('../../manifests/config.env', import.meta.url), 'utf8').split('\n').filter((l) => /^\w+=/.test(l)).map((l) => l.split('=', 2) as [string, string]));
+  t.equal(String(PROXY_UID), env.get('MESHLET_PROXY_UID'));
+  t.equal(String(OUTBOUND_PORT), env.get('MESHLET_PROXY_OUTBOUND_PORT'));
+  t.equal(String(INBOUND_PORT), env.get('MESHLET_PROXY_INBOUND_PORT'));
+  t.equal(String(ADMIN_PORT), env.get('MESHLET_PROXY_ADMIN_PORT'));
+  t.equal(ADMIN_PORT_NAME, env.get('MESHLET_PROXY_ADMIN_PORT_NAME'));
+  t.equal(settings().proxyImage, env.get('MESHLET_PROXY_IMAGE'));
+  t.equal(settings().initImage, env.get('MESHLET_PROXY_INIT_IMAGE'));
+});
