@@ -1,0 +1,3 @@
+export interface Dashboard {
+  title: string;
+}
