@@ -2,6 +2,7 @@
 // (scripts/gen-observe.ts) writes or checks these, the tests read the committed files.
 import { stringify } from 'yaml';
 import { ruleGroups } from './alerts/rules.ts';
+import { exportJson } from './dashboards/grafana.ts';
 import { DASHBOARDS } from './dashboards/index.ts';
 
 const YAML = { lineWidth: 0 } as const;
@@ -26,9 +27,6 @@ export function renderPrometheusRule(): string {
   return GENERATED('observe/alerts/rules.ts') + '# For prometheus-operator: `kubectl apply -f manifests/monitoring/prometheusrule.yaml` (not in the\n# monitoring kustomization yet). Your Prometheus resource\'s ruleSelector must match its labels.\n' + stringify(doc, YAML);
 }
 
-/** Stable JSON: two-space indent and a final newline, as Grafana's "Export" writes it. */
-const json = (x: unknown): string => JSON.stringify(x, null, 2) + '\n';
-
 export function renderDashboardConfigMaps(): string {
   const docs = DASHBOARDS.map((d) =>
     stringify(
@@ -41,7 +39,7 @@ export function renderDashboardConfigMaps(): string {
           labels: { grafana_dashboard: '1', 'app.kubernetes.io/name': 'meshlet-dashboards' },
           annotations: { grafana_folder: 'meshlet' },
         },
-        data: { [d.file]: json(d.dashboard) },
+        data: { [d.file]: exportJson(d.dashboard) },
       },
       YAML,
     ),
@@ -58,7 +56,7 @@ export function renderAll(): Map<string, string> {
   const files = new Map<string, string>();
   files.set('manifests/prometheus/rules.yaml', renderRulesFile());
   files.set('manifests/monitoring/prometheusrule.yaml', renderPrometheusRule());
-  for (const d of DASHBOARDS) files.set(`manifests/grafana/${d.file}`, json(d.dashboard));
+  for (const d of DASHBOARDS) files.set(`manifests/grafana/${d.file}`, exportJson(d.dashboard));
   files.set('manifests/grafana/dashboards-configmaps.yaml', renderDashboardConfigMaps());
   return files;
 }
