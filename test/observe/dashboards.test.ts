@@ -71,7 +71,7 @@ t.test('the committed dashboard JSON is what the code generates', async (t) => {
 
 t.test('every panel query returns sane series from a real Prometheus scraping the local mesh', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'meshlet-dash-'));
-  const demo = spawn(process.execPath, [START, '--port-base', String(PORT_BASE), '--rps', String(RPS), '--seconds', '75'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const demo = spawn(process.execPath, [START, '--port-base', String(PORT_BASE), '--rps', String(RPS), '--seconds', '75', '--prometheus'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   demo.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -93,7 +93,11 @@ t.test('every panel query returns sane series from a real Prometheus scraping th
   const configDir = /config: (\S+)/.exec(out)![1]!;
   t.same(admins.map((a) => a.workload).toSorted(), ['api-v1', 'api-v2', 'load', 'web'], 'the banner names every proxy admin URL');
 
-  prom = await startPrometheus(dir, { controlPlane: `127.0.0.1:${PORT_BASE + 990}`, proxies: admins }, { port: PORT_BASE + 90, scrapeInterval: '1s' });
+  // `npm start -- --prometheus` runs its own Prometheus (5 s scrapes); the test's scrapes every second.
+  for (let i = 0; i < 200 && !/prometheus: |prometheus not started/.test(out + err); i++) await new Promise((r) => setTimeout(r, 50));
+  const demoProm = /prometheus: (http:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1];
+  t.equal(demoProm, `http://127.0.0.1:${PORT_BASE + 90}`, '--prometheus starts Prometheus and prints its URL');
+  prom = await startPrometheus(dir, { controlPlane: `127.0.0.1:${PORT_BASE + 990}`, proxies: admins }, { port: PORT_BASE + 91, scrapeInterval: '1s' });
   const t0 = Date.now();
   await new Promise((r) => setTimeout(r, FAULT_AT_MS));
   // Fault: api-v1 gains an endpoint nobody listens on (port base + 1).
@@ -106,6 +110,8 @@ t.test('every panel query returns sane series from a real Prometheus scraping th
 
   const targets = (await (await fetch(`${prom.url}/api/v1/targets`)).json()) as { data: { activeTargets: Array<{ health: string; labels: Record<string, string> }> } };
   t.same(targets.data.activeTargets.map((x) => `${x.labels['job']} ${x.health}`).toSorted(), ['meshlet-control-plane up', ...Array(4).fill('meshlet-proxy up')], 'Prometheus scrapes the control plane and four proxies');
+  const demoTargets = (await (await fetch(`${demoProm}/api/v1/targets`)).json()) as typeof targets;
+  t.same(demoTargets.data.activeTargets.map((x) => `${x.labels['job']} ${x.health}`).toSorted(), ['meshlet-control-plane up', ...Array(4).fill('meshlet-proxy up')], "the demo's Prometheus scrapes the same five targets");
   const cpMetrics = await (await fetch(`http://127.0.0.1:${PORT_BASE + 990}/metrics`)).text();
 
   const summary: string[] = [];
