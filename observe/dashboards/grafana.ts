@@ -57,7 +57,8 @@ export interface Variable {
   name: string;
   label: string;
   type: 'datasource' | 'query';
-  query: string | { query: string; refId: string };
+  /** A string: every Grafana version reads it (newer ones migrate it to their query object). */
+  query: string;
   definition?: string;
   datasource?: DataSourceRef;
   refresh?: 1 | 2;
@@ -98,7 +99,7 @@ export function labelVariable(name: string, label: string, metricSelector: strin
     label,
     type: 'query',
     datasource: DS,
-    query: { query: q, refId: `${name}-values` },
+    query: q,
     definition: q,
     refresh: 2,
     sort: 1,

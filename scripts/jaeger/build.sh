@@ -6,8 +6,9 @@
 #
 # test/observe/traces.test.ts runs it as the independent OTLP receiver: OTLP/HTTP in, in-memory
 # storage, Jaeger's query API out. Idempotent: exits 0 at once when the binary for the pinned
-# version is there. Cold: ~30 s of module downloads and ~4-5 min of compiling on 2 cores
-# (measured 4 min 25 s, ~2.2 GB peak RSS).
+# version is there. Cold, on 2 cores: ~30 s of module downloads (beyond what the kube build
+# fetched), then compiling: 4 min 25 s with the Go build cache the kube build leaves, 6 min 20 s
+# with an empty one (on a busy machine); ~2.2 GB peak RSS.
 #
 # The wrapper module (tools/jaeger-bin/go.mod, go.sum: `tool github.com/jaegertracing/jaeger/cmd/jaeger`)
 # is committed; to move versions: cd tools/jaeger-bin && go get -tool github.com/jaegertracing/jaeger/cmd/jaeger@vX

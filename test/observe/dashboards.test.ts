@@ -177,4 +177,6 @@ t.test('every panel query returns sane series from a real Prometheus scraping th
   // The rules file loaded into the same Prometheus: its recording rules evaluate on real data.
   const ratio = await one('service:meshlet_requests:error_ratio_rate5m{dst_service="web"}');
   t.ok(ratio >= 0 && ratio <= 1, `the SLO recording rule evaluates on the mesh's data (web error ratio ${ratio})`);
+  const slow = await one('service:meshlet_requests:slow_ratio_rate5m{dst_service="web"}');
+  t.ok(slow >= 0 && slow <= 1, `so does the latency one: the le="0.5" bucket exists (web slow ratio ${slow})`);
 });
