@@ -140,6 +140,8 @@ t.test('every panel query returns sane series from a real Prometheus scraping th
       t.ok(result.length > 0, `${name}: returns series`);
       for (const s of result) {
         const v = Number(s.value[1]);
+        // Once the injector's metrics exist but nothing was admitted, its latency quantiles are NaN ("no data yet").
+        if (e.notLocal && Number.isNaN(v)) continue;
         t.ok(Number.isFinite(v), `${name} ${labelKey(s.metric)}: a number (${s.value[1]})`);
         if (e.min !== undefined) t.ok(v >= e.min, `${name} ${labelKey(s.metric)}: ${v} ≥ ${e.min}`);
         if (e.max !== undefined) t.ok(v <= e.max, `${name} ${labelKey(s.metric)}: ${v} ≤ ${e.max}`);
