@@ -19,6 +19,7 @@
 
 import type { AddressInfo } from 'node:net';
 import type http from 'node:http';
+import type { Tracer } from '@opentelemetry/api';
 import { Registry } from 'prom-client';
 import type { Clock } from '../api/runtime.ts';
 import type { WallClock } from './ca/index.ts';
@@ -76,6 +77,8 @@ export interface ControlPlaneOptions {
   services?: readonly ControlPlaneService[];
   /** Read-only JSON documents on the admin port (`/proxies` for `meshlet proxy-status`). */
   documents?: Readonly<Record<string, () => unknown>>;
+  /** Spans for certify requests (control-plane/tracing.ts). */
+  tracer?: Tracer;
 }
 
 export interface ControlPlane {
@@ -110,7 +113,7 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
       timers.set(t, resolve);
     });
 
-  const service = new CertifyService({ ca: () => doc, reviewer: o.reviewer, audience: o.audience ?? DEFAULT_AUDIENCE, leafTtlMs: o.leafTtlMs, wallClock: o.wallClock, clock: o.clock, metrics });
+  const service = new CertifyService({ ca: () => doc, reviewer: o.reviewer, audience: o.audience ?? DEFAULT_AUDIENCE, leafTtlMs: o.leafTtlMs, wallClock: o.wallClock, clock: o.clock, metrics, tracer: o.tracer });
 
   const notReady = (): string[] => {
     const r: string[] = [];

@@ -21,6 +21,7 @@ import { KubeTokenReviewer } from './certify/kube-token-reviewer.ts';
 import type { TokenReviewer } from './certify/token-reviewer.ts';
 import { startControlPlane, type HostPort, type Log } from './control-plane.ts';
 import { parseDuration } from './duration.ts';
+import { tracingFromEnv } from './tracing.ts';
 import { inCluster, kubeClients } from './kube.ts';
 import type { CaStore } from './store/ca-store.ts';
 import { FileCaStore } from './store/file-store.ts';
@@ -64,6 +65,8 @@ Mesh config (streamed to proxies on the Certify port, /v1/config/stream; status 
                             API, the cluster's Services, EndpointSlices, Pods, TrafficSplits,
                             AuthorizationPolicies and HTTPRoutes feed the same push.
   -h, --help                this text
+Traces: OTLP/HTTP export (a span per certify request and per config push) when the standard
+OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_TRACES_EXPORTER) is set.
 
 Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 1 when it cannot start, 2 for bad usage.
 `;
@@ -178,7 +181,8 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   // EndpointSlices, Pods and meshlet CRs. Both feed the same model → per-proxy views → push.
   const registry = new Registry();
   const views = new MeshViews();
-  const push = new ConfigPushServer({ views, clock: systemClock, registry, log: (msg, fields) => log('info', msg, fields) });
+  const tracing = await tracingFromEnv(env);
+  const push = new ConfigPushServer({ views, clock: systemClock, registry, log: (msg, fields) => log('info', msg, fields), tracer: tracing.tracer });
   const trustDomain = values['trust-domain'] ?? env.MESHLET_TRUST_DOMAIN ?? DEFAULT_TRUST_DOMAIN;
   const configDir = values['config-dir'];
   let folder: FolderSource | undefined;
@@ -232,6 +236,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     // Local (folder) mode: the config stream is another issue. It plugs in here as
     // `routes: { '/v1/config': ... }` on the Certify port and/or `services: [folderConfigServer]`.
     registry,
+    tracer: tracing.tracer,
     routes: push.routes(),
     documents: { '/proxies': () => push.status(), '/config-problems': () => [...(folder?.current().problems ?? []), ...views.problems] },
     services: webhook ? [webhook] : [],
@@ -288,6 +293,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
       await kubeSource?.stop();
       push.close();
       await cp.close();
+      await tracing.shutdown().catch(() => {});
       log('info', 'stopped');
     })());
   const stopped = new Promise<number>((resolve) => {

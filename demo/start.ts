@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { proxyArgv } from '../proxy/launch.ts';
+import { startPrometheus } from './prometheus.ts';
 
 const APP = fileURLToPath(new URL('./app.ts', import.meta.url));
 const MESHLET = fileURLToPath(new URL('../bin/meshlet.ts', import.meta.url));
@@ -44,6 +45,7 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '0' },
     'config-dir': { type: 'string', default: EXAMPLES },
     'port-base': { type: 'string', default: String(DEFAULT_PORT_BASE) },
+    prometheus: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h' },
   },
 });
@@ -61,6 +63,7 @@ if (values.help) {
   --port-base N     ports are N + 443 (control plane), N + 990 (its admin), N + 143/243/343
                     (inbound of web, api-v1, api-v2); default 14000. With another base the mesh
                     watches a copy of the config folder whose 127.0.0.1:14xxx addresses are moved
+  --prometheus      also run Prometheus (when installed) on port N + 90, scraping the mesh
 ports: control plane ${PORTS.certify} (admin ${PORTS.cpAdmin}); proxies' inbound: web ${PORTS.web}, api-v1 ${PORTS['api-v1']}, api-v2 ${PORTS['api-v2']}
 `);
   process.exit(0);
@@ -219,6 +222,16 @@ ${Object.values(w).map((x) => `    ${x.name.padEnd(7)} http://127.0.0.1:${x.admi
 
 Ctrl-C stops everything.
 `);
+  if (values.prometheus) {
+    const targets = { controlPlane: `127.0.0.1:${PORTS.cpAdmin}`, proxies: Object.values(w).map((x) => ({ workload: x.name, namespace: NAMESPACE, admin: `127.0.0.1:${x.admin}` })) };
+    await startPrometheus(dir, targets, { port: portBase + 90 }).then(
+      (prom) => {
+        children.push(prom.process);
+        process.stdout.write(`  prometheus: ${prom.url} (dashboards: manifests/grafana/, README "Observability")\n\n`);
+      },
+      (err: Error) => process.stderr.write(`prometheus not started: ${err.message}\n`),
+    );
+  }
 
   const webAdmin = `http://127.0.0.1:${w['web']!.admin}/metrics`;
   let last = new Map<string, number>();

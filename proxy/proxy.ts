@@ -149,6 +149,12 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       metrics.configUpdates.labels('applied').inc();
       metrics.configInfo.reset();
       metrics.configInfo.labels(cfg.version).set(1);
+      // Per-service resilience counters exist from 0, so rates and alerts see "none" rather than nothing.
+      for (const name of cfg.services.keys()) {
+        metrics.budgetExhausted.labels(name).inc(0);
+        metrics.loadShed.labels(name).inc(0);
+        metrics.ejections.labels(name).inc(0);
+      }
       o.log('config applied', { version: cfg.version });
     },
     refused: (problems, source) => {

@@ -10,6 +10,8 @@ step "Debian packages (scripts/install-deps.sh)"
 bash scripts/install-deps.sh
 step "Kubernetes test binaries (scripts/kube/build.sh; a cold build takes 10-20 min, once)"
 bash scripts/kube/build.sh
+step "Jaeger, the OTLP receiver of the trace tests (scripts/jaeger/build.sh; ~5 min cold, once)"
+bash scripts/jaeger/build.sh
 step "node $(node --version)"
 case "$(node --version)" in v24.*) ;; *) echo "meshlet needs Node 24 (run through npm so node_modules/.bin/node is used)"; exit 1 ;; esac
 step "type-check (tsc --noEmit)"
@@ -18,6 +20,8 @@ step "lint (oxlint)"
 npx oxlint --deny-warnings .
 step "generated CRDs are current (scripts/gen-crds.ts --check)"
 node scripts/gen-crds.ts --check
+step "generated dashboards and alert rules are current (scripts/gen-observe.ts --check)"
+node scripts/gen-observe.ts --check
 step "tests (tap)"
 mkdir -p .tap
 set +e

@@ -16,7 +16,9 @@
  * which identity was issued.
  */
 
+import type { Tracer } from '@opentelemetry/api';
 import type { Clock } from '../../api/runtime.ts';
+import { failSpan } from '../tracing.ts';
 import { isCertError, issueLeaf, type SpiffeId, type WallClock } from '../ca/index.ts';
 import { verifyBootstrapToken } from '../identity/bootstrap-token.ts';
 import type { CaMetrics } from '../metrics.ts';
@@ -58,6 +60,8 @@ export interface CertifyDeps {
   /** Monotonic, for the signing histogram. */
   clock: Clock;
   metrics: CaMetrics;
+  /** Exports a span per certify request (control-plane/tracing.ts); undefined: no spans. */
+  tracer?: Tracer;
 }
 
 export interface HttpInput {
@@ -92,6 +96,7 @@ export class CertifyService {
   }
 
   async certify(req: CertifyRequest): Promise<CertifyOutcome> {
+    const span = this.#d.tracer?.startSpan('certify', { kind: 1 /* SERVER */, attributes: { 'meshlet.proof': req.kind } });
     let out: CertifyOutcome;
     try {
       out = await this.#certify(req);
@@ -99,6 +104,11 @@ export class CertifyService {
       out = refusal('internal', `internal error: ${(e as Error).message}`);
     }
     if (!out.ok) this.#d.metrics.refusedOne(out.reason);
+    if (span) {
+      if (out.ok) span.setAttribute('meshlet.identity', out.identity.uri);
+      else failSpan(span, out.reason, out.reason);
+      span.end();
+    }
     return out;
   }
 

@@ -7,6 +7,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { randomUUID } from 'node:crypto';
+import type { Tracer } from '@opentelemetry/api';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Clock } from '../../api/runtime.ts';
 import type { ProxyConfig } from '../../api/proxy-config.ts';
@@ -56,6 +57,8 @@ export interface PushOptions {
   maxDelayMs?: number;
   pingMs?: number;
   log?: (msg: string, fields?: Record<string, unknown>) => void;
+  /** Exports a span per config sent (control-plane/tracing.ts); undefined: no spans. */
+  tracer?: Tracer;
 }
 
 function spiffeOf(req: IncomingMessage): string | undefined {
@@ -176,12 +179,17 @@ export class ConfigPushServer {
         kind = 'delta';
       }
     }
+    const span = this.#o.tracer?.startSpan('config push', {
+      kind: 4, // PRODUCER: a message sent on the proxy's stream
+      attributes: { 'meshlet.proxy.identity': c.info.identity, 'meshlet.proxy.workload': c.info.workload, 'meshlet.proxy.namespace': c.info.namespace, 'meshlet.config.version': v.version, 'meshlet.config.previous_version': c.sent, 'messaging.message.body.size': Buffer.byteLength(line) },
+    });
     c.res.write(line);
     c.sent = v.version;
     c.sentConfig = v.config;
     c.status.sent = v.version;
     this.#m.pushes.labels(kind).inc();
     this.#m.pushBytes.observe(Buffer.byteLength(line));
+    span?.end();
   }
 
   /** One serialization per message key (a version, or `from>to` for a delta), kept until the next change. */

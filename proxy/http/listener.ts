@@ -181,7 +181,7 @@ export class Listener {
       `${req.method} ${d.direction}`,
       d.direction === 'inbound' ? 'server' : 'client',
       parent,
-      d.tracing.exporting ? { 'http.request.method': req.method ?? '', 'url.path': path, 'server.address': host, 'meshlet.direction': d.direction } : NO_ATTRS,
+      d.tracing.exporting ? spanAttributes(req, path, host, authority, d.direction) : NO_ATTRS,
     );
     const headers = forwardRequestHeaders(req.rawHeaders, true);
     for (const h of propagationHeaders(span, usedB3)) headers.push(h);
@@ -314,4 +314,24 @@ export class Listener {
     if (d.tracing.exporting) ex.span.end({ status, errorReason: reason, attributes: { 'meshlet.attempts': ex.attempts, 'server.address': ex.authority, 'meshlet.dst_service': dst, 'url.path': ex.path } });
     if (this.#inFlight === 0) this.#idle?.();
   }
+}
+
+/** OpenTelemetry HTTP semantic conventions (stable attributes) for a hop's span. */
+function spanAttributes(req: IncomingMessage, path: string, host: string, authority: string, direction: string): Record<string, string | number> {
+  const a: Record<string, string | number> = {
+    'http.request.method': req.method ?? '',
+    'url.path': path,
+    'url.scheme': (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http',
+    'server.address': host,
+    'network.protocol.version': req.httpVersion,
+    'network.peer.address': req.socket.remoteAddress ?? '',
+    'network.peer.port': req.socket.remotePort ?? 0,
+    'meshlet.direction': direction,
+  };
+  const port = /:(\d+)$/.exec(authority)?.[1];
+  if (port) a['server.port'] = Number(port);
+  if (direction === 'inbound') a['client.address'] = req.socket.remoteAddress ?? '';
+  const ua = req.headers['user-agent'];
+  if (ua) a['user_agent.original'] = ua;
+  return a;
 }

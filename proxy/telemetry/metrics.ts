@@ -28,6 +28,9 @@ export class ProxyMetrics {
 
   constructor(opts: { defaultMetrics?: boolean; collect?: (m: ProxyMetrics) => void } = {}) {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'meshlet_proxy_' });
+    // Outcomes exported from 0: a first refusal is an increase Prometheus can see (alerts, dashboards).
+    for (const result of ['applied', 'refused']) this.configUpdates.labels(result).inc(0);
+    for (const result of ['ok', 'failed']) this.renewals.labels(result).inc(0);
     const collect = opts.collect;
     // Scrape-time gauges (breaker state) are computed when Prometheus asks, not per request,
     // by the gauge's own collect hook so the same scrape shows them.

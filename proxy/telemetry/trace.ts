@@ -129,6 +129,8 @@ export class OtelTracing implements Tracing {
         if (e.errorReason) {
           span.setAttribute('meshlet.proxy_error', e.errorReason);
           span.setAttribute('error.type', e.errorReason);
+        } else if (e.status >= 500) {
+          span.setAttribute('error.type', String(e.status));
         }
         if (e.status >= 500 || e.errorReason) span.setStatus({ code: api.SpanStatusCode.ERROR, message: e.errorReason || String(e.status) });
         span.end();
