@@ -5,6 +5,9 @@ import type { Exchange, Handler, UpstreamResponse } from '../../proxy/http/excha
 import { appPortOf, byAppPort, parseAppPorts } from '../../proxy/inbound/app-port.ts';
 import { ProxyError } from '../../proxy/errors.ts';
 
+/** An exchange as byAppPort reads it: the peer and the request headers. */
+const ex = (tls: boolean, header?: string) => ({ peer: { tls, identity: tls ? 'spiffe://cluster.local/ns/a/sa/b' : '' }, req: { headers: header === undefined ? {} : { 'meshlet-dst-port': header } } }) as unknown as Exchange;
+
 t.test('parseAppPorts: the --app port first, then the list; bad values throw', (t) => {
   t.same(parseAppPorts(undefined, 8080, 4143).ports, [8080]);
   t.same(parseAppPorts('', 8080, 4143).ports, [8080]);
@@ -38,7 +41,6 @@ t.test("byAppPort: mTLS requests go to their port's pipeline; plaintext to the f
     return Promise.resolve({} as UpstreamResponse);
   };
   const h = byAppPort(ports, new Map([[8080, to(8080)], [9090, to(9090)]]));
-  const ex = (tls: boolean, header?: string) => ({ peer: { tls, identity: tls ? 'spiffe://cluster.local/ns/a/sa/b' : '' }, req: { headers: header === undefined ? {} : { 'meshlet-dst-port': header } } }) as unknown as Exchange;
   await h(ex(true));
   await h(ex(true, '9090'));
   await h(ex(true, '8080'));

@@ -56,6 +56,9 @@ const service = (tr: JaegerTrace, s: JaegerSpan) => tr.processes[s.processID]?.s
 const hop = (tr: JaegerTrace, svc: string, kind: 'server' | 'client') => tr.spans.find((s) => service(tr, s) === svc && tag(s, 'span.kind') === kind);
 const parentOf = (s: JaegerSpan | undefined) => s?.references.find((r) => r.refType === 'CHILD_OF')?.spanID;
 
+/** The port of an upstream's address. */
+const port = (u: Upstream) => Number(u.address.split(':')[1]);
+
 t.test('one request through web → api → store is one trace with a span per proxy hop', async (t) => {
   const jaeger = await startJaeger();
   const procs: ProxyProcess[] = [];
@@ -71,7 +74,6 @@ t.test('one request through web → api → store is one trace with a span per p
   const api = await startUpstream(app('api', () => apiOut && { port: apiOut.outboundPort, host: (path) => (path.startsWith('/dead') ? 'dead' : 'store') }));
   const web = await startUpstream(app('web', () => webOut && { port: webOut.outboundPort, host: () => 'api' }));
   apps.push(store, api, web);
-  const port = (u: Upstream) => Number(u.address.split(':')[1]);
   const dead = await reservedPort();
   // Plaintext mode (no control plane): each inbound port is permissive and open to all callers.
   const inbound = (u: Upstream) => ({ ports: [{ port: port(u), permissive: true }], defaultPolicy: 'all' });
