@@ -1,8 +1,9 @@
 // `npm start`: the whole mesh on one machine, no Kubernetes. A control plane (CA + config push)
-// watches examples/ (or --config-dir); three services (web → api v1/v2), each a separate process
+// watches examples/ (or --config-dir); four services (web → api v1/v2 → store), each a separate process
 // behind its own proxy with its own identity, mTLS on every hop; a meshed load generator calls web.
-// Prints where to look and, every second, what web's proxy measures. Ctrl-C (or SIGTERM) stops
-// every process it started, in order, and removes its temp folder.
+// Prints where to look and, every second, what the proxies measure (a live view on a terminal,
+// plain lines otherwise). Writes the mesh file the `meshlet` CLI reads (stat, split, fault,
+// diagnose). Ctrl-C (or SIGTERM) stops every process it started, in order, and removes its files.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -12,6 +13,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { proxyArgv } from '../proxy/launch.ts';
+import { defaultMeshPath, writeMeshFile, type MeshFile } from '../control-plane/cli/mesh-file.ts';
 
 const APP = fileURLToPath(new URL('./app.ts', import.meta.url));
 const MESHLET = fileURLToPath(new URL('../bin/meshlet.ts', import.meta.url));
@@ -24,7 +26,7 @@ const EXAMPLES = fileURLToPath(new URL('../examples', import.meta.url));
  * beside the first), the demo watches a copy of the config folder with those addresses moved.
  */
 const DEFAULT_PORT_BASE = 14000;
-const PORT_OFFSETS = { certify: 443, cpAdmin: 990, web: 143, 'api-v1': 243, 'api-v2': 343 } as const;
+const PORT_OFFSETS = { certify: 443, cpAdmin: 990, web: 143, 'api-v1': 243, 'api-v2': 343, store: 543 } as const;
 const NAMESPACE = 'demo';
 
 async function freePort(): Promise<number> {
@@ -44,6 +46,8 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '0' },
     'config-dir': { type: 'string', default: EXAMPLES },
     'port-base': { type: 'string', default: String(DEFAULT_PORT_BASE) },
+    mesh: { type: 'string' },
+    view: { type: 'string', default: 'auto' },
     help: { type: 'boolean', short: 'h' },
   },
 });
@@ -58,14 +62,18 @@ if (values.help) {
   --rps N           load generator rate (default 50)
   --seconds S       stop after S seconds (default: run until Ctrl-C)
   --config-dir DIR  the mesh's YAML (default examples/; edit it while the mesh runs)
-  --port-base N     ports are N + 443 (control plane), N + 990 (its admin), N + 143/243/343
-                    (inbound of web, api-v1, api-v2); default 14000. With another base the mesh
-                    watches a copy of the config folder whose 127.0.0.1:14xxx addresses are moved
-ports: control plane ${PORTS.certify} (admin ${PORTS.cpAdmin}); proxies' inbound: web ${PORTS.web}, api-v1 ${PORTS['api-v1']}, api-v2 ${PORTS['api-v2']}
+  --port-base N     ports are N + 443 (control plane), N + 990 (its admin), N + 143/243/343/543
+                    (inbound of web, api-v1, api-v2, store); default 14000. With another base the
+                    mesh watches a copy of the config folder whose 127.0.0.1:14xxx addresses are moved
+  --mesh FILE       where to write the mesh file the CLI reads (default MESHLET_MESH, else
+                    ${defaultMeshPath(process.env)}; local-<N>.json with another port base)
+  --view MODE       live (redrawn table), lines (one line a second) or auto (live on a terminal)
+ports: control plane ${PORTS.certify} (admin ${PORTS.cpAdmin}); proxies' inbound: web ${PORTS.web}, api-v1 ${PORTS['api-v1']}, api-v2 ${PORTS['api-v2']}, store ${PORTS.store}
 `);
   process.exit(0);
 }
 
+const meshFile = values.mesh ?? process.env['MESHLET_MESH'] ?? defaultMeshPath(process.env, portBase);
 const dir = mkdtempSync(join(tmpdir(), 'meshlet-demo-'));
 const configDir = portBase === DEFAULT_PORT_BASE ? values['config-dir'] : movedConfig(values['config-dir'], join(dir, 'config'));
 
@@ -82,6 +90,7 @@ function movedConfig(from: string, to: string): string {
 const children: ChildProcess[] = [];
 let stopping = false;
 let ticker: NodeJS.Timeout | undefined;
+let wroteMesh = false;
 
 function start(name: string, args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
   const c = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
@@ -112,6 +121,7 @@ async function stopAll(): Promise<void> {
     clearTimeout(t);
   }
   rmSync(dir, { recursive: true, force: true });
+  if (wroteMesh) rmSync(meshFile, { force: true });
   process.stdout.write('stopped; nothing left running.\n');
 }
 
@@ -150,6 +160,8 @@ interface Workload {
   outbound: number;
   admin: number;
   app: number | undefined;
+  /** The demo app's fault control port. */
+  fault: number | undefined;
 }
 
 async function main(): Promise<void> {
@@ -160,8 +172,9 @@ async function main(): Promise<void> {
   const anchors = join(dir, 'anchors.pem');
   writeFileSync(anchors, (JSON.parse(readFileSync(caFile, 'utf8')) as { anchor: { certPem: string } }).anchor.certPem);
   const w: Record<string, Workload> = {};
-  for (const name of ['web', 'api-v1', 'api-v2', 'load'] as const) {
-    w[name] = { name, inbound: name === 'load' ? undefined : PORTS[name], outbound: await freePort(), admin: await freePort(), app: name === 'load' ? undefined : await freePort() };
+  for (const name of ['web', 'api-v1', 'api-v2', 'store', 'load'] as const) {
+    const serves = name !== 'load';
+    w[name] = { name, inbound: serves ? PORTS[name] : undefined, outbound: await freePort(), admin: await freePort(), app: serves ? await freePort() : undefined, fault: serves ? await freePort() : undefined };
   }
   // The first token adds the token key to the CA state; the rest only read it, so they run in
   // parallel (each is a CLI process). Then every proxy starts at once.
@@ -185,10 +198,12 @@ async function main(): Promise<void> {
   await Promise.all(Object.values(w).map((x) => waitReady(`http://127.0.0.1:${x.admin}/ready`)));
   // Apps: plain HTTP on loopback; their outgoing calls go through their sidecar (HTTP_PROXY).
   const viaProxy = (x: Workload) => ({ HTTP_PROXY: `http://127.0.0.1:${x.outbound}`, NODE_USE_ENV_PROXY: '1', NO_PROXY: '' });
-  start('web/app', [APP, '--name', 'web', '--port', String(w['web']!.app), '--call', 'http://api/'], viaProxy(w['web']!));
-  start('api-v1/app', [APP, '--name', 'api-v1', '--port', String(w['api-v1']!.app)]);
-  start('api-v2/app', [APP, '--name', 'api-v2', '--port', String(w['api-v2']!.app)]);
-  await Promise.all(['web', 'api-v1', 'api-v2'].map((n) => waitReady(`http://127.0.0.1:${w[n]!.app}/healthz`)));
+  const appArgs = (x: Workload) => [APP, '--name', x.name, '--port', String(x.app), '--fault-port', String(x.fault)];
+  start('web/app', [...appArgs(w['web']!), '--call', 'http://api/'], viaProxy(w['web']!));
+  start('api-v1/app', [...appArgs(w['api-v1']!), '--call', 'http://store/'], viaProxy(w['api-v1']!));
+  start('api-v2/app', [...appArgs(w['api-v2']!), '--call', 'http://store/'], viaProxy(w['api-v2']!));
+  start('store/app', appArgs(w['store']!));
+  await Promise.all(['web', 'api-v1', 'api-v2', 'store'].map((n) => waitReady(`http://127.0.0.1:${w[n]!.app}/healthz`)));
   const first = await (async () => {
     for (let i = 0; i < 200; i++) {
       // Through the load generator's sidecar, as its requests go (fetch cannot set Host).
@@ -205,17 +220,38 @@ async function main(): Promise<void> {
     return NaN;
   })();
   start('load', [APP, '--load', 'http://web/', '--rps', values.rps], viaProxy(w['load']!));
+  const mesh: MeshFile = {
+    version: 1,
+    pid: process.pid,
+    startedAt: new Date().toISOString(),
+    namespace: NAMESPACE,
+    configDir,
+    controlPlane: { url: `https://127.0.0.1:${PORTS.certify}`, admin: `http://127.0.0.1:${PORTS.cpAdmin}` },
+    workloads: Object.values(w).map((x) => ({
+      name: x.name,
+      service: x.inbound === undefined ? undefined : x.name,
+      identity: `spiffe://cluster.local/ns/${NAMESPACE}/sa/${x.name}`,
+      admin: `http://127.0.0.1:${x.admin}`,
+      inbound: x.inbound === undefined ? undefined : `127.0.0.1:${x.inbound}`,
+      faults: x.fault === undefined ? undefined : `http://127.0.0.1:${x.fault}`,
+      appPort: x.app,
+    })),
+  };
+  writeMeshFile(meshFile, mesh);
+  wroteMesh = true;
 
   process.stdout.write(`
 meshlet demo mesh is up: first request through the mesh ${(first / 1000).toFixed(2)} s after start
 
-  load → web → api (TrafficSplit: api-v1 90 %, api-v2 10 %), mTLS with SPIFFE identities on every hop
+  load → web → api (TrafficSplit: api-v1 90 %, api-v2 10 %) → store, mTLS with SPIFFE identities on every hop
 
   config: ${configDir}  (edit and save: proxies follow within a second)
   control plane: https://127.0.0.1:${PORTS.certify}   admin: http://127.0.0.1:${PORTS.cpAdmin}/proxies
   proxy admin (/ready /metrics /config):
 ${Object.values(w).map((x) => `    ${x.name.padEnd(7)} http://127.0.0.1:${x.admin}`).join('\n')}
-  node bin/meshlet.ts proxy-status --admin http://127.0.0.1:${PORTS.cpAdmin}
+  mesh: ${meshFile}  (the CLI reads it: meshlet stat | split | fault | diagnose)
+  npx meshlet stat            npx meshlet split api v2=50        npx meshlet fault api-v2 --fail 10%
+  npx meshlet diagnose web api   npx meshlet proxy-status --admin http://127.0.0.1:${PORTS.cpAdmin}
 
 Ctrl-C stops everything.
 `);
