@@ -14,6 +14,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { proxyArgv } from '../proxy/launch.ts';
 import { defaultMeshPath, writeMeshFile, type MeshFile } from '../control-plane/cli/mesh-file.ts';
+import { liveScreen } from '../control-plane/cli/live-view.ts';
+import { scrapeAll, statBetween } from '../control-plane/cli/scrape.ts';
 
 const APP = fileURLToPath(new URL('./app.ts', import.meta.url));
 const MESHLET = fileURLToPath(new URL('../bin/meshlet.ts', import.meta.url));
@@ -56,9 +58,13 @@ if (!Number.isInteger(portBase) || portBase < 1024 || portBase > 64000) {
   process.stderr.write(`meshlet demo: --port-base must be an integer in [1024, 64000], got ${values['port-base']}\n`);
   process.exit(2);
 }
+if (!['auto', 'live', 'lines'].includes(values.view)) {
+  process.stderr.write(`meshlet demo: --view must be auto, live or lines, got ${values.view}\n`);
+  process.exit(2);
+}
 const PORTS = Object.fromEntries(Object.entries(PORT_OFFSETS).map(([k, off]) => [k, portBase + off])) as Record<keyof typeof PORT_OFFSETS, number>;
 if (values.help) {
-  process.stdout.write(`usage: npm start [-- --rps N] [-- --seconds S] [-- --config-dir DIR]
+  process.stdout.write(`usage: meshlet start [options]   (npm start -- [options])
   --rps N           load generator rate (default 50)
   --seconds S       stop after S seconds (default: run until Ctrl-C)
   --config-dir DIR  the mesh's YAML (default examples/; edit it while the mesh runs)
@@ -256,31 +262,31 @@ ${Object.values(w).map((x) => `    ${x.name.padEnd(7)} http://127.0.0.1:${x.admi
 Ctrl-C stops everything.
 `);
 
-  const webAdmin = `http://127.0.0.1:${w['web']!.admin}/metrics`;
-  let last = new Map<string, number>();
+  // Every second: scrape every proxy, golden signals per edge (the same math as `meshlet stat`).
+  // A terminal gets the live view, redrawn in place; anything else one plain line a second.
+  const live = values.view === 'live' || (values.view === 'auto' && process.stdout.isTTY === true);
+  let before = await scrapeAll(mesh);
+  let t1 = performance.now();
   ticker = setInterval(async () => {
     try {
-      const text = await (await fetch(webAdmin)).text();
-      const now = new Map<string, number>();
-      for (const line of text.split('\n')) {
-        const m = /^meshlet_requests_total\{(.*)\} (\d+)/.exec(line);
-        if (!m || !m[1]!.includes('direction="outbound"')) continue;
-        const dst = /dst_service="([^"]*)"/.exec(m[1]!)?.[1] ?? '?';
-        const ok = m[1]!.includes('classification="success"');
-        const tls = m[1]!.includes('tls="true"');
-        const k = `${dst}|${ok ? 'ok' : 'fail'}|${tls ? 'mtls' : 'plain'}`;
-        now.set(k, (now.get(k) ?? 0) + Number(m[2]));
+      const after = await scrapeAll(mesh);
+      const t2 = performance.now();
+      const r = statBetween(before, after, (t2 - t1) / 1000);
+      before = after;
+      t1 = t2;
+      if (stopping) return;
+      const clock = new Date().toISOString().slice(11, 19);
+      if (live) {
+        const screen = liveScreen(r, { clock, namespace: NAMESPACE, configDir, firstRequestSeconds: first / 1000, hint: 'npx meshlet split api v2=50 | fault api-v2 --fail 10% | diagnose web api' });
+        process.stdout.write(`\x1b[H\x1b[J${screen.join('\n')}\nCtrl-C stops everything.\n`);
+        return;
       }
-      const parts: string[] = [];
-      for (const dst of ['api-v1.demo', 'api-v2.demo']) {
-        const d = (suffix: string) => (now.get(`${dst}|${suffix}`) ?? 0) - (last.get(`${dst}|${suffix}`) ?? 0);
-        const ok = d('ok|mtls') + d('ok|plain');
-        const fail = d('fail|mtls') + d('fail|plain');
-        const mtls = d('ok|mtls') + d('fail|mtls');
-        parts.push(`${dst.replace('.demo', '')}: ${ok + fail} req/s, ${ok + fail ? ((100 * ok) / (ok + fail)).toFixed(1) : '-'} % ok, ${ok + fail ? (mtls === ok + fail ? 'mTLS' : 'PLAINTEXT') : '-'}`);
-      }
-      last = now;
-      process.stdout.write(`${new Date().toISOString().slice(11, 19)}  web → ${parts.join('   ')}\n`);
+      const parts = ['api-v1', 'api-v2'].map((dst) => {
+        const e = r.edges.find((x) => x.source === 'web' && x.destination.split('.')[0] === dst);
+        const n = e?.requests ?? 0;
+        return `${dst}: ${n} req/s, ${n && e!.successRate !== null ? (100 * e!.successRate).toFixed(1) : '-'} % ok, ${n && e!.mtls !== null ? (e!.mtls === 1 ? 'mTLS' : 'PLAINTEXT') : '-'}`;
+      });
+      process.stdout.write(`${clock}  web → ${parts.join('   ')}\n`);
     } catch {
       /* a scrape failed; try again next second */
     }

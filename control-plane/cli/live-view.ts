@@ -53,3 +53,19 @@ export function serviceLines(r: StatResult): string[] {
   }
   return lines;
 }
+
+/** The demo's live view, one screen: a title, the edges, the services, a hint line. */
+export function liveScreen(r: StatResult, o: { clock: string; namespace: string; configDir: string; firstRequestSeconds: number; hint: string }): string[] {
+  const title = `meshlet local mesh · ${o.clock} · first request after ${o.firstRequestSeconds.toFixed(2)} s`;
+  const lines = [
+    title,
+    `config ${o.configDir}`,
+    '',
+    ...edgeLines(r, o.namespace),
+    '',
+    ...serviceLines(r).map((l) => l.replace(/^(\S+)/, (s) => short(s, o.namespace))),
+    '',
+    o.hint,
+  ];
+  return lines.map((l) => (l.length > VIEW_WIDTH ? `${l.slice(0, VIEW_WIDTH - 1)}…` : l));
+}
