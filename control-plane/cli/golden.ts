@@ -175,8 +175,10 @@ function tally(p: ProxyScrape, direction: string, key: (l: Readonly<Record<strin
     const t = out.get(name) ?? { requests: 0, ok: 0, tls: 0, sent: 0 };
     t.requests += n;
     if (cls === 'success') t.ok += n;
-    if (tls === 'true') t.tls += n;
-    if (sent === '1') t.sent += n;
+    if (sent === '1') {
+      t.sent += n;
+      if (tls === 'true') t.tls += n;
+    }
     out.set(name, t);
   }
   return out;
@@ -194,7 +196,7 @@ export function goldenSignals(proxies: readonly ProxyScrape[], windowSeconds: nu
     const ids = increase(p.before, p.after, 'meshlet_requests_total', (l) => (l['direction'] === 'inbound' ? l['src_identity'] : undefined));
     clientIds.set(shortName(p.service), [...ids].filter(([id, n]) => n > 0 && id !== '').map(([id]) => id).toSorted());
     const t = tally(p, 'inbound', () => 'in').get('in') ?? { requests: 0, ok: 0, tls: 0, sent: 0 };
-    services.push({ workload: p.workload, service: p.service, requests: t.requests, rps: t.requests / windowSeconds, successRate: ratio(t.ok, t.requests), ...latency(p, 'inbound', () => true), mtls: ratio(t.tls, t.requests) });
+    services.push({ workload: p.workload, service: p.service, requests: t.requests, rps: t.requests / windowSeconds, successRate: ratio(t.ok, t.requests), ...latency(p, 'inbound', () => true), mtls: ratio(t.tls, t.sent) });
   }
   for (const p of proxies) {
     const ejections = increase(p.before, p.after, 'meshlet_endpoint_ejections_total', (l) => l['dst_service']);
