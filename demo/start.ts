@@ -7,7 +7,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,15 +30,13 @@ const DEFAULT_PORT_BASE = 14000;
 const PORT_OFFSETS = { certify: 443, cpAdmin: 990, web: 143, 'api-v1': 243, 'api-v2': 343, store: 543 } as const;
 const NAMESPACE = 'demo';
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
+/**
+ * The other listeners (each proxy's outbound and admin, each app and its fault port) sit at
+ * N + 600 + 10 × i + k: fixed, and below the kernel's ephemeral range for the usual bases, so no
+ * outgoing connection of another program can take one between choosing and binding it.
+ */
+function localPort(i: number, k: 'outbound' | 'admin' | 'app' | 'fault'): number {
+  return portBase + 600 + 10 * i + { outbound: 1, admin: 2, app: 3, fault: 4 }[k];
 }
 
 const { values } = parseArgs({
@@ -69,7 +66,8 @@ if (values.help) {
   --seconds S       stop after S seconds (default: run until Ctrl-C)
   --config-dir DIR  the mesh's YAML (default examples/; edit it while the mesh runs)
   --port-base N     ports are N + 443 (control plane), N + 990 (its admin), N + 143/243/343/543
-                    (inbound of web, api-v1, api-v2, store); default 14000. With another base the
+                    (inbound of web, api-v1, api-v2, store), N + 601..644 (outbound, admin, app
+                    and fault ports of each workload); default 14000. With another base the
                     mesh watches a copy of the config folder whose 127.0.0.1:14xxx addresses are moved
   --mesh FILE       where to write the mesh file the CLI reads (default MESHLET_MESH, else
                     ${defaultMeshPath(process.env)}; local-<N>.json with another port base)
@@ -178,9 +176,9 @@ async function main(): Promise<void> {
   const anchors = join(dir, 'anchors.pem');
   writeFileSync(anchors, (JSON.parse(readFileSync(caFile, 'utf8')) as { anchor: { certPem: string } }).anchor.certPem);
   const w: Record<string, Workload> = {};
-  for (const name of ['web', 'api-v1', 'api-v2', 'store', 'load'] as const) {
+  for (const [i, name] of (['web', 'api-v1', 'api-v2', 'store', 'load'] as const).entries()) {
     const serves = name !== 'load';
-    w[name] = { name, inbound: serves ? PORTS[name] : undefined, outbound: await freePort(), admin: await freePort(), app: serves ? await freePort() : undefined, fault: serves ? await freePort() : undefined };
+    w[name] = { name, inbound: serves ? PORTS[name] : undefined, outbound: localPort(i, 'outbound'), admin: localPort(i, 'admin'), app: serves ? localPort(i, 'app') : undefined, fault: serves ? localPort(i, 'fault') : undefined };
   }
   // The first token adds the token key to the CA state; the rest only read it, so they run in
   // parallel (each is a CLI process). Then every proxy starts at once.

@@ -38,7 +38,7 @@ t.test('meshlet start, stat, split, fault and diagnose on the local mesh', async
 
   // 1. Every edge carries traffic over mTLS, each side proving the identity the config names.
   await new Promise((r) => setTimeout(r, 2000)); // steady state: connections up, first handshakes done
-  const first = await stat('8s');
+  const first = await stat('7s');
   const why = async (src: string, dst: string) => JSON.stringify({ edge: edge(first, src, dst), errors: (await meshletJson<Diagnosis>(meshFile, 'diagnose', src, dst.startsWith('api') ? 'api' : dst)).errors.counts });
   for (const [src, dst] of [['load', 'web'], ['web', 'api-v1'], ['web', 'api-v2'], ['api-v1', 'store'], ['api-v2', 'store']] as const) {
     const e = edge(first, src, dst);
@@ -59,7 +59,7 @@ t.test('meshlet start, stat, split, fault and diagnose on the local mesh', async
   writeFileSync(`${canary}.tmp`, text.replace('weight: 90', 'weight: 80').replace('weight: 10', 'weight: 20'));
   renameSync(`${canary}.tmp`, canary);
   await waitForSplit(meshFile, 20);
-  const edited = await stat('10s');
+  const edited = await stat('9s');
   const s1 = v2Share(edited);
   t.ok(Math.abs(s1.share - 0.2) <= 0.03, `after the edit to 80/20: api-v2 took ${(s1.share * 100).toFixed(1)} % of ${s1.n}`);
 
@@ -110,7 +110,35 @@ t.test('meshlet start, stat, split, fault and diagnose on the local mesh', async
   const cleared = await meshletJson<{ fail: number }>(meshFile, 'fault', 'api-v2', '--clear');
   t.equal(cleared.fail, 0, 'fault cleared');
 
-  // 6. SIGTERM: everything stops, in order, nothing left behind.
+  // 6. mTLS-only failures, explained: store stops allowing api-v2 (forbidden), then store's
+  // endpoint names the wrong service account (identity-mismatch on both api versions' calls).
+  const edit = (f: string, from: RegExp, to: string) => {
+    const file = join(m.mesh.configDir, f);
+    writeFileSync(`${file}.tmp`, readFileSync(file, 'utf8').replace(from, to));
+    renameSync(`${file}.tmp`, file);
+  };
+  const until = async (src: string, dst: string, ok: (d: Diagnosis) => boolean): Promise<Diagnosis> => {
+    const stop = Date.now() + 8000;
+    let last: Diagnosis;
+    do {
+      last = await meshletJson<Diagnosis>(meshFile, 'diagnose', src, dst);
+      if (ok(last)) return last;
+      await new Promise((r) => setTimeout(r, 300));
+    } while (Date.now() < stop);
+    return last;
+  };
+  edit('policy.yaml', /serviceAccounts: \[\{ name: api-v1 \}, \{ name: api-v2 \}\]/, 'serviceAccounts: [{ name: api-v1 }]');
+  const denied = await until('api-v2', 'store', (x) => (x.errors.counts['forbidden'] ?? 0) > 0);
+  t.same(denied.authorization.map((a) => [a.workload, a.allowed]), [['store', false]], 'diagnose api-v2 store: store denies api-v2');
+  t.ok(denied.errors.recent.some((e) => e.reason === 'forbidden' && e.direction === 'inbound' && e.peer === ID('api-v2')), "store's proxy refused api-v2's identity (its /errors)");
+  t.ok(denied.findings.some((f) => f.topic === 'forbidden' && f.severity === 'error' && f.fix !== undefined), 'explained, with what to do');
+  t.equal((await meshletJson<Diagnosis>(meshFile, 'diagnose', 'api-v1', 'store')).authorization[0]?.allowed, true, 'api-v1 is still allowed');
+  edit('services.yaml', /serviceAccount: store \}/, 'serviceAccount: web }');
+  const mismatch = await until('api-v1', 'store', (x) => (x.errors.counts['identity-mismatch'] ?? 0) > 0);
+  t.ok((mismatch.errors.counts['identity-mismatch'] ?? 0) > 0, `diagnose api-v1 store: identity-mismatch errors (${JSON.stringify(mismatch.errors.counts)})`);
+  t.ok(mismatch.findings.some((f) => f.topic === 'identity-mismatch' && f.message.includes(`must prove ${ID('web')}, but the proxy there is ${ID('store')}`)), 'the config and the proxy at the address disagree, both named');
+
+  // 7. SIGTERM: everything stops, in order, nothing left behind.
   const pids = descendants(m.proc.pid!);
   t.ok(pids.length >= 11, `${pids.length} processes under meshlet start (demo, control plane, 5 proxies, 5 apps)`);
   const tStop = performance.now();
