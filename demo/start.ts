@@ -97,7 +97,9 @@ let ticker: NodeJS.Timeout | undefined;
 let wroteMesh = false;
 
 function start(name: string, args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
-  const c = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+  // Each child in its own process group: a terminal's Ctrl-C reaches only this process, which
+  // stops the children in order (load, apps, proxies draining, control plane).
+  const c = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env }, detached: true });
   c.stderr!.on('data', (d: Buffer) => {
     for (const line of d.toString().trim().split('\n')) {
       if (/"level":"(warn|error)"|Error|refused|exited/.test(line) && !stopping) process.stderr.write(`[${name}] ${line}\n`);
@@ -110,8 +112,14 @@ function start(name: string, args: string[], env: NodeJS.ProcessEnv = {}): Child
   return c;
 }
 
-async function stopAll(): Promise<void> {
-  if (stopping) return;
+/** Idempotent: a second Ctrl-C (or the signal `meshlet start` passes on) waits for the same stop. */
+let stopped: Promise<void> | undefined;
+function stopAll(): Promise<void> {
+  stopped ??= stopInOrder();
+  return stopped;
+}
+
+async function stopInOrder(): Promise<void> {
   stopping = true;
   clearInterval(ticker);
   process.stdout.write('\nstopping: load generator, apps, proxies (draining), control plane...\n');
@@ -295,6 +303,10 @@ Ctrl-C stops everything.
   if (seconds > 0) setTimeout(() => void stopAll().then(() => process.exit(0)), seconds * 1000);
 }
 
+// Last resort (a crash, an exit without stopAll): no child outlives this process.
+process.on('exit', () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+});
 process.on('SIGINT', () => void stopAll().then(() => process.exit(0)));
 process.on('SIGTERM', () => void stopAll().then(() => process.exit(0)));
 main().catch(async (err: Error) => {

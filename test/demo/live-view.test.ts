@@ -69,7 +69,8 @@ t.test('the live view at 80 columns in tmux', async (t) => {
   t.ok(pids.length >= 12, `${pids.length} processes under the pane`);
   tmux('send-keys', '-t', SESSION, 'C-c');
   const done = await until('the exit', (s) => /EXITED \d+/.test(s), 15_000);
-  t.match(done, /stopped; nothing left running/);
+  t.match(done, /stopped; nothing left running/, 'the mesh says it stopped everything', { screen: done });
   t.match(done, /EXITED 0/, 'exit 0 after Ctrl-C');
-  t.same(pids.filter((p) => alive(p) && p !== panePid), [], 'no process left');
+  const left = pids.filter((p) => alive(p) && p !== panePid);
+  t.same(left, [], 'no process left', { left: left.map((p) => spawnSync('ps', ['-o', 'pid=,args=', '-p', String(p)], { encoding: 'utf8' }).stdout.slice(0, 200)) });
 });
