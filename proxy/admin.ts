@@ -49,7 +49,7 @@ export function adminServer(d: AdminDeps): http.Server {
         return json(cur ? 200 : 503, { version: cur?.version ?? null, config: cur?.doc ?? null, lastRefusal: d.store.lastError ?? null });
       }
       case '/errors':
-        return json(200, { total: d.recentErrors?.total ?? 0, errors: d.recentErrors?.list() ?? [] });
+        return json(200, { total: d.recentErrors?.total ?? 0, errors: d.recentErrors?.list() ?? [], lastByReason: d.recentErrors?.lastByReason() ?? [] });
       default:
         return json(404, { error: `unknown admin path ${path}`, paths: ['/live', '/ready', '/metrics', '/config', '/errors'] });
     }

@@ -1,5 +1,6 @@
 // The last proxy-made errors, for `meshlet diagnose` (admin GET /errors): a fixed ring of small
-// records, written only when the proxy answers with its own error, so the hot path pays nothing.
+// records plus the last one of each reason (so a burst of one reason, e.g. breaker-open, does not
+// hide the one that opened the breaker), written only when the proxy answers with its own error.
 import type { WallClock } from '../identity/identity.ts';
 
 export interface RecentError {
@@ -23,6 +24,8 @@ export interface RecentError {
 export class RecentErrors {
   readonly #ring: Array<RecentError | undefined>;
   readonly #clock: WallClock;
+  /** At most one per reason (a closed set of codes). */
+  readonly #lastByReason = new Map<string, RecentError>();
   #next = 0;
   /** Errors recorded since start (the ring keeps the last `capacity`). */
   total = 0;
@@ -35,8 +38,14 @@ export class RecentErrors {
   record(e: Omit<RecentError, 'at'>): void {
     (e as RecentError).at = this.#clock.nowMs();
     this.#ring[this.#next] = e as RecentError;
+    this.#lastByReason.set(e.reason, e as RecentError);
     this.#next = (this.#next + 1) % this.#ring.length;
     this.total++;
+  }
+
+  /** The last error of each reason seen, newest first. */
+  lastByReason(): RecentError[] {
+    return [...this.#lastByReason.values()].toSorted((a, b) => b.at - a.at);
   }
 
   /** Newest first. */

@@ -123,6 +123,10 @@ t.test('the error ring keeps the last N, newest first, with the clock time', asy
     ring.record({ direction: 'outbound', reason: `r${i}`, message: '', authority: '', service: '', endpoint: '', peer: '', attempts: 1 });
   }
   t.same(ring.list().map((e) => [e.reason, e.at]), [['r4', 1005], ['r3', 1004], ['r2', 1003]]);
-  t.equal(ring.total, 5);
+  t.same(ring.lastByReason().map((e) => e.reason), ['r4', 'r3', 'r2', 'r1', 'r0'], 'the last of each reason outlives the ring');
+  now += 1;
+  ring.record({ direction: 'outbound', reason: 'r0', message: 'again', authority: '', service: '', endpoint: '', peer: '', attempts: 1 });
+  t.same(ring.lastByReason().map((e) => [e.reason, e.message]).slice(0, 2), [['r0', 'again'], ['r4', '']], 'one per reason, the newest');
+  t.equal(ring.total, 6);
   t.same(new RecentErrors({ nowMs: () => 0 }).list(), []);
 });

@@ -34,12 +34,16 @@ async function readProxy(w: MeshWorkload): Promise<ProxyView> {
       getJson<Ready>(`${w.admin}/ready`),
       getJson<{ config: ProxyConfigView | null }>(`${w.admin}/config`),
       getText(`${w.admin}/metrics`),
-      getJson<{ errors: RecentErrorView[] }>(`${w.admin}/errors`).catch(() => ({ errors: [] })),
+      getJson<{ errors: RecentErrorView[]; lastByReason?: RecentErrorView[] }>(`${w.admin}/errors`).catch(() => ({ errors: [], lastByReason: [] })),
     ]);
     const breakers = new Map<string, number>();
     for (const s of parseMetrics(metrics)) if (s.name === 'meshlet_endpoint_breaker_state') breakers.set(s.labels['endpoint'] ?? '', s.value);
     const id = typeof ready.identity === 'object' && ready.identity !== null ? { identity: ready.identity.identity, notAfter: ready.identity.notAfter, renewalError: ready.identity.renewalError } : null;
-    return { workload: w.name, unreachable: undefined, ready: ready.ready, notReadyReasons: ready.reasons ?? [], identity: id, config: cfg.config ?? undefined, breakers, errors: errors.errors };
+    // The ring, plus the last error of each reason that a burst of another pushed out of it.
+    const key = (e: RecentErrorView) => `${e.at}|${e.reason}|${e.endpoint}|${e.message}`;
+    const inRing = new Set(errors.errors.map(key));
+    const all = [...errors.errors, ...(errors.lastByReason ?? []).filter((e) => !inRing.has(key(e)))];
+    return { workload: w.name, unreachable: undefined, ready: ready.ready, notReadyReasons: ready.reasons ?? [], identity: id, config: cfg.config ?? undefined, breakers, errors: all };
   } catch (e) {
     return { workload: w.name, unreachable: (e as Error).message, ready: false, notReadyReasons: [], identity: null, config: undefined, breakers: new Map(), errors: [] };
   }
