@@ -76,7 +76,10 @@ async function run(args: string[], io: Io): Promise<number> {
     throw new CliError(`cannot reach ${w.name}'s fault control at ${w.faults}: ${(e as Error).message}`, 'Is the local mesh still running (meshlet stat)?');
   }
   if (format === 'json') io.stdout(JSON.stringify({ workload: w.name, ...now }, null, 2) + '\n');
-  else io.stdout(now.fail === 0 && now.delayMs === 0 ? `${w.name}: no fault\n` : `${w.name}: ${+(now.fail * 100).toFixed(2)} % of requests answer ${now.status}, every answer delayed ${now.delayMs} ms\n`);
+  else {
+    const parts = [...(now.fail > 0 ? [`${+(now.fail * 100).toFixed(2)} % of requests answer ${now.status}`] : []), ...(now.delayMs > 0 ? [`every answer delayed ${now.delayMs} ms`] : [])];
+    io.stdout(`${w.name}: ${parts.join(', ') || 'no fault'}\n`);
+  }
   return EXIT_OK;
 }
 
