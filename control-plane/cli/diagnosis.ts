@@ -264,7 +264,11 @@ export function diagnose(i: DiagnoseInput): Diagnosis {
   // the callees' inbound ones from this caller.
   const names = new Set<string>([i.destination, ...(svc ? [svc.name, ...(svc.hosts ?? [])] : []), ...out.split.map((s) => s.service)]);
   const recent: RecentErrorView[] = src.errors.filter((e) => e.direction === 'outbound' && (names.has(e.service) || names.has(e.authority) || e.service === '' || e.authority === ''));
-  for (const c of i.callees.values()) for (const e of c.errors) if (e.direction === 'inbound' && (srcId === '' || e.peer === srcId || e.peer === '')) recent.push(e);
+  const onPath = new Set(out.endpoints.map((e) => e.address));
+  for (const [address, c] of i.callees) {
+    if (!onPath.has(address)) continue;
+    for (const e of c.errors) if (e.direction === 'inbound' && (srcId === '' || e.peer === srcId || e.peer === '')) recent.push(e);
+  }
   recent.sort((a, b) => b.at - a.at);
   for (const e of recent) out.errors.counts[e.reason] = (out.errors.counts[e.reason] ?? 0) + 1;
   out.errors.recent = recent.slice(0, 10);

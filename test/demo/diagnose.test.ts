@@ -41,6 +41,13 @@ t.before(async () => {
     res.end('bad\n');
   });
   const calleeApp = await startUpstream(okHandler);
+  const broken = await startUpstream((req, res) => {
+    req.resume();
+    res.writeHead(200, { 'content-length': '1000' });
+    res.write('partial');
+    setTimeout(() => req.socket.destroy(), 20);
+  });
+  stops.push(() => broken.close());
   stops.push(() => ok.close(), () => slow.close(), () => reset.close(), () => bad.close(), () => calleeApp.close());
   const closed = await reservedPort();
   callee = await startProxyProcess({ workload: 'callee', appPort: calleeApp.port, config: { version: 'callee-1', services: [], inbound: { defaultPolicy: 'deny' } } });
@@ -60,6 +67,7 @@ t.before(async () => {
         { name: 'budget', endpoints: [{ address: reset.address }], retry: { attempts: 3, methods: ['GET'], budget: { ratio: 0, minPerSecond: 0 } } },
         { name: 'limited', endpoints: [{ address: slow.address }], retry: once, breaker: { maxInFlight: 1, maxPending: 0 } },
         { name: 'secure', endpoints: [{ address: ok.address, identity: 'spiffe://cluster.local/ns/test/sa/secure' }], retry: once },
+        { name: 'broken', endpoints: [{ address: broken.address }], retry: once },
         { name: 'guarded', endpoints: [{ address: `127.0.0.1:${callee.inboundPort}` }], retry: once },
       ],
     },
@@ -187,6 +195,17 @@ t.test('forbidden: the callee refuses the caller, and diagnose shows the policy 
   const d = await explained(t, 'forbidden', 'guarded');
   t.same(d.authorization.map((a) => [a.workload, a.allowed, a.policy]), [['callee', false, 'default:deny']], 'the decision, from the callee config');
   t.ok(d.errors.recent.some((e) => e.reason === 'forbidden' && e.direction === 'inbound'), "the callee's own inbound error is listed");
+});
+
+// A body cut off after the status went out is not a response the proxy made: it is counted as a
+// failure in the metrics and the access log, but not kept in /errors (a gap: diagnose cannot show it).
+t.test('a body cut off mid-way; diagnose lists only the errors of the path asked about', async (t) => {
+  const p = pool(caller.outboundUrl, 1);
+  const r = await p.request({ path: '/', method: 'GET', headers: { host: 'broken' } });
+  await t.rejects(r.body.text(), 'the client sees the body cut off');
+  await p.close();
+  const d = await meshletJson<Diagnosis>(meshFile, 'diagnose', 'caller', 'broken');
+  t.same(d.errors.counts, {}, "the callee's forbidden errors (another path) are not listed here");
 });
 
 t.test('bad-request and header-too-large', async (t) => {
