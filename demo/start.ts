@@ -1,18 +1,21 @@
 // `npm start`: the whole mesh on one machine, no Kubernetes. A control plane (CA + config push)
-// watches examples/ (or --config-dir); three services (web → api v1/v2), each a separate process
+// watches examples/ (or --config-dir); four services (web → api v1/v2 → store), each a separate process
 // behind its own proxy with its own identity, mTLS on every hop; a meshed load generator calls web.
-// Prints where to look and, every second, what web's proxy measures. Ctrl-C (or SIGTERM) stops
-// every process it started, in order, and removes its temp folder.
+// Prints where to look and, every second, what the proxies measure (a live view on a terminal,
+// plain lines otherwise). Writes the mesh file the `meshlet` CLI reads (stat, split, fault,
+// diagnose). Ctrl-C (or SIGTERM) stops every process it started, in order, and removes its files.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { proxyArgv } from '../proxy/launch.ts';
 import { startPrometheus } from './prometheus.ts';
+import { defaultMeshPath, writeMeshFile, type MeshFile } from '../control-plane/cli/mesh-file.ts';
+import { liveScreen } from '../control-plane/cli/live-view.ts';
+import { scrapeAll, statBetween } from '../control-plane/cli/scrape.ts';
 
 const APP = fileURLToPath(new URL('./app.ts', import.meta.url));
 const MESHLET = fileURLToPath(new URL('../bin/meshlet.ts', import.meta.url));
@@ -25,18 +28,16 @@ const EXAMPLES = fileURLToPath(new URL('../examples', import.meta.url));
  * beside the first), the demo watches a copy of the config folder with those addresses moved.
  */
 const DEFAULT_PORT_BASE = 14000;
-const PORT_OFFSETS = { certify: 443, cpAdmin: 990, web: 143, 'api-v1': 243, 'api-v2': 343 } as const;
+const PORT_OFFSETS = { certify: 443, cpAdmin: 990, web: 143, 'api-v1': 243, 'api-v2': 343, store: 543 } as const;
 const NAMESPACE = 'demo';
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
+/**
+ * The other listeners (each proxy's outbound and admin, each app and its fault port) sit at
+ * N + 600 + 10 × i + k: fixed, and below the kernel's ephemeral range for the usual bases, so no
+ * outgoing connection of another program can take one between choosing and binding it.
+ */
+function localPort(i: number, k: 'outbound' | 'admin' | 'app' | 'fault'): number {
+  return portBase + 600 + 10 * i + { outbound: 1, admin: 2, app: 3, fault: 4 }[k];
 }
 
 const { values } = parseArgs({
@@ -46,6 +47,8 @@ const { values } = parseArgs({
     'config-dir': { type: 'string', default: EXAMPLES },
     'port-base': { type: 'string', default: String(DEFAULT_PORT_BASE) },
     prometheus: { type: 'boolean', default: false },
+    mesh: { type: 'string' },
+    view: { type: 'string', default: 'auto' },
     help: { type: 'boolean', short: 'h' },
   },
 });
@@ -54,21 +57,30 @@ if (!Number.isInteger(portBase) || portBase < 1024 || portBase > 64000) {
   process.stderr.write(`meshlet demo: --port-base must be an integer in [1024, 64000], got ${values['port-base']}\n`);
   process.exit(2);
 }
+if (!['auto', 'live', 'lines'].includes(values.view)) {
+  process.stderr.write(`meshlet demo: --view must be auto, live or lines, got ${values.view}\n`);
+  process.exit(2);
+}
 const PORTS = Object.fromEntries(Object.entries(PORT_OFFSETS).map(([k, off]) => [k, portBase + off])) as Record<keyof typeof PORT_OFFSETS, number>;
 if (values.help) {
-  process.stdout.write(`usage: npm start [-- --rps N] [-- --seconds S] [-- --config-dir DIR]
+  process.stdout.write(`usage: meshlet start [options]   (npm start -- [options])
   --rps N           load generator rate (default 50)
   --seconds S       stop after S seconds (default: run until Ctrl-C)
   --config-dir DIR  the mesh's YAML (default examples/; edit it while the mesh runs)
-  --port-base N     ports are N + 443 (control plane), N + 990 (its admin), N + 143/243/343
-                    (inbound of web, api-v1, api-v2); default 14000. With another base the mesh
-                    watches a copy of the config folder whose 127.0.0.1:14xxx addresses are moved
+  --port-base N     ports are N + 443 (control plane), N + 990 (its admin), N + 143/243/343/543
+                    (inbound of web, api-v1, api-v2, store), N + 601..644 (outbound, admin, app
+                    and fault ports of each workload); default 14000. With another base the
+                    mesh watches a copy of the config folder whose 127.0.0.1:14xxx addresses are moved
+  --mesh FILE       where to write the mesh file the CLI reads (default MESHLET_MESH, else
+                    ${defaultMeshPath(process.env)}; local-<N>.json with another port base)
+  --view MODE       live (redrawn table), lines (one line a second) or auto (live on a terminal)
   --prometheus      also run Prometheus (when installed) on port N + 90, scraping the mesh
-ports: control plane ${PORTS.certify} (admin ${PORTS.cpAdmin}); proxies' inbound: web ${PORTS.web}, api-v1 ${PORTS['api-v1']}, api-v2 ${PORTS['api-v2']}
+ports: control plane ${PORTS.certify} (admin ${PORTS.cpAdmin}); proxies' inbound: web ${PORTS.web}, api-v1 ${PORTS['api-v1']}, api-v2 ${PORTS['api-v2']}, store ${PORTS.store}
 `);
   process.exit(0);
 }
 
+const meshFile = values.mesh ?? process.env['MESHLET_MESH'] ?? defaultMeshPath(process.env, portBase);
 const dir = mkdtempSync(join(tmpdir(), 'meshlet-demo-'));
 const configDir = portBase === DEFAULT_PORT_BASE ? values['config-dir'] : movedConfig(values['config-dir'], join(dir, 'config'));
 
@@ -85,9 +97,12 @@ function movedConfig(from: string, to: string): string {
 const children: ChildProcess[] = [];
 let stopping = false;
 let ticker: NodeJS.Timeout | undefined;
+let wroteMesh = false;
 
 function start(name: string, args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
-  const c = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+  // Each child in its own process group: a terminal's Ctrl-C reaches only this process, which
+  // stops the children in order (load, apps, proxies draining, control plane).
+  const c = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env }, detached: true });
   c.stderr!.on('data', (d: Buffer) => {
     for (const line of d.toString().trim().split('\n')) {
       if (/"level":"(warn|error)"|Error|refused|exited/.test(line) && !stopping) process.stderr.write(`[${name}] ${line}\n`);
@@ -100,8 +115,14 @@ function start(name: string, args: string[], env: NodeJS.ProcessEnv = {}): Child
   return c;
 }
 
-async function stopAll(): Promise<void> {
-  if (stopping) return;
+/** Idempotent: a second Ctrl-C (or the signal `meshlet start` passes on) waits for the same stop. */
+let stopped: Promise<void> | undefined;
+function stopAll(): Promise<void> {
+  stopped ??= stopInOrder();
+  return stopped;
+}
+
+async function stopInOrder(): Promise<void> {
   stopping = true;
   clearInterval(ticker);
   process.stdout.write('\nstopping: load generator, apps, proxies (draining), control plane...\n');
@@ -115,6 +136,7 @@ async function stopAll(): Promise<void> {
     clearTimeout(t);
   }
   rmSync(dir, { recursive: true, force: true });
+  if (wroteMesh) rmSync(meshFile, { force: true });
   process.stdout.write('stopped; nothing left running.\n');
 }
 
@@ -153,6 +175,8 @@ interface Workload {
   outbound: number;
   admin: number;
   app: number | undefined;
+  /** The demo app's fault control port. */
+  fault: number | undefined;
 }
 
 async function main(): Promise<void> {
@@ -163,8 +187,9 @@ async function main(): Promise<void> {
   const anchors = join(dir, 'anchors.pem');
   writeFileSync(anchors, (JSON.parse(readFileSync(caFile, 'utf8')) as { anchor: { certPem: string } }).anchor.certPem);
   const w: Record<string, Workload> = {};
-  for (const name of ['web', 'api-v1', 'api-v2', 'load'] as const) {
-    w[name] = { name, inbound: name === 'load' ? undefined : PORTS[name], outbound: await freePort(), admin: await freePort(), app: name === 'load' ? undefined : await freePort() };
+  for (const [i, name] of (['web', 'api-v1', 'api-v2', 'store', 'load'] as const).entries()) {
+    const serves = name !== 'load';
+    w[name] = { name, inbound: serves ? PORTS[name] : undefined, outbound: localPort(i, 'outbound'), admin: localPort(i, 'admin'), app: serves ? localPort(i, 'app') : undefined, fault: serves ? localPort(i, 'fault') : undefined };
   }
   // The first token adds the token key to the CA state; the rest only read it, so they run in
   // parallel (each is a CLI process). Then every proxy starts at once.
@@ -188,10 +213,12 @@ async function main(): Promise<void> {
   await Promise.all(Object.values(w).map((x) => waitReady(`http://127.0.0.1:${x.admin}/ready`)));
   // Apps: plain HTTP on loopback; their outgoing calls go through their sidecar (HTTP_PROXY).
   const viaProxy = (x: Workload) => ({ HTTP_PROXY: `http://127.0.0.1:${x.outbound}`, NODE_USE_ENV_PROXY: '1', NO_PROXY: '' });
-  start('web/app', [APP, '--name', 'web', '--port', String(w['web']!.app), '--call', 'http://api/'], viaProxy(w['web']!));
-  start('api-v1/app', [APP, '--name', 'api-v1', '--port', String(w['api-v1']!.app)]);
-  start('api-v2/app', [APP, '--name', 'api-v2', '--port', String(w['api-v2']!.app)]);
-  await Promise.all(['web', 'api-v1', 'api-v2'].map((n) => waitReady(`http://127.0.0.1:${w[n]!.app}/healthz`)));
+  const appArgs = (x: Workload) => [APP, '--name', x.name, '--port', String(x.app), '--fault-port', String(x.fault)];
+  start('web/app', [...appArgs(w['web']!), '--call', 'http://api/'], viaProxy(w['web']!));
+  start('api-v1/app', [...appArgs(w['api-v1']!), '--call', 'http://store/'], viaProxy(w['api-v1']!));
+  start('api-v2/app', [...appArgs(w['api-v2']!), '--call', 'http://store/'], viaProxy(w['api-v2']!));
+  start('store/app', appArgs(w['store']!));
+  await Promise.all(['web', 'api-v1', 'api-v2', 'store'].map((n) => waitReady(`http://127.0.0.1:${w[n]!.app}/healthz`)));
   const first = await (async () => {
     for (let i = 0; i < 200; i++) {
       // Through the load generator's sidecar, as its requests go (fetch cannot set Host).
@@ -208,17 +235,38 @@ async function main(): Promise<void> {
     return NaN;
   })();
   start('load', [APP, '--load', 'http://web/', '--rps', values.rps], viaProxy(w['load']!));
+  const mesh: MeshFile = {
+    version: 1,
+    pid: process.pid,
+    startedAt: new Date().toISOString(),
+    namespace: NAMESPACE,
+    configDir,
+    controlPlane: { url: `https://127.0.0.1:${PORTS.certify}`, admin: `http://127.0.0.1:${PORTS.cpAdmin}` },
+    workloads: Object.values(w).map((x) => ({
+      name: x.name,
+      service: x.inbound === undefined ? undefined : x.name,
+      identity: `spiffe://cluster.local/ns/${NAMESPACE}/sa/${x.name}`,
+      admin: `http://127.0.0.1:${x.admin}`,
+      inbound: x.inbound === undefined ? undefined : `127.0.0.1:${x.inbound}`,
+      faults: x.fault === undefined ? undefined : `http://127.0.0.1:${x.fault}`,
+      appPort: x.app,
+    })),
+  };
+  writeMeshFile(meshFile, mesh);
+  wroteMesh = true;
 
   process.stdout.write(`
 meshlet demo mesh is up: first request through the mesh ${(first / 1000).toFixed(2)} s after start
 
-  load → web → api (TrafficSplit: api-v1 90 %, api-v2 10 %), mTLS with SPIFFE identities on every hop
+  load → web → api (TrafficSplit: api-v1 90 %, api-v2 10 %) → store, mTLS with SPIFFE identities on every hop
 
   config: ${configDir}  (edit and save: proxies follow within a second)
   control plane: https://127.0.0.1:${PORTS.certify}   admin: http://127.0.0.1:${PORTS.cpAdmin}/proxies
   proxy admin (/ready /metrics /config):
 ${Object.values(w).map((x) => `    ${x.name.padEnd(7)} http://127.0.0.1:${x.admin}`).join('\n')}
-  node bin/meshlet.ts proxy-status --admin http://127.0.0.1:${PORTS.cpAdmin}
+  mesh: ${meshFile}  (the CLI reads it: meshlet stat | split | fault | diagnose)
+  npx meshlet stat            npx meshlet split api v2=50        npx meshlet fault api-v2 --fail 10%
+  npx meshlet diagnose web api   npx meshlet proxy-status --admin http://127.0.0.1:${PORTS.cpAdmin}
 
 Ctrl-C stops everything.
 `);
@@ -233,31 +281,31 @@ Ctrl-C stops everything.
     );
   }
 
-  const webAdmin = `http://127.0.0.1:${w['web']!.admin}/metrics`;
-  let last = new Map<string, number>();
+  // Every second: scrape every proxy, golden signals per edge (the same math as `meshlet stat`).
+  // A terminal gets the live view, redrawn in place; anything else one plain line a second.
+  const live = values.view === 'live' || (values.view === 'auto' && process.stdout.isTTY === true);
+  let before = await scrapeAll(mesh);
+  let t1 = performance.now();
   ticker = setInterval(async () => {
     try {
-      const text = await (await fetch(webAdmin)).text();
-      const now = new Map<string, number>();
-      for (const line of text.split('\n')) {
-        const m = /^meshlet_requests_total\{(.*)\} (\d+)/.exec(line);
-        if (!m || !m[1]!.includes('direction="outbound"')) continue;
-        const dst = /dst_service="([^"]*)"/.exec(m[1]!)?.[1] ?? '?';
-        const ok = m[1]!.includes('classification="success"');
-        const tls = m[1]!.includes('tls="true"');
-        const k = `${dst}|${ok ? 'ok' : 'fail'}|${tls ? 'mtls' : 'plain'}`;
-        now.set(k, (now.get(k) ?? 0) + Number(m[2]));
+      const after = await scrapeAll(mesh);
+      const t2 = performance.now();
+      const r = statBetween(before, after, (t2 - t1) / 1000);
+      before = after;
+      t1 = t2;
+      if (stopping) return;
+      const clock = new Date().toISOString().slice(11, 19);
+      if (live) {
+        const screen = liveScreen(r, { clock, namespace: NAMESPACE, configDir, firstRequestSeconds: first / 1000, hint: 'npx meshlet split api v2=50 | fault api-v2 --fail 10% | diagnose web api' });
+        process.stdout.write(`\x1b[H\x1b[J${screen.join('\n')}\nCtrl-C stops everything.\n`);
+        return;
       }
-      const parts: string[] = [];
-      for (const dst of ['api-v1.demo', 'api-v2.demo']) {
-        const d = (suffix: string) => (now.get(`${dst}|${suffix}`) ?? 0) - (last.get(`${dst}|${suffix}`) ?? 0);
-        const ok = d('ok|mtls') + d('ok|plain');
-        const fail = d('fail|mtls') + d('fail|plain');
-        const mtls = d('ok|mtls') + d('fail|mtls');
-        parts.push(`${dst.replace('.demo', '')}: ${ok + fail} req/s, ${ok + fail ? ((100 * ok) / (ok + fail)).toFixed(1) : '-'} % ok, ${ok + fail ? (mtls === ok + fail ? 'mTLS' : 'PLAINTEXT') : '-'}`);
-      }
-      last = now;
-      process.stdout.write(`${new Date().toISOString().slice(11, 19)}  web → ${parts.join('   ')}\n`);
+      const parts = ['api-v1', 'api-v2'].map((dst) => {
+        const e = r.edges.find((x) => x.source === 'web' && x.destination.split('.')[0] === dst);
+        const n = e?.requests ?? 0;
+        return `${dst}: ${n} req/s, ${n && e!.successRate !== null ? (100 * e!.successRate).toFixed(1) : '-'} % ok, ${n && e!.mtls !== null ? (e!.mtls === 1 ? 'mTLS' : 'PLAINTEXT') : '-'}`;
+      });
+      process.stdout.write(`${clock}  web → ${parts.join('   ')}\n`);
     } catch {
       /* a scrape failed; try again next second */
     }
@@ -268,6 +316,10 @@ Ctrl-C stops everything.
   if (seconds > 0) setTimeout(() => void stopAll().then(() => process.exit(0)), seconds * 1000);
 }
 
+// Last resort (a crash, an exit without stopAll): no child outlives this process.
+process.on('exit', () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+});
 process.on('SIGINT', () => void stopAll().then(() => process.exit(0)));
 process.on('SIGTERM', () => void stopAll().then(() => process.exit(0)));
 main().catch(async (err: Error) => {

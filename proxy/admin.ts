@@ -1,9 +1,11 @@
 // The admin server: /live, /ready (200 once config is loaded and not draining, with the reason
-// otherwise), /metrics (the proxy's own registry), /config (the config in force, its version).
+// otherwise), /metrics (the proxy's own registry), /config (the config in force, its version),
+// /errors (the last errors the proxy answered itself, newest first).
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { ConfigStore } from './config/store.ts';
 import type { ProxyMetrics } from './telemetry/metrics.ts';
+import type { RecentErrors } from './telemetry/recent-errors.ts';
 
 export interface AdminDeps {
   store: ConfigStore;
@@ -12,6 +14,7 @@ export interface AdminDeps {
   notReady: () => string[];
   /** Extra detail shown at /ready (identity, renewal errors). */
   detail?: () => Record<string, unknown>;
+  recentErrors?: RecentErrors;
 }
 
 export function adminServer(d: AdminDeps): http.Server {
@@ -45,8 +48,10 @@ export function adminServer(d: AdminDeps): http.Server {
         const cur = d.store.current;
         return json(cur ? 200 : 503, { version: cur?.version ?? null, config: cur?.doc ?? null, lastRefusal: d.store.lastError ?? null });
       }
+      case '/errors':
+        return json(200, { total: d.recentErrors?.total ?? 0, errors: d.recentErrors?.list() ?? [], lastByReason: d.recentErrors?.lastByReason() ?? [] });
       default:
-        return json(404, { error: `unknown admin path ${path}`, paths: ['/live', '/ready', '/metrics', '/config'] });
+        return json(404, { error: `unknown admin path ${path}`, paths: ['/live', '/ready', '/metrics', '/config', '/errors'] });
     }
   });
 }

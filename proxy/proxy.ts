@@ -30,6 +30,7 @@ import { pickP2C } from './policy/balancer.ts';
 import { authorize } from './policy/authorize.ts';
 import { ProxyMetrics } from './telemetry/metrics.ts';
 import { BatchedAccessLog, nullAccessLog, type AccessLog } from './telemetry/access-log.ts';
+import { RecentErrors } from './telemetry/recent-errors.ts';
 import type { Tracing } from './telemetry/trace.ts';
 import { adminServer, listenAdmin } from './admin.ts';
 import type { AddressInfo } from 'node:net';
@@ -189,7 +190,8 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   } else throw new Error('no config source: give --config FILE, or --control-plane (with an identity) to stream config');
 
   const accessLog: AccessLog = o.accessLog ? new BatchedAccessLog(o.accessLog) : nullAccessLog;
-  const common = { clock: o.clock, store, metrics, accessLog, tracing: o.tracing, self: o.self, maxHeaderSize: o.maxHeaderSize };
+  const recentErrors = new RecentErrors(o.wallClock);
+  const common = { clock: o.clock, store, metrics, accessLog, tracing: o.tracing, self: o.self, maxHeaderSize: o.maxHeaderSize, recentErrors };
 
   let outbound: Listener | undefined;
   let outAddr: AddressInfo | undefined;
@@ -244,7 +246,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   }
 
   let draining = false;
-  const admin = adminServer({ store, metrics, notReady: () => [...(draining ? ['draining'] : []), ...(identity?.notReady() ?? [])], detail: () => ({ identity: identity?.detail() ?? 'plaintext mode (no --control-plane)', ...(stream ? { controlPlane: stream.detail() } : {}) }) });
+  const admin = adminServer({ store, metrics, recentErrors, notReady: () => [...(draining ? ['draining'] : []), ...(identity?.notReady() ?? [])], detail: () => ({ identity: identity?.detail() ?? 'plaintext mode (no --control-plane)', ...(stream ? { controlPlane: stream.detail() } : {}) }) });
   void identity?.start();
   const adminAddr = await listenAdmin(admin, o.admin.host, o.admin.port);
 

@@ -11,6 +11,11 @@ const COMMANDS: ReadonlyArray<{ name: string; summary: string; load: () => Promi
   { name: 'proxy-config', summary: "the config a proxy runs, from the proxy's admin /config", load: async () => (await import('./commands/proxy-config.ts')).proxyConfig },
   { name: 'inject', summary: 'add the meshlet proxy to every Pod template of a manifest (file or stdin), to stdout', load: async () => (await import('./commands/inject.ts')).inject },
   { name: 'check', summary: 'inspect a cluster: CRDs, webhook CA bundle, control plane, CA validity, Pods without the sidecar', load: async () => (await import('./commands/check.ts')).check },
+  { name: 'start', summary: 'run the whole mesh on this machine (what npm start runs): control plane, demo services, load, live view', load: async () => (await import('./commands/start.ts')).start },
+  { name: 'stat', summary: 'golden signals of the local mesh per edge and service: rps, success, p50/p99, mTLS, split, breaker', load: async () => (await import('./commands/stat.ts')).stat },
+  { name: 'split', summary: 'set TrafficSplit weights (split api v2=50): the local mesh\'s YAML, or a cluster', load: async () => (await import('./commands/split.ts')).split },
+  { name: 'fault', summary: 'make a demo app of the local mesh fail a share of requests or slow down', load: async () => (await import('./commands/fault.ts')).fault },
+  { name: 'diagnose', summary: 'why a call from SOURCE to DESTINATION fails: route, split, endpoints, breaker, authz, certs, errors', load: async () => (await import('./commands/diagnose.ts')).diagnose },
 ];
 
 export function usage(): string {

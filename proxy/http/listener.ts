@@ -11,6 +11,7 @@ import { PROXY_ERROR_HEADER, ProxyError, isProxyError, fromUpstreamError } from 
 import { pathOf } from '../policy/route-match.ts';
 import type { ProxyMetrics } from '../telemetry/metrics.ts';
 import type { AccessLog } from '../telemetry/access-log.ts';
+import type { RecentErrors } from '../telemetry/recent-errors.ts';
 import { extractParent, propagationHeaders, type Tracing } from '../telemetry/trace.ts';
 import type { UpgradeHandler } from './upgrade.ts';
 
@@ -35,6 +36,8 @@ export interface ListenerDeps {
   maxHeaderSize: number;
   /** Peer of a connection (mTLS identity); plaintext listeners return the empty peer. */
   peerOf?: (socket: Socket) => Peer;
+  /** The last proxy-made errors (admin /errors); written only when the proxy answers an error. */
+  recentErrors?: RecentErrors;
 }
 
 const PLAINTEXT: Peer = Object.freeze({ identity: '', tls: false });
@@ -144,6 +147,7 @@ export class Listener {
     const code = tooLarge ? 'header-too-large' : 'bad-request';
     const status = tooLarge ? 431 : 400;
     d.metrics.proxyErrors.labels(d.direction, code).inc();
+    d.recentErrors?.record({ direction: d.direction, reason: code, message: `${err.code ?? ''} ${err.message}`, authority: '', service: '', endpoint: '', peer: '', attempts: 0 });
     const body = `meshlet: ${code}: ${err.code ?? ''} ${err.message}\n`;
     socket.end(
       `HTTP/1.1 ${status} ${tooLarge ? 'Request Header Fields Too Large' : 'Bad Request'}\r\n${PROXY_ERROR_HEADER}: ${code}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
@@ -261,6 +265,7 @@ export class Listener {
   #respondError(req: IncomingMessage, res: ServerResponse, e: ProxyError, startMs: number, _ex: undefined): void {
     req.resume();
     this.#d.metrics.proxyErrors.labels(this.#d.direction, e.code).inc();
+    this.#d.recentErrors?.record({ direction: this.#d.direction, reason: e.code, message: e.message, authority: hostOf(req.headers.host ?? ''), service: '', endpoint: '', peer: '', attempts: 0 });
     this.#writeError(res, e);
     void startMs;
   }
@@ -279,6 +284,7 @@ export class Listener {
     const outbound = d.direction === 'outbound';
     const dst = outbound ? (ex.backend?.name ?? ex.service?.name ?? 'unknown') : d.self.service;
     const dstEp = ex.endpoint;
+    if (err) d.recentErrors?.record({ direction: d.direction, reason: err.code, message: err.message, authority: ex.authority, service: dst, endpoint: dstEp?.address ?? '', peer: ex.peer.identity, attempts: ex.attempts });
     d.metrics.observe(
       {
         direction: d.direction,

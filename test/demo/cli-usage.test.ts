@@ -1,0 +1,76 @@
+// The local-mesh commands as scripts use them, without a running mesh: --help exits 0 for each,
+// bad usage exits 2 with a hint, a missing or stale mesh file exits 1 saying how to start one,
+// and `meshlet split --config-dir` edits a TrafficSplit atomically, keeping comments and the
+// other documents of the file, refusing bad weights without writing.
+import t from 'tap';
+import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { meshlet } from './fixtures/local-mesh.ts';
+
+const EXAMPLES = fileURLToPath(new URL('../../examples', import.meta.url));
+const tmp = mkdtempSync(join(tmpdir(), 'meshlet-cli-usage-'));
+t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
+const none = join(tmp, 'none.json');
+
+t.test('--help exits 0; bad usage exits 2', async (t) => {
+  const runs = await Promise.all([
+    ...['start', 'stat', 'split', 'fault', 'diagnose'].map(async (c) => [`${c} --help`, await meshlet(none, c, '--help')] as const),
+    ['stat -o xml', await meshlet(none, 'stat', '-o', 'xml')] as const,
+    ['stat --window x', await meshlet(none, 'stat', '--window', 'x')] as const,
+    ['split api', await meshlet(none, 'split', 'api')] as const,
+    ['split api v2=500', await meshlet(none, 'split', 'api', 'v2=500')] as const,
+    ['fault', await meshlet(none, 'fault')] as const,
+    ['fault x --fail 200%', await meshlet(none, 'fault', 'x', '--fail', '200%')] as const,
+    ['fault x --clear --fail 1%', await meshlet(none, 'fault', 'x', '--clear', '--fail', '1%')] as const,
+    ['diagnose a', await meshlet(none, 'diagnose', 'a')] as const,
+  ]);
+  for (const [what, r] of runs) {
+    if (what.endsWith('--help')) {
+      t.equal(r.code, 0, `${what}: exit 0`);
+      t.match(r.stdout, /usage: (meshlet|npm start)/, `${what}: usage`);
+    } else {
+      t.equal(r.code, 2, `${what}: exit 2`);
+      t.match(r.stderr, /Run 'meshlet \S+ --help'/, `${what}: says where the usage is`);
+    }
+  }
+  const top = await meshlet(none, '--help');
+  for (const c of ['start', 'stat', 'split', 'fault', 'diagnose']) t.match(top.stdout, new RegExp(`\\n  ${c} +\\S`), `meshlet --help lists ${c}`);
+});
+
+t.test('no mesh, or a stale one: exit 1 and how to start one', async (t) => {
+  const stale = join(tmp, 'stale.json');
+  writeFileSync(stale, JSON.stringify({ version: 1, pid: 2 ** 22 + 12345, workloads: [], namespace: 'demo', configDir: tmp, controlPlane: { url: '', admin: '' } }));
+  for (const [file, why] of [[none, /no local mesh is running/], [stale, /is stale/]] as const) {
+    for (const args of [['stat'], ['fault', 'api-v2', '--fail', '10%'], ['diagnose', 'web', 'api'], ['split', 'api', 'v2=50']]) {
+      const r = await meshlet(file, ...args);
+      t.equal(r.code, 1, `${args[0]}: exit 1`);
+      t.match(r.stderr, why, `${args[0]}: says why`);
+      t.match(r.stderr, /npm start/, `${args[0]}: says how to start a mesh`);
+    }
+  }
+});
+
+t.test('split --config-dir edits the TrafficSplit file in place', async (t) => {
+  const dir = join(tmp, 'config');
+  cpSync(EXAMPLES, dir, { recursive: true });
+  // A second document in the same file must survive.
+  const file = join(dir, 'canary.yaml');
+  writeFileSync(file, `${readFileSync(file, 'utf8')}---\n# another\napiVersion: meshlet.io/v1alpha1\nkind: TrafficSplit\nmetadata: { name: other, namespace: demo }\nspec:\n  service: web\n  backends:\n    - { service: web, weight: 1 }\n`);
+  const r = await meshlet(none, 'split', 'api', 'v2=30', '--config-dir', dir, '-o', 'json');
+  t.equal(r.code, 0, r.stderr);
+  t.same(JSON.parse(r.stdout).after, [{ service: 'api-v1', weight: 70 }, { service: 'api-v2', weight: 30 }]);
+  const text = readFileSync(file, 'utf8');
+  t.match(text, /# Edit the weights and save/, 'comment kept');
+  t.match(text, /\{ service: api-v1, weight: 70 \}/, 'flow style kept, weight changed');
+  t.match(text, /# another[\s\S]*name: other[\s\S]*\{ service: web, weight: 1 \}/, 'the other document is untouched');
+  t.same(readdirSync(dir).filter((f) => f.includes('tmp')), [], 'no temporary file left');
+  const bad = await meshlet(none, 'split', 'api', 'v3=30', '--config-dir', dir);
+  t.equal(bad.code, 2, 'an unknown backend: exit 2');
+  t.match(bad.stderr, /not a backend of api's split \(backends: api-v1, api-v2\)/);
+  t.equal(readFileSync(file, 'utf8'), text, 'nothing written');
+  const missing = await meshlet(none, 'split', 'nothere', 'v2=30', '--config-dir', dir);
+  t.equal(missing.code, 1, 'no such split: exit 1');
+  t.match(missing.stderr, /no TrafficSplit for service "nothere"/);
+});
