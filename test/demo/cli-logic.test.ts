@@ -13,6 +13,9 @@ const req = (dst: string, cls: string, tls: string, n: number, reason = '') =>
   `meshlet_requests_total{direction="outbound",src_workload="web",dst_service="${dst}",classification="${cls}",error_reason="${reason}",tls="${tls}"} ${n}`;
 const bucket = (dst: string, le: string, n: number) => `meshlet_request_duration_seconds_bucket{direction="outbound",src_workload="web",dst_service="${dst}",classification="success",le="${le}"} ${n}`;
 
+/** A ready proxy's view with the given identity and leaf expiry, nothing else. */
+const view = (workload: string, identity: string, notAfter: string): ProxyView => ({ workload, unreachable: undefined, ready: true, notReadyReasons: [], identity: { identity, notAfter, renewalError: null }, config: undefined, breakers: new Map(), errors: [] });
+
 t.test('parseMetrics reads samples and labels, escapes included', async (t) => {
   const s = parseMetrics(['# HELP x', 'meshlet_a{x="a\\"b",y="c"} 3', 'meshlet_b 4', 'meshlet_proxy_cpu 9', 'other 1'].join('\n'));
   t.same(s, [{ name: 'meshlet_a', labels: { x: 'a"b', y: 'c' }, value: 3 }, { name: 'meshlet_b', labels: {}, value: 4 }]);
@@ -102,7 +105,6 @@ t.test('authorizeView restates the proxy decision', async (t) => {
 });
 
 t.test('diagnose: identity mismatch, expired certificate and old errors, from made-up views', async (t) => {
-  const view = (workload: string, identity: string, notAfter: string): ProxyView => ({ workload, unreachable: undefined, ready: true, notReadyReasons: [], identity: { identity, notAfter, renewalError: null }, config: undefined, breakers: new Map(), errors: [] });
   const now = Date.parse('2026-01-01T00:00:00Z');
   const src = { ...view('web', 'spiffe://td/ns/d/sa/web', '2025-12-31T00:00:00Z'), config: { services: [{ name: 'api', endpoints: [{ address: '127.0.0.1:1', identity: 'spiffe://td/ns/d/sa/api' }] }] }, breakers: new Map([['127.0.0.1:1', 0]]), errors: [{ at: now - 600_000, direction: 'outbound' as const, reason: 'upstream-reset', message: 'closed', authority: 'api', service: 'api', endpoint: '127.0.0.1:1', peer: '', attempts: 1 }] };
   const callee = { ...view('impostor', 'spiffe://td/ns/d/sa/other', '2026-01-02T00:00:00Z'), app: { port: 8080 } };

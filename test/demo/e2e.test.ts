@@ -15,6 +15,9 @@ import { alive, descendants, meshlet, meshletJson, startMesh } from './fixtures/
 const EXAMPLES = fileURLToPath(new URL('../../examples', import.meta.url));
 const ID = (sa: string) => `spiffe://cluster.local/ns/demo/sa/${sa}`;
 
+/** The edge src → dst (destination by its first label) in a stat result. */
+const edge = (r: StatResult, src: string, dst: string): EdgeStat | undefined => r.edges.find((e) => e.source === src && e.destination.split('.')[0] === dst);
+
 t.test('meshlet start, stat, split, fault and diagnose on the local mesh', async (t) => {
   const tmp = mkdtempSync(join(tmpdir(), 'meshlet-e2e-'));
   t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
@@ -29,7 +32,6 @@ t.test('meshlet start, stat, split, fault and diagnose on the local mesh', async
   const up = /first request through the mesh ([\d.]+) s after start/.exec(m.output());
   t.ok(up && Number(up[1]) < 15, `first request through the mesh ${up?.[1]} s after the demo started (${((performance.now() - t0) / 1000).toFixed(2)} s after meshlet start)`);
   const stat = (window: string) => meshletJson<StatResult>(meshFile, 'stat', '--window', window);
-  const edge = (r: StatResult, src: string, dst: string): EdgeStat | undefined => r.edges.find((e) => e.source === src && e.destination.split('.')[0] === dst);
   const v2Share = (r: StatResult) => {
     const a = edge(r, 'web', 'api-v1')?.requests ?? 0;
     const b = edge(r, 'web', 'api-v2')?.requests ?? 0;

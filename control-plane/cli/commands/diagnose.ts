@@ -28,6 +28,9 @@ interface Ready {
   identity?: { identity: string | null; notAfter: string | null; renewalError: string | null } | string;
 }
 
+/** One recent error's identity, to merge the ring with the last error of each reason. */
+const errorKey = (e: RecentErrorView) => `${e.at}|${e.reason}|${e.endpoint}|${e.message}`;
+
 async function readProxy(w: MeshWorkload): Promise<ProxyView> {
   try {
     const [ready, cfg, metrics, errors] = await Promise.all([
@@ -40,9 +43,8 @@ async function readProxy(w: MeshWorkload): Promise<ProxyView> {
     for (const s of parseMetrics(metrics)) if (s.name === 'meshlet_endpoint_breaker_state') breakers.set(s.labels['endpoint'] ?? '', s.value);
     const id = typeof ready.identity === 'object' && ready.identity !== null ? { identity: ready.identity.identity, notAfter: ready.identity.notAfter, renewalError: ready.identity.renewalError } : null;
     // The ring, plus the last error of each reason that a burst of another pushed out of it.
-    const key = (e: RecentErrorView) => `${e.at}|${e.reason}|${e.endpoint}|${e.message}`;
-    const inRing = new Set(errors.errors.map(key));
-    const all = [...errors.errors, ...(errors.lastByReason ?? []).filter((e) => !inRing.has(key(e)))];
+    const inRing = new Set(errors.errors.map(errorKey));
+    const all = [...errors.errors, ...(errors.lastByReason ?? []).filter((e) => !inRing.has(errorKey(e)))];
     return { workload: w.name, unreachable: undefined, ready: ready.ready, notReadyReasons: ready.reasons ?? [], identity: id, config: cfg.config ?? undefined, breakers, errors: all };
   } catch (e) {
     return { workload: w.name, unreachable: (e as Error).message, ready: false, notReadyReasons: [], identity: null, config: undefined, breakers: new Map(), errors: [] };
