@@ -91,7 +91,7 @@ t.test('every panel query returns sane series from a real Prometheus scraping th
   if (!out.includes('Ctrl-C stops everything')) throw new Error(`the demo did not start:\n${out}\n${err}`);
   const admins = [...out.matchAll(/^ {4}([\w-]+)\s+http:\/\/(127\.0\.0\.1:\d+)$/gm)].map((m) => ({ workload: m[1]!, namespace: 'demo', admin: m[2]! }));
   const configDir = /config: (\S+)/.exec(out)![1]!;
-  t.same(admins.map((a) => a.workload).toSorted(), ['api-v1', 'api-v2', 'load', 'web'], 'the banner names every proxy admin URL');
+  t.same(admins.map((a) => a.workload).toSorted(), ['api-v1', 'api-v2', 'load', 'store', 'web'], 'the banner names every proxy admin URL');
 
   // `npm start -- --prometheus` runs its own Prometheus (5 s scrapes); the test's scrapes every second.
   for (let i = 0; i < 200 && !/prometheus: |prometheus not started/.test(out + err); i++) await new Promise((r) => setTimeout(r, 50));
@@ -109,9 +109,9 @@ t.test('every panel query returns sane series from a real Prometheus scraping th
   await new Promise((r) => setTimeout(r, QUERY_AT_MS - (Date.now() - t0)));
 
   const targets = (await (await fetch(`${prom.url}/api/v1/targets`)).json()) as { data: { activeTargets: Array<{ health: string; labels: Record<string, string> }> } };
-  t.same(targets.data.activeTargets.map((x) => `${x.labels['job']} ${x.health}`).toSorted(), ['meshlet-control-plane up', ...Array(4).fill('meshlet-proxy up')], 'Prometheus scrapes the control plane and four proxies');
+  t.same(targets.data.activeTargets.map((x) => `${x.labels['job']} ${x.health}`).toSorted(), ['meshlet-control-plane up', ...Array(5).fill('meshlet-proxy up')], 'Prometheus scrapes the control plane and five proxies');
   const demoTargets = (await (await fetch(`${demoProm}/api/v1/targets`)).json()) as typeof targets;
-  t.same(demoTargets.data.activeTargets.map((x) => `${x.labels['job']} ${x.health}`).toSorted(), ['meshlet-control-plane up', ...Array(4).fill('meshlet-proxy up')], "the demo's Prometheus scrapes the same five targets");
+  t.same(demoTargets.data.activeTargets.map((x) => `${x.labels['job']} ${x.health}`).toSorted(), ['meshlet-control-plane up', ...Array(5).fill('meshlet-proxy up')], "the demo's Prometheus scrapes the same six targets");
   const cpMetrics = await (await fetch(`http://127.0.0.1:${PORT_BASE + 990}/metrics`)).text();
 
   const summary: string[] = [];
@@ -164,14 +164,14 @@ t.test('every panel query returns sane series from a real Prometheus scraping th
   }
   t.comment(summary.join('\n'));
 
-  // Request rates match the load generator: load → web is RPS, and web → api another RPS.
+  // Request rates match the load generator: load → web is RPS, web → api and api → store another RPS each.
   const one = async (expr: string) => Number((await query(prom!.url, fill(expr, FILL['meshlet-service']!))).data?.result[0]?.value[1]);
   const service = DASHBOARDS.find((d) => d.dashboard.uid === 'meshlet-service')!.dashboard;
   const overview = DASHBOARDS.find((d) => d.dashboard.uid === 'meshlet-overview')!.dashboard;
   const webIn = await one(queriesOf(service).find((x) => x.panel.title === 'Request rate (inbound)')!.target.expr);
   const meshIn = await one(queriesOf(overview).find((x) => x.panel.title === 'Request rate')!.target.expr);
   t.ok(Math.abs(webIn - RPS) <= RPS * 0.25, `web's inbound rate ${webIn.toFixed(2)} req/s is within 25 % of the load generator's ${RPS}`);
-  t.ok(Math.abs(meshIn - 2 * RPS) <= 2 * RPS * 0.25, `the mesh's inbound rate ${meshIn.toFixed(2)} req/s is within 25 % of 2 × ${RPS} (two hops)`);
+  t.ok(Math.abs(meshIn - 3 * RPS) <= 3 * RPS * 0.25, `the mesh's inbound rate ${meshIn.toFixed(2)} req/s is within 25 % of 3 × ${RPS} (three hops: web, api, store)`);
   const success = await one(queriesOf(service).find((x) => x.panel.title === 'Success rate (inbound)')!.target.expr);
   t.ok(success >= 0.9, `web's success rate ${success.toFixed(4)} stays high (retries hide the dead endpoint)`);
   const retries = await one(`sum(rate(meshlet_retries_total[${RATE_WINDOW}]))`);
