@@ -225,6 +225,9 @@ export function diagnose(i: DiagnoseInput): Diagnosis {
       const total = backends.reduce((a, b) => a + b.weight, 0);
       out.split = backends.map((b) => ({ service: b.service, weight: b.weight, share: total > 0 ? b.weight / total : 0 }));
       if (total === 0) findings.push({ severity: 'error', topic: 'no-endpoints', message: `route ${route.name} gives every backend weight 0`, fix: REASONS['no-endpoints']!.fix });
+      // A backend that cannot take requests (no ready endpoint, every one ejected) gives its share
+      // to the others (proxy/policy/split.ts pickAdmitting): an error only when none can serve.
+      const down = new Map<string, 'no-endpoints' | 'breaker-open'>();
       for (const b of backends) {
         const bs = src.config?.services.find((s) => s.name === b.service);
         const eps = bs?.endpoints ?? [];
@@ -235,9 +238,16 @@ export function diagnose(i: DiagnoseInput): Diagnosis {
         }
         const mine = out.endpoints.filter((e) => e.service === b.service);
         if (b.weight === 0) continue;
-        if (mine.filter((e) => e.ready).length === 0) findings.push({ severity: 'error', topic: 'no-endpoints', message: `backend ${b.service} (weight ${b.weight}) has no ready endpoint`, fix: REASONS['no-endpoints']!.fix });
-        else if (mine.filter((e) => e.ready).every((e) => e.breaker === 'open')) findings.push({ severity: 'error', topic: 'breaker-open', message: `every endpoint of ${b.service} is ejected by the breaker (${mine.map((e) => e.address).join(', ')})`, fix: REASONS['breaker-open']!.fix });
+        if (mine.filter((e) => e.ready).length === 0) down.set(b.service, 'no-endpoints');
+        else if (mine.filter((e) => e.ready).every((e) => e.breaker === 'open')) down.set(b.service, 'breaker-open');
         else if (mine.some((e) => e.breaker === 'open' || e.breaker === 'probation')) findings.push({ severity: 'warning', topic: 'breaker-open', message: `${mine.filter((e) => e.breaker !== 'closed').map((e) => `${e.address} ${e.breaker}`).join(', ')} of ${b.service}: the balancer avoids it`, fix: REASONS['breaker-open']!.fix });
+      }
+      const serving = backends.filter((b) => b.weight > 0 && !down.has(b.service)).map((b) => b.service);
+      for (const [service, why] of down) {
+        const mine = out.endpoints.filter((e) => e.service === service);
+        const what = why === 'no-endpoints' ? `backend ${service} has no ready endpoint` : `every endpoint of ${service} is ejected by the breaker (${mine.map((e) => e.address).join(', ')})`;
+        const where = serving.length > 0 ? `; the split sends its share to ${serving.join(', ')}` : '; no other backend can take its share';
+        findings.push({ severity: serving.length > 0 ? 'warning' : 'error', topic: why, message: what + where, fix: REASONS[why]!.fix });
       }
       for (const e of out.endpoints) {
         if (e.expectedIdentity && !srcId && src.identity === null) findings.push({ severity: 'error', topic: 'tls-failed', message: `endpoint ${e.address} expects identity ${e.expectedIdentity}, but ${src.workload}'s proxy has no identity (plaintext mode)`, fix: 'Run the caller\'s proxy with --control-plane so it gets a certificate.' });

@@ -150,6 +150,35 @@ t.test('a backend failing 100 %: retries bounded by the budget, then the breaker
   t.ok(lines.every((l) => l['error'] === 'breaker-open' && l['attempts'] === 1 && l['status'] === 503), 'with reason breaker-open and 1 attempt');
 });
 
+t.test('a split backend whose endpoints are all ejected gives way to the healthy one: its clients see no failure', async (t) => {
+  const good = await startUpstream(always(200));
+  const bad = await startUpstream(always(503));
+  const p = await startProxyProcess({
+    config: {
+      version: 'canary1',
+      services: [
+        // Retries off: what keeps the client whole once the breaker is open is the split's re-pick.
+        { name: 'api', endpoints: [], routes: [{ name: 'canary', backends: [{ service: 'api-v1', weight: 50 }, { service: 'api-v2', weight: 50 }], retry: { attempts: 1 } }] },
+        { name: 'api-v1', endpoints: [{ address: good.address }] },
+        // Default breaker (7 consecutive failures); a long ejection so no probe lands in the test.
+        { name: 'api-v2', endpoints: [{ address: bad.address }], breaker: { baseEjection: 20_000, maxEjection: 20_000 } },
+      ],
+    },
+  });
+  const client = pool(p.outboundUrl, 8);
+  t.teardown(() => closeAll(p, [client], [good, bad]));
+  // Until the breaker opens, half the requests reach api-v2 and fail (no retries here).
+  const opening = await load(client, { count: 100, concurrency: 1, host: 'api', timeoutMs: 20_000 });
+  t.equal(bad.hits, 7, `api-v2 was ejected after its 7 consecutive failures (${opening.statuses.get(503) ?? 0} failed while it was open)`);
+  const after = await load(client, { count: 1000, concurrency: 8, host: 'api', timeoutMs: 20_000 });
+  t.same(after.errors, []);
+  t.equal(after.statuses.get(200), 1000, 'then all 1000 requests succeed: the split sends api-v2\'s share to api-v1');
+  t.equal(bad.hits, 7, 'and the ejected backend is not contacted');
+  const m = await p.metrics();
+  t.equal(metricValue(m, 'meshlet_endpoint_ejections_total', { dst_service: 'api-v2' }), 1, 'the ejection is counted (the canary is visibly down)');
+  t.equal(metricValue(m, 'meshlet_retries_total'), 0, 'no retry was needed');
+});
+
 t.test('an ejected endpoint gets exactly one probe per ejection, and traffic once it recovers', async (t) => {
   let failing = true;
   const times: number[] = [];

@@ -2,7 +2,7 @@
 // Deterministic: seeded and scripted random sources.
 import { test } from 'tap';
 import { seededRandom } from '../../../api/runtime.ts';
-import { pickWeighted } from '../../../proxy/policy/split.ts';
+import { pickAdmitting, pickWeighted } from '../../../proxy/policy/split.ts';
 
 test('empty or all-zero: undefined', async (t) => {
   t.equal(pickWeighted([], Math.random), undefined);
@@ -40,4 +40,31 @@ test('a single positive weight always wins', async (t) => {
   const random = seededRandom(3);
   for (let i = 0; i < 100; i++) if (pickWeighted(items, random) !== items[1]) t.fail('picked the 0-weight item');
   t.pass('100 draws');
+});
+
+test('pickAdmitting: a backend that cannot take the request gives way to the others, by weight', async (t) => {
+  const items = [{ id: 'v1', weight: 60 }, { id: 'v2', weight: 30 }, { id: 'dead', weight: 10 }];
+  const random = seededRandom(7);
+  const counts = new Map<string, number>();
+  const n = 100_000;
+  for (let i = 0; i < n; i++) {
+    const id = pickAdmitting(items, random, (x) => x.id !== 'dead')!.id;
+    counts.set(id, (counts.get(id) ?? 0) + 1);
+  }
+  t.equal(counts.get('dead'), undefined, 'the backend that cannot take requests gets none');
+  const v2 = (counts.get('v2') ?? 0) / n;
+  t.ok(Math.abs(v2 - 1 / 3) <= 0.01, `the others share in proportion to their weights: v2 ${v2.toFixed(4)} (1/3)`);
+});
+
+test('pickAdmitting: every backend healthy → exactly the weighted pick; none healthy → the first pick stands', async (t) => {
+  const items = [{ id: 'a', weight: 1 }, { id: 'b', weight: 3 }, { id: 'z', weight: 0 }];
+  const same = (admits: () => boolean, seed: number): number => {
+    const [r1, r2] = [seededRandom(seed), seededRandom(seed)];
+    let n = 0;
+    for (let i = 0; i < 1000; i++) if (pickAdmitting(items, r1, admits) === pickWeighted(items, r2)) n++;
+    return n;
+  };
+  t.equal(same(() => true, 3), 1000, 'all healthy: the same picks as pickWeighted, draw for draw');
+  t.equal(same(() => false, 5), 1000, 'none healthy: the first pick, and no second draw');
+  t.equal(pickAdmitting([{ id: 'only', weight: 1 }], () => 0.5, () => false)?.id, 'only', 'a single backend is never second-guessed');
 });
