@@ -28,10 +28,12 @@ export interface Running {
 
 export interface PathDef {
   name: string;
-  kind: 'direct' | 'haproxy' | 'meshlet';
+  kind: 'direct' | 'haproxy' | 'meshlet' | 'bare';
   hops: number;
   /** For meshlet paths: the HAProxy path it is judged against. */
   peer?: string;
+  /** For meshlet paths: the featureless Node proxy path it is compared with (no targets). */
+  yardstick?: string;
   start(ctx: Ctx): Promise<Running>;
 }
 
@@ -40,7 +42,8 @@ export const PATHS: PathDef[] = [
   { name: 'haproxy-1hop', kind: 'haproxy', hops: 1, start: (ctx) => haproxyOneHop(ctx) },
   { name: 'haproxy-2hop', kind: 'haproxy', hops: 2, start: (ctx) => haproxyTwoHops(ctx) },
   { name: 'meshlet-1hop', kind: 'meshlet', hops: 1, peer: 'haproxy-1hop', start: (ctx) => meshletOneHop(ctx) },
-  { name: 'meshlet-2hop', kind: 'meshlet', hops: 2, peer: 'haproxy-2hop', start: (ctx) => meshletTwoHops(ctx) },
+  { name: 'meshlet-2hop', kind: 'meshlet', hops: 2, peer: 'haproxy-2hop', yardstick: 'bare-node-2hop', start: (ctx) => meshletTwoHops(ctx) },
+  { name: 'bare-node-2hop', kind: 'bare', hops: 2, start: (ctx) => bareTwoHops(ctx) },
   { name: 'haproxy-2hop-mtls', kind: 'haproxy', hops: 2, start: (ctx) => haproxyTwoHops(ctx, haproxyMtls(ctx.dir)) },
   { name: 'meshlet-2hop-mtls', kind: 'meshlet', hops: 2, peer: 'haproxy-2hop-mtls', start: (ctx) => meshletTwoHops(ctx, true) },
 ];
@@ -138,6 +141,33 @@ export async function haproxyTwoHops(ctx: Ctx, tls?: { a: string; b: string }): 
     await b.stop();
     throw e;
   });
+  return {
+    url: `http://127.0.0.1:${pa}/`,
+    hostHeader: 'upstream',
+    proxies: [
+      { label: 'A', pid: a.pid },
+      { label: 'B', pid: b.pid },
+    ],
+    stop: all([a, b]),
+  };
+}
+
+// ---- the yardstick: a featureless Node 24 + undici proxy per hop (bench/bare-proxy.mjs) ----
+
+const BARE = join(dirname(new URL(import.meta.url).pathname), 'bare-proxy.mjs');
+
+/** client → A → B → nginx, each a bare Node proxy with meshlet's own heap flags. */
+export async function bareTwoHops(ctx: Ctx): Promise<Running> {
+  const [pa, pb] = [await freePort(), await freePort()];
+  const flags = await launcherFlags(ctx.proxyMain);
+  const b = await start('bare-b', process.execPath, [...flags, BARE, `127.0.0.1:${pb}`, ctx.upstream]);
+  const a = await start('bare-a', process.execPath, [...flags, BARE, `127.0.0.1:${pa}`, `127.0.0.1:${pb}`]);
+  try {
+    await waitFor('a request through bare A → B → nginx', async () => (await httpStatus(`http://127.0.0.1:${pa}/`, 'upstream')) === 200, [a, b], 10_000);
+  } catch (e) {
+    await Promise.all([a.stop(), b.stop()]);
+    throw e;
+  }
   return {
     url: `http://127.0.0.1:${pa}/`,
     hostHeader: 'upstream',

@@ -64,9 +64,20 @@ export interface Comparison {
   targets: Target[];
 }
 
+/** meshlet against the featureless Node proxy in the same run: orientation, no targets. */
+export interface YardstickComparison {
+  path: string;
+  yardstick: string;
+  throughputRatio: number;
+  cpuPerReqSatRatio: number;
+  cpuPer1kRandRatio: number;
+  rssRandRatio: number;
+}
+
 export interface Summary {
   paths: PathSummary[];
   comparisons: Comparison[];
+  yardsticks: YardstickComparison[];
 }
 
 /** HAProxy's added p99 can be ~0 or negative in noise; below this floor the ratio uses the floor. */
@@ -144,7 +155,22 @@ export function summarize(defs: PathDef[], samples: Sample[]): Summary {
     );
     comparisons.push({ path: me.path, peer: peer.path, throughputRatio, addedP99Ratio, cpuPer1kRatio: cpuOf(me) / cpuOf(peer), targets });
   }
-  return { paths, comparisons };
+  const yardsticks: YardstickComparison[] = [];
+  const sum = (s: PathSummary, g: (x: ProxySummary) => number): number => s.proxies.reduce((n, x) => n + g(x), 0);
+  for (const def of defs) {
+    const me = paths.find((p) => p.path === def.name);
+    const bare = paths.find((p) => p.path === def.yardstick);
+    if (!me || !bare) continue;
+    yardsticks.push({
+      path: me.path,
+      yardstick: bare.path,
+      throughputRatio: me.satRps / bare.satRps,
+      cpuPerReqSatRatio: sum(me, (x) => x.cpuUsPerReqSat) / sum(bare, (x) => x.cpuUsPerReqSat),
+      cpuPer1kRandRatio: sum(me, (x) => x.cpuSPer1kRand) / sum(bare, (x) => x.cpuSPer1kRand),
+      rssRandRatio: sum(me, (x) => x.peakRssRandMb) / sum(bare, (x) => x.peakRssRandMb),
+    });
+  }
+  return { paths, comparisons, yardsticks };
 }
 
 const f = (x: number | null, digits = 2): string => (x === null || Number.isNaN(x) ? '-' : x.toFixed(digits));
@@ -176,6 +202,9 @@ export function printReport(s: Summary, skipped: Record<string, string>, failure
   for (const c of s.comparisons) {
     console.log(`\n${c.path} vs ${c.peer}: throughput ×${f(c.throughputRatio)}, added p99 ×${f(c.addedP99Ratio)}, CPU per request ×${f(c.cpuPer1kRatio)}`);
     for (const t of c.targets) console.log(`  ${t.pass ? 'PASS' : 'FAIL'}  ${t.name}: ${f(t.value, 3)} (${t.limit})`);
+  }
+  for (const y of s.yardsticks) {
+    console.log(`\n${y.path} vs ${y.yardstick} (a featureless Node 24 + undici proxy, same run; orientation): throughput ×${f(y.throughputRatio)}, CPU per request ×${f(y.cpuPerReqSatRatio)} at saturation and ×${f(y.cpuPer1kRandRatio)} at ~1000 rps, peak RSS ×${f(y.rssRandRatio)}`);
   }
   if (Object.keys(skipped).length + failures.length > 0) console.log('');
   for (const [path, why] of Object.entries(skipped)) console.log(`skipped ${path}: ${why}`);
