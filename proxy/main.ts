@@ -24,6 +24,8 @@ export const USAGE = `usage: meshlet proxy --config FILE [options]
   --access-log WHERE       stdout (default), stderr or off
   --drain-grace MS         how long in-flight requests may finish on SIGTERM (default 30000)
   --max-header-size BYTES  larger request heads get 431 (default 16384)
+  --log-level LEVEL        debug, info (default), warn or error [MESHLET_LOG_LEVEL]; the access
+                           log is separate (--access-log)
 
 identity (mTLS between proxies; without --control-plane the proxy runs in plaintext mode):
   --control-plane URLS     https://host:port of the control plane (Certify and the config stream);
@@ -46,8 +48,18 @@ function hostPort(v: string, flag: string): HostPort | undefined {
   return { host: v.slice(0, i).replace(/^\[|\]$/g, ''), port };
 }
 
-function log(msg: string, fields: Record<string, unknown> = {}): void {
-  process.stderr.write(JSON.stringify({ ts: new Date().toISOString(), level: 'info', component: 'proxy', msg, ...fields }) + '\n');
+const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+type Log = (msg: string, fields?: Record<string, unknown>) => void;
+
+/** The proxy's log: JSON lines on stderr, `fields.level` (default info) at or above `min`. */
+function makeLog(min: string, write: (line: string) => void = (l) => process.stderr.write(l)): Log {
+  const floor = LOG_LEVELS.indexOf(min as (typeof LOG_LEVELS)[number]);
+  if (floor < 0) throw new Error(`--log-level / MESHLET_LOG_LEVEL: "${min}" is not one of ${LOG_LEVELS.join(', ')}`);
+  return (msg, fields = {}) => {
+    const level = typeof fields['level'] === 'string' ? fields['level'] : 'info';
+    if (LOG_LEVELS.indexOf(level as (typeof LOG_LEVELS)[number]) < floor) return;
+    write(JSON.stringify({ ts: new Date().toISOString(), level, component: 'proxy', msg, ...fields }) + '\n');
+  };
 }
 
 async function main(): Promise<void> {
@@ -64,6 +76,7 @@ async function main(): Promise<void> {
       'access-log': { type: 'string', default: 'stdout' },
       'drain-grace': { type: 'string', default: '30000' },
       'max-header-size': { type: 'string', default: '16384' },
+      'log-level': { type: 'string' },
       'control-plane': { type: 'string' },
       'trust-anchors': { type: 'string' },
       'identity-token-file': { type: 'string' },
@@ -79,6 +92,7 @@ async function main(): Promise<void> {
     process.stdout.write(USAGE);
     return;
   }
+  const log = makeLog(values['log-level'] ?? process.env['MESHLET_LOG_LEVEL'] ?? 'info');
   if (!values.config && !values['control-plane']) throw new Error('--config FILE or --control-plane URL is required');
   const app = hostPort(values.app, '--app');
   const admin = hostPort(values['admin-listen'], '--admin-listen');

@@ -131,7 +131,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
         },
         failed: (err, failures) => {
           metrics.renewals.labels('failed').inc();
-          o.log('certificate request failed; retrying', { error: err.message, failures });
+          o.log('certificate request failed; retrying', { level: 'warn', error: err.message, failures });
         },
       })
     : undefined;
@@ -160,7 +160,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     },
     refused: (problems, source) => {
       metrics.configUpdates.labels('refused').inc();
-      o.log('config refused; keeping the last good one', { source, problems });
+      o.log('config refused; keeping the last good one', { level: 'warn', source, problems });
     },
   });
   let source: { close(): void };
@@ -182,7 +182,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       ...(o.configStream.refuseVersion ? { refuseVersion: o.configStream.refuseVersion } : {}),
       onState: (up) => {
         metrics.controlPlaneConnected.set(up ? 1 : 0);
-        o.log(up ? 'config stream connected' : 'config stream lost; serving the last good config', {});
+        o.log(up ? 'config stream connected' : 'config stream lost; serving the last good config', up ? {} : { level: 'warn' });
       },
     });
     identity.onFirst(() => stream!.start());

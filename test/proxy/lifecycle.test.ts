@@ -5,6 +5,8 @@ import t from 'tap';
 import { request } from 'undici';
 import { Readable } from 'node:stream';
 import { startUpstream, startProxyProcess, pool, load, metricValue, UNINSTRUMENTED } from '../fixtures/mesh.ts';
+import { spawnSync } from 'node:child_process';
+import { PROXY_MAIN } from '../../proxy/launch.ts';
 
 const splitConfig = (version: string, w1: number, w2: number, a: string, b: string) => ({
   version,
@@ -171,4 +173,19 @@ t.test('a 100 MB body streams through with bounded proxy memory', async (t) => {
   t.ok(afterFirst - rssBefore < 96 * 1024, `the first 200 MB round trip grew peak RSS by ${((afterFirst - rssBefore) / 1024).toFixed(1)} MB (< 96 MB)`);
   t.ok(peak - afterFirst < 24 * 1024, `400 MB more moved with ${((peak - afterFirst) / 1024).toFixed(1)} MB more peak RSS (< 24 MB)`);
   t.ok(peak < 160 * 1024, `proxy peak RSS ${(peak / 1024).toFixed(1)} MB < 160 MB`);
+});
+
+t.test('log level: MESHLET_LOG_LEVEL=warn keeps warnings and drops info lines; a bad level is refused at start', async (t) => {
+  const up = await startUpstream();
+  const p = await startProxyProcess({ config: { version: 'l1', services: [{ name: 'api', endpoints: [{ address: up.address }] }] }, env: { MESHLET_LOG_LEVEL: 'warn' } });
+  t.teardown(async () => {
+    await p.stop();
+    await up.close();
+  });
+  const lines = p.stderr().trim().split('\n').map((l) => JSON.parse(l) as { level: string; msg: string });
+  t.ok(lines.some((l) => l.level === 'warn' && /plaintext mode/.test(l.msg)), 'the plaintext-mode warning is logged');
+  t.notOk(lines.some((l) => l.level === 'info'), `no info line (${lines.map((l) => l.msg).join('; ')})`);
+  const bad = spawnSync(process.execPath, [PROXY_MAIN, '--config', p.configPath, '--log-level', 'loud'], { encoding: 'utf8', timeout: 20_000 });
+  t.equal(bad.status, 2, 'exit 2');
+  t.match(bad.stderr, /--log-level \/ MESHLET_LOG_LEVEL: "loud" is not one of debug, info, warn, error/);
 });
