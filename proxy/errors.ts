@@ -6,7 +6,6 @@ export const ERROR_STATUS = {
   'header-too-large': 431,
   'no-route': 404,
   forbidden: 403,
-  'unauthenticated': 401,
   'no-endpoints': 503,
   'breaker-open': 503,
   'concurrency-limit': 503,
@@ -20,7 +19,8 @@ export const ERROR_STATUS = {
   'upstream-error': 502,
   'per-try-timeout': 504,
   'request-timeout': 504,
-  draining: 503,
+  /** No config yet: no file read, or no first view from the control plane. */
+  'no-config': 503,
 } as const;
 
 export type ProxyErrorCode = keyof typeof ERROR_STATUS;

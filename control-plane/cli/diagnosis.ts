@@ -111,7 +111,6 @@ export const REASONS: Readonly<Record<string, { means: string; fix: string }>> =
   'header-too-large': { means: "the request head was larger than the proxy's --max-header-size", fix: 'Send smaller headers (cookies!), or raise --max-header-size on the proxy.' },
   'no-route': { means: "the caller's config has no service for this host, or no route of it matches the request", fix: 'Check the host name the app calls and the MeshService/route match (meshlet proxy-config); is the service in the config folder?' },
   forbidden: { means: "the callee's authorization policy refused the caller's identity, method or path", fix: "Add a rule to the callee's AuthorizationPolicy allowing the caller's service account (and method/path)." },
-  unauthenticated: { means: 'the callee required an authenticated (mTLS) peer and the caller had none', fix: 'Mesh the caller (give it a proxy with an identity), or make the port permissive.' },
   'no-endpoints': { means: 'the service (or the split backend picked) has no ready endpoint, or every backend weight is 0', fix: 'Start an instance, mark an endpoint ready, or give a backend a weight > 0.' },
   'breaker-open': { means: 'every endpoint of the backend is ejected by the circuit breaker after consecutive failures', fix: 'Fix the failing endpoint; it is probed again after the ejection time. meshlet stat shows the breaker.' },
   'concurrency-limit': { means: "the service's in-flight and pending limits (breaker.maxInFlight/maxPending) were full: load shed", fix: 'Add capacity or raise breaker.maxInFlight / maxPending; look at the callee latency.' },
@@ -125,7 +124,7 @@ export const REASONS: Readonly<Record<string, { means: string; fix: string }>> =
   'upstream-error': { means: 'the exchange with the callee failed after it started (broken response, client gone)', fix: 'Look at the callee app and its proxy logs.' },
   'per-try-timeout': { means: 'one attempt got no response headers within timeouts.perTry', fix: 'Find why the callee is slow (meshlet stat p99), or raise timeouts.perTry.' },
   'request-timeout': { means: 'the whole request (all attempts) got no response within timeouts.request', fix: 'Find why the callee is slow, or raise timeouts.request.' },
-  draining: { means: 'the proxy was shutting down or had no config yet', fix: 'Wait for the proxy to be ready (meshlet proxy-status), or retry on another instance.' },
+  'no-config': { means: 'the proxy has no config yet: its --config file was not read, or the control plane has not sent it a first view', fix: 'Wait for the proxy to be ready (its /ready; meshlet proxy-status); check its --config file or its connection to the control plane.' },
 };
 
 function identityMatches(pattern: string, id: string): boolean {

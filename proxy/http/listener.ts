@@ -169,7 +169,7 @@ export class Listener {
     const cfg = d.store.current;
     const startMs = d.clock.now();
     if (!cfg) {
-      this.#respondError(req, res, new ProxyError('draining', 'the proxy has no config yet'), startMs, undefined);
+      this.#respondError(req, res, new ProxyError('no-config', 'the proxy has no config yet'), startMs, undefined);
       return;
     }
     const hostHeader = req.headers.host ?? '';

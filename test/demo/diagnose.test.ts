@@ -2,8 +2,8 @@
 // processes (file config, plaintext mode, test/fixtures/mesh.ts) behind a mesh file that names
 // them; each failing call is made, then diagnose must name the reason, explain it and say what to do.
 // Not reproduced here: connect-timeout and connect-failed (they need a non-loopback address),
-// identity-mismatch and unauthenticated (mTLS; e2e.test.ts runs the mTLS mesh), upstream-error and
-// draining (timing-dependent); their explanations are checked for presence below.
+// identity-mismatch (mTLS; e2e.test.ts runs the mTLS mesh), upstream-error and no-config
+// (timing-dependent); their explanations are checked for presence below.
 import t, { type Test } from 'tap';
 import net from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
