@@ -5,51 +5,14 @@
 // TrafficSplit moves real traffic. 10 000 requests follow 90/10 within ±2 %; a 50/50 edit under
 // load applies within a second with no failed request; deleting the split falls back to the
 // apex Service's own endpoints; adding and removing an endpoint in an EndpointSlice is followed.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { randomInt } from 'node:crypto';
+import { spawn, type ChildProcess } from 'node:child_process';
 import t from 'tap';
 import { startKube, type Kube } from '../fixtures/kube.ts';
 import { identityArgs, startControlPlane } from '../fixtures/control-plane.ts';
 import { load, pool, startProxyProcess } from '../fixtures/mesh.ts';
+import { createHostNetns } from '../fixtures/netns.ts';
 
 const CRDS = new URL('../../manifests/crds/', import.meta.url).pathname;
-
-function need(bin: string, pkg: string): void {
-  if (spawnSync('sh', ['-c', `command -v ${bin}`]).status !== 0) throw new Error(`${bin} is missing: apt-get install -y ${pkg} (scripts/install-deps.sh does it)`);
-}
-
-function sh(cmd: string[]): void {
-  const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd.join(' ')}: ${r.stderr}`);
-}
-
-/** A network namespace with a veth to the host: host side .1, the namespace holds `hosts` addresses .2, .3, ... */
-function netns(hosts: number): { name: string; addrs: string[]; remove(): void } {
-  need('ip', 'iproute2');
-  const id = randomInt(0, 1 << 20).toString(36);
-  const name = `ml-kt-${id}`;
-  const net = `10.253.${randomInt(1, 254)}`;
-  const [h, n] = [`mlkt${id}h`, `mlkt${id}n`];
-  const remove = (): void => {
-    spawnSync('ip', ['link', 'del', h]);
-    spawnSync('ip', ['netns', 'del', name]);
-  };
-  try {
-    sh(['ip', 'netns', 'add', name]);
-    sh(['ip', 'link', 'add', h, 'type', 'veth', 'peer', 'name', n]);
-    sh(['ip', 'link', 'set', n, 'netns', name]);
-    sh(['ip', 'addr', 'add', `${net}.1/24`, 'dev', h]);
-    sh(['ip', 'link', 'set', h, 'up']);
-    const addrs = Array.from({ length: hosts }, (_, i) => `${net}.${i + 2}`);
-    for (const a of addrs) sh(['ip', '-n', name, 'addr', 'add', `${a}/24`, 'dev', n]);
-    sh(['ip', '-n', name, 'link', 'set', n, 'up']);
-    sh(['ip', '-n', name, 'link', 'set', 'lo', 'up']);
-    return { name, addrs, remove };
-  } catch (e) {
-    remove();
-    throw e;
-  }
-}
 
 /** One process in the namespace serving HTTP on every address: the body names the address that answered. */
 async function serveIn(ns: string, addrs: string[], port: number): Promise<ChildProcess> {
@@ -82,7 +45,7 @@ spec:
 const classify = (body: string): string => body;
 
 t.test('kubectl-applied TrafficSplit moves real traffic: 90/10 ±2 % over 10 000, 50/50 under load, delete, EndpointSlice scaling', async (t) => {
-  const ns = netns(4);
+  const ns = createHostNetns(4, 'mlkt');
   t.teardown(() => ns.remove());
   const [v1a, v2, apexOnly, v1b] = ns.addrs as [string, string, string, string];
   const servers = await serveIn(ns.name, ns.addrs, PORT);

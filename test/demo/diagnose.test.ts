@@ -1,9 +1,10 @@
 // `meshlet diagnose` against every proxy error reason these proxies can be made to give: real proxy
 // processes (file config, plaintext mode, test/fixtures/mesh.ts) behind a mesh file that names
 // them; each failing call is made, then diagnose must name the reason, explain it and say what to do.
-// Not reproduced here: connect-timeout and connect-failed (they need a non-loopback address),
-// identity-mismatch (mTLS; e2e.test.ts runs the mTLS mesh), upstream-error and no-config
-// (timing-dependent); their explanations are checked for presence below.
+// connect-timeout and connect-failed need non-loopback addresses: a network namespace joined to the
+// host, whose iptables drop SYNs to one address and answer host-unreachable for another. Not
+// reproduced here: identity-mismatch (mTLS; e2e.test.ts runs the mTLS mesh), upstream-error and
+// no-config (timing-dependent); their explanations are checked for presence below.
 import t, { type Test } from 'tap';
 import net from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -14,6 +15,7 @@ import type { MeshFile } from '../../control-plane/cli/mesh-file.ts';
 import { REASONS, type Diagnosis } from '../../control-plane/cli/diagnosis.ts';
 import { PROXY_ERROR_CODES } from '../../proxy/errors.ts';
 import { meshlet, meshletJson } from './fixtures/local-mesh.ts';
+import { createHostNetns, requireTools } from '../fixtures/netns.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'meshlet-diagnose-'));
 const meshFile = join(tmp, 'mesh.json');
@@ -50,6 +52,12 @@ t.before(async () => {
   stops.push(() => broken.close());
   stops.push(() => ok.close(), () => slow.close(), () => reset.close(), () => bad.close(), () => calleeApp.close());
   const closed = await reservedPort();
+  requireTools(['ip', 'iptables']);
+  const ns = createHostNetns(2, 'mldg');
+  stops.push(async () => ns.remove());
+  const [blackhole, unreachable] = ns.addrs as [string, string];
+  ns.exec(['iptables', '-A', 'INPUT', '-d', blackhole, '-p', 'tcp', '-j', 'DROP']);
+  ns.exec(['iptables', '-A', 'INPUT', '-d', unreachable, '-p', 'tcp', '-j', 'REJECT', '--reject-with', 'icmp-host-unreachable']);
   callee = await startProxyProcess({ workload: 'callee', appPort: calleeApp.port, config: { version: 'callee-1', services: [], inbound: { defaultPolicy: 'deny' } } });
   stops.push(() => callee.stop());
   caller = await startProxyProcess({
@@ -69,6 +77,8 @@ t.before(async () => {
         { name: 'secure', endpoints: [{ address: ok.address, identity: 'spiffe://cluster.local/ns/test/sa/secure' }], retry: once },
         { name: 'broken', endpoints: [{ address: broken.address }], retry: once },
         { name: 'guarded', endpoints: [{ address: `127.0.0.1:${callee.inboundPort}` }], retry: once },
+        { name: 'blackhole', endpoints: [{ address: `${blackhole}:8080` }], retry: once, timeouts: { connect: 300 } },
+        { name: 'unreachable', endpoints: [{ address: `${unreachable}:8080` }], retry: once },
       ],
     },
   });
@@ -143,6 +153,16 @@ t.test('no-route', async (t) => {
 t.test('connect-refused', async (t) => {
   t.same(await send('refused'), ['connect-refused']);
   await explained(t, 'connect-refused', 'refused');
+});
+
+t.test('connect-timeout: SYNs dropped', async (t) => {
+  t.same(await send('blackhole'), ['connect-timeout']);
+  await explained(t, 'connect-timeout', 'blackhole');
+});
+
+t.test('connect-failed: host unreachable', async (t) => {
+  t.same(await send('unreachable'), ['connect-failed']);
+  await explained(t, 'connect-failed', 'unreachable');
 });
 
 t.test('no-endpoints', async (t) => {
