@@ -1,6 +1,7 @@
 // The admin server: /live, /ready (200 once config is loaded and not draining, with the reason
 // otherwise), /metrics (the proxy's own registry), /config (the config in force, its version),
 // /errors (the last errors the proxy answered itself, newest first).
+import type { ErrorsDocument } from '../api/proxy-admin.ts';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { ConfigStore } from './config/store.ts';
@@ -49,7 +50,7 @@ export function adminServer(d: AdminDeps): http.Server {
         return json(cur ? 200 : 503, { version: cur?.version ?? null, config: cur?.doc ?? null, lastRefusal: d.store.lastError ?? null });
       }
       case '/errors':
-        return json(200, { total: d.recentErrors?.total ?? 0, errors: d.recentErrors?.list() ?? [], lastByReason: d.recentErrors?.lastByReason() ?? [] });
+        return json(200, { total: d.recentErrors?.total ?? 0, errors: d.recentErrors?.list() ?? [], lastByReason: d.recentErrors?.lastByReason() ?? [] } satisfies ErrorsDocument);
       default:
         return json(404, { error: `unknown admin path ${path}`, paths: ['/live', '/ready', '/metrics', '/config', '/errors'] });
     }

@@ -4,18 +4,10 @@
 // and the last proxy errors with what each reason means and what to do. The route match and the
 // authorization rule below restate proxy/policy/{route-match,authorize}.ts (the CLI does not reach
 // into the proxy's folder); test/demo/diagnose.test.ts checks them against real proxies.
+import type { RecentError } from '../../api/proxy-admin.ts';
 
-export interface RecentErrorView {
-  at: number;
-  direction: 'inbound' | 'outbound';
-  reason: string;
-  message: string;
-  authority: string;
-  service: string;
-  endpoint: string;
-  peer: string;
-  attempts: number;
-}
+/** A proxy's recent error as its admin /errors reports it. */
+export type RecentErrorView = RecentError;
 
 interface RouteView {
   name: string;

@@ -1,25 +1,10 @@
 // The last proxy-made errors, for `meshlet diagnose` (admin GET /errors): a fixed ring of small
 // records plus the last one of each reason (so a burst of one reason, e.g. breaker-open, does not
 // hide the one that opened the breaker), written only when the proxy answers with its own error.
+import type { RecentError } from '../../api/proxy-admin.ts';
 import type { WallClock } from '../identity/identity.ts';
 
-export interface RecentError {
-  /** Wall-clock time, ms since the epoch. */
-  at: number;
-  direction: 'inbound' | 'outbound';
-  /** The stable proxy error code (proxy/errors.ts). */
-  reason: string;
-  message: string;
-  /** Host the request named (outbound) or "" (inbound). */
-  authority: string;
-  /** The destination service (outbound: the backend picked, if any; inbound: this workload's). */
-  service: string;
-  /** The endpoint address tried last, or "". */
-  endpoint: string;
-  /** The peer's SPIFFE ID (inbound mTLS), or "". */
-  peer: string;
-  attempts: number;
-}
+export type { RecentError };
 
 export class RecentErrors {
   readonly #ring: Array<RecentError | undefined>;

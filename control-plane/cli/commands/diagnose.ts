@@ -3,6 +3,7 @@
 // /errors) and the control plane's /config-problems; the reasoning is ../diagnosis.ts.
 import { parseArgs } from 'node:util';
 import { EXIT_FAILURE, EXIT_OK, HELP_FLAG, UsageError, guarded, type Command, type Io } from '../command.ts';
+import type { ErrorsDocument } from '../../../api/proxy-admin.ts';
 import { diagnose as explain, diagnosisText, type ProxyConfigView, type ProxyView, type RecentErrorView } from '../diagnosis.ts';
 import { findWorkload, meshPath, readMeshFile, type MeshWorkload } from '../mesh-file.ts';
 import { parseMetrics } from '../golden.ts';
@@ -37,7 +38,7 @@ async function readProxy(w: MeshWorkload): Promise<ProxyView> {
       getJson<Ready>(`${w.admin}/ready`),
       getJson<{ config: ProxyConfigView | null }>(`${w.admin}/config`),
       getText(`${w.admin}/metrics`),
-      getJson<{ errors: RecentErrorView[]; lastByReason?: RecentErrorView[] }>(`${w.admin}/errors`).catch(() => ({ errors: [], lastByReason: [] })),
+      getJson<Partial<ErrorsDocument> & { errors: RecentErrorView[] }>(`${w.admin}/errors`).catch(() => ({ errors: [], lastByReason: [] })),
     ]);
     const breakers = new Map<string, number>();
     for (const s of parseMetrics(metrics)) if (s.name === 'meshlet_endpoint_breaker_state') breakers.set(s.labels['endpoint'] ?? '', s.value);
