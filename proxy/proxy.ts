@@ -195,6 +195,15 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
 
   let outbound: Listener | undefined;
   let outAddr: AddressInfo | undefined;
+  /** An upgrade's upstream connection: mTLS checking `expected` when the endpoint names one, like its pool's. */
+  const upgradeDial = (address: string, expected: string | undefined, connectTimeout: number): UpgradeTarget => {
+    const i = address.lastIndexOf(':');
+    const opts = { hostname: address.slice(0, i), port: address.slice(i + 1), protocol: expected ? 'https:' : 'http:' } as Parameters<ReturnType<typeof tcpConnector>>[0];
+    if (!expected) return { address, dial: (cb) => void tcpConnector(connectTimeout)(opts, cb as Parameters<ReturnType<typeof tcpConnector>>[1]) };
+    if (!identity) return { error: new ProxyError('tls-failed', `endpoint ${address} expects identity ${expected}, but this proxy runs without identity (no --control-plane)`) };
+    const connect = tlsConnector({ timeoutMs: connectTimeout, expected, context: () => identity.current?.clientContext, onHandshakeFailure: (reason) => metrics.tlsHandshakeFailures.labels('outbound', reason).inc() });
+    return { address, dstPort: opts.port, dial: (cb) => void connect(opts, cb as Parameters<ReturnType<typeof tcpConnector>>[1]) };
+  };
   if (o.outbound) {
     const handler = compose(
       [destination, route, retry(o.clock, o.random, metrics), split(o.random), concurrency(metrics), balance(o.clock, o.random, metrics)],
@@ -210,7 +219,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       if (!b) return { error: new ProxyError('no-endpoints', 'no backend with weight > 0') };
       const ep = pickP2C(b.service.ready.filter((e) => e.accrual.isAvailable()), (e) => e.load, o.random);
       if (!ep) return { error: new ProxyError('no-endpoints', `no available endpoint of "${b.service.name}"`) };
-      return { address: ep.address };
+      return upgradeDial(ep.address, ep.identity, r.timeouts.connect);
     };
     outbound = new Listener({ ...common, direction: 'outbound', handler, upgrade: makeUpgradeHandler(pick, (req) => targetOf(req.url ?? '/', req.headers.host ?? '').target) });
     outAddr = await outbound.listen(o.outbound.host, o.outbound.port);
@@ -231,7 +240,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       const port = appPortOf(typeof h === 'string' ? h : undefined, appPorts);
       if (typeof port !== 'number') return { error: port };
       const d = authorize(cfg.inbound.policies, cfg.inbound.defaultPolicy, { port, identity: peer.identity, method: req.method ?? 'GET', path: pathOf(req.url ?? '/') });
-      return d.allowed ? { address: `${o.app.host}:${port}` } : { error: new ProxyError('forbidden', d.reason) };
+      return d.allowed ? upgradeDial(`${o.app.host}:${port}`, undefined, 1000) : { error: new ProxyError('forbidden', d.reason) };
     };
     inbound = new Listener({ ...common, direction: 'inbound', handler, upgrade: makeUpgradeHandler(pick, (req) => req.url ?? '/'), peerOf });
     acceptor = new InboundAcceptor({

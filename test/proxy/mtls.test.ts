@@ -13,6 +13,8 @@ import { importSecret, issueLeaf, parseSpiffeId } from '../../control-plane/ca/i
 import { makeCsr, newKeyPair } from '../../proxy/identity/csr.ts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { WebSocketServer, WebSocket } from 'ws';
+import type { AddressInfo } from 'node:net';
 import { startUpstream, startProxyProcess, metricValue, type ProxyProcess, type Upstream } from '../fixtures/mesh.ts';
 import { startControlPlane, identityArgs, type ControlPlane } from '../fixtures/control-plane.ts';
 
@@ -191,4 +193,50 @@ t.test('a permissive port accepts plaintext from unmeshed clients (and mTLS stil
   await fresh.destroy();
   t.notMatch(refused, /^status/, `a new plaintext connection gets no HTTP response (${refused})`);
   t.equal(app.hits, before, 'nothing reached the app');
+});
+
+t.test('a WebSocket crosses the two proxies over mTLS; to a server presenting another identity it is refused', async (t) => {
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  await new Promise((r) => wss.once('listening', r));
+  const seen: Array<string | undefined> = [];
+  wss.on('connection', (ws, req) => {
+    seen.push(req.headers['meshlet-dst-port'] as string | undefined);
+    ws.on('message', (m) => ws.send(`echo:${m.toString()}`));
+  });
+  const appPort = (wss.address() as AddressInfo).port;
+  const wsServer = await startProxyProcess({ config: { version: 'ws-s1', services: [], inbound: { defaultPolicy: 'all-authenticated' } }, appPort, workload: 'chat', args: identityArgs(cp, 'shop', 'chat') });
+  const wsClient = await startProxyProcess({
+    config: {
+      version: 'ws-c1',
+      services: [
+        { name: 'chat', endpoints: [{ address: `127.0.0.1:${wsServer.inboundPort}`, identity: `${TD}/ns/shop/sa/chat` }] },
+        { name: 'chat-impostor', endpoints: [{ address: `127.0.0.1:${wsServer.inboundPort}`, identity: `${TD}/ns/shop/sa/billing` }] },
+      ],
+    },
+    workload: 'web',
+    args: identityArgs(cp, 'shop', 'web'),
+  });
+  t.teardown(async () => {
+    await wsClient.stop();
+    await wsServer.stop();
+    wss.close();
+  });
+  const open = (host: string) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${wsClient.outboundPort}/chat`, { headers: { host } });
+    return new Promise<WebSocket>((resolve, reject) => {
+      ws.once('open', () => resolve(ws));
+      ws.once('unexpected-response', (_req, res) => reject(new Error(`${res.statusCode} ${String(res.headers['meshlet-proxy-error'])}`)));
+      ws.once('error', reject);
+    });
+  };
+  const ws = await open('chat');
+  const got = new Promise<string>((resolve) => ws.once('message', (m) => resolve(m.toString())));
+  ws.send('hi');
+  t.equal(await got, 'echo:hi', 'echoed through outbound → mTLS → inbound → app');
+  ws.close();
+  t.same(seen, [undefined], 'meshlet-dst-port is used by the inbound proxy, never passed to the app');
+  const m = await wsServer.metrics();
+  t.ok(metricValue(m, 'meshlet_tcp_connections_total', { direction: 'inbound' }) >= 1, 'the inbound proxy accepted it');
+  await t.rejects(open('chat-impostor'), /502 identity-mismatch/, 'another identity: 502 identity-mismatch, nothing reaches the app');
+  t.equal(seen.length, 1);
 });
