@@ -28,7 +28,7 @@ const EXAMPLES = fileURLToPath(new URL('../examples', import.meta.url));
  * beside the first), the demo watches a copy of the config folder with those addresses moved.
  */
 const DEFAULT_PORT_BASE = 14000;
-const PORT_OFFSETS = { certify: 443, cpAdmin: 990, web: 143, 'api-v1': 243, 'api-v2': 343, store: 543 } as const;
+const PORT_OFFSETS = { certify: 443, webhook: 444, cpAdmin: 990, web: 143, 'api-v1': 243, 'api-v2': 343, store: 543 } as const;
 const NAMESPACE = 'demo';
 
 /**
@@ -67,7 +67,8 @@ if (values.help) {
   --rps N           load generator rate (default 50)
   --seconds S       stop after S seconds (default: run until Ctrl-C)
   --config-dir DIR  the mesh's YAML (default examples/; edit it while the mesh runs)
-  --port-base N     ports are N + 443 (control plane), N + 990 (its admin), N + 143/243/343/543
+  --port-base N     ports are N + 443 (control plane), N + 444 (its injector webhook), N + 990
+                    (its admin), N + 143/243/343/543
                     (inbound of web, api-v1, api-v2, store), N + 601..644 (outbound, admin, app
                     and fault ports of each workload); default 14000. With another base the
                     mesh watches a copy of the config folder whose 127.0.0.1:14xxx addresses are moved
@@ -198,7 +199,7 @@ async function main(): Promise<void> {
   const firstToken = await token(names[0]!);
   const tokens = [firstToken, ...(await Promise.all(names.slice(1).map(token)))];
   // The control plane starts once the CA state holds the token key (it reads it at start).
-  start('control-plane', [CONTROL_PLANE, '--ca-file', caFile, '--config-dir', configDir, '--listen', `127.0.0.1:${PORTS.certify}`, '--admin-listen', `127.0.0.1:${PORTS.cpAdmin}`, '--reload-interval', '2s']);
+  start('control-plane', [CONTROL_PLANE, '--ca-file', caFile, '--config-dir', configDir, '--listen', `127.0.0.1:${PORTS.certify}`, '--admin-listen', `127.0.0.1:${PORTS.cpAdmin}`, '--webhook-listen', `127.0.0.1:${PORTS.webhook}`, '--reload-interval', '2s']);
   await waitReady(`http://127.0.0.1:${PORTS.cpAdmin}/ready`);
   for (const [i, x] of Object.values(w).entries()) {
     const tokenFile = join(dir, `${x.name}.token`);
@@ -262,6 +263,7 @@ meshlet demo mesh is up: first request through the mesh ${(first / 1000).toFixed
 
   config: ${configDir}  (edit and save: proxies follow within a second)
   control plane: https://127.0.0.1:${PORTS.certify}   admin: http://127.0.0.1:${PORTS.cpAdmin}/proxies
+  injector webhook: https://127.0.0.1:${PORTS.webhook}/inject (AdmissionReview in, JSONPatch out)
   proxy admin (/ready /metrics /config):
 ${Object.values(w).map((x) => `    ${x.name.padEnd(7)} http://127.0.0.1:${x.admin}`).join('\n')}
   mesh: ${meshFile}  (the CLI reads it: meshlet stat | split | fault | diagnose)

@@ -40,6 +40,9 @@ export class InjectorMetrics {
     for (const reason of MODES) this.injections.inc({ outcome: 'injected', reason }, 0);
     for (const reason of SKIPPED_REASONS) this.injections.inc({ outcome: 'skipped', reason }, 0);
     for (const reason of ERROR_REASONS) this.injections.inc({ outcome: 'error', reason }, 0);
+    // The latency series exist from 0 too: a series born at its first observation shows no
+    // increase to rate(), so the first reviews would never reach a latency panel.
+    for (const outcome of ['injected', 'skipped', 'error']) this.duration.zero({ outcome });
   }
 
   observe(o: Outcome, seconds: number): void {

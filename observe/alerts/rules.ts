@@ -58,9 +58,11 @@ export const slowRatio = (w: Window): string => `service:meshlet_requests:slow_r
 function recordingRules(): RecordingRule[] {
   const out: RecordingRule[] = [];
   for (const w of WINDOWS) {
+    // A service that never failed has no failure series: `or ... * 0` makes its ratio 0, not absent.
+    const all = `sum by (${BY_SERVICE}) (rate(meshlet_requests_total{${INBOUND}}[${w}]))`;
     out.push({
       record: errorRatio(w),
-      expr: `sum by (${BY_SERVICE}) (rate(meshlet_requests_total{${INBOUND},classification="failure"}[${w}]))\n/\nsum by (${BY_SERVICE}) (rate(meshlet_requests_total{${INBOUND}}[${w}]))`,
+      expr: `(\n  sum by (${BY_SERVICE}) (rate(meshlet_requests_total{${INBOUND},classification="failure"}[${w}]))\n  or\n  ${all} * 0\n)\n/\n${all}`,
     });
     out.push({
       record: slowRatio(w),

@@ -165,3 +165,24 @@ t.test('promtool notices a wrong expectation (the unit tests can fail)', async (
   const r = spawnSync(promtool, ['test', 'rules', f], { encoding: 'utf8' });
   t.not(r.status, 0, 'a healthy series expected to fire fails the run');
 });
+
+t.test('the error-ratio recording rule: 0 for a service that never failed, the share for one that did', async (t) => {
+  const f = join(dir, 'error-ratio.yaml');
+  const test = {
+    interval: '1m',
+    input_series: [requests('success', 100, 20, 'web'), requests('success', 90, 20, 'api'), requests('failure', 10, 20, 'api')],
+    promql_expr_test: [
+      {
+        expr: 'service:meshlet_requests:error_ratio_rate5m',
+        eval_time: '10m',
+        exp_samples: [
+          { labels: 'service:meshlet_requests:error_ratio_rate5m{dst_namespace="shop",dst_service="api"}', value: 0.1 },
+          { labels: 'service:meshlet_requests:error_ratio_rate5m{dst_namespace="shop",dst_service="web"}', value: 0 },
+        ],
+      },
+    ],
+  };
+  writeFileSync(f, stringify({ rule_files: [RULES], evaluation_interval: '1m', tests: [test] }));
+  const r = spawnSync(promtool, ['test', 'rules', f], { encoding: 'utf8' });
+  t.equal(r.status, 0, `promtool test rules: ${r.stdout}${r.stderr}`);
+});

@@ -5,6 +5,7 @@
 // filled as Grafana would and must return series whose values are sane: ratios in [0, 1],
 // p99 ≥ p95 ≥ p50, request rates close to what the load generator sent. Template variable queries
 // must offer the values used.
+import https from 'node:https';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -60,6 +61,28 @@ async function labelValues(prom: string, v: Variable, vars: Record<string, strin
 const labelKey = (m: Record<string, string>): string =>
   JSON.stringify(Object.entries(m).filter(([k]) => k !== 'le').toSorted());
 
+/** POSTs three AdmissionReviews to the webhook on `port`: what each answer was (allowed, with a patch, or denied). */
+async function admit(port: number): Promise<string[]> {
+  const pod = (name: string, extra: Record<string, unknown> = {}, annotations: Record<string, string> = {}) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'shop', annotations }, spec: { containers: [{ name: 'app', image: 'app:1', ports: [{ containerPort: 8080 }] }], ...extra } });
+  const out: string[] = [];
+  for (const [i, object] of [pod('web'), pod('host', { hostNetwork: true }), pod('bad', {}, { 'config.meshlet.io/proxy-cpu-request': 'banana' })].entries()) {
+    const body = JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: `00000000-0000-4000-8000-00000000000${i}`, kind: { group: '', version: 'v1', kind: 'Pod' }, resource: { group: '', version: 'v1', resource: 'pods' }, operation: 'CREATE', namespace: 'shop', object } });
+    // The webhook's certificate chains to the demo's throwaway CA; this client only needs the answer.
+    const r = await new Promise<{ response: { allowed: boolean; patch?: string } }>((resolve, reject) => {
+      const req = https.request({ host: '127.0.0.1', port, path: '/inject', method: 'POST', rejectUnauthorized: false, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => resolve(JSON.parse(text) as { response: { allowed: boolean; patch?: string } }));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+    out.push(r.response.allowed ? (r.response.patch ? 'allowed patch' : 'allowed') : 'denied');
+  }
+  return out;
+}
+
 t.test('the committed dashboard JSON is what the code generates', async (t) => {
   for (const d of DASHBOARDS) t.equal(readFileSync(join(GRAFANA, d.file), 'utf8'), exportJson(d.dashboard), `${d.file} is current (node scripts/gen-observe.ts)`);
   for (const d of DASHBOARDS) {
@@ -106,6 +129,12 @@ t.test('every panel query returns sane series from a real Prometheus scraping th
   const live = `- { address: "127.0.0.1:${PORT_BASE + 243}", serviceAccount: api-v1, labels: { version: v1 } }`;
   t.ok(yaml.includes(live), 'the moved config names api-v1 at the port base');
   writeFileSync(services, yaml.replace(live, `${live}\n    - { address: "127.0.0.1:${PORT_BASE + 1}", serviceAccount: api-v1, labels: { version: v1 } }`));
+  // The injector: the local mesh's control plane serves the webhook; send it reviews as the API
+  // server would (an injected Pod, a skipped one, a refused one) so its panels have data.
+  // Sent 6 s before the queries, well inside their 20 s rate window.
+  await new Promise((r) => setTimeout(r, QUERY_AT_MS - 6000 - (Date.now() - t0)));
+  const injections = await admit(PORT_BASE + 444);
+  t.same(injections, ['allowed patch', 'allowed', 'denied'], 'the webhook injected, skipped and refused as asked');
   await new Promise((r) => setTimeout(r, QUERY_AT_MS - (Date.now() - t0)));
 
   const targets = (await (await fetch(`${prom.url}/api/v1/targets`)).json()) as { data: { activeTargets: Array<{ health: string; labels: Record<string, string> }> } };
