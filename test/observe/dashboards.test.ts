@@ -61,9 +61,11 @@ async function labelValues(prom: string, v: Variable, vars: Record<string, strin
 const labelKey = (m: Record<string, string>): string =>
   JSON.stringify(Object.entries(m).filter(([k]) => k !== 'le').toSorted());
 
+/** A Pod as the API server would send it for review. */
+const pod = (name: string, extra: Record<string, unknown> = {}, annotations: Record<string, string> = {}) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'shop', annotations }, spec: { containers: [{ name: 'app', image: 'app:1', ports: [{ containerPort: 8080 }] }], ...extra } });
+
 /** POSTs three AdmissionReviews to the webhook on `port`: what each answer was (allowed, with a patch, or denied). */
 async function admit(port: number): Promise<string[]> {
-  const pod = (name: string, extra: Record<string, unknown> = {}, annotations: Record<string, string> = {}) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'shop', annotations }, spec: { containers: [{ name: 'app', image: 'app:1', ports: [{ containerPort: 8080 }] }], ...extra } });
   const out: string[] = [];
   for (const [i, object] of [pod('web'), pod('host', { hostNetwork: true }), pod('bad', {}, { 'config.meshlet.io/proxy-cpu-request': 'banana' })].entries()) {
     const body = JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: `00000000-0000-4000-8000-00000000000${i}`, kind: { group: '', version: 'v1', kind: 'Pod' }, resource: { group: '', version: 'v1', resource: 'pods' }, operation: 'CREATE', namespace: 'shop', object } });
