@@ -133,6 +133,17 @@ export async function haproxyOneHop(ctx: Ctx): Promise<Running> {
   return { url: `http://127.0.0.1:${port}/`, hostHeader: 'upstream', proxies: [{ label: 'A', pid: a.pid }], stop: all([a]) };
 }
 
+/** A two-hop path: wrk sends to `url` (Host: upstream); A and B are measured; `stop` stops `procs`. */
+const twoHops = (url: string, a: { pid: number }, b: { pid: number }, procs: Proc[]): Running => ({
+  url,
+  hostHeader: 'upstream',
+  proxies: [
+    { label: 'A', pid: a.pid },
+    { label: 'B', pid: b.pid },
+  ],
+  stop: all(procs),
+});
+
 /** client → A → B → nginx; `tls` secures the A → B hop. */
 export async function haproxyTwoHops(ctx: Ctx, tls?: { a: string; b: string }): Promise<Running> {
   const [pa, pb] = [await freePort(), await freePort()];
@@ -141,15 +152,7 @@ export async function haproxyTwoHops(ctx: Ctx, tls?: { a: string; b: string }): 
     await b.stop();
     throw e;
   });
-  return {
-    url: `http://127.0.0.1:${pa}/`,
-    hostHeader: 'upstream',
-    proxies: [
-      { label: 'A', pid: a.pid },
-      { label: 'B', pid: b.pid },
-    ],
-    stop: all([a, b]),
-  };
+  return twoHops(`http://127.0.0.1:${pa}/`, a, b, [a, b]);
 }
 
 // ---- the yardstick: a featureless Node 24 + undici proxy per hop (bench/bare-proxy.mjs) ----
@@ -168,15 +171,7 @@ export async function bareTwoHops(ctx: Ctx): Promise<Running> {
     await Promise.all([a.stop(), b.stop()]);
     throw e;
   }
-  return {
-    url: `http://127.0.0.1:${pa}/`,
-    hostHeader: 'upstream',
-    proxies: [
-      { label: 'A', pid: a.pid },
-      { label: 'B', pid: b.pid },
-    ],
-    stop: all([a, b]),
-  };
+  return twoHops(`http://127.0.0.1:${pa}/`, a, b, [a, b]);
 }
 
 // ---- meshlet: proxy/main.ts, started the way its launcher does; access log off like HAProxy's ----
@@ -238,15 +233,7 @@ export async function meshletTwoHops(ctx: Ctx, mtls = false): Promise<Running> {
     const a = await startMeshlet(ctx, 'A', upstreamService(b.inbound, cp ? spiffeIdOf('b') : undefined), ctx.upstream, cp ? await cp.identityArgs('a') : []);
     procs.push(a.proc);
     await waitFor('a request through meshlet A → B → nginx', async () => (await httpStatus(`http://${a.outbound}/`, 'upstream')) === 200, procs, 10_000);
-    return {
-      url: `http://${a.outbound}/`,
-      hostHeader: 'upstream',
-      proxies: [
-        { label: 'A', pid: a.proc.pid },
-        { label: 'B', pid: b.proc.pid },
-      ],
-      stop: all(procs),
-    };
+    return twoHops(`http://${a.outbound}/`, a.proc, b.proc, procs);
   } catch (e) {
     await all(procs)();
     throw e;

@@ -47,9 +47,8 @@ export interface Split {
   share: number;
 }
 
-export interface EdgeStat {
-  source: string;
-  destination: string;
+/** The golden signals of an edge or a service over one window. */
+export interface GoldenSignals {
   requests: number;
   rps: number;
   /** 0..1; null without requests. */
@@ -58,6 +57,11 @@ export interface EdgeStat {
   p99Ms: number | null;
   /** Share of the requests sent to an endpoint that went over mTLS (0..1); null without any. */
   mtls: number | null;
+}
+
+export interface EdgeStat extends GoldenSignals {
+  source: string;
+  destination: string;
   /** The identities the destination's endpoints must prove (the caller checks them on connect). */
   serverIdentities: string[];
   /** Peer identities the destination's inbound side saw during the window (from every caller). */
@@ -67,15 +71,9 @@ export interface EdgeStat {
   ejections: number;
 }
 
-export interface ServiceStat {
+export interface ServiceStat extends GoldenSignals {
   workload: string;
   service: string;
-  requests: number;
-  rps: number;
-  successRate: number | null;
-  p50Ms: number | null;
-  p99Ms: number | null;
-  mtls: number | null;
 }
 
 export interface RetryStat {

@@ -32,12 +32,15 @@ interface CountSeries {
   count: number;
 }
 
-interface LatencySeries {
+/** One edge (the latency histogram's label set) and the request counters under it. */
+interface EdgeSeries {
   readonly labels: LatencyLabels;
   count: number;
   sum: number;
   /** Non-cumulative counts per bucket of LATENCY_BUCKETS (the +Inf one is count). */
   readonly buckets: Float64Array;
+  /** meshlet_requests_total under this edge, by peer identity, status, reason and tls. */
+  readonly counts: Map<string, CountSeries>;
 }
 
 interface Sample {
@@ -50,12 +53,12 @@ interface Sample {
 const MAX_SERIES = 10_000;
 
 export class RequestMetrics {
-  readonly #counts = new Map<string, CountSeries>();
-  readonly #latency = new Map<string, LatencySeries>();
+  readonly #edges = new Map<string, EdgeSeries>();
+  #series = 0;
 
   constructor(registry: Registry) {
     registry.registerMetric(
-      scraped('meshlet_requests_total', 'Requests handled, by edge, status and classification.', 'counter', () => [...this.#counts.values()].map((s) => ({ value: s.count, labels: { ...s.labels } }))),
+      scraped('meshlet_requests_total', 'Requests handled, by edge, status and classification.', 'counter', () => [...this.#edges.values()].flatMap((e) => [...e.counts.values()].map((s) => ({ value: s.count, labels: { ...s.labels } })))),
     );
     registry.registerMetric(scraped('meshlet_request_duration_seconds', 'Time from request received to response headers sent.', 'histogram', () => this.#histogramSamples()));
   }
@@ -63,11 +66,12 @@ export class RequestMetrics {
   /** Count one finished request that took `seconds`. */
   observe(l: RequestLabels, seconds: number): void {
     const edge = `${l.direction}\u0001${l.src_workload}\u0001${l.src_namespace}\u0001${l.dst_service}\u0001${l.dst_workload}\u0001${l.dst_namespace}\u0001${l.classification}`;
-    let lat = this.#latency.get(edge);
+    if (this.#series >= MAX_SERIES) this.#clear();
+    let lat = this.#edges.get(edge);
     if (!lat) {
-      if (this.#latency.size >= MAX_SERIES) this.#latency.clear();
-      lat = { labels: { direction: l.direction, src_workload: l.src_workload, src_namespace: l.src_namespace, dst_service: l.dst_service, dst_workload: l.dst_workload, dst_namespace: l.dst_namespace, classification: l.classification }, count: 0, sum: 0, buckets: new Float64Array(LATENCY_BUCKETS.length) };
-      this.#latency.set(edge, lat);
+      lat = { labels: { direction: l.direction, src_workload: l.src_workload, src_namespace: l.src_namespace, dst_service: l.dst_service, dst_workload: l.dst_workload, dst_namespace: l.dst_namespace, classification: l.classification }, count: 0, sum: 0, buckets: new Float64Array(LATENCY_BUCKETS.length), counts: new Map() };
+      this.#edges.set(edge, lat);
+      this.#series++;
     }
     lat.count++;
     lat.sum += seconds;
@@ -77,20 +81,26 @@ export class RequestMetrics {
         break;
       }
     }
-    const key = `${edge}\u0001${l.src_identity}\u0001${l.status_code}\u0001${l.error_reason}\u0001${l.tls}`;
-    let c = this.#counts.get(key);
+    const key = `${l.src_identity}\u0001${l.status_code}\u0001${l.error_reason}\u0001${l.tls}`;
+    let c = lat.counts.get(key);
     if (!c) {
-      if (this.#counts.size >= MAX_SERIES) this.#counts.clear();
       c = { labels: { ...l }, count: 0 };
-      this.#counts.set(key, c);
+      lat.counts.set(key, c);
+      this.#series++;
     }
     c.count++;
+  }
+
+  /** The fuse: forget every series (Prometheus reads the drop as counter resets). */
+  #clear(): void {
+    this.#edges.clear();
+    this.#series = 0;
   }
 
   #histogramSamples(): Sample[] {
     const out: Sample[] = [];
     const name = 'meshlet_request_duration_seconds';
-    for (const s of this.#latency.values()) {
+    for (const s of this.#edges.values()) {
       let acc = 0;
       for (let i = 0; i < LATENCY_BUCKETS.length; i++) {
         acc += s.buckets[i]!;
