@@ -1,6 +1,6 @@
 // The composition root: builds clock, random source, registry, tracer, config store, the two
 // pipelines and the admin server, and hands each part what it needs. Nothing global.
-import { Pool, type Dispatcher } from 'undici';
+import { Pool, type buildConnector, type Dispatcher } from 'undici';
 import type { IncomingMessage } from 'node:http';
 import type { Clock, Random } from '../api/runtime.ts';
 import { StateRegistry, type ClientFactory } from './config/compile.ts';
@@ -17,7 +17,7 @@ import { ProxyError } from './errors.ts';
 import { destination } from './outbound/destination.ts';
 import { route } from './outbound/route.ts';
 import { retry } from './outbound/retry.ts';
-import { split } from './outbound/split.ts';
+import { backendAdmits, split } from './outbound/split.ts';
 import { concurrency } from './outbound/concurrency.ts';
 import { balance } from './outbound/balance.ts';
 import { endpoint } from './outbound/endpoint.ts';
@@ -25,7 +25,7 @@ import { authorization } from './inbound/authorize.ts';
 import { app } from './inbound/app.ts';
 import { byAppPort, appPortOf, DST_PORT_HEADER, parseAppPorts, type AppPorts } from './inbound/app-port.ts';
 import { matchRoute, pathOf } from './policy/route-match.ts';
-import { pickWeighted } from './policy/split.ts';
+import { pickAdmitting } from './policy/split.ts';
 import { pickP2C } from './policy/balancer.ts';
 import { authorize } from './policy/authorize.ts';
 import { ProxyMetrics } from './telemetry/metrics.ts';
@@ -81,18 +81,26 @@ export interface RunningProxy {
 const POOL_OPTIONS = { keepAliveTimeout: 30_000, keepAliveMaxTimeout: 60_000, pipelining: 1 };
 
 /**
+ * How to reach an endpoint: mTLS with its SPIFFE ID checked when the config names one, plain TCP
+ * otherwise; an endpoint that expects an identity never gets plaintext (a proxy without identity
+ * gets the error instead). Shared by the connection pools and WebSocket upgrades.
+ */
+function connectorFor(identity: IdentityManager | undefined, address: string, expected: string | undefined, connectTimeout: number, onHandshakeFailure: (reason: string) => void): buildConnector.connector | ProxyError {
+  if (!expected) return tcpConnector(connectTimeout);
+  if (!identity) return new ProxyError('tls-failed', `endpoint ${address} expects identity ${expected}, but this proxy runs without identity (no --control-plane)`, { beforeRequest: true });
+  return tlsConnector({ timeoutMs: connectTimeout, expected, context: () => identity.current?.clientContext, onHandshakeFailure });
+}
+
+/**
  * Connection pools per endpoint: mTLS with the endpoint's SPIFFE ID checked when the config names
  * one, plain TCP otherwise. An endpoint that expects an identity never gets plaintext.
  */
 export function undiciClients(identity: IdentityManager | undefined, onHandshakeFailure: (reason: string) => void): ClientFactory {
   return {
     create({ address, identity: expected, connectTimeout }): Dispatcher {
-      if (!expected) return new Pool(`http://${address}`, { ...POOL_OPTIONS, connect: tcpConnector(connectTimeout) });
-      if (!identity) {
-        return new RefusingDispatcher(new ProxyError('tls-failed', `endpoint ${address} expects identity ${expected}, but this proxy runs without identity (no --control-plane)`, { beforeRequest: true })) as unknown as Dispatcher;
-      }
-      const connect = tlsConnector({ timeoutMs: connectTimeout, expected, context: () => identity.current?.clientContext, onHandshakeFailure });
-      return new Pool(`https://${address}`, { ...POOL_OPTIONS, connect });
+      const connect = connectorFor(identity, address, expected, connectTimeout, onHandshakeFailure);
+      if (connect instanceof ProxyError) return new RefusingDispatcher(connect) as unknown as Dispatcher;
+      return new Pool(`${expected ? 'https' : 'http'}://${address}`, { ...POOL_OPTIONS, connect });
     },
     close(client) {
       void (client as Dispatcher).close().catch(() => {});
@@ -197,12 +205,11 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   let outAddr: AddressInfo | undefined;
   /** An upgrade's upstream connection: mTLS checking `expected` when the endpoint names one, like its pool's. */
   const upgradeDial = (address: string, expected: string | undefined, connectTimeout: number): UpgradeTarget => {
+    const connect = connectorFor(identity, address, expected, connectTimeout, (reason) => metrics.tlsHandshakeFailures.labels('outbound', reason).inc());
+    if (connect instanceof ProxyError) return { error: connect };
     const i = address.lastIndexOf(':');
-    const opts = { hostname: address.slice(0, i), port: address.slice(i + 1), protocol: expected ? 'https:' : 'http:' } as Parameters<ReturnType<typeof tcpConnector>>[0];
-    if (!expected) return { address, dial: (cb) => void tcpConnector(connectTimeout)(opts, cb as Parameters<ReturnType<typeof tcpConnector>>[1]) };
-    if (!identity) return { error: new ProxyError('tls-failed', `endpoint ${address} expects identity ${expected}, but this proxy runs without identity (no --control-plane)`) };
-    const connect = tlsConnector({ timeoutMs: connectTimeout, expected, context: () => identity.current?.clientContext, onHandshakeFailure: (reason) => metrics.tlsHandshakeFailures.labels('outbound', reason).inc() });
-    return { address, dstPort: opts.port, dial: (cb) => void connect(opts, cb as Parameters<ReturnType<typeof tcpConnector>>[1]) };
+    const opts = { hostname: address.slice(0, i), port: address.slice(i + 1), protocol: expected ? 'https:' : 'http:' } as Parameters<buildConnector.connector>[0];
+    return { address, ...(expected ? { dstPort: opts.port } : {}), dial: (cb) => void connect(opts, cb as Parameters<buildConnector.connector>[1]) };
   };
   if (o.outbound) {
     const handler = compose(
@@ -215,7 +222,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       if (!svc) return { error: new ProxyError('no-route', `no service for host "${t.host}"`) };
       const r = matchRoute(svc.routes, { method: req.method ?? 'GET', path: pathOf(t.target), headers: req.headers });
       if (!r) return { error: new ProxyError('no-route', `no route of "${svc.name}" matches`) };
-      const b = pickWeighted(r.backends, o.random);
+      const b = pickAdmitting(r.backends, o.random, backendAdmits);
       if (!b) return { error: new ProxyError('no-endpoints', 'no backend with weight > 0') };
       const ep = pickP2C(b.service.ready.filter((e) => e.accrual.isAvailable()), (e) => e.load, o.random);
       if (!ep) return { error: new ProxyError('no-endpoints', `no available endpoint of "${b.service.name}"`) };

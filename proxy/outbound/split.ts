@@ -9,7 +9,7 @@ import type { ServiceRuntime } from '../config/compile.ts';
 import { pickAdmitting } from '../policy/split.ts';
 
 /** Whether a backend can take a request now: one of its ready endpoints' breakers admits one. */
-function admits(b: { service: ServiceRuntime }): boolean {
+export function backendAdmits(b: { service: ServiceRuntime }): boolean {
   for (const ep of b.service.ready) if (ep.accrual.isAvailable()) return true;
   return false;
 }
@@ -17,7 +17,7 @@ function admits(b: { service: ServiceRuntime }): boolean {
 export function split(random: Random): Stage {
   return (next) => (ex) => {
     const backends = ex.route!.backends;
-    const b = pickAdmitting(backends, random, admits);
+    const b = pickAdmitting(backends, random, backendAdmits);
     if (!b || b.weight === 0) return Promise.reject(new ProxyError('no-endpoints', `route "${ex.route!.name}" has no backend with weight > 0`));
     ex.backend = b.service;
     return next(ex);
