@@ -169,9 +169,11 @@ t.test('a 100 MB body streams through with bounded proxy memory', async (t) => {
   await transfer();
   const peak = p.rssKb();
   // Bounded means independent of the body size: buffers are recycled, not accumulated. The first
-  // transfer grows the allocator's pools to their working size; two more add almost nothing.
+  // transfer grows the allocator's pools to their working size; two more add little: a proxy that
+  // kept the bodies would grow by hundreds of MB; on a loaded machine the allocator's arenas alone
+  // have grown 27 MB, so the bound is 48 MB, an eighth of the 400 MB they move.
   t.ok(afterFirst - rssBefore < 96 * 1024, `the first 200 MB round trip grew peak RSS by ${((afterFirst - rssBefore) / 1024).toFixed(1)} MB (< 96 MB)`);
-  t.ok(peak - afterFirst < 24 * 1024, `400 MB more moved with ${((peak - afterFirst) / 1024).toFixed(1)} MB more peak RSS (< 24 MB)`);
+  t.ok(peak - afterFirst < 48 * 1024, `400 MB more moved with ${((peak - afterFirst) / 1024).toFixed(1)} MB more peak RSS (< 48 MB)`);
   t.ok(peak < 160 * 1024, `proxy peak RSS ${(peak / 1024).toFixed(1)} MB < 160 MB`);
 });
 
