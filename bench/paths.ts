@@ -196,7 +196,9 @@ export async function startMeshlet(ctx: Ctx, label: string, config: ProxyConfig 
   const [outP, inP, adminP] = [await freePort(), await freePort(), await freePort()];
   const file = join(ctx.dir, `meshlet-${label}-${inP}.json`);
   writeFileSync(file, JSON.stringify(typeof config === 'function' ? config(inP) : config, null, 2));
-  const args = [...(await launcherFlags(ctx.proxyMain)), ctx.proxyMain, '--config', file, '--outbound-listen', `127.0.0.1:${outP}`, '--inbound-listen', `127.0.0.1:${inP}`, '--app', app, '--admin-listen', `127.0.0.1:${adminP}`, '--workload', `bench-${label.toLowerCase()}`, '--access-log', 'off', ...extraArgs];
+  // BENCH_NODE_FLAGS: extra Node flags for meshlet processes (profiling: --cpu-prof --cpu-prof-dir=DIR).
+  const extraNode = (process.env['BENCH_NODE_FLAGS'] ?? '').split(' ').filter(Boolean);
+  const args = [...(await launcherFlags(ctx.proxyMain)), ...extraNode, ctx.proxyMain, '--config', file, '--outbound-listen', `127.0.0.1:${outP}`, '--inbound-listen', `127.0.0.1:${inP}`, '--app', app, '--admin-listen', `127.0.0.1:${adminP}`, '--workload', `bench-${label.toLowerCase()}`, '--access-log', 'off', ...extraArgs];
   const proc = await start(`meshlet-${label}`, process.execPath, args, { cwd: ctx.root });
   try {
     await waitFor(`meshlet ${label} /ready`, async () => (await httpStatus(`http://127.0.0.1:${adminP}/ready`)) === 200, [proc]);

@@ -46,14 +46,14 @@ export function isProxyError(e: unknown): e is ProxyError {
   return e instanceof ProxyError;
 }
 
-/** Map a low-level socket/undici error from an upstream attempt to a proxy error. */
+/** Map a low-level socket or HTTP/1 client error (http1/client.ts, http/connector.ts) from an upstream attempt to a proxy error. */
 export function fromUpstreamError(err: unknown, responseStarted: boolean): ProxyError {
   if (err instanceof ProxyError) return err;
   const e = err as { code?: string; message?: string } | undefined;
   const code = e?.code ?? '';
   const msg = e?.message ?? String(err);
   if (code === 'ECONNREFUSED') return new ProxyError('connect-refused', `connection refused: ${msg}`, { cause: err, beforeRequest: true });
-  if (code === 'UND_ERR_CONNECT_TIMEOUT') return new ProxyError('connect-timeout', `connect timed out: ${msg}`, { cause: err, beforeRequest: true });
+  if (code === 'MESHLET_CONNECT_TIMEOUT') return new ProxyError('connect-timeout', `connect timed out: ${msg}`, { cause: err, beforeRequest: true });
   if (code === 'ENOTFOUND' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code === 'EAI_AGAIN') {
     return new ProxyError('connect-failed', `cannot connect: ${msg}`, { cause: err, beforeRequest: true });
   }
@@ -62,7 +62,7 @@ export function fromUpstreamError(err: unknown, responseStarted: boolean): Proxy
   if (code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL') || /certificate|handshake|SSL/i.test(msg)) {
     return new ProxyError('tls-failed', `TLS failed: ${msg}`, { cause: err, beforeRequest: true });
   }
-  if (!responseStarted && (code === 'ECONNRESET' || code === 'UND_ERR_SOCKET' || code === 'EPIPE' || code === 'UND_ERR_CLOSED')) {
+  if (!responseStarted && (code === 'ECONNRESET' || code === 'EPIPE' || code === 'MESHLET_UPSTREAM_CLOSED')) {
     return new ProxyError('upstream-reset', `upstream closed the connection before responding: ${msg}`, { cause: err });
   }
   return new ProxyError('upstream-error', msg, { cause: err });

@@ -1,7 +1,7 @@
 // The composition root: builds clock, random source, registry, tracer, config store, the two
 // pipelines and the admin server, and hands each part what it needs. Nothing global.
-import { Pool, type buildConnector, type Dispatcher } from 'undici';
-import type { IncomingMessage } from 'node:http';
+import { Pool, type Dial } from './http1/client.ts';
+import type { RequestHead } from './http1/head.ts';
 import type { Clock, Random } from '../api/runtime.ts';
 import { StateRegistry, type ClientFactory } from './config/compile.ts';
 import { ConfigStore } from './config/store.ts';
@@ -78,49 +78,36 @@ export interface RunningProxy {
   drain(graceMs: number): Promise<void>;
 }
 
-const POOL_OPTIONS = { keepAliveTimeout: 30_000, keepAliveMaxTimeout: 60_000, pipelining: 1 };
+/** Idle upstream connections: kept 30 s, or what the server's Keep-Alive hint says (less a second, at most 60 s). */
+const KEEP_ALIVE = { keepAliveTimeoutMs: 30_000, keepAliveMaxTimeoutMs: 60_000 };
 
 /**
  * How to reach an endpoint: mTLS with its SPIFFE ID checked when the config names one, plain TCP
  * otherwise; an endpoint that expects an identity never gets plaintext (a proxy without identity
  * gets the error instead). Shared by the connection pools and WebSocket upgrades.
  */
-function connectorFor(identity: IdentityManager | undefined, address: string, expected: string | undefined, connectTimeout: number, onHandshakeFailure: (reason: string) => void): buildConnector.connector | ProxyError {
-  if (!expected) return tcpConnector(connectTimeout);
+function connectorFor(identity: IdentityManager | undefined, address: string, expected: string | undefined, connectTimeout: number, onHandshakeFailure: (reason: string) => void): Dial | ProxyError {
+  if (!expected) return tcpConnector(address, connectTimeout);
   if (!identity) return new ProxyError('tls-failed', `endpoint ${address} expects identity ${expected}, but this proxy runs without identity (no --control-plane)`, { beforeRequest: true });
-  return tlsConnector({ timeoutMs: connectTimeout, expected, context: () => identity.current?.clientContext, onHandshakeFailure });
+  return tlsConnector({ address, timeoutMs: connectTimeout, expected, context: () => identity.current?.clientContext, onHandshakeFailure });
 }
 
 /**
  * Connection pools per endpoint: mTLS with the endpoint's SPIFFE ID checked when the config names
- * one, plain TCP otherwise. An endpoint that expects an identity never gets plaintext.
+ * one, plain TCP otherwise. An endpoint that expects an identity never gets plaintext: its pool
+ * fails every request with the reason (a configuration this proxy cannot serve).
  */
-export function undiciClients(identity: IdentityManager | undefined, onHandshakeFailure: (reason: string) => void): ClientFactory {
+export function endpointPools(identity: IdentityManager | undefined, clock: Clock, onHandshakeFailure: (reason: string) => void): ClientFactory {
   return {
-    create({ address, identity: expected, connectTimeout }): Dispatcher {
+    create({ address, identity: expected, connectTimeout }): Pool {
       const connect = connectorFor(identity, address, expected, connectTimeout, onHandshakeFailure);
-      if (connect instanceof ProxyError) return new RefusingDispatcher(connect) as unknown as Dispatcher;
-      return new Pool(`${expected ? 'https' : 'http'}://${address}`, { ...POOL_OPTIONS, connect });
+      const dial: Dial = connect instanceof ProxyError ? (cb) => queueMicrotask(() => cb(connect, null)) : connect;
+      return new Pool(dial, { now: () => clock.now(), ...KEEP_ALIVE });
     },
     close(client) {
-      void (client as Dispatcher).close().catch(() => {});
+      (client as Pool).close();
     },
   };
-}
-
-/** A dispatcher that fails every request with one error (a configuration the proxy cannot serve). */
-class RefusingDispatcher {
-  readonly #err: ProxyError;
-  constructor(err: ProxyError) {
-    this.#err = err;
-  }
-  dispatch(_opts: unknown, handler: Dispatcher.DispatchHandler): boolean {
-    queueMicrotask(() => handler.onResponseError?.(undefined as never, this.#err));
-    return true;
-  }
-  close(): Promise<void> {
-    return Promise.resolve();
-  }
 }
 
 /** Whether an app port accepts plaintext under a config. */
@@ -152,7 +139,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       }
     },
   });
-  const state = new StateRegistry(o.clock, o.random, undiciClients(identity, (reason) => metrics.tlsHandshakeFailures.labels('outbound', reason).inc()));
+  const state = new StateRegistry(o.clock, o.random, endpointPools(identity, o.clock, (reason) => metrics.tlsHandshakeFailures.labels('outbound', reason).inc()));
   const store = new ConfigStore(state, {
     applied: (cfg) => {
       metrics.configUpdates.labels('applied').inc();
@@ -207,20 +194,18 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   const upgradeDial = (address: string, expected: string | undefined, connectTimeout: number): UpgradeTarget => {
     const connect = connectorFor(identity, address, expected, connectTimeout, (reason) => metrics.tlsHandshakeFailures.labels('outbound', reason).inc());
     if (connect instanceof ProxyError) return { error: connect };
-    const i = address.lastIndexOf(':');
-    const opts = { hostname: address.slice(0, i), port: address.slice(i + 1), protocol: expected ? 'https:' : 'http:' } as Parameters<buildConnector.connector>[0];
-    return { address, ...(expected ? { dstPort: opts.port } : {}), dial: (cb) => void connect(opts, cb as Parameters<buildConnector.connector>[1]) };
+    return { address, ...(expected ? { dstPort: address.slice(address.lastIndexOf(':') + 1) } : {}), dial: connect };
   };
   if (o.outbound) {
     const handler = compose(
       [destination, route, retry(o.clock, o.random, metrics), split(o.random), concurrency(metrics), balance(o.clock, o.random, metrics)],
       endpoint(o.clock),
     );
-    const pick = (req: IncomingMessage, cfg: Parameters<Parameters<typeof makeUpgradeHandler>[0]>[1]): UpgradeTarget => {
-      const t = targetOf(req.url ?? '/', req.headers.host ?? '');
+    const pick = (req: RequestHead, cfg: Parameters<Parameters<typeof makeUpgradeHandler>[0]>[1]): UpgradeTarget => {
+      const t = targetOf(req.target, req.host);
       const svc = cfg.byHost.get(t.host);
       if (!svc) return { error: new ProxyError('no-route', `no service for host "${t.host}"`) };
-      const r = matchRoute(svc.routes, { method: req.method ?? 'GET', path: pathOf(t.target), headers: req.headers });
+      const r = matchRoute(svc.routes, { method: req.method, path: pathOf(t.target), headers: req.headers });
       if (!r) return { error: new ProxyError('no-route', `no route of "${svc.name}" matches`) };
       const b = pickAdmitting(r.backends, o.random, backendAdmits);
       if (!b) return { error: new ProxyError('no-endpoints', 'no backend with weight > 0') };
@@ -228,7 +213,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       if (!ep) return { error: new ProxyError('no-endpoints', `no available endpoint of "${b.service.name}"`) };
       return upgradeDial(ep.address, ep.identity, r.timeouts.connect);
     };
-    outbound = new Listener({ ...common, direction: 'outbound', handler, upgrade: makeUpgradeHandler(pick, (req) => targetOf(req.url ?? '/', req.headers.host ?? '').target) });
+    outbound = new Listener({ ...common, direction: 'outbound', handler, upgrade: makeUpgradeHandler(pick, (req) => targetOf(req.target, req.host).target) });
     outAddr = await outbound.listen(o.outbound.host, o.outbound.port);
   }
 
@@ -238,20 +223,19 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   // One pool and one pipeline per app port; the port also decides authorization and permissiveness.
   const appPorts = o.appPorts ?? parseAppPorts(undefined, o.app.port, o.inbound?.port);
   const appHost = o.app.host.includes(':') ? `[${o.app.host}]` : o.app.host;
-  const appPools = new Map(appPorts.ports.map((p) => [p, new Pool(`http://${appHost}:${p}`, { connect: tcpConnector(1000), keepAliveTimeout: 30_000, pipelining: 1 })]));
+  const appPools = new Map(appPorts.ports.map((p) => [p, new Pool(tcpConnector(`${appHost}:${p}`, 1000), { now: () => o.clock.now(), ...KEEP_ALIVE })]));
   if (o.inbound) {
     const pipelines = new Map(appPorts.ports.map((p) => [p, compose([authorization(metrics, p, (ex) => identity === undefined || permissive(ex.config, p))], app(appPools.get(p)!))]));
     const handler = byAppPort(appPorts, pipelines);
-    const pick = (req: IncomingMessage, cfg: Parameters<Parameters<typeof makeUpgradeHandler>[0]>[1], peer: { identity: string; tls: boolean }): UpgradeTarget => {
-      const h = peer.tls ? req.headers[DST_PORT_HEADER] : undefined;
-      const port = appPortOf(typeof h === 'string' ? h : undefined, appPorts);
+    const pick = (req: RequestHead, cfg: Parameters<Parameters<typeof makeUpgradeHandler>[0]>[1], peer: { identity: string; tls: boolean }): UpgradeTarget => {
+      const port = appPortOf(peer.tls ? req.get(DST_PORT_HEADER) : undefined, appPorts);
       if (typeof port !== 'number') return { error: port };
-      const d = authorize(cfg.inbound.policies, cfg.inbound.defaultPolicy, { port, identity: peer.identity, method: req.method ?? 'GET', path: pathOf(req.url ?? '/') });
+      const d = authorize(cfg.inbound.policies, cfg.inbound.defaultPolicy, { port, identity: peer.identity, method: req.method, path: pathOf(req.target) });
       return d.allowed ? upgradeDial(`${o.app.host}:${port}`, undefined, 1000) : { error: new ProxyError('forbidden', d.reason) };
     };
-    inbound = new Listener({ ...common, direction: 'inbound', handler, upgrade: makeUpgradeHandler(pick, (req) => req.url ?? '/'), peerOf });
+    inbound = new Listener({ ...common, direction: 'inbound', handler, upgrade: makeUpgradeHandler(pick, (req) => req.target), peerOf });
     acceptor = new InboundAcceptor({
-      http: inbound.server,
+      http: inbound,
       material: () => identity?.current,
       identityEnabled: identity !== undefined,
       // Plaintext always goes to the first app port.
@@ -282,7 +266,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       admin.close();
       admin.closeAllConnections();
       state.closeAll();
-      await Promise.all([...appPools.values()].map((p) => p.close().catch(() => {})));
+      for (const p of appPools.values()) p.destroy();
     },
   };
 }

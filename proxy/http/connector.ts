@@ -1,15 +1,27 @@
-// How the proxy opens upstream connections for undici pools: TCP (unmeshed endpoints) or mTLS with
-// the endpoint's SPIFFE ID checked; no Nagle delay, keep-alive probes, connect timeouts on real
-// timers (undici's own tick in ~0.5 s steps).
+// How the proxy opens upstream connections (connection pools and upgrades): TCP for unmeshed
+// endpoints, or mTLS with the endpoint's SPIFFE ID checked; no Nagle delay, keep-alive probes,
+// connect timeouts.
 import net from 'node:net';
 import tls, { type SecureContext } from 'node:tls';
-import { errors, type buildConnector } from 'undici';
+import type { Dial } from '../http1/client.ts';
 import { spiffeIdOfCert } from '../identity/identity.ts';
 
-export function tcpConnector(timeoutMs: number): buildConnector.connector {
-  return (opts, callback) => {
-    const host = opts.hostname.startsWith('[') ? opts.hostname.slice(1, -1) : opts.hostname;
-    const socket = net.connect({ host, port: Number(opts.port), noDelay: true, keepAlive: true, keepAliveInitialDelay: 60_000 });
+/** The connect (or TLS handshake) did not finish in time. */
+export class ConnectTimeoutError extends Error {
+  readonly code = 'MESHLET_CONNECT_TIMEOUT';
+}
+
+/** `host:port` or `[v6]:port` → the parts net.connect takes. */
+export function splitAddress(address: string): { host: string; port: number } {
+  const i = address.lastIndexOf(':');
+  const host = address.slice(0, i);
+  return { host: host.startsWith('[') ? host.slice(1, -1) : host, port: Number(address.slice(i + 1)) };
+}
+
+export function tcpConnector(address: string, timeoutMs: number): Dial {
+  const { host, port } = splitAddress(address);
+  return (callback) => {
+    const socket = net.connect({ host, port, noDelay: true, keepAlive: true, keepAliveInitialDelay: 60_000 });
     let settled = false;
     const settle = (err: Error | null) => {
       if (settled) return;
@@ -23,10 +35,9 @@ export function tcpConnector(timeoutMs: number): buildConnector.connector {
       } else callback(null, socket);
     };
     const onConnect = () => settle(null);
-    const timer = setTimeout(() => settle(new errors.ConnectTimeoutError(`connect to ${opts.hostname}:${opts.port} timed out after ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(() => settle(new ConnectTimeoutError(`connect to ${address} timed out after ${timeoutMs} ms`)), timeoutMs);
     socket.once('connect', onConnect);
     socket.once('error', settle);
-    return socket;
   };
 }
 
@@ -44,6 +55,8 @@ export class NoIdentityError extends Error {
 }
 
 export interface TlsConnectorOptions {
+  /** host:port of the endpoint. */
+  address: string;
   timeoutMs: number;
   /** The SPIFFE ID the endpoint must present. */
   expected: string;
@@ -57,17 +70,17 @@ export interface TlsConnectorOptions {
  * mTLS to a meshed endpoint: TLS 1.3, our leaf as the client certificate, the trust bundle as
  * the only CAs, and the server's SPIFFE ID checked against the one the config expects.
  */
-export function tlsConnector(o: TlsConnectorOptions): buildConnector.connector {
-  return (opts, callback) => {
-    const host = opts.hostname.startsWith('[') ? opts.hostname.slice(1, -1) : opts.hostname;
+export function tlsConnector(o: TlsConnectorOptions): Dial {
+  const { host, port } = splitAddress(o.address);
+  return (callback) => {
     const secureContext = o.context();
     if (!secureContext) {
       queueMicrotask(() => callback(new NoIdentityError('this proxy has no valid certificate yet'), null));
-      return undefined as unknown as net.Socket;
+      return;
     }
     const socket = tls.connect({
       host,
-      port: Number(opts.port),
+      port,
       secureContext,
       minVersion: 'TLSv1.3' as const,
       ALPNProtocols: ['http/1.1'],
@@ -101,9 +114,8 @@ export function tlsConnector(o: TlsConnectorOptions): buildConnector.connector {
       socket.setKeepAlive(true, 60_000);
       settle(null);
     };
-    const timer = setTimeout(() => settle(new errors.ConnectTimeoutError(`TLS connect to ${opts.hostname}:${opts.port} timed out after ${o.timeoutMs} ms`)), o.timeoutMs);
+    const timer = setTimeout(() => settle(new ConnectTimeoutError(`TLS connect to ${o.address} timed out after ${o.timeoutMs} ms`)), o.timeoutMs);
     socket.once('secureConnect', onSecure);
     socket.once('error', onError);
-    return socket;
   };
 }

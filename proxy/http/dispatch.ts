@@ -1,66 +1,68 @@
-// The last step of every attempt: one request to one endpoint over an undici connection pool,
-// with raw callbacks instead of streams. Resolves at response headers; the body streams after.
-import type { Dispatcher } from 'undici';
+// The last step of every attempt: one request to one endpoint over a keep-alive pool
+// (http1/client.ts). Resolves at response headers; the body streams after, or is discarded.
+import type { ClientAttempt, Pool, ResponseHandler } from '../http1/client.ts';
+import type { ResponseHead } from '../http1/head.ts';
 import type { Exchange, UpstreamBody, UpstreamResponse, BodySink } from './exchange.ts';
 import { forwardResponseHeaders } from './headers.ts';
 import { ProxyError, fromUpstreamError } from '../errors.ts';
 
-type Controller = Parameters<NonNullable<Dispatcher.DispatchHandler['onRequestStart']>>[0];
+/** Body bytes an attempt holds before its response is piped to the client, before it pauses the upstream. */
+const PENDING_LIMIT = 64 * 1024;
 
-/** Handler for one attempt: a promise for the head, then a body that can be piped or discarded. */
-class Attempt implements Dispatcher.DispatchHandler, UpstreamBody {
+/** One attempt: a promise for the head, then a body that can be piped or discarded. */
+class Attempt implements ResponseHandler, UpstreamBody {
   #resolve: (r: UpstreamResponse) => void;
   #reject: (e: unknown) => void;
-  #controller: Controller | undefined;
+  #client: ClientAttempt | undefined;
   #started = false;
   #sink: BodySink | undefined;
   #pending: Buffer[] | undefined;
+  #pendingBytes = 0;
   #ended = false;
   #failed: Error | undefined;
   #discarded = false;
   #done: Array<(ok: boolean) => void> | undefined;
-  #resume = () => this.#controller?.resume();
+  #resume = () => this.#client?.resume();
 
   constructor(resolve: (r: UpstreamResponse) => void, reject: (e: unknown) => void) {
     this.#resolve = resolve;
     this.#reject = reject;
   }
 
+  start(client: ClientAttempt): void {
+    this.#client = client;
+  }
+
   abort(reason: Error): void {
-    if (this.#controller) this.#controller.abort(reason);
-    else this.#failed = reason;
+    this.#client?.abort(reason);
   }
 
-  onRequestStart(controller: Controller): void {
-    this.#controller = controller;
-    if (this.#failed) controller.abort(this.#failed);
-  }
-
-  onResponseStart(controller: Controller, statusCode: number, _headers: unknown, statusText: string): void {
-    if (statusCode < 200) return; // 1xx informational: not forwarded (100-continue is handled by Node)
+  head(res: ResponseHead): void {
     this.#started = true;
-    const raw = (controller as unknown as { rawHeaders: Buffer[] }).rawHeaders ?? [];
-    this.#resolve({ status: statusCode, statusText, headers: forwardResponseHeaders(raw), body: this });
+    this.#resolve({ status: res.status, statusText: res.reason, headers: forwardResponseHeaders(res), framing: res.framing, body: this });
+    if (res.framing.kind === 'none') this.#ended = true;
   }
 
-  onResponseData(controller: Controller, chunk: Buffer): void {
-    if (this.#discarded) return;
+  data(chunk: Buffer): boolean {
+    if (this.#discarded) return true;
     const sink = this.#sink;
     if (sink) {
-      if (!sink.write(chunk)) {
-        controller.pause();
-        sink.once('drain', this.#resume);
-      }
-    } else (this.#pending ??= []).push(chunk);
+      if (sink.write(chunk)) return true;
+      sink.once('drain', this.#resume);
+      return false;
+    }
+    (this.#pending ??= []).push(chunk);
+    this.#pendingBytes += chunk.length;
+    return this.#pendingBytes < PENDING_LIMIT;
   }
 
-  onResponseEnd(): void {
+  end(): void {
     this.#ended = true;
     if (this.#sink) this.#sink.end();
     this.#finish(true);
   }
 
-  onResponseError(_controller: Controller, err: Error): void {
+  error(err: Error): void {
     if (!this.#started) {
       this.#reject(fromUpstreamError(err, false));
       this.#finish(false);
@@ -73,9 +75,16 @@ class Attempt implements Dispatcher.DispatchHandler, UpstreamBody {
 
   pipeTo(sink: BodySink): void {
     this.#sink = sink;
-    if (this.#pending) {
-      for (const c of this.#pending) sink.write(c);
+    const pending = this.#pending;
+    if (pending) {
       this.#pending = undefined;
+      this.#pendingBytes = 0;
+      let more = true;
+      for (const c of pending) more = sink.write(c);
+      if (!this.#ended && !this.#failed) {
+        if (more) this.#resume();
+        else sink.once('drain', this.#resume);
+      }
     }
     if (this.#ended) sink.end();
     else if (this.#failed) sink.destroy(this.#failed);
@@ -84,7 +93,7 @@ class Attempt implements Dispatcher.DispatchHandler, UpstreamBody {
   discard(): void {
     this.#discarded = true;
     this.#pending = undefined;
-    if (!this.#ended && !this.#failed) this.#controller?.abort(new ProxyError('upstream-error', 'response discarded for a retry'));
+    if (!this.#ended && !this.#failed) this.#client?.abort(new ProxyError('upstream-error', 'response discarded for a retry'));
   }
 
   onDone(fn: (ok: boolean) => void): void {
@@ -99,11 +108,24 @@ class Attempt implements Dispatcher.DispatchHandler, UpstreamBody {
   }
 }
 
+/** The request head for the upstream: request line, forwarded fields, Host, this hop's fields, framing. */
+export function requestHead(ex: Exchange, dstPort: string | undefined): string {
+  let h = `${ex.method} ${ex.target} HTTP/1.1\r\n`;
+  const headers = ex.headers;
+  for (let i = 0; i < headers.length; i += 2) h += `${headers[i]}: ${headers[i + 1]}\r\n`;
+  h += `host: ${ex.hostHeader}\r\n`;
+  if (dstPort !== undefined) h += `meshlet-dst-port: ${dstPort}\r\n`;
+  // A Content-Length came with the fields; a chunked body goes on chunked, as it came.
+  const body = ex.body;
+  if (body.kind === 'stream' && body.source.framing.kind === 'chunked') h += 'transfer-encoding: chunked\r\n';
+  return h + '\r\n';
+}
+
 /**
- * Send the exchange's request to `client` (an undici Dispatcher) once. `dstPort`: the port of the
- * endpoint address, sent as `meshlet-dst-port` to a meshed (mTLS) endpoint's inbound proxy.
+ * Send the exchange's request through `pool` once. `dstPort`: the port of the endpoint address,
+ * sent as `meshlet-dst-port` to a meshed (mTLS) endpoint's inbound proxy.
  */
-export function dispatchOnce(client: Dispatcher, ex: Exchange, perTryMs: number, dstPort?: string): Promise<UpstreamResponse> {
+export function dispatchOnce(pool: Pool, ex: Exchange, perTryMs: number, dstPort?: string): Promise<UpstreamResponse> {
   return new Promise<UpstreamResponse>((resolve, reject) => {
     let timer: NodeJS.Timeout | undefined;
     const attempt = new Attempt(
@@ -119,20 +141,10 @@ export function dispatchOnce(client: Dispatcher, ex: Exchange, perTryMs: number,
       },
     );
     const body = ex.body;
-    // A copy: a pool may queue the options and read them later; the exchange keeps its list for retries.
-    const headers = dstPort === undefined ? ex.headers.concat('host', ex.hostHeader) : ex.headers.concat('host', ex.hostHeader, 'meshlet-dst-port', dstPort);
-    const opts: Dispatcher.DispatchOptions = {
-      path: ex.target,
-      method: ex.method as Dispatcher.HttpMethod,
-      headers,
-      body: body.kind === 'buffer' ? body.data : body.kind === 'stream' ? body.source : null,
-      headersTimeout: 0,
-      bodyTimeout: 300_000,
-    };
     ex.abortAttempt = (reason) => attempt.abort(reason);
     if (perTryMs > 0) {
       timer = setTimeout(() => attempt.abort(new ProxyError('per-try-timeout', `no response headers within ${perTryMs} ms`)), perTryMs);
     }
-    client.dispatch(opts, attempt);
+    attempt.start(pool.request({ method: ex.method, head: requestHead(ex, dstPort), body: body.kind === 'buffer' ? body.data : body.kind === 'stream' ? body.source : undefined }, attempt));
   });
 }

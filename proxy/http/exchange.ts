@@ -1,8 +1,10 @@
 // The request's journey as one object: what each stage learned (service, route, backend,
 // endpoint, attempts) travels with it, so the log line and metrics read one place.
-import type { IncomingMessage } from 'node:http';
+import type { BodySource } from '../http1/body.ts';
+import type { Framing, RequestHead } from '../http1/head.ts';
 import type { RuntimeConfig, ServiceRuntime, RouteRuntime, EndpointState } from '../config/compile.ts';
 import type { HopSpan } from '../telemetry/trace.ts';
+import type { ProxyError } from '../errors.ts';
 
 export type Direction = 'inbound' | 'outbound';
 
@@ -12,7 +14,7 @@ export type RequestBody =
   /** Fully read (small enough to replay on retry). */
   | { kind: 'buffer'; data: Buffer }
   /** Streamed once; a request with such a body is never retried. */
-  | { kind: 'stream'; source: IncomingMessage };
+  | { kind: 'stream'; source: BodySource };
 
 export interface Peer {
   /** SPIFFE ID of an mTLS peer, "" for plaintext. */
@@ -22,7 +24,8 @@ export interface Peer {
 
 export interface Exchange {
   readonly direction: Direction;
-  readonly req: IncomingMessage;
+  /** The request head as received (fields, framing). */
+  readonly head: RequestHead;
   readonly method: string;
   /** Request-target as sent to the upstream: origin-form (`/a?b`). */
   readonly target: string;
@@ -52,9 +55,13 @@ export interface Exchange {
   clientGone: boolean;
   /** Abort the attempt in progress (set by the endpoint stage while an attempt runs). */
   abortAttempt: ((reason: Error) => void) | undefined;
+  /** The proxy error the request was answered with (set by the listener's rescue). */
+  error: ProxyError | undefined;
+  /** Measured and logged (once). */
+  measured: boolean;
 }
 
-/** Where a response body goes: the client's ServerResponse, or nowhere (discarded attempt). */
+/** Where a response body goes: the client's response (http1/server.ts). */
 export interface BodySink {
   write(chunk: Buffer): boolean;
   end(): void;
@@ -76,6 +83,8 @@ export interface UpstreamResponse {
   readonly statusText: string;
   /** Flat raw headers with case kept, hop-by-hop removed. */
   readonly headers: string[];
+  /** How the body is framed as it comes (a chunked body keeps its chunk framing). */
+  readonly framing: Framing;
   readonly body: UpstreamBody;
 }
 

@@ -1,8 +1,7 @@
-// A listener: accepts HTTP/1.1, builds the Exchange, runs the direction's pipeline and writes
-// the answer. The one place proxy errors become responses (with `meshlet-proxy-error`), and where
-// every request is measured, logged and traced once. Node's parser refuses ambiguous framing.
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import type { Socket, AddressInfo } from 'node:net';
+// A listener: accepts HTTP/1.1 connections (http1/server.ts), builds the Exchange, runs the
+// direction's pipeline and writes the answer. The one place proxy errors become responses (with
+// `meshlet-proxy-error`), and where every request is measured, logged and traced once.
+import net, { type Socket, type AddressInfo } from 'node:net';
 import type { Clock } from '../../api/runtime.ts';
 import type { ConfigStore } from '../config/store.ts';
 import type { Direction, Exchange, Handler, Peer, UpstreamResponse } from './exchange.ts';
@@ -14,6 +13,8 @@ import type { AccessLog } from '../telemetry/access-log.ts';
 import type { RecentErrors } from '../telemetry/recent-errors.ts';
 import { extractParent, propagationHeaders, type Tracing } from '../telemetry/trace.ts';
 import type { UpgradeHandler } from './upgrade.ts';
+import { ServerConnection, type HeadProblem, type ServerHooks, type ServerLimits, type ServerRequest } from '../http1/server.ts';
+import type { RequestHead } from '../http1/head.ts';
 
 export interface Workload {
   workload: string;
@@ -65,49 +66,60 @@ export function targetOf(url: string, hostHeader: string): { target: string; aut
   return { target: url, authority: hostHeader, host: hostOf(hostHeader) };
 }
 
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 408: 'Request Timeout', 431: 'Request Header Fields Too Large', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' };
+
 export class Listener {
-  readonly server: http.Server;
+  /** Accepts plaintext connections (outbound); the inbound side hands connections to accept(). */
+  readonly server: net.Server;
   readonly #d: ListenerDeps;
   #inFlight = 0;
   #draining = false;
-  /** prom-client hashes labels on every labels() call: keep the child. */
+  /** prom-client hashes labels on every labels() call: keep the children. */
   readonly #inFlightGauge: { inc(): void; dec(): void };
+  readonly #openGauge: { inc(): void; dec(): void };
+  readonly #acceptedCounter: { inc(): void };
   #idle: (() => void) | undefined;
-  readonly #sockets = new Set<Socket>();
+  readonly #conns = new Set<ServerConnection>();
+  readonly #hooks: ServerHooks;
+  readonly #limits: ServerLimits;
+  readonly #sweeper: NodeJS.Timeout;
 
   constructor(deps: ListenerDeps) {
     this.#d = deps;
     this.#inFlightGauge = deps.metrics.inFlight.labels(deps.direction);
-    this.server = http.createServer(
-      {
-        maxHeaderSize: deps.maxHeaderSize,
-        insecureHTTPParser: false,
-        // Checked in #onRequest so the 400 carries the proxy's reason header.
-        requireHostHeader: false,
-        // Bodies may stream for long; the per-try and request timeouts govern waiting for heads.
-        requestTimeout: 0,
-        headersTimeout: 30_000,
-        keepAliveTimeout: 65_000,
-        noDelay: true,
-      },
-      (req, res) => this.#onRequest(req, res),
-    );
-    this.server.on('clientError', (err: Error & { code?: string }, socket: Socket) => this.#onClientError(err, socket));
-    this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.#onUpgrade(req, socket, head));
-    this.server.on('connection', (socket: Socket) => {
-      const m = deps.metrics;
-      m.connections.labels(deps.direction).inc();
-      m.connectionsTotal.labels(deps.direction).inc();
-      this.#sockets.add(socket);
-      socket.once('close', () => {
-        m.connections.labels(deps.direction).dec();
-        this.#sockets.delete(socket);
-      });
-    });
+    this.#openGauge = deps.metrics.connections.labels(deps.direction);
+    this.#acceptedCounter = deps.metrics.connectionsTotal.labels(deps.direction);
+    this.#limits = { now: () => deps.clock.now(), maxHeaderSize: deps.maxHeaderSize, headersTimeoutMs: 30_000, keepAliveTimeoutMs: 65_000 };
+    this.#hooks = {
+      request: (req) => this.#onRequest(req),
+      upgrade: (head, socket, rest) => this.#onUpgrade(head, socket, rest),
+      refuse: (problem, message) => this.#refusal(problem, message),
+    };
+    this.server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => this.accept(socket));
+    // One timer for every connection's head and idle timeouts.
+    this.#sweeper = setInterval(() => {
+      const now = deps.clock.now();
+      for (const c of this.#conns) c.sweep(now);
+    }, 1000);
+    this.#sweeper.unref();
   }
 
   get inFlight(): number {
     return this.#inFlight;
+  }
+
+  /** Serve HTTP/1.1 on an accepted connection (plaintext, or TLS already handshaken). */
+  accept(socket: Socket): void {
+    this.#openGauge.inc();
+    this.#acceptedCounter.inc();
+    socket.setNoDelay(true);
+    const conn = new ServerConnection(socket, this.#hooks, this.#limits);
+    this.#conns.add(conn);
+    socket.once('close', () => {
+      this.#openGauge.dec();
+      this.#conns.delete(conn);
+    });
+    if (this.#draining) conn.drain();
   }
 
   listen(host: string, port: number): Promise<AddressInfo> {
@@ -124,7 +136,7 @@ export class Listener {
   async drain(graceMs: number): Promise<void> {
     this.#draining = true;
     this.server.close();
-    this.server.closeIdleConnections();
+    for (const c of this.#conns) c.drain();
     if (this.#inFlight > 0) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, graceMs);
@@ -134,66 +146,60 @@ export class Listener {
         };
       });
     }
-    for (const s of this.#sockets) s.destroy();
+    clearInterval(this.#sweeper);
+    for (const c of this.#conns) c.socket.destroy();
   }
 
-  #onClientError(err: Error & { code?: string }, socket: Socket): void {
+  /** The answer to a head that cannot be served (counted and recorded like any proxy error). */
+  #refusal(problem: HeadProblem, message: string): string {
     const d = this.#d;
-    if (!socket.writable || err.code === 'ECONNRESET') {
-      socket.destroy();
-      return;
-    }
-    const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
-    const code = tooLarge ? 'header-too-large' : 'bad-request';
-    const status = tooLarge ? 431 : 400;
+    const code = problem === 'header-too-large' ? 'header-too-large' : problem === 'request-timeout' ? 'request-timeout' : 'bad-request';
+    const status = problem === 'header-too-large' ? 431 : problem === 'request-timeout' ? 408 : 400;
     d.metrics.proxyErrors.labels(d.direction, code).inc();
-    d.recentErrors?.record({ direction: d.direction, reason: code, message: `${err.code ?? ''} ${err.message}`, authority: '', service: '', endpoint: '', peer: '', attempts: 0 });
-    const body = `meshlet: ${code}: ${err.code ?? ''} ${err.message}\n`;
-    socket.end(
-      `HTTP/1.1 ${status} ${tooLarge ? 'Request Header Fields Too Large' : 'Bad Request'}\r\n${PROXY_ERROR_HEADER}: ${code}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-    );
+    d.recentErrors?.record({ direction: d.direction, reason: code, message, authority: '', service: '', endpoint: '', peer: '', attempts: 0 });
+    const body = `meshlet: ${code}: ${message}\n`;
+    return `HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\n${PROXY_ERROR_HEADER}: ${code}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
   }
 
-  #onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+  #onUpgrade(head: RequestHead, socket: Socket, rest: Buffer): void {
     const d = this.#d;
     const cfg = d.store.current;
     if (!cfg) {
       socket.destroy();
       return;
     }
-    d.upgrade(req, socket, head, cfg, d.peerOf?.(req.socket) ?? PLAINTEXT);
+    d.upgrade(head, socket, rest, cfg, d.peerOf?.(socket) ?? PLAINTEXT);
   }
 
-  #onRequest(req: IncomingMessage, res: ServerResponse): void {
+  #onRequest(req: ServerRequest): void {
     const d = this.#d;
     const cfg = d.store.current;
     const startMs = d.clock.now();
+    const head = req.head;
     if (!cfg) {
-      this.#respondError(req, res, new ProxyError('no-config', 'the proxy has no config yet'), startMs, undefined);
+      this.#respondError(req, new ProxyError('no-config', 'the proxy has no config yet'));
       return;
     }
-    const hostHeader = req.headers.host ?? '';
-    const { target, authority, host } = targetOf(req.url ?? '/', hostHeader);
+    const { target, authority, host } = targetOf(head.target, head.host);
     if (host === '') {
-      this.#respondError(req, res, new ProxyError('bad-request', 'the request names no host (no Host header, no absolute-form target)'), startMs, undefined);
+      this.#respondError(req, new ProxyError('bad-request', 'the request names no host (no Host header, no absolute-form target)'));
       return;
     }
-    const parent = extractParent(req.headers);
-    const usedB3 = parent !== undefined && req.headers['traceparent'] === undefined;
+    const parent = extractParent(head);
+    const usedB3 = parent !== undefined && head.get('traceparent') === undefined;
     const path = pathOf(target);
     const span = d.tracing.start(
-      `${req.method} ${d.direction}`,
+      `${head.method} ${d.direction}`,
       d.direction === 'inbound' ? 'server' : 'client',
       parent,
       d.tracing.exporting ? spanAttributes(req, path, host, authority, d.direction) : NO_ATTRS,
     );
-    const headers = forwardRequestHeaders(req.rawHeaders, true);
+    const headers = forwardRequestHeaders(head, true);
     for (const h of propagationHeaders(span, usedB3)) headers.push(h);
-    const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
     const ex: Exchange = {
       direction: d.direction,
-      req,
-      method: req.method ?? 'GET',
+      head,
+      method: head.method,
       target,
       path,
       authority: host,
@@ -204,7 +210,7 @@ export class Listener {
       peer: d.peerOf?.(req.socket) ?? PLAINTEXT,
       span,
       usedB3,
-      body: hasBody ? { kind: 'stream', source: req } : { kind: 'none' },
+      body: req.body ? { kind: 'stream', source: req.body } : { kind: 'none' },
       service: undefined,
       route: undefined,
       backend: undefined,
@@ -213,73 +219,69 @@ export class Listener {
       deadline: Infinity,
       clientGone: false,
       abortAttempt: undefined,
+      error: undefined,
+      measured: false,
     };
     this.#inFlight++;
     this.#inFlightGauge.inc();
-    res.once('close', () => {
-      if (!res.writableFinished) {
+    req.onDone((how, err) => {
+      if (how === 'client-gone') {
         ex.clientGone = true;
         ex.abortAttempt?.(new ProxyError('upstream-error', 'client closed the connection'));
-      }
-      this.#done(ex, res, undefined);
+      } else if (how === 'destroyed' && err && !ex.error) ex.error = fromUpstreamError(err, true);
+      this.#done(ex, req);
     });
-    if (!hasBody) req.resume();
     d.handler(ex).then(
-      (up) => this.#respond(ex, res, up),
-      (err) => this.#rescue(ex, res, err),
+      (up) => this.#respond(ex, req, up),
+      (err) => this.#rescue(ex, req, err),
     );
   }
 
-  #respond(ex: Exchange, res: ServerResponse, up: UpstreamResponse): void {
-    if (res.destroyed) {
+  #respond(ex: Exchange, req: ServerRequest, up: UpstreamResponse): void {
+    if (req.destroyed) {
       up.body.discard();
       return;
     }
     if (this.#draining) up.headers.push('connection', 'close');
-    res.writeHead(up.status, up.statusText, up.headers);
-    up.body.pipeTo(res);
+    req.writeHead(up.status, up.statusText, up.headers, up.framing);
+    up.body.pipeTo(req);
   }
 
   /** The one place a proxy error becomes a response. */
-  #rescue(ex: Exchange, res: ServerResponse, err: unknown): void {
+  #rescue(ex: Exchange, req: ServerRequest, err: unknown): void {
     const e = isProxyError(err) ? err : fromUpstreamError(err, false);
-    (res as ServerResponse & { meshletError?: ProxyError }).meshletError = e;
-    if (res.headersSent || res.destroyed) {
-      res.destroy();
+    ex.error = e;
+    if (req.headersSent || req.destroyed) {
+      req.destroy();
       return;
     }
-    this.#writeError(res, e);
+    this.#writeError(req, e);
   }
 
-  #writeError(res: ServerResponse, e: ProxyError): void {
-    const body = `meshlet: ${e.code}: ${e.message}\n`;
-    res.writeHead(e.status, {
-      [PROXY_ERROR_HEADER]: e.code,
-      'content-type': 'text/plain; charset=utf-8',
-      'content-length': Buffer.byteLength(body),
-      ...(this.#draining ? { connection: 'close' } : {}),
-    });
-    res.end(body);
+  #writeError(req: ServerRequest, e: ProxyError): void {
+    const headers = [PROXY_ERROR_HEADER, e.code, 'content-type', 'text/plain; charset=utf-8'];
+    if (this.#draining) headers.push('connection', 'close');
+    req.respond(e.status, STATUS_TEXT[e.status] ?? 'Error', headers, `meshlet: ${e.code}: ${e.message}\n`);
   }
 
-  #respondError(req: IncomingMessage, res: ServerResponse, e: ProxyError, startMs: number, _ex: undefined): void {
-    req.resume();
+  #respondError(req: ServerRequest, e: ProxyError): void {
     this.#d.metrics.proxyErrors.labels(this.#d.direction, e.code).inc();
-    this.#d.recentErrors?.record({ direction: this.#d.direction, reason: e.code, message: e.message, authority: hostOf(req.headers.host ?? ''), service: '', endpoint: '', peer: '', attempts: 0 });
-    this.#writeError(res, e);
-    void startMs;
+    this.#d.recentErrors?.record({ direction: this.#d.direction, reason: e.code, message: e.message, authority: hostOf(req.head.host), service: '', endpoint: '', peer: '', attempts: 0 });
+    this.#writeError(req, e);
   }
 
   /** Measure, log and trace a finished request, once. */
-  #done(ex: Exchange, res: ServerResponse, _unused: undefined): void {
+  #done(ex: Exchange, req: ServerRequest): void {
+    if (ex.measured) return;
+    ex.measured = true;
     const d = this.#d;
     this.#inFlight--;
     this.#inFlightGauge.dec();
-    const err = (res as ServerResponse & { meshletError?: ProxyError }).meshletError;
-    const status = res.writableFinished || res.headersSent ? res.statusCode : 0;
+    const err = ex.error;
+    const status = req.headersSent ? req.status : 0;
     const durMs = d.clock.now() - ex.startMs;
     const reason = err?.code ?? (ex.clientGone ? 'client-gone' : '');
-    const ok = status > 0 && status < 500 && !err && res.writableFinished;
+    const ok = status > 0 && status < 500 && !err && req.finished;
     if (err) d.metrics.proxyErrors.labels(d.direction, err.code).inc();
     const outbound = d.direction === 'outbound';
     const dst = outbound ? (ex.backend?.name ?? ex.service?.name ?? 'unknown') : d.self.service;
@@ -323,13 +325,13 @@ export class Listener {
 }
 
 /** OpenTelemetry HTTP semantic conventions (stable attributes) for a hop's span. */
-function spanAttributes(req: IncomingMessage, path: string, host: string, authority: string, direction: string): Record<string, string | number> {
+function spanAttributes(req: ServerRequest, path: string, host: string, authority: string, direction: string): Record<string, string | number> {
   const a: Record<string, string | number> = {
-    'http.request.method': req.method ?? '',
+    'http.request.method': req.head.method,
     'url.path': path,
     'url.scheme': (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http',
     'server.address': host,
-    'network.protocol.version': req.httpVersion,
+    'network.protocol.version': req.head.minor === 1 ? '1.1' : '1.0',
     'network.peer.address': req.socket.remoteAddress ?? '',
     'network.peer.port': req.socket.remotePort ?? 0,
     'meshlet.direction': direction,
@@ -337,7 +339,7 @@ function spanAttributes(req: IncomingMessage, path: string, host: string, author
   const port = /:(\d+)$/.exec(authority)?.[1];
   if (port) a['server.port'] = Number(port);
   if (direction === 'inbound') a['client.address'] = req.socket.remoteAddress ?? '';
-  const ua = req.headers['user-agent'];
+  const ua = req.head.get('user-agent');
   if (ua) a['user_agent.original'] = ua;
   return a;
 }

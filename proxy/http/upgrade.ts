@@ -2,12 +2,12 @@
 // to a fresh upstream connection (mTLS with the endpoint's identity checked when the config names
 // one, like every other request) and bytes flow both ways untouched until either side closes.
 import type { Socket } from 'node:net';
-import type { IncomingMessage } from 'node:http';
+import type { RequestHead } from '../http1/head.ts';
 import type { RuntimeConfig } from '../config/compile.ts';
 import type { Peer } from './exchange.ts';
 import { PROXY_ERROR_HEADER, fromUpstreamError, type ProxyError } from '../errors.ts';
 
-export type UpgradeHandler = (req: IncomingMessage, socket: Socket, head: Buffer, cfg: RuntimeConfig, peer: Peer) => void;
+export type UpgradeHandler = (req: RequestHead, socket: Socket, head: Buffer, cfg: RuntimeConfig, peer: Peer) => void;
 
 /** Where an upgrade goes, or the proxy error that refuses it. */
 export type UpgradeTarget =
@@ -23,10 +23,10 @@ export type UpgradeTarget =
 const DST_PORT_HEADER = 'meshlet-dst-port';
 
 /** The request head again, as received (Upgrade and Connection included), meshlet-dst-port only as this hop sets it. */
-function requestHead(req: IncomingMessage, target: string, dstPort: string | undefined): string {
+function requestHead(req: RequestHead, target: string, dstPort: string | undefined): string {
   let head = `${req.method} ${target} HTTP/1.1\r\n`;
-  const raw = req.rawHeaders;
-  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() !== DST_PORT_HEADER) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
+  const raw = req.raw;
+  for (let i = 0; i < raw.length; i += 2) if (req.lower[i / 2] !== DST_PORT_HEADER) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
   if (dstPort !== undefined) head += `${DST_PORT_HEADER}: ${dstPort}\r\n`;
   return head + '\r\n';
 }
@@ -36,7 +36,7 @@ function refuse(socket: Socket, e: ProxyError): void {
   socket.end(`HTTP/1.1 ${e.status} Error\r\n${PROXY_ERROR_HEADER}: ${e.code}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
 }
 
-export function makeUpgradeHandler(pick: (req: IncomingMessage, cfg: RuntimeConfig, peer: Peer) => UpgradeTarget, targetOf: (req: IncomingMessage) => string): UpgradeHandler {
+export function makeUpgradeHandler(pick: (req: RequestHead, cfg: RuntimeConfig, peer: Peer) => UpgradeTarget, targetOf: (req: RequestHead) => string): UpgradeHandler {
   return (req, socket, head, cfg, peer) => {
     const t = pick(req, cfg, peer);
     if ('error' in t) return refuse(socket, t.error);

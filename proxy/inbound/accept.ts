@@ -4,7 +4,6 @@
 // proxy runs without identity). Everything else is refused at the handshake.
 import net from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
-import type { Server as HttpServer } from 'node:http';
 import type { Peer } from '../http/exchange.ts';
 import { spiffeIdOfCert, type TlsMaterial } from '../identity/identity.ts';
 
@@ -17,7 +16,8 @@ export function peerOf(socket: net.Socket): Peer {
 }
 
 export interface AcceptOptions {
-  http: HttpServer;
+  /** Serves HTTP/1.1 on a connection let in (the inbound listener). */
+  http: { accept(socket: net.Socket): void };
   /** The current TLS material; undefined while the proxy has no certificate. */
   material: () => TlsMaterial | undefined;
   /** Identity is configured: plaintext only where permissive. False: plaintext mode. */
@@ -46,7 +46,7 @@ export class InboundAcceptor {
         return;
       }
       (s as TLSSocket & { [PEER]?: Peer })[PEER] = Object.freeze({ identity, tls: true });
-      o.http.emit('connection', s);
+      o.http.accept(s);
     });
     this.#tls.on('tlsClientError', (err: Error & { code?: string }, s: TLSSocket) => {
       o.onRefused((s as TLSSocket & { authorizationError?: string }).authorizationError ?? err.code ?? 'handshake-error');
@@ -79,7 +79,7 @@ export class InboundAcceptor {
         socket.destroy();
         return;
       }
-      this.#o.http.emit('connection', socket);
+      this.#o.http.accept(socket);
       socket.resume();
     });
   }

@@ -65,8 +65,7 @@ export function appPortOf(value: string | undefined, ports: AppPorts): number | 
 /** The header's value when the request may use it (an mTLS peer), else undefined. */
 function dstPortOf(ex: Parameters<Handler>[0]): string | undefined {
   if (!ex.peer.tls) return undefined;
-  const v = ex.req.headers[DST_PORT_HEADER];
-  return typeof v === 'string' ? v : undefined;
+  return ex.head.get(DST_PORT_HEADER);
 }
 
 /**

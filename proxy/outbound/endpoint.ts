@@ -1,7 +1,7 @@
 // Outbound terminal: send the attempt to the chosen endpoint's connection pool. The per-try
 // timeout is the route's, shortened to what is left of the whole-request deadline. A meshed
 // (mTLS) endpoint is told which port was dialled (`meshlet-dst-port`, see inbound/app-port.ts).
-import type { Dispatcher } from 'undici';
+import type { Pool } from '../http1/client.ts';
 import type { Clock } from '../../api/runtime.ts';
 import type { EndpointState } from '../config/compile.ts';
 import type { Handler } from '../http/exchange.ts';
@@ -23,6 +23,6 @@ export function endpoint(clock: Clock): Handler {
   return (ex) => {
     const perTry = Math.min(ex.route?.timeouts.perTry ?? 0, Math.max(1, ex.deadline - clock.now()));
     const ep = ex.endpoint!;
-    return dispatchOnce(ep.client as Dispatcher, ex, perTry, ep.identity === undefined ? undefined : dstPortOf(ep));
+    return dispatchOnce(ep.client as Pool, ex, perTry, ep.identity === undefined ? undefined : dstPortOf(ep));
   };
 }

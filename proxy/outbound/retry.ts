@@ -31,11 +31,9 @@ export function outcomeOfError(err: unknown): AttemptOutcome | undefined {
 export async function makeReplayable(ex: Exchange, maxBuffered: number): Promise<boolean> {
   const body = ex.body;
   if (body.kind !== 'stream') return true;
-  const len = Number(ex.req.headers['content-length']);
-  if (!Number.isFinite(len) || len > maxBuffered) return false;
-  const chunks: Buffer[] = [];
-  for await (const c of body.source) chunks.push(c as Buffer);
-  ex.body = { kind: 'buffer', data: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) };
+  const f = body.source.framing;
+  if (f.kind !== 'length' || f.length > maxBuffered) return false;
+  ex.body = { kind: 'buffer', data: await body.source.readAll() };
   return true;
 }
 

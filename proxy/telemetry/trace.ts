@@ -46,9 +46,14 @@ export function parseTraceparent(v: string | undefined): ParentContext | undefin
   return { traceId, spanId, sampled: (parseInt(flags, 16) & 1) === 1 };
 }
 
+/** Request fields by lower-case name (http1/head.ts Fields). */
+export interface FieldLookup {
+  get(lower: string): string | undefined;
+}
+
 /** Parse B3 (single `b3` header or X-B3-* multi headers). 64-bit trace ids are left-padded. */
-export function parseB3(headers: Record<string, string | string[] | undefined>): ParentContext | undefined {
-  const single = headers['b3'];
+export function parseB3(headers: FieldLookup): ParentContext | undefined {
+  const single = headers.get('b3');
   let traceId: string | undefined;
   let spanId: string | undefined;
   let sampled = false;
@@ -57,11 +62,9 @@ export function parseB3(headers: Record<string, string | string[] | undefined>):
     [traceId, spanId] = parts;
     sampled = parts[2] === '1' || parts[2] === 'd';
   } else {
-    const t = headers['x-b3-traceid'];
-    const s = headers['x-b3-spanid'];
-    traceId = typeof t === 'string' ? t : undefined;
-    spanId = typeof s === 'string' ? s : undefined;
-    sampled = headers['x-b3-sampled'] === '1' || headers['x-b3-flags'] === '1';
+    traceId = headers.get('x-b3-traceid');
+    spanId = headers.get('x-b3-spanid');
+    sampled = headers.get('x-b3-sampled') === '1' || headers.get('x-b3-flags') === '1';
   }
   if (!traceId || !spanId) return undefined;
   traceId = traceId.toLowerCase();
@@ -71,9 +74,8 @@ export function parseB3(headers: Record<string, string | string[] | undefined>):
   return { traceId, spanId, sampled };
 }
 
-export function extractParent(headers: Record<string, string | string[] | undefined>): ParentContext | undefined {
-  const tp = headers['traceparent'];
-  return parseTraceparent(typeof tp === 'string' ? tp : undefined) ?? parseB3(headers);
+export function extractParent(headers: FieldLookup): ParentContext | undefined {
+  return parseTraceparent(headers.get('traceparent')) ?? parseB3(headers);
 }
 
 /** Random hex ids from a pooled buffer: one randomFill per 512 ids. */

@@ -1,0 +1,434 @@
+// The client side of HTTP/1.1: a keep-alive pool of connections to one endpoint, one request at
+// a time per connection. A request's head (and small body) go out in one write; the response
+// head is parsed strictly (head.ts) and its body handed on as framed, with flow control.
+import type { Socket } from 'node:net';
+import type { BodySource } from './body.ts';
+import { ChunkedScanner } from './chunked.ts';
+import { HeadError, parseResponseHead, type ResponseHead } from './head.ts';
+
+/** Opens a connection to the pool's endpoint (TCP, or mTLS with the peer's identity checked). */
+export type Dial = (callback: (err: Error | null, socket: Socket | null) => void) => void;
+
+export interface ClientRequest {
+  method: string;
+  /** The whole request head: request line, fields (framing ones included) and the empty line. */
+  head: string;
+  /** The body: bytes known up front, a streamed source, or none. */
+  body: Buffer | BodySource | undefined;
+}
+
+export interface ResponseHandler {
+  /** The final response head (1xx interim responses are skipped). */
+  head(res: ResponseHead): void;
+  /** Body bytes as the upstream framed them; return false to pause until `resume()`. */
+  data(chunk: Buffer): boolean;
+  end(): void;
+  /** The attempt failed, before or after the head. */
+  error(err: Error): void;
+}
+
+export interface PoolOptions {
+  /** Monotonic milliseconds. */
+  now(): number;
+  /** How long an idle connection is kept when the server does not say (`Keep-Alive: timeout=N`). */
+  keepAliveTimeoutMs: number;
+  /** Upper bound on what a server's keep-alive hint may ask for. */
+  keepAliveMaxTimeoutMs: number;
+  /** Idle connections kept; more are closed as they go idle. */
+  maxIdle?: number;
+}
+
+/** Why an attempt failed at the socket level; `code` is what errors.ts classifies. */
+export class UpstreamSocketError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, cause?: unknown) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = 'UpstreamSocketError';
+    this.code = code;
+  }
+}
+
+const CRLFCRLF = Buffer.from('\r\n\r\n');
+/** Largest response head accepted from an upstream. */
+const MAX_RESPONSE_HEAD = 64 * 1024;
+
+/** Attempt phases. */
+const A = { CONNECTING: 0, HEAD: 1, BODY: 2, DONE: 3 } as const;
+
+/** One request on one connection. */
+export class ClientAttempt {
+  readonly #req: ClientRequest;
+  readonly #handler: ResponseHandler;
+  #conn: ClientConnection | undefined;
+  #phase: number = A.CONNECTING;
+  #aborted: Error | undefined;
+  /** The request (head and body) is all written: the connection may be reused. */
+  #sent = false;
+
+  constructor(req: ClientRequest, handler: ResponseHandler) {
+    this.#req = req;
+    this.#handler = handler;
+  }
+
+  get method(): string {
+    return this.#req.method;
+  }
+
+  /** Give up: the connection is closed (it may be mid-message) and the handler told, once. */
+  abort(err: Error): void {
+    if (this.#phase === A.DONE) return;
+    if (this.#phase === A.CONNECTING) {
+      this.#aborted = err;
+      this.#fail(err);
+      return;
+    }
+    const conn = this.#conn;
+    this.#fail(err);
+    conn?.destroy();
+  }
+
+  /** Read on after `data` returned false. */
+  resume(): void {
+    if (this.#phase === A.BODY) this.#conn?.socket.resume();
+  }
+
+  // ---- for the connection ----
+
+  /** Aborted before a connection was ready (the pool keeps the connection for the next request). */
+  get aborted(): boolean {
+    return this.#aborted !== undefined;
+  }
+
+  /** The connection is ready: write the request. */
+  attached(conn: ClientConnection): void {
+    this.#conn = conn;
+    this.#phase = A.HEAD;
+    const s = conn.socket;
+    const body = this.#req.body;
+    if (body === undefined || Buffer.isBuffer(body)) {
+      s.cork();
+      s.write(this.#req.head, 'latin1');
+      if (body !== undefined && body.length > 0) s.write(body);
+      s.uncork();
+      this.#sent = true;
+      return;
+    }
+    s.write(this.#req.head, 'latin1');
+    body.start({
+      data: (chunk) => {
+        if (this.#phase === A.DONE || s.destroyed) return true;
+        if (s.write(chunk)) return true;
+        s.once('drain', () => body.resume());
+        return false;
+      },
+      end: () => {
+        this.#sent = true;
+      },
+      error: (err) => this.abort(new UpstreamSocketError('MESHLET_CLIENT_BODY', `the request body failed: ${err.message}`, err)),
+    });
+  }
+
+  /** The response head arrived. */
+  responded(res: ResponseHead): void {
+    this.#phase = A.BODY;
+    this.#handler.head(res);
+  }
+
+  data(chunk: Buffer): boolean {
+    if (this.#phase !== A.BODY) return true;
+    return this.#handler.data(chunk);
+  }
+
+  /** The response ended; whether the connection may carry another request. */
+  completed(reusable: boolean): boolean {
+    if (this.#phase === A.DONE) return false;
+    this.#phase = A.DONE;
+    this.#handler.end();
+    return reusable && this.#sent;
+  }
+
+  /** The connection failed (or could not be made). */
+  failed(err: Error): void {
+    this.#fail(err);
+  }
+
+  get responding(): boolean {
+    return this.#phase === A.BODY;
+  }
+
+  #fail(err: Error): void {
+    if (this.#phase === A.DONE) return;
+    this.#phase = A.DONE;
+    this.#handler.error(err);
+  }
+}
+
+/** Connection states. */
+const C = { IDLE: 0, HEAD: 1, BODY: 2, CLOSED: 3 } as const;
+
+class ClientConnection {
+  readonly socket: Socket;
+  readonly #pool: Pool;
+  #state: number = C.IDLE;
+  #attempt: ClientAttempt | undefined;
+  #buf: Buffer | undefined;
+  #res: ResponseHead | undefined;
+  #remaining = 0;
+  #scanner: ChunkedScanner | undefined;
+  #error: Error | undefined;
+  /** Idle until (pool clock); set when released. */
+  expires = 0;
+
+  constructor(pool: Pool, socket: Socket) {
+    this.#pool = pool;
+    this.socket = socket;
+    socket.on('data', this.#onData);
+    socket.on('end', this.#onEnd);
+    socket.on('error', (err: Error) => {
+      this.#error = err;
+    });
+    socket.on('close', this.#onClose);
+  }
+
+  get idle(): boolean {
+    return this.#state === C.IDLE;
+  }
+
+  start(attempt: ClientAttempt): void {
+    this.#attempt = attempt;
+    this.#state = C.HEAD;
+    this.#res = undefined;
+    attempt.attached(this);
+  }
+
+  destroy(): void {
+    if (this.#state === C.CLOSED) return;
+    this.#state = C.CLOSED;
+    this.#attempt = undefined;
+    this.#pool.forget(this);
+    this.socket.destroy();
+  }
+
+  #onData = (chunk: Buffer): void => {
+    if (this.#state === C.HEAD) {
+      this.#buf = this.#buf === undefined ? chunk : Buffer.concat([this.#buf, chunk]);
+      this.#parseHead();
+    } else if (this.#state === C.BODY) this.#body(chunk);
+    else this.destroy(); // bytes nobody asked for: the connection cannot be trusted
+  };
+
+  #parseHead(): void {
+    const attempt = this.#attempt!;
+    for (;;) {
+      const buf = this.#buf!;
+      const end = buf.indexOf(CRLFCRLF);
+      if (end === -1) {
+        if (buf.length > MAX_RESPONSE_HEAD) this.#failed(new UpstreamSocketError('MESHLET_BAD_RESPONSE', `the upstream's response head is larger than ${MAX_RESPONSE_HEAD} bytes`));
+        return;
+      }
+      let res: ResponseHead;
+      try {
+        res = parseResponseHead(buf.toString('latin1', 0, end), attempt.method);
+      } catch (e) {
+        if (e instanceof HeadError) return this.#failed(new UpstreamSocketError('MESHLET_BAD_RESPONSE', `the upstream sent a malformed response: ${e.message}`));
+        throw e;
+      }
+      const rest = buf.subarray(end + 4);
+      this.#buf = rest.length > 0 ? rest : undefined;
+      if (res.status < 200) {
+        // 100 Continue, 103 Early Hints: interim, not forwarded. 101 only answers an upgrade, which never comes here.
+        if (res.status === 101) return this.#failed(new UpstreamSocketError('MESHLET_BAD_RESPONSE', 'the upstream switched protocols without being asked to'));
+        if (this.#buf === undefined) return;
+        continue;
+      }
+      this.#res = res;
+      const f = res.framing;
+      this.#remaining = f.kind === 'length' ? f.length : -1;
+      this.#scanner = f.kind === 'chunked' ? new ChunkedScanner() : undefined;
+      this.#state = C.BODY;
+      attempt.responded(res);
+      if (this.#state !== C.BODY) return; // aborted from the handler
+      if (f.kind === 'none') return this.#complete(undefined);
+      const more = this.#buf;
+      this.#buf = undefined;
+      if (more !== undefined) this.#body(more);
+      return;
+    }
+  }
+
+  #body(chunk: Buffer): void {
+    const attempt = this.#attempt!;
+    const kind = this.#res!.framing.kind;
+    let take = chunk;
+    let rest: Buffer | undefined;
+    let complete = false;
+    if (kind === 'length') {
+      if (chunk.length >= this.#remaining) {
+        if (chunk.length > this.#remaining) {
+          take = chunk.subarray(0, this.#remaining);
+          rest = chunk.subarray(this.#remaining);
+        }
+        complete = true;
+      }
+      this.#remaining -= take.length;
+    } else if (kind === 'chunked') {
+      let end: number;
+      try {
+        end = this.#scanner!.scan(chunk);
+      } catch (e) {
+        return this.#failed(new UpstreamSocketError('MESHLET_BAD_RESPONSE', `the upstream sent a malformed chunked body: ${(e as Error).message}`));
+      }
+      if (end !== -1) {
+        complete = true;
+        if (end < chunk.length) {
+          take = chunk.subarray(0, end);
+          rest = chunk.subarray(end);
+        }
+      }
+    }
+    if (take.length > 0 && !attempt.data(take)) this.socket.pause();
+    if (this.#state !== C.BODY) return;
+    if (complete) this.#complete(rest);
+  }
+
+  #complete(rest: Buffer | undefined): void {
+    const attempt = this.#attempt!;
+    this.#attempt = undefined;
+    this.#state = C.HEAD;
+    const reusable = attempt.completed(this.#res!.keepAlive && rest === undefined && this.#res!.framing.kind !== 'close');
+    if (this.#state !== C.HEAD) return;
+    if (!reusable) return this.destroy();
+    this.socket.resume();
+    this.#pool.release(this, this.#res!.keepAliveTimeout);
+  }
+
+  #onEnd = (): void => {
+    if (this.#state === C.BODY && this.#res!.framing.kind === 'close') {
+      this.#complete(undefined);
+      return;
+    }
+    if (this.#state === C.HEAD || this.#state === C.BODY) {
+      this.#failed(new UpstreamSocketError(this.#state === C.HEAD ? 'MESHLET_UPSTREAM_CLOSED' : 'MESHLET_UPSTREAM_TRUNCATED', this.#state === C.HEAD ? 'the upstream closed the connection before responding' : 'the upstream closed the connection in the middle of the response body'));
+      return;
+    }
+    this.destroy();
+  };
+
+  #onClose = (): void => {
+    const state = this.#state;
+    this.#state = C.CLOSED;
+    this.#pool.forget(this);
+    const attempt = this.#attempt;
+    this.#attempt = undefined;
+    if (attempt && (state === C.HEAD || state === C.BODY)) {
+      const e = this.#error as (Error & { code?: string }) | undefined;
+      const code = e?.code ?? (state === C.HEAD ? 'MESHLET_UPSTREAM_CLOSED' : 'MESHLET_UPSTREAM_TRUNCATED');
+      attempt.failed(new UpstreamSocketError(code, e ? `upstream connection failed: ${e.message}` : 'the upstream connection closed', e));
+    }
+  };
+
+  #failed(err: Error): void {
+    const attempt = this.#attempt;
+    this.#attempt = undefined;
+    this.destroy();
+    attempt?.failed(err);
+  }
+}
+
+/** Keep-alive connections to one endpoint. */
+export class Pool {
+  readonly #dial: Dial;
+  readonly #o: PoolOptions;
+  readonly #idle: ClientConnection[] = [];
+  readonly #all = new Set<ClientConnection>();
+  #timer: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  constructor(dial: Dial, o: PoolOptions) {
+    this.#dial = dial;
+    this.#o = o;
+  }
+
+  /** Connections open (idle and busy). */
+  get size(): number {
+    return this.#all.size;
+  }
+
+  request(req: ClientRequest, handler: ResponseHandler): ClientAttempt {
+    const attempt = new ClientAttempt(req, handler);
+    if (this.#closed) {
+      queueMicrotask(() => attempt.failed(new UpstreamSocketError('MESHLET_POOL_CLOSED', 'the connection pool is closed')));
+      return attempt;
+    }
+    const now = this.#o.now();
+    let conn: ClientConnection | undefined;
+    while ((conn = this.#idle.pop()) !== undefined) {
+      if (conn.expires > now && !conn.socket.destroyed) break;
+      conn.destroy();
+    }
+    if (conn) {
+      conn.start(attempt);
+      return attempt;
+    }
+    // A new connection; an attempt aborted while it was being made leaves it idle for the next.
+    this.#dial((err, socket) => {
+      if (err || !socket) return attempt.failed(err ?? new UpstreamSocketError('MESHLET_CONNECT', 'connect failed'));
+      const c = new ClientConnection(this, socket);
+      this.#all.add(c);
+      if (this.#closed) {
+        c.destroy();
+        return attempt.failed(new UpstreamSocketError('MESHLET_POOL_CLOSED', 'the connection pool is closed'));
+      }
+      if (attempt.aborted) return this.release(c);
+      c.start(attempt);
+    });
+    return attempt;
+  }
+
+  /** A connection finished a request and may carry another. */
+  release(conn: ClientConnection, hintSeconds?: number): void {
+    if (this.#closed || this.#idle.length >= (this.#o.maxIdle ?? 256)) return conn.destroy();
+    const o = this.#o;
+    // A server's hint, less a second (its timer and ours do not start at the same instant).
+    const keep = hintSeconds === undefined ? o.keepAliveTimeoutMs : Math.min(o.keepAliveMaxTimeoutMs, hintSeconds * 1000 - 1000);
+    if (keep <= 0) return conn.destroy();
+    conn.expires = o.now() + keep;
+    this.#idle.push(conn);
+    if (this.#timer === undefined) this.#arm(keep);
+  }
+
+  /** A connection closed. */
+  forget(conn: ClientConnection): void {
+    this.#all.delete(conn);
+    const i = this.#idle.indexOf(conn);
+    if (i !== -1) this.#idle.splice(i, 1);
+  }
+
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    // Deleting from a Set while iterating it is safe (destroy() forgets the connection).
+    for (const c of this.#all) if (c.idle) c.destroy();
+  }
+
+  /** Destroy every connection, busy ones too. */
+  destroy(): void {
+    this.close();
+    for (const c of this.#all) c.destroy();
+  }
+
+  /** One timer per pool closes expired idle connections (taking one also checks its expiry). */
+  #arm(ms: number): void {
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      const now = this.#o.now();
+      let next = Infinity;
+      for (const c of this.#idle.slice()) {
+        if (c.expires <= now) c.destroy();
+        else next = Math.min(next, c.expires - now);
+      }
+      if (next !== Infinity) this.#arm(next);
+    }, ms);
+    this.#timer.unref();
+  }
+}
