@@ -323,7 +323,8 @@ class ClientConnection {
     if (attempt && (state === C.HEAD || state === C.BODY)) {
       const e = this.#error as (Error & { code?: string }) | undefined;
       const code = e?.code ?? (state === C.HEAD ? 'MESHLET_UPSTREAM_CLOSED' : 'MESHLET_UPSTREAM_TRUNCATED');
-      attempt.failed(new UpstreamSocketError(code, e ? `upstream connection failed: ${e.message}` : 'the upstream connection closed', e));
+      const where = state === C.HEAD ? 'before responding' : 'in the middle of the response body';
+      attempt.failed(new UpstreamSocketError(code, e ? `the upstream connection failed ${where}: ${e.message}` : `the upstream connection closed ${where}`, e));
     }
   };
 

@@ -257,6 +257,25 @@ function chunkedLast(te: string): boolean {
   return chunked;
 }
 
+/** Absolute-form: a scheme of letters (as llhttp reads it), "://", an authority; the listener reads them (targetOf). */
+const ABSOLUTE = /^[a-zA-Z]+:\/\/[^/?#]/;
+
+/**
+ * RFC 9112 §3.2: origin-form (`/path?query`), absolute-form (`http://host/path`, an app using the
+ * proxy as HTTP_PROXY), or asterisk-form for OPTIONS. Authority-form belongs to CONNECT, which a
+ * sidecar does not tunnel.
+ */
+function checkTargetForm(method: string, target: string): void {
+  const c = target.charCodeAt(0);
+  if (c === 47 /* / */) return;
+  if (target === '*') {
+    if (method === 'OPTIONS') return;
+    throw new HeadError('the asterisk-form request-target is for OPTIONS only');
+  }
+  if (method === 'CONNECT') throw new HeadError('CONNECT tunnels are not proxied here');
+  if (!ABSOLUTE.test(target)) throw new HeadError('a request-target that is neither origin-form (/path) nor absolute-form (http://host/path)');
+}
+
 function versionOf(s: string, at: number): 0 | 1 | -1 {
   if (!s.startsWith('HTTP/1.', at)) return -1;
   const d = s.charCodeAt(at + 7);
@@ -286,6 +305,7 @@ export function parseRequestHead(s: string): RequestHead {
   while (t1 < lineEnd && isTargetChar(s.charCodeAt(t1))) t1++;
   if (t1 === t0 || s.charCodeAt(t1) !== 32) throw new HeadError('a malformed request line (request-target)');
   const target = s.slice(t0, t1);
+  checkTargetForm(method, target);
   const minor = versionOf(s, t1 + 1);
   if (minor === -1 || t1 + 9 !== lineEnd) throw new HeadError('a malformed request line (only HTTP/1.0 and HTTP/1.1 are spoken here)');
   const f = eol === -1 ? scanFields('', 0) : scanFields(s, eol + 2);

@@ -217,15 +217,16 @@ t.test('forbidden: the callee refuses the caller, and diagnose shows the policy 
   t.ok(d.errors.recent.some((e) => e.reason === 'forbidden' && e.direction === 'inbound'), "the callee's own inbound error is listed");
 });
 
-// A body cut off after the status went out is not a response the proxy made: it is counted as a
-// failure in the metrics and the access log, but not kept in /errors (a gap: diagnose cannot show it).
+// A body cut off after the status went out: the proxy has to cut the client's response too, and
+// says why (upstream-error, in /errors, the metrics and the access log), so diagnose shows it.
 t.test('a body cut off mid-way; diagnose lists only the errors of the path asked about', async (t) => {
   const p = pool(caller.outboundUrl, 1);
   const r = await p.request({ path: '/', method: 'GET', headers: { host: 'broken' } });
   await t.rejects(r.body.text(), 'the client sees the body cut off');
   await p.close();
   const d = await meshletJson<Diagnosis>(meshFile, 'diagnose', 'caller', 'broken');
-  t.same(d.errors.counts, {}, "the callee's forbidden errors (another path) are not listed here");
+  t.same(d.errors.counts, { 'upstream-error': 1 }, "the cut body is listed; the callee's forbidden errors (another path) are not");
+  t.ok(d.errors.recent.some((e) => e.reason === 'upstream-error' && /middle of the response body/.test(e.message)), 'with what happened');
 });
 
 t.test('bad-request and header-too-large', async (t) => {

@@ -5,8 +5,8 @@ import type { Exchange, Handler, UpstreamResponse } from '../../proxy/http/excha
 import { appPortOf, byAppPort, parseAppPorts } from '../../proxy/inbound/app-port.ts';
 import { ProxyError } from '../../proxy/errors.ts';
 
-/** An exchange as byAppPort reads it: the peer and the request headers. */
-const ex = (tls: boolean, header?: string) => ({ peer: { tls, identity: tls ? 'spiffe://cluster.local/ns/a/sa/b' : '' }, req: { headers: header === undefined ? {} : { 'meshlet-dst-port': header } } }) as unknown as Exchange;
+/** An exchange as byAppPort reads it: the peer and the request head's fields. */
+const ex = (tls: boolean, header?: string) => ({ peer: { tls, identity: tls ? 'spiffe://cluster.local/ns/a/sa/b' : '' }, head: { get: (name: string) => (name === 'meshlet-dst-port' ? header : undefined) } }) as unknown as Exchange;
 
 t.test('parseAppPorts: the --app port first, then the list; bad values throw', (t) => {
   t.same(parseAppPorts(undefined, 8080, 4143).ports, [8080]);

@@ -1,0 +1,312 @@
+// HTTP/1.1 on the wire through a real proxy process, against scripted upstreams that write raw
+// bytes: pipelining, HTTP/1.0 clients, response framings the client cannot take as they come
+// (chunked to HTTP/1.0, close-delimited to a keep-alive client), HEAD, interim responses,
+// malformed upstream answers, 100-continue, chunked request bodies, upstreams that close idle
+// connections. And the server connection's head timeout, on a real socket with a short limit.
+import t, { type Test } from 'tap';
+import net from 'node:net';
+import { startProxyProcess, type ProxyProcess } from '../fixtures/mesh.ts';
+import { ServerConnection, type ServerRequest } from '../../proxy/http1/server.ts';
+
+interface Scripted {
+  address: string;
+  /** Request heads (and bodies) as received, in order. */
+  received: string[];
+  connections: number;
+  close(): Promise<void>;
+}
+
+/**
+ * An upstream that answers each request head with what `answer` returns (raw bytes), or leaves
+ * the socket to `answer` when it returns undefined. Request bodies are read by Content-Length or
+ * up to the end of a chunked body.
+ */
+async function scripted(answer: (head: string, socket: net.Socket, n: number) => string | undefined): Promise<Scripted> {
+  const sockets = new Set<net.Socket>();
+  const s: Scripted = { address: '', received: [], connections: 0, close: async () => {} };
+  const server = net.createServer((socket) => {
+    s.connections++;
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => {});
+    let buf = '';
+    socket.on('data', (c: Buffer) => {
+      buf += c.toString('latin1');
+      for (;;) {
+        const end = buf.indexOf('\r\n\r\n');
+        if (end === -1) return;
+        const head = buf.slice(0, end);
+        let total = end + 4;
+        const cl = /\r\ncontent-length: *(\d+)/i.exec(head);
+        if (cl) total += Number(cl[1]);
+        else if (/\r\ntransfer-encoding: *chunked/i.test(head)) {
+          const last = buf.indexOf('\r\n0\r\n', end);
+          const fin = last === -1 ? -1 : buf.indexOf('\r\n\r\n', last + 2);
+          if (fin === -1) return;
+          total = fin + 4;
+        }
+        if (buf.length < total) return;
+        const message = buf.slice(0, total);
+        buf = buf.slice(total);
+        s.received.push(message);
+        const out = answer(message, socket, s.received.length);
+        if (out !== undefined) socket.write(out, 'latin1');
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  s.address = `127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+  s.close = () =>
+    new Promise<void>((r) => {
+      for (const so of sockets) so.destroy();
+      server.close(() => r());
+    });
+  return s;
+}
+
+/** A client connection that sends raw bytes and collects what comes back. */
+function client(port: number): { send(bytes: string): void; until(pred: (s: string) => boolean, ms?: number): Promise<string>; closed: Promise<void>; end(): void; text(): string } {
+  const s = net.connect(port, '127.0.0.1');
+  let out = '';
+  const waiters: Array<() => void> = [];
+  s.on('data', (c: Buffer) => {
+    out += c.toString('latin1');
+    for (const w of waiters.splice(0)) w();
+  });
+  const closed = new Promise<void>((r) => s.on('close', () => r()));
+  s.on('error', () => {});
+  return {
+    send: (bytes) => void s.write(bytes, 'latin1'),
+    async until(pred, ms = 3000) {
+      const end = Date.now() + ms;
+      while (!pred(out)) {
+        if (Date.now() > end || s.destroyed) throw new Error(`timed out waiting; got ${JSON.stringify(out)}`);
+        await Promise.race([new Promise<void>((r) => waiters.push(r)), new Promise((r) => setTimeout(r, 50))]);
+      }
+      return out;
+    },
+    closed,
+    end: () => s.end(),
+    text: () => out,
+  };
+}
+
+const ok = (body: string, extra = '') => `HTTP/1.1 200 OK\r\ncontent-length: ${body.length}\r\n${extra}\r\n${body}`;
+const pathOf = (head: string) => head.split(' ')[1]!;
+
+async function proxyTo(t: Test, up: Scripted): Promise<ProxyProcess> {
+  const p = await startProxyProcess({ config: { version: 'w1', services: [{ name: 'up', endpoints: [{ address: up.address }], retry: { attempts: 1 } }] } });
+  t.teardown(async () => {
+    await p.stop();
+    await up.close();
+  });
+  return p;
+}
+
+t.test('pipelined requests are answered in order on one connection', async (t) => {
+  const up = await scripted((head) => ok(`path=${pathOf(head)}`));
+  const p = await proxyTo(t, up);
+  const c = client(p.outboundPort);
+  c.send('GET /one HTTP/1.1\r\nHost: up\r\n\r\nGET /two HTTP/1.1\r\nHost: up\r\n\r\nGET /three HTTP/1.1\r\nHost: up\r\n\r\n');
+  const out = await c.until((s) => s.includes('path=/three'));
+  t.ok(out.indexOf('path=/one') < out.indexOf('path=/two') && out.indexOf('path=/two') < out.indexOf('path=/three'), 'in the order asked');
+  t.equal(out.match(/HTTP\/1\.1 200/g)?.length, 3);
+  c.end();
+});
+
+t.test('HTTP/1.0 clients: closed after the response unless they ask for keep-alive', async (t) => {
+  const up = await scripted((head) => ok(`path=${pathOf(head)}`));
+  const p = await proxyTo(t, up);
+  const a = client(p.outboundPort);
+  a.send('GET /old HTTP/1.0\r\nHost: up\r\n\r\n');
+  await a.closed;
+  t.match(a.text(), /^HTTP\/1\.1 200 OK\r\n/);
+  t.match(a.text(), /connection: close/i);
+  t.match(a.text(), /path=\/old$/);
+  const b = client(p.outboundPort);
+  b.send('GET /k1 HTTP/1.0\r\nHost: up\r\nConnection: keep-alive\r\n\r\n');
+  await b.until((s) => s.includes('path=/k1'));
+  t.match(b.text(), /connection: keep-alive/i);
+  b.send('GET /k2 HTTP/1.0\r\nHost: up\r\nConnection: keep-alive\r\n\r\n');
+  await b.until((s) => s.includes('path=/k2'));
+  t.pass('a second request on the kept connection');
+  b.end();
+});
+
+t.test('a chunked response to an HTTP/1.0 client is decoded, and the connection closes', async (t) => {
+  const up = await scripted(() => 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n');
+  const p = await proxyTo(t, up);
+  const c = client(p.outboundPort);
+  c.send('GET / HTTP/1.0\r\nHost: up\r\nConnection: keep-alive\r\n\r\n');
+  await c.closed;
+  const [head, body] = c.text().split('\r\n\r\n');
+  t.notMatch(head!, /transfer-encoding/i, 'no chunked framing for HTTP/1.0');
+  t.equal(body, 'hello world');
+});
+
+t.test('a close-delimited response reaches a keep-alive client chunked, and the connection stays usable', async (t) => {
+  const up = await scripted((_head, socket, n) => {
+    socket.end(`HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nbody number ${n}`, 'latin1');
+    return undefined;
+  });
+  const p = await proxyTo(t, up);
+  const c = client(p.outboundPort);
+  c.send('GET /a HTTP/1.1\r\nHost: up\r\n\r\n');
+  await c.until((s) => s.endsWith('0\r\n\r\n'));
+  t.match(c.text(), /transfer-encoding: chunked/i);
+  t.match(c.text(), /\r\n\r\nd\r\nbody number 1\r\n0\r\n\r\n$/, 'the body (13 bytes) in one chunk, then the last chunk');
+  c.send('GET /b HTTP/1.1\r\nHost: up\r\n\r\n');
+  await c.until((s) => s.includes('body number 2'));
+  t.equal(up.connections, 2, 'each close-delimited response used its own upstream connection');
+  c.end();
+});
+
+t.test('HEAD: the length is forwarded, no body is expected, the connection carries on', async (t) => {
+  const up = await scripted((head) => (head.startsWith('HEAD') ? 'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n' : ok('after')));
+  const p = await proxyTo(t, up);
+  const c = client(p.outboundPort);
+  c.send('HEAD / HTTP/1.1\r\nHost: up\r\n\r\n');
+  await c.until((s) => s.includes('\r\n\r\n'));
+  t.match(c.text(), /content-length: 100/i);
+  c.send('GET / HTTP/1.1\r\nHost: up\r\n\r\n');
+  await c.until((s) => s.endsWith('after'));
+  t.equal(up.connections, 1, 'the upstream connection was reused after the HEAD');
+  c.end();
+});
+
+t.test('interim responses (103 Early Hints) are not forwarded; the final one is', async (t) => {
+  const up = await scripted(() => 'HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n' + ok('final'));
+  const p = await proxyTo(t, up);
+  const c = client(p.outboundPort);
+  c.send('GET / HTTP/1.1\r\nHost: up\r\n\r\n');
+  const out = await c.until((s) => s.endsWith('final'));
+  t.notMatch(out, /103/);
+  t.match(out, /^HTTP\/1\.1 200 OK/);
+  c.end();
+});
+
+t.test('a malformed upstream response is a 502 upstream-error, never forwarded', async (t) => {
+  const up = await scripted(() => 'HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabcd');
+  const p = await proxyTo(t, up);
+  const c = client(p.outboundPort);
+  c.send('GET / HTTP/1.1\r\nHost: up\r\n\r\n');
+  const out = await c.until((s) => s.includes('\r\n\r\nmeshlet'));
+  t.match(out, /^HTTP\/1\.1 502 /);
+  t.match(out, /meshlet-proxy-error: upstream-error/);
+  t.match(out, /Content-Length fields that disagree/);
+  c.end();
+});
+
+t.test('Expect: 100-continue: the proxy says continue, then forwards the body', async (t) => {
+  const up = await scripted((msg) => ok(`got ${msg.slice(msg.indexOf('\r\n\r\n') + 4)}`));
+  const p = await proxyTo(t, up);
+  const c = client(p.outboundPort);
+  c.send('PUT /x HTTP/1.1\r\nHost: up\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n');
+  await c.until((s) => s.includes('100 Continue'));
+  c.send('hello');
+  await c.until((s) => s.endsWith('got hello'));
+  t.notMatch(up.received[0]!, /expect:/i, 'this hop answered the expectation; it is not passed on');
+  c.end();
+});
+
+t.test('a chunked request body goes upstream with its chunks and trailers as sent', async (t) => {
+  const up = await scripted(() => ok('stored'));
+  const p = await proxyTo(t, up);
+  const c = client(p.outboundPort);
+  const body = '4\r\nWiki\r\n5;x=y\r\npedia\r\n0\r\nChecksum: abc\r\n\r\n';
+  c.send(`POST /up HTTP/1.1\r\nHost: up\r\nTransfer-Encoding: chunked\r\n\r\n${body.slice(0, 10)}`);
+  await new Promise((r) => setTimeout(r, 50));
+  c.send(body.slice(10));
+  await c.until((s) => s.endsWith('stored'));
+  const got = up.received[0]!;
+  t.match(got, /\r\ntransfer-encoding: chunked\r\n/i);
+  t.equal(got.slice(got.indexOf('\r\n\r\n') + 4), body, 'byte for byte');
+  c.end();
+});
+
+t.test('an upstream that closes idle connections: the next request gets a fresh one, no error', async (t) => {
+  // Keep-Alive: timeout=1 means the pool may keep it for 0 s: it closes it at once.
+  const hinted = await scripted((_h, socket) => {
+    socket.write(ok('hinted', 'keep-alive: timeout=1\r\n'), 'latin1');
+    setTimeout(() => socket.destroy(), 300);
+    return undefined;
+  });
+  const p = await proxyTo(t, hinted);
+  const c = client(p.outboundPort);
+  for (let i = 1; i <= 3; i++) {
+    c.send('GET / HTTP/1.1\r\nHost: up\r\n\r\n');
+    await c.until((s) => s.split('hinted').length === i + 1);
+    await new Promise((r) => setTimeout(r, 400));
+  }
+  t.notMatch(c.text(), /502|meshlet-proxy-error/, 'three requests, three answers, no proxy error');
+  t.equal(hinted.connections, 3);
+  c.end();
+});
+
+t.test('an upstream that closes an idle connection without saying so: it is dropped from the pool', async (t) => {
+  const silent = await scripted((_h, socket) => {
+    socket.write(ok('silent'), 'latin1');
+    setTimeout(() => socket.end(), 100);
+    return undefined;
+  });
+  const p = await proxyTo(t, silent);
+  const c = client(p.outboundPort);
+  c.send('GET / HTTP/1.1\r\nHost: up\r\n\r\n');
+  await c.until((s) => s.includes('silent'));
+  await new Promise((r) => setTimeout(r, 300));
+  c.send('GET / HTTP/1.1\r\nHost: up\r\n\r\n');
+  await c.until((s) => s.split('silent').length === 3);
+  t.notMatch(c.text(), /502/);
+  t.equal(silent.connections, 2);
+  c.end();
+});
+
+t.test('server connection: a head that does not arrive in time gets 408 and the connection closes', async (t) => {
+  let now = 0;
+  const seen: ServerRequest[] = [];
+  const conns: ServerConnection[] = [];
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    conns.push(
+      new ServerConnection(
+        socket,
+        {
+          request: (r) => {
+            seen.push(r);
+            r.respond(200, 'OK', [], 'fine');
+          },
+          upgrade: (_h, s) => s.destroy(),
+          refuse: (problem, message) => `HTTP/1.1 408 Request Timeout\r\nx-problem: ${problem}\r\ncontent-length: ${message.length}\r\nconnection: close\r\n\r\n${message}`,
+        },
+        { now: () => now, maxHeaderSize: 1024, headersTimeoutMs: 200, keepAliveTimeoutMs: 1000 },
+      ),
+    );
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  const port = (server.address() as net.AddressInfo).port;
+  const slow = client(port);
+  slow.send('GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ');
+  await new Promise((r) => setTimeout(r, 50));
+  now = 150;
+  for (const c of conns) c.sweep(now);
+  t.equal(slow.text(), '', 'not yet: 150 ms of 200');
+  now = 250;
+  for (const c of conns) c.sweep(now);
+  await slow.closed;
+  t.match(slow.text(), /^HTTP\/1\.1 408 /);
+  t.match(slow.text(), /x-problem: request-timeout/);
+  t.equal(seen.length, 0, 'no request was handed on');
+  // An idle keep-alive connection is closed after its timeout, a busy one is not.
+  const idle = client(port);
+  idle.send('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
+  await idle.until((s) => s.endsWith('fine'));
+  // Idle since its response at 250 ms: kept at 1200 (950 ms), closed at 1300 (1050 ms).
+  now = 1200;
+  for (const c of conns) c.sweep(now);
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(idle.text().endsWith('fine'), true, 'still open after 950 ms idle');
+  now = 1300;
+  for (const c of conns) c.sweep(now);
+  await idle.closed;
+  t.pass('the idle connection closed after its keep-alive timeout');
+});
