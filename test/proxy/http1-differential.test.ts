@@ -49,7 +49,7 @@ function nodeParse(port: number, bytes: string): Promise<NodeView> {
     let out = '';
     const done = () => {
       const body = out.slice(out.indexOf('\r\n\r\n') + 4);
-      if (/^HTTP\/1\.1 200 /.test(out)) {
+      if (out.startsWith('HTTP/1.1 200 ')) {
         try {
           resolve({ ok: true, ...(JSON.parse(body) as Omit<NodeView, 'ok'>) });
           return;

@@ -34,7 +34,7 @@ test('any split into buffers gives the same end and data (seeded random cuts)', 
     const cuts = new Set<number>();
     const n = 1 + Math.floor(random() * 6);
     for (let i = 0; i < n; i++) cuts.add(1 + Math.floor(random() * (BODY.length - 1)));
-    const r = scanSplit(BODY, [...cuts].sort((a, b) => a - b));
+    const r = scanSplit(BODY, [...cuts].toSorted((a, b) => a - b));
     if (r.end !== BODY.length || r.data !== 'hello 0123456789abcdef') t.fail(`cuts ${[...cuts].join(',')}: ${r.end} ${JSON.stringify(r.data)}`);
   }
   t.pass('300 random splits agree');
