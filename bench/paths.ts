@@ -14,6 +14,8 @@ export interface Ctx {
   root: string;
   /** meshlet's entry point, normally <root>/proxy/main.ts. */
   proxyMain: string;
+  /** Another build's entry point (--baseline), measured as the `baseline-2hop` path in the same run. */
+  baselineMain?: string;
   /** 127.0.0.1:port of the nginx upstream. */
   upstream: string;
 }
@@ -28,7 +30,7 @@ export interface Running {
 
 export interface PathDef {
   name: string;
-  kind: 'direct' | 'haproxy' | 'meshlet' | 'bare';
+  kind: 'direct' | 'haproxy' | 'meshlet' | 'bare' | 'baseline';
   hops: number;
   /** For meshlet paths: the HAProxy path it is judged against. */
   peer?: string;
@@ -44,6 +46,8 @@ export const PATHS: PathDef[] = [
   { name: 'meshlet-1hop', kind: 'meshlet', hops: 1, peer: 'haproxy-1hop', start: (ctx) => meshletOneHop(ctx) },
   { name: 'meshlet-2hop', kind: 'meshlet', hops: 2, peer: 'haproxy-2hop', yardstick: 'bare-node-2hop', start: (ctx) => meshletTwoHops(ctx) },
   { name: 'bare-node-2hop', kind: 'bare', hops: 2, start: (ctx) => bareTwoHops(ctx) },
+  // Only with --baseline FILE: meshlet-2hop again, from another build, for before/after numbers.
+  { name: 'baseline-2hop', kind: 'baseline', hops: 2, start: (ctx) => meshletTwoHops({ ...ctx, proxyMain: ctx.baselineMain! }) },
   { name: 'haproxy-2hop-mtls', kind: 'haproxy', hops: 2, start: (ctx) => haproxyTwoHops(ctx, haproxyMtls(ctx.dir)) },
   { name: 'meshlet-2hop-mtls', kind: 'meshlet', hops: 2, peer: 'haproxy-2hop-mtls', start: (ctx) => meshletTwoHops(ctx, true) },
 ];

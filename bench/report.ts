@@ -159,16 +159,18 @@ export function summarize(defs: PathDef[], samples: Sample[]): Summary {
   const sum = (s: PathSummary, g: (x: ProxySummary) => number): number => s.proxies.reduce((n, x) => n + g(x), 0);
   for (const def of defs) {
     const me = paths.find((p) => p.path === def.name);
-    const bare = paths.find((p) => p.path === def.yardstick);
-    if (!me || !bare) continue;
-    yardsticks.push({
-      path: me.path,
-      yardstick: bare.path,
-      throughputRatio: me.satRps / bare.satRps,
-      cpuPerReqSatRatio: sum(me, (x) => x.cpuUsPerReqSat) / sum(bare, (x) => x.cpuUsPerReqSat),
-      cpuPer1kRandRatio: sum(me, (x) => x.cpuSPer1kRand) / sum(bare, (x) => x.cpuSPer1kRand),
-      rssRandRatio: sum(me, (x) => x.peakRssRandMb) / sum(bare, (x) => x.peakRssRandMb),
-    });
+    // The featureless Node proxy, and the --baseline build when it ran.
+    for (const bare of [paths.find((p) => p.path === def.yardstick), def.yardstick ? paths.find((p) => p.kind === 'baseline') : undefined]) {
+      if (!me || !bare) continue;
+      yardsticks.push({
+        path: me.path,
+        yardstick: bare.path,
+        throughputRatio: me.satRps / bare.satRps,
+        cpuPerReqSatRatio: sum(me, (x) => x.cpuUsPerReqSat) / sum(bare, (x) => x.cpuUsPerReqSat),
+        cpuPer1kRandRatio: sum(me, (x) => x.cpuSPer1kRand) / sum(bare, (x) => x.cpuSPer1kRand),
+        rssRandRatio: sum(me, (x) => x.peakRssRandMb) / sum(bare, (x) => x.peakRssRandMb),
+      });
+    }
   }
   return { paths, comparisons, yardsticks };
 }
@@ -204,7 +206,8 @@ export function printReport(s: Summary, skipped: Record<string, string>, failure
     for (const t of c.targets) console.log(`  ${t.pass ? 'PASS' : 'FAIL'}  ${t.name}: ${f(t.value, 3)} (${t.limit})`);
   }
   for (const y of s.yardsticks) {
-    console.log(`\n${y.path} vs ${y.yardstick} (a featureless Node 24 + undici proxy, same run; orientation): throughput ×${f(y.throughputRatio)}, CPU per request ×${f(y.cpuPerReqSatRatio)} at saturation and ×${f(y.cpuPer1kRandRatio)} at ~1000 rps, peak RSS ×${f(y.rssRandRatio)}`);
+    const what = y.yardstick === 'baseline-2hop' ? 'the --baseline build, same rounds' : 'a featureless Node 24 + undici proxy, same run; orientation';
+    console.log(`\n${y.path} vs ${y.yardstick} (${what}): throughput ×${f(y.throughputRatio)}, CPU per request ×${f(y.cpuPerReqSatRatio)} at saturation and ×${f(y.cpuPer1kRandRatio)} at ~1000 rps, peak RSS ×${f(y.rssRandRatio)}`);
   }
   if (Object.keys(skipped).length + failures.length > 0) console.log('');
   for (const [path, why] of Object.entries(skipped)) console.log(`skipped ${path}: ${why}`);

@@ -18,7 +18,8 @@ const HELP = `usage: node bench/run.ts [--rounds N] [--duration S] [--quick] [--
   --quick        smoke test: 1 round of 3 s
   --paths a,b    only these paths (default all: ${PATHS.map((p) => p.name).join(', ')})
   --out FILE     JSON results (default bench/results/latest.json)
-  --proxy FILE   meshlet entry point (default dist/proxy/main.js, built by npm run build), e.g. to compare two builds`;
+  --proxy FILE   meshlet entry point (default dist/proxy/main.js, built by npm run build)
+  --baseline FILE  another build's entry point, measured as baseline-2hop in the same rounds (before/after)`;
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const SAT_CONNECTIONS = 50;
@@ -92,6 +93,7 @@ async function main(): Promise<void> {
       paths: { type: 'string' },
       out: { type: 'string' },
       proxy: { type: 'string' },
+      baseline: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -110,7 +112,9 @@ async function main(): Promise<void> {
 
   const proxyMain = resolve(values.proxy ?? join(ROOT, 'dist/proxy/main.js'));
   const skipped: Record<string, string> = {};
-  const paths = PATHS.filter((p) => !wanted || wanted.includes(p.name)).filter((p) => {
+  const baselineMain = values.baseline === undefined ? undefined : resolve(values.baseline);
+  if (baselineMain !== undefined && !existsSync(baselineMain)) throw new Error(`--baseline ${baselineMain} does not exist`);
+  const paths = PATHS.filter((p) => (p.kind === 'baseline' ? baselineMain !== undefined && (!wanted || wanted.includes(p.name) || wanted.includes('meshlet-2hop')) : !wanted || wanted.includes(p.name))).filter((p) => {
     if (p.kind === 'meshlet' && !existsSync(proxyMain)) skipped[p.name] = `${proxyMain} does not exist (yet)`;
     return !skipped[p.name];
   });
@@ -119,7 +123,7 @@ async function main(): Promise<void> {
   if ((loadBefore[0] ?? 0) > 0.5 * cpus().length) console.error(`bench: WARNING load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')} on ${cpus().length} cores: other work is running, numbers will be noisy`);
   const dir = makeTempDir();
   const nginx = await startNginx(dir);
-  const ctx: Ctx = { dir, root: ROOT, proxyMain, upstream: nginx.address };
+  const ctx: Ctx = { dir, root: ROOT, proxyMain, upstream: nginx.address, ...(baselineMain ? { baselineMain } : {}) };
   const samples: Sample[] = [];
   const failures: { path: string; round: number; error: string }[] = [];
   const started = new Date();

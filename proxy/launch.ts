@@ -4,10 +4,14 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 /**
- * V8 heap caps (README "Memory"): a 1 MiB young generation keeps RSS low at a small GC cost;
- * the old-generation cap bounds the heap (steady state uses ~20 MB).
+ * V8 heap settings (README "Memory"), measured with the bench at saturation:
+ * - a 4 MiB young generation: a request's objects die young (1 MiB had them survive scavenges
+ *   and fill the old generation: a mark-compact every ~250 ms);
+ * - no allocation-site pretenuring: V8 saw request objects survive once and began allocating
+ *   them in the old generation directly, where they died (the same mark-compacts);
+ * - the old-generation cap bounds the heap (steady state uses ~12 MB).
  */
-export const PROXY_NODE_FLAGS = ['--max-semi-space-size=1', '--max-old-space-size=64'];
+export const PROXY_NODE_FLAGS = ['--max-semi-space-size=4', '--max-old-space-size=64', '--no-allocation-site-pretenuring'];
 
 /**
  * The compiled entry point. Type stripping costs ~30 MB of RSS per process (the stripper and the

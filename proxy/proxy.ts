@@ -205,7 +205,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       const t = targetOf(req.target, req.host);
       const svc = cfg.byHost.get(t.host);
       if (!svc) return { error: new ProxyError('no-route', `no service for host "${t.host}"`) };
-      const r = matchRoute(svc.routes, { method: req.method, path: pathOf(t.target), headers: req.headers });
+      const r = matchRoute(svc.routes, { method: req.method, path: pathOf(t.target), headers: req });
       if (!r) return { error: new ProxyError('no-route', `no route of "${svc.name}" matches`) };
       const b = pickAdmitting(r.backends, o.random, backendAdmits);
       if (!b) return { error: new ProxyError('no-endpoints', 'no backend with weight > 0') };

@@ -6,6 +6,8 @@ import type { Exchange, UpstreamBody, UpstreamResponse, BodySink } from './excha
 import { forwardResponseHeaders } from './headers.ts';
 import { ProxyError, fromUpstreamError } from '../errors.ts';
 
+const EMPTY = Buffer.alloc(0);
+
 /** Body bytes an attempt holds before its response is piped to the client, before it pauses the upstream. */
 const PENDING_LIMIT = 64 * 1024;
 
@@ -88,6 +90,15 @@ class Attempt implements ResponseHandler, UpstreamBody {
     }
     if (this.#ended) sink.end();
     else if (this.#failed) sink.destroy(this.#failed);
+  }
+
+  takeWhole(): Buffer | undefined {
+    if (!this.#ended || this.#failed || this.#sink) return undefined;
+    const p = this.#pending;
+    this.#pending = undefined;
+    this.#pendingBytes = 0;
+    this.#discarded = true;
+    return p === undefined ? EMPTY : p.length === 1 ? p[0]! : Buffer.concat(p);
   }
 
   discard(): void {

@@ -72,6 +72,8 @@ export interface BodySink {
 export interface UpstreamBody {
   /** Stream the body into the sink; buffered chunks first. */
   pipeTo(sink: BodySink): void;
+  /** The whole body when it has already arrived (and nothing was piped yet): taken, no longer pending. */
+  takeWhole(): Buffer | undefined;
   /** Throw the body away and free the connection (a retried attempt). */
   discard(): void;
   /** Called once when the body ended (ok) or failed. */

@@ -11,7 +11,7 @@ import { pathOf } from '../policy/route-match.ts';
 import type { ProxyMetrics } from '../telemetry/metrics.ts';
 import type { AccessLog } from '../telemetry/access-log.ts';
 import type { RecentErrors } from '../telemetry/recent-errors.ts';
-import { extractParent, propagationHeaders, type Tracing } from '../telemetry/trace.ts';
+import { extractParent, pushPropagationHeaders, type Tracing } from '../telemetry/trace.ts';
 import type { UpgradeHandler } from './upgrade.ts';
 import { ServerConnection, type HeadProblem, type ServerHooks, type ServerLimits, type ServerRequest } from '../http1/server.ts';
 import type { RequestHead } from '../http1/head.ts';
@@ -74,8 +74,7 @@ export class Listener {
   readonly #d: ListenerDeps;
   #inFlight = 0;
   #draining = false;
-  /** prom-client hashes labels on every labels() call: keep the children. */
-  readonly #inFlightGauge: { inc(): void; dec(): void };
+  /** prom-client hashes labels on every labels() call: keep the children (per connection, not per request). */
   readonly #openGauge: { inc(): void; dec(): void };
   readonly #acceptedCounter: { inc(): void };
   #idle: (() => void) | undefined;
@@ -86,7 +85,7 @@ export class Listener {
 
   constructor(deps: ListenerDeps) {
     this.#d = deps;
-    this.#inFlightGauge = deps.metrics.inFlight.labels(deps.direction);
+    deps.metrics.inFlightOf(deps.direction, () => this.#inFlight);
     this.#openGauge = deps.metrics.connections.labels(deps.direction);
     this.#acceptedCounter = deps.metrics.connectionsTotal.labels(deps.direction);
     this.#limits = { now: () => deps.clock.now(), maxHeaderSize: deps.maxHeaderSize, headersTimeoutMs: 30_000, keepAliveTimeoutMs: 65_000 };
@@ -195,7 +194,7 @@ export class Listener {
       d.tracing.exporting ? spanAttributes(req, path, host, authority, d.direction) : NO_ATTRS,
     );
     const headers = forwardRequestHeaders(head, true);
-    for (const h of propagationHeaders(span, usedB3)) headers.push(h);
+    pushPropagationHeaders(headers, span, usedB3);
     const ex: Exchange = {
       direction: d.direction,
       head,
@@ -223,7 +222,6 @@ export class Listener {
       measured: false,
     };
     this.#inFlight++;
-    this.#inFlightGauge.inc();
     req.onDone((how, err) => {
       if (how === 'client-gone') {
         ex.clientGone = true;
@@ -243,6 +241,11 @@ export class Listener {
       return;
     }
     if (this.#draining) up.headers.push('connection', 'close');
+    const whole = up.body.takeWhole();
+    if (whole) {
+      req.writeWhole(up.status, up.statusText, up.headers, up.framing, whole);
+      return;
+    }
     req.writeHead(up.status, up.statusText, up.headers, up.framing);
     up.body.pipeTo(req);
   }
@@ -276,7 +279,6 @@ export class Listener {
     ex.measured = true;
     const d = this.#d;
     this.#inFlight--;
-    this.#inFlightGauge.dec();
     const err = ex.error;
     const status = req.headersSent ? req.status : 0;
     const durMs = d.clock.now() - ex.startMs;

@@ -34,6 +34,9 @@ export interface ServerLimits {
   keepAliveTimeoutMs: number;
 }
 
+/** A response body up to this size that has fully arrived goes out with its head in one write. */
+const WHOLE_MAX = 16 * 1024;
+
 /** A request body left unread when its response ends is read and dropped up to this; past it the connection closes. */
 const MAX_DISCARD = 256 * 1024;
 
@@ -57,7 +60,6 @@ export class ServerRequest {
   /** How `write` frames what it is given. */
   #mode: 'raw' | 'encode' | 'decode' | 'none' = 'raw';
   #decoder: ChunkedScanner | undefined;
-  #corked = false;
   #onDone: ((how: ResponseOutcome, err: Error | undefined) => void) | undefined;
 
   constructor(conn: ServerConnection, head: RequestHead, body: BodySource | undefined, socket: Socket) {
@@ -85,6 +87,32 @@ export class ServerRequest {
    */
   writeHead(status: number, reason: string, headers: readonly string[], framing: Framing): void {
     if (this.headersSent || this.destroyed) return;
+    const h = this.#head(status, reason, headers, framing);
+    // Corked until the body's first bytes (or the end) join the head in one write.
+    this.#conn.cork();
+    this.socket.write(h, 'latin1');
+  }
+
+  /**
+   * A whole response whose body is already here (the common small one): head and body leave in
+   * one write of one string (latin1 maps bytes 1:1), without corking. `body` is framed as
+   * `framing` says, like write()'s chunks.
+   */
+  writeWhole(status: number, reason: string, headers: readonly string[], framing: Framing, body: Buffer): void {
+    if (this.headersSent || this.destroyed) return;
+    const h = this.#head(status, reason, headers, framing);
+    if (this.#mode === 'none' || body.length === 0) this.socket.write(h, 'latin1');
+    else if (this.#mode === 'raw' && body.length <= WHOLE_MAX) this.socket.write(h + body.toString('latin1'), 'latin1');
+    else {
+      this.#conn.cork();
+      this.socket.write(h, 'latin1');
+      this.write(body);
+    }
+    this.end();
+  }
+
+  /** The head as text; decides how write() frames the body and whether the connection stays. */
+  #head(status: number, reason: string, headers: readonly string[], framing: Framing): string {
     this.headersSent = true;
     this.status = status;
     const minor = this.head.minor;
@@ -116,19 +144,8 @@ export class ServerRequest {
       h += 'connection: close\r\n';
       this.#conn.closeAfter(this);
     } else if (minor === 0) h += 'connection: keep-alive\r\n';
-    h += '\r\n';
-    // Corked until the body's first bytes (or the end) join the head in one write.
-    this.socket.cork();
-    this.#corked = true;
-    this.socket.write(h, 'latin1');
-    queueMicrotask(this.#uncork);
+    return h + '\r\n';
   }
-
-  #uncork = (): void => {
-    if (!this.#corked) return;
-    this.#corked = false;
-    this.socket.uncork();
-  };
 
   #send(chunk: Buffer): boolean {
     return this.socket.write(chunk);
@@ -168,23 +185,22 @@ export class ServerRequest {
     if (this.finished || this.destroyed) return;
     if (this.#mode === 'encode') this.socket.write(LAST_CHUNK, 'latin1');
     this.finished = true;
-    this.#uncork();
+    this.#conn.uncork();
     this.#settle('finished');
     this.#conn.finished(this);
   }
 
   /** A whole response at once (the proxy's own answers): head and body in one write. */
   respond(status: number, reason: string, headers: readonly string[], body: string): void {
-    this.writeHead(status, reason, [...headers, 'content-length', String(Buffer.byteLength(body))], { kind: 'length', length: Buffer.byteLength(body) });
-    if (this.head.method !== 'HEAD') this.socket.write(body);
-    this.end();
+    const b = Buffer.from(body);
+    this.writeWhole(status, reason, [...headers, 'content-length', String(b.length)], { kind: 'length', length: b.length }, b);
   }
 
   /** Abandon the response (the upstream failed mid-body): the client sees the connection close. */
   destroy(err?: Error): void {
     if (this.destroyed || this.finished) return;
     this.destroyed = true;
-    this.#uncork();
+    this.#conn.uncork();
     this.socket.destroy();
     this.#settle('destroyed', err);
   }
@@ -262,6 +278,24 @@ export class ServerConnection {
   }
 
   // ---- for ServerRequest ----
+
+  #corked = false;
+
+  /** Hold writes until the end of this turn (or uncork()): a response head and its first body bytes go out in one write. */
+  cork(): void {
+    if (this.#corked) return;
+    this.#corked = true;
+    this.socket.cork();
+    queueMicrotask(this.#uncorkSoon);
+  }
+
+  uncork(): void {
+    if (!this.#corked) return;
+    this.#corked = false;
+    this.socket.uncork();
+  }
+
+  readonly #uncorkSoon = (): void => this.uncork();
 
   keepAliveAfter(req: ServerRequest): boolean {
     return req.head.keepAlive && !this.#draining && !this.#closeAfter && !this.#clientEnded;

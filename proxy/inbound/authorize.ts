@@ -13,11 +13,11 @@ export function authorization(metrics: ProxyMetrics, appPort: number, plaintextA
   return (next) => (ex) => {
     const inbound = ex.config.inbound;
     if (!ex.peer.tls && !plaintextAllowed(ex)) {
-      metrics.authz.labels('strict-mtls', 'deny').inc();
+      metrics.authzDecision('strict-mtls', false);
       return Promise.reject(new ProxyError('forbidden', `port ${appPort} accepts only mTLS (it is not permissive)`));
     }
     const d = authorize(inbound.policies, inbound.defaultPolicy, { port: appPort, identity: ex.peer.identity, method: ex.method, path: ex.path });
-    metrics.authz.labels(d.policy, d.allowed ? 'allow' : 'deny').inc();
+    metrics.authzDecision(d.policy, d.allowed);
     if (!d.allowed) return Promise.reject(new ProxyError('forbidden', d.reason));
     return next(ex);
   };

@@ -6,7 +6,7 @@ import { matchRoute } from '../policy/route-match.ts';
 
 export const route: Stage = (next) => (ex) => {
   const svc = ex.service!;
-  const r = matchRoute(svc.routes, { method: ex.method, path: ex.path, headers: ex.head.headers });
+  const r = matchRoute(svc.routes, { method: ex.method, path: ex.path, headers: ex.head });
   if (!r) return Promise.reject(new ProxyError('no-route', `no route of service "${svc.name}" matches ${ex.method} ${ex.path}`));
   ex.route = r;
   return next(ex);

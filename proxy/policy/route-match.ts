@@ -2,12 +2,17 @@
 // Guarantees: routes are tried in order and the first whose every condition holds wins.
 import type { HeaderMatch, RouteMatch } from '../../api/proxy-config.ts';
 
+/** Request fields by lower-case name; repeated fields joined with ", " or given as an array. */
+export interface HeaderLookup {
+  get(lower: string): string | readonly string[] | undefined;
+}
+
 export interface RequestHead {
   method: string;
   /** Request-target path WITHOUT query (see pathOf). */
   path: string;
-  /** Lower-case names, as Node gives them (req.headers or req.headersDistinct). */
-  headers: Record<string, string | string[] | undefined>;
+  /** The request's fields (http1/head.ts Fields): looked up only when a route matches on headers. */
+  headers: HeaderLookup;
 }
 
 /** The first route whose match holds; a route without a match (or with an empty one) matches everything. */
@@ -42,16 +47,11 @@ function prefixMatches(prefix: string, path: string): boolean {
 
 /**
  * The header is present (and, when a value is given, one of its values equals it exactly).
- * Node joins repeated headers into one string with ", " (req.headers), so a string value also
- * matches when any comma-separated element equals the wanted value; arrays
- * (req.headersDistinct, set-cookie) match when any element does.
+ * Repeated headers come joined into one string with ", ", so a string value also matches when
+ * any comma-separated element equals the wanted value; arrays match when any element does.
  */
-function headerMatches(h: HeaderMatch, headers: RequestHead['headers']): boolean {
-  let v = headers[h.name];
-  if (v === undefined) {
-    const lower = h.name.toLowerCase();
-    if (lower !== h.name) v = headers[lower];
-  }
+function headerMatches(h: HeaderMatch, headers: HeaderLookup): boolean {
+  const v = headers.get(h.name.toLowerCase());
   if (typeof v === 'string') return h.value === undefined || v === h.value || listHas(v, h.value);
   if (Array.isArray(v)) {
     if (h.value === undefined) return true;

@@ -9,7 +9,11 @@ export class ProxyMetrics {
   readonly registry = new Registry();
   /** meshlet_requests_total and meshlet_request_duration_seconds (see request-metrics.ts). */
   readonly #requests = new RequestMetrics(this.registry);
+  /** Set at scrape time from the listeners' own counts (inFlightOf): no gauge arithmetic per request. */
   readonly inFlight = new Gauge({ name: 'meshlet_requests_in_flight', help: 'Requests in flight (saturation).', labelNames: ['direction'], registers: [this.registry] });
+  readonly #inFlightOf = new Map<string, () => number>();
+  /** Authorization decisions per policy name, counted in plain numbers; the counter shows them at scrape time. */
+  readonly #authz = new Map<string, { allow: number; deny: number }>();
   readonly retries = new Counter({ name: 'meshlet_retries_total', help: 'Retry attempts sent.', labelNames: ['dst_service', 'reason'], registers: [this.registry] });
   readonly budgetExhausted = new Counter({ name: 'meshlet_retry_budget_exhausted_total', help: 'Retries wanted but refused by the retry budget.', labelNames: ['dst_service'], registers: [this.registry] });
   readonly ejections = new Counter({ name: 'meshlet_endpoint_ejections_total', help: 'Endpoints ejected by failure accrual.', labelNames: ['dst_service'], registers: [this.registry] });
@@ -19,6 +23,8 @@ export class ProxyMetrics {
   readonly connections = new Gauge({ name: 'meshlet_tcp_connections_open', help: 'Open TCP connections accepted.', labelNames: ['direction'], registers: [this.registry] });
   readonly connectionsTotal = new Counter({ name: 'meshlet_tcp_connections_total', help: 'TCP connections accepted.', labelNames: ['direction'], registers: [this.registry] });
   readonly authz = new Counter({ name: 'meshlet_authz_decisions_total', help: 'Inbound authorization decisions by policy.', labelNames: ['policy', 'decision'], registers: [this.registry] });
+  /** Policy names come from config; past this many the counts start again (a fuse, like request-metrics.ts). */
+  static readonly MAX_AUTHZ_POLICIES = 1000;
   readonly tlsHandshakeFailures = new Counter({ name: 'meshlet_tls_handshake_failures_total', help: 'TLS handshakes refused or failed, by reason.', labelNames: ['direction', 'reason'], registers: [this.registry] });
   readonly leafExpiry = new Gauge({ name: 'meshlet_identity_leaf_expiry_timestamp_seconds', help: "Expiry of the proxy's current leaf certificate (Unix seconds).", labelNames: ['identity'], registers: [this.registry] });
   readonly renewals = new Counter({ name: 'meshlet_identity_renewals_total', help: 'Certificate requests to the control plane, by result.', labelNames: ['result'], registers: [this.registry] });
@@ -35,6 +41,36 @@ export class ProxyMetrics {
     // Scrape-time gauges (breaker state) are computed when Prometheus asks, not per request,
     // by the gauge's own collect hook so the same scrape shows them.
     if (collect) (this.breakerState as unknown as { collect: () => void }).collect = () => collect(this);
+    // prom-client's labels().inc() hashes the label object on every call (children too): the
+    // per-request counters and gauges are plain numbers, copied into these at scrape time.
+    (this.inFlight as unknown as { collect: () => void }).collect = () => {
+      for (const [direction, count] of this.#inFlightOf) this.inFlight.labels(direction).set(count());
+    };
+    (this.authz as unknown as { collect: () => void }).collect = () => {
+      this.authz.reset();
+      for (const [policy, n] of this.#authz) {
+        if (n.allow > 0) this.authz.labels(policy, 'allow').inc(n.allow);
+        if (n.deny > 0) this.authz.labels(policy, 'deny').inc(n.deny);
+      }
+    };
+  }
+
+  /** Where the in-flight count of a direction comes from (its listener). */
+  inFlightOf(direction: string, count: () => number): void {
+    this.#inFlightOf.set(direction, count);
+    this.inFlight.labels(direction).set(0);
+  }
+
+  /** Count one authorization decision. */
+  authzDecision(policy: string, allowed: boolean): void {
+    let n = this.#authz.get(policy);
+    if (n === undefined) {
+      if (this.#authz.size >= ProxyMetrics.MAX_AUTHZ_POLICIES) this.#authz.clear();
+      n = { allow: 0, deny: 0 };
+      this.#authz.set(policy, n);
+    }
+    if (allowed) n.allow++;
+    else n.deny++;
   }
 
   /** Count one finished request. */

@@ -93,6 +93,19 @@ export class IdSource {
   }
 }
 
+/** A hop's ids when nothing is exported (one small object per request, no closures). */
+class IdOnlySpan implements HopSpan {
+  readonly traceId: string;
+  readonly spanId: string;
+  readonly sampled: boolean;
+  constructor(traceId: string, spanId: string, sampled: boolean) {
+    this.traceId = traceId;
+    this.spanId = spanId;
+    this.sampled = sampled;
+  }
+  end(): void {}
+}
+
 /** Propagation only: new span ids per hop, nothing exported. */
 export class IdOnlyTracing implements Tracing {
   readonly exporting = false;
@@ -101,7 +114,7 @@ export class IdOnlyTracing implements Tracing {
     this.#ids = ids;
   }
   start(_name: string, _kind: 'server' | 'client', parent: ParentContext | undefined): HopSpan {
-    return { traceId: parent?.traceId ?? this.#ids.hex(16), spanId: this.#ids.hex(8), sampled: parent?.sampled ?? false, end() {} };
+    return new IdOnlySpan(parent?.traceId ?? this.#ids.hex(16), this.#ids.hex(8), parent?.sampled ?? false);
   }
 }
 
@@ -141,12 +154,10 @@ export class OtelTracing implements Tracing {
   }
 }
 
-/** Headers to send downstream for this hop's span: traceparent always, B3 when the caller used B3. */
-export function propagationHeaders(span: HopSpan, usedB3: boolean): string[] {
-  const flags = span.sampled ? '01' : '00';
-  const out = ['traceparent', `00-${span.traceId}-${span.spanId}-${flags}`];
+/** Append the headers to send downstream for this hop's span: traceparent always, B3 when the caller used B3. */
+export function pushPropagationHeaders(out: string[], span: HopSpan, usedB3: boolean): void {
+  out.push('traceparent', `00-${span.traceId}-${span.spanId}-${span.sampled ? '01' : '00'}`);
   if (usedB3) out.push('x-b3-traceid', span.traceId, 'x-b3-spanid', span.spanId, 'x-b3-sampled', span.sampled ? '1' : '0');
-  return out;
 }
 
 /** Start the OpenTelemetry SDK when the standard OTEL_* variables ask for it; else id-only tracing. */

@@ -4,7 +4,8 @@ import { test } from 'tap';
 import type { RouteMatch } from '../../../api/proxy-config.ts';
 import { matchRoute, pathOf, type RequestHead } from '../../../proxy/policy/route-match.ts';
 
-const req = (path: string, method = 'GET', headers: RequestHead['headers'] = {}): RequestHead => ({ method, path, headers });
+/** A request whose fields are a plain record (lower-case names), looked up as the proxy's parsed head is. */
+const req = (path: string, method = 'GET', headers: Record<string, string | string[] | undefined> = {}): RequestHead => ({ method, path, headers: { get: (n) => (Object.hasOwn(headers, n) ? headers[n] : undefined) } });
 const one = (match: RouteMatch | undefined, r: RequestHead) => matchRoute([{ match }], r) !== undefined;
 
 test('absent or empty match matches everything', async (t) => {
