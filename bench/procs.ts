@@ -228,6 +228,24 @@ function statusKb(pid: number, field: string): number {
 export const peakRssMb = (pids: number[]): number => pids.reduce((s, p) => s + statusKb(p, 'VmHWM'), 0) / 1024;
 export const rssMb = (pids: number[]): number => pids.reduce((s, p) => s + statusKb(p, 'VmRSS'), 0) / 1024;
 
+/**
+ * Unique set size (private pages, smaps_rollup Private_Clean + Private_Dirty) over a process tree,
+ * in MB: what the processes cost beyond the pages they share with every other Node process (the
+ * node binary's code and data, which RSS counts in full for each).
+ */
+export function ussMb(pids: number[]): number {
+  let kb = 0;
+  for (const p of pids) {
+    try {
+      const s = readFileSync(`/proc/${p}/smaps_rollup`, 'utf8');
+      kb += Number(/Private_Clean:\s+(\d+)/.exec(s)?.[1] ?? 0) + Number(/Private_Dirty:\s+(\d+)/.exec(s)?.[1] ?? 0);
+    } catch {
+      // gone, or no smaps_rollup (Linux < 4.14)
+    }
+  }
+  return kb / 1024;
+}
+
 /** Reset VmHWM to the current RSS (clear_refs 5, Linux ≥ 4.0), so the next peak is one run's. */
 export function resetPeakRss(pids: number[]): boolean {
   let ok = true;

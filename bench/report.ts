@@ -9,6 +9,8 @@ export interface ProxySample {
   cpuSatS: number;
   peakRssRandMb: number;
   peakRssSatMb: number;
+  /** Private memory (USS) right after the ~1000 rps run. */
+  ussRandMb: number;
 }
 
 export interface Sample {
@@ -28,6 +30,7 @@ export interface ProxySummary {
   cpuSPer1kSat: number;
   peakRssRandMb: number;
   peakRssSatMb: number;
+  ussRandMb: number;
   idleRssMb: number;
 }
 
@@ -122,6 +125,7 @@ export function summarize(defs: PathDef[], samples: Sample[]): Summary {
           cpuSPer1kSat: perReq(({ s, p }) => (p.cpuSatS / s.sat.requests) * 1000),
           peakRssRandMb: median(ps.map(({ p }) => p.peakRssRandMb)),
           peakRssSatMb: median(ps.map(({ p }) => p.peakRssSatMb)),
+          ussRandMb: median(ps.map(({ p }) => p.ussRandMb ?? 0)),
           idleRssMb: median(ps.map(({ p }) => p.idleRssMb)),
         };
       }),
@@ -179,7 +183,7 @@ const f = (x: number | null, digits = 2): string => (x === null || Number.isNaN(
 const per = (ps: ProxySummary[], g: (p: ProxySummary) => number, digits: number): string => (ps.length === 0 ? '-' : ps.map((p) => g(p).toFixed(digits)).join(' / '));
 
 export function printReport(s: Summary, skipped: Record<string, string>, failures: { path: string; round: number; error: string }[]): void {
-  const head = ['path', 'sat rps', '~1k rps', 'p50 ms', 'p99 ms', '+p50', '+p99', 'CPU µs/req sat', 'CPU s/1k @1k', 'RSS MB @1k', 'RSS MB @sat', 'errors'];
+  const head = ['path', 'sat rps', '~1k rps', 'p50 ms', 'p99 ms', '+p50', '+p99', 'CPU µs/req sat', 'CPU s/1k @1k', 'RSS MB @1k', 'RSS MB @sat', 'USS MB @1k', 'errors'];
   const rows = s.paths.map((p) => [
     p.path,
     p.satRps.toFixed(0),
@@ -192,6 +196,7 @@ export function printReport(s: Summary, skipped: Record<string, string>, failure
     per(p.proxies, (x) => x.cpuSPer1kRand, 3),
     per(p.proxies, (x) => x.peakRssRandMb, 0),
     per(p.proxies, (x) => x.peakRssSatMb, 0),
+    per(p.proxies, (x) => x.ussRandMb, 0),
     p.errorRate === 0 ? '0' : `${(p.errorRate * 100).toFixed(2)}%`,
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));

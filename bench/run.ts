@@ -8,7 +8,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { PATHS, startNginx, type Ctx, type PathDef } from './paths.ts';
-import { cpuSeconds, killAll, makeTempDir, peakRssMb, processTree, resetPeakRss, rssMb, which } from './procs.ts';
+import { cpuSeconds, killAll, makeTempDir, peakRssMb, processTree, resetPeakRss, rssMb, ussMb, which } from './procs.ts';
 import { printReport, summarize, type ProxySample, type Sample } from './report.ts';
 import { wrk, type WrkResult } from './wrk.ts';
 
@@ -64,6 +64,7 @@ async function measure(path: PathDef, ctx: Ctx, round: number, durationS: number
     const rand = carried('~1000 rps run', await wrk({ ...target, connections: RAND_CONNECTIONS, randDelayMaxMs: RAND_DELAY_MAX_MS, durationS }));
     const cpu1 = trees.map((t) => cpuSeconds(t));
     const peakRand = trees.map((t) => peakRssMb(t));
+    const ussRand = trees.map((t) => ussMb(t));
 
     resetPeakRss(trees.flat());
     const sat = carried('saturation run', await wrk({ ...target, connections: SAT_CONNECTIONS, durationS }));
@@ -77,6 +78,7 @@ async function measure(path: PathDef, ctx: Ctx, round: number, durationS: number
       cpuSatS: (cpu2[i] ?? 0) - (cpu1[i] ?? 0),
       peakRssRandMb: peakRand[i] ?? 0,
       peakRssSatMb: peakSat[i] ?? 0,
+      ussRandMb: ussRand[i] ?? 0,
     }));
     return { path: path.name, round, rand, sat, proxies };
   } finally {
