@@ -1,5 +1,6 @@
 // HTTP/1.1 message heads (RFC 9112), parsed strictly and without I/O: the framing a proxy
 // forwards must mean the same thing to every hop, so anything ambiguous is an error, not a guess.
+import { listHas } from './field-list.ts';
 
 /** How a message body is delimited on the wire. */
 export type Framing =
@@ -29,33 +30,6 @@ export interface Fields {
   readonly headers: Readonly<Record<string, string>>;
   /** The value of one field by lower-case name (repeated fields joined), without building `headers`. */
   get(lower: string): string | undefined;
-}
-
-export interface RequestHead extends Fields {
-  readonly method: string;
-  readonly target: string;
-  /** 1 for HTTP/1.1, 0 for HTTP/1.0. */
-  readonly minor: 0 | 1;
-  /** The Host field ('' when absent: allowed for HTTP/1.0 only). */
-  readonly host: string;
-  readonly framing: Framing;
-  /** The connection may carry another request after this one. */
-  readonly keepAlive: boolean;
-  /** Connection: upgrade with an Upgrade field (WebSocket and friends). */
-  readonly upgrade: boolean;
-  /** Expect: 100-continue. */
-  readonly expectContinue: boolean;
-}
-
-export interface ResponseHead extends Fields {
-  readonly status: number;
-  readonly reason: string;
-  readonly minor: 0 | 1;
-  /** Before the request method is considered: HEAD responses have no body whatever this says. */
-  readonly framing: Framing;
-  readonly keepAlive: boolean;
-  /** Seconds from `Keep-Alive: timeout=N`, when the server says how long it keeps idle connections. */
-  readonly keepAliveTimeout: number | undefined;
 }
 
 // ---- character classes (RFC 9110 §5.6.2 tchar, §5.5 field-vchar) ----
@@ -90,23 +64,9 @@ export function isToken(s: string): boolean {
   return true;
 }
 
-/** Does the comma-separated list (case-insensitive) contain `token` (lower-case)? */
-function listHas(list: string, token: string): boolean {
-  let start = 0;
-  while (start <= list.length) {
-    let end = list.indexOf(',', start);
-    if (end === -1) end = list.length;
-    let a = start;
-    let b = end;
-    while (a < b && (list.charCodeAt(a) === 32 || list.charCodeAt(a) === 9)) a++;
-    while (b > a && (list.charCodeAt(b - 1) === 32 || list.charCodeAt(b - 1) === 9)) b--;
-    if (b - a === token.length && list.slice(a, b).toLowerCase() === token) return true;
-    start = end + 1;
-  }
-  return false;
-}
 
-class ParsedFields {
+/** Header fields as received: names keep their case, values are trimmed of surrounding OWS. */
+class ParsedFields implements Fields {
   readonly raw: string[];
   /** Lower-case names, parallel to raw's names. */
   readonly #lower: string[];
@@ -284,8 +244,8 @@ function versionOf(s: string, at: number): 0 | 1 | -1 {
 
 function keepAliveOf(minor: 0 | 1, connection: string | undefined): boolean {
   if (connection === undefined) return minor === 1;
-  if (listHas(connection, 'close')) return false;
-  return minor === 1 || listHas(connection, 'keep-alive');
+  if (listHas(connection, 'close', true)) return false;
+  return minor === 1 || listHas(connection, 'keep-alive', true);
 }
 
 /**
@@ -325,19 +285,25 @@ export function parseRequestHead(s: string): RequestHead {
     if (Number.isNaN(n)) throw new HeadError('a Content-Length that is not a decimal number');
     framing = n === 0 ? NO_BODY : { kind: 'length', length: n };
   }
-  const upgrade = f.upgrade && f.connection !== undefined && listHas(f.connection, 'upgrade');
-  const expectContinue = f.expect !== undefined && listHas(f.expect, '100-continue');
-  return new ParsedRequest(f, method, target, minor, host, framing, keepAliveOf(minor, f.connection), upgrade, expectContinue);
+  const upgrade = f.upgrade && f.connection !== undefined && listHas(f.connection, 'upgrade', true);
+  const expectContinue = f.expect !== undefined && listHas(f.expect, '100-continue', true);
+  return new RequestHead(f, method, target, minor, host, framing, keepAliveOf(minor, f.connection), upgrade, expectContinue);
 }
 
-class ParsedRequest extends ParsedFields implements RequestHead {
+/** A request head (parseRequestHead). */
+export class RequestHead extends ParsedFields {
   readonly method: string;
   readonly target: string;
+  /** 1 for HTTP/1.1, 0 for HTTP/1.0. */
   readonly minor: 0 | 1;
+  /** The Host field ('' when absent: allowed for HTTP/1.0 only). */
   readonly host: string;
   readonly framing: Framing;
+  /** The connection may carry another request after this one. */
   readonly keepAlive: boolean;
+  /** Connection: upgrade with an Upgrade field (WebSocket and friends). */
   readonly upgrade: boolean;
+  /** Expect: 100-continue. */
   readonly expectContinue: boolean;
   constructor(f: { raw: string[]; lower: string[] }, method: string, target: string, minor: 0 | 1, host: string, framing: Framing, keepAlive: boolean, upgrade: boolean, expectContinue: boolean) {
     super(f);
@@ -352,12 +318,15 @@ class ParsedRequest extends ParsedFields implements RequestHead {
   }
 }
 
-class ParsedResponse extends ParsedFields implements ResponseHead {
+/** A response head (parseResponseHead). */
+export class ResponseHead extends ParsedFields {
   readonly status: number;
   readonly reason: string;
   readonly minor: 0 | 1;
+  /** With the request method considered: HEAD responses have no body whatever the fields say. */
   readonly framing: Framing;
   readonly keepAlive: boolean;
+  /** Seconds from `Keep-Alive: timeout=N`, when the server says how long it keeps idle connections. */
   readonly keepAliveTimeout: number | undefined;
   constructor(f: { raw: string[]; lower: string[] }, status: number, reason: string, minor: 0 | 1, framing: Framing, keepAlive: boolean, keepAliveTimeout: number | undefined) {
     super(f);
@@ -418,5 +387,5 @@ export function parseResponseHead(s: string, method: string): ResponseHead {
   } else if (!Number.isNaN(length)) framing = length === 0 ? NO_BODY : { kind: 'length', length };
   else framing = UNTIL_CLOSE;
   const keepAlive = framing.kind !== 'close' && keepAliveOf(minor, f.connection);
-  return new ParsedResponse(f, status, reason, minor, framing, keepAlive, keepAliveSeconds(f.keepAliveField));
+  return new ResponseHead(f, status, reason, minor, framing, keepAlive, keepAliveSeconds(f.keepAliveField));
 }

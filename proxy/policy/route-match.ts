@@ -1,6 +1,7 @@
 // Route stage, first after the listener picked a service: which of its routes handles this request.
 // Guarantees: routes are tried in order and the first whose every condition holds wins.
 import type { HeaderMatch, RouteMatch } from '../../api/proxy-config.ts';
+import { listHas } from '../http1/field-list.ts';
 
 /** Request fields by lower-case name; repeated fields joined with ", " or given as an array. */
 export interface HeaderLookup {
@@ -60,25 +61,6 @@ function headerMatches(h: HeaderMatch, headers: HeaderLookup): boolean {
   return false;
 }
 
-/** Is `want` one of the comma-separated, whitespace-trimmed elements of `list`? No allocation. */
-function listHas(list: string, want: string): boolean {
-  let start = 0;
-  while (start <= list.length) {
-    let end = list.indexOf(',', start);
-    if (end === -1) end = list.length;
-    let a = start;
-    let b = end;
-    while (a < b && isOws(list.charCodeAt(a))) a++;
-    while (b > a && isOws(list.charCodeAt(b - 1))) b--;
-    if (b - a === want.length && list.startsWith(want, a)) return true;
-    start = end + 1;
-  }
-  return false;
-}
-
-function isOws(c: number): boolean {
-  return c === 32 || c === 9;
-}
 
 /**
  * The path of a request target, without query or fragment: `/a?b` -> `/a`,
