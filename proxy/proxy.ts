@@ -78,8 +78,11 @@ export interface RunningProxy {
   drain(graceMs: number): Promise<void>;
 }
 
-/** Idle upstream connections: kept 30 s, or what the server's Keep-Alive hint says (less a second, at most 60 s). */
-const KEEP_ALIVE = { keepAliveTimeoutMs: 30_000, keepAliveMaxTimeoutMs: 60_000 };
+/**
+ * Idle upstream connections: kept 30 s, or what the server's Keep-Alive hint says (less a second,
+ * at most 60 s). A busy one silent for 300 s (a stalled body) is given up.
+ */
+const POOL_TIMEOUTS = { keepAliveTimeoutMs: 30_000, keepAliveMaxTimeoutMs: 60_000, silenceTimeoutMs: 300_000 };
 
 /**
  * How to reach an endpoint: mTLS with its SPIFFE ID checked when the config names one, plain TCP
@@ -102,7 +105,7 @@ export function endpointPools(identity: IdentityManager | undefined, clock: Cloc
     create({ address, identity: expected, connectTimeout }): Pool {
       const connect = connectorFor(identity, address, expected, connectTimeout, onHandshakeFailure);
       const dial: Dial = connect instanceof ProxyError ? (cb) => queueMicrotask(() => cb(connect, null)) : connect;
-      return new Pool(dial, { now: () => clock.now(), ...KEEP_ALIVE });
+      return new Pool(dial, { now: () => clock.now(), ...POOL_TIMEOUTS });
     },
     close(client) {
       (client as Pool).close();
@@ -223,7 +226,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   // One pool and one pipeline per app port; the port also decides authorization and permissiveness.
   const appPorts = o.appPorts ?? parseAppPorts(undefined, o.app.port, o.inbound?.port);
   const appHost = o.app.host.includes(':') ? `[${o.app.host}]` : o.app.host;
-  const appPools = new Map(appPorts.ports.map((p) => [p, new Pool(tcpConnector(`${appHost}:${p}`, 1000), { now: () => o.clock.now(), ...KEEP_ALIVE })]));
+  const appPools = new Map(appPorts.ports.map((p) => [p, new Pool(tcpConnector(`${appHost}:${p}`, 1000), { now: () => o.clock.now(), ...POOL_TIMEOUTS })]));
   if (o.inbound) {
     const pipelines = new Map(appPorts.ports.map((p) => [p, compose([authorization(metrics, p, (ex) => identity === undefined || permissive(ex.config, p))], app(appPools.get(p)!))]));
     const handler = byAppPort(appPorts, pipelines);

@@ -3,7 +3,7 @@
 // head is parsed strictly (head.ts) and its body handed on as framed, with flow control.
 import type { Socket } from 'node:net';
 import type { BodySource } from './body.ts';
-import { ChunkedScanner } from './chunked.ts';
+import { BodyFraming } from './body-framing.ts';
 import { HeadError, parseResponseHead, type ResponseHead } from './head.ts';
 
 /** Opens a connection to the pool's endpoint (TCP, or mTLS with the peer's identity checked). */
@@ -36,6 +36,11 @@ export interface PoolOptions {
   keepAliveMaxTimeoutMs: number;
   /** Idle connections kept; more are closed as they go idle. */
   maxIdle?: number;
+  /**
+   * A connection carrying a request that stays silent this long (no byte either way) is given up:
+   * a stalled response body, or a head that never comes where no per-try timeout is set.
+   */
+  silenceTimeoutMs: number;
 }
 
 /** Why an attempt failed at the socket level; `code` is what errors.ts classifies. */
@@ -122,6 +127,7 @@ export class ClientAttempt {
     body.start({
       data: (chunk) => {
         if (this.#phase === A.DONE || s.destroyed) return true;
+        conn.active = true; // a slow upload is not a silent upstream
         if (s.write(chunk)) return true;
         s.once('drain', () => body.resume());
         return false;
@@ -157,10 +163,6 @@ export class ClientAttempt {
     this.#fail(err);
   }
 
-  get responding(): boolean {
-    return this.#phase === A.BODY;
-  }
-
   #fail(err: Error): void {
     if (this.#phase === A.DONE) return;
     this.#phase = A.DONE;
@@ -178,11 +180,15 @@ class ClientConnection {
   #attempt: ClientAttempt | undefined;
   #buf: Buffer | undefined;
   #res: ResponseHead | undefined;
-  #remaining = 0;
-  #scanner: ChunkedScanner | undefined;
+  /** Where the current response body ends. */
+  #framing: BodyFraming | undefined;
   #error: Error | undefined;
   /** Idle until (pool clock); set when released. */
   expires = 0;
+  /** Bytes moved since the pool's last silence check (a flag, not a clock read per read). */
+  active = true;
+  /** Silence checks in a row that found nothing moved. */
+  quiet = 0;
 
   constructor(pool: Pool, socket: Socket) {
     this.#pool = pool;
@@ -199,8 +205,15 @@ class ClientConnection {
     return this.#state === C.IDLE;
   }
 
+  /** Carrying a request (from its head written to its response's end). */
+  get busy(): boolean {
+    return this.#state === C.HEAD || this.#state === C.BODY;
+  }
+
   start(attempt: ClientAttempt): void {
     this.#attempt = attempt;
+    this.active = true;
+    this.quiet = 0;
     this.#state = C.HEAD;
     this.#res = undefined;
     attempt.attached(this);
@@ -215,6 +228,7 @@ class ClientConnection {
   }
 
   #onData = (chunk: Buffer): void => {
+    this.active = true;
     if (this.#state === C.HEAD) {
       this.#buf = this.#buf === undefined ? chunk : Buffer.concat([this.#buf, chunk]);
       this.#parseHead();
@@ -247,13 +261,11 @@ class ClientConnection {
         continue;
       }
       this.#res = res;
-      const f = res.framing;
-      this.#remaining = f.kind === 'length' ? f.length : -1;
-      this.#scanner = f.kind === 'chunked' ? new ChunkedScanner() : undefined;
+      this.#framing = new BodyFraming(res.framing);
       this.#state = C.BODY;
       attempt.responded(res);
       if (this.#state !== C.BODY) return; // aborted from the handler
-      if (f.kind === 'none') return this.#complete(undefined);
+      if (this.#framing.done) return this.#complete(undefined);
       const more = this.#buf;
       this.#buf = undefined;
       if (more !== undefined) this.#body(more);
@@ -263,34 +275,16 @@ class ClientConnection {
 
   #body(chunk: Buffer): void {
     const attempt = this.#attempt!;
-    const kind = this.#res!.framing.kind;
-    let take = chunk;
-    let rest: Buffer | undefined;
-    let complete = false;
-    if (kind === 'length') {
-      if (chunk.length >= this.#remaining) {
-        if (chunk.length > this.#remaining) {
-          take = chunk.subarray(0, this.#remaining);
-          rest = chunk.subarray(this.#remaining);
-        }
-        complete = true;
-      }
-      this.#remaining -= take.length;
-    } else if (kind === 'chunked') {
-      let end: number;
-      try {
-        end = this.#scanner!.scan(chunk);
-      } catch (e) {
-        return this.#failed(new UpstreamSocketError('MESHLET_BAD_RESPONSE', `the upstream sent a malformed chunked body: ${(e as Error).message}`));
-      }
-      if (end !== -1) {
-        complete = true;
-        if (end < chunk.length) {
-          take = chunk.subarray(0, end);
-          rest = chunk.subarray(end);
-        }
-      }
+    let end: number;
+    try {
+      end = this.#framing!.end(chunk);
+    } catch (e) {
+      return this.#failed(new UpstreamSocketError('MESHLET_BAD_RESPONSE', `the upstream sent a malformed chunked body: ${(e as Error).message}`));
     }
+    const complete = end !== -1;
+    const whole = end === -1 || end === chunk.length;
+    const take = whole ? chunk : chunk.subarray(0, end);
+    const rest = whole ? undefined : chunk.subarray(end);
     if (take.length > 0 && !attempt.data(take)) this.socket.pause();
     if (this.#state !== C.BODY) return;
     if (complete) this.#complete(rest);
@@ -298,13 +292,23 @@ class ClientConnection {
 
   #complete(rest: Buffer | undefined): void {
     const attempt = this.#attempt!;
+    const res = this.#res!;
     this.#attempt = undefined;
+    this.#res = undefined;
+    this.#framing = undefined;
     this.#state = C.HEAD;
-    const reusable = attempt.completed(this.#res!.keepAlive && rest === undefined && this.#res!.framing.kind !== 'close');
+    const reusable = attempt.completed(res.keepAlive && rest === undefined && res.framing.kind !== 'close');
     if (this.#state !== C.HEAD) return;
     if (!reusable) return this.destroy();
     this.socket.resume();
-    this.#pool.release(this, this.#res!.keepAliveTimeout);
+    this.#pool.release(this, res.keepAliveTimeout);
+  }
+
+  /** The pool found the connection silent for its whole silence timeout while carrying a request. */
+  silent(timeoutMs: number): void {
+    if (!this.busy) return;
+    const where = this.#state === C.HEAD ? 'before responding' : 'in the middle of the response body';
+    this.#failed(new UpstreamSocketError('MESHLET_UPSTREAM_SILENT', `the upstream sent nothing for ${timeoutMs} ms ${where}`));
   }
 
   #onEnd = (): void => {
@@ -348,16 +352,24 @@ export class Pool {
   readonly #idle: ClientConnection[] = [];
   readonly #all = new Set<ClientConnection>();
   #timer: NodeJS.Timeout | undefined;
+  readonly #silence: NodeJS.Timeout;
   #closed = false;
 
   constructor(dial: Dial, o: PoolOptions) {
     this.#dial = dial;
     this.#o = o;
-  }
-
-  /** Connections open (idle and busy). */
-  get size(): number {
-    return this.#all.size;
+    // Four checks per silence timeout: a busy connection that moved no byte in four in a row is
+    // given up (between 1 and 1.25 timeouts of silence), with no timer work per read or write.
+    this.#silence = setInterval(() => {
+      for (const c of this.#all) {
+        if (!c.busy) continue;
+        if (c.active) {
+          c.active = false;
+          c.quiet = 0;
+        } else if (++c.quiet >= 4) c.silent(o.silenceTimeoutMs);
+      }
+    }, o.silenceTimeoutMs / 4);
+    this.#silence.unref();
   }
 
   request(req: ClientRequest, handler: ResponseHandler): ClientAttempt {
@@ -406,6 +418,7 @@ export class Pool {
   /** A connection closed. */
   forget(conn: ClientConnection): void {
     this.#all.delete(conn);
+    if (this.#closed && this.#all.size === 0) clearInterval(this.#silence);
     const i = this.#idle.indexOf(conn);
     if (i !== -1) this.#idle.splice(i, 1);
   }
@@ -413,6 +426,7 @@ export class Pool {
   close(): void {
     this.#closed = true;
     clearTimeout(this.#timer);
+    if (this.#all.size === 0) clearInterval(this.#silence);
     // Deleting from a Set while iterating it is safe (destroy() forgets the connection).
     for (const c of this.#all) if (c.idle) c.destroy();
   }

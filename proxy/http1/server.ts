@@ -3,6 +3,7 @@
 // sides allow it, and hands Upgrade requests their socket. No Node HTTP machinery on this path.
 import type { Socket } from 'node:net';
 import { BodySource } from './body.ts';
+import { BodyFraming } from './body-framing.ts';
 import { ChunkedError, ChunkedScanner, LAST_CHUNK, chunkPrefix } from './chunked.ts';
 import { HeadError, parseRequestHead, type Framing, type RequestHead } from './head.ts';
 
@@ -226,9 +227,8 @@ export class ServerConnection {
   #buf: Buffer | undefined;
   #current: ServerRequest | undefined;
   #body: BodySource | undefined;
-  /** Bytes of a Content-Length body still to come; -1 for chunked. */
-  #remaining = 0;
-  #scanner: ChunkedScanner | undefined;
+  /** Where the current request body ends. */
+  #framing: BodyFraming | undefined;
   /** Read and drop the rest of the body (its response ended first). */
   #discarding = false;
   #discarded = 0;
@@ -310,7 +310,7 @@ export class ServerConnection {
     const body = this.#body;
     if (body && !body.ended) {
       // The response ended before its request body: read the rest and drop it, or give up on the connection.
-      const unread = this.#remaining >= 0 ? this.#remaining : Infinity;
+      const unread = this.#framing!.remaining;
       if (this.#closeAfter || this.#draining || unread > MAX_DISCARD || (req.head.expectContinue && !body.consumed)) this.#closeAfter = true;
       else {
         this.#discarding = true;
@@ -333,7 +333,11 @@ export class ServerConnection {
   #onData = (chunk: Buffer): void => {
     switch (this.#phase) {
       case P.HEAD:
-        this.#buf = this.#buf === undefined ? chunk : Buffer.concat([this.#buf, chunk]);
+        if (this.#buf === undefined) {
+          // The first bytes of a head: its timeout runs from here, however slowly the rest comes.
+          this.#since = this.#limits.now();
+          this.#buf = chunk;
+        } else this.#buf = Buffer.concat([this.#buf, chunk]);
         this.#parseHeads();
         return;
       case P.BODY:
@@ -367,7 +371,7 @@ export class ServerConnection {
   #next(): void {
     this.#current = undefined;
     this.#body = undefined;
-    this.#scanner = undefined;
+    this.#framing = undefined;
     this.#phase = P.HEAD;
     this.#since = this.#limits.now();
     this.#resumeRead();
@@ -390,7 +394,6 @@ export class ServerConnection {
       this.#buf = buf;
       if (buf.length > max) return this.#refuse('header-too-large', `the request head is larger than ${max} bytes`);
       if (buf.indexOf(LFLF) !== -1) return this.#refuse('bad-request', 'a bare LF in the request head');
-      this.#since = this.#limits.now();
       return;
     }
     if (end + 4 > max) return this.#refuse('header-too-large', `the request head is larger than ${max} bytes`);
@@ -412,8 +415,7 @@ export class ServerConnection {
     let body: BodySource | undefined;
     if (framing.kind === 'length' || framing.kind === 'chunked') {
       body = new BodySource(framing, this.#bodyFlow);
-      this.#remaining = framing.kind === 'length' ? framing.length : -1;
-      this.#scanner = framing.kind === 'chunked' ? new ChunkedScanner() : undefined;
+      this.#framing = new BodyFraming(framing);
       this.#discarding = false;
       this.#discarded = 0;
       this.#phase = P.BODY;
@@ -437,31 +439,20 @@ export class ServerConnection {
 
   #bodyData(chunk: Buffer): void {
     const body = this.#body!;
-    let take = chunk;
-    let rest: Buffer | undefined;
-    if (this.#remaining >= 0) {
-      if (chunk.length > this.#remaining) {
-        take = chunk.subarray(0, this.#remaining);
-        rest = chunk.subarray(this.#remaining);
-      }
-      this.#remaining -= take.length;
-    } else {
-      let end: number;
-      try {
-        end = this.#scanner!.scan(chunk);
-      } catch (e) {
-        const err = e as ChunkedError;
-        body.fail(err);
-        if (!this.#current?.headersSent) this.#refuse('bad-request', `malformed chunked body: ${err.message}`);
-        else this.socket.destroy();
-        return;
-      }
-      if (end !== -1) {
-        take = chunk.subarray(0, end);
-        if (end < chunk.length) rest = chunk.subarray(end);
-      }
+    let end: number;
+    try {
+      end = this.#framing!.end(chunk);
+    } catch (e) {
+      const err = e as ChunkedError;
+      body.fail(err);
+      if (!this.#current?.headersSent) this.#refuse('bad-request', `malformed chunked body: ${err.message}`);
+      else this.socket.destroy();
+      return;
     }
-    const complete = this.#remaining === 0 || this.#scanner?.done === true;
+    const complete = end !== -1;
+    const whole = end === -1 || end === chunk.length;
+    const take = whole ? chunk : chunk.subarray(0, end);
+    const rest = whole ? undefined : chunk.subarray(end);
     if (this.#discarding) {
       this.#discarded += take.length;
       if (this.#discarded > MAX_DISCARD && !complete) {

@@ -7,6 +7,8 @@ import t, { type Test } from 'tap';
 import net from 'node:net';
 import { startProxyProcess, type ProxyProcess } from '../fixtures/mesh.ts';
 import { ServerConnection, type ServerRequest } from '../../proxy/http1/server.ts';
+import { Pool } from '../../proxy/http1/client.ts';
+import { tcpConnector } from '../../proxy/http/connector.ts';
 
 interface Scripted {
   address: string;
@@ -261,7 +263,7 @@ t.test('an upstream that closes an idle connection without saying so: it is drop
   c.end();
 });
 
-t.test('server connection: a head that does not arrive in time gets 408 and the connection closes', async (t) => {
+t.test('server connection: a head that does not arrive in time gets 408 (however slowly its bytes trickle in) and the connection closes', async (t) => {
   let now = 0;
   const seen: ServerRequest[] = [];
   const conns: ServerConnection[] = [];
@@ -288,10 +290,14 @@ t.test('server connection: a head that does not arrive in time gets 408 and the 
   slow.send('GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ');
   await new Promise((r) => setTimeout(r, 50));
   now = 150;
+  // A slow-loris client trickles bytes: they do not restart the head's clock.
+  slow.send('a');
+  await new Promise((r) => setTimeout(r, 50));
   for (const c of conns) c.sweep(now);
   t.equal(slow.text(), '', 'not yet: 150 ms of 200');
   now = 250;
   for (const c of conns) c.sweep(now);
+  await slow.until((s) => s.includes('\r\n\r\n'), 1000);
   await slow.closed;
   t.match(slow.text(), /^HTTP\/1\.1 408 /);
   t.match(slow.text(), /x-problem: request-timeout/);
@@ -309,4 +315,34 @@ t.test('server connection: a head that does not arrive in time gets 408 and the 
   for (const c of conns) c.sweep(now);
   await idle.closed;
   t.pass('the idle connection closed after its keep-alive timeout');
+});
+
+t.test('client pool: an upstream that goes silent in the middle of a body is given up after the silence timeout', async (t) => {
+  const stalled = await scripted(() => 'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part of it');
+  t.teardown(() => stalled.close());
+  const pool = new Pool(tcpConnector(stalled.address, 1000), { now: () => performance.now(), keepAliveTimeoutMs: 1000, keepAliveMaxTimeoutMs: 1000, silenceTimeoutMs: 200 });
+  t.teardown(() => pool.destroy());
+  const started = Date.now();
+  const got = await new Promise<{ status: number; body: string; error: Error & { code?: string } }>((resolve) => {
+    let status = 0;
+    let body = '';
+    pool.request(
+      { method: 'GET', head: 'GET / HTTP/1.1\r\nhost: up\r\n\r\n', body: undefined },
+      {
+        head: (res) => (status = res.status),
+        data: (c) => {
+          body += c.toString('latin1');
+          return true;
+        },
+        end: () => resolve({ status, body, error: new Error('the body ended, which it cannot have') }),
+        error: (error) => resolve({ status, body, error }),
+      },
+    );
+  });
+  const took = Date.now() - started;
+  t.equal(got.status, 200, 'the head arrived');
+  t.equal(got.body, 'only part of it');
+  t.equal(got.error.code, 'MESHLET_UPSTREAM_SILENT');
+  t.match(got.error.message, /sent nothing for 200 ms in the middle of the response body/);
+  t.ok(took >= 180 && took < 2000, `given up after ${took} ms (timeout 200 ms)`);
 });
