@@ -6,7 +6,7 @@ import type { Clock } from '../../api/runtime.ts';
 import type { ConfigStore } from '../config/store.ts';
 import type { Direction, Exchange, Handler, Peer, UpstreamResponse } from './exchange.ts';
 import { forwardRequestHeaders } from './headers.ts';
-import { PROXY_ERROR_HEADER, ProxyError, isProxyError, fromUpstreamError } from '../errors.ts';
+import { ERROR_STATUS, PROXY_ERROR_HEADER, ProxyError, isProxyError, fromUpstreamError } from '../errors.ts';
 import { pathOf } from '../policy/route-match.ts';
 import type { ProxyMetrics } from '../telemetry/metrics.ts';
 import type { AccessLog } from '../telemetry/access-log.ts';
@@ -152,8 +152,9 @@ export class Listener {
   /** The answer to a head that cannot be served (counted and recorded like any proxy error). */
   #refusal(problem: HeadProblem, message: string): string {
     const d = this.#d;
-    const code = problem === 'header-too-large' ? 'header-too-large' : problem === 'request-timeout' ? 'request-timeout' : 'bad-request';
-    const status = problem === 'header-too-large' ? 431 : problem === 'request-timeout' ? 408 : 400;
+    // The problems are proxy error codes; a head that never came is 408 (not the 504 of an upstream's timeout).
+    const code = problem;
+    const status = problem === 'request-timeout' ? 408 : ERROR_STATUS[problem];
     d.metrics.proxyErrors.labels(d.direction, code).inc();
     d.recentErrors?.record({ direction: d.direction, reason: code, message, authority: '', service: '', endpoint: '', peer: '', attempts: 0 });
     const body = `meshlet: ${code}: ${message}\n`;
