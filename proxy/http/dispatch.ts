@@ -35,9 +35,17 @@ class Attempt implements ResponseHandler, UpstreamBody {
     this.#client = client;
   }
 
-  abort(reason: Error): void {
+  /**
+   * Give the attempt up. An arrow field, so the exchange can hold it as `abortAttempt` while the
+   * attempt runs. The closure this replaces, `(r) => attempt.abort(r)` made inside dispatchOnce's
+   * Promise executor, kept each request's objects alive through two scavenges: at ~1000 rps a
+   * quarter of all allocation (~0.7 MB per scavenge) went to the old generation as garbage and
+   * scavenges paused 1.5-6 ms instead of ~0.4. The same closure made outside the executor did
+   * not (measured with --trace-gc-nvp; README "Memory").
+   */
+  readonly abort = (reason: Error): void => {
     this.#client?.abort(reason);
-  }
+  };
 
   head(res: ResponseHead): void {
     this.#started = true;
@@ -152,7 +160,7 @@ export function dispatchOnce(pool: Pool, ex: Exchange, perTryMs: number, dstPort
       },
     );
     const body = ex.body;
-    ex.abortAttempt = (reason) => attempt.abort(reason);
+    ex.abortAttempt = attempt.abort;
     if (perTryMs > 0) {
       timer = setTimeout(() => attempt.abort(new ProxyError('per-try-timeout', `no response headers within ${perTryMs} ms`)), perTryMs);
     }
