@@ -235,9 +235,8 @@ t.test('npm ci --ignore-scripts loses nothing: the only install scripts are know
   const lock = JSON.parse(readFileSync(repo('package-lock.json'), 'utf8')) as { packages: Record<string, { hasInstallScript?: boolean }> };
   const withScripts = Object.entries(lock.packages).filter(([, p]) => p.hasInstallScript).map(([name]) => name);
   // protobufjs (via @opentelemetry): a postinstall that only warns about versions; node (dev): the
-  // Node binary for npm scripts, which the images have from their base; esbuild (dev): a check of
-  // its platform binary (@esbuild/<platform>), which its JS API finds without it.
-  t.same(withScripts.toSorted(), ['node_modules/esbuild', 'node_modules/node', 'node_modules/protobufjs'], 'a new package with an install script needs a look before the images leave its script out');
+  // Node binary for npm scripts, which the images have from their base.
+  t.same(withScripts.toSorted(), ['node_modules/node', 'node_modules/protobufjs'], 'a new package with an install script needs a look before the images leave its script out');
 });
 
 t.test('.dockerignore keeps the host out of the build context', async (t) => {
@@ -269,7 +268,7 @@ t.test('Dockerfile.proxy: the entrypoint is proxy/launch.ts, and the build stage
   for (const need of ['package.json', 'package-lock.json', 'scripts/build.ts', 'tsconfig.json', ...folders]) {
     t.ok(copied.includes(need), `the build stage copies ${need}`);
   }
-  t.ok(only(build, 'RUN').some((r) => /^npm ci\b/.test(r.args) && !r.args.includes('--omit=dev')), 'with the dev dependencies (esbuild)');
+  t.ok(only(build, 'RUN').some((r) => /^npm ci\b/.test(r.args) && !r.args.includes('--omit=dev')), 'with the dev dependencies (rolldown)');
 });
 
 /** The first path on the way to `file` that a user other than its owner cannot pass or read. */
