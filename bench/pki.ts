@@ -55,8 +55,8 @@ export async function startControlPlane(dir: string): Promise<ControlPlane> {
   const cpDir = mkdtempSync(join(dir, 'cp-'));
   const caFile = join(cpDir, 'ca.json');
   await cli('identity', 'init', '--ca-file', caFile);
-  // The first bootstrap token makes the CA state's bootstrap key: before the control plane reads
-  // that state, or Certify refuses tokens until its next reload (10 s), longer than a path may wait.
+  // The first bootstrap token makes the CA state's bootstrap key: made before the control plane
+  // starts, it is there from its first read (no refusal, no re-read on the first proxy's token).
   await cli('identity', 'bootstrap-token', '--ca-file', caFile, '--namespace', NAMESPACE, '--service-account', 'bench');
   const anchors = join(cpDir, 'anchors.pem');
   writeFileSync(anchors, (JSON.parse(readFileSync(caFile, 'utf8')) as { anchor: { certPem: string } }).anchor.certPem);

@@ -113,7 +113,7 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
       timers.set(t, resolve);
     });
 
-  const service = new CertifyService({ ca: () => doc, reviewer: o.reviewer, audience: o.audience ?? DEFAULT_AUDIENCE, leafTtlMs: o.leafTtlMs, wallClock: o.wallClock, clock: o.clock, metrics, tracer: o.tracer });
+  const service = new CertifyService({ ca: () => doc, refresh: () => reloadOnce(), reviewer: o.reviewer, audience: o.audience ?? DEFAULT_AUDIENCE, leafTtlMs: o.leafTtlMs, wallClock: o.wallClock, clock: o.clock, metrics, tracer: o.tracer });
 
   const notReady = (): string[] => {
     const r: string[] = [];
@@ -177,6 +177,10 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
     return true;
   };
 
+  /** One reload at a time: the periodic one and Certify's (a bootstrap token meeting no key) share it. */
+  let reloading: Promise<boolean> | undefined;
+  const reloadOnce = (): Promise<boolean> => (reloading ??= reload().finally(() => (reloading = undefined)));
+
   const boot = async (): Promise<AddressInfo> => {
     let delay = o.loadRetryMs ?? 500;
     for (;;) {
@@ -213,7 +217,7 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
     for (;;) {
       await sleep(o.reloadIntervalMs ?? 10_000);
       if (closing) return;
-      await reload();
+      await reloadOnce();
     }
   };
   const renewLoop = async (): Promise<void> => {
@@ -241,7 +245,7 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
     metrics,
     started,
     current: () => doc,
-    reload,
+    reload: reloadOnce,
     close: async () => {
       if (closing) return;
       closing = true;

@@ -62,7 +62,16 @@ export interface CertifyDeps {
   metrics: CaMetrics;
   /** Exports a span per certify request (control-plane/tracing.ts); undefined: no spans. */
   tracer?: Tracer;
+  /**
+   * Re-read the CA state now. Asked when a bootstrap token meets a state with no bootstrap key:
+   * `meshlet identity bootstrap-token` may have made the key since the last periodic reload (the
+   * refusal tells users to run it). At most once per REFRESH_EVERY_MS; undefined: never.
+   */
+  refresh?: () => Promise<unknown>;
 }
+
+/** How often a bootstrap token may make Certify re-read a CA state without a bootstrap key. */
+export const REFRESH_EVERY_MS = 1000;
 
 export interface HttpInput {
   method: string;
@@ -74,6 +83,9 @@ export interface HttpInput {
 
 export class CertifyService {
   readonly #d: CertifyDeps;
+  #refreshedAt = -Infinity;
+  #refreshing: Promise<unknown> | undefined;
+
   constructor(deps: CertifyDeps) {
     this.#d = deps;
   }
@@ -112,9 +124,24 @@ export class CertifyService {
     return out;
   }
 
-  async #certify(req: CertifyRequest): Promise<CertifyOutcome> {
+  /** The CA state for this request: re-read first when a bootstrap token meets one without a key. */
+  async #caFor(kind: ProofKind): Promise<CaDocument | undefined> {
     const d = this.#d;
     const doc = d.ca();
+    if (kind !== 'bootstrap' || !doc || doc.bootstrapKey || !d.refresh) return doc;
+    const now = d.clock.now();
+    if (this.#refreshing === undefined && now - this.#refreshedAt >= REFRESH_EVERY_MS) {
+      this.#refreshedAt = now;
+      this.#refreshing = d.refresh().finally(() => (this.#refreshing = undefined));
+    }
+    // A refresh already under way is awaited too; a failed one leaves the state in force.
+    await this.#refreshing?.catch(() => {});
+    return d.ca();
+  }
+
+  async #certify(req: CertifyRequest): Promise<CertifyOutcome> {
+    const d = this.#d;
+    const doc = await this.#caFor(req.kind);
     if (!doc) return refusal('ca-unavailable', 'the CA state is not loaded yet; retry');
     if (req.token === undefined) return refusal('no-token', `no token: send {"token": ...} or Authorization: Bearer <token> (${req.kind === 'kubernetes' ? `a service-account token with audience "${d.audience ?? DEFAULT_AUDIENCE}"` : 'a bootstrap token from meshlet identity bootstrap-token'})`);
     const proven = await this.#prove(req.kind, req.token, doc);

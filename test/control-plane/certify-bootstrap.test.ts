@@ -146,6 +146,24 @@ t.test('latency: 100 sequential certify requests on one keep-alive connection', 
   t.ok(s.p50 < 50, 'p50 well under 50 ms');
 });
 
+t.test('a bootstrap key made while the control plane runs works at once, not at its next reload', async (t) => {
+  // As the refusal tells a user to do: run `meshlet identity bootstrap-token` against its CA state.
+  const fresh = path.join(dir, 'fresh-ca.json');
+  await cli(['identity', 'init', '--ca-file', fresh]);
+  const late = await startControlPlaneProcess(['--ca-file', fresh, '--reload-interval', '1h']);
+  t.teardown(() => late.stop());
+  const bundle = [(JSON.parse(await readFile(fresh, 'utf8')) as { anchor: { certPem: string } }).anchor.certPem];
+  const { csr } = csrFor();
+  const before = await postCertify(late.certifyUrl, bundle, { csr, token: 'not.a.token', kind: 'bootstrap' });
+  t.equal(`${before.status} ${String(before.json.error)}`, '401 proof-kind-disabled', 'no key in the state: refused');
+  const made = (await cli(['identity', 'bootstrap-token', '--ca-file', fresh, '--namespace', 'shop', '--service-account', 'late'])).trim();
+  // Certify re-reads a keyless state at most once a second.
+  await new Promise((r) => setTimeout(r, 1100));
+  const after = await postCertify(late.certifyUrl, bundle, { csr, token: made, kind: 'bootstrap' });
+  t.equal(after.status, 200, `issued with the new key, an hour before the next periodic reload (${String(after.json.message ?? after.json.identity)})`);
+  t.equal(after.json.identity, 'spiffe://cluster.local/ns/shop/sa/late');
+});
+
 t.test('SIGTERM stops it cleanly (exit 0)', async (t) => {
   const code = await c().stop();
   t.equal(code, 0);

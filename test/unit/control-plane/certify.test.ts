@@ -107,6 +107,36 @@ t.test('bootstrap proof', async (t) => {
   t.equal(off.ok ? '' : off.reason, 'proof-kind-disabled');
 });
 
+t.test('a bootstrap token meeting a state with no key re-reads the state first, at most once a second', async (t) => {
+  const wall = new ManualWallClock(T0 + 1000);
+  const clock = new ManualClock();
+  const metrics = new CaMetrics(new Registry(), { defaultMetrics: false });
+  let current: CaDocument = { state };
+  let refreshes = 0;
+  let onDisk: CaDocument = { state };
+  const svc = new CertifyService({ ca: () => current, refresh: async () => { refreshes++; current = onDisk; }, wallClock: wall, clock, metrics });
+  const token = issueBootstrapToken(parseSpiffeId('spiffe://cluster.local/ns/shop/sa/cart'), { ttlMs: 60_000, now: wall.nowMs(), key });
+  const certify = () => svc.certify({ kind: 'bootstrap', csrPem: csr, token });
+
+  const before = await certify();
+  t.equal(before.ok ? '' : before.reason, 'proof-kind-disabled', 'no key anywhere: refused');
+  t.equal(refreshes, 1, 'after re-reading the state once');
+  onDisk = { state, bootstrapKey: key }; // `meshlet identity bootstrap-token` made the key
+  clock.advance(999);
+  const soon = await certify();
+  t.equal(soon.ok ? '' : soon.reason, 'proof-kind-disabled', 'within a second of the last re-read: refused without another');
+  t.equal(refreshes, 1);
+  clock.advance(1);
+  const after = await certify();
+  t.equal(after.ok && after.body.identity, 'spiffe://cluster.local/ns/shop/sa/cart', 'a second later: re-read, key found, issued');
+  t.equal(refreshes, 2);
+  await certify();
+  t.equal(refreshes, 2, 'a state with a key is not re-read');
+  const kube = await svc.certify({ kind: 'kubernetes', csrPem: csr, token: 'tok' });
+  t.equal(kube.ok ? '' : kube.reason, 'proof-kind-disabled', 'a Kubernetes token never makes it re-read');
+  t.equal(refreshes, 2);
+});
+
 t.test('the CA itself: not loaded, issuer expired, TTL capped', async (t) => {
   const none = await setup({ doc: undefined, reviewer: new StubReviewer(SA('a', 'b')) }).post({ csr, token: 't', kind: 'kubernetes' });
   t.equal(none.ok ? '' : `${none.status} ${none.reason}`, '503 ca-unavailable');
