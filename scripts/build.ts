@@ -3,12 +3,13 @@
 //
 // One file instead of ~60 of ours and ~300 of the libraries' (TypeBox alone is ~200 ES modules):
 // a proxy is ready ~115 ms after start instead of ~245 and idles at ~64 MB of RSS instead of ~78
-// (README "Memory"). rolldown rather than esbuild: esbuild turns every top-level `const` into `var`,
-// which V8 cannot treat as constants (the HTTP engine's state tables, limits); in the same bench
-// rounds (6 rounds, 2 hops) its bundle was ~4 % slower at saturation, used ~8 % more CPU per
-// request at ~1000 rps and had a ~0.4 ms higher p99 there. Not minified (stack traces keep our names); types are checked by `tsc --noEmit` (npm
-// test), not here. Left out and loaded from node_modules only when used: the YAML parser (a config
-// file in YAML) and the OpenTelemetry SDK (OTEL_* variables set).
+// (README "Memory"). rolldown rather than esbuild: esbuild turns every top-level `const` into
+// `var`, which V8 cannot treat as constants (the HTTP engine's state tables, limits); in the same
+// bench rounds (6 rounds, 2 hops) its bundle was ~4 % slower at saturation, used ~8 % more CPU per
+// request at ~1000 rps and had a ~0.4 ms higher p99 there. Not minified (stack traces keep our
+// names); types are checked by `tsc --noEmit` (npm test), not here. Left out and loaded from
+// node_modules only when used: the YAML parser (a config file in YAML) and the OpenTelemetry SDK
+// (OTEL_* variables set).
 import { build } from 'rolldown';
 import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';

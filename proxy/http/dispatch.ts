@@ -41,7 +41,7 @@ class Attempt implements ResponseHandler, UpstreamBody {
    * Promise executor, kept each request's objects alive through two scavenges: at ~1000 rps a
    * quarter of all allocation (~0.7 MB per scavenge) went to the old generation as garbage and
    * scavenges paused 1.5-6 ms instead of ~0.4. The same closure made outside the executor did
-   * not (measured with --trace-gc-nvp; README "Memory").
+   * not (measured with --trace-gc-nvp; README "Benchmark"; test/proxy/gc.test.ts guards it).
    */
   readonly abort = (reason: Error): void => {
     this.#client?.abort(reason);
