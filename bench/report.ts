@@ -5,19 +5,24 @@ import type { WrkResult } from './wrk.ts';
 export interface ProxySample {
   label: string;
   idleRssMb: number;
-  cpuRandS: number;
+  /** Over the cold ~1000 rps run (right after start), the saturation run and the warm ~1000 rps run. */
+  cpuColdS: number;
   cpuSatS: number;
-  peakRssRandMb: number;
+  cpuRandS: number;
+  peakRssColdMb: number;
   peakRssSatMb: number;
-  /** Private memory (USS) right after the ~1000 rps run. */
+  peakRssRandMb: number;
+  /** Private memory (USS) right after the warm ~1000 rps run. */
   ussRandMb: number;
 }
 
 export interface Sample {
   path: string;
   round: number;
-  rand: WrkResult;
+  /** ~1000 rps right after start (JIT warm-up), saturation, then ~1000 rps again: the steady state. */
+  cold: WrkResult;
   sat: WrkResult;
+  rand: WrkResult;
   proxies: ProxySample[];
 }
 
@@ -28,6 +33,8 @@ export interface ProxySummary {
   /** CPU-seconds per 1000 requests at ~1000 rps (the target's figure) and at saturation. */
   cpuSPer1kRand: number;
   cpuSPer1kSat: number;
+  cpuSPer1kCold: number;
+  /** The larger of the cold and warm ~1000 rps runs' peaks (the target's figure). */
   peakRssRandMb: number;
   peakRssSatMb: number;
   ussRandMb: number;
@@ -43,9 +50,12 @@ export interface PathSummary {
   randRps: number;
   p50Ms: number;
   p99Ms: number;
+  /** p99 of the cold run: the first seconds of a new proxy. */
+  p99ColdMs: number;
   /** Path minus direct, medians of each. */
   addedP50Ms: number | null;
   addedP99Ms: number | null;
+  addedP99ColdMs: number | null;
   /** Failed requests (connect/read/write/timeout errors and non-2xx/3xx) over all runs. */
   errorRate: number;
   proxies: ProxySummary[];
@@ -63,6 +73,8 @@ export interface Comparison {
   peer: string;
   throughputRatio: number;
   addedP99Ratio: number | null;
+  /** The same for the cold runs: reported, not a target. */
+  addedP99ColdRatio: number | null;
   cpuPer1kRatio: number | null;
   targets: Target[];
 }
@@ -101,7 +113,8 @@ export function summarize(defs: PathDef[], samples: Sample[]): Summary {
     const ss = samples.filter((s) => s.path === def.name);
     if (ss.length === 0) continue;
     const labels = ss[0]?.proxies.map((p) => p.label) ?? [];
-    const requests = ss.reduce((n, s) => n + s.rand.requests + s.sat.requests, 0);
+    const runs = (s: Sample): WrkResult[] => [s.cold, s.sat, s.rand];
+    const requests = ss.reduce((n, s) => runs(s).reduce((m, r) => m + r.requests, n), 0);
     paths.push({
       path: def.name,
       kind: def.kind,
@@ -111,9 +124,11 @@ export function summarize(defs: PathDef[], samples: Sample[]): Summary {
       randRps: median(ss.map((s) => s.rand.rps)),
       p50Ms: median(ss.map((s) => s.rand.p50Ms)),
       p99Ms: median(ss.map((s) => s.rand.p99Ms)),
+      p99ColdMs: median(ss.map((s) => s.cold.p99Ms)),
       addedP50Ms: null,
       addedP99Ms: null,
-      errorRate: ss.reduce((n, s) => n + s.rand.errors + s.sat.errors, 0) / Math.max(1, requests),
+      addedP99ColdMs: null,
+      errorRate: ss.reduce((n, s) => runs(s).reduce((m, r) => m + r.errors, n), 0) / Math.max(1, requests),
       proxies: labels.map((label) => {
         const ps = ss.map((s) => ({ s, p: s.proxies.find((p) => p.label === label) as ProxySample }));
         const perReq = (f: (x: { s: Sample; p: ProxySample }) => number): number => median(ps.map(f));
@@ -123,7 +138,8 @@ export function summarize(defs: PathDef[], samples: Sample[]): Summary {
           cpuUsPerReqSat: perReq(({ s, p }) => (p.cpuSatS / s.sat.requests) * 1e6),
           cpuSPer1kRand: perReq(({ s, p }) => (p.cpuRandS / s.rand.requests) * 1000),
           cpuSPer1kSat: perReq(({ s, p }) => (p.cpuSatS / s.sat.requests) * 1000),
-          peakRssRandMb: median(ps.map(({ p }) => p.peakRssRandMb)),
+          cpuSPer1kCold: perReq(({ s, p }) => (p.cpuColdS / s.cold.requests) * 1000),
+          peakRssRandMb: median(ps.map(({ p }) => Math.max(p.peakRssColdMb, p.peakRssRandMb))),
           peakRssSatMb: median(ps.map(({ p }) => p.peakRssSatMb)),
           ussRandMb: median(ps.map(({ p }) => p.ussRandMb ?? 0)),
           idleRssMb: median(ps.map(({ p }) => p.idleRssMb)),
@@ -136,6 +152,7 @@ export function summarize(defs: PathDef[], samples: Sample[]): Summary {
     if (direct && p !== direct) {
       p.addedP50Ms = p.p50Ms - direct.p50Ms;
       p.addedP99Ms = p.p99Ms - direct.p99Ms;
+      p.addedP99ColdMs = p.p99ColdMs - direct.p99ColdMs;
     }
   }
 
@@ -145,7 +162,8 @@ export function summarize(defs: PathDef[], samples: Sample[]): Summary {
     const peer = paths.find((p) => p.path === def.peer);
     if (!me || !peer) continue;
     const throughputRatio = me.satRps / peer.satRps;
-    const addedP99Ratio = me.addedP99Ms === null || peer.addedP99Ms === null ? null : me.addedP99Ms / Math.max(peer.addedP99Ms, ADDED_P99_FLOOR_MS);
+    const ratio = (a: number | null, b: number | null): number | null => (a === null || b === null ? null : a / Math.max(b, ADDED_P99_FLOOR_MS));
+    const addedP99Ratio = ratio(me.addedP99Ms, peer.addedP99Ms);
     const cpuOf = (s: PathSummary): number => s.proxies.reduce((n, x) => n + x.cpuSPer1kRand, 0);
     const maxRss = max(me.proxies.map((x) => x.peakRssRandMb));
     const maxCpu = max(me.proxies.map((x) => x.cpuSPer1kRand));
@@ -157,7 +175,7 @@ export function summarize(defs: PathDef[], samples: Sample[]): Summary {
       { name: 'CPU-s per 1000 requests per proxy at ~1000 rps', value: maxCpu, limit: '≤ 0.2', pass: maxCpu <= 0.2 },
       { name: 'failed requests (fraction)', value: me.errorRate, limit: `< ${MAX_ERROR_RATE}`, pass: me.errorRate < MAX_ERROR_RATE },
     );
-    comparisons.push({ path: me.path, peer: peer.path, throughputRatio, addedP99Ratio, cpuPer1kRatio: cpuOf(me) / cpuOf(peer), targets });
+    comparisons.push({ path: me.path, peer: peer.path, throughputRatio, addedP99Ratio, addedP99ColdRatio: ratio(me.addedP99ColdMs, peer.addedP99ColdMs), cpuPer1kRatio: cpuOf(me) / cpuOf(peer), targets });
   }
   const yardsticks: YardstickComparison[] = [];
   const sum = (s: PathSummary, g: (x: ProxySummary) => number): number => s.proxies.reduce((n, x) => n + g(x), 0);
@@ -183,7 +201,7 @@ const f = (x: number | null, digits = 2): string => (x === null || Number.isNaN(
 const per = (ps: ProxySummary[], g: (p: ProxySummary) => number, digits: number): string => (ps.length === 0 ? '-' : ps.map((p) => g(p).toFixed(digits)).join(' / '));
 
 export function printReport(s: Summary, skipped: Record<string, string>, failures: { path: string; round: number; error: string }[]): void {
-  const head = ['path', 'sat rps', '~1k rps', 'p50 ms', 'p99 ms', '+p50', '+p99', 'CPU µs/req sat', 'CPU s/1k @1k', 'RSS MB @1k', 'RSS MB @sat', 'USS MB @1k', 'errors'];
+  const head = ['path', 'sat rps', '~1k rps', 'p50 ms', 'p99 ms', '+p50', '+p99', '+p99 cold', 'CPU µs/req sat', 'CPU s/1k @1k', 'RSS MB @1k', 'RSS MB @sat', 'USS MB @1k', 'errors'];
   const rows = s.paths.map((p) => [
     p.path,
     p.satRps.toFixed(0),
@@ -192,6 +210,7 @@ export function printReport(s: Summary, skipped: Record<string, string>, failure
     f(p.p99Ms),
     f(p.addedP50Ms),
     f(p.addedP99Ms),
+    f(p.addedP99ColdMs),
     per(p.proxies, (x) => x.cpuUsPerReqSat, 0),
     per(p.proxies, (x) => x.cpuSPer1kRand, 3),
     per(p.proxies, (x) => x.peakRssRandMb, 0),
@@ -201,13 +220,13 @@ export function printReport(s: Summary, skipped: Record<string, string>, failure
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (r: string[]): string => `| ${r.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join(' | ')} |`;
-  console.log(`\nmedians over rounds; per-proxy columns are A / B (A = client side)`);
+  console.log(`\nmedians over rounds; per-proxy columns are A / B (A = client side); ~1000 rps columns are the warm run, "cold" the first run after start`);
   console.log(line(head));
   console.log(`|${widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`);
   for (const r of rows) console.log(line(r));
 
   for (const c of s.comparisons) {
-    console.log(`\n${c.path} vs ${c.peer}: throughput ×${f(c.throughputRatio)}, added p99 ×${f(c.addedP99Ratio)}, CPU per request ×${f(c.cpuPer1kRatio)}`);
+    console.log(`\n${c.path} vs ${c.peer}: throughput ×${f(c.throughputRatio)}, added p99 ×${f(c.addedP99Ratio)} (cold ×${f(c.addedP99ColdRatio)}, not a target), CPU per request ×${f(c.cpuPer1kRatio)}`);
     for (const t of c.targets) console.log(`  ${t.pass ? 'PASS' : 'FAIL'}  ${t.name}: ${f(t.value, 3)} (${t.limit})`);
   }
   for (const y of s.yardsticks) {

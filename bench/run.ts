@@ -10,11 +10,11 @@ import { parseArgs } from 'node:util';
 import { PATHS, startNginx, type Ctx, type PathDef } from './paths.ts';
 import { cpuSeconds, killAll, makeTempDir, peakRssMb, processTree, resetPeakRss, rssMb, ussMb, which } from './procs.ts';
 import { printReport, summarize, type ProxySample, type Sample } from './report.ts';
-import { wrk, type WrkResult } from './wrk.ts';
+import { wrk, type WrkOptions, type WrkResult } from './wrk.ts';
 
 const HELP = `usage: node bench/run.ts [--rounds N] [--duration S] [--quick] [--paths a,b] [--out FILE]
   --rounds N     interleaved rounds, paths shuffled each round (default 3)
-  --duration S   seconds of each wrk run, saturation and ~1000 rps alike (default 8)
+  --duration S   seconds of each wrk run: ~1000 rps cold, saturation, ~1000 rps warm (default 8)
   --quick        smoke test: 1 round of 3 s
   --paths a,b    only these paths (default all: ${PATHS.map((p) => p.name).join(', ')})
   --out FILE     JSON results (default bench/results/latest.json)
@@ -49,38 +49,44 @@ function carried(what: string, r: WrkResult): WrkResult {
   return r;
 }
 
-/** One path, one round: start it, warm up, ~1000 rps run, saturation run, stop it. */
+/**
+ * One path, one round: start it, 2 s at ~1000 rps, then ~1000 rps "cold" (the first seconds of a
+ * new proxy: V8 is still compiling it), saturation, and ~1000 rps again, warm: the steady state a
+ * long-running sidecar is in, which the targets judge. Peak RSS at ~1000 rps is the larger of the
+ * two ~1000 rps runs (the saturation run's growth shows in its own column and may stay).
+ */
 async function measure(path: PathDef, ctx: Ctx, round: number, durationS: number): Promise<Sample> {
   const running = await path.start(ctx);
   try {
     const target = { url: running.url, hostHeader: running.hostHeader };
     const trees = running.proxies.map((p) => processTree(p.pid));
     const idle = trees.map((t) => rssMb(t));
-    await wrk({ ...target, connections: RAND_CONNECTIONS, randDelayMaxMs: RAND_DELAY_MAX_MS, durationS: durationS >= 8 ? 2 : 1 });
-
-    // ~1000 rps first: peak RSS at moderate load must not include the saturation run's growth.
-    resetPeakRss(trees.flat());
-    const cpu0 = trees.map((t) => cpuSeconds(t));
-    const rand = carried('~1000 rps run', await wrk({ ...target, connections: RAND_CONNECTIONS, randDelayMaxMs: RAND_DELAY_MAX_MS, durationS }));
-    const cpu1 = trees.map((t) => cpuSeconds(t));
-    const peakRand = trees.map((t) => peakRssMb(t));
-    const ussRand = trees.map((t) => ussMb(t));
-
-    resetPeakRss(trees.flat());
-    const sat = carried('saturation run', await wrk({ ...target, connections: SAT_CONNECTIONS, durationS }));
-    const cpu2 = trees.map((t) => cpuSeconds(t));
-    const peakSat = trees.map((t) => peakRssMb(t));
+    const rate = { ...target, connections: RAND_CONNECTIONS, randDelayMaxMs: RAND_DELAY_MAX_MS, durationS };
+    await wrk({ ...rate, durationS: durationS >= 8 ? 2 : 1 });
+    /** One wrk run with each proxy's CPU seconds and peak RSS over it. */
+    const phase = async (what: string, o: WrkOptions): Promise<{ r: WrkResult; cpuS: number[]; peakMb: number[] }> => {
+      resetPeakRss(trees.flat());
+      const before = trees.map((t) => cpuSeconds(t));
+      const r = carried(what, await wrk(o));
+      return { r, cpuS: trees.map((t, i) => cpuSeconds(t) - (before[i] ?? 0)), peakMb: trees.map((t) => peakRssMb(t)) };
+    };
+    const cold = await phase('cold ~1000 rps run', rate);
+    const sat = await phase('saturation run', { ...target, connections: SAT_CONNECTIONS, durationS });
+    const rand = await phase('warm ~1000 rps run', rate);
+    const uss = trees.map((t) => ussMb(t));
 
     const proxies: ProxySample[] = running.proxies.map((p, i) => ({
       label: p.label,
       idleRssMb: idle[i] ?? 0,
-      cpuRandS: (cpu1[i] ?? 0) - (cpu0[i] ?? 0),
-      cpuSatS: (cpu2[i] ?? 0) - (cpu1[i] ?? 0),
-      peakRssRandMb: peakRand[i] ?? 0,
-      peakRssSatMb: peakSat[i] ?? 0,
-      ussRandMb: ussRand[i] ?? 0,
+      cpuColdS: cold.cpuS[i] ?? 0,
+      cpuRandS: rand.cpuS[i] ?? 0,
+      cpuSatS: sat.cpuS[i] ?? 0,
+      peakRssColdMb: cold.peakMb[i] ?? 0,
+      peakRssRandMb: rand.peakMb[i] ?? 0,
+      peakRssSatMb: sat.peakMb[i] ?? 0,
+      ussRandMb: uss[i] ?? 0,
     }));
-    return { path: path.name, round, rand, sat, proxies };
+    return { path: path.name, round, cold: cold.r, rand: rand.r, sat: sat.r, proxies };
   } finally {
     await running.stop();
   }
@@ -129,7 +135,7 @@ async function main(): Promise<void> {
   const samples: Sample[] = [];
   const failures: { path: string; round: number; error: string }[] = [];
   const started = new Date();
-  console.error(`bench: ${paths.length} paths × ${rounds} rounds × (${durationS}s at ~1000 rps + ${durationS}s saturation); nginx at ${nginx.address}`);
+  console.error(`bench: ${paths.length} paths × ${rounds} rounds × (${durationS}s at ~1000 rps cold + ${durationS}s saturation + ${durationS}s at ~1000 rps warm); nginx at ${nginx.address}`);
   for (let round = 1; round <= rounds; round++) {
     for (const path of shuffle(paths)) {
       if (failures.some((f) => f.path === path.name)) continue; // a path that failed once is not retried
@@ -137,7 +143,7 @@ async function main(): Promise<void> {
         const s = await measure(path, ctx, round, durationS);
         samples.push(s);
         const cpu = s.proxies.map((p) => `${p.label} ${((p.cpuSatS / s.sat.requests) * 1e6).toFixed(0)}µs/req`).join(' ');
-        console.error(`  round ${round}/${rounds} ${path.name.padEnd(17)} sat ${s.sat.rps.toFixed(0).padStart(6)} rps | ${s.rand.rps.toFixed(0)} rps p50 ${s.rand.p50Ms.toFixed(2)} p99 ${s.rand.p99Ms.toFixed(2)} ms | ${cpu}`);
+        console.error(`  round ${round}/${rounds} ${path.name.padEnd(17)} sat ${s.sat.rps.toFixed(0).padStart(6)} rps | ${s.rand.rps.toFixed(0)} rps p50 ${s.rand.p50Ms.toFixed(2)} p99 ${s.rand.p99Ms.toFixed(2)} ms (cold p99 ${s.cold.p99Ms.toFixed(2)}) | ${cpu}`);
       } catch (e) {
         const error = e instanceof Error ? e.message : String(e);
         failures.push({ path: path.name, round, error: error.trim() });
@@ -157,7 +163,8 @@ async function main(): Promise<void> {
     rounds,
     durationS,
     saturation: `wrk -t1 -c${SAT_CONNECTIONS} -d${durationS}s`,
-    rand: `wrk -t1 -c${RAND_CONNECTIONS} -d${durationS}s, random 0-${RAND_DELAY_MAX_MS} ms pause per request`,
+    rand: `wrk -t1 -c${RAND_CONNECTIONS} -d${durationS}s, random 0-${RAND_DELAY_MAX_MS} ms pause per request, after the saturation run (warm)`,
+    cold: `the same as rand, right after the proxies started and 2 s of warm-up, before the saturation run`,
     node: process.version,
     proxyMain,
     haproxy: version('haproxy', ['-v']),
