@@ -28,7 +28,12 @@ export const proxy = dashboard({
         { expr: `meshlet_proxy_nodejs_heap_size_used_bytes{${P}}`, legend: '{{pod}} heap used', expect: { min: 1e5 } },
       ],
     }),
-    timeseries({ title: 'Event loop lag p99', unit: 's', queries: [{ expr: `meshlet_proxy_nodejs_eventloop_lag_p99_seconds{${P}}`, legend: '{{pod}}', expect: { min: 0 } }] }),
+    timeseries({
+      title: 'Event loop utilization',
+      description: 'Share of time the proxy ran code instead of waiting for I/O; near 1 it is saturated and requests queue.',
+      unit: 'percentunit',
+      queries: [{ expr: `rate(meshlet_proxy_nodejs_eventloop_busy_seconds_total{${P}}[${RATE}])`, legend: '{{pod}}', expect: { min: 0, max: 1 } }],
+    }),
     timeseries({
       title: 'Connections and requests in flight',
       unit: 'short',
