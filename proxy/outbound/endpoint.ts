@@ -21,7 +21,8 @@ function dstPortOf(ep: EndpointState): string {
 
 export function endpoint(clock: Clock): Handler {
   return (ex) => {
-    const perTry = Math.min(ex.route?.timeouts.perTry ?? 0, Math.max(1, ex.deadline - clock.now()));
+    // Whole milliseconds, like the deadline's timer (retry.ts): one of Node's timer lists per duration.
+    const perTry = Math.min(ex.route?.timeouts.perTry ?? 0, Math.ceil(Math.max(1, ex.deadline - clock.now())));
     const ep = ex.endpoint!;
     return dispatchOnce(ep.client as Pool, ex, perTry, ep.identity === undefined ? undefined : dstPortOf(ep));
   };

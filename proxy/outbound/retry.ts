@@ -46,14 +46,16 @@ export function retry(clock: Clock, random: Random, metrics: ProxyMetrics): Stag
     ex.deadline = timeoutMs > 0 ? ex.startMs + timeoutMs : Infinity;
     let timedOut = false;
     let wake: (() => void) | undefined;
-    // Armed for the deadline itself (the endpoint cuts per-try timeouts to the same instant).
+    // Armed for the deadline itself (the endpoint cuts per-try timeouts to the same instant), in
+    // whole milliseconds: Node keeps one timer list per distinct duration, so a fractional one made
+    // and dropped a list per request (a dictionary insert, a priority-queue insert and removal).
     const timer =
       timeoutMs > 0
         ? setTimeout(() => {
             timedOut = true;
             ex.abortAttempt?.(new ProxyError('request-timeout', `no response within ${timeoutMs} ms`));
             wake?.();
-          }, Math.max(0, ex.deadline - clock.now()))
+          }, Math.ceil(Math.max(0, ex.deadline - clock.now())))
         : undefined;
     budget.recordRequest();
     try {
