@@ -4,7 +4,7 @@
 import type { Socket } from 'node:net';
 import type { BodySource } from './body.ts';
 import { BodyFraming } from './body-framing.ts';
-import { HeadError, parseResponseHead, type ResponseHead } from './head.ts';
+import { HeadError, headEnd, parseResponseHead, type ResponseHead } from './head.ts';
 
 /** Opens a connection to the pool's endpoint (TCP, or mTLS with the peer's identity checked). */
 export type Dial = (callback: (err: Error | null, socket: Socket | null) => void) => void;
@@ -53,7 +53,6 @@ export class UpstreamSocketError extends Error {
   }
 }
 
-const CRLFCRLF = Buffer.from('\r\n\r\n');
 /** Largest response head accepted from an upstream. */
 const MAX_RESPONSE_HEAD = 64 * 1024;
 
@@ -240,7 +239,7 @@ class ClientConnection {
     const attempt = this.#attempt!;
     for (;;) {
       const buf = this.#buf!;
-      const end = buf.indexOf(CRLFCRLF);
+      const end = headEnd(buf);
       if (end === -1) {
         if (buf.length > MAX_RESPONSE_HEAD) this.#failed(new UpstreamSocketError('MESHLET_BAD_RESPONSE', `the upstream's response head is larger than ${MAX_RESPONSE_HEAD} bytes`));
         return;

@@ -32,6 +32,24 @@ export interface Fields {
   get(lower: string): string | undefined;
 }
 
+/**
+ * Where the head in `buf` ends: the index of its empty line's CRLF CRLF, or -1. A loop over the
+ * bytes rather than Buffer#indexOf: for a head of a few hundred bytes the call into C++ cost more
+ * than the search (~2 µs a request in a proxy's profile at ~1000 rps, two heads per request).
+ */
+export function headEnd(buf: Uint8Array): number {
+  const n = buf.length;
+  // A CR LF CR LF has its second LF at i + 3; step over bytes that cannot start one.
+  for (let i = 0; i + 3 < n; i++) {
+    if (buf[i + 3] !== 10) {
+      if (buf[i + 3] !== 13) i += 3;
+      continue;
+    }
+    if (buf[i] === 13 && buf[i + 1] === 10 && buf[i + 2] === 13) return i;
+  }
+  return -1;
+}
+
 // ---- character classes (RFC 9110 §5.6.2 tchar, §5.5 field-vchar) ----
 
 const TCHAR = new Uint8Array(256);

@@ -5,9 +5,8 @@ import type { Socket } from 'node:net';
 import { BodySource } from './body.ts';
 import { BodyFraming } from './body-framing.ts';
 import { ChunkedError, ChunkedScanner, LAST_CHUNK, chunkPrefix } from './chunked.ts';
-import { HeadError, parseRequestHead, type Framing, type RequestHead } from './head.ts';
+import { HeadError, headEnd, parseRequestHead, type Framing, type RequestHead } from './head.ts';
 
-const CRLFCRLF = Buffer.from('\r\n\r\n');
 const LFLF = Buffer.from('\n\n');
 
 export type HeadProblem = 'bad-request' | 'header-too-large' | 'request-timeout';
@@ -388,7 +387,7 @@ export class ServerConnection {
       this.#buf = undefined;
       return;
     }
-    const end = buf.indexOf(CRLFCRLF);
+    const end = headEnd(buf);
     const max = this.#limits.maxHeaderSize;
     if (end === -1) {
       this.#buf = buf;

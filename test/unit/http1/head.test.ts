@@ -1,7 +1,7 @@
 // Tests for proxy/http1/head.ts: request and response heads parsed strictly (RFC 9112), framing
 // decided once, and every ambiguity refused with a reason.
 import { test } from 'tap';
-import { HeadError, parseRequestHead, parseResponseHead } from '../../../proxy/http1/head.ts';
+import { HeadError, headEnd, parseRequestHead, parseResponseHead } from '../../../proxy/http1/head.ts';
 
 /** The head as the server hands it over: up to, not including, the final CRLF CRLF. */
 const head = (lines: string[]) => lines.join('\r\n');
@@ -138,4 +138,24 @@ test('malformed or ambiguous responses are refused', async (t) => {
     ['bare LF', ['HTTP/1.1 200 OK', 'X: a\nY: b'], /bare CR or LF/],
   ];
   for (const [name, lines, reason] of cases) t.throws(() => parseResponseHead(head(lines), 'GET'), reason, name);
+});
+
+test('headEnd finds the first CRLF CRLF exactly where Buffer#indexOf does', async (t) => {
+  const cases = ['', '\r\n\r\n', 'GET / HTTP/1.1\r\nHost: a\r\n\r\n', 'x\r\n\r', '\r\r\n\r\n', '\n\r\n\r\n', 'a\r\n\r\nb\r\n\r\n', 'a\r\n\n\r\n', 'a\n\r\n\r\r\n\r\n', 'abc'];
+  for (const c of cases) t.equal(headEnd(Buffer.from(c, 'latin1')), Buffer.from(c, 'latin1').indexOf('\r\n\r\n'), JSON.stringify(c));
+  // Random bytes drawn mostly from CR, LF and one other byte, so near-misses of every shape occur.
+  let seed = 42;
+  const next = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31);
+  let found = 0;
+  for (let n = 0; n < 20_000; n++) {
+    const b = Buffer.alloc(next() % 24);
+    for (let i = 0; i < b.length; i++) b[i] = [13, 10, 13, 10, 65][next() % 5]!;
+    const want = b.indexOf('\r\n\r\n');
+    if (want !== -1) found++;
+    if (headEnd(b) !== want) {
+      t.fail(`${JSON.stringify(b.toString('latin1'))}: ${headEnd(b)} instead of ${want}`);
+      return;
+    }
+  }
+  t.ok(found > 1000, `every one of 20 000 random buffers agreed (${found} of them held a CRLF CRLF)`);
 });
