@@ -52,9 +52,39 @@ interface Sample {
 /** Bound on distinct label sets kept (labels come from config and closed code sets; this is a fuse). */
 const MAX_SERIES = 10_000;
 
+/** Whether two requests count into the same series (every label equal). */
+function sameSeries(a: RequestLabels, b: RequestLabels): boolean {
+  return (
+    a.direction === b.direction &&
+    a.status_code === b.status_code &&
+    a.dst_service === b.dst_service &&
+    a.classification === b.classification &&
+    a.error_reason === b.error_reason &&
+    a.src_identity === b.src_identity &&
+    a.dst_workload === b.dst_workload &&
+    a.dst_namespace === b.dst_namespace &&
+    a.src_workload === b.src_workload &&
+    a.src_namespace === b.src_namespace &&
+    a.tls === b.tls
+  );
+}
+
+/** The series a request counted into, remembered for the next request of its direction. */
+interface LastHit {
+  readonly labels: RequestLabels;
+  readonly edge: EdgeSeries;
+  readonly count: CountSeries;
+}
+
 export class RequestMetrics {
   readonly #edges = new Map<string, EdgeSeries>();
   #series = 0;
+  /**
+   * Most requests count into the series the one before them did: comparing their labels is
+   * cheaper than building and hashing the two keys (which was ~2 % of a proxy's CPU at ~1000 rps).
+   */
+  #lastInbound: LastHit | undefined;
+  #lastOutbound: LastHit | undefined;
 
   constructor(registry: Registry) {
     registry.registerMetric(
@@ -65,6 +95,12 @@ export class RequestMetrics {
 
   /** Count one finished request that took `seconds`. */
   observe(l: RequestLabels, seconds: number): void {
+    const last = l.direction === 'inbound' ? this.#lastInbound : this.#lastOutbound;
+    if (last !== undefined && sameSeries(last.labels, l)) {
+      count(last.edge, seconds);
+      last.count.count++;
+      return;
+    }
     const edge = `${l.direction}\u0001${l.src_workload}\u0001${l.src_namespace}\u0001${l.dst_service}\u0001${l.dst_workload}\u0001${l.dst_namespace}\u0001${l.classification}`;
     if (this.#series >= MAX_SERIES) this.#clear();
     let lat = this.#edges.get(edge);
@@ -73,14 +109,7 @@ export class RequestMetrics {
       this.#edges.set(edge, lat);
       this.#series++;
     }
-    lat.count++;
-    lat.sum += seconds;
-    for (let i = 0; i < LATENCY_BUCKETS.length; i++) {
-      if (seconds <= LATENCY_BUCKETS[i]!) {
-        lat.buckets[i]!++;
-        break;
-      }
-    }
+    count(lat, seconds);
     const key = `${l.src_identity}\u0001${l.status_code}\u0001${l.error_reason}\u0001${l.tls}`;
     let c = lat.counts.get(key);
     if (!c) {
@@ -89,12 +118,17 @@ export class RequestMetrics {
       this.#series++;
     }
     c.count++;
+    const hit: LastHit = { labels: l, edge: lat, count: c };
+    if (l.direction === 'inbound') this.#lastInbound = hit;
+    else this.#lastOutbound = hit;
   }
 
   /** The fuse: forget every series (Prometheus reads the drop as counter resets). */
   #clear(): void {
     this.#edges.clear();
     this.#series = 0;
+    this.#lastInbound = undefined;
+    this.#lastOutbound = undefined;
   }
 
   #histogramSamples(): Sample[] {
@@ -111,6 +145,18 @@ export class RequestMetrics {
       out.push({ value: s.count, labels: { ...s.labels }, metricName: `${name}_count` });
     }
     return out;
+  }
+}
+
+/** One request of `seconds` on an edge's histogram. */
+function count(edge: EdgeSeries, seconds: number): void {
+  edge.count++;
+  edge.sum += seconds;
+  for (let i = 0; i < LATENCY_BUCKETS.length; i++) {
+    if (seconds <= LATENCY_BUCKETS[i]!) {
+      edge.buckets[i]!++;
+      break;
+    }
   }
 }
 

@@ -44,3 +44,23 @@ t.test('the fuse: past 10 000 series (edges and counters) everything is forgotte
   t.notMatch(text, /dst_service="svc-0"/, 'the old series are gone');
   t.match(text, /meshlet_requests_total\{[^}]*dst_service="one-more"[^}]*\} 1/, 'the new one counts from 1');
 });
+
+t.test('requests like the one before (the remembered series) and unlike it count where they belong', async (t) => {
+  const registry = new Registry();
+  const m = new RequestMetrics(registry);
+  const inbound: RequestLabels = { ...base, direction: 'inbound', src_identity: 'spiffe://td/ns/shop/sa/web' };
+  const failed: RequestLabels = { ...base, status_code: '503', classification: 'failure', error_reason: 'no-endpoints' };
+  // Interleaved directions, repeats, a failure between successes, and a label differing only in tls.
+  const sequence = [base, base, inbound, base, inbound, inbound, failed, base, failed, { ...base, tls: 'false' as const }, base];
+  for (const l of sequence) m.observe({ ...l }, 0.002);
+  const text = await registry.metrics();
+  const total = (l: RequestLabels) => line(text, 'meshlet_requests_total', Object.entries(l).map(([k, v]) => `${k}="${v}"`).join(','));
+  t.equal(total(base), 5, 'five successes outbound over tls');
+  t.equal(total(inbound), 3, 'three inbound, though they came between outbound ones');
+  t.equal(total(failed), 2, 'two failures');
+  t.equal(total({ ...base, tls: 'false' }), 1, 'one without tls: a label differing by one value is its own series');
+  const edge = 'direction="outbound",src_workload="web",src_namespace="shop",dst_service="api.shop",dst_workload="api",dst_namespace="shop"';
+  t.equal(line(text, 'meshlet_request_duration_seconds_count', `${edge},classification="success"`), 6, 'the outbound success histogram saw all six (tls or not)');
+  t.equal(line(text, 'meshlet_request_duration_seconds_count', `${edge},classification="failure"`), 2);
+  t.ok(Math.abs(line(text, 'meshlet_request_duration_seconds_sum', `${edge},classification="success"`)! - 0.012) < 1e-9, 'and added their seconds');
+});
