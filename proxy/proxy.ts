@@ -9,6 +9,7 @@ import { FileConfigSource } from './config/file-source.ts';
 import { StreamConfigSource } from './config/stream-source.ts';
 import { Listener, targetOf, type Workload } from './http/listener.ts';
 import { compose } from './http/exchange.ts';
+import { Deadlines } from './http/deadlines.ts';
 import { makeUpgradeHandler, type UpgradeTarget } from './http/upgrade.ts';
 import { tcpConnector, tlsConnector } from './http/connector.ts';
 import { IdentityManager, type CertifyTransport, type WallClock } from './identity/identity.ts';
@@ -200,9 +201,10 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     return { address, ...(expected ? { dstPort: address.slice(address.lastIndexOf(':') + 1) } : {}), dial: connect };
   };
   if (o.outbound) {
+    const deadlines = new Deadlines(o.clock);
     const handler = compose(
-      [destination, route, retry(o.clock, o.random, metrics), split(o.random), concurrency(metrics), balance(o.clock, o.random, metrics)],
-      endpoint(o.clock),
+      [destination, route, retry(o.clock, o.random, metrics, deadlines), split(o.random), concurrency(metrics), balance(o.clock, o.random, metrics)],
+      endpoint(o.clock, deadlines),
     );
     const pick = (req: RequestHead, cfg: Parameters<Parameters<typeof makeUpgradeHandler>[0]>[1]): UpgradeTarget => {
       const t = targetOf(req.target, req.host);

@@ -5,6 +5,7 @@ import type { ResponseHead } from '../http1/head.ts';
 import type { Exchange, UpstreamBody, UpstreamResponse, BodySink } from './exchange.ts';
 import { forwardResponseHeaders } from './headers.ts';
 import { ProxyError, fromUpstreamError } from '../errors.ts';
+import type { Deadline, Deadlines } from './deadlines.ts';
 
 const EMPTY = Buffer.alloc(0);
 
@@ -142,27 +143,28 @@ export function requestHead(ex: Exchange, dstPort: string | undefined): string {
 
 /**
  * Send the exchange's request through `pool` once. `dstPort`: the port of the endpoint address,
- * sent as `meshlet-dst-port` to a meshed (mTLS) endpoint's inbound proxy.
+ * sent as `meshlet-dst-port` to a meshed (mTLS) endpoint's inbound proxy. `perTryMs` > 0: the
+ * attempt is aborted with `per-try-timeout` if no response head came within it.
  */
-export function dispatchOnce(pool: Pool, ex: Exchange, perTryMs: number, dstPort?: string): Promise<UpstreamResponse> {
+export function dispatchOnce(pool: Pool, ex: Exchange, dstPort: string | undefined, perTryMs = 0, deadlines?: Deadlines): Promise<UpstreamResponse> {
   return new Promise<UpstreamResponse>((resolve, reject) => {
-    let timer: NodeJS.Timeout | undefined;
+    let timer: Deadline | undefined;
     const attempt = new Attempt(
       (r) => {
-        clearTimeout(timer);
+        if (timer) deadlines!.cancel(timer);
         ex.abortAttempt = undefined;
         resolve(r);
       },
       (e) => {
-        clearTimeout(timer);
+        if (timer) deadlines!.cancel(timer);
         ex.abortAttempt = undefined;
         reject(e);
       },
     );
     const body = ex.body;
     ex.abortAttempt = attempt.abort;
-    if (perTryMs > 0) {
-      timer = setTimeout(() => attempt.abort(new ProxyError('per-try-timeout', `no response headers within ${perTryMs} ms`)), perTryMs);
+    if (perTryMs > 0 && deadlines) {
+      timer = deadlines.after(perTryMs, () => attempt.abort(new ProxyError('per-try-timeout', `no response headers within ${perTryMs} ms`)));
     }
     attempt.start(pool.request({ method: ex.method, head: requestHead(ex, dstPort), body: body.kind === 'buffer' ? body.data : body.kind === 'stream' ? body.source : undefined }, attempt));
   });

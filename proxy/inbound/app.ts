@@ -7,6 +7,6 @@ import { dispatchOnce } from '../http/dispatch.ts';
 export function app(pool: Pool): Handler {
   return (ex) => {
     ex.attempts = 1;
-    return dispatchOnce(pool, ex, 0);
+    return dispatchOnce(pool, ex, undefined);
   };
 }

@@ -6,6 +6,7 @@ import type { Clock } from '../../api/runtime.ts';
 import type { EndpointState } from '../config/compile.ts';
 import type { Handler } from '../http/exchange.ts';
 import { dispatchOnce } from '../http/dispatch.ts';
+import type { Deadlines } from '../http/deadlines.ts';
 
 /** The port part of each endpoint's address, computed once per endpoint (endpoints outlive config versions). */
 const ports = new WeakMap<EndpointState, string>();
@@ -19,11 +20,10 @@ function dstPortOf(ep: EndpointState): string {
   return p;
 }
 
-export function endpoint(clock: Clock): Handler {
+export function endpoint(clock: Clock, deadlines: Deadlines): Handler {
   return (ex) => {
-    // Whole milliseconds, like the deadline's timer (retry.ts): one of Node's timer lists per duration.
-    const perTry = Math.min(ex.route?.timeouts.perTry ?? 0, Math.ceil(Math.max(1, ex.deadline - clock.now())));
+    const perTry = Math.min(ex.route?.timeouts.perTry ?? 0, Math.max(1, ex.deadline - clock.now()));
     const ep = ex.endpoint!;
-    return dispatchOnce(ep.client as Pool, ex, perTry, ep.identity === undefined ? undefined : dstPortOf(ep));
+    return dispatchOnce(ep.client as Pool, ex, ep.identity === undefined ? undefined : dstPortOf(ep), perTry, deadlines);
   };
 }

@@ -7,6 +7,7 @@ import { ProxyError, isProxyError } from '../errors.ts';
 import { backoffDelay } from '../policy/backoff.ts';
 import { isRetryable, type AttemptOutcome } from '../policy/retry-decision.ts';
 import type { ProxyMetrics } from '../telemetry/metrics.ts';
+import type { Deadlines } from '../http/deadlines.ts';
 
 /** What an attempt's error means for retrying; undefined: never retry (the proxy's own refusals). */
 export function outcomeOfError(err: unknown): AttemptOutcome | undefined {
@@ -37,7 +38,7 @@ export async function makeReplayable(ex: Exchange, maxBuffered: number): Promise
   return true;
 }
 
-export function retry(clock: Clock, random: Random, metrics: ProxyMetrics): Stage {
+export function retry(clock: Clock, random: Random, metrics: ProxyMetrics, deadlines: Deadlines): Stage {
   return (next) => async (ex) => {
     const route = ex.route!;
     const policy = route.retry;
@@ -46,16 +47,14 @@ export function retry(clock: Clock, random: Random, metrics: ProxyMetrics): Stag
     ex.deadline = timeoutMs > 0 ? ex.startMs + timeoutMs : Infinity;
     let timedOut = false;
     let wake: (() => void) | undefined;
-    // Armed for the deadline itself (the endpoint cuts per-try timeouts to the same instant), in
-    // whole milliseconds: Node keeps one timer list per distinct duration, so a fractional one made
-    // and dropped a list per request (a dictionary insert, a priority-queue insert and removal).
+    // Armed for the deadline itself (the endpoint cuts per-try timeouts to the same instant).
     const timer =
       timeoutMs > 0
-        ? setTimeout(() => {
+        ? deadlines.at(ex.deadline, () => {
             timedOut = true;
             ex.abortAttempt?.(new ProxyError('request-timeout', `no response within ${timeoutMs} ms`));
             wake?.();
-          }, Math.ceil(Math.max(0, ex.deadline - clock.now())))
+          })
         : undefined;
     budget.recordRequest();
     try {
@@ -120,7 +119,7 @@ export function retry(clock: Clock, random: Random, metrics: ProxyMetrics): Stag
         metrics.retries.labels(ex.service!.name, outcome.kind === 'status' ? String(outcome.status) : outcome.kind).inc();
       }
     } finally {
-      clearTimeout(timer);
+      if (timer) deadlines.cancel(timer);
     }
   };
 }
