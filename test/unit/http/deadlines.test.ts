@@ -142,7 +142,7 @@ t.test('against a plain list: random arms, cancels and clock moves give the same
     timers.advanceTo(clock.now() + 1000);
     fireModel(clock.now());
     // Equal due times may fire in either order; compare as sets per run and the count exactly.
-    if (got.length !== want.length || [...got].sort().join() !== [...want].sort().join()) {
+    if (got.length !== want.length || got.toSorted().join() !== want.toSorted().join()) {
       t.fail(`run ${run}: fired ${got.join(',')} but a plain list fires ${want.join(',')}`);
       return;
     }
