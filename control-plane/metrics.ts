@@ -2,7 +2,8 @@
 // Guarantees: refusal reasons are a closed set (bounded cardinality), every one exported from 0.
 
 import { X509Certificate } from 'node:crypto';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { defaultMetrics } from '../api/process-metrics.ts';
 import { expiries, type CaState } from './ca/index.ts';
 import { REFUSAL_REASONS, type ProofKind, type RefusalReason } from './certify/refusals.ts';
 
@@ -27,7 +28,7 @@ export class CaMetrics {
     this.issuerExpiry = new Gauge({ name: 'meshlet_ca_issuer_expiry_timestamp_seconds', help: 'notAfter of the issuer signing leaves now (Unix seconds).', labelNames: ['serial'], registers });
     for (const reason of REFUSAL_REASONS) this.refused.inc({ reason }, 0);
     for (const proof of ['kubernetes', 'bootstrap'] as const) this.issued.inc({ proof }, 0);
-    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'meshlet_control_plane_' });
+    if (opts.defaultMetrics !== false) defaultMetrics(registry, 'meshlet_control_plane_');
   }
 
   issuedOne(proof: ProofKind, seconds: number): void {

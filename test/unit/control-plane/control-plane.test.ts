@@ -75,6 +75,8 @@ t.test('waits for the CA, serves, reloads, refuses a bad state, closes', async (
   t.match(metrics, new RegExp(`meshlet_ca_issuer_expiry_timestamp_seconds\\{serial="${rotated.state.issuer.serialHex}"\\} \\d+`));
   t.match(metrics, /meshlet_ca_anchor_expiry_timestamp_seconds\{role="current",serial="[0-9a-f]+"\} \d+/);
   t.match(metrics, /meshlet_ca_certificates_refused_total\{reason="body-too-large"\} 0/, 'every reason exported from 0');
+  t.match(metrics, /^meshlet_control_plane_nodejs_eventloop_busy_seconds_total \d/m, 'the event loop busy time, as in the proxy (api/process-metrics.ts)');
+  t.notMatch(metrics, /eventloop_lag/, 'and no lag gauges (their 10 ms sampler is parked)');
 
   await cp.close();
   for (const port of [addr.port, cp.admin.port]) {
