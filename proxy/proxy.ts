@@ -203,7 +203,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   if (o.outbound) {
     const deadlines = new Deadlines(o.clock);
     const handler = compose(
-      [destination, route, retry(o.clock, o.random, metrics, deadlines), split(o.random), concurrency(metrics), balance(o.clock, o.random, metrics)],
+      [destination, route, retry(o.random, metrics, deadlines), split(o.random), concurrency(metrics), balance(o.clock, o.random, metrics)],
       endpoint(o.clock, deadlines),
     );
     const pick = (req: RequestHead, cfg: Parameters<Parameters<typeof makeUpgradeHandler>[0]>[1]): UpgradeTarget => {

@@ -144,7 +144,8 @@ export function requestHead(ex: Exchange, dstPort: string | undefined): string {
 /**
  * Send the exchange's request through `pool` once. `dstPort`: the port of the endpoint address,
  * sent as `meshlet-dst-port` to a meshed (mTLS) endpoint's inbound proxy. `perTryMs` > 0: the
- * attempt is aborted with `per-try-timeout` if no response head came within it.
+ * attempt is aborted with `per-try-timeout` if no response head came within it (armed on
+ * `deadlines`, which a per-try timeout requires).
  */
 export function dispatchOnce(pool: Pool, ex: Exchange, dstPort: string | undefined, perTryMs = 0, deadlines?: Deadlines): Promise<UpstreamResponse> {
   return new Promise<UpstreamResponse>((resolve, reject) => {
@@ -163,8 +164,8 @@ export function dispatchOnce(pool: Pool, ex: Exchange, dstPort: string | undefin
     );
     const body = ex.body;
     ex.abortAttempt = attempt.abort;
-    if (perTryMs > 0 && deadlines) {
-      timer = deadlines.after(perTryMs, () => attempt.abort(new ProxyError('per-try-timeout', `no response headers within ${perTryMs} ms`)));
+    if (perTryMs > 0) {
+      timer = deadlines!.after(perTryMs, () => attempt.abort(new ProxyError('per-try-timeout', `no response headers within ${perTryMs} ms`)));
     }
     attempt.start(pool.request({ method: ex.method, head: requestHead(ex, dstPort), body: body.kind === 'buffer' ? body.data : body.kind === 'stream' ? body.source : undefined }, attempt));
   });

@@ -1,7 +1,7 @@
 // Outbound stage 3 (above split and balance, so a retry may land elsewhere): budgeted retries
 // with full-jitter backoff, and the whole-request deadline. Only replayable bodies are retried:
 // a body up to maxBufferedBody is read first; a larger or unsized one is streamed once.
-import type { Clock, Random } from '../../api/runtime.ts';
+import type { Random } from '../../api/runtime.ts';
 import type { Exchange, Stage, UpstreamResponse } from '../http/exchange.ts';
 import { ProxyError, isProxyError } from '../errors.ts';
 import { backoffDelay } from '../policy/backoff.ts';
@@ -38,7 +38,7 @@ export async function makeReplayable(ex: Exchange, maxBuffered: number): Promise
   return true;
 }
 
-export function retry(clock: Clock, random: Random, metrics: ProxyMetrics, deadlines: Deadlines): Stage {
+export function retry(random: Random, metrics: ProxyMetrics, deadlines: Deadlines): Stage {
   return (next) => async (ex) => {
     const route = ex.route!;
     const policy = route.retry;

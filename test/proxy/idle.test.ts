@@ -1,6 +1,6 @@
 // An idle sidecar sleeps: with no traffic a proxy's main thread wakes a few times a second (the
 // listeners' timeout sweep), not 100 times (prom-client's event-loop-lag sampler, replaced by the
-// loop's busy time, proxy/telemetry/metrics.ts). A node running many pods pays this per pod.
+// loop's busy time, api/process-metrics.ts). A node running many pods pays this per pod.
 // Read from the kernel's count of the thread's voluntary context switches (one per wake-up).
 import t from 'tap';
 import { readFileSync } from 'node:fs';
