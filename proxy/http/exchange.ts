@@ -76,6 +76,8 @@ export interface UpstreamBody {
   takeWhole(): Buffer | undefined;
   /** Throw the body away and free the connection (a retried attempt). */
   discard(): void;
+  /** Stop the body mid-way (the client left): the upstream connection is closed, onDone sees a failure. */
+  readonly abort: (reason: Error) => void;
   /** Called once when the body ended (ok) or failed. */
   onDone(fn: (ok: boolean) => void): void;
 }

@@ -248,6 +248,9 @@ export class Listener {
       return;
     }
     req.writeHead(up.status, up.statusText, up.headers, up.framing);
+    // A client that leaves mid-body stops the upstream too: its connection and the backend's
+    // concurrency slot are freed now, not when a long (or endless) body would have ended.
+    ex.abortAttempt = up.body.abort;
     up.body.pipeTo(req);
   }
 

@@ -357,7 +357,12 @@ export class ServerConnection {
     if (this.#phase === P.BODY) {
       this.#body?.fail(new Error('the client closed the connection before the request body ended'));
       this.socket.destroy();
-    } else if (this.#phase === P.HEAD || this.#phase === P.DONE) this.socket.end();
+    } else if (this.#phase === P.WAIT) {
+      // The client closed its side while its request is being answered: taken as gone (its
+      // request is cancelled upstream), as hyper (Linkerd) does by default and nginx does (499).
+      // Half-closing to say "done sending, still reading" is legal but rare and not supported.
+      this.socket.destroy();
+    } else this.socket.end();
   };
 
   #onClose = (): void => {

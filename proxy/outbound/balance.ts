@@ -38,8 +38,8 @@ export function balance(clock: Clock, random: Random, metrics: ProxyMetrics): St
     } catch (err) {
       ep.load.finish(clock.now() - started);
       const e = err as ProxyError;
-      // Failures that are the proxy's own (the client left) say nothing about the endpoint.
-      if (ex.clientGone) ep.accrual.onCancel(ticket);
+      // Failures of the client's making (it left, or its body broke off) say nothing about the endpoint.
+      if (ex.clientGone || e.code === 'bad-request') ep.accrual.onCancel(ticket);
       else ep.accrual.onResult(false, ticket);
       if (ep.accrual.ejections > ejectionsBefore) metrics.ejections.labels(svc.name).inc();
       throw e;

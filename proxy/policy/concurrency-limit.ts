@@ -83,6 +83,13 @@ export class ConcurrencyLimit {
     return this.#line.size;
   }
 
+  /** A free slot's release function, or undefined when none is free (never queues). */
+  tryAcquire(): Release | undefined {
+    if (this.#inFlight >= this.#maxInFlight) return undefined;
+    this.#inFlight += 1;
+    return this.#releaser();
+  }
+
   /** See the top of the file. An already-aborted signal gets a rejected promise and takes nothing. */
   acquire(signal?: AbortSignal): Release | Promise<Release> | undefined {
     if (signal?.aborted) return Promise.reject(signal.reason);
