@@ -59,6 +59,7 @@ export function fromUpstreamError(err: unknown, responseStarted: boolean): Proxy
   }
   // The client's own body failed (it closed mid-body, or sent malformed chunks): the request was bad, not the upstream.
   if (code === 'MESHLET_CLIENT_BODY') return new ProxyError('bad-request', msg, { cause: err });
+  if (code === 'MESHLET_POOL_CLOSED') return new ProxyError('connect-failed', `not sent: ${msg}`, { cause: err, beforeRequest: true });
   if (code === 'MESHLET_IDENTITY_MISMATCH') return new ProxyError('identity-mismatch', msg, { cause: err, beforeRequest: true });
   if (code === 'MESHLET_NO_IDENTITY') return new ProxyError('tls-failed', msg, { cause: err, beforeRequest: true });
   if (code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL') || /certificate|handshake|SSL/i.test(msg)) {

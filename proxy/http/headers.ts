@@ -47,7 +47,19 @@ export function forwardRequestHeaders(f: RawFields, dropTrace: boolean): string[
   return out;
 }
 
-/** Response headers to forward to the client: hop-by-hop removed. */
+/**
+ * Response headers to forward to the client: hop-by-hop removed. Repeated Content-Length fields
+ * (head.ts accepts them only when every value is the same) go on as one (RFC 9110 §8.6): the next
+ * hop may refuse the repetition.
+ */
 export function forwardResponseHeaders(f: RawFields): string[] {
-  return forwardRequestHeaders(f, false);
+  const out = forwardRequestHeaders(f, false);
+  const lower = f.lower;
+  const first = lower.indexOf('content-length');
+  if (first === -1 || lower.lastIndexOf('content-length') === first) return out;
+  const length = f.raw[2 * first + 1]!.split(',')[0]!.trim();
+  const kept: string[] = [];
+  for (let i = 0; i < out.length; i += 2) if (out[i]!.toLowerCase() !== 'content-length') kept.push(out[i]!, out[i + 1]!);
+  kept.push('content-length', length);
+  return kept;
 }

@@ -53,6 +53,8 @@ export class UpstreamSocketError extends Error {
   }
 }
 
+const LFLF = Buffer.from('\n\n');
+
 /** Largest response head accepted from an upstream. */
 const MAX_RESPONSE_HEAD = 64 * 1024;
 
@@ -240,8 +242,12 @@ class ClientConnection {
     for (;;) {
       const buf = this.#buf!;
       const end = headEnd(buf);
+      if (end === -1 ? buf.length > MAX_RESPONSE_HEAD : end + 4 > MAX_RESPONSE_HEAD) {
+        return this.#failed(new UpstreamSocketError('MESHLET_BAD_RESPONSE', `the upstream's response head is larger than ${MAX_RESPONSE_HEAD} bytes`));
+      }
       if (end === -1) {
-        if (buf.length > MAX_RESPONSE_HEAD) this.#failed(new UpstreamSocketError('MESHLET_BAD_RESPONSE', `the upstream's response head is larger than ${MAX_RESPONSE_HEAD} bytes`));
+        // Lines ended by a bare LF: the CRLF CRLF this waits for would never come.
+        if (buf.indexOf(LFLF) !== -1) this.#failed(new UpstreamSocketError('MESHLET_BAD_RESPONSE', 'the upstream sent a malformed response: a bare LF in the head'));
         return;
       }
       let res: ResponseHead;
@@ -264,9 +270,11 @@ class ClientConnection {
       this.#state = C.BODY;
       attempt.responded(res);
       if (this.#state !== C.BODY) return; // aborted from the handler
-      if (this.#framing.done) return this.#complete(undefined);
       const more = this.#buf;
       this.#buf = undefined;
+      // A response without a body (HEAD, 204, 304, length 0) followed by bytes: they are not the
+      // next response (RFC 9112 §6.3), and the connection is not reused.
+      if (this.#framing.done) return this.#complete(more);
       if (more !== undefined) this.#body(more);
       return;
     }
@@ -295,9 +303,10 @@ class ClientConnection {
     this.#attempt = undefined;
     this.#res = undefined;
     this.#framing = undefined;
-    this.#state = C.HEAD;
+    // Idle from here: any byte the upstream sends before the next request destroys the connection.
+    this.#state = C.IDLE;
     const reusable = attempt.completed(res.keepAlive && rest === undefined && res.framing.kind !== 'close');
-    if (this.#state !== C.HEAD) return;
+    if (this.#state !== C.IDLE) return;
     if (!reusable) return this.destroy();
     this.socket.resume();
     this.#pool.release(this, res.keepAliveTimeout);
@@ -351,29 +360,21 @@ export class Pool {
   readonly #idle: ClientConnection[] = [];
   readonly #all = new Set<ClientConnection>();
   #timer: NodeJS.Timeout | undefined;
-  readonly #silence: NodeJS.Timeout;
+  /** Runs while the pool has connections. */
+  #silence: NodeJS.Timeout | undefined;
+  /** Retired (close): no idle connection is kept. */
   #closed = false;
+  /** Destroyed: no request is taken. */
+  #destroyed = false;
 
   constructor(dial: Dial, o: PoolOptions) {
     this.#dial = dial;
     this.#o = o;
-    // Four checks per silence timeout: a busy connection that moved no byte in four in a row is
-    // given up (between 1 and 1.25 timeouts of silence), with no timer work per read or write.
-    this.#silence = setInterval(() => {
-      for (const c of this.#all) {
-        if (!c.busy) continue;
-        if (c.active) {
-          c.active = false;
-          c.quiet = 0;
-        } else if (++c.quiet >= 4) c.silent(o.silenceTimeoutMs);
-      }
-    }, o.silenceTimeoutMs / 4);
-    this.#silence.unref();
   }
 
   request(req: ClientRequest, handler: ResponseHandler): ClientAttempt {
     const attempt = new ClientAttempt(req, handler);
-    if (this.#closed) {
+    if (this.#destroyed) {
       queueMicrotask(() => attempt.failed(new UpstreamSocketError('MESHLET_POOL_CLOSED', 'the connection pool is closed')));
       return attempt;
     }
@@ -391,8 +392,8 @@ export class Pool {
     this.#dial((err, socket) => {
       if (err || !socket) return attempt.failed(err ?? new UpstreamSocketError('MESHLET_CONNECT', 'connect failed'));
       const c = new ClientConnection(this, socket);
-      this.#all.add(c);
-      if (this.#closed) {
+      this.#add(c);
+      if (this.#destroyed) {
         c.destroy();
         return attempt.failed(new UpstreamSocketError('MESHLET_POOL_CLOSED', 'the connection pool is closed'));
       }
@@ -417,23 +418,50 @@ export class Pool {
   /** A connection closed. */
   forget(conn: ClientConnection): void {
     this.#all.delete(conn);
-    if (this.#closed && this.#all.size === 0) clearInterval(this.#silence);
+    if (this.#all.size === 0 && this.#silence !== undefined) {
+      clearInterval(this.#silence);
+      this.#silence = undefined;
+    }
     const i = this.#idle.indexOf(conn);
     if (i !== -1) this.#idle.splice(i, 1);
   }
 
+  /**
+   * Retire the pool (its endpoint left the config): idle connections close now, busy ones when
+   * their response ends. Requests still come from config snapshots that name the endpoint (the
+   * requests in flight when the config changed, and their retries): they are served on
+   * connections that close after them, not refused.
+   */
   close(): void {
     this.#closed = true;
     clearTimeout(this.#timer);
-    if (this.#all.size === 0) clearInterval(this.#silence);
     // Deleting from a Set while iterating it is safe (destroy() forgets the connection).
     for (const c of this.#all) if (c.idle) c.destroy();
   }
 
-  /** Destroy every connection, busy ones too. */
+  /** Destroy every connection, busy ones too, and take no more requests (the proxy is stopping). */
   destroy(): void {
+    this.#destroyed = true;
     this.close();
     for (const c of this.#all) c.destroy();
+  }
+
+  #add(c: ClientConnection): void {
+    this.#all.add(c);
+    if (this.#silence !== undefined) return;
+    // Four checks per silence timeout: a busy connection that moved no byte in four in a row is
+    // given up (between 1 and 1.25 timeouts of silence), with no timer work per read or write.
+    const timeoutMs = this.#o.silenceTimeoutMs;
+    this.#silence = setInterval(() => {
+      for (const conn of this.#all) {
+        if (!conn.busy) continue;
+        if (conn.active) {
+          conn.active = false;
+          conn.quiet = 0;
+        } else if (++conn.quiet >= 4) conn.silent(timeoutMs);
+      }
+    }, timeoutMs / 4);
+    this.#silence.unref();
   }
 
   /** One timer per pool closes expired idle connections (taking one also checks its expiry). */

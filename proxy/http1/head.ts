@@ -218,21 +218,21 @@ function parseLength(v: string): number {
 }
 
 /**
- * Transfer-Encoding: chunked must be the final coding and appear once. Returns true for chunked,
- * false for a list whose final coding is something else; throws on a malformed list.
+ * Transfer-Encoding must be exactly `chunked` (any case, surrounding whitespace allowed). Other
+ * codings (gzip, deflate, identity...) are refused, not passed on: this hop re-frames bodies as
+ * chunked and would forward bytes still coded without saying so (RFC 9112 §6.1). Content-Encoding
+ * is how applications compress; transfer codings other than chunked are all but unused.
  */
-function chunkedLast(te: string): boolean {
+function checkChunkedOnly(te: string): void {
   const codings = te.split(',');
-  let chunked = false;
   for (let i = 0; i < codings.length; i++) {
     const c = codings[i]!.trim().toLowerCase();
     if (c === '') throw new HeadError('an empty transfer coding in Transfer-Encoding');
     if (c === 'chunked') {
       if (i !== codings.length - 1) throw new HeadError('Transfer-Encoding names chunked before another coding');
-      chunked = true;
     } else if (!isToken(c.split(';')[0]!.trim())) throw new HeadError('a malformed transfer coding in Transfer-Encoding');
+    else throw new HeadError(`the transfer coding "${c}" is not supported (only chunked is; compress with Content-Encoding)`);
   }
-  return chunked;
 }
 
 /** Absolute-form: a scheme of letters (as llhttp reads it), "://", an authority; the listener reads them (targetOf). */
@@ -295,7 +295,7 @@ export function parseRequestHead(s: string): RequestHead {
   if (f.transferEncoding !== undefined) {
     if (f.contentLengths > 0) throw new HeadError('both Content-Length and Transfer-Encoding (ambiguous framing)');
     if (minor === 0) throw new HeadError('Transfer-Encoding in an HTTP/1.0 request');
-    if (!chunkedLast(f.transferEncoding)) throw new HeadError('Transfer-Encoding whose final coding is not chunked');
+    checkChunkedOnly(f.transferEncoding);
     framing = CHUNKED;
   } else if (f.contentLengths > 0) {
     if (f.contentLengths > 1) throw new HeadError('more than one Content-Length field (ambiguous framing)');
@@ -401,7 +401,8 @@ export function parseResponseHead(s: string, method: string): ResponseHead {
   if (status < 200 || status === 204 || status === 304 || method === 'HEAD') framing = NO_BODY;
   else if (f.transferEncoding !== undefined) {
     if (f.contentLengths > 0) throw new HeadError('both Content-Length and Transfer-Encoding (ambiguous framing)');
-    framing = chunkedLast(f.transferEncoding) ? CHUNKED : UNTIL_CLOSE;
+    checkChunkedOnly(f.transferEncoding);
+    framing = CHUNKED;
   } else if (!Number.isNaN(length)) framing = length === 0 ? NO_BODY : { kind: 'length', length };
   else framing = UNTIL_CLOSE;
   const keepAlive = framing.kind !== 'close' && keepAliveOf(minor, f.connection);

@@ -199,6 +199,101 @@ t.test('a malformed upstream response is a 502 upstream-error, never forwarded',
   c.end();
 });
 
+t.test('bytes an upstream sends on an idle connection are never a response: the connection is dropped, the proxy lives on', async (t) => {
+  // HAProxy's unsolicited 408 on idle connections; then a stray CRLF after a response.
+  const up = await scripted((head, socket, n) => {
+    if (pathOf(head) === '/408') setTimeout(() => socket.end('HTTP/1.0 408 Request Time-out\r\nConnection: close\r\nContent-Type: text/html\r\n\r\n<html>408</html>\n', 'latin1'), 200);
+    if (pathOf(head) === '/crlf') setTimeout(() => socket.write('\r\n', 'latin1'), 100);
+    return ok(`answer ${n}`);
+  });
+  const p = await proxyTo(t, up);
+  const c = client(p.outboundPort);
+  c.send('GET /408 HTTP/1.1\r\nHost: up\r\n\r\n');
+  await c.until((s) => s.endsWith('answer 1'));
+  await new Promise((r) => setTimeout(r, 400));
+  t.equal(p.proc.exitCode, null, 'the proxy is still running');
+  c.send('GET /crlf HTTP/1.1\r\nHost: up\r\n\r\n');
+  await c.until((s) => s.endsWith('answer 2'));
+  await new Promise((r) => setTimeout(r, 300));
+  c.send('GET /after HTTP/1.1\r\nHost: up\r\n\r\n');
+  await c.until((s) => s.endsWith('answer 3'));
+  t.notMatch(c.text(), /408|502|meshlet-proxy-error/, 'three requests, three answers, none of them the stray bytes');
+  t.equal(up.connections, 3, 'each connection that sent stray bytes was dropped');
+  c.end();
+});
+
+t.test('a bodiless response followed by bytes (a HEAD answered with a body): the bytes never reach another client', async (t) => {
+  const injected = 'HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nPWNED!';
+  const up = await scripted((head) => {
+    if (head.startsWith('HEAD')) return `HTTP/1.1 200 OK\r\ncontent-length: ${injected.length}\r\n\r\n${injected}`;
+    if (pathOf(head) === '/204') return 'HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\nhello';
+    return ok('the real answer');
+  });
+  const p = await proxyTo(t, up);
+  const a = client(p.outboundPort);
+  a.send('HEAD /file HTTP/1.1\r\nHost: up\r\n\r\n');
+  await a.until((s) => s.includes('\r\n\r\n'));
+  a.end();
+  const b = client(p.outboundPort);
+  b.send('GET /account HTTP/1.1\r\nHost: up\r\n\r\nGET /204 HTTP/1.1\r\nHost: up\r\n\r\nGET /account HTTP/1.1\r\nHost: up\r\n\r\n');
+  const out = await b.until((s) => s.split('the real answer').length === 3);
+  t.notMatch(out, /PWNED|hello/, 'nothing the upstream sent after a bodiless response was taken as a response');
+  t.match(out, /204 No Content/);
+  t.notMatch(out, /502/);
+  b.end();
+});
+
+t.test('upstream heads: over 64 KiB is refused however it is split; bare-LF lines are a 502 at once, not a wait', async (t) => {
+  const up = await scripted((head) => {
+    if (pathOf(head) === '/big') return `HTTP/1.1 200 OK\r\nx-big: ${'a'.repeat(100_000)}\r\ncontent-length: 2\r\n\r\nok`;
+    if (pathOf(head) === '/lf') return 'HTTP/1.1 200 OK\ncontent-length: 2\n\nok';
+    return ok('fine');
+  });
+  const p = await proxyTo(t, up);
+  const c = client(p.outboundPort);
+  c.send('GET /big HTTP/1.1\r\nHost: up\r\n\r\n');
+  const big = await c.until((s) => s.includes('\r\n\r\nmeshlet'));
+  t.match(big, /^HTTP\/1\.1 502 /);
+  t.match(big, /larger than 65536 bytes/);
+  const d = client(p.outboundPort);
+  const started = Date.now();
+  d.send('GET /lf HTTP/1.1\r\nHost: up\r\n\r\n');
+  const lf = await d.until((s) => s.includes('\r\n\r\nmeshlet'));
+  t.match(lf, /^HTTP\/1\.1 502 /);
+  t.match(lf, /bare LF/);
+  t.ok(Date.now() - started < 1000, 'answered at once');
+  c.end();
+  d.end();
+});
+
+t.test('repeated Content-Length fields of one value go on as one field', async (t) => {
+  const up = await scripted(() => 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nx-a: 1\r\nContent-Length: 5\r\n\r\nhello');
+  const p = await proxyTo(t, up);
+  const c = client(p.outboundPort);
+  c.send('GET / HTTP/1.1\r\nHost: up\r\n\r\n');
+  const out = await c.until((s) => s.endsWith('hello'));
+  t.equal(out.match(/content-length/gi)?.length, 1, 'one Content-Length field');
+  t.match(out, /content-length: 5\r\n/i);
+  c.end();
+});
+
+t.test('transfer codings other than chunked are refused both ways, never passed on re-framed', async (t) => {
+  const up = await scripted((head) => (pathOf(head) === '/gz' ? 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n' : ok('fine')));
+  const p = await proxyTo(t, up);
+  const c = client(p.outboundPort);
+  c.send('GET /gz HTTP/1.1\r\nHost: up\r\n\r\n');
+  const res = await c.until((s) => s.includes('\r\n\r\nmeshlet'));
+  t.match(res, /^HTTP\/1\.1 502 /);
+  t.match(res, /transfer coding "gzip" is not supported/);
+  const d = client(p.outboundPort);
+  d.send('POST /up HTTP/1.1\r\nHost: up\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n');
+  const req = await d.until((s) => s.includes('\r\n\r\nmeshlet'));
+  t.match(req, /^HTTP\/1\.1 400 /);
+  t.equal(up.received.filter((m) => m.startsWith('POST')).length, 0, 'the request never reached the upstream');
+  c.end();
+  d.end();
+});
+
 t.test('Expect: 100-continue: the proxy says continue, then forwards the body', async (t) => {
   const up = await scripted((msg) => ok(`got ${msg.slice(msg.indexOf('\r\n\r\n') + 4)}`));
   const p = await proxyTo(t, up);

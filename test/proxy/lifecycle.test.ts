@@ -58,6 +58,45 @@ t.test('split changes under load lose 0 requests and apply to the next request',
   t.equal(v1.hits, before1, 'the next requests all go to v2');
 });
 
+t.test('an endpoint leaving the config: requests already in flight to it finish there; its idle connections close', async (t) => {
+  const a = await startUpstream();
+  const b = await startUpstream();
+  const p = await startProxyProcess({ config: { version: 'e1', services: [{ name: 'api', endpoints: [{ address: a.address }] }] }, args: ['--access-log', 'off'] });
+  t.teardown(async () => {
+    await p.stop();
+    await a.close();
+    await b.close();
+  });
+  // One request leaves an idle pooled connection to a; another is mid-body when a leaves.
+  const warm = await request(`${p.outboundUrl}/warm`, { headers: { host: 'api' } });
+  await warm.body.dump();
+  let connectionsToA = 0;
+  a.server.getConnections((_e, n) => (connectionsToA = n));
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(connectionsToA, 1, 'one pooled connection to a');
+  const body = new Readable({ read() {} });
+  const put = request(`${p.outboundUrl}/put`, { method: 'PUT', headers: { host: 'api', 'content-length': '10' }, body });
+  body.push('hello');
+  await new Promise((r) => setTimeout(r, 200));
+  p.writeConfig({ version: 'e2', services: [{ name: 'api', endpoints: [{ address: b.address }] }] });
+  await p.waitForVersion('e2');
+  body.push('world');
+  body.push(null);
+  const res = await put;
+  const text = await res.body.text();
+  t.equal(res.statusCode, 200, `the PUT that started on e1 is served: ${text.trim()}`);
+  t.equal(res.headers['meshlet-proxy-error'], undefined);
+  t.match(text, `ok from ${a.port}`, 'by the endpoint its config named');
+  const next = await request(`${p.outboundUrl}/next`, { headers: { host: 'api' } });
+  t.match(await next.body.text(), `ok from ${b.port}`, 'the next request goes to the new endpoint');
+  const deadline = Date.now() + 2000;
+  do {
+    await new Promise((r) => setTimeout(r, 50));
+    a.server.getConnections((_e, n) => (connectionsToA = n));
+  } while (connectionsToA > 0 && Date.now() < deadline);
+  t.equal(connectionsToA, 0, 'no connection to the removed endpoint is kept');
+});
+
 t.test('a bad config file is refused with every problem and its path; the old config stays', async (t) => {
   const v1 = await startUpstream();
   const p = await startProxyProcess({ config: { version: 'good', services: [{ name: 'api', endpoints: [{ address: v1.address }] }] } });
