@@ -13,6 +13,14 @@ const DST_PORT_HEADER = 'meshlet-dst-port';
 /** Tracing headers this hop rewrites. */
 const TRACE_HEADERS = new Set(['traceparent', 'x-b3-traceid', 'x-b3-spanid', 'x-b3-parentspanid', 'x-b3-sampled', 'x-b3-flags', 'b3']);
 
+/**
+ * A request's trace fields: forwarded as received ('keep', responses), replaced by this hop's
+ * ('replace': a valid traceparent came in, its tracestate travels on), or replaced with the
+ * caller's tracestate discarded ('restart': no valid traceparent came in, and W3C Trace Context
+ * says a tracestate without one is invalid and MUST be discarded).
+ */
+export type TraceFields = 'keep' | 'replace' | 'restart';
+
 /** Fields as parsed: raw [name, value, ...] and their lower-case names (http1/head.ts). */
 export interface RawFields {
   readonly raw: readonly string[];
@@ -34,14 +42,16 @@ function connectionTokens(f: RawFields): Set<string> | undefined {
 }
 
 /** Request headers to forward upstream: hop-by-hop, Host and meshlet-dst-port removed (both are set separately). */
-export function forwardRequestHeaders(f: RawFields, dropTrace: boolean): string[] {
+export function forwardRequestHeaders(f: RawFields, trace: TraceFields): string[] {
   const named = connectionTokens(f);
+  const dropTrace = trace !== 'keep';
+  const dropState = trace === 'restart';
   const out: string[] = [];
   const lower = f.lower;
   const raw = f.raw;
   for (let i = 0; i < lower.length; i++) {
     const l = lower[i]!;
-    if (HOP_BY_HOP.has(l) || named?.has(l) || (dropTrace && TRACE_HEADERS.has(l)) || l === DST_PORT_HEADER) continue;
+    if (HOP_BY_HOP.has(l) || named?.has(l) || (dropTrace && TRACE_HEADERS.has(l)) || (dropState && l === 'tracestate') || l === DST_PORT_HEADER) continue;
     out.push(raw[2 * i]!, raw[2 * i + 1]!);
   }
   return out;
@@ -53,7 +63,7 @@ export function forwardRequestHeaders(f: RawFields, dropTrace: boolean): string[
  * hop may refuse the repetition.
  */
 export function forwardResponseHeaders(f: RawFields): string[] {
-  const out = forwardRequestHeaders(f, false);
+  const out = forwardRequestHeaders(f, 'keep');
   const lower = f.lower;
   const first = lower.indexOf('content-length');
   if (first === -1 || lower.lastIndexOf('content-length') === first) return out;

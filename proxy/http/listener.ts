@@ -194,7 +194,7 @@ export class Listener {
       parent,
       d.tracing.exporting ? spanAttributes(req, path, host, authority, d.direction) : NO_ATTRS,
     );
-    const headers = forwardRequestHeaders(head, true);
+    const headers = forwardRequestHeaders(head, parent?.source === 'traceparent' ? 'replace' : 'restart');
     pushPropagationHeaders(headers, span, usedB3);
     const ex: Exchange = {
       direction: d.direction,

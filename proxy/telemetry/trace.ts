@@ -7,6 +7,8 @@ export interface ParentContext {
   traceId: string;
   spanId: string;
   sampled: boolean;
+  /** A valid traceparent, or B3 when the traceparent was missing or invalid (its tracestate is then discarded). */
+  source: 'traceparent' | 'b3';
 }
 
 export interface HopSpan {
@@ -43,7 +45,7 @@ export function parseTraceparent(v: string | undefined): ParentContext | undefin
   const spanId = v.slice(36, 52);
   const flags = v.slice(53, 55);
   if (!HEX.test(traceId) || !HEX.test(spanId) || !HEX.test(flags) || traceId === ZERO_TRACE || spanId === ZERO_SPAN) return undefined;
-  return { traceId, spanId, sampled: (parseInt(flags, 16) & 1) === 1 };
+  return { traceId, spanId, sampled: (parseInt(flags, 16) & 1) === 1, source: 'traceparent' };
 }
 
 /** Request fields by lower-case name (http1/head.ts Fields). */
@@ -71,7 +73,7 @@ export function parseB3(headers: FieldLookup): ParentContext | undefined {
   spanId = spanId.toLowerCase();
   if (traceId.length === 16) traceId = '0000000000000000' + traceId;
   if (traceId.length !== 32 || spanId.length !== 16 || !HEX.test(traceId) || !HEX.test(spanId)) return undefined;
-  return { traceId, spanId, sampled };
+  return { traceId, spanId, sampled, source: 'b3' };
 }
 
 export function extractParent(headers: FieldLookup): ParentContext | undefined {

@@ -1,6 +1,6 @@
 // HTTP correctness through the proxy on real sockets: ambiguous framing rejected and never
 // forwarded, oversized heads → 431, hop-by-hop headers removed, header case kept, trace
-// context continued with a new span, WebSocket through two hops, bodies streamed both ways.
+// context continued with a new span (tracestate only with a valid traceparent), WebSocket through two hops, bodies streamed both ways.
 import t from 'tap';
 import net from 'node:net';
 import { request } from 'undici';
@@ -108,6 +108,22 @@ t.test('trace context: same trace id, new span id, tracestate kept; B3 continued
   await new Promise((r) => setTimeout(r, 300)); // the access log is flushed every 100 ms
   const log = p.stdout().trim().split('\n').map((l) => JSON.parse(l) as { trace_id: string; path: string });
   t.ok(log.some((l) => l.trace_id === traceId && l.path === '/t'), 'trace id in the access log');
+});
+
+t.test('tracestate is discarded when the trace restarts (traceparent missing or invalid)', async (t) => {
+  const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+  const cases: Record<string, Record<string, string>> = {
+    'garbage traceparent': { traceparent: 'garbage', tracestate: 'vnd=abc' },
+    'upper-case hex': { traceparent: `00-${traceId.toUpperCase()}-00F067AA0BA902B7-01`, tracestate: 'vnd=abc' },
+    'tracestate alone': { tracestate: 'vnd=abc' },
+  };
+  for (const [name, h] of Object.entries(cases)) {
+    await (await request(`${p.outboundUrl}/ts`, { headers: { host: 'up', ...h } })).body.text();
+    const seen = up.seen.at(-1)!.headers;
+    t.equal(seen['tracestate'], undefined, `${name}: tracestate not forwarded`);
+    t.match(String(seen['traceparent']), /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/, `${name}: a new traceparent`);
+    t.not(String(seen['traceparent']).split('-')[1], traceId, `${name}: a new trace id`);
+  }
 });
 
 t.test('request and response bodies stream both ways', async (t) => {
