@@ -35,17 +35,31 @@ const HEX = /^[0-9a-f]+$/;
 const ZERO_TRACE = '00000000000000000000000000000000';
 const ZERO_SPAN = '0000000000000000';
 
-/** Parse a W3C traceparent (version 00 or future versions read as 00). */
+/** Whether s[from, to) is lower-case hex: a loop over char codes, no regex or slice per request. */
+function isLowerHex(s: string, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) {
+    const c = s.charCodeAt(i);
+    if (!((c >= 48 && c <= 57) || (c >= 97 && c <= 102))) return false;
+  }
+  return true;
+}
+
+/**
+ * Parse a W3C traceparent `vv-<32 hex trace id>-<16 hex span id>-ff`, lower-case hex. Version ff is
+ * invalid; 00 is exactly 55 characters; a later version is read as 00 and may go on after the
+ * flags only with '-'. All-zero ids are invalid. Invalid: undefined (the trace restarts).
+ */
 export function parseTraceparent(v: string | undefined): ParentContext | undefined {
-  if (!v || v.length < 55) return undefined;
-  const version = v.slice(0, 2);
-  if (version === 'ff' || v[2] !== '-' || v[35] !== '-' || v[52] !== '-') return undefined;
-  if (version === '00' && v.length !== 55) return undefined;
+  if (v === undefined || v.length < 55 || v[2] !== '-' || v[35] !== '-' || v[52] !== '-') return undefined;
+  if (!isLowerHex(v, 0, 2) || (v[0] === 'f' && v[1] === 'f')) return undefined;
+  if (v[0] === '0' && v[1] === '0' ? v.length !== 55 : v.length > 55 && v[55] !== '-') return undefined;
+  if (!isLowerHex(v, 3, 35) || !isLowerHex(v, 36, 52) || !isLowerHex(v, 53, 55)) return undefined;
   const traceId = v.slice(3, 35);
   const spanId = v.slice(36, 52);
-  const flags = v.slice(53, 55);
-  if (!HEX.test(traceId) || !HEX.test(spanId) || !HEX.test(flags) || traceId === ZERO_TRACE || spanId === ZERO_SPAN) return undefined;
-  return { traceId, spanId, sampled: (parseInt(flags, 16) & 1) === 1, source: 'traceparent' };
+  if (traceId === ZERO_TRACE || spanId === ZERO_SPAN) return undefined;
+  // Sampled is bit 0 of the flags: the low bit of their last hex digit.
+  const last = v.charCodeAt(54);
+  return { traceId, spanId, sampled: ((last <= 57 ? last - 48 : last - 87) & 1) === 1, source: 'traceparent' };
 }
 
 /** Request fields by lower-case name (http1/head.ts Fields). */

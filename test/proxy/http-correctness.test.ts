@@ -116,6 +116,8 @@ t.test('tracestate is discarded when the trace restarts (traceparent missing or 
     'garbage traceparent': { traceparent: 'garbage', tracestate: 'vnd=abc' },
     'upper-case hex': { traceparent: `00-${traceId.toUpperCase()}-00F067AA0BA902B7-01`, tracestate: 'vnd=abc' },
     'tracestate alone': { tracestate: 'vnd=abc' },
+    'version not hex': { traceparent: `zz-${traceId}-00f067aa0ba902b7-01`, tracestate: 'vnd=abc' },
+    'future version, junk after the flags': { traceparent: `01-${traceId}-00f067aa0ba902b7-01Xjunk`, tracestate: 'vnd=abc' },
   };
   for (const [name, h] of Object.entries(cases)) {
     await (await request(`${p.outboundUrl}/ts`, { headers: { host: 'up', ...h } })).body.text();
