@@ -186,7 +186,7 @@ export class Listener {
       return;
     }
     const parent = extractParent(head);
-    const usedB3 = parent !== undefined && head.get('traceparent') === undefined;
+    const usedB3 = parent?.source === 'b3';
     const path = pathOf(target);
     const span = d.tracing.start(
       `${head.method} ${d.direction}`,
@@ -195,7 +195,7 @@ export class Listener {
       d.tracing.exporting ? spanAttributes(req, path, host, authority, d.direction) : NO_ATTRS,
     );
     const headers = forwardRequestHeaders(head, parent?.source === 'traceparent' ? 'replace' : 'restart');
-    pushPropagationHeaders(headers, span, usedB3);
+    pushPropagationHeaders(headers, span, parent);
     const ex: Exchange = {
       direction: d.direction,
       head,

@@ -177,10 +177,13 @@ export class OtelTracing implements Tracing {
   }
 }
 
-/** Append the headers to send downstream for this hop's span: traceparent always, B3 when the caller used B3. */
-export function pushPropagationHeaders(out: string[], span: HopSpan, usedB3: boolean): void {
+/**
+ * Append the headers to send downstream for this hop's span: traceparent always, B3 when the
+ * trace was continued from B3 (the traceparent was missing or invalid, whether sent or not).
+ */
+export function pushPropagationHeaders(out: string[], span: HopSpan, parent: ParentContext | undefined): void {
   out.push('traceparent', `00-${span.traceId}-${span.spanId}-${span.sampled ? '01' : '00'}`);
-  if (usedB3) out.push('x-b3-traceid', span.traceId, 'x-b3-spanid', span.spanId, 'x-b3-sampled', span.sampled ? '1' : '0');
+  if (parent?.source === 'b3') out.push('x-b3-traceid', span.traceId, 'x-b3-spanid', span.spanId, 'x-b3-sampled', span.sampled ? '1' : '0');
 }
 
 /** Start the OpenTelemetry SDK when the standard OTEL_* variables ask for it; else id-only tracing. */

@@ -128,6 +128,18 @@ t.test('tracestate is discarded when the trace restarts (traceparent missing or 
   }
 });
 
+t.test('B3 is continued and forwarded when the traceparent beside it is invalid', async (t) => {
+  const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+  const parent = '00f067aa0ba902b7';
+  await (await request(`${p.outboundUrl}/b3`, { headers: { host: 'up', traceparent: 'garbage', 'x-b3-traceid': traceId, 'x-b3-spanid': parent, 'x-b3-sampled': '1' } })).body.text();
+  const seen = up.seen.at(-1)!.headers;
+  t.equal(seen['x-b3-traceid'], traceId, 'B3 trace id forwarded');
+  t.match(String(seen['x-b3-spanid']), /^[0-9a-f]{16}$/, 'a B3 span id forwarded');
+  t.not(seen['x-b3-spanid'], parent, 'a new one');
+  t.equal(seen['x-b3-sampled'], '1', 'sampled forwarded');
+  t.match(String(seen['traceparent']), new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`), 'traceparent continues the B3 trace');
+});
+
 t.test('request and response bodies stream both ways', async (t) => {
   const r = await request(`${p.outboundUrl}/echo`, { method: 'POST', headers: { host: 'up' }, body: 'x'.repeat(200_000) });
   const body = JSON.parse(await r.body.text()) as { body: string };

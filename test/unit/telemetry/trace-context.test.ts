@@ -1,7 +1,22 @@
 // proxy/telemetry/trace.ts trace context, without I/O: which W3C traceparent and B3 headers a
 // hop continues, which make it restart the trace, and what it writes downstream.
 import t from 'tap';
-import { parseTraceparent } from '../../../proxy/telemetry/trace.ts';
+import { extractParent, IdOnlyTracing, parseTraceparent, pushPropagationHeaders, type FieldLookup, type Tracing } from '../../../proxy/telemetry/trace.ts';
+
+/** Headers by lower-case name, as http1/head.ts Fields answers get(). */
+const lookup = (h: Record<string, string>): FieldLookup => ({ get: (name) => h[name] });
+
+/** What a hop sends downstream for a request with these headers (as proxy/http/listener.ts does). */
+function propagated(h: Record<string, string>): Record<string, string> {
+  const parent = extractParent(lookup(h));
+  const tracing: Tracing = new IdOnlyTracing();
+  const span = tracing.start('GET outbound', 'client', parent, {});
+  const out: string[] = [];
+  pushPropagationHeaders(out, span, parent);
+  const sent: Record<string, string> = {};
+  for (let i = 0; i < out.length; i += 2) sent[out[i]!] = out[i + 1]!;
+  return sent;
+}
 
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const SPAN = '00f067aa0ba902b7';
@@ -39,4 +54,20 @@ t.test('traceparent: malformed headers restart the trace', async (t) => {
   };
   for (const [name, v] of Object.entries(cases)) t.equal(parseTraceparent(v), undefined, name);
   t.equal(parseTraceparent(undefined), undefined, 'absent');
+});
+
+t.test('B3 is written downstream when the trace continues from B3, whatever traceparent came with it', async (t) => {
+  const b3 = { 'x-b3-traceid': TRACE, 'x-b3-spanid': SPAN, 'x-b3-sampled': '1' };
+  for (const [name, tp] of [['absent', undefined], ['invalid', 'garbage'], ['upper-case', `00-${TRACE.toUpperCase()}-${SPAN}-01`]] as const) {
+    const sent = propagated(tp === undefined ? b3 : { ...b3, traceparent: tp });
+    t.equal(sent['x-b3-traceid'], TRACE, `traceparent ${name}: B3 trace id continued`);
+    t.match(sent['x-b3-spanid'], /^[0-9a-f]{16}$/, `traceparent ${name}: a B3 span id`);
+    t.not(sent['x-b3-spanid'], SPAN, `traceparent ${name}: a new B3 span id`);
+    t.equal(sent['x-b3-sampled'], '1', `traceparent ${name}: sampled`);
+    t.match(sent['traceparent'], new RegExp(`^00-${TRACE}-[0-9a-f]{16}-01$`), `traceparent ${name}: traceparent from the B3 context`);
+  }
+  const other = '0af7651916cd43dd8448eb211c80319c';
+  const sent = propagated({ ...b3, traceparent: `00-${other}-${SPAN}-01` });
+  t.match(sent['traceparent'], new RegExp(`^00-${other}-`), 'a valid traceparent wins over B3');
+  t.equal(sent['x-b3-traceid'], undefined, 'and no B3 is written');
 });
