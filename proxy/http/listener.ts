@@ -186,7 +186,7 @@ export class Listener {
       return;
     }
     const parent = extractParent(head);
-    const usedB3 = parent?.source === 'b3';
+    const usedB3 = parent !== undefined && parent.source !== 'traceparent';
     const path = pathOf(target);
     const span = d.tracing.start(
       `${head.method} ${d.direction}`,

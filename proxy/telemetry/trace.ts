@@ -4,11 +4,19 @@ import { randomFillSync } from 'node:crypto';
 import type { Tracer } from '@opentelemetry/api';
 
 export interface ParentContext {
+  /** 32 lower-case hex digits; '' when B3 sent only a sampling decision (the trace starts here). */
   traceId: string;
+  /** 16 lower-case hex digits; '' with traceId. */
   spanId: string;
-  sampled: boolean;
-  /** A valid traceparent, or B3 when the traceparent was missing or invalid (its tracestate is then discarded). */
-  source: 'traceparent' | 'b3';
+  /** The caller's sampling decision; undefined when B3 left it to the receiver (no sampling flag). */
+  sampled: boolean | undefined;
+  /** B3 debug (`X-B3-Flags: 1`, `b3: ...-d`): sampled, and passed on as debug. */
+  debug: boolean;
+  /**
+   * A valid traceparent, or when that was missing or invalid (its tracestate is then discarded)
+   * B3: the X-B3-* headers ('b3') or the single `b3` header ('b3-single'), passed on in that form.
+   */
+  source: 'traceparent' | 'b3' | 'b3-single';
 }
 
 export interface HopSpan {
@@ -31,7 +39,6 @@ export interface Tracing {
   start(name: string, kind: 'server' | 'client', parent: ParentContext | undefined, attributes: Record<string, string | number>): HopSpan;
 }
 
-const HEX = /^[0-9a-f]+$/;
 const ZERO_TRACE = '00000000000000000000000000000000';
 const ZERO_SPAN = '0000000000000000';
 
@@ -59,7 +66,7 @@ export function parseTraceparent(v: string | undefined): ParentContext | undefin
   if (traceId === ZERO_TRACE || spanId === ZERO_SPAN) return undefined;
   // Sampled is bit 0 of the flags: the low bit of their last hex digit.
   const last = v.charCodeAt(54);
-  return { traceId, spanId, sampled: ((last <= 57 ? last - 48 : last - 87) & 1) === 1, source: 'traceparent' };
+  return { traceId, spanId, sampled: ((last <= 57 ? last - 48 : last - 87) & 1) === 1, debug: false, source: 'traceparent' };
 }
 
 /** Request fields by lower-case name (http1/head.ts Fields). */
@@ -67,27 +74,48 @@ export interface FieldLookup {
   get(lower: string): string | undefined;
 }
 
-/** Parse B3 (single `b3` header or X-B3-* multi headers). 64-bit trace ids are left-padded. */
-export function parseB3(headers: FieldLookup): ParentContext | undefined {
-  const single = headers.get('b3');
-  let traceId: string | undefined;
-  let spanId: string | undefined;
-  let sampled = false;
-  if (typeof single === 'string') {
-    const parts = single.split('-');
-    [traceId, spanId] = parts;
-    sampled = parts[2] === '1' || parts[2] === 'd';
-  } else {
-    traceId = headers.get('x-b3-traceid');
-    spanId = headers.get('x-b3-spanid');
-    sampled = headers.get('x-b3-sampled') === '1' || headers.get('x-b3-flags') === '1';
+/** A B3 context from its parts: ids lower-cased and checked (a 64-bit trace id left-padded), or undefined. */
+function b3Context(traceId: string | undefined, spanId: string | undefined, sampled: boolean | undefined, debug: boolean, source: 'b3' | 'b3-single'): ParentContext | undefined {
+  if (traceId === undefined && spanId === undefined) {
+    // A sampling decision alone (`b3: 0`, `X-B3-Sampled: 1`): a new trace here, with that decision.
+    return sampled === undefined ? undefined : { traceId: '', spanId: '', sampled, debug, source };
   }
-  if (!traceId || !spanId) return undefined;
+  if (traceId === undefined || spanId === undefined) return undefined;
   traceId = traceId.toLowerCase();
   spanId = spanId.toLowerCase();
-  if (traceId.length === 16) traceId = '0000000000000000' + traceId;
-  if (traceId.length !== 32 || spanId.length !== 16 || !HEX.test(traceId) || !HEX.test(spanId)) return undefined;
-  return { traceId, spanId, sampled, source: 'b3' };
+  if (traceId.length === 16) traceId = ZERO_SPAN + traceId;
+  if (traceId.length !== 32 || spanId.length !== 16 || !isLowerHex(traceId, 0, 32) || !isLowerHex(spanId, 0, 16)) return undefined;
+  if (traceId === ZERO_TRACE || spanId === ZERO_SPAN) return undefined;
+  return { traceId, spanId, sampled, debug, source };
+}
+
+/**
+ * Parse B3 (https://github.com/openzipkin/b3-propagation): the single `b3` header
+ * `{trace}-{span}[-{1|0|d}[-{parent}]]` or a sampling state alone (`1`, `0`, `d`), else the
+ * X-B3-* headers (X-B3-Sampled `1|0`, or legacy `true|false`; X-B3-Flags `1` is debug). No
+ * sampling state means the receiver decides (sampled undefined); debug implies sampled.
+ */
+export function parseB3(headers: FieldLookup): ParentContext | undefined {
+  const single = headers.get('b3');
+  let sampled: boolean | undefined;
+  let debug = false;
+  if (single !== undefined) {
+    const parts = single.split('-');
+    const n = parts.length;
+    if (n > 4) return undefined;
+    const state = n === 1 ? parts[0] : parts[2];
+    if (state === 'd') sampled = debug = true;
+    else if (state === '1') sampled = true;
+    else if (state === '0') sampled = false;
+    else if (state !== undefined) return undefined;
+    return n === 1 ? b3Context(undefined, undefined, sampled, debug, 'b3-single') : b3Context(parts[0], parts[1], sampled, debug, 'b3-single');
+  }
+  debug = headers.get('x-b3-flags') === '1';
+  const s = headers.get('x-b3-sampled');
+  if (debug || s === '1' || s === 'true') sampled = true;
+  else if (s === '0' || s === 'false') sampled = false;
+  else if (s !== undefined) return undefined;
+  return b3Context(headers.get('x-b3-traceid'), headers.get('x-b3-spanid'), sampled, debug, 'b3');
 }
 
 export function extractParent(headers: FieldLookup): ParentContext | undefined {
@@ -137,7 +165,9 @@ export class IdOnlyTracing implements Tracing {
     this.#ids = ids;
   }
   start(_name: string, _kind: 'server' | 'client', parent: ParentContext | undefined): HopSpan {
-    return new IdOnlySpan(parent?.traceId ?? this.#ids.hex(16), this.#ids.hex(8), parent?.sampled ?? false);
+    // A new trace (no parent, or B3 with a sampling decision alone) takes new ids; nothing is
+    // sampled here unless the caller said so (a deferred B3 decision included).
+    return new IdOnlySpan(parent?.traceId || this.#ids.hex(16), this.#ids.hex(8), parent?.sampled ?? false);
   }
 }
 
@@ -152,7 +182,9 @@ export class OtelTracing implements Tracing {
   }
   start(name: string, kind: 'server' | 'client', parent: ParentContext | undefined, attributes: Record<string, string | number>): HopSpan {
     const api = this.#api;
-    const ctx = parent
+    // A deferred B3 decision reaches the sampler as an unsampled remote parent (as OpenTelemetry's
+    // own B3 propagator reads it); B3 with a sampling decision alone starts a new trace.
+    const ctx = parent?.traceId
       ? api.trace.setSpanContext(api.ROOT_CONTEXT, { traceId: parent.traceId, spanId: parent.spanId, traceFlags: parent.sampled ? 1 : 0, isRemote: true })
       : api.ROOT_CONTEXT;
     const span = this.#tracer.startSpan(name, { kind: kind === 'server' ? api.SpanKind.SERVER : api.SpanKind.CLIENT, attributes }, ctx);
@@ -179,11 +211,23 @@ export class OtelTracing implements Tracing {
 
 /**
  * Append the headers to send downstream for this hop's span: traceparent always, B3 when the
- * trace was continued from B3 (the traceparent was missing or invalid, whether sent or not).
+ * trace was continued from B3 (the traceparent was missing or invalid, whether sent or not), in
+ * the form it came in. Debug stays debug (it implies sampled, so no sampled flag beside it); a
+ * decision B3 left to the receiver stays so (no flag; traceparent carries this hop's own).
  */
 export function pushPropagationHeaders(out: string[], span: HopSpan, parent: ParentContext | undefined): void {
   out.push('traceparent', `00-${span.traceId}-${span.spanId}-${span.sampled ? '01' : '00'}`);
-  if (parent?.source === 'b3') out.push('x-b3-traceid', span.traceId, 'x-b3-spanid', span.spanId, 'x-b3-sampled', span.sampled ? '1' : '0');
+  if (parent === undefined || parent.source === 'traceparent') return;
+  if (parent.source === 'b3-single') {
+    let state = '';
+    if (parent.debug) state = '-d';
+    else if (parent.sampled !== undefined) state = span.sampled ? '-1' : '-0';
+    out.push('b3', `${span.traceId}-${span.spanId}${state}`);
+    return;
+  }
+  out.push('x-b3-traceid', span.traceId, 'x-b3-spanid', span.spanId);
+  if (parent.debug) out.push('x-b3-flags', '1');
+  else if (parent.sampled !== undefined) out.push('x-b3-sampled', span.sampled ? '1' : '0');
 }
 
 /** Start the OpenTelemetry SDK when the standard OTEL_* variables ask for it; else id-only tracing. */

@@ -140,6 +140,30 @@ t.test('B3 is continued and forwarded when the traceparent beside it is invalid'
   t.match(String(seen['traceparent']), new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`), 'traceparent continues the B3 trace');
 });
 
+t.test('B3 sampling through the proxy: deferred stays deferred, debug stays debug, a decision alone is honoured', async (t) => {
+  const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+  const parent = '00f067aa0ba902b7';
+  const via = async (headers: Record<string, string>) => {
+    await (await request(`${p.outboundUrl}/b3s`, { headers: { host: 'up', ...headers } })).body.text();
+    return up.seen.at(-1)!.headers;
+  };
+  let seen = await via({ 'x-b3-traceid': traceId, 'x-b3-spanid': parent });
+  t.equal(seen['x-b3-traceid'], traceId, 'deferred: trace continued');
+  t.equal(seen['x-b3-sampled'], undefined, 'deferred: no x-b3-sampled (was 0)');
+  t.match(String(seen['traceparent']), new RegExp(`^00-${traceId}-[0-9a-f]{16}-00$`), 'deferred: traceparent with the proxy\'s own decision');
+  seen = await via({ 'x-b3-traceid': traceId, 'x-b3-spanid': parent, 'x-b3-flags': '1' });
+  t.equal(seen['x-b3-flags'], '1', 'X-B3-Flags: 1 passed on');
+  t.match(String(seen['traceparent']), /-01$/, 'debug is sampled');
+  seen = await via({ b3: `${traceId}-${parent}-d` });
+  t.match(String(seen['b3']), new RegExp(`^${traceId}-[0-9a-f]{16}-d$`), 'b3 ...-d passed on as -d');
+  seen = await via({ b3: '0' });
+  t.match(String(seen['b3']), /^[0-9a-f]{32}-[0-9a-f]{16}-0$/, 'b3: 0 alone: a new trace, not sampled');
+  seen = await via({ 'x-b3-sampled': '1' });
+  t.match(String(seen['x-b3-traceid']), /^[0-9a-f]{32}$/, 'X-B3-Sampled: 1 alone: a new trace');
+  t.equal(seen['x-b3-sampled'], '1', 'X-B3-Sampled: 1 alone: sampled passed on');
+  t.match(String(seen['traceparent']), /-01$/, 'X-B3-Sampled: 1 alone: traceparent sampled');
+});
+
 t.test('request and response bodies stream both ways', async (t) => {
   const r = await request(`${p.outboundUrl}/echo`, { method: 'POST', headers: { host: 'up' }, body: 'x'.repeat(200_000) });
   const body = JSON.parse(await r.body.text()) as { body: string };
