@@ -18,9 +18,10 @@ import { cappedExponential } from './backoff.ts';
  * ticket (the breaker's generation, a number) and onResult/onCancel take it back. A result
  * whose ticket is from an earlier generation is stale and ignored, in every state.
  *
- * Ejection k lasts min(maxEjection, baseEjection * 2^(k-1)) * (0.5 + 0.5 * random()): "equal
- * jitter", so ejected endpoints do not come back in lockstep, an ejection is never shorter than
- * half its nominal time, and never longer than maxEjection.
+ * Ejection k lasts min(maxEjection, nominal * (1 + 0.5 * random())), nominal = min(maxEjection,
+ * baseEjection * 2^(k-1)): jitter added on top of the nominal time (as linkerd2-proxy's
+ * exponential backoff adds it), so ejected endpoints do not come back in lockstep, and an
+ * ejection is never shorter than baseEjection nor longer than maxEjection.
  */
 
 export interface FailureAccrualConfig {
@@ -141,7 +142,7 @@ export class FailureAccrual {
     this.#ejections += 1;
     const { baseEjection, maxEjection } = this.#cfg;
     const nominal = cappedExponential(baseEjection, maxEjection, this.#streak);
-    this.#openUntil = this.#clock.now() + nominal * (0.5 + 0.5 * this.#random());
+    this.#openUntil = this.#clock.now() + Math.min(maxEjection, nominal * (1 + 0.5 * this.#random()));
     this.#enter('open');
   }
 

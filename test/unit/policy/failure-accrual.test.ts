@@ -4,7 +4,7 @@ import { test } from 'tap';
 import { ManualClock, seededRandom } from '../../../api/runtime.ts';
 import { DEFAULT_FAILURE_ACCRUAL, FailureAccrual, makeFailureAccrualConfig } from '../../../proxy/policy/failure-accrual.ts';
 
-const noJitter = () => 1 - Number.EPSILON; // factor 0.5 + 0.5 * ~1 = ~1: the nominal ejection
+const noJitter = () => 0; // factor 1 + 0.5 * 0 = 1: the nominal ejection
 
 /** Dispatch one request (checking availability first) and report its result at once. */
 function send(b: FailureAccrual, success: boolean): void {
@@ -98,24 +98,33 @@ test('probe failures re-eject with doubling ejections up to the cap; success res
   t.equal(Math.round(b.openUntil - clock.now()), 1000, 'back to the base ejection after a successful probe');
 });
 
-test('jitter: each ejection is in [nominal / 2, nominal] and never above maxEjection', async (t) => {
+test('jitter: each ejection is in [nominal, 1.5 x nominal], never below baseEjection nor above maxEjection', async (t) => {
   const clock = new ManualClock();
   const random = seededRandom(7);
   const b = new FailureAccrual({ consecutiveFailures: 1, baseEjection: 1000, maxEjection: 60_000 }, clock, random);
   send(b, false);
-  let seenBelow = false;
+  let seenAbove = false;
   for (let k = 1; k <= 40; k++) {
     const nominal = Math.min(60_000, 1000 * 2 ** (k - 1));
     const d = b.openUntil - clock.now();
-    if (!(d >= nominal / 2 && d <= nominal)) t.fail(`ejection ${k}: ${d} outside [${nominal / 2}, ${nominal}]`);
-    if (d < nominal * 0.9) seenBelow = true;
+    const hi = Math.min(60_000, nominal * 1.5);
+    if (!(d >= nominal && d <= hi)) t.fail(`ejection ${k}: ${d} outside [${nominal}, ${hi}]`);
+    if (d > nominal * 1.1) seenAbove = true;
     clock.advance(d);
     send(b, false);
   }
-  t.ok(seenBelow, 'the jitter actually varies ejections');
+  t.ok(seenAbove, 'the jitter actually varies ejections');
   const lo = new FailureAccrual({ consecutiveFailures: 1 }, clock, () => 0);
   send(lo, false);
-  t.equal(lo.openUntil - clock.now(), 500, 'random 0: half the nominal ejection');
+  t.equal(lo.openUntil - clock.now(), 1000, 'random 0: the first ejection is the base, 1 s (never shorter)');
+  const hiB = new FailureAccrual({ consecutiveFailures: 1 }, clock, () => 1 - Number.EPSILON);
+  for (let k = 1; k <= 12; k++) {
+    send(hiB, false);
+    const d = hiB.openUntil - clock.now();
+    if (d > 60_000) t.fail(`ejection ${k}: ${d} above the 60 s cap`);
+    clock.advance(d);
+  }
+  t.equal(hiB.openUntil - clock.now() <= 60_000, true);
 });
 
 test('stray results from requests sent before the ejection are ignored', async (t) => {
