@@ -141,22 +141,29 @@ export function requestHead(ex: Exchange, dstPort: string | undefined): string {
   return h + '\r\n';
 }
 
+const perTryTimeout = (ms: number) => new ProxyError('per-try-timeout', `no response headers within ${ms} ms`);
+
 /**
  * Send the exchange's request through `pool` once. `dstPort`: the port of the endpoint address,
  * sent as `meshlet-dst-port` to a meshed (mTLS) endpoint's inbound proxy. `perTryMs` > 0: the
  * attempt is aborted with `per-try-timeout` if no response head came within it (armed on
- * `deadlines`, which a per-try timeout requires).
+ * `deadlines`, which a per-try timeout requires). It counts from dispatch, or for a body still
+ * streaming in from the client from when that body has been sent whole (as Envoy's per-try
+ * timeout): a slow upload is the client's pace, not a slow upstream.
  */
 export function dispatchOnce(pool: Pool, ex: Exchange, dstPort: string | undefined, perTryMs = 0, deadlines?: Deadlines): Promise<UpstreamResponse> {
   return new Promise<UpstreamResponse>((resolve, reject) => {
     let timer: Deadline | undefined;
+    let settled = false;
     const attempt = new Attempt(
       (r) => {
+        settled = true;
         if (timer) deadlines!.cancel(timer);
         ex.abortAttempt = undefined;
         resolve(r);
       },
       (e) => {
+        settled = true;
         if (timer) deadlines!.cancel(timer);
         ex.abortAttempt = undefined;
         reject(e);
@@ -164,9 +171,23 @@ export function dispatchOnce(pool: Pool, ex: Exchange, dstPort: string | undefin
     );
     const body = ex.body;
     ex.abortAttempt = attempt.abort;
-    if (perTryMs > 0) {
-      timer = deadlines!.after(perTryMs, () => attempt.abort(new ProxyError('per-try-timeout', `no response headers within ${perTryMs} ms`)));
-    }
-    attempt.start(pool.request({ method: ex.method, head: requestHead(ex, dstPort), body: body.kind === 'buffer' ? body.data : body.kind === 'stream' ? body.source : undefined }, attempt));
+    const uploading = body.kind === 'stream' && !body.source.ended;
+    if (perTryMs > 0 && !uploading) timer = deadlines!.after(perTryMs, () => attempt.abort(perTryTimeout(perTryMs)));
+    attempt.start(
+      pool.request(
+        {
+          method: ex.method,
+          head: requestHead(ex, dstPort),
+          body: body.kind === 'buffer' ? body.data : body.kind === 'stream' ? body.source : undefined,
+          onSent:
+            perTryMs > 0 && uploading
+              ? () => {
+                  if (!settled) timer = deadlines!.after(perTryMs, () => attempt.abort(perTryTimeout(perTryMs)));
+                }
+              : undefined,
+        },
+        attempt,
+      ),
+    );
   });
 }

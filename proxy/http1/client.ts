@@ -15,6 +15,8 @@ export interface ClientRequest {
   head: string;
   /** The body: bytes known up front, a streamed source, or none. */
   body: Buffer | BodySource | undefined;
+  /** Called once a streamed body has been written whole. */
+  onSent?: () => void;
 }
 
 export interface ResponseHandler {
@@ -135,6 +137,7 @@ export class ClientAttempt {
       },
       end: () => {
         this.#sent = true;
+        this.#req.onSent?.();
       },
       error: (err) => this.abort(new UpstreamSocketError('MESHLET_CLIENT_BODY', `the request body failed: ${err.message}`, err)),
     });

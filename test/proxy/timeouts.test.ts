@@ -122,6 +122,33 @@ t.test('per-try timeout: GET is retried and succeeds; POST gets 504 per-try-time
   t.match(postLine, { status: 504, attempts: 1, error: 'per-try-timeout' }, 'access log: POST, 1 attempt, per-try-timeout');
 });
 
+t.test('per-try timeout counts from when a streamed upload has been sent whole, not while the client is still sending it', async (t) => {
+  const up = await startUpstream();
+  // A short per-try timeout; a body over 64 KiB, so it streams (not buffered first).
+  const p = await startProxyProcess({ config: { version: 'up1', services: [{ name: 'api', endpoints: [{ address: up.address }], timeouts: { perTry: 300, request: 5000 } }] } });
+  t.teardown(async () => {
+    await p.stop();
+    await up.close();
+  });
+  const s = net.connect(p.outboundPort, '127.0.0.1');
+  s.on('error', () => {});
+  await new Promise((r) => s.once('connect', r));
+  let got = '';
+  s.on('data', (c: Buffer) => (got += c.toString('latin1')));
+  s.write('PUT /upload HTTP/1.1\r\nhost: api\r\ncontent-length: 100000\r\n\r\n');
+  // 10 pieces over ~1 s: three times the per-try timeout.
+  for (let i = 0; i < 10; i++) {
+    s.write('x'.repeat(10_000));
+    await sleep(100);
+  }
+  const deadline = Date.now() + 3000;
+  while (!got.includes('\r\n\r\n') && Date.now() < deadline) await sleep(20);
+  s.destroy();
+  t.match(got, /^HTTP\/1\.1 200 /, `the upload is served: ${JSON.stringify(got.split('\r\n')[0])}`);
+  t.notMatch(got, /per-try-timeout/);
+  t.equal(metricValue(await p.metrics(), 'meshlet_endpoint_ejections_total'), 0);
+});
+
 t.test('whole-request timeout: 504 request-timeout on time, after one attempt', async (t) => {
   const hang = await hangingUpstream();
   const p = await startProxyProcess({
