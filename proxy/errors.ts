@@ -19,6 +19,8 @@ export const ERROR_STATUS = {
   'upstream-error': 502,
   'per-try-timeout': 504,
   'request-timeout': 504,
+  /** A client did not send its whole request head in time (slow or stalled client; not an upstream's timeout). */
+  'header-timeout': 408,
   /** No config yet: no file read, or no first view from the control plane. */
   'no-config': 503,
 } as const;

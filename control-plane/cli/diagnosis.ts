@@ -116,6 +116,7 @@ export const REASONS: Readonly<Record<string, { means: string; fix: string }>> =
   'upstream-error': { means: 'the exchange with the callee failed after it started (broken response, client gone)', fix: 'Look at the callee app and its proxy logs.' },
   'per-try-timeout': { means: 'one attempt got no response headers within timeouts.perTry', fix: 'Find why the callee is slow (meshlet stat p99), or raise timeouts.perTry.' },
   'request-timeout': { means: 'the whole request (all attempts) got no response within timeouts.request', fix: 'Find why the callee is slow, or raise timeouts.request.' },
+  'header-timeout': { means: 'a client did not send its whole request head within 30 s (a slow or stalled client, or a slow-loris attack)', fix: 'Look at the calling client and the network between it and its proxy; the callee is not involved.' },
   'no-config': { means: 'the proxy has no config yet: its --config file was not read, or the control plane has not sent it a first view', fix: 'Wait for the proxy to be ready (its /ready; meshlet proxy-status); check its --config file or its connection to the control plane.' },
 };
 

@@ -149,16 +149,43 @@ export class Listener {
     for (const c of this.#conns) c.socket.destroy();
   }
 
-  /** The answer to a head that cannot be served (counted and recorded like any proxy error). */
+  /** The answer to a head that cannot be served (counted and logged like any proxy error). */
   #refusal(problem: HeadProblem, message: string): string {
     const d = this.#d;
-    // The problems are proxy error codes; a head that never came is 408 (not the 504 of an upstream's timeout).
     const code = problem;
-    const status = problem === 'request-timeout' ? 408 : ERROR_STATUS[problem];
+    const status = ERROR_STATUS[problem];
     d.metrics.proxyErrors.labels(d.direction, code).inc();
     d.recentErrors?.record({ direction: d.direction, reason: code, message, authority: '', service: '', endpoint: '', peer: '', attempts: 0 });
+    this.#measureUnrouted('', '', '', status, code, 0);
     const body = `meshlet: ${code}: ${message}\n`;
     return `HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\n${PROXY_ERROR_HEADER}: ${code}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
+  }
+
+  /**
+   * A request answered before it had an exchange (a head refused, no config, no host): one
+   * access-log line and one count in the request metrics, like every other request.
+   */
+  #measureUnrouted(method: string, authority: string, path: string, status: number, code: string, durMs: number): void {
+    const d = this.#d;
+    const outbound = d.direction === 'outbound';
+    const dst = outbound ? 'unknown' : d.self.service;
+    d.metrics.observe(
+      {
+        direction: d.direction,
+        src_workload: outbound ? d.self.workload : '',
+        src_namespace: outbound ? d.self.namespace : '',
+        src_identity: '',
+        dst_service: dst,
+        dst_workload: outbound ? '' : d.self.workload,
+        dst_namespace: outbound ? '' : d.self.namespace,
+        status_code: String(status),
+        classification: 'failure',
+        error_reason: code,
+        tls: 'false',
+      },
+      durMs / 1000,
+    );
+    if (d.accessLog.enabled) d.accessLog.write({ ts: new Date().toISOString(), direction: d.direction, method, authority, path, status, duration_ms: Math.round(durMs * 1000) / 1000, upstream: '', attempts: 0, error: code, trace_id: '', peer: '', route: '', dst_service: dst });
   }
 
   #onUpgrade(head: RequestHead, socket: Socket, rest: Buffer): void {
@@ -177,12 +204,12 @@ export class Listener {
     const startMs = d.clock.now();
     const head = req.head;
     if (!cfg) {
-      this.#respondError(req, new ProxyError('no-config', 'the proxy has no config yet'));
+      this.#respondError(req, new ProxyError('no-config', 'the proxy has no config yet'), startMs);
       return;
     }
     const { target, authority, host } = targetOf(head.target, head.host);
     if (host === '') {
-      this.#respondError(req, new ProxyError('bad-request', 'the request names no host (no Host header, no absolute-form target)'));
+      this.#respondError(req, new ProxyError('bad-request', 'the request names no host (no Host header, no absolute-form target)'), startMs);
       return;
     }
     const parent = extractParent(head);
@@ -271,11 +298,14 @@ export class Listener {
     req.respond(e.status, STATUS_TEXT[e.status] ?? 'Error', headers, `meshlet: ${e.code}: ${e.message}\n`);
   }
 
-  #respondError(req: ServerRequest, e: ProxyError): void {
-    this.#d.metrics.proxyErrors.labels(this.#d.direction, e.code).inc();
-    this.#d.recentErrors?.record({ direction: this.#d.direction, reason: e.code, message: e.message, authority: hostOf(req.head.host), service: '', endpoint: '', peer: '', attempts: 0 });
+  #respondError(req: ServerRequest, e: ProxyError, startMs: number): void {
+    const d = this.#d;
+    d.metrics.proxyErrors.labels(d.direction, e.code).inc();
+    d.recentErrors?.record({ direction: d.direction, reason: e.code, message: e.message, authority: hostOf(req.head.host), service: '', endpoint: '', peer: '', attempts: 0 });
     this.#writeError(req, e);
+    this.#measureUnrouted(req.head.method, req.head.host, pathOf(req.head.target), e.status, e.code, d.clock.now() - startMs);
   }
+
 
   /** Measure, log and trace a finished request, once. */
   #done(ex: Exchange, req: ServerRequest): void {

@@ -9,7 +9,7 @@ import { HeadError, headEnd, parseRequestHead, type Framing, type RequestHead } 
 
 const LFLF = Buffer.from('\n\n');
 
-export type HeadProblem = 'bad-request' | 'header-too-large' | 'request-timeout';
+export type HeadProblem = 'bad-request' | 'header-too-large' | 'header-timeout';
 
 /** How a response ended: all of it sent, abandoned by the proxy, or the client left first. */
 export type ResponseOutcome = 'finished' | 'destroyed' | 'client-gone';
@@ -272,7 +272,7 @@ export class ServerConnection {
     }
     if (this.#phase !== P.HEAD) return;
     if (this.#buf !== undefined) {
-      if (now - this.#since > this.#limits.headersTimeoutMs) this.#refuse('request-timeout', `the request head did not arrive within ${this.#limits.headersTimeoutMs} ms`);
+      if (now - this.#since > this.#limits.headersTimeoutMs) this.#refuse('header-timeout', `the request head did not arrive within ${this.#limits.headersTimeoutMs} ms`);
     } else if (now - this.#since > this.#limits.keepAliveTimeoutMs) this.socket.destroy();
   }
 

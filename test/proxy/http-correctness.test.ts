@@ -5,7 +5,7 @@ import t from 'tap';
 import net from 'node:net';
 import { request } from 'undici';
 import { WebSocketServer, WebSocket } from 'ws';
-import { startUpstream, startProxyProcess, type Upstream, type ProxyProcess } from '../fixtures/mesh.ts';
+import { startUpstream, startProxyProcess, metricValue, type Upstream, type ProxyProcess } from '../fixtures/mesh.ts';
 
 /** Send raw bytes, read until the server closes or `ms` passes. */
 function raw(port: number, bytes: string, ms = 2000): Promise<string> {
@@ -75,6 +75,22 @@ t.test('oversized request head → 431, never forwarded', async (t) => {
   t.match(res, /^HTTP\/1\.1 431 /);
   t.match(res, /meshlet-proxy-error: header-too-large/i);
   t.equal(up.hits, before);
+});
+
+t.test('requests refused before routing are counted and logged like every request', async (t) => {
+  const count = async (code: string, status: string) => metricValue(await p.metrics(), 'meshlet_requests_total', { direction: 'outbound', error_reason: code, status_code: status });
+  const logged = (code: string) => p.stdout().split('\n').filter((l) => l.includes(`"error":"${code}"`)).length;
+  await new Promise((r) => setTimeout(r, 250)); // earlier tests' lines are flushed (every 100 ms)
+  const before = { bad: await count('bad-request', '400'), big: await count('header-too-large', '431'), badLog: logged('bad-request'), bigLog: logged('header-too-large') };
+  await raw(p.outboundPort, 'POST /x HTTP/1.1\r\nHost: up\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n');
+  await raw(p.outboundPort, 'GET /nohost HTTP/1.0\r\n\r\n');
+  await raw(p.outboundPort, `GET / HTTP/1.1\r\nHost: up\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+  await new Promise((r) => setTimeout(r, 250)); // the access log flushes every 100 ms
+  t.equal((await count('bad-request', '400')) - before.bad, 2, 'meshlet_requests_total: two 400 bad-request');
+  t.equal((await count('header-too-large', '431')) - before.big, 1, 'meshlet_requests_total: one 431 header-too-large');
+  t.equal(logged('bad-request') - before.badLog, 2, 'access log: two bad-request lines');
+  t.equal(logged('header-too-large') - before.bigLog, 1, 'access log: one header-too-large line');
+  t.ok(p.stdout().split('\n').some((l) => l.includes('"path":"/nohost"') && l.includes('"status":400')), 'a refusal with a parsed head logs its method and path');
 });
 
 t.test('hop-by-hop headers are removed both ways; header case is kept', async (t) => {

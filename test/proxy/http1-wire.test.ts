@@ -395,7 +395,7 @@ t.test('server connection: a head that does not arrive in time gets 408 (however
   await slow.until((s) => s.includes('\r\n\r\n'), 1000);
   await slow.closed;
   t.match(slow.text(), /^HTTP\/1\.1 408 /);
-  t.match(slow.text(), /x-problem: request-timeout/);
+  t.match(slow.text(), /x-problem: header-timeout/);
   t.equal(seen.length, 0, 'no request was handed on');
   // An idle keep-alive connection is closed after its timeout, a busy one is not.
   const idle = client(port);
