@@ -7,6 +7,12 @@ import { startUpstream, startProxyProcess, pool, metricValue, type ProxyProcess,
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Poll `done` every 20 ms until it holds or `ms` passes. */
+async function eventually(done: () => boolean, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!done() && Date.now() < deadline) await sleep(20);
+}
+
 /** Open a raw client connection to the proxy's outbound listener. */
 async function rawClient(p: ProxyProcess): Promise<net.Socket> {
   const s = net.connect(p.outboundPort, '127.0.0.1');
@@ -71,8 +77,7 @@ t.test('a client that leaves mid-response stops the upstream body and frees the 
   const during = await get(p, '/other');
   t.same(during, { status: 503, reason: 'concurrency-limit' }, 'while the stream runs, its slot is taken');
   s.destroy();
-  const deadline = Date.now() + 2000;
-  while (closedEarly === 0 && Date.now() < deadline) await sleep(20);
+  await eventually(() => closedEarly > 0, 2000);
   t.equal(closedEarly, 1, 'the upstream response was closed when the client left (it would have run 10 s)');
   t.same(await get(p, '/after'), { status: 200, reason: undefined }, 'the slot is free again');
   t.equal(metricValue(await p.metrics(), 'meshlet_endpoint_ejections_total'), 0, 'the client leaving is not an endpoint failure');
@@ -139,8 +144,7 @@ t.test('a client that closes while waiting for the response cancels the upstream
   s.write('GET /wait HTTP/1.1\r\nhost: api\r\n\r\n');
   await sleep(200);
   s.destroy();
-  const deadline = Date.now() + 1500;
-  while (cancelled === 0 && Date.now() < deadline) await sleep(20);
+  await eventually(() => cancelled > 0, 1500);
   t.equal(cancelled, 1, 'the upstream saw its request cancelled (not answered 2 s later)');
   const m = await p.metrics();
   t.equal(metricValue(m, 'meshlet_requests_total', { direction: 'outbound', error_reason: 'client-gone' }), 1, 'counted as client-gone');

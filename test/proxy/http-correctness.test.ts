@@ -156,13 +156,15 @@ t.test('B3 is continued and forwarded when the traceparent beside it is invalid'
   t.match(String(seen['traceparent']), new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`), 'traceparent continues the B3 trace');
 });
 
+/** The headers the upstream saw for one request sent through the proxy with `headers`. */
+async function via(headers: Record<string, string>) {
+  await (await request(`${p.outboundUrl}/b3s`, { headers: { host: 'up', ...headers } })).body.text();
+  return up.seen.at(-1)!.headers;
+}
+
 t.test('B3 sampling through the proxy: deferred stays deferred, debug stays debug, a decision alone is honoured', async (t) => {
   const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
   const parent = '00f067aa0ba902b7';
-  const via = async (headers: Record<string, string>) => {
-    await (await request(`${p.outboundUrl}/b3s`, { headers: { host: 'up', ...headers } })).body.text();
-    return up.seen.at(-1)!.headers;
-  };
   let seen = await via({ 'x-b3-traceid': traceId, 'x-b3-spanid': parent });
   t.equal(seen['x-b3-traceid'], traceId, 'deferred: trace continued');
   t.equal(seen['x-b3-sampled'], undefined, 'deferred: no x-b3-sampled (was 0)');
