@@ -230,7 +230,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   const appHost = o.app.host.includes(':') ? `[${o.app.host}]` : o.app.host;
   const appPools = new Map(appPorts.ports.map((p) => [p, new Pool(tcpConnector(`${appHost}:${p}`, 1000), { now: () => o.clock.now(), ...POOL_TIMEOUTS })]));
   if (o.inbound) {
-    const pipelines = new Map(appPorts.ports.map((p) => [p, compose([authorization(metrics, p, (ex) => identity === undefined || permissive(ex.config, p))], app(appPools.get(p)!))]));
+    const pipelines = new Map(appPorts.ports.map((p) => [p, compose([authorization(metrics, p, (ex) => identity === undefined || permissive(ex.config, p))], app(appPools.get(p)!, `${appHost}:${p}`))]));
     const handler = byAppPort(appPorts, pipelines);
     const pick = (req: RequestHead, cfg: Parameters<Parameters<typeof makeUpgradeHandler>[0]>[1], peer: { identity: string; tls: boolean }): UpgradeTarget => {
       const port = appPortOf(peer.tls ? req.get(DST_PORT_HEADER) : undefined, appPorts);

@@ -48,6 +48,8 @@ export interface Exchange {
   route: RouteRuntime | undefined;
   backend: ServiceRuntime | undefined;
   endpoint: EndpointState | undefined;
+  /** Inbound: the local app's host:port the request went to (outbound: see endpoint). */
+  appAddress: string | undefined;
   attempts: number;
   /** Absolute deadline (clock ms) of the whole request, until response headers. */
   deadline: number;

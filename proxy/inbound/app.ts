@@ -4,9 +4,11 @@ import type { Pool } from '../http1/client.ts';
 import type { Handler } from '../http/exchange.ts';
 import { dispatchOnce } from '../http/dispatch.ts';
 
-export function app(pool: Pool): Handler {
+/** `address`: the app's host:port, for the access log. */
+export function app(pool: Pool, address: string): Handler {
   return (ex) => {
     ex.attempts = 1;
+    ex.appAddress = address;
     return dispatchOnce(pool, ex, undefined);
   };
 }

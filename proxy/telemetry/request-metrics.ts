@@ -90,7 +90,7 @@ export class RequestMetrics {
     registry.registerMetric(
       scraped('meshlet_requests_total', 'Requests handled, by edge, status and classification.', 'counter', () => [...this.#edges.values()].flatMap((e) => [...e.counts.values()].map((s) => ({ value: s.count, labels: { ...s.labels } })))),
     );
-    registry.registerMetric(scraped('meshlet_request_duration_seconds', 'Time from request received to response headers sent.', 'histogram', () => this.#histogramSamples()));
+    registry.registerMetric(scraped('meshlet_request_duration_seconds', 'Time from request received to the end of its response (the last body byte sent, or the exchange abandoned).', 'histogram', () => this.#histogramSamples()));
   }
 
   /** Count one finished request that took `seconds`. */

@@ -69,8 +69,9 @@ t.test('a request crosses two proxies over mTLS; the server side sees the caller
   const ready = (await (await fetch(`${client.adminUrl}/ready`)).json()) as { identity: { identity: string } };
   t.equal(ready.identity.identity, WEB, 'the client proxy holds the web identity');
   await new Promise((r) => setTimeout(r, 250));
-  const log = server.stdout().trim().split('\n').map((l) => JSON.parse(l) as { peer: string; path: string; direction: string });
+  const log = server.stdout().trim().split('\n').map((l) => JSON.parse(l) as { peer: string; path: string; direction: string; upstream: string });
   t.ok(log.some((l) => l.direction === 'inbound' && l.peer === WEB && l.path === '/api/items'), 'inbound access log names the peer');
+  t.ok(log.some((l) => l.direction === 'inbound' && l.path === '/api/items' && l.upstream === `127.0.0.1:${app.port}`), 'and the app address it went to');
   const m = await server.metrics();
   t.ok(metricValue(m, 'meshlet_requests_total', { direction: 'inbound', src_identity: WEB, tls: 'true' }) >= 1, 'inbound metrics carry the peer identity and tls=true');
   const cm = await client.metrics();
