@@ -15,7 +15,18 @@ const S = {
   TRAILER_LF: 8,
   END_LF: 9,
   DONE: 10,
+  TRAILER_NAME: 11,
 } as const;
+
+/** Field-name octets (RFC 9110 tchar). */
+const TCHAR = new Uint8Array(256);
+for (let c = 0x30; c <= 0x39; c++) TCHAR[c] = 1;
+for (let c = 0x41; c <= 0x5a; c++) TCHAR[c] = 1;
+for (let c = 0x61; c <= 0x7a; c++) TCHAR[c] = 1;
+for (const ch of "!#$%&'*+-.^_`|~") TCHAR[ch.charCodeAt(0)] = 1;
+
+/** Fields that frame or route a message: never in a trailer (RFC 9110 §6.5.1), where a next hop could merge them. */
+const FORBIDDEN_TRAILERS = new Set(['content-length', 'transfer-encoding', 'host', 'connection', 'te', 'upgrade', 'keep-alive']);
 
 /** Longest chunk-size line extension, and trailer section, accepted. */
 const MAX_EXT = 4096;
@@ -45,6 +56,8 @@ export class ChunkedScanner {
   #remaining = 0;
   #ext = 0;
   #trailers = 0;
+  /** The trailer field name being read, lower case. */
+  #name = '';
   readonly #onData: ((buf: Buffer, start: number, end: number) => void) | undefined;
 
   constructor(onData?: (buf: Buffer, start: number, end: number) => void) {
@@ -114,7 +127,21 @@ export class ChunkedScanner {
         case S.TRAILER_START:
           if (c === 13) this.#state = S.END_LF;
           else if (c === 10) throw new ChunkedError('a bare LF in the trailer section');
-          else this.#state = S.TRAILER;
+          else if (c === 32 || c === 9) throw new ChunkedError('obsolete line folding in the trailer section');
+          else if (TCHAR[c] !== 1) throw new ChunkedError('a trailer line that is not a field (name: value)');
+          else {
+            this.#state = S.TRAILER_NAME;
+            this.#name = String.fromCharCode(c >= 65 && c <= 90 ? c | 0x20 : c);
+          }
+          if (++this.#trailers > MAX_TRAILERS) throw new ChunkedError('a trailer section larger than 16 KiB');
+          i++;
+          break;
+        case S.TRAILER_NAME:
+          if (c === 58 /* : */) {
+            if (FORBIDDEN_TRAILERS.has(this.#name)) throw new ChunkedError(`a ${this.#name} field in the trailer section`);
+            this.#state = S.TRAILER;
+          } else if (TCHAR[c] !== 1) throw new ChunkedError('a trailer line that is not a field (name: value)');
+          else if (this.#name.length < 32) this.#name += String.fromCharCode(c >= 65 && c <= 90 ? c | 0x20 : c);
           if (++this.#trailers > MAX_TRAILERS) throw new ChunkedError('a trailer section larger than 16 KiB');
           i++;
           break;

@@ -72,6 +72,11 @@ test('malformed framing is refused', async (t) => {
     ['bare LF in trailers', '0\r\n\n', /bare LF in the trailer section/],
     ['CR without LF at end', '0\r\n\rX', /CR without LF at the end/],
     ['control in trailer', '0\r\nX: a\x00\r\n\r\n', /control character in a trailer/],
+    ['obs-fold in trailer', '0\r\nX-A: a\r\n folded\r\n\r\n', /obsolete line folding in the trailer/],
+    ['a request line as a trailer', '0\r\nGET /smuggled HTTP/1.1\r\n\r\n', /not a field/],
+    ['no colon in a trailer', '0\r\nX-A\r\n\r\n', /not a field/],
+    ['Content-Length as a trailer', '0\r\nContent-Length: 50\r\n\r\n', /content-length field in the trailer/],
+    ['Transfer-Encoding as a trailer', '0\r\ntransfer-ENCODING: chunked\r\n\r\n', /transfer-encoding field in the trailer/],
   ];
   for (const [name, wire, reason] of cases) t.throws(() => new ChunkedScanner().scan(Buffer.from(wire, 'latin1')), reason, name);
   t.throws(() => new ChunkedScanner().scan(Buffer.from(`5;${'e'.repeat(5000)}\r\n`)), /longer than 4 KiB/, 'long extension');
