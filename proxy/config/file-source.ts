@@ -2,6 +2,7 @@
 // A file that does not parse or validate is refused with every problem; the last good stays.
 import { readFile } from 'node:fs/promises';
 import { watch, type FSWatcher } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
 import type { ApplyResult, ConfigStore } from './store.ts';
 
 /** JSON is parsed natively; the YAML parser is loaded only for YAML files (it costs memory). */
@@ -48,8 +49,10 @@ export class FileConfigSource {
       clearTimeout(this.#timer);
       this.#timer = setTimeout(() => void this.load().then(onResult), 50);
     };
-    const dir = this.#file.replace(/\/[^/]*$/, '') || '.';
-    const base = this.#file.slice(dir.length + 1);
+    // Resolved, so a bare name (`--config proxy.yaml`) watches the working directory for "proxy.yaml".
+    const path = resolve(this.#file);
+    const dir = dirname(path);
+    const base = basename(path);
     this.#watcher = watch(dir, (_event, name) => {
       if (name === null || name === base) schedule();
     });
