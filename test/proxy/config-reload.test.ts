@@ -1,7 +1,9 @@
 // Config file reloads on real proxy processes, for the ways files are really given and updated:
-// a bare file name (`--config proxy.yaml`, as the README shows), run from the file's directory.
+// a bare file name (`--config proxy.yaml`, as the README shows), run from the file's directory; a
+// Kubernetes ConfigMap volume, updated by swapping symlinks exactly as the kubelet does; a symlink
+// to a file in another directory, edited in place (only the fallback poll sees that).
 import t from 'tap';
-import { mkdtempSync, rmSync, writeFileSync, renameSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync, renameSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startProxyProcess } from '../fixtures/mesh.ts';
@@ -29,4 +31,63 @@ t.test('--config with a bare file name reloads when the file changes', async (t)
   writeFileSync(join(dir, 'proxy.json'), JSON.stringify(config('b3')));
   await p.waitForVersion('b3');
   t.pass('file rewritten in place applied');
+});
+
+/**
+ * The kubelet's AtomicWriter: the files live in a timestamped directory, `..data` points at it and
+ * each key is a symlink through `..data`. An update writes a new timestamped directory, points a
+ * new `..data_tmp` symlink at it, renames that over `..data` and removes the old directory.
+ */
+function configMapVolume(dir: string) {
+  let n = 0;
+  const publish = (text: string) => {
+    const stamp = `..2026_12_06_21_00_0${n++}.000000001`;
+    mkdirSync(join(dir, stamp));
+    writeFileSync(join(dir, stamp, 'proxy.json'), text);
+    symlinkSync(stamp, join(dir, '..data_tmp'));
+    renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
+    if (n > 1) rmSync(join(dir, `..2026_12_06_21_00_0${n - 2}.000000001`), { recursive: true });
+  };
+  return {
+    first(text: string) {
+      publish(text);
+      symlinkSync('..data/proxy.json', join(dir, 'proxy.json'));
+    },
+    update: publish,
+  };
+}
+
+t.test('a ConfigMap volume updated by the kubelet\'s symlink swap reloads', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'meshlet-cm-'));
+  const volume = configMapVolume(dir);
+  volume.first(JSON.stringify(config('k1')));
+  const p = await startProxyProcess({ config: config('k1'), configFile: join(dir, 'proxy.json') });
+  t.teardown(async () => {
+    await p.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await p.waitForVersion('k1');
+  volume.update(JSON.stringify(config('k2')));
+  await p.waitForVersion('k2');
+  t.pass('first update applied');
+  volume.update(JSON.stringify(config('k3')));
+  await p.waitForVersion('k3');
+  t.pass('second update applied');
+});
+
+t.test('a symlink to a file in another directory, edited in place, reloads (the fallback poll)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'meshlet-link-'));
+  mkdirSync(join(dir, 'etc'));
+  mkdirSync(join(dir, 'data'));
+  writeFileSync(join(dir, 'data', 'real.json'), JSON.stringify(config('l1')));
+  symlinkSync('../data/real.json', join(dir, 'etc', 'proxy.json'));
+  const p = await startProxyProcess({ config: config('l1'), configFile: join(dir, 'etc', 'proxy.json') });
+  t.teardown(async () => {
+    await p.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await p.waitForVersion('l1');
+  writeFileSync(join(dir, 'data', 'real.json'), JSON.stringify(config('l2')));
+  await p.waitForVersion('l2');
+  t.pass('edit seen through the symlink');
 });
