@@ -3,6 +3,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { watch, type FSWatcher } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ApplyResult, ConfigStore } from './store.ts';
 
 /** JSON is parsed natively; the YAML parser is loaded only for YAML files (it costs memory). */
@@ -15,10 +16,18 @@ export async function parseDocument(text: string, file: string): Promise<unknown
 export interface FileWatchOptions {
   /** Fallback poll: stat the file this often and re-read it when it changed (ms). Default 2000. */
   pollMs?: number;
+  /** Quiet time after the last change before reading, and between the two reads that must agree (ms). Default 100. */
+  quietMs?: number;
 }
 
+/** Reads that disagree before settling gives up until the next change (a file rewritten nonstop). */
+const MAX_SETTLE_READS = 50;
+
+/** One read of the file: its stat signature (a symlink swap changes the inode) and text, or why not. */
+type Read = { signature: string; text: string; error?: undefined } | { signature: string; error: Error };
+
 /** What identifies a version of the file without reading it (a symlink swap changes the inode). */
-async function signature(path: string): Promise<string> {
+async function signatureOf(path: string): Promise<string> {
   try {
     const s = await stat(path);
     return `${s.ino}/${s.size}/${s.mtimeMs}/${s.ctimeMs}`;
@@ -27,13 +36,31 @@ async function signature(path: string): Promise<string> {
   }
 }
 
+async function readConfigFile(path: string): Promise<Read> {
+  const signature = await signatureOf(path);
+  try {
+    return { signature, text: await readFile(path, 'utf8') };
+  } catch (err) {
+    return { signature, error: err as Error };
+  }
+}
+
+/** Two reads agree when they saw the same text (or failed the same way). */
+function agree(a: Read, b: Read): boolean {
+  if (a.error || b.error) return a.error !== undefined && b.error !== undefined && a.signature === b.signature;
+  return a.text === b.text;
+}
+
 export class FileConfigSource {
   readonly #file: string;
   readonly #store: ConfigStore;
   readonly #pollMs: number;
+  readonly #quietMs: number;
   #watcher: FSWatcher | undefined;
   #timer: NodeJS.Timeout | undefined;
   #poll: NodeJS.Timeout | undefined;
+  /** Bumped by every change (and by close): a settling read that sees it bumped stops. */
+  #generation = 0;
   #lastText: string | undefined;
   /** The file's stat signature when it was last read. */
   #lastSignature: string | undefined;
@@ -44,16 +71,23 @@ export class FileConfigSource {
     this.#file = file;
     this.#store = store;
     this.#pollMs = options.pollMs ?? 2000;
+    this.#quietMs = options.quietMs ?? 100;
   }
 
+  /** Read the file once and apply it (at startup: nothing is writing it yet). */
   async load(): Promise<ApplyResult> {
-    let text: string;
-    this.#lastSignature = await signature(this.#file);
-    try {
-      text = await readFile(this.#file, 'utf8');
-    } catch (err) {
-      return this.#store.refuse([{ path: '/', message: `cannot read: ${(err as Error).message}` }], this.#file);
-    }
+    return this.#consider(await this.#read());
+  }
+
+  async #read(): Promise<Read> {
+    const r = await readConfigFile(this.#file);
+    this.#lastSignature = r.signature;
+    return r;
+  }
+
+  async #consider(read: Read): Promise<ApplyResult> {
+    if (read.error) return this.#store.refuse([{ path: '/', message: `cannot read: ${read.error.message}` }], this.#file);
+    const text = read.text;
     if (text === this.#lastText) return { ok: true, version: this.#store.current?.version ?? '' };
     const refused = this.#store.lastError;
     if (text === this.#refusedText && refused) return { ok: false, version: this.#store.current?.version, problems: refused.problems };
@@ -74,6 +108,26 @@ export class FileConfigSource {
   }
 
   /**
+   * Re-read after `quietMs` without changes and apply only when two reads `quietMs` apart agree,
+   * so a file written in parts is not applied half-written (a valid YAML prefix would be). A
+   * change while settling starts over; reads that keep disagreeing give up until the next change.
+   */
+  async #settle(generation: number, onResult: (r: ApplyResult) => void): Promise<void> {
+    const stale = () => generation !== this.#generation;
+    let previous = await this.#read();
+    // The config in force again: nothing to wait for.
+    if (!previous.error && previous.text === this.#lastText) return onResult(await this.#consider(previous));
+    for (let i = 0; i < MAX_SETTLE_READS && !stale(); i++) {
+      await sleep(this.#quietMs);
+      if (stale()) return;
+      const next = await this.#read();
+      if (stale()) return;
+      if (agree(previous, next)) return onResult(await this.#consider(next));
+      previous = next;
+    }
+  }
+
+  /**
    * Re-read the file on any change in its directory, not only events for its own name: an update
    * may swap a symlink on the way to it (a Kubernetes ConfigMap volume renames `..data_tmp` over
    * `..data`; `proxy.json -> ..data/proxy.json` itself never changes). Reading is cheap and an
@@ -82,8 +136,9 @@ export class FileConfigSource {
    */
   watch(onResult: (r: ApplyResult) => void): void {
     const schedule = () => {
+      const generation = ++this.#generation;
       clearTimeout(this.#timer);
-      this.#timer = setTimeout(() => void this.load().then(onResult), 50);
+      this.#timer = setTimeout(() => void this.#settle(generation, onResult), this.#quietMs);
     };
     // Resolved, so a bare name (`--config proxy.yaml`) watches the working directory.
     const dir = dirname(resolve(this.#file));
@@ -92,7 +147,7 @@ export class FileConfigSource {
     this.#watcher.on('error', () => this.#watcher?.close());
     this.#watcher.unref();
     this.#poll = setInterval(() => {
-      void signature(this.#file).then((sig) => {
+      void signatureOf(this.#file).then((sig) => {
         if (sig !== this.#lastSignature) schedule();
       });
     }, this.#pollMs);
@@ -100,6 +155,7 @@ export class FileConfigSource {
   }
 
   close(): void {
+    this.#generation++;
     clearTimeout(this.#timer);
     clearInterval(this.#poll);
     this.#watcher?.close();

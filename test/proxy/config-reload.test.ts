@@ -1,9 +1,11 @@
 // Config file reloads on real proxy processes, for the ways files are really given and updated:
 // a bare file name (`--config proxy.yaml`, as the README shows), run from the file's directory; a
 // Kubernetes ConfigMap volume, updated by swapping symlinks exactly as the kubelet does; a symlink
-// to a file in another directory, edited in place (only the fallback poll sees that).
+// to a file in another directory, edited in place (only the fallback poll sees that); a YAML
+// file written in parts, each a valid document, is applied only once whole.
 import t from 'tap';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync, renameSync, symlinkSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, renameSync, symlinkSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startProxyProcess } from '../fixtures/mesh.ts';
@@ -90,4 +92,32 @@ t.test('a symlink to a file in another directory, edited in place, reloads (the 
   writeFileSync(join(dir, 'data', 'real.json'), JSON.stringify(config('l2')));
   await p.waitForVersion('l2');
   t.pass('edit seen through the symlink');
+});
+
+/** One service of a YAML config, as the lines a writer appends. */
+const yamlService = (name: string) => `  - name: ${name}\n    endpoints: [{ address: "127.0.0.1:1" }]\n`;
+
+t.test('a YAML file written in parts is applied only once whole, not as a valid prefix', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'meshlet-parts-'));
+  const file = join(dir, 'proxy.yaml');
+  writeFileSync(file, `version: y1\nservices:\n${yamlService('api')}`);
+  const p = await startProxyProcess({ config: config('y1'), configFile: file });
+  t.teardown(async () => {
+    await p.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await p.waitForVersion('y1');
+  // A writer that truncates and writes in three parts; every prefix is a valid config of version
+  // y2. The pauses are shorter and longer than the proxy's quiet time (100 ms).
+  writeFileSync(file, `version: y2\nservices:\n${yamlService('api')}`);
+  await sleep(75);
+  appendFileSync(file, yamlService('billing'));
+  await sleep(150);
+  appendFileSync(file, yamlService('search'));
+  await p.waitForVersion('y2');
+  await sleep(500);
+  const body = (await (await fetch(`${p.adminUrl}/config`)).json()) as { config: { services: Array<{ name: string }> } };
+  t.same(body.config.services.map((s) => s.name), ['api', 'billing', 'search'], 'the whole file is in force');
+  const applied = p.stderr().split('\n').filter((l) => l.includes('"config applied"') && l.includes('"y2"'));
+  t.equal(applied.length, 1, 'applied once, never a prefix');
 });
