@@ -161,6 +161,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       metrics.configUpdates.labels('refused').inc();
       o.log('config refused; keeping the last good one', { level: 'warn', source, problems });
     },
+    restored: (version, source) => o.log('config source is back to the config in force; refusal cleared', { source, version }),
   });
   let source: { close(): void };
   let stream: StreamConfigSource | undefined;

@@ -88,7 +88,12 @@ export class FileConfigSource {
   async #consider(read: Read): Promise<ApplyResult> {
     if (read.error) return this.#store.refuse([{ path: '/', message: `cannot read: ${read.error.message}` }], this.#file);
     const text = read.text;
-    if (text === this.#lastText) return { ok: true, version: this.#store.current?.version ?? '' };
+    if (text === this.#lastText) {
+      // Back to the config in force after a refused text: nothing to apply, but the refusal is over.
+      this.#refusedText = undefined;
+      this.#store.restore(this.#file);
+      return { ok: true, version: this.#store.current?.version ?? '' };
+    }
     const refused = this.#store.lastError;
     if (text === this.#refusedText && refused) return { ok: false, version: this.#store.current?.version, problems: refused.problems };
     const r = await this.#apply(text);

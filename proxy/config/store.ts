@@ -8,6 +8,8 @@ export type ApplyResult = { ok: true; version: string } | { ok: false; version: 
 export interface ConfigEvents {
   applied(cfg: RuntimeConfig): void;
   refused(problems: Problem[], source: string): void;
+  /** The source is back to the config in force (as it was before a refusal): the refusal is cleared. */
+  restored(version: string, source: string): void;
 }
 
 export class ConfigStore {
@@ -44,6 +46,13 @@ export class ConfigStore {
     this.#state.sweep(next);
     this.#events.applied?.(next);
     return { ok: true, version: next.version };
+  }
+
+  /** The source offers the config in force again: forget the refusal recorded since. */
+  restore(source: string): void {
+    if (!this.#lastError || !this.#current) return;
+    this.#lastError = undefined;
+    this.#events.restored?.(this.#current.version, source);
   }
 
   /** Record a refusal found before validation (unreadable file, syntax error); nothing changes. */

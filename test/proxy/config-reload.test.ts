@@ -2,7 +2,8 @@
 // a bare file name (`--config proxy.yaml`, as the README shows), run from the file's directory; a
 // Kubernetes ConfigMap volume, updated by swapping symlinks exactly as the kubelet does; a symlink
 // to a file in another directory, edited in place (only the fallback poll sees that); a YAML
-// file written in parts, each a valid document, is applied only once whole.
+// file written in parts, each a valid document, is applied only once whole; a refused file put
+// back to the config in force clears the refusal.
 import t from 'tap';
 import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, renameSync, symlinkSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -120,4 +121,28 @@ t.test('a YAML file written in parts is applied only once whole, not as a valid 
   t.same(body.config.services.map((s) => s.name), ['api', 'billing', 'search'], 'the whole file is in force');
   const applied = p.stderr().split('\n').filter((l) => l.includes('"config applied"') && l.includes('"y2"'));
   t.equal(applied.length, 1, 'applied once, never a prefix');
+});
+
+t.test('a refused file put back to the config in force, byte for byte, clears the refusal', async (t) => {
+  const p = await startProxyProcess({ config: config('r1') });
+  t.teardown(() => p.stop());
+  type Ready = { version: string; lastRefusal: unknown };
+  const ready = async () => (await (await fetch(`${p.adminUrl}/ready`)).json()) as Ready;
+  const until = async (pred: (r: Ready) => boolean) => {
+    let r = await ready();
+    for (let i = 0; i < 100 && !pred(r); i++) {
+      await sleep(30);
+      r = await ready();
+    }
+    return r;
+  };
+  p.writeConfig('{ not json');
+  t.not((await until((r) => r.lastRefusal !== null)).lastRefusal, null, 'the broken file is refused');
+  p.writeConfig(config('r1')); // the same bytes the proxy started from
+  const back = await until((r) => r.lastRefusal === null);
+  t.equal(back.lastRefusal, null, '/ready no longer shows the refusal');
+  t.equal(back.version, 'r1');
+  const cfg = (await (await fetch(`${p.adminUrl}/config`)).json()) as { lastRefusal: unknown };
+  t.equal(cfg.lastRefusal, null, '/config neither');
+  t.match(p.stderr(), /back to the config in force/, 'logged');
 });
