@@ -242,61 +242,95 @@ export function schemaProblems(schema: TSchema, doc: unknown): Problem[] {
   return out;
 }
 
-/** Rules a schema cannot say: unique names, backends that exist, weights that are not all zero. */
-export function semanticProblems(cfg: ProxyConfig): Problem[] {
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const listAt = (v: unknown, key: string): unknown[] => {
+  const list = isRecord(v) ? v[key] : undefined;
+  return Array.isArray(list) ? list : [];
+};
+const numberAt = (v: unknown, key: string): number | undefined => {
+  const n = isRecord(v) ? v[key] : undefined;
+  return typeof n === 'number' ? n : undefined;
+};
+const stringAt = (v: unknown, key: string): string | undefined => {
+  const s = isRecord(v) ? v[key] : undefined;
+  return typeof s === 'string' ? s : undefined;
+};
+
+/**
+ * Rules a schema cannot say: unique names, backends that exist, weights that are not all zero.
+ * Reads the document defensively, so it runs even where the schema found problems elsewhere (and
+ * a document with a bad address AND an unknown backend reports both); a part that has not the
+ * shape a rule reads is skipped by that rule.
+ */
+export function semanticProblems(doc: unknown): Problem[] {
   const out: Problem[] = [];
+  const services = listAt(doc, 'services');
   const names = new Map<string, number>();
   const hostOwner = new Map<string, string>();
-  cfg.services.forEach((svc, i) => {
-    if (names.has(svc.name)) out.push({ path: `/services/${i}/name`, message: `duplicate service "${svc.name}" (also /services/${names.get(svc.name)})` });
-    names.set(svc.name, i);
-    for (const h of [svc.name, ...(svc.hosts ?? [])]) {
+  services.forEach((svc, i) => {
+    const name = stringAt(svc, 'name');
+    if (name === undefined) return;
+    if (names.has(name)) out.push({ path: `/services/${i}/name`, message: `duplicate service "${name}" (also /services/${names.get(name)})` });
+    names.set(name, i);
+    for (const h of [name, ...listAt(svc, 'hosts').filter((x): x is string => typeof x === 'string')]) {
       const owner = hostOwner.get(h.toLowerCase());
-      if (owner !== undefined && owner !== svc.name) out.push({ path: `/services/${i}/hosts`, message: `host "${h}" is already claimed by service "${owner}"` });
-      hostOwner.set(h.toLowerCase(), svc.name);
+      if (owner !== undefined && owner !== name) out.push({ path: `/services/${i}/hosts`, message: `host "${h}" is already claimed by service "${owner}"` });
+      hostOwner.set(h.toLowerCase(), name);
     }
   });
-  cfg.services.forEach((svc, i) => {
+  services.forEach((svc, i) => {
+    if (!isRecord(svc)) return;
+    const routes = listAt(svc, 'routes');
     const routeNames = new Set<string>();
-    svc.routes?.forEach((route, r) => {
+    routes.forEach((route, r) => {
       const at = `/services/${i}/routes/${r}`;
-      if (routeNames.has(route.name)) out.push({ path: `${at}/name`, message: `duplicate route name "${route.name}"` });
-      routeNames.add(route.name);
-      if (route.backends) {
-        const seen = new Set<string>();
-        route.backends.forEach((b, j) => {
-          if (!names.has(b.service)) out.push({ path: `${at}/backends/${j}/service`, message: `unknown service "${b.service}"` });
-          if (seen.has(b.service)) out.push({ path: `${at}/backends/${j}/service`, message: `duplicate backend "${b.service}"` });
-          seen.add(b.service);
-        });
-        if (route.backends.every((b) => b.weight === 0)) out.push({ path: `${at}/backends`, message: 'all backend weights are 0: the route could send traffic nowhere' });
-      }
+      const name = stringAt(route, 'name');
+      if (name !== undefined && routeNames.has(name)) out.push({ path: `${at}/name`, message: `duplicate route name "${name}"` });
+      if (name !== undefined) routeNames.add(name);
+      const backends = listAt(route, 'backends');
+      const seen = new Set<string>();
+      backends.forEach((b, j) => {
+        const service = stringAt(b, 'service');
+        if (service === undefined) return;
+        if (!names.has(service)) out.push({ path: `${at}/backends/${j}/service`, message: `unknown service "${service}"` });
+        if (seen.has(service)) out.push({ path: `${at}/backends/${j}/service`, message: `duplicate backend "${service}"` });
+        seen.add(service);
+      });
+      if (backends.length > 0 && backends.every((b) => numberAt(b, 'weight') === 0)) out.push({ path: `${at}/backends`, message: 'all backend weights are 0: the route could send traffic nowhere' });
     });
-    for (const [where, policy] of [['', svc.timeouts], ...(svc.routes ?? []).map((r, k) => [`/routes/${k}`, r.timeouts] as const)] as const) {
-      if (policy?.perTry !== undefined && policy.request !== undefined && policy.perTry > policy.request) {
+    const levels: Array<[string, unknown]> = [['', svc], ...routes.map((r, k): [string, unknown] => [`/routes/${k}`, r])];
+    for (const [where, level] of levels) {
+      const timeouts = isRecord(level) ? level.timeouts : undefined;
+      const perTry = numberAt(timeouts, 'perTry');
+      const request = numberAt(timeouts, 'request');
+      if (perTry !== undefined && request !== undefined && perTry > request) {
         out.push({ path: `/services/${i}${where}/timeouts/perTry`, message: 'perTry timeout is longer than the whole-request timeout' });
       }
-    }
-    const retries = [['', svc.retry], ...(svc.routes ?? []).map((r, k) => [`/routes/${k}`, r.retry] as const)] as const;
-    for (const [where, retry] of retries) {
-      const b = retry?.backoff;
-      if (b?.base !== undefined && b.cap !== undefined && b.base > b.cap) {
+      const backoff = isRecord(level) && isRecord(level.retry) ? level.retry.backoff : undefined;
+      const base = numberAt(backoff, 'base');
+      const cap = numberAt(backoff, 'cap');
+      if (base !== undefined && cap !== undefined && base > cap) {
         out.push({ path: `/services/${i}${where}/retry/backoff`, message: 'backoff base is larger than its cap' });
       }
     }
-    const br = svc.breaker;
-    if (br?.baseEjection !== undefined && br.maxEjection !== undefined && br.baseEjection > br.maxEjection) {
+    const baseEjection = numberAt(svc.breaker, 'baseEjection');
+    const maxEjection = numberAt(svc.breaker, 'maxEjection');
+    if (baseEjection !== undefined && maxEjection !== undefined && baseEjection > maxEjection) {
       out.push({ path: `/services/${i}/breaker/baseEjection`, message: 'baseEjection is larger than maxEjection' });
     }
   });
+  const inbound = isRecord(doc) ? doc.inbound : undefined;
   const ports = new Set<number>();
-  cfg.inbound?.ports?.forEach((p, i) => {
-    if (ports.has(p.port)) out.push({ path: `/inbound/ports/${i}/port`, message: `duplicate inbound port ${p.port}` });
-    ports.add(p.port);
+  listAt(inbound, 'ports').forEach((p, i) => {
+    const port = numberAt(p, 'port');
+    if (port === undefined) return;
+    if (ports.has(port)) out.push({ path: `/inbound/ports/${i}/port`, message: `duplicate inbound port ${port}` });
+    ports.add(port);
   });
-  cfg.inbound?.policies?.forEach((pol, i) =>
-    pol.rules.forEach((rule, r) =>
-      rule.identities.forEach((id, k) => {
+  listAt(inbound, 'policies').forEach((pol, i) =>
+    listAt(pol, 'rules').forEach((rule, r) =>
+      listAt(rule, 'identities').forEach((id, k) => {
+        if (typeof id !== 'string') return;
         if (id !== '*' && !new RegExp(SPIFFE_ID_PATTERN).test(id) && !/^spiffe:\/\/[a-z0-9.-]+\/ns\/[a-z0-9-]+\/sa\/\*$/.test(id)) {
           out.push({ path: `/inbound/policies/${i}/rules/${r}/identities/${k}`, message: `"${id}" is neither "*", a SPIFFE ID, nor spiffe://<td>/ns/<ns>/sa/*` });
         }
@@ -316,12 +350,12 @@ function deepFreeze<T>(v: T): T {
 
 /** Validate a proxy config document. Never throws; returns a deep-frozen copy or every problem. */
 export function parseProxyConfig(doc: unknown): Parsed<ProxyConfig> {
+  // Both sets in one pass: a document with a schema problem and a semantic one reports both.
   const structural = schemaProblems(ProxyConfig, doc);
-  if (structural.length > 0) return { ok: false, problems: structural };
-  const cfg = structuredClone(doc) as ProxyConfig;
-  const semantic = semanticProblems(cfg);
-  if (semantic.length > 0) return { ok: false, problems: semantic };
-  return { ok: true, value: deepFreeze(cfg) };
+  const seen = new Set(structural.map((p) => `${p.path}\u0000${p.message}`));
+  const semantic = semanticProblems(doc).filter((p) => !seen.has(`${p.path}\u0000${p.message}`));
+  if (structural.length > 0 || semantic.length > 0) return { ok: false, problems: [...structural, ...semantic] };
+  return { ok: true, value: deepFreeze(structuredClone(doc) as ProxyConfig) };
 }
 
 export function formatProblems(problems: Problem[]): string {

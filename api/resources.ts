@@ -21,7 +21,6 @@ import {
   type AuthorizationRule,
   type Parsed,
   type Problem,
-  type ProxyConfig,
 } from './proxy-config.ts';
 
 export const API_GROUP = 'meshlet.io';
@@ -453,9 +452,10 @@ function meshServiceProblems(spec: unknown): Problem[] {
   });
   // The policy rules (perTry <= request, backoff base <= cap, ...) are the proxy config's own:
   // check the policy as the one service of a config and move the paths under /spec/policy.
+  // Like every check here it reads the raw policy, so it runs even where the schema failed.
   const policy = isRecord(spec) ? spec.policy : undefined;
-  if (policy !== undefined && Value.Check(ServicePolicy, policy)) {
-    const cfg: ProxyConfig = { version: 'check', services: [{ name: 'check', endpoints: [], ...policy }] };
+  if (isRecord(policy)) {
+    const cfg = { version: 'check', services: [{ name: 'check', endpoints: [], ...policy }] };
     for (const p of semanticProblems(cfg)) out.push({ path: p.path.replace(/^\/services\/0/, '/spec/policy'), message: p.message });
   }
   return out;

@@ -60,6 +60,40 @@ t.test('semantic problems: every one with its path', async (t) => {
   t.match(text, /\/inbound\/policies\/0\/rules\/0\/identities\/0: "frontend" is neither/);
 });
 
+t.test('schema and semantic problems are reported together, in one pass', async (t) => {
+  const r = parseProxyConfig({
+    version: 'v',
+    services: [
+      { name: 'a', endpoints: [{ address: 'no-port' }], routes: [{ name: 'r', backends: [{ service: 'ghost', weight: 1 }] }] },
+      { name: 'a', endpoints: [], retry: { attempts: 0, backoff: { base: 300, cap: 100 } } },
+      { name: 'b', endpoints: 'none', routes: [{ name: 'z', backends: [{ service: 'a', weight: 0 }] }] },
+    ],
+  });
+  t.notOk(r.ok);
+  if (r.ok) return;
+  const text = formatProblems(r.problems);
+  t.match(text, /\/services\/0\/endpoints\/0\/address: /, 'schema: bad address');
+  t.match(text, /\/services\/1\/retry\/attempts: /, 'schema: attempts 0');
+  t.match(text, /\/services\/2\/endpoints: /, 'schema: endpoints not a list');
+  t.match(text, /\/services\/0\/routes\/0\/backends\/0\/service: unknown service "ghost"/, 'semantic, in a service with a schema problem');
+  t.match(text, /\/services\/1\/name: duplicate service "a"/);
+  t.match(text, /\/services\/1\/retry\/backoff: backoff base is larger than its cap/, 'semantic, in the same policy as a schema problem');
+  t.match(text, /\/services\/2\/routes\/0\/backends: all backend weights are 0/);
+});
+
+t.test('semantic checks skip what has not the shape they read, and never throw', async (t) => {
+  const docs = [
+    { version: 'v', services: [null, 5, 'x', { routes: 'x' }, { name: 3, hosts: [1, null], routes: [null, 7, { name: 1, backends: [null, 7, { service: 2 }] }] }] },
+    { version: 'v', services: [{ name: 'a', endpoints: [], timeouts: 'x', retry: { backoff: 'x' }, breaker: [], routes: [{ name: 'r', retry: null, timeouts: { perTry: 'x', request: 1 } }] }] },
+    { version: 'v', services: {}, inbound: { ports: [null, { port: 'x' }], policies: [null, { rules: [null, { identities: [5, null] }] }] } },
+    { version: 'v', services: [], inbound: 'x' },
+  ];
+  for (const doc of docs) {
+    const r = parseProxyConfig(doc);
+    t.notOk(r.ok, 'refused, by the schema');
+  }
+});
+
 t.test('not an object at all', async (t) => {
   for (const doc of [null, 42, 'x', [], undefined]) {
     const r = parseProxyConfig(doc);

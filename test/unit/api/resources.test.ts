@@ -199,3 +199,8 @@ test('MeshService: every problem at once, including the proxy config\'s policy r
     '/spec/ports/2/port',
   ]);
 });
+
+test('MeshService: the policy\'s rules are checked even where its schema failed', async (t) => {
+  const ps = problems(service({ endpoints: [], policy: { retry: { attempts: 0, backoff: { base: 500, cap: 100 } }, timeouts: { perTry: 3000, request: 1000, connect: -1 } } }));
+  t.same(paths(ps), ['/spec/policy/retry/attempts', '/spec/policy/retry/backoff', '/spec/policy/timeouts/connect', '/spec/policy/timeouts/perTry']);
+});
