@@ -72,6 +72,13 @@ export const Timeouts = Type.Object(
   { additionalProperties: false },
 );
 
+/**
+ * Defaults the proxy applies where a document is silent (proxy/policy/ takes them from here). They
+ * stand beside the schema so validation checks the values the proxy will run, defaults included.
+ */
+export const DEFAULT_BACKOFF: Readonly<{ base: number; cap: number }> = Object.freeze({ base: 25, cap: 250 });
+export const DEFAULT_EJECTION: Readonly<{ baseEjection: number; maxEjection: number }> = Object.freeze({ baseEjection: 1000, maxEjection: 60_000 });
+
 export const RetryPolicy = Type.Object(
   {
     /** Total attempts including the first; 1 disables retries. Default 3. */
@@ -256,6 +263,30 @@ const stringAt = (v: unknown, key: string): string | undefined => {
   return typeof s === 'string' ? s : undefined;
 };
 
+function backoffAt(level: unknown): Partial<Record<'base' | 'cap', number>> {
+  const b = isRecord(level) && isRecord(level.retry) ? level.retry.backoff : undefined;
+  return { base: numberAt(b, 'base'), cap: numberAt(b, 'cap') };
+}
+
+type Levels<K extends string> = { own: Partial<Record<K, number | undefined>>; inherited: Partial<Record<K, number | undefined>>; defaults: Readonly<Record<K, number>> };
+
+/**
+ * The rule `low <= high` (backoff base <= cap, baseEjection <= maxEjection) on the values the proxy
+ * will run: this level's own over the inherited (the service's, for a route) over the defaults.
+ * A level reports only a conflict it takes part in (it sets one of the two); the path is the value
+ * set here, or `both` when it sets both; the message says where each value comes from.
+ */
+function orderProblem<K extends string>(at: string, [lo, hi]: [K, K], both: string, [lowName, highName]: [string, string], l: Levels<K>): Problem | undefined {
+  if (l.own[lo] === undefined && l.own[hi] === undefined) return undefined;
+  const resolve = (key: K): [number, string] =>
+    l.own[key] !== undefined ? [l.own[key], 'set here'] : l.inherited[key] !== undefined ? [l.inherited[key], "the service's"] : [l.defaults[key], 'the default'];
+  const [low, lowFrom] = resolve(lo);
+  const [high, highFrom] = resolve(hi);
+  if (low <= high) return undefined;
+  const path = l.own[lo] !== undefined && l.own[hi] !== undefined ? both : `${at}/${l.own[lo] !== undefined ? lo : hi}`;
+  return { path, message: `${lowName} is larger than ${highName}: ${low} ms (${lowFrom}) > ${high} ms (${highFrom})` };
+}
+
 /**
  * Rules a schema cannot say: unique names, backends that exist, weights that are not all zero.
  * Reads the document defensively, so it runs even where the schema found problems elsewhere (and
@@ -306,18 +337,23 @@ export function semanticProblems(doc: unknown): Problem[] {
       if (perTry !== undefined && request !== undefined && perTry > request) {
         out.push({ path: `/services/${i}${where}/timeouts/perTry`, message: 'perTry timeout is longer than the whole-request timeout' });
       }
-      const backoff = isRecord(level) && isRecord(level.retry) ? level.retry.backoff : undefined;
-      const base = numberAt(backoff, 'base');
-      const cap = numberAt(backoff, 'cap');
-      if (base !== undefined && cap !== undefined && base > cap) {
-        out.push({ path: `/services/${i}${where}/retry/backoff`, message: 'backoff base is larger than its cap' });
-      }
     }
-    const baseEjection = numberAt(svc.breaker, 'baseEjection');
-    const maxEjection = numberAt(svc.breaker, 'maxEjection');
-    if (baseEjection !== undefined && maxEjection !== undefined && baseEjection > maxEjection) {
-      out.push({ path: `/services/${i}/breaker/baseEjection`, message: 'baseEjection is larger than maxEjection' });
-    }
+    // Backoff and ejection as the proxy resolves them (compile refuses base > cap there): each
+    // level's own values over the service's over the defaults. A level reports only a conflict it
+    // takes part in; a route that sets neither value inherits the service's verdict.
+    const serviceBackoff = backoffAt(svc);
+    const backoff = (at: string, own: typeof serviceBackoff, inherited: typeof serviceBackoff) =>
+      orderProblem(at, ['base', 'cap'], at, ['backoff base', 'its cap'], { own, inherited, defaults: DEFAULT_BACKOFF });
+    const checks = [
+      backoff(`/services/${i}/retry/backoff`, serviceBackoff, {}),
+      ...routes.map((route, k) => backoff(`/services/${i}/routes/${k}/retry/backoff`, backoffAt(route), serviceBackoff)),
+      orderProblem(`/services/${i}/breaker`, ['baseEjection', 'maxEjection'], `/services/${i}/breaker/baseEjection`, ['baseEjection', 'maxEjection'], {
+        own: { baseEjection: numberAt(svc.breaker, 'baseEjection'), maxEjection: numberAt(svc.breaker, 'maxEjection') },
+        inherited: {},
+        defaults: DEFAULT_EJECTION,
+      }),
+    ];
+    for (const p of checks) if (p) out.push(p);
   });
   const inbound = isRecord(doc) ? doc.inbound : undefined;
   const ports = new Set<number>();

@@ -1,6 +1,7 @@
 // Retry stage: how long to wait before retry n. Full-jitter exponential backoff (AWS, Envoy).
 // Guarantees: 0 <= delay < min(cap, base * 2^(n-1)); never NaN or Infinity, for any n.
 import type { Random } from '../../api/runtime.ts';
+import { DEFAULT_BACKOFF as DOCUMENTED_BACKOFF } from '../../api/proxy-config.ts';
 
 export interface BackoffConfig {
   /** Milliseconds; the ceiling of the first retry's delay. */
@@ -9,7 +10,8 @@ export interface BackoffConfig {
   cap: number;
 }
 
-export const DEFAULT_BACKOFF: Readonly<BackoffConfig> = Object.freeze({ base: 25, cap: 250 });
+/** Written beside the config schema, which validates against it. */
+export const DEFAULT_BACKOFF: Readonly<BackoffConfig> = DOCUMENTED_BACKOFF;
 
 /** Fill in defaults and refuse nonsense (negative, non-finite, base > cap). Call once at config time. */
 export function makeBackoff(cfg: Partial<BackoffConfig>): BackoffConfig {

@@ -2,6 +2,7 @@
 // Guarantees: an ejected endpoint takes no request until its ejection ends, then exactly one probe.
 import type { Clock, Random } from '../../api/runtime.ts';
 import { cappedExponential } from './backoff.ts';
+import { DEFAULT_EJECTION } from '../../api/proxy-config.ts';
 
 /*
  * States:
@@ -33,10 +34,10 @@ export interface FailureAccrualConfig {
   maxEjection: number;
 }
 
+/** The ejection times are written beside the config schema, which validates against them. */
 export const DEFAULT_FAILURE_ACCRUAL: Readonly<FailureAccrualConfig> = Object.freeze({
   consecutiveFailures: 7,
-  baseEjection: 1000,
-  maxEjection: 60_000,
+  ...DEFAULT_EJECTION,
 });
 
 export type BreakerState = 'closed' | 'open' | 'probation';

@@ -204,3 +204,11 @@ test('MeshService: the policy\'s rules are checked even where its schema failed'
   const ps = problems(service({ endpoints: [], policy: { retry: { attempts: 0, backoff: { base: 500, cap: 100 } }, timeouts: { perTry: 3000, request: 1000, connect: -1 } } }));
   t.same(paths(ps), ['/spec/policy/retry/attempts', '/spec/policy/retry/backoff', '/spec/policy/timeouts/connect', '/spec/policy/timeouts/perTry']);
 });
+
+test('MeshService: the policy is checked with the defaults the proxy will use, as proxies would refuse it', async (t) => {
+  const ps = problems(service({ endpoints: [], policy: { retry: { backoff: { base: 1000 } }, breaker: { baseEjection: 120_000 } } }));
+  t.same(paths(ps), ['/spec/policy/breaker/baseEjection', '/spec/policy/retry/backoff/base']);
+  const text = ps.map((p) => p.message).join('\n');
+  t.match(text, /1000 ms \(set here\) > 250 ms \(the default\)/);
+  t.match(text, /120000 ms \(set here\) > 60000 ms \(the default\)/);
+});
