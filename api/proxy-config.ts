@@ -112,6 +112,9 @@ export const RetryPolicy = Type.Object(
   { additionalProperties: false },
 );
 
+/** A route's retry: the service's settings but the budget, which is per service (one per backend service). */
+export const RouteRetryPolicy = Type.Omit(RetryPolicy, ['budget'], { additionalProperties: false });
+
 export const BreakerPolicy = Type.Object(
   {
     /** Consecutive failures that eject an endpoint. Default 7. */
@@ -136,7 +139,7 @@ export const Route = Type.Object(
     /** Weighted split among backend services; absent: the service itself. */
     backends: Type.Optional(Type.Array(WeightedBackend, { minItems: 1, maxItems: 64 })),
     timeouts: Type.Optional(Timeouts),
-    retry: Type.Optional(RetryPolicy),
+    retry: Type.Optional(RouteRetryPolicy),
   },
   { additionalProperties: false },
 );
@@ -219,6 +222,7 @@ export type RouteMatch = Static<typeof RouteMatch>;
 export type WeightedBackend = Static<typeof WeightedBackend>;
 export type Timeouts = Static<typeof Timeouts>;
 export type RetryPolicy = Static<typeof RetryPolicy>;
+export type RouteRetryPolicy = Static<typeof RouteRetryPolicy>;
 export type BreakerPolicy = Static<typeof BreakerPolicy>;
 export type Route = Static<typeof Route>;
 export type Service = Static<typeof Service>;
@@ -235,6 +239,11 @@ export interface Problem {
 }
 
 export type Parsed<T> = { ok: true; value: Readonly<T> } | { ok: false; problems: Problem[] };
+
+/** Schema errors worth a sentence: where the schema can only say "Unexpected property". */
+const EXPLAINED: ReadonlyArray<readonly [RegExp, string]> = [
+  [/^\/services\/\d+\/routes\/\d+\/retry\/budget$/, 'the retry budget is per service: set it on the service'],
+];
 
 /** Structural problems from a TypeBox schema, every one with its path. */
 export function schemaProblems(schema: TSchema, doc: unknown): Problem[] {
@@ -387,7 +396,10 @@ function deepFreeze<T>(v: T): T {
 /** Validate a proxy config document. Never throws; returns a deep-frozen copy or every problem. */
 export function parseProxyConfig(doc: unknown): Parsed<ProxyConfig> {
   // Both sets in one pass: a document with a schema problem and a semantic one reports both.
-  const structural = schemaProblems(ProxyConfig, doc);
+  const structural = schemaProblems(ProxyConfig, doc).map((p) => {
+    const explained = EXPLAINED.find(([path]) => path.test(p.path));
+    return explained ? { path: p.path, message: explained[1] } : p;
+  });
   const seen = new Set(structural.map((p) => `${p.path}\u0000${p.message}`));
   const semantic = semanticProblems(doc).filter((p) => !seen.has(`${p.path}\u0000${p.message}`));
   if (structural.length > 0 || semantic.length > 0) return { ok: false, problems: [...structural, ...semantic] };

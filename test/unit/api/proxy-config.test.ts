@@ -94,6 +94,16 @@ t.test('semantic checks skip what has not the shape they read, and never throw',
   }
 });
 
+t.test('a retry budget on a route is refused: the budget is per service', async (t) => {
+  const r = parseProxyConfig({
+    version: 'v',
+    services: [{ name: 'a', endpoints: [], retry: { budget: { ratio: 0.1 } }, routes: [{ name: 'r', retry: { attempts: 2, budget: { ratio: 1 } } }] }],
+  });
+  t.notOk(r.ok, 'refused (it used to be accepted and ignored)');
+  if (r.ok) return;
+  t.same(r.problems, [{ path: '/services/0/routes/0/retry/budget', message: 'the retry budget is per service: set it on the service' }], 'only the route\'s budget, in a sentence');
+});
+
 t.test('not an object at all', async (t) => {
   for (const doc of [null, 42, 'x', [], undefined]) {
     const r = parseProxyConfig(doc);
