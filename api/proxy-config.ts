@@ -272,6 +272,14 @@ const stringAt = (v: unknown, key: string): string | undefined => {
   return typeof s === 'string' ? s : undefined;
 };
 
+/** What is wrong with an endpoint address the schema's pattern accepts (`host:99999`), if anything. */
+export function endpointAddressProblem(address: string): string | undefined {
+  const port = /:([0-9]{1,5})$/.exec(address)?.[1];
+  if (port === undefined) return undefined; // the schema reports the shape
+  const n = Number(port);
+  return n >= 1 && n <= 65535 ? undefined : `port ${n} is out of range (1-65535)`;
+}
+
 function backoffAt(level: unknown): Partial<Record<'base' | 'cap', number>> {
   const b = isRecord(level) && isRecord(level.retry) ? level.retry.backoff : undefined;
   return { base: numberAt(b, 'base'), cap: numberAt(b, 'cap') };
@@ -320,6 +328,11 @@ export function semanticProblems(doc: unknown): Problem[] {
   });
   services.forEach((svc, i) => {
     if (!isRecord(svc)) return;
+    listAt(svc, 'endpoints').forEach((ep, j) => {
+      const address = stringAt(ep, 'address');
+      const problem = address === undefined ? undefined : endpointAddressProblem(address);
+      if (problem) out.push({ path: `/services/${i}/endpoints/${j}/address`, message: problem });
+    });
     const routes = listAt(svc, 'routes');
     const routeNames = new Set<string>();
     routes.forEach((route, r) => {

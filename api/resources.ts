@@ -17,6 +17,7 @@ import {
   SPIFFE_ID_PATTERN,
   Timeouts,
   WeightedBackend,
+  endpointAddressProblem,
   semanticProblems,
   type AuthorizationRule,
   type Parsed,
@@ -434,6 +435,8 @@ function meshServiceProblems(spec: unknown): Problem[] {
     if (ep.identity !== undefined && ep.serviceAccount !== undefined) out.push({ path: `${at}/serviceAccount`, message: 'set identity or serviceAccount, not both' });
     if (ep.namespace !== undefined && ep.serviceAccount === undefined) out.push({ path: `${at}/namespace`, message: 'namespace only qualifies serviceAccount; set serviceAccount too' });
     if (typeof ep.address === 'string') {
+      const problem = endpointAddressProblem(ep.address);
+      if (problem) out.push({ path: `${at}/address`, message: problem });
       const first = addresses.get(ep.address);
       if (first !== undefined) out.push({ path: `${at}/address`, message: `duplicate endpoint "${ep.address}" (also /spec/endpoints/${first})` });
       else addresses.set(ep.address, i);

@@ -104,6 +104,19 @@ t.test('a retry budget on a route is refused: the budget is per service', async 
   t.same(r.problems, [{ path: '/services/0/routes/0/retry/budget', message: 'the retry budget is per service: set it on the service' }], 'only the route\'s budget, in a sentence');
 });
 
+t.test('an endpoint port above 65535 (or 0) is refused with its path', async (t) => {
+  const r = parseProxyConfig({
+    version: 'v',
+    services: [{ name: 'a', endpoints: [{ address: '127.0.0.1:99999' }, { address: '[::1]:0' }, { address: 'db.local:65535' }, { address: '10.0.0.1:1' }] }],
+  });
+  t.notOk(r.ok);
+  if (r.ok) return;
+  t.same(r.problems, [
+    { path: '/services/0/endpoints/0/address', message: 'port 99999 is out of range (1-65535)' },
+    { path: '/services/0/endpoints/1/address', message: 'port 0 is out of range (1-65535)' },
+  ]);
+});
+
 t.test('not an object at all', async (t) => {
   for (const doc of [null, 42, 'x', [], undefined]) {
     const r = parseProxyConfig(doc);

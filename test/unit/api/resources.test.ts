@@ -212,3 +212,8 @@ test('MeshService: the policy is checked with the defaults the proxy will use, a
   t.match(text, /1000 ms \(set here\) > 250 ms \(the default\)/);
   t.match(text, /120000 ms \(set here\) > 60000 ms \(the default\)/);
 });
+
+test('MeshService: an endpoint port out of range is refused, as proxies would', async (t) => {
+  const ps = problems(service({ endpoints: [{ address: '127.0.0.1:99999' }, { address: '127.0.0.1:8080' }] }));
+  t.same(ps, [{ path: '/spec/endpoints/0/address', message: 'port 99999 is out of range (1-65535)' }]);
+});
