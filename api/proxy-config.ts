@@ -280,6 +280,17 @@ export function endpointAddressProblem(address: string): string | undefined {
   return n >= 1 && n <= 65535 ? undefined : `port ${n} is out of range (1-65535)`;
 }
 
+/**
+ * What is wrong with a service host, if anything. Requests match on the Host header without its
+ * port (`hostOf` in proxy/http/listener.ts), so a host with a port could never match.
+ */
+export function hostProblem(host: string): string | undefined {
+  const withPort = /^(\[[^\]]*\]|[^:[\]]*):([0-9]*)$/.exec(host);
+  if (withPort) return `hosts are host names; ports are not part of the match: write "${withPort[1]}", not "${host}"`;
+  if (host.startsWith('[') ? !host.endsWith(']') : host.includes(':')) return 'not a host name: an IPv6 address is written in brackets ([::1]), without a port';
+  return undefined;
+}
+
 function backoffAt(level: unknown): Partial<Record<'base' | 'cap', number>> {
   const b = isRecord(level) && isRecord(level.retry) ? level.retry.backoff : undefined;
   return { base: numberAt(b, 'base'), cap: numberAt(b, 'cap') };
@@ -328,6 +339,10 @@ export function semanticProblems(doc: unknown): Problem[] {
   });
   services.forEach((svc, i) => {
     if (!isRecord(svc)) return;
+    listAt(svc, 'hosts').forEach((host, k) => {
+      const problem = typeof host === 'string' ? hostProblem(host) : undefined;
+      if (problem) out.push({ path: `/services/${i}/hosts/${k}`, message: problem });
+    });
     listAt(svc, 'endpoints').forEach((ep, j) => {
       const address = stringAt(ep, 'address');
       const problem = address === undefined ? undefined : endpointAddressProblem(address);

@@ -117,6 +117,20 @@ t.test('an endpoint port above 65535 (or 0) is refused with its path', async (t)
   ]);
 });
 
+t.test('a service host with a port is refused: matching strips the port from Host', async (t) => {
+  const r = parseProxyConfig({
+    version: 'v',
+    services: [{ name: 'a', hosts: ['other:8080', 'api.shop', '[::1]:80', '[::1]', 'fe80::1', '10.0.0.1'], endpoints: [] }],
+  });
+  t.notOk(r.ok);
+  if (r.ok) return;
+  t.same(r.problems, [
+    { path: '/services/0/hosts/0', message: 'hosts are host names; ports are not part of the match: write "other", not "other:8080"' },
+    { path: '/services/0/hosts/2', message: 'hosts are host names; ports are not part of the match: write "[::1]", not "[::1]:80"' },
+    { path: '/services/0/hosts/4', message: 'not a host name: an IPv6 address is written in brackets ([::1]), without a port' },
+  ]);
+});
+
 t.test('not an object at all', async (t) => {
   for (const doc of [null, 42, 'x', [], undefined]) {
     const r = parseProxyConfig(doc);
