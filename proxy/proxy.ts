@@ -3,7 +3,7 @@
 import { Pool, type Dial } from './http1/client.ts';
 import type { RequestHead } from './http1/head.ts';
 import type { Clock, Random } from '../api/runtime.ts';
-import { StateRegistry, type ClientFactory } from './config/compile.ts';
+import { DEFAULT_TIMEOUTS, StateRegistry, type ClientFactory } from './config/compile.ts';
 import { ConfigStore } from './config/store.ts';
 import { FileConfigSource } from './config/file-source.ts';
 import { StreamConfigSource } from './config/stream-source.ts';
@@ -196,10 +196,10 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   let outbound: Listener | undefined;
   let outAddr: AddressInfo | undefined;
   /** An upgrade's upstream connection: mTLS checking `expected` when the endpoint names one, like its pool's. */
-  const upgradeDial = (address: string, expected: string | undefined, connectTimeout: number): UpgradeTarget => {
+  const upgradeDial = (address: string, expected: string | undefined, connectTimeout: number, responseTimeoutMs: number): UpgradeTarget => {
     const connect = connectorFor(identity, address, expected, connectTimeout, (reason) => metrics.tlsHandshakeFailures.labels('outbound', reason).inc());
     if (connect instanceof ProxyError) return { error: connect };
-    return { address, ...(expected ? { dstPort: address.slice(address.lastIndexOf(':') + 1) } : {}), dial: connect };
+    return { address, ...(expected ? { dstPort: address.slice(address.lastIndexOf(':') + 1) } : {}), dial: connect, responseTimeoutMs };
   };
   if (o.outbound) {
     const deadlines = new Deadlines(o.clock);
@@ -217,7 +217,8 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       if (!b) return { error: new ProxyError('no-endpoints', 'no backend with weight > 0') };
       const ep = pickP2C(b.service.ready.filter((e) => e.accrual.isAvailable()), (e) => e.load, o.random);
       if (!ep) return { error: new ProxyError('no-endpoints', `no available endpoint of "${b.service.name}"`) };
-      return upgradeDial(ep.address, ep.identity, r.timeouts.connect);
+      // The upstream's answer to the upgrade (101 or not) is a response head like any other: the route's per-try timeout bounds the wait.
+      return upgradeDial(ep.address, ep.identity, r.timeouts.connect, r.timeouts.perTry);
     };
     outbound = new Listener({ ...common, direction: 'outbound', handler, upgrade: makeUpgradeHandler(pick, (req) => targetOf(req.target, req.host).target) });
     outAddr = await outbound.listen(o.outbound.host, o.outbound.port);
@@ -237,7 +238,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       const port = appPortOf(peer.tls ? req.get(DST_PORT_HEADER) : undefined, appPorts);
       if (typeof port !== 'number') return { error: port };
       const d = authorize(cfg.inbound.policies, cfg.inbound.defaultPolicy, { port, identity: peer.identity, method: req.method, path: pathOf(req.target) });
-      return d.allowed ? upgradeDial(`${o.app.host}:${port}`, undefined, 1000) : { error: new ProxyError('forbidden', d.reason) };
+      return d.allowed ? upgradeDial(`${o.app.host}:${port}`, undefined, 1000, DEFAULT_TIMEOUTS.perTry) : { error: new ProxyError('forbidden', d.reason) };
     };
     inbound = new Listener({ ...common, direction: 'inbound', handler, upgrade: makeUpgradeHandler(pick, (req) => req.target), peerOf });
     acceptor = new InboundAcceptor({

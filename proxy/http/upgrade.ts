@@ -1,11 +1,16 @@
 // Upgrade (WebSocket) pass-through: after routing picks an endpoint, the request head is written
 // to a fresh upstream connection (mTLS with the endpoint's identity checked when the config names
-// one, like every other request) and bytes flow both ways untouched until either side closes.
+// one, like every other request). The protocol switches only on the upstream's 101 (RFC 9110
+// §7.8): until then every client byte after the request is held; any other answer is forwarded
+// with `connection: close`, and both connections close without the held bytes ever going upstream.
 import type { Socket } from 'node:net';
-import type { RequestHead } from '../http1/head.ts';
+import { HeadError, headEnd, parseResponseHead, type RequestHead, type ResponseHead } from '../http1/head.ts';
+import { BodyFraming } from '../http1/body-framing.ts';
+import { ChunkedScanner } from '../http1/chunked.ts';
 import type { RuntimeConfig } from '../config/compile.ts';
 import type { Peer } from './exchange.ts';
-import { PROXY_ERROR_HEADER, fromUpstreamError, type ProxyError } from '../errors.ts';
+import { forwardResponseHeaders } from './headers.ts';
+import { PROXY_ERROR_HEADER, ProxyError, fromUpstreamError } from '../errors.ts';
 
 export type UpgradeHandler = (req: RequestHead, socket: Socket, head: Buffer, cfg: RuntimeConfig, peer: Peer) => void;
 
@@ -17,10 +22,20 @@ export type UpgradeTarget =
       dial: (callback: (err: Error | null, socket: Socket | null) => void) => void;
       /** Sent as `meshlet-dst-port` to a meshed endpoint's inbound proxy (inbound/app-port.ts). */
       dstPort?: string;
+      /** How long the upstream has, from the request head written, to send its response head (else 504 per-try-timeout). */
+      responseTimeoutMs: number;
     }
   | { error: ProxyError };
 
 const DST_PORT_HEADER = 'meshlet-dst-port';
+
+/** The largest upstream response head read before the switch; larger is a 502. */
+export const MAX_UPGRADE_RESPONSE_HEAD = 64 * 1024;
+
+/** How long a connection this proxy has finished answering may keep sending (read and dropped) before it is closed. */
+const LINGER_MS = 2000;
+
+const EMPTY = Buffer.alloc(0);
 
 /** The request head again, as received (Upgrade and Connection included), meshlet-dst-port only as this hop sets it. */
 function requestHead(req: RequestHead, target: string, dstPort: string | undefined): string {
@@ -31,30 +46,254 @@ function requestHead(req: RequestHead, target: string, dstPort: string | undefin
   return head + '\r\n';
 }
 
+/**
+ * End a client connection this proxy has answered: what it sends from here on is read and
+ * dropped (closing with unread bytes would reset the connection and could lose the answer), and
+ * it is closed when the client closes or LINGER_MS after the answer was flushed.
+ */
+function finish(socket: Socket, last?: string): void {
+  if (socket.destroyed) return;
+  socket.on('data', () => {});
+  socket.resume();
+  const linger = () => {
+    const t = setTimeout(() => socket.destroy(), LINGER_MS);
+    t.unref();
+    socket.once('close', () => clearTimeout(t));
+  };
+  if (last === undefined) socket.end(linger);
+  else socket.end(last, 'latin1', linger);
+}
+
 function refuse(socket: Socket, e: ProxyError): void {
   const body = `meshlet: ${e.code}: ${e.message}\n`;
-  socket.end(`HTTP/1.1 ${e.status} Error\r\n${PROXY_ERROR_HEADER}: ${e.code}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  finish(socket, `HTTP/1.1 ${e.status} Error\r\n${PROXY_ERROR_HEADER}: ${e.code}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+}
+
+function fieldLines(fields: readonly string[]): string {
+  let s = '';
+  for (let i = 0; i < fields.length; i += 2) s += `${fields[i]}: ${fields[i + 1]}\r\n`;
+  return s;
+}
+
+/** One upgrade request, from the dial to the switch (101) or to the end of the upstream's other answer. */
+class PendingUpgrade {
+  readonly #req: RequestHead;
+  readonly #client: Socket;
+  #upstream: Socket | undefined;
+  /** The request's own body still to forward (an upgrade request may carry one), before anything is held. */
+  readonly #body: BodyFraming | undefined;
+  /** Client bytes after the request: sent upstream only after a 101. */
+  readonly #held: Buffer[] = [];
+  #clientEnded = false;
+  /** Upstream bytes before the final response head was complete. */
+  #buf: Buffer = EMPTY;
+  #timer: NodeJS.Timeout | undefined;
+  /** A final response head came, or the upgrade failed: the wait is over. */
+  #settled = false;
+
+  constructor(req: RequestHead, client: Socket) {
+    this.#req = req;
+    this.#client = client;
+    this.#body = req.framing.kind === 'length' || req.framing.kind === 'chunked' ? new BodyFraming(req.framing) : undefined;
+    client.on('error', () => client.destroy());
+    client.once('close', () => {
+      this.#settle();
+      this.#upstream?.destroy();
+    });
+  }
+
+  start(t: Exclude<UpgradeTarget, { error: ProxyError }>, target: string, rest: Buffer): void {
+    const client = this.#client;
+    t.dial((err, upstream) => {
+      if (err || !upstream) return this.#fail(fromUpstreamError(err, false));
+      if (client.destroyed) return upstream.destroy();
+      this.#upstream = upstream;
+      upstream.on('data', this.#onHead);
+      upstream.on('error', this.#onUpstreamError);
+      upstream.once('close', this.#onUpstreamClose);
+      this.#timer = setTimeout(() => this.#fail(new ProxyError('per-try-timeout', `the upstream sent no response to the upgrade within ${t.responseTimeoutMs} ms`)), t.responseTimeoutMs);
+      upstream.write(requestHead(this.#req, target, t.dstPort), 'latin1');
+      this.#take(rest);
+      if (this.#body && !this.#body.done && !this.#settled) {
+        client.on('data', this.#take);
+        client.once('end', this.#onClientEnd);
+        client.resume();
+      }
+    });
+  }
+
+  readonly #onClientEnd = (): void => {
+    this.#clientEnded = true;
+  };
+
+  /** Client bytes while waiting: the request body goes upstream as it comes; what follows it is held (reading stops). */
+  readonly #take = (chunk: Buffer): void => {
+    if (this.#settled) return;
+    const body = this.#body;
+    if (body && !body.done) {
+      let end: number;
+      try {
+        end = body.end(chunk);
+      } catch (e) {
+        return this.#fail(new ProxyError('bad-request', `malformed chunked body: ${(e as Error).message}`));
+      }
+      const part = end === -1 ? chunk : chunk.subarray(0, end);
+      if (part.length > 0 && !this.#upstream!.write(part)) {
+        this.#client.pause();
+        this.#upstream!.once('drain', () => {
+          if (!this.#settled && !body.done) this.#client.resume();
+        });
+      }
+      if (end === -1) return;
+      chunk = chunk.subarray(end);
+    }
+    this.#stopReading();
+    if (chunk.length > 0) this.#held.push(chunk);
+  };
+
+  #stopReading(): void {
+    this.#client.pause();
+    this.#client.off('data', this.#take);
+  }
+
+  readonly #onUpstreamError = (err: Error): void => this.#fail(fromUpstreamError(err, false));
+  readonly #onUpstreamClose = (): void => this.#fail(new ProxyError('upstream-reset', 'the upstream closed the connection before answering the upgrade'));
+
+  #settle(): void {
+    this.#settled = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** The upgrade failed before any answer reached the client: the proxy answers with the error. */
+  #fail(e: ProxyError): void {
+    if (this.#settled) return;
+    this.#settle();
+    this.#stopReading();
+    this.#upstream?.destroy();
+    refuse(this.#client, e);
+  }
+
+  /** Upstream bytes until the final response head: 1xx other than 101 are skipped. */
+  readonly #onHead = (chunk: Buffer): void => {
+    if (this.#settled) return;
+    let buf = this.#buf.length > 0 ? Buffer.concat([this.#buf, chunk]) : chunk;
+    for (;;) {
+      const end = headEnd(buf);
+      if ((end === -1 ? buf.length : end + 4) > MAX_UPGRADE_RESPONSE_HEAD) {
+        return this.#fail(new ProxyError('upstream-error', `the upstream's response head is larger than ${MAX_UPGRADE_RESPONSE_HEAD} bytes`));
+      }
+      if (end === -1) {
+        this.#buf = buf;
+        return;
+      }
+      let res: ResponseHead;
+      try {
+        res = parseResponseHead(buf.toString('latin1', 0, end), this.#req.method);
+      } catch (e) {
+        if (e instanceof HeadError) return this.#fail(new ProxyError('upstream-error', `the upstream sent a malformed response head: ${e.message}`));
+        throw e;
+      }
+      buf = buf.subarray(end + 4);
+      if (res.status === 101) return this.#switch(res, buf);
+      if (res.status >= 200) return this.#answer(res, buf);
+    }
+  };
+
+  /** Stop reading the upstream for the head: from here on its bytes are the tunnel's or the answer's body. */
+  #detachUpstream(): Socket {
+    const upstream = this.#upstream!;
+    this.#settle();
+    this.#stopReading();
+    this.#buf = EMPTY;
+    upstream.pause();
+    upstream.off('data', this.#onHead);
+    upstream.off('error', this.#onUpstreamError);
+    upstream.off('close', this.#onUpstreamClose);
+    return upstream;
+  }
+
+  /** 101: the 101 head and what followed it to the client, the held bytes upstream, then bytes flow both ways untouched. */
+  #switch(res: ResponseHead, rest: Buffer): void {
+    const upstream = this.#detachUpstream();
+    const client = this.#client;
+    let head = `HTTP/1.1 101 ${res.reason}\r\n${fieldLines(forwardResponseHeaders(res))}`;
+    const proto = res.get('upgrade');
+    if (proto !== undefined) head += `upgrade: ${proto}\r\n`;
+    client.write(`${head}connection: upgrade\r\n\r\n`, 'latin1');
+    if (rest.length > 0) client.write(rest);
+    for (const b of this.#held) upstream.write(b);
+    this.#held.length = 0;
+    if (this.#clientEnded) upstream.end();
+    const close = () => {
+      upstream.destroy();
+      client.destroy();
+    };
+    upstream.once('error', close);
+    upstream.once('close', close);
+    upstream.pipe(client);
+    if (!this.#clientEnded) client.pipe(upstream);
+  }
+
+  /**
+   * Any other final answer: forwarded with `connection: close` and its body followed to its end
+   * (until the upstream closes when it has no length); then both connections close.
+   */
+  #answer(res: ResponseHead, rest: Buffer): void {
+    const upstream = this.#detachUpstream();
+    const client = this.#client;
+    this.#held.length = 0;
+    const framing = res.framing;
+    // An HTTP/1.0 client cannot read chunked: decode it (the connection's close ends the body).
+    const decode = framing.kind === 'chunked' && this.#req.minor === 0;
+    const te = framing.kind === 'chunked' && !decode ? 'transfer-encoding: chunked\r\n' : '';
+    client.write(`HTTP/1.1 ${res.status} ${res.reason}\r\n${fieldLines(forwardResponseHeaders(res))}${te}connection: close\r\n\r\n`, 'latin1');
+    const done = () => {
+      upstream.removeAllListeners('data');
+      upstream.destroy();
+      finish(client);
+    };
+    if (framing.kind === 'none') return done();
+    const scanner = decode ? new ChunkedScanner((b, s, e) => client.write(b.subarray(s, e))) : undefined;
+    const body = scanner ? undefined : new BodyFraming(framing);
+    const onBody = (chunk: Buffer): void => {
+      let end: number;
+      try {
+        end = scanner ? scanner.scan(chunk) : body!.end(chunk);
+      } catch {
+        // Malformed chunked framing after the head went out: the client can only see a cut body.
+        upstream.destroy();
+        client.destroy();
+        return;
+      }
+      if (!scanner) {
+        const part = end === -1 ? chunk : chunk.subarray(0, end);
+        if (part.length > 0 && !client.write(part)) {
+          upstream.pause();
+          client.once('drain', () => upstream.resume());
+        }
+      }
+      if (end !== -1) done();
+    };
+    upstream.on('data', onBody);
+    upstream.on('error', () => client.destroy());
+    // The upstream closed: the end of an until-close body; for a counted or chunked one, a cut.
+    upstream.once('end', () => (framing.kind === 'close' ? done() : client.destroy()));
+    upstream.once('close', () => {
+      if (!client.writableEnded) client.destroy();
+    });
+    if (rest.length > 0) onBody(rest);
+    if (!upstream.destroyed) upstream.resume();
+  }
 }
 
 export function makeUpgradeHandler(pick: (req: RequestHead, cfg: RuntimeConfig, peer: Peer) => UpgradeTarget, targetOf: (req: RequestHead) => string): UpgradeHandler {
   return (req, socket, head, cfg, peer) => {
     const t = pick(req, cfg, peer);
-    if ('error' in t) return refuse(socket, t.error);
-    socket.once('error', () => socket.destroy());
-    t.dial((err, upstream) => {
-      if (err || !upstream) return refuse(socket, fromUpstreamError(err, false));
-      if (socket.destroyed) return upstream.destroy();
-      upstream.write(requestHead(req, targetOf(req), t.dstPort));
-      if (head.length > 0) upstream.write(head);
-      upstream.pipe(socket);
-      socket.pipe(upstream);
-      const close = () => {
-        upstream.destroy();
-        socket.destroy();
-      };
-      upstream.once('error', close);
-      upstream.once('close', close);
-      socket.once('close', close);
-    });
+    if ('error' in t) {
+      socket.on('error', () => socket.destroy());
+      return refuse(socket, t.error);
+    }
+    new PendingUpgrade(req, socket).start(t, targetOf(req), head);
   };
 }
