@@ -220,7 +220,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       // The upstream's answer to the upgrade (101 or not) is a response head like any other: the route's per-try timeout bounds the wait.
       return upgradeDial(ep.address, ep.identity, r.timeouts.connect, r.timeouts.perTry);
     };
-    outbound = new Listener({ ...common, direction: 'outbound', handler, upgrade: makeUpgradeHandler(pick, (req) => targetOf(req.target, req.host).target) });
+    outbound = new Listener({ ...common, direction: 'outbound', handler, upgrade: makeUpgradeHandler(pick, (req) => targetOf(req.target, req.host), { direction: 'outbound', tracing: o.tracing }) });
     outAddr = await outbound.listen(o.outbound.host, o.outbound.port);
   }
 
@@ -237,10 +237,10 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     const pick = (req: RequestHead, cfg: Parameters<Parameters<typeof makeUpgradeHandler>[0]>[1], peer: { identity: string; tls: boolean }): UpgradeTarget => {
       const port = appPortOf(peer.tls ? req.get(DST_PORT_HEADER) : undefined, appPorts);
       if (typeof port !== 'number') return { error: port };
-      const d = authorize(cfg.inbound.policies, cfg.inbound.defaultPolicy, { port, identity: peer.identity, method: req.method, path: pathOf(req.target) });
+      const d = authorize(cfg.inbound.policies, cfg.inbound.defaultPolicy, { port, identity: peer.identity, method: req.method, path: pathOf(targetOf(req.target, req.host).target) });
       return d.allowed ? upgradeDial(`${o.app.host}:${port}`, undefined, 1000, DEFAULT_TIMEOUTS.perTry) : { error: new ProxyError('forbidden', d.reason) };
     };
-    inbound = new Listener({ ...common, direction: 'inbound', handler, upgrade: makeUpgradeHandler(pick, (req) => req.target), peerOf });
+    inbound = new Listener({ ...common, direction: 'inbound', handler, upgrade: makeUpgradeHandler(pick, (req) => targetOf(req.target, req.host), { direction: 'inbound', tracing: o.tracing }), peerOf });
     acceptor = new InboundAcceptor({
       http: inbound,
       material: () => identity?.current,

@@ -8,8 +8,10 @@ import { HeadError, headEnd, parseResponseHead, type RequestHead, type ResponseH
 import { BodyFraming } from '../http1/body-framing.ts';
 import { ChunkedScanner } from '../http1/chunked.ts';
 import type { RuntimeConfig } from '../config/compile.ts';
-import type { Peer } from './exchange.ts';
-import { forwardResponseHeaders } from './headers.ts';
+import type { Direction, Peer } from './exchange.ts';
+import { forwardRequestHeaders, forwardResponseHeaders } from './headers.ts';
+import { pathOf } from '../policy/route-match.ts';
+import { extractParent, pushPropagationHeaders, type HopSpan, type Tracing } from '../telemetry/trace.ts';
 import { PROXY_ERROR_HEADER, ProxyError, fromUpstreamError } from '../errors.ts';
 
 export type UpgradeHandler = (req: RequestHead, socket: Socket, head: Buffer, cfg: RuntimeConfig, peer: Peer) => void;
@@ -29,6 +31,22 @@ export type UpgradeTarget =
 
 const DST_PORT_HEADER = 'meshlet-dst-port';
 
+/** Where the request goes upstream: the origin-form target and the authority sent as Host (listener.ts targetOf). */
+export interface UpgradeRequestTarget {
+  target: string;
+  authority: string;
+  /** Lower-case host without port ('' when the request names none). */
+  host: string;
+}
+
+/** This hop's telemetry: the direction names the span and decides its kind, as for other requests. */
+export interface UpgradeTelemetry {
+  direction: Direction;
+  tracing: Tracing;
+}
+
+const NO_ATTRS: Record<string, string> = Object.freeze({}) as Record<string, string>;
+
 /** The largest upstream response head read before the switch; larger is a 502. */
 export const MAX_UPGRADE_RESPONSE_HEAD = 64 * 1024;
 
@@ -37,13 +55,20 @@ const LINGER_MS = 2000;
 
 const EMPTY = Buffer.alloc(0);
 
-/** The request head again, as received (Upgrade and Connection included), meshlet-dst-port only as this hop sets it. */
-function requestHead(req: RequestHead, target: string, dstPort: string | undefined): string {
-  let head = `${req.method} ${target} HTTP/1.1\r\n`;
-  const raw = req.raw;
-  for (let i = 0; i < raw.length; i += 2) if (req.lower[i / 2] !== DST_PORT_HEADER) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
-  if (dstPort !== undefined) head += `${DST_PORT_HEADER}: ${dstPort}\r\n`;
-  return head + '\r\n';
+/**
+ * The request head for the upstream, built as for any request (http/headers.ts): absolute-form
+ * becomes origin-form with the target's authority as Host (RFC 9112 §3.2.2), hop-by-hop fields
+ * and those named in Connection are removed, except that the upgrade itself needs `Upgrade` and
+ * `Connection: upgrade`; trace context continues with this hop's span; meshlet-dst-port only as
+ * this hop sets it; a chunked body stays chunked.
+ */
+function requestHead(req: RequestHead, to: UpgradeRequestTarget, dstPort: string | undefined, span: HopSpan, usedB3: boolean): string {
+  const fields = forwardRequestHeaders(req, true);
+  pushPropagationHeaders(fields, span, usedB3);
+  let h = `${req.method} ${to.target} HTTP/1.1\r\n${fieldLines(fields)}host: ${to.authority}\r\nupgrade: ${req.get('upgrade') ?? ''}\r\nconnection: upgrade\r\n`;
+  if (dstPort !== undefined) h += `${DST_PORT_HEADER}: ${dstPort}\r\n`;
+  if (req.framing.kind === 'chunked') h += 'transfer-encoding: chunked\r\n';
+  return h + '\r\n';
 }
 
 /**
@@ -79,6 +104,10 @@ function fieldLines(fields: readonly string[]): string {
 class PendingUpgrade {
   readonly #req: RequestHead;
   readonly #client: Socket;
+  readonly #to: UpgradeRequestTarget;
+  readonly #span: HopSpan;
+  readonly #usedB3: boolean;
+  #spanEnded = false;
   #upstream: Socket | undefined;
   /** The request's own body still to forward (an upgrade request may carry one), before anything is held. */
   readonly #body: BodyFraming | undefined;
@@ -91,18 +120,23 @@ class PendingUpgrade {
   /** A final response head came, or the upgrade failed: the wait is over. */
   #settled = false;
 
-  constructor(req: RequestHead, client: Socket) {
+  constructor(req: RequestHead, client: Socket, to: UpgradeRequestTarget, span: HopSpan, usedB3: boolean) {
     this.#req = req;
     this.#client = client;
+    this.#to = to;
+    this.#span = span;
+    this.#usedB3 = usedB3;
     this.#body = req.framing.kind === 'length' || req.framing.kind === 'chunked' ? new BodyFraming(req.framing) : undefined;
     client.on('error', () => client.destroy());
     client.once('close', () => {
+      // Gone while waiting for the answer; after it, the answer or the tunnel ends the span.
+      if (!this.#settled) this.#endSpan(0, 'client-gone');
       this.#settle();
       this.#upstream?.destroy();
     });
   }
 
-  start(t: Exclude<UpgradeTarget, { error: ProxyError }>, target: string, rest: Buffer): void {
+  start(t: Exclude<UpgradeTarget, { error: ProxyError }>, rest: Buffer): void {
     const client = this.#client;
     t.dial((err, upstream) => {
       if (err || !upstream) return this.#fail(fromUpstreamError(err, false));
@@ -112,7 +146,7 @@ class PendingUpgrade {
       upstream.on('error', this.#onUpstreamError);
       upstream.once('close', this.#onUpstreamClose);
       this.#timer = setTimeout(() => this.#fail(new ProxyError('per-try-timeout', `the upstream sent no response to the upgrade within ${t.responseTimeoutMs} ms`)), t.responseTimeoutMs);
-      upstream.write(requestHead(this.#req, target, t.dstPort), 'latin1');
+      upstream.write(requestHead(this.#req, this.#to, t.dstPort, this.#span, this.#usedB3), 'latin1');
       this.#take(rest);
       if (this.#body && !this.#body.done && !this.#settled) {
         client.on('data', this.#take);
@@ -171,7 +205,15 @@ class PendingUpgrade {
     this.#settle();
     this.#stopReading();
     this.#upstream?.destroy();
+    this.#endSpan(e.status, e.code);
     refuse(this.#client, e);
+  }
+
+  /** Once: at the proxy's error, at the end of a non-101 answer, or when the tunnel closes (101). */
+  #endSpan(status: number, errorReason: string): void {
+    if (this.#spanEnded) return;
+    this.#spanEnded = true;
+    this.#span.end({ status, errorReason, attributes: { 'server.address': this.#to.host, 'url.path': pathOf(this.#to.target) } });
   }
 
   /** Upstream bytes until the final response head: 1xx other than 101 are skipped. */
@@ -228,6 +270,7 @@ class PendingUpgrade {
     const close = () => {
       upstream.destroy();
       client.destroy();
+      this.#endSpan(101, '');
     };
     upstream.once('error', close);
     upstream.once('close', close);
@@ -248,6 +291,7 @@ class PendingUpgrade {
     const decode = framing.kind === 'chunked' && this.#req.minor === 0;
     const te = framing.kind === 'chunked' && !decode ? 'transfer-encoding: chunked\r\n' : '';
     client.write(`HTTP/1.1 ${res.status} ${res.reason}\r\n${fieldLines(forwardResponseHeaders(res))}${te}connection: close\r\n\r\n`, 'latin1');
+    this.#endSpan(res.status, '');
     const done = () => {
       upstream.removeAllListeners('data');
       upstream.destroy();
@@ -287,13 +331,24 @@ class PendingUpgrade {
   }
 }
 
-export function makeUpgradeHandler(pick: (req: RequestHead, cfg: RuntimeConfig, peer: Peer) => UpgradeTarget, targetOf: (req: RequestHead) => string): UpgradeHandler {
+/**
+ * `targetOf` gives the origin-form target and authority (listener.ts targetOf); each upgrade gets
+ * this hop's span, continuing the caller's trace context as other requests do (listener.ts).
+ */
+export function makeUpgradeHandler(pick: (req: RequestHead, cfg: RuntimeConfig, peer: Peer) => UpgradeTarget, targetOf: (req: RequestHead) => UpgradeRequestTarget, telemetry: UpgradeTelemetry): UpgradeHandler {
+  const { direction, tracing } = telemetry;
   return (req, socket, head, cfg, peer) => {
-    const t = pick(req, cfg, peer);
+    const to = targetOf(req);
+    const parent = extractParent(req);
+    const usedB3 = parent !== undefined && req.get('traceparent') === undefined;
+    const attrs = tracing.exporting ? { 'http.request.method': req.method, 'url.path': pathOf(to.target), 'server.address': to.host, 'meshlet.direction': direction, 'meshlet.upgrade': req.get('upgrade') ?? '' } : NO_ATTRS;
+    const span = tracing.start(`${req.method} ${direction}`, direction === 'inbound' ? 'server' : 'client', parent, attrs);
+    const t = to.host === '' ? { error: new ProxyError('bad-request', 'the request names no host (no Host header, no absolute-form target)') } : pick(req, cfg, peer);
     if ('error' in t) {
       socket.on('error', () => socket.destroy());
+      span.end({ status: t.error.status, errorReason: t.error.code, attributes: { 'server.address': to.host, 'url.path': pathOf(to.target) } });
       return refuse(socket, t.error);
     }
-    new PendingUpgrade(req, socket).start(t, targetOf(req), head);
+    new PendingUpgrade(req, socket, to, span, usedB3).start(t, head);
   };
 }

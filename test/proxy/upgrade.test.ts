@@ -71,7 +71,7 @@ async function startRawUpstream(script: (c: RawConn, path: string) => void): Pro
       if (end === -1) return;
       conn = { head: buf.slice(0, end + 4), after: buf.slice(end + 4), socket };
       conns.push(conn);
-      script(conn, conn.head.split(' ')[1] ?? '');
+      script(conn, (conn.head.split(' ')[1] ?? '').split('?')[0]!);
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -260,4 +260,31 @@ t.test('no answer in time, a malformed or oversized head, a reset: the proxy ans
     t.match(c.text, new RegExp(`\\r\\nmeshlet-proxy-error: ${code}\\r\\n`), `${path}: ${code}`);
     t.equal(raw.conns[n]?.after, '', `${path}: the held bytes never went upstream`);
   }
+});
+
+t.test('the upgrade request is forwarded as requests are: Host from an absolute-form target, hop-by-hop fields removed, a new span', async (t) => {
+  const n = raw.conns.length;
+  const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+  const parent = '00f067aa0ba902b7';
+  const c = new RawClient(p.outboundPort);
+  c.write(
+    `GET http://raw:8080/switch?x=1 HTTP/1.1\r\nHost: elsewhere\r\nConnection: Upgrade, X-Drop\r\nUpgrade: websocket\r\nX-Drop: secret\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nTrailer: X-T\r\nProxy-Authorization: Basic Zm9v\r\nmeshlet-dst-port: 9\r\nX-Kept: yes\r\ntraceparent: 00-${traceId}-${parent}-01\r\ntracestate: vendor=x\r\n\r\n`,
+  );
+  t.ok(await c.waitFor(/hello-from-upstream;/), 'switched');
+  const head = raw.conns[n]!.head;
+  const lines = head.split('\r\n');
+  t.equal(lines[0], 'GET /switch?x=1 HTTP/1.1', 'origin-form target');
+  const fields = lines.slice(1).filter((l) => l !== '').map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()] as const);
+  const all = (name: string) => fields.filter(([k]) => k === name).map(([, v]) => v);
+  t.same(all('host'), ['raw:8080'], "Host is the target's authority");
+  t.same(all('upgrade'), ['websocket'], 'Upgrade kept');
+  t.same(all('connection'), ['upgrade'], 'Connection: upgrade, and only that');
+  for (const gone of ['x-drop', 'keep-alive', 'te', 'trailer', 'proxy-authorization', 'meshlet-dst-port']) t.same(all(gone), [], `${gone} removed`);
+  t.same(all('x-kept'), ['yes'], 'end-to-end fields kept');
+  t.same(all('tracestate'), ['vendor=x'], 'tracestate kept');
+  const tp = all('traceparent');
+  t.equal(tp.length, 1, 'one traceparent');
+  t.match(tp[0], new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`), 'same trace id, sampled flag kept');
+  t.not(tp[0]!.split('-')[2], parent, 'a new span id for this hop');
+  c.destroy();
 });
