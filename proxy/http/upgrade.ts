@@ -4,6 +4,7 @@
 // §7.8): until then every client byte after the request is held; any other answer is forwarded
 // with `connection: close`, and both connections close without the held bytes ever going upstream.
 import type { Socket } from 'node:net';
+import { STATUS_CODES } from 'node:http';
 import { HeadError, headEnd, parseResponseHead, type RequestHead, type ResponseHead } from '../http1/head.ts';
 import { BodyFraming } from '../http1/body-framing.ts';
 import { ChunkedScanner } from '../http1/chunked.ts';
@@ -89,9 +90,10 @@ function finish(socket: Socket, last?: string): void {
   else socket.end(last, 'latin1', linger);
 }
 
+/** The proxy's own answer to an upgrade it cannot serve: the status with its standard reason phrase, and the error code. */
 function refuse(socket: Socket, e: ProxyError): void {
   const body = `meshlet: ${e.code}: ${e.message}\n`;
-  finish(socket, `HTTP/1.1 ${e.status} Error\r\n${PROXY_ERROR_HEADER}: ${e.code}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  finish(socket, `HTTP/1.1 ${e.status} ${STATUS_CODES[e.status] ?? 'Error'}\r\n${PROXY_ERROR_HEADER}: ${e.code}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
 }
 
 function fieldLines(fields: readonly string[]): string {

@@ -2,7 +2,7 @@
 // upstream's 101; any other answer is forwarded and closes, and the bytes held meanwhile never reach the upstream.
 import t from 'tap';
 import net from 'node:net';
-import { startUpstream, startProxyProcess, type Upstream, type ProxyProcess } from '../fixtures/mesh.ts';
+import { reservedPort, startUpstream, startProxyProcess, type Upstream, type ProxyProcess } from '../fixtures/mesh.ts';
 
 /** A client connection on raw bytes: everything it received, and whether the proxy closed it. */
 class RawClient {
@@ -144,7 +144,11 @@ t.before(async () => {
       services: [
         { name: 'up', endpoints: [{ address: app.address }], routes: [{ name: 'public', match: { path: { prefix: '/public' } } }] },
         { name: 'raw', endpoints: [{ address: `127.0.0.1:${raw.port}` }], timeouts: { perTry: 500, request: 1000 } },
+        { name: 'empty', endpoints: [] },
+        // Nothing listens there: connection refused.
+        { name: 'dead', endpoints: [{ address: `127.0.0.1:${await reservedPort()}` }] },
       ],
+      inbound: { defaultPolicy: 'deny' },
     },
   });
 });
@@ -287,4 +291,22 @@ t.test('the upgrade request is forwarded as requests are: Host from an absolute-
   t.match(tp[0], new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`), 'same trace id, sampled flag kept');
   t.not(tp[0]!.split('-')[2], parent, 'a new span id for this hop');
   c.destroy();
+});
+
+t.test("the proxy's own refusals carry the standard reason phrase", async (t) => {
+  const cases: Array<[number, string, string, string]> = [
+    [p.outboundPort, UPGRADE('/admin', 'up'), 'HTTP/1.1 404 Not Found', 'no-route'],
+    [p.inboundPort, UPGRADE('/', 'self'), 'HTTP/1.1 403 Forbidden', 'forbidden'],
+    [p.outboundPort, UPGRADE('/', 'empty'), 'HTTP/1.1 503 Service Unavailable', 'no-endpoints'],
+    [p.outboundPort, UPGRADE('/', 'dead'), 'HTTP/1.1 502 Bad Gateway', 'connect-refused'],
+    [p.outboundPort, UPGRADE('/silent', 'raw'), 'HTTP/1.1 504 Gateway Timeout', 'per-try-timeout'],
+    [p.outboundPort, 'GET / HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n', 'HTTP/1.1 400 Bad Request', 'bad-request'],
+  ];
+  for (const [port, bytes, statusLine, code] of cases) {
+    const c = new RawClient(port);
+    c.write(bytes);
+    t.ok(await c.waitClosed(), `${code}: closed`);
+    t.equal(c.text.slice(0, c.text.indexOf('\r\n')), statusLine, `${code}: status line`);
+    t.match(c.text, new RegExp(`\\r\\nmeshlet-proxy-error: ${code}\\r\\n`), `${code}: proxy-error header`);
+  }
 });
