@@ -12,7 +12,7 @@ import type { RuntimeConfig } from '../config/compile.ts';
 import type { Direction, Peer } from './exchange.ts';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.ts';
 import { pathOf } from '../policy/route-match.ts';
-import { extractParent, pushPropagationHeaders, type HopSpan, type Tracing } from '../telemetry/trace.ts';
+import { extractParent, pushPropagationHeaders, type HopSpan, type ParentContext, type Tracing } from '../telemetry/trace.ts';
 import { PROXY_ERROR_HEADER, ProxyError, fromUpstreamError } from '../errors.ts';
 
 export type UpgradeHandler = (req: RequestHead, socket: Socket, head: Buffer, cfg: RuntimeConfig, peer: Peer) => void;
@@ -63,9 +63,9 @@ const EMPTY = Buffer.alloc(0);
  * `Connection: upgrade`; trace context continues with this hop's span; meshlet-dst-port only as
  * this hop sets it; a chunked body stays chunked.
  */
-function requestHead(req: RequestHead, to: UpgradeRequestTarget, dstPort: string | undefined, span: HopSpan, usedB3: boolean): string {
-  const fields = forwardRequestHeaders(req, true);
-  pushPropagationHeaders(fields, span, usedB3);
+function requestHead(req: RequestHead, to: UpgradeRequestTarget, dstPort: string | undefined, span: HopSpan, parent: ParentContext | undefined): string {
+  const fields = forwardRequestHeaders(req, parent?.source === 'traceparent' ? 'replace' : 'restart');
+  pushPropagationHeaders(fields, span, parent);
   let h = `${req.method} ${to.target} HTTP/1.1\r\n${fieldLines(fields)}host: ${to.authority}\r\nupgrade: ${req.get('upgrade') ?? ''}\r\nconnection: upgrade\r\n`;
   if (dstPort !== undefined) h += `${DST_PORT_HEADER}: ${dstPort}\r\n`;
   if (req.framing.kind === 'chunked') h += 'transfer-encoding: chunked\r\n';
@@ -108,7 +108,7 @@ class PendingUpgrade {
   readonly #client: Socket;
   readonly #to: UpgradeRequestTarget;
   readonly #span: HopSpan;
-  readonly #usedB3: boolean;
+  readonly #parent: ParentContext | undefined;
   #spanEnded = false;
   #upstream: Socket | undefined;
   /** The request's own body still to forward (an upgrade request may carry one), before anything is held. */
@@ -122,12 +122,12 @@ class PendingUpgrade {
   /** A final response head came, or the upgrade failed: the wait is over. */
   #settled = false;
 
-  constructor(req: RequestHead, client: Socket, to: UpgradeRequestTarget, span: HopSpan, usedB3: boolean) {
+  constructor(req: RequestHead, client: Socket, to: UpgradeRequestTarget, span: HopSpan, parent: ParentContext | undefined) {
     this.#req = req;
     this.#client = client;
     this.#to = to;
     this.#span = span;
-    this.#usedB3 = usedB3;
+    this.#parent = parent;
     this.#body = req.framing.kind === 'length' || req.framing.kind === 'chunked' ? new BodyFraming(req.framing) : undefined;
     client.on('error', () => client.destroy());
     client.once('close', () => {
@@ -148,7 +148,7 @@ class PendingUpgrade {
       upstream.on('error', this.#onUpstreamError);
       upstream.once('close', this.#onUpstreamClose);
       this.#timer = setTimeout(() => this.#fail(new ProxyError('per-try-timeout', `the upstream sent no response to the upgrade within ${t.responseTimeoutMs} ms`)), t.responseTimeoutMs);
-      upstream.write(requestHead(this.#req, this.#to, t.dstPort, this.#span, this.#usedB3), 'latin1');
+      upstream.write(requestHead(this.#req, this.#to, t.dstPort, this.#span, this.#parent), 'latin1');
       this.#take(rest);
       if (this.#body && !this.#body.done && !this.#settled) {
         client.on('data', this.#take);
@@ -342,7 +342,6 @@ export function makeUpgradeHandler(pick: (req: RequestHead, cfg: RuntimeConfig, 
   return (req, socket, head, cfg, peer) => {
     const to = targetOf(req);
     const parent = extractParent(req);
-    const usedB3 = parent !== undefined && req.get('traceparent') === undefined;
     const attrs = tracing.exporting ? { 'http.request.method': req.method, 'url.path': pathOf(to.target), 'server.address': to.host, 'meshlet.direction': direction, 'meshlet.upgrade': req.get('upgrade') ?? '' } : NO_ATTRS;
     const span = tracing.start(`${req.method} ${direction}`, direction === 'inbound' ? 'server' : 'client', parent, attrs);
     const t = to.host === '' ? { error: new ProxyError('bad-request', 'the request names no host (no Host header, no absolute-form target)') } : pick(req, cfg, peer);
@@ -351,6 +350,6 @@ export function makeUpgradeHandler(pick: (req: RequestHead, cfg: RuntimeConfig, 
       span.end({ status: t.error.status, errorReason: t.error.code, attributes: { 'server.address': to.host, 'url.path': pathOf(to.target) } });
       return refuse(socket, t.error);
     }
-    new PendingUpgrade(req, socket, to, span, usedB3).start(t, head);
+    new PendingUpgrade(req, socket, to, span, parent).start(t, head);
   };
 }
