@@ -34,7 +34,8 @@ export interface EndpointState {
   readonly service: string;
   readonly address: string;
   readonly identity: string | undefined;
-  readonly labels: Readonly<Record<string, string>>;
+  /** Labels for metrics (workload, namespace): updated in place when a config changes them. */
+  labels: Readonly<Record<string, string>>;
   readonly load: EndpointLoad;
   readonly accrual: FailureAccrual;
   /** Opaque connection pool made by the injected client factory. */
@@ -129,6 +130,13 @@ function breakerOf(b: BreakerPolicy | undefined) {
   };
 }
 
+function sameLabels(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  for (const k of ka) if (a[k] !== b[k]) return false;
+  return true;
+}
+
 /**
  * Long-lived state keyed by identity, reused across config versions. `sweep` closes what the
  * newest config no longer mentions.
@@ -163,7 +171,7 @@ export class StateRegistry {
         client: this.#clients.create({ address: doc.address, identity: doc.identity, connectTimeout }),
       };
       this.#endpoints.set(key, ep);
-    }
+    } else if (!sameLabels(ep.labels, doc.labels ?? {})) ep.labels = Object.freeze({ ...doc.labels });
     return ep;
   }
 
