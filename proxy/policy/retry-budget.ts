@@ -1,5 +1,6 @@
 // Retry stage: may this request be retried at all, given how many retries the service already got?
-// Guarantees: retries in any window <= ratio * requests + minPerSecond * windowSeconds; memory is constant.
+// Guarantees: retries in any window of windowMs <= ratio * (requests of a window as long) +
+// minPerSecond * windowSeconds; memory is constant.
 import type { Clock } from '../../api/runtime.ts';
 
 export interface RetryBudgetConfig {
@@ -14,13 +15,16 @@ export interface RetryBudgetConfig {
 export const DEFAULT_BUDGET: Readonly<RetryBudgetConfig> = Object.freeze({ ratio: 0.2, minPerSecond: 10, windowMs: 10_000 });
 
 const BUCKETS = 10;
-const mod = (i: number): number => ((i % BUCKETS) + BUCKETS) % BUCKETS;
+const mod = (i: number, n: number): number => ((i % n) + n) % n;
 
 /**
- * A sliding window kept as a ring of BUCKETS time buckets (windowMs / BUCKETS each). A bucket
- * expires whole once the clock leaves the window, so the effective window is between
- * 90 % and 100 % of windowMs. Call recordRequest() for first attempts only: if retries were
- * recorded too they would feed the budget and the bound would become ratio / (1 - ratio).
+ * A sliding window kept as rings of time buckets (windowMs / BUCKETS each). A bucket expires
+ * whole, so each side errs towards fewer retries: requests (which earn retries) count for 90 % to
+ * 100 % of windowMs, retries (which spend them) for 100 % to 110 %, in a ring one bucket longer.
+ * With retries forgotten early instead, a burst at the end of one bucket and another a window
+ * later could pass twice the bound inside one window. Call recordRequest() for first attempts
+ * only: if retries were recorded too they would feed the budget and the bound would become
+ * ratio / (1 - ratio).
  */
 export class RetryBudget {
   readonly #ratio: number;
@@ -28,7 +32,7 @@ export class RetryBudget {
   readonly #bucketMs: number;
   readonly #clock: Clock;
   readonly #requests = new Float64Array(BUCKETS);
-  readonly #retries = new Float64Array(BUCKETS);
+  readonly #retries = new Float64Array(BUCKETS + 1);
   #head: number; // absolute index (floor(now / bucketMs)) of the newest bucket
   #requestTotal = 0;
   #retryTotal = 0;
@@ -47,15 +51,15 @@ export class RetryBudget {
 
   /** A first attempt was sent: it earns `ratio` of a retry. */
   recordRequest(): void {
-    this.#requests[this.#advance()]! += 1;
+    this.#requests[mod(this.#advance(), BUCKETS)]! += 1;
     this.#requestTotal += 1;
   }
 
   /** Take one retry from the budget; false (and nothing taken) when it is spent. */
   tryWithdraw(): boolean {
-    const slot = this.#advance();
+    const bucket = this.#advance();
     if (this.#ratio * this.#requestTotal + this.#reserve - this.#retryTotal < 1) return false;
-    this.#retries[slot]! += 1;
+    this.#retries[mod(bucket, BUCKETS + 1)]! += 1;
     this.#retryTotal += 1;
     return true;
   }
@@ -66,26 +70,27 @@ export class RetryBudget {
     return Math.max(0, this.#ratio * this.#requestTotal + this.#reserve - this.#retryTotal);
   }
 
-  /** Expire buckets the clock has left behind; returns the slot of the current bucket. */
+  /** Expire buckets the clock has left behind; returns the current bucket's absolute index. */
   #advance(): number {
     const now = Math.floor(this.#clock.now() / this.#bucketMs);
     if (now > this.#head) {
-      const steps = Math.min(now - this.#head, BUCKETS);
-      for (let i = 1; i <= steps; i++) {
-        const slot = mod(this.#head + i);
+      const gap = now - this.#head;
+      for (let i = 1; i <= Math.min(gap, BUCKETS); i++) {
+        const slot = mod(this.#head + i, BUCKETS);
         this.#requestTotal -= this.#requests[slot]!;
-        this.#retryTotal -= this.#retries[slot]!;
         this.#requests[slot] = 0;
+      }
+      for (let i = 1; i <= Math.min(gap, BUCKETS + 1); i++) {
+        const slot = mod(this.#head + i, BUCKETS + 1);
+        this.#retryTotal -= this.#retries[slot]!;
         this.#retries[slot] = 0;
       }
-      if (steps === BUCKETS) {
-        // Everything expired: reset exactly, so float error cannot accumulate.
-        this.#requestTotal = 0;
-        this.#retryTotal = 0;
-      }
+      // Everything expired: reset exactly, so float error cannot accumulate.
+      if (gap >= BUCKETS) this.#requestTotal = 0;
+      if (gap >= BUCKETS + 1) this.#retryTotal = 0;
       this.#head = now;
     }
     // A clock that steps back keeps counting into the newest bucket.
-    return mod(this.#head);
+    return this.#head;
   }
 }

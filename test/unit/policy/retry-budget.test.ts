@@ -48,8 +48,9 @@ test('the budget refills once the window has passed', async (t) => {
   clock.advance(5000);
   t.equal(b.tryWithdraw(), false, 'half a window later the spent retries still count');
   clock.advance(5000);
-  // The requests expired with the retries: only the reserve is back.
-  t.equal(drain(b), 100, 'a full window later: the reserve again');
+  t.equal(drain(b), 0, 'a window later the requests have expired, the retries not yet (they count up to a bucket longer)');
+  clock.advance(1000);
+  t.equal(drain(b), 100, 'a window and a bucket later: the reserve again');
   for (let i = 0; i < 50; i++) b.recordRequest();
   t.equal(drain(b), 10, 'new requests earn 0.2 each');
 });
@@ -104,4 +105,19 @@ test('constructor refuses nonsense', async (t) => {
   t.throws(() => new RetryBudget({ ratio: 0.1, minPerSecond: -1, windowMs: 1000 }, clock), /minPerSecond/);
   t.throws(() => new RetryBudget({ ratio: 0.1, minPerSecond: 1, windowMs: 0 }, clock), /windowMs/);
   t.throws(() => new RetryBudget({ ratio: Number.NaN, minPerSecond: 1, windowMs: 1000 }, clock), /ratio/);
+});
+
+test('no window of windowMs holds more retries than the bound, bursts at bucket edges included', async (t) => {
+  const clock = new ManualClock(950);
+  const b = new RetryBudget(DEFAULT_BUDGET, clock);
+  const times: number[] = [];
+  for (const at of [950, 9_999, 10_000, 10_950, 11_000, 19_999, 21_000]) {
+    clock.advance(at - clock.now());
+    for (let n = drain(b, 1000); n > 0; n--) times.push(at);
+  }
+  // With no requests only the reserve (10/s x 10 s = 100) is there to spend.
+  let worst = 0;
+  for (const start of times) worst = Math.max(worst, times.filter((x) => x >= start && x < start + 10_000).length);
+  t.equal(worst, 100, `the most retries in any 10 s window: ${worst}`);
+  t.ok(times.length >= 200, `and the reserve comes back: ${times.length} retries over 21 s`);
 });
