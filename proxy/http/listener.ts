@@ -156,36 +156,38 @@ export class Listener {
     const status = ERROR_STATUS[problem];
     d.metrics.proxyErrors.labels(d.direction, code).inc();
     d.recentErrors?.record({ direction: d.direction, reason: code, message, authority: '', service: '', endpoint: '', peer: '', attempts: 0 });
-    this.#measureUnrouted('', '', '', status, code, 0);
+    this.#measureOther({ method: '', authority: '', path: '', status, code, durMs: 0 });
     const body = `meshlet: ${code}: ${message}\n`;
     return `HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\n${PROXY_ERROR_HEADER}: ${code}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
   }
 
   /**
-   * A request answered before it had an exchange (a head refused, no config, no host): one
-   * access-log line and one count in the request metrics, like every other request.
+   * A request measured without an exchange: answered before routing (a head refused, no config,
+   * no host), or an upgrade (measured when the client has its answer). One access-log line and
+   * one count in the request metrics, like every other request.
    */
-  #measureUnrouted(method: string, authority: string, path: string, status: number, code: string, durMs: number): void {
+  #measureOther(o: { method: string; authority: string; path: string; status: number; code: string; durMs: number; upstream?: string; traceId?: string; peer?: Peer }): void {
     const d = this.#d;
     const outbound = d.direction === 'outbound';
     const dst = outbound ? 'unknown' : d.self.service;
+    const peer = o.peer ?? PLAINTEXT;
     d.metrics.observe(
       {
         direction: d.direction,
         src_workload: outbound ? d.self.workload : '',
         src_namespace: outbound ? d.self.namespace : '',
-        src_identity: '',
+        src_identity: peer.identity,
         dst_service: dst,
         dst_workload: outbound ? '' : d.self.workload,
         dst_namespace: outbound ? '' : d.self.namespace,
-        status_code: String(status),
-        classification: 'failure',
-        error_reason: code,
-        tls: 'false',
+        status_code: String(o.status),
+        classification: o.status > 0 && o.status < 500 && !o.code ? 'success' : 'failure',
+        error_reason: o.code,
+        tls: peer.tls ? 'true' : 'false',
       },
-      durMs / 1000,
+      o.durMs / 1000,
     );
-    if (d.accessLog.enabled) d.accessLog.write({ ts: new Date().toISOString(), direction: d.direction, method, authority, path, status, duration_ms: Math.round(durMs * 1000) / 1000, upstream: '', attempts: 0, error: code, trace_id: '', peer: '', route: '', dst_service: dst });
+    if (d.accessLog.enabled) d.accessLog.write({ ts: new Date().toISOString(), direction: d.direction, method: o.method, authority: o.authority, path: o.path, status: o.status, duration_ms: Math.round(o.durMs * 1000) / 1000, upstream: o.upstream ?? '', attempts: o.upstream ? 1 : 0, error: o.code, trace_id: o.traceId ?? '', peer: peer.identity, route: '', dst_service: dst });
   }
 
   #onUpgrade(head: RequestHead, socket: Socket, rest: Buffer): void {
@@ -195,7 +197,16 @@ export class Listener {
       socket.destroy();
       return;
     }
-    d.upgrade(head, socket, rest, cfg, d.peerOf?.(socket) ?? PLAINTEXT);
+    const peer = d.peerOf?.(socket) ?? PLAINTEXT;
+    const startMs = d.clock.now();
+    d.upgrade(head, socket, rest, cfg, peer, (o) => {
+      const code = o.reason;
+      if (code && code !== 'client-gone') {
+        d.metrics.proxyErrors.labels(d.direction, code).inc();
+        d.recentErrors?.record({ direction: d.direction, reason: code, message: o.message, authority: hostOf(head.host), service: '', endpoint: o.endpoint, peer: peer.identity, attempts: o.endpoint ? 1 : 0 });
+      }
+      this.#measureOther({ method: head.method, authority: head.host, path: pathOf(targetOf(head.target, head.host).target), status: o.status, code, durMs: d.clock.now() - startMs, upstream: o.endpoint, traceId: o.traceId, peer });
+    });
   }
 
   #onRequest(req: ServerRequest): void {
@@ -304,7 +315,7 @@ export class Listener {
     d.metrics.proxyErrors.labels(d.direction, e.code).inc();
     d.recentErrors?.record({ direction: d.direction, reason: e.code, message: e.message, authority: hostOf(req.head.host), service: '', endpoint: '', peer: '', attempts: 0 });
     this.#writeError(req, e);
-    this.#measureUnrouted(req.head.method, req.head.host, pathOf(req.head.target), e.status, e.code, d.clock.now() - startMs);
+    this.#measureOther({ method: req.head.method, authority: req.head.host, path: pathOf(req.head.target), status: e.status, code: e.code, durMs: d.clock.now() - startMs });
   }
 
 

@@ -15,7 +15,19 @@ import { pathOf } from '../policy/route-match.ts';
 import { extractParent, pushPropagationHeaders, type HopSpan, type ParentContext, type Tracing } from '../telemetry/trace.ts';
 import { PROXY_ERROR_HEADER, ProxyError, fromUpstreamError } from '../errors.ts';
 
-export type UpgradeHandler = (req: RequestHead, socket: Socket, head: Buffer, cfg: RuntimeConfig, peer: Peer) => void;
+/** How an upgrade ended for the access log and metrics: the status the client got (101 when it switched, 0 when it left first) and the proxy's reason, if any. */
+export interface UpgradeOutcome {
+  status: number;
+  reason: string;
+  /** What went wrong, with the reason ('' when nothing did). */
+  message: string;
+  /** The upstream address dialled ('' when refused before a dial). */
+  endpoint: string;
+  traceId: string;
+}
+
+/** `done` is called once, when the client has its answer (the 101 included) or has left. */
+export type UpgradeHandler = (req: RequestHead, socket: Socket, head: Buffer, cfg: RuntimeConfig, peer: Peer, done: (o: UpgradeOutcome) => void) => void;
 
 /** Where an upgrade goes, or the proxy error that refuses it. */
 export type UpgradeTarget =
@@ -121,8 +133,12 @@ class PendingUpgrade {
   #timer: NodeJS.Timeout | undefined;
   /** A final response head came, or the upgrade failed: the wait is over. */
   #settled = false;
+  readonly #done: (o: UpgradeOutcome) => void;
+  #reported = false;
+  #endpoint = '';
 
-  constructor(req: RequestHead, client: Socket, to: UpgradeRequestTarget, span: HopSpan, parent: ParentContext | undefined) {
+  constructor(req: RequestHead, client: Socket, to: UpgradeRequestTarget, span: HopSpan, parent: ParentContext | undefined, done: (o: UpgradeOutcome) => void) {
+    this.#done = done;
     this.#req = req;
     this.#client = client;
     this.#to = to;
@@ -132,7 +148,10 @@ class PendingUpgrade {
     client.on('error', () => client.destroy());
     client.once('close', () => {
       // Gone while waiting for the answer; after it, the answer or the tunnel ends the span.
-      if (!this.#settled) this.#endSpan(0, 'client-gone');
+      if (!this.#settled) {
+        this.#endSpan(0, 'client-gone');
+        this.#report(0, 'client-gone');
+      }
       this.#settle();
       this.#upstream?.destroy();
     });
@@ -140,6 +159,7 @@ class PendingUpgrade {
 
   start(t: Exclude<UpgradeTarget, { error: ProxyError }>, rest: Buffer): void {
     const client = this.#client;
+    this.#endpoint = t.address;
     t.dial((err, upstream) => {
       if (err || !upstream) return this.#fail(fromUpstreamError(err, false));
       if (client.destroyed) return upstream.destroy();
@@ -208,7 +228,15 @@ class PendingUpgrade {
     this.#stopReading();
     this.#upstream?.destroy();
     this.#endSpan(e.status, e.code);
+    this.#report(e.status, e.code, e.message);
     refuse(this.#client, e);
+  }
+
+  /** Once: the client has its answer (101 or other), the proxy's error, or has left. */
+  #report(status: number, reason: string, message = ''): void {
+    if (this.#reported) return;
+    this.#reported = true;
+    this.#done({ status, reason, message, endpoint: this.#endpoint, traceId: this.#span.traceId });
   }
 
   /** Once: at the proxy's error, at the end of a non-101 answer, or when the tunnel closes (101). */
@@ -265,6 +293,7 @@ class PendingUpgrade {
     const proto = res.get('upgrade');
     if (proto !== undefined) head += `upgrade: ${proto}\r\n`;
     client.write(`${head}connection: upgrade\r\n\r\n`, 'latin1');
+    this.#report(101, '');
     if (rest.length > 0) client.write(rest);
     for (const b of this.#held) upstream.write(b);
     this.#held.length = 0;
@@ -294,6 +323,7 @@ class PendingUpgrade {
     const te = framing.kind === 'chunked' && !decode ? 'transfer-encoding: chunked\r\n' : '';
     client.write(`HTTP/1.1 ${res.status} ${res.reason}\r\n${fieldLines(forwardResponseHeaders(res))}${te}connection: close\r\n\r\n`, 'latin1');
     this.#endSpan(res.status, '');
+    this.#report(res.status, '');
     const done = () => {
       upstream.removeAllListeners('data');
       upstream.destroy();
@@ -339,7 +369,7 @@ class PendingUpgrade {
  */
 export function makeUpgradeHandler(pick: (req: RequestHead, cfg: RuntimeConfig, peer: Peer) => UpgradeTarget, targetOf: (req: RequestHead) => UpgradeRequestTarget, telemetry: UpgradeTelemetry): UpgradeHandler {
   const { direction, tracing } = telemetry;
-  return (req, socket, head, cfg, peer) => {
+  return (req, socket, head, cfg, peer, done) => {
     const to = targetOf(req);
     const parent = extractParent(req);
     const attrs = tracing.exporting ? { 'http.request.method': req.method, 'url.path': pathOf(to.target), 'server.address': to.host, 'meshlet.direction': direction, 'meshlet.upgrade': req.get('upgrade') ?? '' } : NO_ATTRS;
@@ -348,8 +378,9 @@ export function makeUpgradeHandler(pick: (req: RequestHead, cfg: RuntimeConfig, 
     if ('error' in t) {
       socket.on('error', () => socket.destroy());
       span.end({ status: t.error.status, errorReason: t.error.code, attributes: { 'server.address': to.host, 'url.path': pathOf(to.target) } });
+      done({ status: t.error.status, reason: t.error.code, message: t.error.message, endpoint: '', traceId: span.traceId });
       return refuse(socket, t.error);
     }
-    new PendingUpgrade(req, socket, to, span, parent).start(t, head);
+    new PendingUpgrade(req, socket, to, span, parent, done).start(t, head);
   };
 }

@@ -2,7 +2,7 @@
 // upstream's 101; any other answer is forwarded and closes, and the bytes held meanwhile never reach the upstream.
 import t from 'tap';
 import net from 'node:net';
-import { reservedPort, startUpstream, startProxyProcess, type Upstream, type ProxyProcess } from '../fixtures/mesh.ts';
+import { reservedPort, startUpstream, startProxyProcess, metricValue, type Upstream, type ProxyProcess } from '../fixtures/mesh.ts';
 
 /** A client connection on raw bytes: everything it received, and whether the proxy closed it. */
 class RawClient {
@@ -309,4 +309,30 @@ t.test("the proxy's own refusals carry the standard reason phrase", async (t) =>
     t.equal(c.text.slice(0, c.text.indexOf('\r\n')), statusLine, `${code}: status line`);
     t.match(c.text, new RegExp(`\\r\\nmeshlet-proxy-error: ${code}\\r\\n`), `${code}: proxy-error header`);
   }
+});
+
+t.test('upgrades are measured and logged like requests: refusals with their reason, a switch as 101', async (t) => {
+  const lines = () =>
+    p
+      .stdout()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+  await new Promise((r) => setTimeout(r, 250)); // earlier tests' lines flushed
+  const before = lines().length;
+  const refused = new RawClient(p.outboundPort);
+  refused.write(UPGRADE('/not-routed', 'up'));
+  await refused.waitClosed();
+  const switched = new RawClient(p.outboundPort);
+  switched.write(UPGRADE('/switch', 'raw'));
+  t.ok(await switched.waitFor(/hello-from-upstream;/));
+  await new Promise((r) => setTimeout(r, 250)); // the access log flushes every 100 ms
+  const fresh = lines().slice(before);
+  t.ok(fresh.some((l) => l['path'] === '/not-routed' && l['status'] === 404 && l['error'] === 'no-route'), 'the refusal: access-log line with its reason');
+  t.ok(fresh.some((l) => l['path'] === '/switch' && l['status'] === 101 && l['error'] === '' && l['upstream'] === `127.0.0.1:${raw.port}`), 'the switch: a 101 line naming the upstream');
+  const m = await p.metrics();
+  t.ok(metricValue(m, 'meshlet_requests_total', { direction: 'outbound', status_code: '404', error_reason: 'no-route' }) >= 1, 'meshlet_requests_total counts the refusal');
+  t.ok(metricValue(m, 'meshlet_requests_total', { direction: 'outbound', status_code: '101', classification: 'success' }) >= 1, 'and the switch, as a success');
+  t.ok(metricValue(m, 'meshlet_proxy_errors_total', { reason: 'no-route' }) >= 1, 'the refusal is a proxy error');
+  switched.destroy();
 });
