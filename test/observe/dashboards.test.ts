@@ -1,5 +1,5 @@
 // Every panel of every dashboard (manifests/grafana/) against a real Prometheus scraping the real
-// local mesh (demo/start.ts, port base 17000) under load. Midway, api-v1 gains a dead endpoint in
+// local mesh (demo/start.ts, port base 17000) under load. Midway, api-v1 gains dead endpoints in
 // the watched config (connect refused → retries, an ejection, a config push and its ACK), so the
 // resilience and push panels have something to show. Each query runs with its template variables
 // filled as Grafana would and must return series whose values are sane: ratios in [0, 1],
@@ -125,12 +125,16 @@ t.test('every panel query returns sane series from a real Prometheus scraping th
   prom = await startPrometheus(dir, { controlPlane: `127.0.0.1:${PORT_BASE + 990}`, proxies: admins }, { port: PORT_BASE + 91, scrapeInterval: '1s' });
   const t0 = Date.now();
   await new Promise((r) => setTimeout(r, FAULT_AT_MS));
-  // Fault: api-v1 gains an endpoint nobody listens on (port base + 1).
+  // Fault: api-v1 gains two endpoints nobody listens on (port base + 1 and + 2). Two, because
+  // the balancer (P2C over peak EWMA) starts a new endpoint at a 30 ms estimate: beside one fast
+  // live endpoint a single dead one is almost never picked, and the test would hang on chance.
+  // With two, a third of the picks are two dead ones: they fail, are retried, then ejected.
   const services = join(configDir, 'services.yaml');
   const yaml = readFileSync(services, 'utf8');
   const live = `- { address: "127.0.0.1:${PORT_BASE + 243}", serviceAccount: api-v1, labels: { version: v1 } }`;
   t.ok(yaml.includes(live), 'the moved config names api-v1 at the port base');
-  writeFileSync(services, yaml.replace(live, `${live}\n    - { address: "127.0.0.1:${PORT_BASE + 1}", serviceAccount: api-v1, labels: { version: v1 } }`));
+  const dead = (port: number) => `\n    - { address: "127.0.0.1:${port}", serviceAccount: api-v1, labels: { version: v1 } }`;
+  writeFileSync(services, yaml.replace(live, `${live}${dead(PORT_BASE + 1)}${dead(PORT_BASE + 2)}`));
   // The injector: the local mesh's control plane serves the webhook; send it reviews as the API
   // server would (an injected Pod, a skipped one, a refused one) so its panels have data.
   // Sent 6 s before the queries, well inside their 20 s rate window.
@@ -204,9 +208,9 @@ t.test('every panel query returns sane series from a real Prometheus scraping th
   t.ok(Math.abs(webIn - RPS) <= RPS * 0.25, `web's inbound rate ${webIn.toFixed(2)} req/s is within 25 % of the load generator's ${RPS}`);
   t.ok(Math.abs(meshIn - 3 * RPS) <= 3 * RPS * 0.25, `the mesh's inbound rate ${meshIn.toFixed(2)} req/s is within 25 % of 3 × ${RPS} (three hops: web, api, store)`);
   const success = await one(queriesOf(service).find((x) => x.panel.title === 'Success rate (inbound)')!.target.expr);
-  t.ok(success >= 0.9, `web's success rate ${success.toFixed(4)} stays high (retries hide the dead endpoint)`);
+  t.ok(success >= 0.9, `web's success rate ${success.toFixed(4)} stays high (retries hide the dead endpoints)`);
   const retries = await one(`sum(rate(meshlet_retries_total[${RATE_WINDOW}]))`);
-  t.ok(retries > 0, `the dead endpoint caused retries (${retries.toFixed(2)}/s), so the retry panels show real data`);
+  t.ok(retries > 0, `the dead endpoints caused retries (${retries.toFixed(2)}/s), so the retry panels show real data`);
   // The rules file loaded into the same Prometheus: its recording rules evaluate on real data.
   const ratio = await one('service:meshlet_requests:error_ratio_rate5m{dst_service="web"}');
   t.ok(ratio >= 0 && ratio <= 1, `the SLO recording rule evaluates on the mesh's data (web error ratio ${ratio})`);
