@@ -155,6 +155,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
         metrics.loadShed.labels(name).inc(0);
         metrics.ejections.labels(name).inc(0);
       }
+      void metrics.forgetServices(cfg.services);
       o.log('config applied', { version: cfg.version });
     },
     refused: (problems, source) => {

@@ -74,6 +74,20 @@ export class ProxyMetrics {
     else n.deny++;
   }
 
+  /**
+   * Drop the per-service resilience series of services the config no longer names, so their
+   * number does not grow with config churn (a service re-added starts again from 0, which
+   * Prometheus reads as a counter reset). The request series are bounded by their own cap.
+   */
+  async forgetServices(live: { has(name: string): boolean }): Promise<void> {
+    for (const c of [this.retries, this.budgetExhausted, this.loadShed, this.ejections] as Array<Counter<string>>) {
+      for (const v of (await c.get()).values) {
+        const svc = v.labels['dst_service'];
+        if (svc !== undefined && !live.has(String(svc))) c.remove(v.labels as Record<string, string>);
+      }
+    }
+  }
+
   /** Count one finished request. */
   observe(l: RequestLabels, seconds: number): void {
     this.#requests.observe(l, seconds);
