@@ -25,6 +25,9 @@ export const ERROR_STATUS = {
   'no-config': 503,
 } as const;
 
+/** Reason phrases of the statuses the proxy answers with itself (not node:http's STATUS_CODES: loading node:http costs memory). */
+export const STATUS_TEXT: Readonly<Record<number, string>> = { 400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 408: 'Request Timeout', 431: 'Request Header Fields Too Large', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' };
+
 export type ProxyErrorCode = keyof typeof ERROR_STATUS;
 export const PROXY_ERROR_CODES = Object.keys(ERROR_STATUS) as ProxyErrorCode[];
 export const PROXY_ERROR_HEADER = 'meshlet-proxy-error';

@@ -6,7 +6,7 @@ import type { Clock } from '../../api/runtime.ts';
 import type { ConfigStore } from '../config/store.ts';
 import type { Direction, Exchange, Handler, Peer, UpstreamResponse } from './exchange.ts';
 import { forwardRequestHeaders } from './headers.ts';
-import { ERROR_STATUS, PROXY_ERROR_HEADER, ProxyError, isProxyError, fromUpstreamError } from '../errors.ts';
+import { ERROR_STATUS, PROXY_ERROR_HEADER, STATUS_TEXT, ProxyError, isProxyError, fromUpstreamError } from '../errors.ts';
 import { pathOf } from '../policy/route-match.ts';
 import type { ProxyMetrics } from '../telemetry/metrics.ts';
 import type { AccessLog } from '../telemetry/access-log.ts';
@@ -66,7 +66,6 @@ export function targetOf(url: string, hostHeader: string): { target: string; aut
   return { target: url, authority: hostHeader, host: hostOf(hostHeader) };
 }
 
-const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 408: 'Request Timeout', 431: 'Request Header Fields Too Large', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' };
 
 export class Listener {
   /** Accepts plaintext connections (outbound); the inbound side hands connections to accept(). */

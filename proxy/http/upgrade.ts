@@ -4,7 +4,6 @@
 // §7.8): until then every client byte after the request is held; any other answer is forwarded
 // with `connection: close`, and both connections close without the held bytes ever going upstream.
 import type { Socket } from 'node:net';
-import { STATUS_CODES } from 'node:http';
 import { HeadError, headEnd, parseResponseHead, type RequestHead, type ResponseHead } from '../http1/head.ts';
 import { BodyFraming } from '../http1/body-framing.ts';
 import { ChunkedScanner } from '../http1/chunked.ts';
@@ -13,7 +12,7 @@ import type { Direction, Peer } from './exchange.ts';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.ts';
 import { pathOf } from '../policy/route-match.ts';
 import { extractParent, pushPropagationHeaders, type HopSpan, type ParentContext, type Tracing } from '../telemetry/trace.ts';
-import { PROXY_ERROR_HEADER, ProxyError, fromUpstreamError } from '../errors.ts';
+import { PROXY_ERROR_HEADER, STATUS_TEXT, ProxyError, fromUpstreamError } from '../errors.ts';
 
 /** How an upgrade ended for the access log and metrics: the status the client got (101 when it switched, 0 when it left first) and the proxy's reason, if any. */
 export interface UpgradeOutcome {
@@ -105,7 +104,7 @@ function finish(socket: Socket, last?: string): void {
 /** The proxy's own answer to an upgrade it cannot serve: the status with its standard reason phrase, and the error code. */
 function refuse(socket: Socket, e: ProxyError): void {
   const body = `meshlet: ${e.code}: ${e.message}\n`;
-  finish(socket, `HTTP/1.1 ${e.status} ${STATUS_CODES[e.status] ?? 'Error'}\r\n${PROXY_ERROR_HEADER}: ${e.code}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  finish(socket, `HTTP/1.1 ${e.status} ${STATUS_TEXT[e.status] ?? 'Error'}\r\n${PROXY_ERROR_HEADER}: ${e.code}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
 }
 
 function fieldLines(fields: readonly string[]): string {
