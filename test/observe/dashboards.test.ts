@@ -94,6 +94,9 @@ t.test('the committed dashboard JSON is what the code generates', async (t) => {
   }
 });
 
+/** A services.yaml endpoint line of api-v1 at a port nobody listens on. */
+const dead = (port: number) => `\n    - { address: "127.0.0.1:${port}", serviceAccount: api-v1, labels: { version: v1 } }`;
+
 t.test('every panel query returns sane series from a real Prometheus scraping the local mesh', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'meshlet-dash-'));
   const demo = spawn(process.execPath, [START, '--port-base', String(PORT_BASE), '--rps', String(RPS), '--seconds', '75', '--prometheus'], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -133,7 +136,6 @@ t.test('every panel query returns sane series from a real Prometheus scraping th
   const yaml = readFileSync(services, 'utf8');
   const live = `- { address: "127.0.0.1:${PORT_BASE + 243}", serviceAccount: api-v1, labels: { version: v1 } }`;
   t.ok(yaml.includes(live), 'the moved config names api-v1 at the port base');
-  const dead = (port: number) => `\n    - { address: "127.0.0.1:${port}", serviceAccount: api-v1, labels: { version: v1 } }`;
   writeFileSync(services, yaml.replace(live, `${live}${dead(PORT_BASE + 1)}${dead(PORT_BASE + 2)}`));
   // The injector: the local mesh's control plane serves the webhook; send it reviews as the API
   // server would (an injected Pod, a skipped one, a refused one) so its panels have data.

@@ -85,15 +85,17 @@ t.test('every accepted combination of levels and defaults compiles: compile() ne
   t.ok(accepted > 50 && refused > 50, `both outcomes exercised (${accepted} accepted, ${refused} refused)`);
 });
 
+/** A valid config whose one endpoint carries the label workload=`workload`. */
+function labelled(workload: string) {
+  const r = parseProxyConfig({ version: workload, services: [{ name: 'api', endpoints: [{ address: '127.0.0.1:8080', labels: { workload } }] }] });
+  if (!r.ok) throw new Error(formatProblems(r.problems));
+  return r.value;
+}
+
 t.test('an endpoint whose labels change keeps its state (pool, breaker) and takes the new labels', async (t) => {
   const state = registry();
-  const doc = (workload: string) => {
-    const r = parseProxyConfig({ version: workload, services: [{ name: 'api', endpoints: [{ address: '127.0.0.1:8080', labels: { workload } }] }] });
-    if (!r.ok) throw new Error(formatProblems(r.problems));
-    return r.value;
-  };
-  const v1 = compile(doc('api-v1'), state).services.get('api')!.endpoints[0]!;
-  const v2 = compile(doc('api-v2'), state).services.get('api')!.endpoints[0]!;
+  const v1 = compile(labelled('api-v1'), state).services.get('api')!.endpoints[0]!;
+  const v2 = compile(labelled('api-v2'), state).services.get('api')!.endpoints[0]!;
   t.equal(v2, v1, 'the same endpoint state');
   t.same(v2.labels, { workload: 'api-v2' }, 'with the labels of the config in force');
 });
