@@ -234,6 +234,12 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
       capabilities: { add: ['NET_ADMIN', 'NET_RAW'], drop: ['ALL'] },
       seccompProfile: { type: 'RuntimeDefault' },
     },
+    // The root filesystem is read-only: the script writes its rules file in /tmp (mktemp) and
+    // iptables-legacy its lock in /run. Both on the Pod's small in-memory volume, apart from the proxy's /tmp.
+    volumeMounts: [
+      { name: TMP_VOLUME, mountPath: '/tmp', subPath: 'init-tmp' },
+      { name: TMP_VOLUME, mountPath: '/run', subPath: 'init-run' },
+    ],
     terminationMessagePolicy: 'FallbackToLogsOnError',
   };
 
