@@ -71,6 +71,7 @@ function cidrList(v: string, problems: string[], key: string): string[] {
     const max = family === 6 ? 128 : 32;
     const okBits = bits === undefined || (/^\d+$/.test(bits) && Number(bits) <= max);
     if (family === 0 || !okBits || extra !== undefined) problems.push(`${key}: ${JSON.stringify(c)} is not an IP address or CIDR`);
+    else if (family === 6) problems.push(`${key}: ${JSON.stringify(c)}: IPv6 is not supported (meshlet-init installs IPv4 rules only)`);
     else if (!out.includes(c)) out.push(c);
   }
   return out;

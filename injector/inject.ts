@@ -140,6 +140,15 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
   for (const v of [TOKEN_VOLUME, TMP_VOLUME]) if (taken.has(v)) problems.push(`spec.volumes already has a volume named ${v}, which the proxy needs`);
   const names = new Set([...spec.containers, ...((spec.initContainers ?? []) as unknown[])].map((c) => (isRecord(c) ? c.name : undefined)));
   if (!settings.cni && names.has(INIT_CONTAINER_NAME)) problems.push(`the Pod already has a container named ${INIT_CONTAINER_NAME}, which the injector adds`);
+  // The app's ports must not be the proxy's own: meshlet-init refuses to redirect them (and two listeners cannot share one).
+  const ports = overrides.inboundPorts ?? appPorts(pod);
+  const own = settings.ports;
+  for (const p of ports) {
+    if (p === own.outbound || p === own.inbound || p === own.admin) {
+      const where = overrides.inboundPorts ? `${CONFIG_PREFIX}inbound-ports` : 'a container port of the Pod';
+      problems.push(`${where}: ${p} is one of the proxy's own ports (outbound ${own.outbound}, inbound ${own.inbound}, admin ${own.admin})`);
+    }
+  }
   if (problems.length > 0) {
     const message = `cannot inject the meshlet proxy: ${problems.join('; ')}`;
     const badPod = problems.every((p) => !p.startsWith(CONFIG_PREFIX));
@@ -149,7 +158,6 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
   if (!settings.trustAnchorsPem) throw new Error('no trust anchors to give the proxy (is the CA loaded?)');
   const native = overrides.nativeSidecar ?? settings.nativeSidecar;
   const mode: Mode = native ? 'native-sidecar' : 'sidecar';
-  const ports = overrides.inboundPorts ?? appPorts(pod);
   const { outbound, inbound, admin } = settings.ports;
   const skipOutboundCidrs = [...new Set([...settings.skipOutboundCidrs, ...overrides.skipOutboundCidrs])];
   const httpGet = (path: string) => ({ httpGet: { path, port: admin } });
@@ -217,7 +225,9 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
       env('MESHLET_OUTBOUND_PORT', String(outbound)),
       env('MESHLET_INBOUND_PORT', String(inbound)),
       env('MESHLET_ADMIN_PORT', String(admin)),
-      env('MESHLET_INBOUND_PORTS', csv(ports)),
+      // No port declared (a worker that only calls out): inbound is not redirected, since the proxy
+      // could not know which port a connection was for; outbound is meshed as for every Pod.
+      env('MESHLET_INBOUND_PORTS', ports.length === 0 ? 'none' : csv(ports)),
       env('MESHLET_SKIP_INBOUND_PORTS', csv(overrides.skipInboundPorts)),
       env('MESHLET_SKIP_OUTBOUND_PORTS', csv(overrides.skipOutboundPorts)),
       env('MESHLET_SKIP_OUTBOUND_CIDRS', csv(skipOutboundCidrs)),

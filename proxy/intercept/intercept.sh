@@ -32,7 +32,8 @@ environment (defaults in brackets):
   MESHLET_OUTBOUND_PORT        proxy's outbound listener (on 127.0.0.1) [4140]
   MESHLET_INBOUND_PORT         proxy's inbound listener [4143]
   MESHLET_ADMIN_PORT           proxy's admin port, never redirected [4191]
-  MESHLET_INBOUND_PORTS        comma list of app ports to redirect inbound; empty: all TCP []
+  MESHLET_INBOUND_PORTS        comma list of app ports to redirect inbound; empty: all TCP;
+                               none: no inbound redirect (outbound only) []
   MESHLET_SKIP_INBOUND_PORTS   comma list of ports (or LOW-HIGH ranges) never redirected inbound []
   MESHLET_SKIP_OUTBOUND_PORTS  comma list of destination ports (or ranges) that bypass the proxy []
   MESHLET_SKIP_OUTBOUND_CIDRS  comma list of IPv4 CIDRs (or addresses) that bypass the proxy []
@@ -68,6 +69,12 @@ OUTBOUND_PORT=${MESHLET_OUTBOUND_PORT:-4140}
 INBOUND_PORT=${MESHLET_INBOUND_PORT:-4143}
 ADMIN_PORT=${MESHLET_ADMIN_PORT:-4191}
 INBOUND_PORTS=${MESHLET_INBOUND_PORTS:-}
+# "none": the app's inbound traffic is not redirected (a Pod that declares no port).
+NO_INBOUND=no
+if [ "$INBOUND_PORTS" = none ]; then
+	NO_INBOUND=yes
+	INBOUND_PORTS=
+fi
 SKIP_INBOUND_PORTS=${MESHLET_SKIP_INBOUND_PORTS:-}
 SKIP_OUTBOUND_PORTS=${MESHLET_SKIP_OUTBOUND_PORTS:-}
 SKIP_OUTBOUND_CIDRS=${MESHLET_SKIP_OUTBOUND_CIDRS:-}
@@ -189,7 +196,9 @@ chain_rules() {
 	for p in $(items "$SKIP_INBOUND_PORTS"); do
 		echo "-A $IN_CHAIN -p tcp -m tcp --dport $(dport "$p") -j RETURN"
 	done
-	if [ -z "$(items "$INBOUND_PORTS")" ]; then
+	if [ "$NO_INBOUND" = yes ]; then
+		:
+	elif [ -z "$(items "$INBOUND_PORTS")" ]; then
 		echo "-A $IN_CHAIN -p tcp -j REDIRECT --to-ports $INBOUND_PORT"
 	else
 		for p in $(items "$INBOUND_PORTS"); do

@@ -99,20 +99,35 @@ t.test('proxy args and env: identity inputs, control plane, trust anchors, app p
   t.same(mounts.find((m) => m.name === TMP_VOLUME)?.mountPath, '/tmp');
 });
 
-t.test('a Pod without containerPorts: no --app (the proxy default), empty port lists = intercept every port', async (t) => {
+t.test('a Pod without containerPorts (a worker that only calls out): inbound is not redirected, outbound is', async (t) => {
   const pod = { metadata: { name: 'p' }, spec: { containers: [{ name: 'app', image: 'x' }] } };
   const out = apply(pod, inject(pod, settings()));
   const proxy = out.spec.initContainers[1];
   t.equal(argOf(proxy, '--app'), undefined);
   t.equal(envOf(proxy).MESHLET_APP_PORTS, '');
-  t.equal(envOf(out.spec.initContainers[0]).MESHLET_INBOUND_PORTS, '');
+  // Redirecting every port would send each connection to the proxy, which could not know the port it was for.
+  t.equal(envOf(out.spec.initContainers[0]).MESHLET_INBOUND_PORTS, 'none');
+});
+
+t.test('settings meshlet-init would refuse are refused at admission, with the reason', async (t) => {
+  const cases: Array<[string, (pod: Json) => void, RegExp]> = [
+    ['a container port that is the proxy admin port', (pod) => pod.spec.containers[0].ports.push({ containerPort: 4191 }), /a container port of the Pod: 4191 is one of the proxy's own ports/],
+    ['inbound-ports naming the proxy inbound port', (pod) => (pod.metadata.annotations['config.meshlet.io/inbound-ports'] = '8080,4143'), /config\.meshlet\.io\/inbound-ports: 4143 is one of the proxy's own ports/],
+    ['an IPv6 skip CIDR', (pod) => (pod.metadata.annotations['config.meshlet.io/skip-outbound-cidrs'] = '10.0.0.0/8,fd00::/8'), /"fd00::\/8": IPv6 is not supported/],
+  ];
+  for (const [name, change, message] of cases) {
+    const pod = basePod();
+    change(pod);
+    const r = refused(inject(pod, settings()));
+    t.match(r.message, message, name);
+  }
 });
 
 t.test('meshlet-init: the contract with the interception script', async (t) => {
   const pod = basePod();
   pod.metadata.annotations['config.meshlet.io/skip-inbound-ports'] = '9090, 9091';
   pod.metadata.annotations['config.meshlet.io/skip-outbound-ports'] = '5432';
-  pod.metadata.annotations['config.meshlet.io/skip-outbound-cidrs'] = '10.0.0.0/8,fd00::/8,169.254.169.254';
+  pod.metadata.annotations['config.meshlet.io/skip-outbound-cidrs'] = '10.0.0.0/8,169.254.169.254';
   const out = apply(pod, inject(pod, settings({ initImage: 'registry/init:2', skipOutboundCidrs: ['192.168.0.1/32'] })));
   const init = out.spec.initContainers[0];
   t.equal(init.name, 'meshlet-init');
@@ -126,7 +141,7 @@ t.test('meshlet-init: the contract with the interception script', async (t) => {
     MESHLET_INBOUND_PORTS: '8080,8443',
     MESHLET_SKIP_INBOUND_PORTS: '9090,9091',
     MESHLET_SKIP_OUTBOUND_PORTS: '5432',
-    MESHLET_SKIP_OUTBOUND_CIDRS: '192.168.0.1/32,10.0.0.0/8,fd00::/8,169.254.169.254',
+    MESHLET_SKIP_OUTBOUND_CIDRS: '192.168.0.1/32,10.0.0.0/8,169.254.169.254',
   });
   t.equal(envOf(out.spec.initContainers[1]).MESHLET_APP_PORTS, envOf(init).MESHLET_INBOUND_PORTS, 'proxy and script see the same app ports');
   t.same(init.securityContext.capabilities, { add: ['NET_ADMIN', 'NET_RAW'], drop: ['ALL'] });

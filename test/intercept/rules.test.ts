@@ -187,3 +187,13 @@ t.test('with a read-only root filesystem, as injected: the writable mounts the i
     t.match(await pair.natRules(pair.pod), /-A MESHLET_INBOUND -p tcp -m tcp --dport 8080 -j REDIRECT --to-ports 4143/);
   }),
 );
+
+t.test('MESHLET_INBOUND_PORTS=none: no inbound redirect at all, outbound as usual', (t) =>
+  withPod(t, async (pair) => {
+    const r = await run(pair, { MESHLET_INBOUND_PORTS: 'none' });
+    t.equal(r.code, 0, r.stderr);
+    const rules = await pair.natRules(pair.pod);
+    t.notMatch(rules, /MESHLET_INBOUND[^\n]*REDIRECT/, 'nothing redirected inbound');
+    t.match(rules, /-A MESHLET_OUTPUT -p tcp -j REDIRECT --to-ports 4140/, 'outbound still goes to the proxy');
+  }),
+);
