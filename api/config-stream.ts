@@ -35,7 +35,8 @@ export interface ConfigDelta {
 }
 
 export type StreamMessage =
-  | { type: 'hello'; stream: string }
+  /** `pingMs`: how often the control plane pings an idle stream; a proxy that hears nothing for a few of them reconnects. */
+  | { type: 'hello'; stream: string; pingMs?: number }
   | { type: 'config'; version: string; config: ProxyConfig }
   | ConfigDelta
   | { type: 'ping' };

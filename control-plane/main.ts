@@ -49,6 +49,8 @@ Serving:
   --leaf-ttl DURATION       leaf lifetime, at most the CA's leaf TTL (default: that, 24h unless
                             set by \`meshlet identity init --leaf-ttl\`)
   --reload-interval DUR     how often the CA state is re-read to pick up rotations (default 10s)
+  --ping-interval DUR       how often idle config streams are pinged; a proxy that hears nothing for
+                            three of them reconnects (default 15s)
 Proxy injector (the mutating admission webhook, POST /inject; manifests/webhook):
   --webhook-listen H:P|off  HTTPS for the API server [MESHLET_WEBHOOK_LISTEN] (default in a cluster
                             0.0.0.0:9443, elsewhere off)
@@ -107,6 +109,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
         'admin-listen': { type: 'string' },
         'leaf-ttl': { type: 'string' },
         'reload-interval': { type: 'string' },
+        'ping-interval': { type: 'string' },
         'config-dir': { type: 'string' },
         'webhook-listen': { type: 'string' },
         'webhook-cert': { type: 'string' },
@@ -182,7 +185,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const registry = new Registry();
   const views = new MeshViews();
   const tracing = await tracingFromEnv(env);
-  const push = new ConfigPushServer({ views, clock: systemClock, registry, log: (msg, fields) => log('info', msg, fields), tracer: tracing.tracer });
+  const push = new ConfigPushServer({ views, clock: systemClock, registry, log: (msg, fields) => log('info', msg, fields), tracer: tracing.tracer, pingMs: parseDuration(values['ping-interval'] ?? '15s', '--ping-interval') });
   const trustDomain = values['trust-domain'] ?? env.MESHLET_TRUST_DOMAIN ?? DEFAULT_TRUST_DOMAIN;
   const configDir = values['config-dir'];
   let folder: FolderSource | undefined;

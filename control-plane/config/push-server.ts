@@ -80,6 +80,7 @@ export class ConfigPushServer {
   #timer: NodeJS.Timeout | undefined;
   #firstPendingAt: number | undefined;
   readonly #ping: NodeJS.Timeout;
+  readonly #pingMs: number;
   readonly #lines = new Map<string, string>();
   readonly #m;
 
@@ -94,7 +95,8 @@ export class ConfigPushServer {
       nacks: new Counter({ name: 'meshlet_cp_nacks_total', help: 'Config versions refused by proxies, by first reason.', labelNames: ['reason'], registers }),
       viewErrors: new Counter({ name: 'meshlet_cp_view_errors_total', help: 'Views that could not be built (the proxy keeps its last good config).', registers }),
     };
-    this.#ping = setInterval(() => this.#broadcast({ type: 'ping' }), o.pingMs ?? 15_000);
+    this.#pingMs = o.pingMs ?? 15_000;
+    this.#ping = setInterval(() => this.#broadcast({ type: 'ping' }), this.#pingMs);
     this.#ping.unref();
   }
 
@@ -143,7 +145,7 @@ export class ConfigPushServer {
       status: { stream: info.stream, identity, workload: info.workload, namespace: info.namespace, pod: info.pod, connectedAt: new Date().toISOString(), sent: null, acked: params.version || null, lastAckAt: null, nack: null },
     };
     res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
-    res.write(JSON.stringify({ type: 'hello', stream: info.stream } satisfies StreamMessage) + '\n');
+    res.write(JSON.stringify({ type: 'hello', stream: info.stream, pingMs: this.#pingMs } satisfies StreamMessage) + '\n');
     this.#conns.set(info.stream, c);
     this.#m.connected.set(this.#conns.size);
     this.#o.log?.('proxy connected', { identity, workload: info.workload, resumeFrom: params.version || null });

@@ -46,6 +46,11 @@ export class StreamConfigSource {
   #stream = '';
   /** Which replica the stream uses (advances on every failure). */
   #replica = 0;
+  /** While a stream is up: checks for silence (see #watchSilence). */
+  #silence: NodeJS.Timeout | undefined;
+  /** Bytes arrived since the last silence check (a flag, not a clock read per chunk). */
+  #heard = false;
+  #quietChecks = 0;
 
   constructor(o: StreamSourceOptions) {
     this.#o = o;
@@ -66,7 +71,32 @@ export class StreamConfigSource {
   close(): void {
     this.#closed = true;
     clearTimeout(this.#timer);
+    clearInterval(this.#silence);
     this.#req?.destroy();
+  }
+
+  /**
+   * The control plane pings every `pingMs` (it says so in its hello). A stream that brings nothing
+   * for three pings is dead even if its socket looks open (a partition that drops packets, a
+   * middlebox that forgot the connection): close it and reconnect, rather than miss every push
+   * while /ready reports connected.
+   */
+  #watchSilence(pingMs: number): void {
+    clearInterval(this.#silence);
+    this.#heard = true;
+    this.#quietChecks = 0;
+    this.#silence = setInterval(() => {
+      if (this.#heard) {
+        this.#heard = false;
+        this.#quietChecks = 0;
+      } else if (++this.#quietChecks >= 3) {
+        const req = this.#req;
+        if (!req) return;
+        this.#fail(req, `no message from the control plane for ${(3 * pingMs) / 1000} s (it pings every ${pingMs / 1000} s): reconnecting`);
+        req.destroy();
+      }
+    }, pingMs);
+    this.#silence.unref();
   }
 
   #options(path: string, method: string): (https.RequestOptions & { secureContext: SecureContext }) | undefined {
@@ -93,6 +123,8 @@ export class StreamConfigSource {
   }
 
   #retry(reason: string): void {
+    clearInterval(this.#silence);
+    this.#silence = undefined;
     this.#setConnected(false);
     if (this.#closed) return;
     this.#lastError = reason;
@@ -107,16 +139,24 @@ export class StreamConfigSource {
     if (this.#closed) return;
     const opts = this.#options(encodeParams({ ...this.#o.self, version: this.#o.store.current?.version ?? '' }), 'GET');
     if (!opts) return this.#retry('no certificate yet');
-    const req = https.request(opts, (res) => this.#read(res));
+    const req = https.request(opts, (res) => this.#read(res, req));
     this.#req = req;
-    req.on('error', (err) => this.#retry(err.message));
+    req.on('error', (err) => this.#fail(req, err.message));
     req.end();
   }
 
-  #read(res: IncomingMessage): void {
+  /** The stream of `req` failed: once per stream (a destroyed stream's late events are ignored). */
+  #fail(req: ReturnType<typeof https.request>, reason: string): void {
+    if (req !== this.#req) return;
+    this.#req = undefined;
+    if (this.#connected && !this.#closed) this.#o.log('config stream lost; reconnecting', { reason });
+    this.#retry(reason);
+  }
+
+  #read(res: IncomingMessage, req: ReturnType<typeof https.request>): void {
     if (res.statusCode !== 200) {
       res.resume();
-      return this.#retry(`control plane answered ${res.statusCode}`);
+      return this.#fail(req, `control plane answered ${res.statusCode}`);
     }
     this.#failures = 0;
     this.#lastError = undefined;
@@ -124,6 +164,7 @@ export class StreamConfigSource {
     let buf = '';
     res.setEncoding('utf8');
     res.on('data', (chunk: string) => {
+      this.#heard = true;
       buf += chunk;
       let nl: number;
       while ((nl = buf.indexOf('\n')) >= 0) {
@@ -132,8 +173,8 @@ export class StreamConfigSource {
         if (line) this.#message(line);
       }
     });
-    res.on('end', () => this.#retry('the control plane closed the stream'));
-    res.on('error', (err) => this.#retry(err.message));
+    res.on('end', () => this.#fail(req, 'the control plane closed the stream'));
+    res.on('error', (err) => this.#fail(req, err.message));
   }
 
   #message(line: string): void {
@@ -144,7 +185,10 @@ export class StreamConfigSource {
       this.#o.log('unreadable message from the control plane', { line: line.slice(0, 200) });
       return;
     }
-    if (m.type === 'hello') this.#stream = m.stream;
+    if (m.type === 'hello') {
+      this.#stream = m.stream;
+      if (typeof m.pingMs === 'number' && m.pingMs > 0) this.#watchSilence(m.pingMs);
+    }
     if (m.type !== 'config' && m.type !== 'delta') return;
     let problems: Problem[] | undefined;
     // A delta applies to the version this proxy runs, else the control plane sends the full view.
