@@ -27,8 +27,10 @@ import type { DefaultAuthz, MeshModel, ModelService, ModelTrafficSplit } from '.
  * - endpoints sorted by address; `ready: false` only when not ready; `identity` only when meshed.
  * - inbound: the AuthorizationPolicies targeting a service this proxy serves (by `ns/name`), the
  *   mesh default. No ports: MeshService ports carry no permissive flag, so every port is strict.
- * A split that names a service the model lacks is not applied (reported); the apex then gets
- * its traffic unsplit, as if the split were deleted. Problems never make an invalid config: when
+ * A split backend naming a service the model lacks is left out (reported): its share goes to the
+ * split's other backends, so a typo in a canary's name does not take the apex's traffic away from
+ * the backends that exist; only a split with no known backend of weight above 0 is not applied.
+ * Problems never make an invalid config: when
  * the result would not parse, `config` is undefined and the caller keeps the last good one.
  * Cost: `prepare` once per model; `viewOf` validates the outbound part once per caller namespace
  * (memoized in the PreparedModel, shared frozen by all views of it) and the inbound part per proxy.
@@ -183,21 +185,21 @@ function resolveSplit(split: ModelTrafficSplit, services: ReadonlyMap<string, Pr
   const backends = split.backends.map((b) => ({ service: canonicalService(b.service, split.namespace), weight: b.weight }));
   let usable = true;
   const seen = new Set<string>();
+  const known: WeightedBackend[] = [];
   backends.forEach((b, i) => {
     if (!services.has(b.service)) {
-      report(`/spec/backends/${i}/service`, `unknown service "${b.service}": the split is not applied (${apex} gets its traffic unsplit) until every backend exists`);
-      usable = false;
+      report(`/spec/backends/${i}/service`, `unknown service "${b.service}": left out of the split (its weight ${b.weight} goes to the other backends) until it exists`);
     } else if (seen.has(b.service)) {
       report(`/spec/backends/${i}/service`, `backend "${b.service}" is listed twice: the split is not applied`);
       usable = false;
-    }
+    } else known.push(b);
     seen.add(b.service);
   });
-  if (backends.every((b) => b.weight === 0)) {
-    report('/spec/backends', 'no backend has a weight above 0: the split is not applied');
+  if (usable && known.every((b) => b.weight === 0)) {
+    report('/spec/backends', known.length < backends.length ? `no known backend has a weight above 0: the split is not applied (${apex} gets its traffic unsplit)` : 'no backend has a weight above 0: the split is not applied');
     usable = false;
   }
-  return usable ? { split, apex, backends } : undefined;
+  return usable ? { split, apex, backends: known } : undefined;
 }
 
 /** Routes of one apex from its splits (one scope: producer or one consumer namespace). */

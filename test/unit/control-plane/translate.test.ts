@@ -188,10 +188,13 @@ t.test('a policy on a Service port guards the app (target) port; an unknown port
   tt.same(view(tt, m, frontend).problems, [], 'a policy problem is reported in the views of the proxies that serve its target, not of its callers');
 });
 
-t.test('a split naming a missing backend is dropped with a problem; the apex keeps its own endpoints; the config stays valid', async (tt) => {
+t.test('a split backend naming a missing service is left out with a problem: its share goes to the others; the config stays valid', async (tt) => {
   const { config, problems } = view(tt, model([web, webV1, canary()]));
-  tt.equal(svc(config, 'web.shop').routes, undefined);
-  tt.same(problems, [{ object: 'TrafficSplit/shop/web-canary', path: '/spec/backends/1/service', message: 'unknown service "web-v2.shop": the split is not applied (web.shop gets its traffic unsplit) until every backend exists' }]);
+  tt.same(svc(config, 'web.shop').routes?.map((r) => r.backends), [[{ service: 'web-v1.shop', weight: 90 }]], 'a typo in the canary name does not take the traffic away from web-v1');
+  tt.same(problems, [{ object: 'TrafficSplit/shop/web-canary', path: '/spec/backends/1/service', message: 'unknown service "web-v2.shop": left out of the split (its weight 10 goes to the other backends) until it exists' }]);
+  const onlyUnknown = view(tt, model([web, webV1, trafficSplit('shop', 'u', { service: 'web', backends: [{ service: 'web-v9', weight: 1 }] })]));
+  tt.equal(svc(onlyUnknown.config, 'web.shop').routes, undefined, 'no known backend: the split is not applied');
+  tt.same(onlyUnknown.problems.map((p) => p.path).toSorted(), ['/spec/backends', '/spec/backends/0/service']);
   const noApex = view(tt, model([webV1, webV2, canary()]));
   tt.same(noApex.problems.map((p) => p.path), ['/spec/service'], 'an unknown apex is in no view, so every view reports it');
   tt.same(modelProblems(prepare(model([webV1, canary()]))).map((p) => p.path), ['/spec/service'], 'modelProblems: every problem once');
