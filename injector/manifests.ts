@@ -142,6 +142,10 @@ export function transformManifests(text: string, settings: InjectSettings): Tran
     const out = d.toString({ lineWidth: 0 });
     return i > 0 && !out.startsWith('---') ? `---\n${out}` : out;
   });
-  const output = (list[0] && touched.has(list[0]) ? '' : text.slice(0, first)) + parts.join('') + text.slice(last);
+  // A part that does not end its line (an empty document's bare `---`) must not run into the next
+  // part's `---`: `------` would be one line of text, and the documents after it lost.
+  let output = list[0] && touched.has(list[0]) ? '' : text.slice(0, first);
+  for (const part of parts) output += output.length > 0 && part.length > 0 && !output.endsWith('\n') ? `\n${part}` : part;
+  output += text.slice(last);
   return { output, reports, errors: [] };
 }

@@ -187,3 +187,17 @@ t.test('transform: every workload kind, the patch is exactly inject()', async (t
   t.match(h.output, /\nspec:\n {2}containers: \[ \{ name: c \} \]\n {2}initContainers:\n {4}- name: meshlet-init\n/, 'a flow-style spec the patch adds to becomes block style (readable), its untouched parts stay flow');
   t.equal(parseAllDocuments(h.output).length, 3);
 });
+
+t.test('transform: an empty document after an injected one keeps its own separator line', async (t) => {
+  const text = 'apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec:\n  containers: [{name: app, image: x, ports: [{containerPort: 8080}]}]\n---\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\n';
+  const r = transformManifests(text, defaultSettings({ trustAnchorsPem: 'x' }));
+  t.same(r.errors, []);
+  t.notMatch(r.output, /------/, 'no separators run together');
+  const docs = parseAllDocuments(r.output);
+  t.same(
+    (Array.isArray(docs) ? docs : []).map((d) => (d.toJS() as { kind?: string } | null)?.kind ?? null),
+    ['Pod', null, 'Service'],
+    'the Pod, the empty document and the Service, as in the input',
+  );
+  t.equal(transformManifests(r.output, defaultSettings({ trustAnchorsPem: 'x' })).output, r.output, 'and injecting again changes nothing');
+});
