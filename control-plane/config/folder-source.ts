@@ -25,9 +25,11 @@
  *    unreadable file), every last good object of the file that its valid documents no longer give;
  *    so a file saved half-written or broken changes nothing it did not validly say. The problem's
  *    message says what was kept. A deleted file contributes nothing.
- * Duplicates (same kind/namespace/name) across files or within a file: the first file in sorted
- * relative-path order (code-unit order), then the first document, wins; each later one is a
- * problem on its file. The snapshot's resources are sorted by resourceKey; problems by file.
+ * Duplicates (same kind/namespace/name) across files or within a file: the file whose definition
+ * is in force keeps it (a stale copy saved beside it, `api-old.yaml`, does not take it over);
+ * among new contenders the first file in sorted relative-path order (code-unit order), then the
+ * first document, wins. Each other one is a problem on its own file. The snapshot's resources are
+ * sorted by resourceKey; problems by file.
  *
  * Output: `start()` reads everything once (and rejects if `dir` is not a readable directory) and
  * resolves with snapshot revision 1; it does not call onChange. Afterwards onChange gets every
@@ -171,6 +173,8 @@ export class FolderSource {
   #walkProblems: LoadProblem[] = [];
   #snapshot: FolderSnapshot = freezeSnapshot([], [], 0);
   #lastContent: string | undefined;
+  /** Which file each object came from in the last snapshot: it keeps the object against a later duplicate. */
+  #owners = new Map<string, string>();
   #running: Promise<void> | undefined;
   #again = false;
   #started = false;
@@ -382,7 +386,7 @@ export class FolderSource {
   }
 
   #publish(): void {
-    const winners = new Map<string, string>();
+    const contenders = new Map<string, Array<{ rel: string; r: Resource }>>();
     const resources: Resource[] = [];
     const problems: LoadProblem[] = [...this.#walkProblems];
     for (const rel of [...this.#files.keys()].toSorted(compare)) {
@@ -391,16 +395,24 @@ export class FolderSource {
       problems.push(...f.problems);
       for (const r of f.applied) {
         const key = resourceKey(r);
-        const winner = winners.get(key);
-        if (winner === undefined) {
-          winners.set(key, rel);
-          resources.push(r);
-        } else {
-          const where = winner === rel ? 'an earlier document of this file' : winner;
-          problems.push({ file: rel, object: key, path: '/metadata/name', message: `duplicate: ${key} is also defined in ${where}, which wins; this one is ignored` });
-        }
+        const list = contenders.get(key);
+        if (list) list.push({ rel, r });
+        else contenders.set(key, [{ rel, r }]);
       }
     }
+    const owners = new Map<string, string>();
+    for (const [key, list] of contenders) {
+      const previous = this.#owners.get(key);
+      const win = list.find((c) => c.rel === previous) ?? list[0]!;
+      owners.set(key, win.rel);
+      resources.push(win.r);
+      for (const c of list) {
+        if (c === win) continue;
+        const where = c.rel === win.rel ? 'an earlier document of this file' : win.rel;
+        problems.push({ file: c.rel, object: key, path: '/metadata/name', message: `duplicate: ${key} is also defined in ${where}, which wins; this one is ignored` });
+      }
+    }
+    this.#owners = owners;
     resources.sort((a, b) => compare(resourceKey(a), resourceKey(b)));
     problems.sort((a, b) => compare(a.file, b.file)); // stable: keeps each file's own order
     const content = canonicalJson({ resources, problems });

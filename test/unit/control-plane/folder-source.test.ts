@@ -240,6 +240,18 @@ t.test('duplicates: reported on the later file; the first file in path order win
   );
 });
 
+t.test('duplicates: a copy saved beside the file in force does not take its object over', async (t) => {
+  const f = await folder(t, { 'api.yaml': split('x', 90) });
+  t.equal(weight(f.first, 'x'), 90);
+  // A stale backup that sorts first ('-' before '.').
+  await f.write('api-old.yaml', split('x', 10));
+  const s = await f.next('the duplicate reported', (s) => s.problems.length > 0, 0);
+  t.equal(weight(s, 'x'), 90, 'api.yaml keeps x');
+  t.match(s.problems, [{ file: 'api-old.yaml', object: 'TrafficSplit/default/x', message: /also defined in api\.yaml, which wins/ }], 'the problem is on the newcomer');
+  await f.write('api.yaml', split('x', 80));
+  t.equal(weight(await f.next('the edit of api.yaml applies', (s) => weight(s, 'x') === 80, f.changes.length), 'x'), 80, 'and edits to it still apply');
+});
+
 t.test('a directory created after start is watched; its files apply', async (t) => {
   const f = await folder(t, { 'a.yaml': split('a', 90) });
   await f.write('team/one/web.yaml', meshService('web'));
