@@ -13,6 +13,7 @@ import type { Clock } from '../../api/runtime.ts';
 import type { ProxyConfig } from '../../api/proxy-config.ts';
 import { CONFIG_ACK_PATH, CONFIG_STREAM_PATH, DELTA_BASE_PATH, decodeParams, type Ack, type StreamMessage, type StreamParams } from '../../api/config-stream.ts';
 import { deltaOf } from './diff.ts';
+import { identityParts } from './mesh-views.ts';
 
 /** Who is on the other end of a stream. */
 export interface ProxyInfo extends StreamParams {
@@ -142,7 +143,8 @@ export class ConfigPushServer {
       sent: params.version,
       sentConfig: undefined,
       changeAt: undefined,
-      status: { stream: info.stream, identity, workload: info.workload, namespace: info.namespace, pod: info.pod, connectedAt: new Date().toISOString(), sent: null, acked: params.version || null, lastAckAt: null, nack: null },
+      // The namespace shown is the certificate's, as the view's is (mesh-views.ts), not what the proxy claims.
+      status: { stream: info.stream, identity, workload: info.workload, namespace: identityParts(identity)?.namespace ?? info.namespace, pod: info.pod, connectedAt: new Date().toISOString(), sent: null, acked: params.version || null, lastAckAt: null, nack: null },
     };
     res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
     res.write(JSON.stringify({ type: 'hello', stream: info.stream, pingMs: this.#pingMs } satisfies StreamMessage) + '\n');

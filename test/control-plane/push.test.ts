@@ -249,7 +249,7 @@ t.test('a NACK for a missing delta base makes the control plane send the full vi
   await new Promise((r) => setTimeout(r, 300));
   const got: StreamMessage[] = [];
   let stream = '';
-  const req = https.request({ host: '127.0.0.1', port, path: encodeParams({ workload: 'web', namespace: 'shop', pod: 'sim-0', services: [], version: '' }), ...tls }, (res) => {
+  const req = https.request({ host: '127.0.0.1', port, path: encodeParams({ workload: 'web', namespace: 'not-mine', pod: 'sim-0', services: [], version: '' }), ...tls }, (res) => {
     let buf = '';
     res.setEncoding('utf8');
     res.on('data', (c: string) => {
@@ -280,6 +280,7 @@ t.test('a NACK for a missing delta base makes the control plane send the full vi
     });
   const first = await nth(1);
   t.match(first, { type: 'config', version: 'sim-1' }, 'a new stream starts with the full view');
+  t.equal(push.status().find((x) => x.stream === stream)?.namespace, 'shop', "status shows the certificate's namespace, not the one the client claimed");
   t.equal(await ack({ stream, version: 'sim-1', ok: true }), 200);
   view = big('sim-2', '127.0.0.1:2');
   push.changed();
