@@ -7,12 +7,10 @@ import { Registry } from 'prom-client';
 import { Pool } from 'undici';
 import { systemClock } from '../../api/runtime.ts';
 import type { ProxyConfig } from '../../api/proxy-config.ts';
-import { startControlPlane as startCp, type ControlPlane as Cp } from '../../control-plane/control-plane.ts';
+import type { ControlPlane as Cp } from '../../control-plane/control-plane.ts';
 import { ConfigPushServer } from '../../control-plane/config/push-server.ts';
-import { FileCaStore } from '../../control-plane/store/file-store.ts';
-import { systemWallClock } from '../../control-plane/ca/index.ts';
 import { startUpstream, startProxyProcess, freePort, metricValue, type Upstream, type ProxyProcess } from '../fixtures/mesh.ts';
-import { cli } from '../fixtures/control-plane.ts';
+import { caWithWebToken, startInProcessControlPlane } from '../fixtures/control-plane.ts';
 import { execFile } from 'node:child_process';
 import https from 'node:https';
 import { importSecret, issueLeaf, parseSpiffeId } from '../../control-plane/ca/index.ts';
@@ -27,17 +25,12 @@ const run = (...args: string[]) =>
   new Promise<{ status: number | null; stdout: string }>((resolve) =>
     execFile(process.execPath, [MESHLET, ...args], { encoding: 'utf8', timeout: 20_000 }, (err, stdout) => resolve({ status: err ? ((err as { code?: number }).code ?? 1) : 0, stdout })),
   );
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const dir = mkdtempSync(join(tmpdir(), 'meshlet-push-'));
-const caFile = join(dir, 'ca.json');
-cli('identity', 'init', '--ca-file', caFile);
-const anchors = join(dir, 'anchors.pem');
-writeFileSync(anchors, (JSON.parse(readFileSync(caFile, 'utf8')) as { anchor: { certPem: string } }).anchor.certPem);
-const token = join(dir, 'web.token');
-writeFileSync(token, cli('identity', 'bootstrap-token', '--ca-file', caFile, '--namespace', 'shop', '--service-account', 'web').trim());
+const { caFile, anchors, token } = caWithWebToken(dir);
 
 /** The view every proxy gets: scripted by the test. */
 let view: ProxyConfig;
@@ -51,19 +44,7 @@ let cp: Cp | undefined;
 async function startControlPlane(): Promise<void> {
   registry = new Registry();
   push = new ConfigPushServer({ views: { view: () => ({ version: view.version, config: view }) }, clock: systemClock, registry });
-  cp = await startCp({
-    store: new FileCaStore(caFile),
-    trustDomain: 'cluster.local',
-    listen: { host: '127.0.0.1', port },
-    adminListen: { host: '127.0.0.1', port: 0 },
-    wallClock: systemWallClock,
-    clock: systemClock,
-    registry,
-    log: () => {},
-    routes: push.routes(),
-    documents: { '/proxies': () => push.status() },
-  });
-  await cp.started;
+  cp = await startInProcessControlPlane({ caFile, port, push, registry });
 }
 
 async function stopControlPlane(): Promise<void> {

@@ -5,25 +5,18 @@
 import t from 'tap';
 import net from 'node:net';
 import { Registry } from 'prom-client';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { systemClock } from '../../api/runtime.ts';
 import type { ProxyConfig } from '../../api/proxy-config.ts';
-import { startControlPlane, type ControlPlane } from '../../control-plane/control-plane.ts';
+import type { ControlPlane } from '../../control-plane/control-plane.ts';
 import { ConfigPushServer } from '../../control-plane/config/push-server.ts';
-import { FileCaStore } from '../../control-plane/store/file-store.ts';
-import { systemWallClock } from '../../control-plane/ca/index.ts';
 import { startProxyProcess, freePort, type ProxyProcess } from '../fixtures/mesh.ts';
-import { cli } from '../fixtures/control-plane.ts';
+import { caWithWebToken, startInProcessControlPlane } from '../fixtures/control-plane.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'meshlet-silent-'));
-const caFile = join(dir, 'ca.json');
-cli('identity', 'init', '--ca-file', caFile);
-const anchors = join(dir, 'anchors.pem');
-writeFileSync(anchors, (JSON.parse(readFileSync(caFile, 'utf8')) as { anchor: { certPem: string } }).anchor.certPem);
-const token = join(dir, 'web.token');
-writeFileSync(token, cli('identity', 'bootstrap-token', '--ca-file', caFile, '--namespace', 'shop', '--service-account', 'web').trim());
+const { caFile, anchors, token } = caWithWebToken(dir);
 
 /** Forwards to `target`; blackhole() stops carrying bytes on the connections open now (they stay open). */
 async function relay(target: number): Promise<{ port: number; blackhole(): void; close(): void }> {
@@ -77,19 +70,7 @@ t.test('a silent stream is given up after three missed pings; the proxy reconnec
   const port = await freePort();
   const registry = new Registry();
   push = new ConfigPushServer({ views: { view: () => ({ version: view.version, config: view }) }, clock: systemClock, registry, pingMs: 200 });
-  cp = await startControlPlane({
-    store: new FileCaStore(caFile),
-    trustDomain: 'cluster.local',
-    listen: { host: '127.0.0.1', port },
-    adminListen: { host: '127.0.0.1', port: 0 },
-    wallClock: systemWallClock,
-    clock: systemClock,
-    registry,
-    log: () => {},
-    routes: push.routes(),
-    documents: { '/proxies': () => push!.status() },
-  });
-  await cp.started;
+  cp = await startInProcessControlPlane({ caFile, port, push, registry });
   r = await relay(port);
   proxy = await startProxyProcess({
     config: {},

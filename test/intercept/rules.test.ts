@@ -162,6 +162,17 @@ t.test('iptables-legacy: same rules, same idempotence', async (t) => {
   t.notMatch(await save(), /MESHLET/);
 });
 
+/** A private mount namespace: the root's /tmp and /run read-only, then the Pod's emptyDir (a tmpfs) at each of `mounts`; then the script. */
+function readOnlyRootScript(mounts: string[]): string {
+  return [
+    'set -e',
+    'mount --make-rprivate /',
+    'for d in /tmp /run; do mount --bind "$d" "$d"; mount -o remount,bind,ro "$d"; done',
+    ...mounts.map((m) => `mount -t tmpfs -o size=16m tmpfs ${m}`),
+    `exec ${SCRIPT}`,
+  ].join('\n');
+}
+
 t.test('with a read-only root filesystem, as injected: the writable mounts the injector gives meshlet-init are enough', (t) =>
   withPod(t, async (pair) => {
     // The init container the injector writes: read-only root, and its volume mounts.
@@ -170,19 +181,10 @@ t.test('with a read-only root filesystem, as injected: the writable mounts the i
     const init = (r.patch.find((op) => op.path === '/spec/initContainers') as { value: Array<Record<string, unknown>> }).value.find((c) => c['name'] === INIT_CONTAINER_NAME)!;
     t.equal((init['securityContext'] as { readOnlyRootFilesystem: boolean }).readOnlyRootFilesystem, true, 'the init container runs on a read-only root');
     const writable = ((init['volumeMounts'] ?? []) as Array<{ mountPath: string }>).map((m) => m.mountPath);
-    // A private mount namespace: the root's /tmp and /run read-only, then the Pod's emptyDir (a tmpfs) at each injected mount.
-    const sh = (mounts: string[]) =>
-      [
-        'set -e',
-        'mount --make-rprivate /',
-        'for d in /tmp /run; do mount --bind "$d" "$d"; mount -o remount,bind,ro "$d"; done',
-        ...mounts.map((m) => `mount -t tmpfs -o size=16m tmpfs ${m}`),
-        `exec ${SCRIPT}`,
-      ].join('\n');
     const env = { MESHLET_INBOUND_PORTS: '8080' };
-    const bare = await pair.exec(pair.pod, ['unshare', '-m', 'sh', '-c', sh([])], { env: plainEnv(env) });
+    const bare = await pair.exec(pair.pod, ['unshare', '-m', 'sh', '-c', readOnlyRootScript([])], { env: plainEnv(env) });
     t.not(bare.code, 0, `without writable mounts the script fails (the failure this guards against): ${bare.stderr.trim().split('\n').at(-1)}`);
-    const mounted = await pair.exec(pair.pod, ['unshare', '-m', 'sh', '-c', sh(writable)], { env: plainEnv(env) });
+    const mounted = await pair.exec(pair.pod, ['unshare', '-m', 'sh', '-c', readOnlyRootScript(writable)], { env: plainEnv(env) });
     t.equal(mounted.code, 0, `with the injected mounts (${writable.join(', ')}) it installs the rules: ${mounted.stderr}`);
     t.match(await pair.natRules(pair.pod), /-A MESHLET_INBOUND -p tcp -m tcp --dport 8080 -j REDIRECT --to-ports 4143/);
   }),
