@@ -162,14 +162,18 @@ t.test('iptables-legacy: same rules, same idempotence', async (t) => {
   t.notMatch(await save(), /MESHLET/);
 });
 
-/** A private mount namespace: the root's /tmp and /run read-only, then the Pod's emptyDir (a tmpfs) at each of `mounts`; then the script. */
+/**
+ * A private mount namespace: the root's /tmp and /run read-only, then the Pod's emptyDir (a tmpfs)
+ * at each of `mounts`; then the script, opened first (the checkout may itself live under /tmp).
+ */
 function readOnlyRootScript(mounts: string[]): string {
   return [
     'set -e',
+    `exec 3<${SCRIPT}`,
     'mount --make-rprivate /',
     'for d in /tmp /run; do mount --bind "$d" "$d"; mount -o remount,bind,ro "$d"; done',
     ...mounts.map((m) => `mount -t tmpfs -o size=16m tmpfs ${m}`),
-    `exec ${SCRIPT}`,
+    'exec sh /dev/fd/3',
   ].join('\n');
 }
 
