@@ -54,7 +54,12 @@ t.test('meshlet start, stat, split, fault and diagnose on the local mesh', async
   }
   for (const s of first.services) t.equal(s.mtls, 1, `${s.service} inbound: only mTLS peers`);
   const s0 = v2Share(first);
-  t.ok(Math.abs(s0.share - 0.1) <= 0.03, `90/10 from examples/: api-v2 took ${(s0.share * 100).toFixed(1)} % of ${s0.n}`);
+  // ±5 %, not the ±3 % binomial noise alone allows at ~1000 requests: this first window starts
+  // 2 s after the mesh came up, and on a loaded machine a burst of slow answers can get api-v1
+  // ejected for a second or so (1-1.5 s), when web gives its traffic to api-v2 (one CI run here:
+  // 13.3 %). The split's precision is tested on its own in test/proxy/routing.test.ts (10 000
+  // requests, ±2 %).
+  t.ok(Math.abs(s0.share - 0.1) <= 0.05, `90/10 from examples/: api-v2 took ${(s0.share * 100).toFixed(1)} % of ${s0.n}`, Math.abs(s0.share - 0.1) <= 0.03 ? {} : { why: await why('web', 'api-v1') });
   t.equal(edge(first, 'web', 'api-v2')?.split?.weight, 10, 'stat shows the split weight');
 
   // 2. Editing the file (an editor's atomic save) moves the split.
