@@ -126,12 +126,26 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
     return { outcome: 'refused', refused: 'bad-pod', message: 'the Pod has no containers: nothing to put the proxy beside', patch: [] };
   }
   if (!spec.containers.every(isRecord)) return { outcome: 'refused', refused: 'bad-pod', message: 'spec.containers holds something that is not a container', patch: [] };
+  const m = isRecord(pod.metadata) ? pod.metadata : {};
+  // The metadata read here, typed as the API server types it (hand-written input may not be).
+  const owners: unknown = m.ownerReferences;
+  if (owners !== undefined && owners !== null && !(Array.isArray(owners) && owners.every(isRecord))) {
+    return { outcome: 'refused', refused: 'bad-pod', message: 'metadata.ownerReferences is not a list of objects', patch: [] };
+  }
+  for (const field of ['name', 'generateName', 'namespace'] as const) {
+    const v: unknown = m[field];
+    if (v !== undefined && v !== null && typeof v !== 'string') return { outcome: 'refused', refused: 'bad-pod', message: `metadata.${field} is not a string`, patch: [] };
+  }
+  for (const field of ['labels', 'annotations'] as const) {
+    const v: unknown = m[field];
+    if (v !== undefined && v !== null && !isRecord(v)) return { outcome: 'refused', refused: 'bad-pod', message: `metadata.${field} is not a map`, patch: [] };
+  }
   const skipped = skipReason(pod);
   if (skipped) return { outcome: 'skipped', skipped, patch: [] };
   for (const [field, list] of [['initContainers', spec.initContainers], ['volumes', spec.volumes]] as const) {
     if (list !== undefined && list !== null && !Array.isArray(list)) return { outcome: 'refused', refused: 'bad-pod', message: `spec.${field} is not a list`, patch: [] };
   }
-  const meta = isRecord(pod.metadata) ? pod.metadata : {};
+  const meta = m;
   const annotations = isRecord(meta.annotations) ? meta.annotations : {};
 
   const { overrides, problems } = readOverrides(annotations);

@@ -356,3 +356,19 @@ t.test('the ports and UID agree with manifests/config.env', async (t) => {
   t.equal(settings().proxyImage, env.get('MESHLET_PROXY_IMAGE'));
   t.equal(settings().initImage, env.get('MESHLET_PROXY_INIT_IMAGE'));
 });
+
+t.test('malformed metadata a real API server would have typed: refused as a bad Pod with the field, not an internal error', async (t) => {
+  const cases: Array<[string, (pod: Json) => void, RegExp]> = [
+    ['ownerReferences an object', (pod) => (pod.metadata.ownerReferences = {}), /metadata\.ownerReferences is not a list of objects/],
+    ['ownerReferences holding null', (pod) => (pod.metadata.ownerReferences = [null]), /metadata\.ownerReferences is not a list of objects/],
+    ['generateName a number', (pod) => (pod.metadata.generateName = 5), /metadata\.generateName is not a string/],
+    ['labels a list', (pod) => (pod.metadata.labels = ['a']), /metadata\.labels is not a map/],
+  ];
+  for (const [name, change, message] of cases) {
+    const pod = basePod();
+    change(pod);
+    const r = refused(inject(pod as PodLike, settings()));
+    t.equal(r.refused, 'bad-pod', name);
+    t.match(r.message, message, name);
+  }
+});
