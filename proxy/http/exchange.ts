@@ -42,7 +42,6 @@ export interface Exchange {
   readonly config: RuntimeConfig;
   readonly peer: Peer;
   readonly span: HopSpan;
-  readonly usedB3: boolean;
   body: RequestBody;
   service: ServiceRuntime | undefined;
   route: RouteRuntime | undefined;

@@ -223,7 +223,6 @@ export class Listener {
       return;
     }
     const parent = extractParent(head);
-    const usedB3 = parent !== undefined && parent.source !== 'traceparent';
     const path = pathOf(target);
     const span = d.tracing.start(
       `${head.method} ${d.direction}`,
@@ -246,7 +245,6 @@ export class Listener {
       config: cfg,
       peer: d.peerOf?.(req.socket) ?? PLAINTEXT,
       span,
-      usedB3,
       body: req.body ? { kind: 'stream', source: req.body } : { kind: 'none' },
       service: undefined,
       route: undefined,

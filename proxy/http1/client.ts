@@ -4,7 +4,7 @@
 import type { Socket } from 'node:net';
 import type { BodySource } from './body.ts';
 import { BodyFraming } from './body-framing.ts';
-import { HeadError, headEnd, parseResponseHead, type ResponseHead } from './head.ts';
+import { HeadError, headEnd, hasBareLfLines, parseResponseHead, type ResponseHead } from './head.ts';
 
 /** Opens a connection to the pool's endpoint (TCP, or mTLS with the peer's identity checked). */
 export type Dial = (callback: (err: Error | null, socket: Socket | null) => void) => void;
@@ -55,7 +55,6 @@ export class UpstreamSocketError extends Error {
   }
 }
 
-const LFLF = Buffer.from('\n\n');
 
 /** Largest response head accepted from an upstream. */
 const MAX_RESPONSE_HEAD = 64 * 1024;
@@ -250,7 +249,7 @@ class ClientConnection {
       }
       if (end === -1) {
         // Lines ended by a bare LF: the CRLF CRLF this waits for would never come.
-        if (buf.indexOf(LFLF) !== -1) this.#failed(new UpstreamSocketError('MESHLET_BAD_RESPONSE', 'the upstream sent a malformed response: a bare LF in the head'));
+        if (hasBareLfLines(buf)) this.#failed(new UpstreamSocketError('MESHLET_BAD_RESPONSE', 'the upstream sent a malformed response: a bare LF in the head'));
         return;
       }
       let res: ResponseHead;

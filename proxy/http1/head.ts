@@ -50,6 +50,13 @@ export function headEnd(buf: Uint8Array): number {
   return -1;
 }
 
+const LFLF = Buffer.from('\n\n');
+
+/** Two LFs in a row: lines ended by a bare LF, so a head whose CRLF CRLF will never come (malformed, refused at once). */
+export function hasBareLfLines(buf: Buffer): boolean {
+  return buf.indexOf(LFLF) !== -1;
+}
+
 // ---- character classes (RFC 9110 §5.6.2 tchar, §5.5 field-vchar) ----
 
 const TCHAR = new Uint8Array(256);

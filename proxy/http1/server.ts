@@ -5,9 +5,8 @@ import type { Socket } from 'node:net';
 import { BodySource } from './body.ts';
 import { BodyFraming } from './body-framing.ts';
 import { ChunkedError, ChunkedScanner, LAST_CHUNK, chunkPrefix } from './chunked.ts';
-import { HeadError, headEnd, parseRequestHead, type Framing, type RequestHead } from './head.ts';
+import { HeadError, headEnd, hasBareLfLines, parseRequestHead, type Framing, type RequestHead } from './head.ts';
 
-const LFLF = Buffer.from('\n\n');
 
 export type HeadProblem = 'bad-request' | 'header-too-large' | 'header-timeout';
 
@@ -397,7 +396,7 @@ export class ServerConnection {
     if (end === -1) {
       this.#buf = buf;
       if (buf.length > max) return this.#refuse('header-too-large', `the request head is larger than ${max} bytes`);
-      if (buf.indexOf(LFLF) !== -1) return this.#refuse('bad-request', 'a bare LF in the request head');
+      if (hasBareLfLines(buf)) return this.#refuse('bad-request', 'a bare LF in the request head');
       return;
     }
     if (end + 4 > max) return this.#refuse('header-too-large', `the request head is larger than ${max} bytes`);
