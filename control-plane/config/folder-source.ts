@@ -1,5 +1,5 @@
 // control-plane/config/folder-source.ts: the folder config source. A directory tree of YAML/JSON resource files, watched.
-// Guarantees: a save applies within ~100 ms (never > 500 ms); broken files keep their last good objects; emits only on content change.
+// Guarantees: a save applies once two reads 100 ms apart agree (~200 ms); broken files keep their last good objects; emits only on content change.
 
 /*
  * What is read: every `*.yaml`, `*.yml` and `*.json` file under `dir`, recursively. Entries whose
@@ -16,6 +16,13 @@
  * those whose (dev, inode, size, mtime, ctime) changed or that an event named; a file whose text
  * is unchanged is not re-parsed. Rename-based (atomic) saves are a new inode: picked up. A
  * periodic pass (`resyncMs`, 10 s) catches lost events (inotify overflow, network filesystems).
+ *
+ * Settling (the proxy's config file holds to the same rule, api/settle.ts): after the initial read,
+ * a new text of a file counts only when a second read `quietMs` later agrees, so a file rewritten
+ * in place (truncated, then written in parts) is never taken empty or as a valid first part; a file
+ * that is really empty applies as any text does. Files settle side by side within a pass, with one
+ * second read each: if it disagrees, the file keeps what it contributed and another pass follows
+ * (so a file rewritten nonstop holds up neither the other files nor close()).
  *
  * Per file, what it contributes ("applied"):
  *  - no problems: exactly its resources;
@@ -44,6 +51,7 @@ import path from 'node:path';
 import { parseYamlDocuments, type LoadProblem } from '../../api/load.ts';
 import { resourceKey, type Resource } from '../../api/resources.ts';
 import { systemClock, type Clock } from '../../api/runtime.ts';
+import { settle } from '../../api/settle.ts';
 import type { Log } from '../control-plane.ts';
 
 export interface FolderSnapshot {
@@ -69,7 +77,7 @@ export interface FolderSourceOptions {
   dir: string;
   /** Called after start() for every change of the effective resources or problems. Must not throw (a throw is logged). */
   onChange?: (snapshot: FolderSnapshot) => void;
-  /** Quiet time after the last event before a pass (default 100 ms). */
+  /** Quiet time after the last event before a pass, and between the two reads of a new text that must agree (default 100 ms). */
   quietMs?: number;
   /** Longest wait from the first event of a burst to its pass (default 500 ms). */
   maxWaitMs?: number;
@@ -162,6 +170,7 @@ export class FolderSource {
   readonly #onChange: ((s: FolderSnapshot) => void) | undefined;
   readonly #resyncMs: number;
   readonly #maxFileBytes: number;
+  readonly #quietMs: number;
   readonly #timers: Timers;
   readonly #log: Log;
   readonly #debounce: Debouncer;
@@ -177,6 +186,8 @@ export class FolderSource {
   #owners = new Map<string, string>();
   #running: Promise<void> | undefined;
   #again = false;
+  /** The first pass (start()) takes every file as read: nothing is writing them yet. */
+  #initialRead = true;
   #started = false;
   #closed = false;
   #resyncHandle: unknown;
@@ -186,10 +197,11 @@ export class FolderSource {
     this.#onChange = opts.onChange;
     this.#resyncMs = opts.resyncMs ?? 10_000;
     this.#maxFileBytes = opts.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES;
+    this.#quietMs = opts.quietMs ?? 100;
     this.#timers = opts.timers ?? systemTimers;
     this.#log = opts.log ?? (() => {});
     this.#debounce = new Debouncer(() => void this.#run(), {
-      quietMs: opts.quietMs ?? 100,
+      quietMs: this.#quietMs,
       maxWaitMs: opts.maxWaitMs ?? 500,
       clock: opts.clock ?? systemClock,
       timers: this.#timers,
@@ -285,17 +297,26 @@ export class FolderSource {
     for (const rel of this.#files.keys()) {
       if (!walk.files.has(rel) && !under(rel)) this.#files.delete(rel);
     }
-    const results = await Promise.all([...walk.files].map(async ([rel, abs]) => [rel, await this.#readFile(rel, abs, named.has(rel))] as const));
+    const settling = !this.#initialRead;
+    this.#initialRead = false;
+    const results = await Promise.all([...walk.files].map(async ([rel, abs]) => [rel, await this.#readFile(rel, abs, named.has(rel), settling)] as const));
     if (this.#closed) return;
+    let unsettled = false;
     for (const [rel, next] of results) {
       if (next === 'gone') this.#files.delete(rel);
+      else if (next === 'unsettled') unsettled = true;
       else if (next !== 'same') this.#files.set(rel, next);
     }
     this.#publish();
+    if (unsettled) this.#debounce.trigger();
   }
 
-  /** The file's new state, 'same' if unchanged, 'gone' if it vanished or is not a file. */
-  async #readFile(rel: string, abs: string, named: boolean): Promise<FileState | 'same' | 'gone'> {
+  /**
+   * The file's new state, 'same' if unchanged, 'gone' if it vanished or is not a file, 'unsettled'
+   * if `settling` and a second read `quietMs` later did not agree with a new text (it keeps its
+   * state, with the old signature: the next pass reads it again).
+   */
+  async #readFile(rel: string, abs: string, named: boolean, settling: boolean): Promise<FileState | 'same' | 'gone' | 'unsettled'> {
     const prev = this.#files.get(rel);
     let sig: string;
     let size: bigint;
@@ -318,6 +339,12 @@ export class FolderSource {
       return keepLastGood(rel, prev, sig, `cannot read: ${describeError(err)}`);
     }
     if (prev && prev.text === text) return prev.sig === sig ? 'same' : { ...prev, sig };
+    if (settling) {
+      const reread = () => readFile(abs, 'utf8').catch((): undefined => undefined);
+      const sleep = (ms: number) => new Promise<void>((resolve) => this.#timers.setTimeout(resolve, ms));
+      const agreed = await settle<string | undefined>(text, reread, (a, b) => a !== undefined && a === b, { quietMs: this.#quietMs, maxRereads: 1, sleep, stale: () => this.#closed });
+      if (agreed === undefined) return 'unsettled';
+    }
     return { sig, text, ...applyFile(rel, text, prev?.applied ?? []) };
   }
 

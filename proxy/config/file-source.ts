@@ -5,6 +5,7 @@ import { watch, type FSWatcher } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ApplyResult, ConfigStore } from './store.ts';
+import { settle } from '../../api/settle.ts';
 
 /** JSON is parsed natively; the YAML parser is loaded only for YAML files (it costs memory). */
 export async function parseDocument(text: string, file: string): Promise<unknown> {
@@ -113,23 +114,18 @@ export class FileConfigSource {
   }
 
   /**
-   * Re-read after `quietMs` without changes and apply only when two reads `quietMs` apart agree,
-   * so a file written in parts is not applied half-written (a valid YAML prefix would be). A
-   * change while settling starts over; reads that keep disagreeing give up until the next change.
+   * Re-read after `quietMs` without changes and apply only when two reads `quietMs` apart agree
+   * (api/settle.ts), so a file written in parts is not applied half-written (a valid YAML prefix
+   * would be). A change while settling starts over; reads that keep disagreeing give up until the
+   * next change.
    */
   async #settle(generation: number, onResult: (r: ApplyResult) => void): Promise<void> {
     const stale = () => generation !== this.#generation;
-    let previous = await this.#read();
+    const first = await this.#read();
     // The config in force again: nothing to wait for.
-    if (!previous.error && previous.text === this.#lastText) return onResult(await this.#consider(previous));
-    for (let i = 0; i < MAX_SETTLE_READS && !stale(); i++) {
-      await sleep(this.#quietMs);
-      if (stale()) return;
-      const next = await this.#read();
-      if (stale()) return;
-      if (agree(previous, next)) return onResult(await this.#consider(next));
-      previous = next;
-    }
+    if (!first.error && first.text === this.#lastText) return onResult(await this.#consider(first));
+    const settled = await settle(first, () => this.#read(), agree, { quietMs: this.#quietMs, maxRereads: MAX_SETTLE_READS, sleep, stale });
+    if (settled) onResult(await this.#consider(settled));
   }
 
   /**

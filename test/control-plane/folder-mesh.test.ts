@@ -1,10 +1,11 @@
 // The mesh from a folder of YAML, end to end with real processes: a control plane watching the
 // folder, three proxies streaming their views with identities, a 90/10 TrafficSplit that lands
-// within ±3 %, an edit to 50/50 under load with 0 failed requests, and a broken file reported with
-// file/object/field while nothing else changes.
+// within ±3 %, an edit to 50/50 under load with 0 failed requests, a broken file reported with
+// file/object/field while nothing else changes, and a file rewritten in place in two steps (emptied,
+// or a valid first document, then the rest) never pushed half-written.
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -170,4 +171,52 @@ t.test('a broken file is reported with file/object/field; nothing else changes',
   await pool.close();
   t.same(r.failures, [], 'and keep serving');
   t.match(cpErr, /config problem/, 'the control plane logs it');
+});
+
+t.test('a file rewritten in place in two steps is never pushed half-written', async (t) => {
+  const file = join(configDir, 'api.yaml');
+  const whole = readFileSync(file, 'utf8');
+  const firstDoc = whole.slice(0, whole.indexOf('---\n'));
+  const before = await versionOf(web);
+  const mark = web.stderr().length;
+  // Traffic and the proxy's version, watched all along.
+  const pool = new Pool(web.outboundUrl, { connections: 4 });
+  const versions = new Set<string>();
+  const failures = new Map<string, number>();
+  let ok = 0;
+  const done = new AbortController();
+  const watching = Promise.all([
+    (async () => {
+      while (!done.signal.aborted) {
+        versions.add(await versionOf(web));
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })(),
+    ...Array.from({ length: 4 }, async () => {
+      while (!done.signal.aborted) {
+        const r = await pool.request({ path: '/', method: 'GET', headers: { host: 'api' } });
+        await r.body.text();
+        if (r.statusCode === 200) ok++;
+        else {
+          const what = `${r.statusCode} ${String(r.headers['meshlet-proxy-error'] ?? '')}`;
+          failures.set(what, (failures.get(what) ?? 0) + 1);
+        }
+      }
+    }),
+  ]);
+  // A writer that truncates, pauses longer than the folder's quiet time (100 ms) but shorter than
+  // that plus the 100 ms to a second read, then writes the rest: first after nothing, then after a
+  // valid first document. Each step alone is a valid folder (api-v1, or all of api.yaml, gone).
+  for (const part of ['', firstDoc]) {
+    writeFileSync(file, part);
+    await new Promise((r) => setTimeout(r, 150));
+    appendFileSync(file, whole.slice(part.length));
+    await new Promise((r) => setTimeout(r, 600));
+  }
+  done.abort();
+  await watching;
+  await pool.close();
+  t.same([...versions], [before], 'the proxy kept its version throughout');
+  t.notMatch(web.stderr().slice(mark), /config applied/, 'no other config was ever applied');
+  t.same(Object.fromEntries(failures), {}, `0 failed requests (${ok} ok)`);
 });

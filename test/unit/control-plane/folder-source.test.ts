@@ -262,19 +262,46 @@ t.test('a directory created after start is watched; its files apply', async (t) 
   t.same(s.problems, []);
 });
 
-t.test('a burst of saves applies while it lasts (bounded debounce), and the end state wins', async (t) => {
+t.test('a burst of saves applies while it lasts (bounded debounce); a file rewritten nonstop applies once it holds still', async (t) => {
   const f = await folder(t, { 'a.yaml': split('a', 0) });
   const started = Date.now();
-  let w = 0;
+  let n = 0;
   while (Date.now() - started < 1300) {
+    n += 1;
+    await f.write(`s${n}.yaml`, split(`s${n}`, 50));
+    await sleep(20);
+  }
+  const duringBurst = f.changes.length;
+  t.ok(duringBurst >= 1, `${duringBurst} change(s) applied during a 1.3 s burst of new files every 20 ms`);
+  t.ok(duringBurst <= 14, 'at most one pass per 100 ms');
+  await f.next(`s${n} in force`, (s) => weight(s, `s${n}`) === 50, 0);
+
+  // One file saved every 20 ms: no two reads 100 ms apart agree until the saves stop.
+  const m = f.changes.length;
+  let w = 0;
+  while (Date.now() - started < 2100) {
     w += 1;
     await f.write('a.yaml', split('a', w));
     await sleep(20);
   }
-  const duringBurst = f.changes.length;
-  t.ok(duringBurst >= 1, `${duringBurst} change(s) applied during a 1.3 s burst of saves every 20 ms`);
-  t.ok(duringBurst <= 14, 'at most one pass per 100 ms');
-  await f.next(`a at ${w}`, (s) => weight(s, 'a') === w, 0);
+  await f.next(`a at ${w}`, (s) => weight(s, 'a') === w, m);
+  await sleep(300);
+  t.same(
+    f.changes.slice(m).map((s) => weight(s, 'a')),
+    [w],
+    'only its end state applied',
+  );
+});
+
+t.test('a file emptied in place and left empty applies (its objects go) once a second read agrees', async (t) => {
+  const f = await folder(t, { 'a.yaml': split('a', 90), 'b.yaml': split('b', 90) });
+  const t0 = Date.now();
+  await f.write('a.yaml', '');
+  const s = await f.next('a gone', (s) => weight(s, 'a') === undefined, 0);
+  t.ok(Date.now() - t0 >= 200, `applied after ${Date.now() - t0} ms: 100 ms quiet, then two reads 100 ms apart`);
+  t.same(keys(s), ['TrafficSplit/default/b']);
+  t.same(s.problems, []);
+  t.equal(f.changes.length, 1);
 });
 
 t.test('the folder itself vanishing keeps everything in force and says so; its return is picked up', async (t) => {
