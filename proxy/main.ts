@@ -22,7 +22,8 @@ export const USAGE = `usage: meshlet proxy --config FILE [options]
   --namespace NS           this workload's namespace (default "default")
   --service NAME           this workload's service (inbound metrics; default the workload)
   --access-log WHERE       stdout (default), stderr or off
-  --drain-grace MS         how long in-flight requests may finish on SIGTERM (default 30000)
+  --drain-grace MS         how long in-flight requests and open WebSocket/upgrade tunnels
+                           may finish on SIGTERM (default 30000)
   --max-header-size BYTES  larger request heads get 431 (default 16384)
   --log-level LEVEL        debug, info (default), warn or error [MESHLET_LOG_LEVEL]; the access
                            log is separate (--access-log)

@@ -72,6 +72,8 @@ export class Listener {
   readonly server: net.Server;
   readonly #d: ListenerDeps;
   #inFlight = 0;
+  /** Upgrade requests, from their head until the client's connection closes (the tunnel's end, after a 101). Not in the in-flight gauge: drain waits for them too. */
+  #upgrades = 0;
   #draining = false;
   /** prom-client hashes labels on every labels() call: keep the children (per connection, not per request). */
   readonly #openGauge: { inc(): void; dec(): void };
@@ -130,12 +132,15 @@ export class Listener {
     });
   }
 
-  /** Stop accepting; let in-flight requests finish (up to graceMs); then close every connection. */
+  /**
+   * Stop accepting; let in-flight requests and open upgrade tunnels (WebSocket) finish, up to
+   * graceMs; then close every connection, tunnels included.
+   */
   async drain(graceMs: number): Promise<void> {
     this.#draining = true;
     this.server.close();
     for (const c of this.#conns) c.drain();
-    if (this.#inFlight > 0) {
+    if (this.#inFlight + this.#upgrades > 0) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, graceMs);
         this.#idle = () => {
@@ -198,6 +203,11 @@ export class Listener {
     }
     const peer = d.peerOf?.(socket) ?? PLAINTEXT;
     const startMs = d.clock.now();
+    this.#upgrades++;
+    socket.once('close', () => {
+      this.#upgrades--;
+      this.#idleNow();
+    });
     d.upgrade(head, socket, rest, cfg, peer, (o) => {
       const code = o.reason;
       if (code && code !== 'client-gone') {
@@ -365,7 +375,12 @@ export class Listener {
       dst_service: dst,
     });
     if (d.tracing.exporting) ex.span.end({ status, errorReason: reason, attributes: { 'meshlet.attempts': ex.attempts, 'server.address': ex.authority, 'meshlet.dst_service': dst, 'url.path': ex.path } });
-    if (this.#inFlight === 0) this.#idle?.();
+    this.#idleNow();
+  }
+
+  /** Ends a drain's wait once no request is in flight and no upgrade is open. */
+  #idleNow(): void {
+    if (this.#inFlight === 0 && this.#upgrades === 0) this.#idle?.();
   }
 }
 

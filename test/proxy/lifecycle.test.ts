@@ -1,9 +1,12 @@
 // Config and process lifecycle on real processes: a config change under load loses nothing, a
 // bad config file is refused with every problem and its path while the old one stays, SIGTERM
-// under load finishes every in-flight request, and a 100 MB body streams with bounded memory.
-import t from 'tap';
+// under load finishes every in-flight request, SIGTERM leaves an open WebSocket working until it
+// closes or the grace period ends, and a 100 MB body streams with bounded memory.
+import t, { type Test } from 'tap';
 import { request } from 'undici';
 import { Readable } from 'node:stream';
+import type { AddressInfo } from 'node:net';
+import { WebSocket, WebSocketServer } from 'ws';
 import { startUpstream, startProxyProcess, pool, load, metricValue, UNINSTRUMENTED } from '../fixtures/mesh.ts';
 import { spawnSync } from 'node:child_process';
 import { PROXY_MAIN } from '../../proxy/launch.ts';
@@ -153,6 +156,75 @@ t.test('SIGTERM under load: every in-flight request finishes, then the proxy exi
   t.equal(await code, 0, 'clean exit');
   const refused = await request(`${p.outboundUrl}/`, { headers: { host: 'api' } }).then(() => 'served', (e: Error & { code?: string }) => e.code ?? e.message);
   t.equal(refused, 'ECONNREFUSED', 'no longer accepting');
+});
+
+/** A WebSocket echo server: every message comes back as `echo:<message>`. */
+async function startEchoServer(t: Test): Promise<string> {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  wss.on('connection', (ws) => ws.on('message', (m) => ws.send(`echo:${String(m)}`)));
+  await new Promise((r) => wss.once('listening', r));
+  t.teardown(() => new Promise((r) => wss.close(r)));
+  return `127.0.0.1:${(wss.address() as AddressInfo).port}`;
+}
+
+/** A WebSocket to `host` through the proxy's outbound listener; echo() sends and waits (at most 2 s) for the answer. */
+async function openChat(port: number, host: string): Promise<{ ws: WebSocket; echo(text: string): Promise<string>; closed: Promise<number> }> {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/chat`, { headers: { host } });
+  ws.on('error', () => {});
+  const closed = new Promise<number>((r) => ws.once('close', () => r(Date.now())));
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('close', () => reject(new Error('closed before open')));
+  });
+  const echo = (text: string) =>
+    new Promise<string>((resolve) => {
+      const timer = setTimeout(() => resolve(`no answer (socket ${ws.readyState === WebSocket.OPEN ? 'open' : 'closed'})`), 2000);
+      ws.once('message', (m) => {
+        clearTimeout(timer);
+        resolve(String(m));
+      });
+      if (ws.readyState === WebSocket.OPEN) ws.send(text);
+    });
+  return { ws, echo, closed };
+}
+
+/** Until the proxy has logged that it is draining (SIGTERM handled). */
+async function draining(p: { stderr(): string }): Promise<boolean> {
+  for (let i = 0; i < 200 && !p.stderr().includes('"draining"'); i++) await new Promise((r) => setTimeout(r, 10));
+  return p.stderr().includes('"draining"');
+}
+
+t.test('SIGTERM with an open WebSocket: it keeps working through the grace period, then is closed and the proxy exits', async (t) => {
+  const chat = await startEchoServer(t);
+  const p = await startProxyProcess({ config: { version: 'w1', services: [{ name: 'chat', endpoints: [{ address: chat }] }] }, args: ['--drain-grace', '2000'] });
+  const c = await openChat(p.outboundPort, 'chat');
+  t.equal(await c.echo('before'), 'echo:before', 'the tunnel works');
+  const signalled = Date.now();
+  const exited = p.stop('SIGTERM').then((code) => ({ code, at: Date.now() }));
+  t.ok(await draining(p), 'the proxy is draining');
+  t.equal(await c.echo('after'), 'echo:after', 'the tunnel still works after SIGTERM');
+  await new Promise((r) => setTimeout(r, 1000));
+  t.equal(await c.echo('later'), 'echo:later', 'and a second later');
+  const closedAt = await c.closed;
+  const exit = await exited;
+  t.equal(exit.code, 0, 'clean exit');
+  t.ok(closedAt - signalled >= 1900, `closed by the proxy at the end of the 2 s grace period (${closedAt - signalled} ms after SIGTERM)`);
+  t.ok(exit.at - signalled >= 1900 && exit.at - signalled < 4000, `exited ${exit.at - signalled} ms after SIGTERM`);
+});
+
+t.test('SIGTERM, then the WebSocket closes on its own: the proxy exits then, not at the end of the grace period', async (t) => {
+  const chat = await startEchoServer(t);
+  const p = await startProxyProcess({ config: { version: 'w2', services: [{ name: 'chat', endpoints: [{ address: chat }] }] } });
+  const c = await openChat(p.outboundPort, 'chat');
+  const exited = p.stop('SIGTERM').then((code) => ({ code, at: Date.now() }));
+  t.ok(await draining(p), 'the proxy is draining');
+  t.equal(await c.echo('after'), 'echo:after', 'the tunnel still works after SIGTERM');
+  const closing = Date.now();
+  c.ws.close(1000, 'done');
+  await c.closed;
+  const exit = await exited;
+  t.equal(exit.code, 0, 'clean exit');
+  t.ok(exit.at >= closing && exit.at - closing < 3000, `exited ${exit.at - closing} ms after the WebSocket was closed (grace: 10 s)`);
 });
 
 t.test('a 100 MB body streams through with bounded proxy memory', async (t) => {
