@@ -202,8 +202,9 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     if (connect instanceof ProxyError) return { error: connect };
     return { address, ...(expected ? { dstPort: address.slice(address.lastIndexOf(':') + 1) } : {}), dial: connect, responseTimeoutMs };
   };
+  // The request path's timers (per-try and whole-request timeouts, an upgrade's wait for its answer), on the injected clock.
+  const deadlines = new Deadlines(o.clock);
   if (o.outbound) {
-    const deadlines = new Deadlines(o.clock);
     const handler = compose(
       [destination, route, retry(o.random, metrics, deadlines), split(o.random), concurrency(metrics), balance(o.clock, o.random, metrics)],
       endpoint(o.clock, deadlines),
@@ -221,7 +222,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       // The upstream's answer to the upgrade (101 or not) is a response head like any other: the route's per-try timeout bounds the wait.
       return upgradeDial(ep.address, ep.identity, r.timeouts.connect, r.timeouts.perTry);
     };
-    outbound = new Listener({ ...common, direction: 'outbound', handler, upgrade: makeUpgradeHandler(pick, (req) => targetOf(req.target, req.host), { direction: 'outbound', tracing: o.tracing }) });
+    outbound = new Listener({ ...common, direction: 'outbound', handler, upgrade: makeUpgradeHandler(pick, (req) => targetOf(req.target, req.host), { direction: 'outbound', tracing: o.tracing }, deadlines) });
     outAddr = await outbound.listen(o.outbound.host, o.outbound.port);
   }
 
@@ -241,7 +242,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       const d = authorize(cfg.inbound.policies, cfg.inbound.defaultPolicy, { port, identity: peer.identity, method: req.method, path: pathOf(targetOf(req.target, req.host).target) });
       return d.allowed ? upgradeDial(`${o.app.host}:${port}`, undefined, 1000, DEFAULT_TIMEOUTS.perTry) : { error: new ProxyError('forbidden', d.reason) };
     };
-    inbound = new Listener({ ...common, direction: 'inbound', handler, upgrade: makeUpgradeHandler(pick, (req) => targetOf(req.target, req.host), { direction: 'inbound', tracing: o.tracing }), peerOf });
+    inbound = new Listener({ ...common, direction: 'inbound', handler, upgrade: makeUpgradeHandler(pick, (req) => targetOf(req.target, req.host), { direction: 'inbound', tracing: o.tracing }, deadlines), peerOf });
     acceptor = new InboundAcceptor({
       http: inbound,
       material: () => identity?.current,

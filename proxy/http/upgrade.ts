@@ -13,6 +13,7 @@ import { forwardRequestHeaders, forwardResponseHeaders } from './headers.ts';
 import { pathOf } from '../policy/route-match.ts';
 import { extractParent, pushPropagationHeaders, type HopSpan, type ParentContext, type Tracing } from '../telemetry/trace.ts';
 import { PROXY_ERROR_HEADER, STATUS_TEXT, ProxyError, fromUpstreamError } from '../errors.ts';
+import type { Deadline, Deadlines } from './deadlines.ts';
 
 /** How an upgrade ended for the access log and metrics: the status the client got (101 when it switched, 0 when it left first) and the proxy's reason, if any. */
 export interface UpgradeOutcome {
@@ -129,15 +130,18 @@ class PendingUpgrade {
   #clientEnded = false;
   /** Upstream bytes before the final response head was complete. */
   #buf: Buffer = EMPTY;
-  #timer: NodeJS.Timeout | undefined;
+  readonly #deadlines: Deadlines;
+  /** The upstream's time to answer (the target's responseTimeoutMs), armed when the request head goes out. */
+  #timer: Deadline | undefined;
   /** A final response head came, or the upgrade failed: the wait is over. */
   #settled = false;
   readonly #done: (o: UpgradeOutcome) => void;
   #reported = false;
   #endpoint = '';
 
-  constructor(req: RequestHead, client: Socket, to: UpgradeRequestTarget, span: HopSpan, parent: ParentContext | undefined, done: (o: UpgradeOutcome) => void) {
+  constructor(req: RequestHead, client: Socket, to: UpgradeRequestTarget, span: HopSpan, parent: ParentContext | undefined, deadlines: Deadlines, done: (o: UpgradeOutcome) => void) {
     this.#done = done;
+    this.#deadlines = deadlines;
     this.#req = req;
     this.#client = client;
     this.#to = to;
@@ -166,7 +170,7 @@ class PendingUpgrade {
       upstream.on('data', this.#onHead);
       upstream.on('error', this.#onUpstreamError);
       upstream.once('close', this.#onUpstreamClose);
-      this.#timer = setTimeout(() => this.#fail(new ProxyError('per-try-timeout', `the upstream sent no response to the upgrade within ${t.responseTimeoutMs} ms`)), t.responseTimeoutMs);
+      this.#timer = this.#deadlines.after(t.responseTimeoutMs, () => this.#fail(new ProxyError('per-try-timeout', `the upstream sent no response to the upgrade within ${t.responseTimeoutMs} ms`)));
       upstream.write(requestHead(this.#req, this.#to, t.dstPort, this.#span, this.#parent), 'latin1');
       this.#take(rest);
       if (this.#body && !this.#body.done && !this.#settled) {
@@ -216,7 +220,7 @@ class PendingUpgrade {
 
   #settle(): void {
     this.#settled = true;
-    if (this.#timer) clearTimeout(this.#timer);
+    if (this.#timer) this.#deadlines.cancel(this.#timer);
     this.#timer = undefined;
   }
 
@@ -364,9 +368,10 @@ class PendingUpgrade {
 
 /**
  * `targetOf` gives the origin-form target and authority (listener.ts targetOf); each upgrade gets
- * this hop's span, continuing the caller's trace context as other requests do (listener.ts).
+ * this hop's span, continuing the caller's trace context as other requests do (listener.ts). The
+ * wait for the upstream's answer is armed on `deadlines`, the request path's timers (on its clock).
  */
-export function makeUpgradeHandler(pick: (req: RequestHead, cfg: RuntimeConfig, peer: Peer) => UpgradeTarget, targetOf: (req: RequestHead) => UpgradeRequestTarget, telemetry: UpgradeTelemetry): UpgradeHandler {
+export function makeUpgradeHandler(pick: (req: RequestHead, cfg: RuntimeConfig, peer: Peer) => UpgradeTarget, targetOf: (req: RequestHead) => UpgradeRequestTarget, telemetry: UpgradeTelemetry, deadlines: Deadlines): UpgradeHandler {
   const { direction, tracing } = telemetry;
   return (req, socket, head, cfg, peer, done) => {
     const to = targetOf(req);
@@ -380,6 +385,6 @@ export function makeUpgradeHandler(pick: (req: RequestHead, cfg: RuntimeConfig, 
       done({ status: t.error.status, reason: t.error.code, message: t.error.message, endpoint: '', traceId: span.traceId });
       return refuse(socket, t.error);
     }
-    new PendingUpgrade(req, socket, to, span, parent, done).start(t, head);
+    new PendingUpgrade(req, socket, to, span, parent, deadlines, done).start(t, head);
   };
 }

@@ -1,0 +1,134 @@
+// proxy/http/upgrade.ts's wait for the upstream's answer, on the request path's deadlines with a
+// manual clock: real loopback sockets carry the bytes, the clock alone decides when the wait ends.
+// Nothing answers by itself, so a 504 comes exactly when the clock reaches the timeout, never before.
+import t, { type Test } from 'tap';
+import net from 'node:net';
+import { ManualClock } from '../../../api/runtime.ts';
+import { Deadlines, type TimerApi } from '../../../proxy/http/deadlines.ts';
+import { makeUpgradeHandler, type UpgradeOutcome } from '../../../proxy/http/upgrade.ts';
+import { parseRequestHead } from '../../../proxy/http1/head.ts';
+import { IdOnlyTracing } from '../../../proxy/telemetry/trace.ts';
+import type { RuntimeConfig } from '../../../proxy/config/compile.ts';
+
+/** Timers fired only by moving the clock. */
+class FakeTimers implements TimerApi {
+  readonly clock: ManualClock;
+  readonly #pending = new Set<{ at: number; fn: () => void }>();
+  constructor(clock: ManualClock) {
+    this.clock = clock;
+  }
+  set(fn: () => void, ms: number): unknown {
+    const h = { at: this.clock.now() + ms, fn };
+    this.#pending.add(h);
+    return h;
+  }
+  clear(h: unknown): void {
+    this.#pending.delete(h as { at: number; fn: () => void });
+  }
+  /** Moves the clock to `until`, firing every timer due on the way, in order. */
+  advanceTo(until: number): void {
+    for (;;) {
+      let next: { at: number; fn: () => void } | undefined;
+      for (const h of this.#pending) if (h.at <= until && (!next || h.at < next.at)) next = h;
+      if (!next) break;
+      this.#pending.delete(next);
+      if (next.at > this.clock.now()) this.clock.advance(next.at - this.clock.now());
+      next.fn();
+    }
+    if (until > this.clock.now()) this.clock.advance(until - this.clock.now());
+  }
+}
+
+/** Polls (real time, at most 3 s) until `ok`. */
+async function until(what: string, ok: () => boolean): Promise<void> {
+  for (let i = 0; !ok(); i++) {
+    if (i > 300) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+async function listen(t: Test, onConnection: (s: net.Socket) => void): Promise<number> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((s) => {
+    sockets.add(s);
+    s.on('error', () => {});
+    onConnection(s);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    for (const s of sockets) s.destroy();
+    return new Promise<void>((r) => server.close(() => r()));
+  });
+  return (server.address() as net.AddressInfo).port;
+}
+
+const TIMEOUT_MS = 5000;
+
+/**
+ * An upstream that reads the upgrade request and answers only when the test says so, and a
+ * front server whose every connection is handed to the upgrade handler (as the listener does
+ * after reading the head); the client connection's bytes and close are recorded.
+ */
+async function setup(t: Test) {
+  const clock = new ManualClock(1000);
+  const timers = new FakeTimers(clock);
+  const deadlines = new Deadlines(clock, timers);
+  const upstream = { head: '', socket: undefined as net.Socket | undefined, closed: false };
+  const upstreamPort = await listen(t, (s) => {
+    upstream.socket = s;
+    s.on('data', (c: Buffer) => (upstream.head += c.toString('latin1')));
+    s.once('close', () => (upstream.closed = true));
+  });
+  const handler = makeUpgradeHandler(
+    () => ({
+      address: `127.0.0.1:${upstreamPort}`,
+      dial: (cb) => {
+        const s = net.connect(upstreamPort, '127.0.0.1');
+        s.once('connect', () => cb(null, s));
+        s.once('error', (e) => cb(e, null));
+      },
+      responseTimeoutMs: TIMEOUT_MS,
+    }),
+    (req) => ({ target: req.target, authority: req.host, host: req.host }),
+    { direction: 'outbound', tracing: new IdOnlyTracing() },
+    deadlines,
+  );
+  const outcomes: UpgradeOutcome[] = [];
+  const head = parseRequestHead('GET /chat HTTP/1.1\r\nHost: chat\r\nConnection: Upgrade\r\nUpgrade: websocket');
+  const frontPort = await listen(t, (s) => handler(head, s, Buffer.alloc(0), {} as RuntimeConfig, { identity: '', tls: false }, (o) => outcomes.push(o)));
+  const client = { text: '', closed: false, socket: net.connect(frontPort, '127.0.0.1') };
+  client.socket.on('data', (c: Buffer) => (client.text += c.toString('latin1')));
+  client.socket.on('error', () => {});
+  client.socket.once('close', () => (client.closed = true));
+  t.teardown(() => client.socket.destroy());
+  await until('the upgrade request upstream', () => upstream.head.endsWith('\r\n\r\n'));
+  return { clock, timers, deadlines, upstream, client, outcomes };
+}
+
+t.test('no answer: 504 per-try-timeout exactly when the clock reaches the timeout, and both connections close', async (t) => {
+  const { timers, deadlines, upstream, client, outcomes } = await setup(t);
+  t.equal(deadlines.pending, 1, 'the wait is armed on the deadlines');
+  timers.advanceTo(1000 + TIMEOUT_MS - 1);
+  t.same(outcomes, [], 'nothing 1 ms before the timeout');
+  timers.advanceTo(1000 + TIMEOUT_MS);
+  t.match(outcomes, [{ status: 504, reason: 'per-try-timeout', message: `the upstream sent no response to the upgrade within ${TIMEOUT_MS} ms` }], 'at the timeout: the proxy answers 504');
+  t.equal(deadlines.pending, 0);
+  await until('the client closed', () => client.closed);
+  t.match(client.text, /^HTTP\/1\.1 504 Gateway Timeout\r\n[^]*meshlet-proxy-error: per-try-timeout\r\n/, 'the client gets the 504');
+  await until('the upstream closed', () => upstream.closed);
+  t.pass('the upstream connection is closed');
+});
+
+t.test('a 101 in time cancels the wait: moving the clock past the timeout leaves the tunnel open', async (t) => {
+  const { timers, deadlines, upstream, client, outcomes } = await setup(t);
+  timers.advanceTo(1000 + TIMEOUT_MS - 1);
+  upstream.socket!.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+  await until('the 101 reached the client', () => client.text.includes('\r\n\r\n'));
+  t.match(outcomes, [{ status: 101, reason: '' }]);
+  t.equal(deadlines.pending, 0, 'the wait is cancelled');
+  timers.advanceTo(1000 + 10 * TIMEOUT_MS);
+  t.equal(outcomes.length, 1, 'no timeout after the switch');
+  upstream.socket!.write('through the tunnel');
+  await until('tunnel bytes', () => client.text.endsWith('through the tunnel'));
+  t.notOk(client.closed, 'the tunnel stays open');
+});
