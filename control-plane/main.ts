@@ -265,8 +265,9 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
       onError: (e) => log('warn', 'Kubernetes watch failed; restarting it', { source: e.source, error: e.message }),
     });
     // Not awaited: Certify must serve (pods start on it) even while the source has not listed
-    // everything yet, e.g. before the meshlet CRDs are installed; until then views are empty.
-    views.set(modelFromResources([], { trustDomain, trustBundle: caBundle() }));
+    // everything yet, e.g. before the meshlet CRDs are installed; until then new proxies get an
+    // empty view, and proxies that resume after a restart keep what they run.
+    views.set(modelFromResources([], { trustDomain, trustBundle: caBundle() }), { provisional: true });
     void kubeSource.start().then(
       () => log('info', 'Kubernetes config source listed', {}),
       (e: Error) => log('error', 'Kubernetes config source failed', { error: e.message }),

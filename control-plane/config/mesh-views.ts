@@ -21,11 +21,18 @@ export class MeshViews implements ViewProvider {
    * one version and one serialization.
    */
   #cache = new Map<string, { version: string; config: ProxyConfig } | { error: string }>();
+  /** The model in force is a stand-in until the source's first sync: given only to proxies that run nothing yet. */
+  #provisional = false;
 
-  /** Put a new model in force; returns the problems the translation found in it. */
-  set(model: MeshModel): TranslateProblem[] {
+  /**
+   * Put a new model in force; returns the problems the translation found in it. `provisional`:
+   * not the source's yet (the Kubernetes source has not listed). A proxy that already runs a
+   * config (one that resumes after a control-plane restart) keeps it rather than get this one.
+   */
+  set(model: MeshModel, o: { provisional?: boolean } = {}): TranslateProblem[] {
     this.#prepared = prepare(model);
     this.#problems = modelProblems(this.#prepared);
+    this.#provisional = o.provisional ?? false;
     this.#cache.clear();
     return this.#problems;
   }
@@ -35,6 +42,7 @@ export class MeshViews implements ViewProvider {
   }
 
   view(p: StreamProxy): { version: string; config: ProxyConfig } | { error: string } {
+    if (this.#provisional && p.version !== '') return { error: 'the config source has not synced yet; the proxy keeps the config it runs' };
     const key = `${p.identity}\u0000${p.services.join(',')}`;
     let v = this.#cache.get(key);
     if (!v) {
