@@ -244,7 +244,15 @@ export function splitsFromHTTPRoute(route: unknown): { splits: ModelTrafficSplit
   const report = (field: string, message: string) => problems.push({ kind: 'HTTPRoute', namespace, name, field, message });
   const spec = isRecord(route.spec) ? route.spec : {};
   const qualify = (ref: string, ns: unknown) => (typeof ns === 'string' && ns !== namespace ? `${ref}.${ns}` : ref);
-  const parents = arr(spec.parentRefs).filter((p): p is Record<string, unknown> => isRecord(p) && isCoreService(p, 'Gateway') && typeof p.name === 'string');
+  // One Service named twice (once per port, or per sectionName) is one parent: the proxy routes a
+  // service's HTTP port only, and two splits of one name would give it two routes of one name.
+  const parents = [
+    ...new Set(
+      arr(spec.parentRefs)
+        .filter((p): p is Record<string, unknown> => isRecord(p) && isCoreService(p, 'Gateway') && typeof p.name === 'string')
+        .map((p) => qualify(p.name as string, p.namespace)),
+    ),
+  ];
   if (parents.length === 0) return { splits, problems };
   const source = `HTTPRoute/${namespace}/${name}`;
   arr(spec.rules).forEach((rule, i) => {
@@ -273,7 +281,7 @@ export function splitsFromHTTPRoute(route: unknown): { splits: ModelTrafficSplit
         source,
         namespace,
         name: `${name}-${String(i).padStart(2, '0')}`,
-        service: qualify(p.name as string, p.namespace),
+        service: p,
         backends,
         ...(all ? {} : { matches }),
       });

@@ -219,24 +219,26 @@ t.test('a re-list that changes nothing emits nothing (namespace-scoped source, r
   tt.same(emits[1]?.model.trafficSplits[0]?.backends.map((b) => b.weight), [10, 90]);
 });
 
+const HTTPROUTE_CRD = {
+  apiVersion: 'apiextensions.k8s.io/v1',
+  kind: 'CustomResourceDefinition',
+  // The group is protected (*.k8s.io): the real Gateway API CRDs carry this approval annotation too.
+  metadata: { name: 'httproutes.gateway.networking.k8s.io', annotations: { 'api-approved.kubernetes.io': 'https://github.com/kubernetes-sigs/gateway-api/pull/1538' } },
+  spec: {
+    group: 'gateway.networking.k8s.io',
+    names: { kind: 'HTTPRoute', listKind: 'HTTPRouteList', plural: 'httproutes', singular: 'httproute' },
+    scope: 'Namespaced',
+    versions: [{ name: 'v1', served: true, storage: true, schema: { openAPIV3Schema: { type: 'object', properties: { spec: { type: 'object', 'x-kubernetes-preserve-unknown-fields': true } } } } }],
+  },
+};
+
 t.test('HTTPRoute: skipped while the Gateway API is not served; watched once its CRD appears', async (tt) => {
   const ns = await k().newNamespace('kube-route');
   await shop(ns);
   const { source, errors } = await watch(tt, { namespace: ns, discoveryMs: 300 });
   tt.equal(source.status().httpRoutes, false, 'no HTTPRoute CRD: not watched');
 
-  await kubectlApply({
-    apiVersion: 'apiextensions.k8s.io/v1',
-    kind: 'CustomResourceDefinition',
-    // The group is protected (*.k8s.io): the real Gateway API CRDs carry this approval annotation too.
-    metadata: { name: 'httproutes.gateway.networking.k8s.io', annotations: { 'api-approved.kubernetes.io': 'https://github.com/kubernetes-sigs/gateway-api/pull/1538' } },
-    spec: {
-      group: 'gateway.networking.k8s.io',
-      names: { kind: 'HTTPRoute', listKind: 'HTTPRouteList', plural: 'httproutes', singular: 'httproute' },
-      scope: 'Namespaced',
-      versions: [{ name: 'v1', served: true, storage: true, schema: { openAPIV3Schema: { type: 'object', properties: { spec: { type: 'object', 'x-kubernetes-preserve-unknown-fields': true } } } } }],
-    },
-  });
+  await kubectlApply(HTTPROUTE_CRD);
   const est = await k().kubectl(['wait', '--for=condition=Established', '--timeout=30s', 'crd/httproutes.gateway.networking.k8s.io']);
   tt.equal(est.code, 0, est.stderr);
   await waitFor('the HTTPRoute informer', () => source.status().httpRoutes, 5000);
@@ -255,4 +257,31 @@ t.test('HTTPRoute: skipped while the Gateway API is not served; watched once its
   tt.ok(errors.every((e) => e.startsWith('HTTPRoute: ')), `only transient HTTPRoute errors: ${JSON.stringify(errors)}`);
   tt.equal(routes?.restarts, errors.length, `restarted after each (${errors.length})`);
   tt.equal(routes?.synced, true);
+});
+
+t.test('HTTPRoute naming one Service parent twice (two ports): applied once, and every view stays valid', async (tt) => {
+  await kubectlApply(HTTPROUTE_CRD); // idempotent: the test above may have installed it
+  const est = await k().kubectl(['wait', '--for=condition=Established', '--timeout=30s', 'crd/httproutes.gateway.networking.k8s.io']);
+  tt.equal(est.code, 0, est.stderr);
+  const ns = await k().newNamespace('kube-route-ports');
+  await shop(ns);
+  const { source } = await watch(tt, { namespace: ns, discoveryMs: 300 });
+  await waitFor('the HTTPRoute informer', () => source.status().httpRoutes, 5000);
+  await kubectlApply({
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    kind: 'HTTPRoute',
+    metadata: { name: 'web', namespace: ns },
+    spec: {
+      parentRefs: [{ group: '', kind: 'Service', name: 'web', port: 80 }, { group: '', kind: 'Service', name: 'web', port: 8080 }],
+      rules: [{ matches: [{ headers: [{ name: 'x-canary', value: '1' }] }], backendRefs: [{ name: 'web-v2', port: 80 }] }],
+    },
+  });
+  const m = await waitFor('the route as a split', () => source.model?.trafficSplits.some((s) => s.source === `HTTPRoute/${ns}/web`) && source.model);
+  // Before: one split per parentRef, so two routes named split:web-00:0, and a view that does not
+  // validate: no proxy of the mesh got any config change any more.
+  tt.same(routesOf(m, ns, 'web'), [
+    { name: 'split:web-00:0', match: { headers: [{ name: 'x-canary', value: '1' }] }, backends: [{ service: `web-v2.${ns}`, weight: 1 }] },
+    { name: 'default' },
+  ]);
+  tt.same(source.problems.filter((p) => p.namespace === ns), [], 'nothing to report');
 });
