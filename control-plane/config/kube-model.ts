@@ -255,6 +255,7 @@ export function splitsFromHTTPRoute(route: unknown): { splits: ModelTrafficSplit
   ];
   if (parents.length === 0) return { splits, problems };
   const source = `HTTPRoute/${namespace}/${name}`;
+  const createdAt = str(route.metadata.creationTimestamp);
   arr(spec.rules).forEach((rule, i) => {
     const at = `/spec/rules/${i}`;
     if (!isRecord(rule)) return report(at, 'not an object');
@@ -284,6 +285,7 @@ export function splitsFromHTTPRoute(route: unknown): { splits: ModelTrafficSplit
         service: p,
         backends,
         ...(all ? {} : { matches }),
+        ...(createdAt !== undefined ? { createdAt } : {}),
       });
     }
   });
@@ -292,15 +294,16 @@ export function splitsFromHTTPRoute(route: unknown): { splits: ModelTrafficSplit
 
 // ---- the whole model ----------------------------------------------------------------------------
 
-const metaOf = (o: unknown): { namespace: string; name: string } => {
+const metaOf = (o: unknown): { namespace: string; name: string; createdAt?: string } => {
   const m = isRecord(o) && isRecord(o.metadata) ? o.metadata : {};
-  return { namespace: str(m.namespace) ?? '', name: str(m.name) ?? '' };
+  const createdAt = str(m.creationTimestamp);
+  return { namespace: str(m.namespace) ?? '', name: str(m.name) ?? '', ...(createdAt !== undefined ? { createdAt } : {}) };
 };
 
 /** Only what the model needs: a status write or a resourceVersion bump must not change the model. */
 function crOf(kind: 'TrafficSplit' | 'AuthorizationPolicy', o: unknown): unknown {
-  const { namespace, name } = metaOf(o);
-  return { apiVersion: API_VERSION, kind, metadata: { name, namespace }, spec: isRecord(o) ? o.spec : undefined };
+  const { namespace, name, createdAt } = metaOf(o);
+  return { apiVersion: API_VERSION, kind, metadata: { name, namespace, ...(createdAt !== undefined ? { creationTimestamp: createdAt } : {}) }, spec: isRecord(o) ? o.spec : undefined };
 }
 
 function parseCr<T extends TrafficSplit | AuthorizationPolicy>(kind: T['kind'], o: unknown, problems: KubeProblem[]): T | undefined {

@@ -69,6 +69,11 @@ export interface ModelTrafficSplit {
   readonly backends: readonly WeightedBackend[];
   /** OR of matches; absent: every request. */
   readonly matches?: readonly RouteMatch[] | undefined;
+  /**
+   * When the object was created (Kubernetes creationTimestamp, RFC 3339): of two splits of every
+   * request to one apex, the older applies. Absent (the folder source): the first by name.
+   */
+  readonly createdAt?: string | undefined;
 }
 
 export interface MeshModel {
@@ -112,6 +117,7 @@ export function splitFromResource(ts: TrafficSplit): ModelTrafficSplit {
     service: ts.spec.service,
     backends: ts.spec.backends.map((b) => ({ service: b.service, weight: b.weight })),
     ...(ts.spec.matches ? { matches: ts.spec.matches } : {}),
+    ...(typeof ts.metadata.creationTimestamp === 'string' ? { createdAt: ts.metadata.creationTimestamp } : {}),
   };
 }
 

@@ -21,7 +21,8 @@ import type { DefaultAuthz, MeshModel, ModelService, ModelTrafficSplit } from '.
  *   `name.namespace`. Hosts: `name.ns`, `name.ns.svc`, `name.ns.svc.<clusterDomain>`, and the bare
  *   `name` only for services of the proxy's own namespace (so `api` is always the caller's api).
  * - routes of a service, first match wins: the routes of splits with `matches` (by split name,
- *   then match order), then the split without matches if there is one, else `default` (the
+ *   then match order), then the split without matches if there is one (of several, the oldest:
+ *   the others are reported), else `default` (the
  *   service's own endpoints). No split: no routes (the proxy's implicit catch-all). Callers in
  *   another namespace that have their own (consumer) splits of the service get only those.
  * - endpoints sorted by address; `ready: false` only when not ready; `identity` only when meshed.
@@ -204,20 +205,19 @@ function resolveSplit(split: ModelTrafficSplit, services: ReadonlyMap<string, Pr
 
 /** Routes of one apex from its splits (one scope: producer or one consumer namespace). */
 function routesOf(splits: readonly ResolvedSplit[], problems: Tagged[]): Route[] {
-  const sorted = splits.toSorted((a, b) => byString(a.split.name, b.split.name) || byString(a.split.source, b.split.source));
+  const byName = (a: ResolvedSplit, b: ResolvedSplit) => byString(a.split.name, b.split.name) || byString(a.split.source, b.split.source);
   const routes: Route[] = [];
-  let catchAll: ResolvedSplit | undefined;
-  for (const s of sorted) {
-    if (s.split.matches === undefined) {
-      if (catchAll) {
-        problems.push({
-          outbound: s.apex,
-          problem: { object: s.split.source, path: '/spec', message: `${catchAll.split.source} already splits every request to ${s.apex}; this split is ignored (give it matches, or delete one)` },
-        });
-      } else catchAll = s;
-      continue;
-    }
-    s.split.matches.forEach((match, i) => routes.push({ name: routeName(s.split, i), match: structuredClone(match), backends: s.backends }));
+  // Of several splits of every request, the oldest applies (as Gateway API resolves conflicts):
+  // applying a second one must not take the traffic from the one in force.
+  const [catchAll, ...ignored] = splits.filter((s) => s.split.matches === undefined).toSorted((a, b) => byString(a.split.createdAt ?? '', b.split.createdAt ?? '') || byName(a, b));
+  for (const s of ignored) {
+    problems.push({
+      outbound: s.apex,
+      problem: { object: s.split.source, path: '/spec', message: `${catchAll!.split.source} already splits every request to ${s.apex}; this split is ignored (give it matches, or delete one)` },
+    });
+  }
+  for (const s of splits.toSorted(byName)) {
+    s.split.matches?.forEach((match, i) => routes.push({ name: routeName(s.split, i), match: structuredClone(match), backends: s.backends }));
   }
   routes.push(catchAll ? { name: routeName(catchAll.split), backends: catchAll.backends } : { name: 'default' });
   return routes;

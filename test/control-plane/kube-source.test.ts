@@ -200,6 +200,24 @@ t.test('Services, EndpointSlices, Pods and a kubectl-applied TrafficSplit: 90/10
   tt.same(errors, [], 'no informer errors');
 });
 
+t.test('a second TrafficSplit of every request to an apex is reported and ignored: the one in force keeps the traffic', async (tt) => {
+  const ns = await k().newNamespace('kube-split-conflict');
+  await shop(ns);
+  const { source } = await watch(tt, { namespace: ns });
+  await kubectlApply(splitDoc(ns, 'web-canary', [['web-v1', 90], ['web-v2', 10]]));
+  await waitFor('the canary split', () => source.model?.trafficSplits.some((s) => s.name === 'web-canary'));
+  await new Promise((r) => setTimeout(r, 1100)); // creationTimestamp has whole seconds
+  // Sorted by name, "a-test" came first and took every request from the canary in force.
+  await kubectlApply(splitDoc(ns, 'a-test', [['web-v2', 100]]));
+  const conflict = await waitFor('the conflict reported', () => source.problems.find((p) => p.namespace === ns && p.kind === 'TrafficSplit'));
+  tt.match(conflict, { name: 'a-test', field: '/spec', message: /TrafficSplit\/.*\/web-canary already splits every request/ }, 'the newcomer is the one reported');
+  tt.same(routesOf(source.model!, ns, 'web'), [{ name: 'split:web-canary', backends: [{ service: `web-v1.${ns}`, weight: 90 }, { service: `web-v2.${ns}`, weight: 10 }] }], 'the older split still applies');
+  const del = await k().kubectl(['delete', '-n', ns, 'trafficsplit', 'web-canary']);
+  tt.equal(del.code, 0, del.stderr);
+  const m = await waitFor('the canary gone', () => !source.model?.trafficSplits.some((s) => s.name === 'web-canary') && source.model);
+  tt.same(routesOf(m, ns, 'web'), [{ name: 'split:a-test', backends: [{ service: `web-v2.${ns}`, weight: 100 }] }], 'once it is deleted, the other applies');
+});
+
 t.test('a re-list that changes nothing emits nothing (namespace-scoped source, resync every 500 ms)', async (tt) => {
   const ns = await k().newNamespace('kube-resync');
   await shop(ns);
