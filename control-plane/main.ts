@@ -241,7 +241,14 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     registry,
     tracer: tracing.tracer,
     routes: push.routes(),
-    documents: { '/proxies': () => push.status(), '/config-problems': () => [...(folder?.current().problems ?? []), ...views.problems] },
+    documents: {
+      '/proxies': () => push.status(),
+      // The Kubernetes source's problems include the translation's, and those of objects it could not use at all (HTTPRoute rules).
+      '/config-problems': () => [
+        ...(folder?.current().problems ?? []),
+        ...(kubeSource ? kubeSource.problems.map((p) => ({ object: `${p.kind}/${p.namespace}/${p.name}`, path: p.field, message: p.message })) : views.problems),
+      ],
+    },
     services: webhook ? [webhook] : [],
   });
   caBundle = () => {
