@@ -37,7 +37,7 @@ export type UpgradeTarget =
       dial: (callback: (err: Error | null, socket: Socket | null) => void) => void;
       /** Sent as `meshlet-dst-port` to a meshed endpoint's inbound proxy (inbound/app-port.ts). */
       dstPort?: string;
-      /** How long the upstream has, from the request head written, to send its response head (else 504 per-try-timeout). */
+      /** How long the upstream has, from the request written whole (head and body, if any), to send its response head (else 504 per-try-timeout). */
       responseTimeoutMs: number;
     }
   | { error: ProxyError };
@@ -131,8 +131,13 @@ class PendingUpgrade {
   /** Upstream bytes before the final response head was complete. */
   #buf: Buffer = EMPTY;
   readonly #deadlines: Deadlines;
-  /** The upstream's time to answer (the target's responseTimeoutMs), armed when the request head goes out. */
+  /**
+   * The upstream's time to answer (the target's responseTimeoutMs), armed once the request has
+   * gone out whole: at the head when there is no body, else when its last byte is written (as a
+   * plain request's per-try timeout, dispatch.ts): a slow body is the client's pace, not a slow upstream.
+   */
   #timer: Deadline | undefined;
+  #responseTimeoutMs = 0;
   /** A final response head came, or the upgrade failed: the wait is over. */
   #settled = false;
   readonly #done: (o: UpgradeOutcome) => void;
@@ -170,8 +175,9 @@ class PendingUpgrade {
       upstream.on('data', this.#onHead);
       upstream.on('error', this.#onUpstreamError);
       upstream.once('close', this.#onUpstreamClose);
-      this.#timer = this.#deadlines.after(t.responseTimeoutMs, () => this.#fail(new ProxyError('per-try-timeout', `the upstream sent no response to the upgrade within ${t.responseTimeoutMs} ms`)));
+      this.#responseTimeoutMs = t.responseTimeoutMs;
       upstream.write(requestHead(this.#req, this.#to, t.dstPort, this.#span, this.#parent), 'latin1');
+      if (!this.#body || this.#body.done) this.#armResponseTimeout();
       this.#take(rest);
       if (this.#body && !this.#body.done && !this.#settled) {
         client.on('data', this.#take);
@@ -181,8 +187,17 @@ class PendingUpgrade {
     });
   }
 
+  /** The request is upstream whole: the upstream's time to answer starts. */
+  #armResponseTimeout(): void {
+    if (this.#settled || this.#timer) return;
+    const ms = this.#responseTimeoutMs;
+    this.#timer = this.#deadlines.after(ms, () => this.#fail(new ProxyError('per-try-timeout', `the upstream sent no response to the upgrade within ${ms} ms`)));
+  }
+
+  /** The client finished sending: before its body's end, the request is cut and the client taken as gone (as for plain requests, http1/server.ts). */
   readonly #onClientEnd = (): void => {
     this.#clientEnded = true;
+    if (!this.#settled && this.#body && !this.#body.done) this.#client.destroy();
   };
 
   /** Client bytes while waiting: the request body goes upstream as it comes; what follows it is held (reading stops). */
@@ -204,6 +219,7 @@ class PendingUpgrade {
         });
       }
       if (end === -1) return;
+      this.#armResponseTimeout();
       chunk = chunk.subarray(end);
     }
     this.#stopReading();

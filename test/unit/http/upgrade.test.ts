@@ -47,9 +47,9 @@ async function until(what: string, ok: () => boolean): Promise<void> {
   }
 }
 
-async function listen(t: Test, onConnection: (s: net.Socket) => void): Promise<number> {
+async function listen(t: Test, onConnection: (s: net.Socket) => void, opts: net.ServerOpts = {}): Promise<number> {
   const sockets = new Set<net.Socket>();
-  const server = net.createServer((s) => {
+  const server = net.createServer(opts, (s) => {
     sockets.add(s);
     s.on('error', () => {});
     onConnection(s);
@@ -67,9 +67,11 @@ const TIMEOUT_MS = 5000;
 /**
  * An upstream that reads the upgrade request and answers only when the test says so, and a
  * front server whose every connection is handed to the upgrade handler (as the listener does
- * after reading the head); the client connection's bytes and close are recorded.
+ * after reading the head, and half-open as the listener's); the client connection's bytes and
+ * close are recorded. `requestHead` is the upgrade request the handler gets; a body, if it
+ * announces one, is for the test to send on `client.socket`.
  */
-async function setup(t: Test) {
+async function setup(t: Test, requestHead = 'GET /chat HTTP/1.1\r\nHost: chat\r\nConnection: Upgrade\r\nUpgrade: websocket') {
   const clock = new ManualClock(1000);
   const timers = new FakeTimers(clock);
   const deadlines = new Deadlines(clock, timers);
@@ -94,8 +96,8 @@ async function setup(t: Test) {
     deadlines,
   );
   const outcomes: UpgradeOutcome[] = [];
-  const head = parseRequestHead('GET /chat HTTP/1.1\r\nHost: chat\r\nConnection: Upgrade\r\nUpgrade: websocket');
-  const frontPort = await listen(t, (s) => handler(head, s, Buffer.alloc(0), {} as RuntimeConfig, { identity: '', tls: false }, (o) => outcomes.push(o)));
+  const head = parseRequestHead(requestHead);
+  const frontPort = await listen(t, (s) => handler(head, s, Buffer.alloc(0), {} as RuntimeConfig, { identity: '', tls: false }, (o) => outcomes.push(o)), { allowHalfOpen: true });
   const client = { text: '', closed: false, socket: net.connect(frontPort, '127.0.0.1') };
   client.socket.on('data', (c: Buffer) => (client.text += c.toString('latin1')));
   client.socket.on('error', () => {});
@@ -131,4 +133,46 @@ t.test('a 101 in time cancels the wait: moving the clock past the timeout leaves
   upstream.socket!.write('through the tunnel');
   await until('tunnel bytes', () => client.text.endsWith('through the tunnel'));
   t.notOk(client.closed, 'the tunnel stays open');
+});
+
+t.test('a request body: the wait starts only once the body is upstream whole, however slowly it came', async (t) => {
+  const { clock, timers, deadlines, upstream, client, outcomes } = await setup(t, 'POST /up HTTP/1.1\r\nHost: chat\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 10');
+  client.socket.write('12345');
+  await until('the first half of the body upstream', () => upstream.head.endsWith('\r\n\r\n12345'));
+  t.equal(deadlines.pending, 0, 'no wait armed while the body is still coming');
+  timers.advanceTo(1000 + 10 * TIMEOUT_MS);
+  t.same(outcomes, [], 'no 504 while the client is still sending the body');
+  client.socket.write('67890');
+  await until('the whole body upstream', () => upstream.head.endsWith('\r\n\r\n1234567890'));
+  t.equal(deadlines.pending, 1, 'the wait is armed once the body is upstream whole');
+  const sent = clock.now();
+  timers.advanceTo(sent + TIMEOUT_MS - 1);
+  t.same(outcomes, [], 'nothing 1 ms before the timeout counted from the body sent');
+  timers.advanceTo(sent + TIMEOUT_MS);
+  t.match(outcomes, [{ status: 504, reason: 'per-try-timeout' }], 'the timeout, counted from the body sent');
+  await until('the client closed', () => client.closed);
+  t.match(client.text, /^HTTP\/1\.1 504 Gateway Timeout\r\n/);
+});
+
+t.test('a chunked request body: the wait starts at its last chunk', async (t) => {
+  const { clock, timers, deadlines, upstream, client, outcomes } = await setup(t, 'POST /up HTTP/1.1\r\nHost: chat\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nTransfer-Encoding: chunked');
+  client.socket.write('5\r\nhello\r\n');
+  await until('a chunk upstream', () => upstream.head.endsWith('5\r\nhello\r\n'));
+  t.equal(deadlines.pending, 0, 'no wait armed before the last chunk');
+  timers.advanceTo(1000 + 10 * TIMEOUT_MS);
+  t.same(outcomes, [], 'no 504 before the last chunk');
+  client.socket.write('0\r\n\r\n');
+  await until('the last chunk upstream', () => upstream.head.endsWith('5\r\nhello\r\n0\r\n\r\n'));
+  t.equal(deadlines.pending, 1, 'the wait is armed at the last chunk');
+  timers.advanceTo(clock.now() + TIMEOUT_MS);
+  t.match(outcomes, [{ status: 504, reason: 'per-try-timeout' }]);
+});
+
+t.test('the client ends its side before its body ended: taken as gone, both connections close', async (t) => {
+  const { upstream, client, outcomes } = await setup(t, 'POST /up HTTP/1.1\r\nHost: chat\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 10');
+  client.socket.end('12345');
+  await until('the client closed', () => client.closed);
+  t.match(outcomes, [{ status: 0, reason: 'client-gone' }]);
+  await until('the upstream closed', () => upstream.closed);
+  t.equal(upstream.head.slice(upstream.head.indexOf('\r\n\r\n') + 4), '12345', 'the upstream got the part that came');
 });
