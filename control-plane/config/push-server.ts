@@ -36,6 +36,10 @@ export interface ProxyStatus {
   sent: string | null;
   acked: string | null;
   lastAckAt: string | null;
+  /**
+   * The proxy's refusal of the version last sent, until it ACKs a version sent since (the same
+   * one resent, a fix, or a revert to what it ran): null while the proxy runs what it was sent.
+   */
   nack: { version: string; reason: string; at: string } | null;
 }
 
@@ -236,13 +240,17 @@ export class ConfigPushServer {
       if (ack.ok) {
         c.status.acked = ack.version;
         c.status.lastAckAt = now;
+        // The proxy runs what it was last sent: an earlier refusal is over.
+        if (ack.version === c.sent) c.status.nack = null;
         if (ack.version === c.sent && c.changeAt !== undefined) {
           this.#m.ackLatency.observe((this.#o.clock.now() - c.changeAt) / 1000);
           c.changeAt = undefined;
         }
       } else {
         const reason = ack.problems?.map((p) => `${p.path}: ${p.message}`).join('; ') || 'refused';
-        c.status.nack = { version: ack.version, reason, at: now };
+        // A refusal of a version no longer the one sent (its answer came late) is counted and
+        // logged, but the status follows the proxy's answer to the version sent since.
+        if (ack.version === c.sent) c.status.nack = { version: ack.version, reason, at: now };
         // Bounded label: the top-level field of the first problem (services, inbound, ...).
         this.#m.nacks.labels(ack.problems?.[0]?.path.split('/')[1] || 'refused').inc();
         this.#o.log?.('proxy refused config', { identity, version: ack.version, reason });

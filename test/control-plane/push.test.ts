@@ -2,7 +2,7 @@
 // real proxy process: versioned pushes applied within a second, ACKs in status, a refused version
 // NACKed with the last good config kept, and the control plane killed under load and restarted:
 // no failed request, resync after restart.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { Registry } from 'prom-client';
 import { Pool } from 'undici';
 import { systemClock } from '../../api/runtime.ts';
@@ -148,6 +148,25 @@ t.test('a refused version is NACKed with its reason and the last good config sta
   t.equal((JSON.parse(cfgOut.stdout) as { version: string }).version, 'v2', 'proxy-config shows the version the proxy runs');
 });
 
+t.test('after a refusal, a revert to the config the proxy runs is sent, ACKed, and the NACK is no longer reported', async (t) => {
+  // As a folder edited back: the view is v2 again (a content hash would name it v2 again too).
+  const refusedAt = push.status()[0]!.lastAckAt;
+  view = cfg('v2', b.address);
+  push.changed();
+  let s = push.status()[0]!;
+  for (let i = 0; i < 100 && s.lastAckAt === refusedAt; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    s = push.status()[0]!;
+  }
+  t.equal(s.sent, 'v2', 'the control plane re-sends v2 (it had sent bad-1)');
+  t.not(s.lastAckAt, refusedAt, 'the proxy ACKs it again');
+  t.equal(s.acked, 'v2');
+  t.equal(s.nack, null, 'the refusal of bad-1 is no longer reported');
+  const r = await run('proxy-status', '--admin', `http://127.0.0.1:${cp!.admin.port}`);
+  t.equal(r.status, 0, 'proxy-status exits 0: every proxy runs what it was sent');
+  t.match(r.stdout, /shop\/web-0\s+\S+\s+v2\s+v2\s+\S+\s+-\n/, 'the row: sent v2, acked v2, no NACK');
+});
+
 t.test('control plane killed under load: 0 failed requests; restarted: resync within a second', async (t) => {
   view = cfg('v3', b.address);
   push.changed();
@@ -217,17 +236,13 @@ t.test('large views travel as deltas; after a refusal the next version goes in f
   t.equal(push.status()[0]!.acked, 'big-4', 'and ACKed');
 });
 
-t.test('a NACK for a missing delta base makes the control plane send the full view at once', async (t) => {
-  // A client speaking the stream protocol by hand (real mTLS stream): it keeps the first view,
-  // refuses the next (a delta) as "no base", and must then receive that version in full.
+/** A client speaking the stream protocol by hand (real mTLS stream, identity shop/web): what it got, and its answers. */
+function handClient(t: Test) {
   const state = JSON.parse(readFileSync(caFile, 'utf8')) as Record<string, unknown>;
   delete state['bootstrapTokenKey'];
   const keys = newKeyPair();
   const leaf = issueLeaf(importSecret(state), { csrPem: makeCsr(keys), identity: parseSpiffeId('spiffe://cluster.local/ns/shop/sa/web'), now: Date.now() });
   const tls = { key: keys.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, cert: leaf.certPem + leaf.chainPems.join(''), ca: leaf.bundlePems, checkServerIdentity: () => undefined };
-  view = big('sim-1', '127.0.0.1:1');
-  push.changed();
-  await new Promise((r) => setTimeout(r, 300));
   const got: StreamMessage[] = [];
   let stream = '';
   const req = https.request({ host: '127.0.0.1', port, path: encodeParams({ workload: 'web', namespace: 'not-mine', pod: 'sim-0', services: [], version: '' }), ...tls }, (res) => {
@@ -259,7 +274,18 @@ t.test('a NACK for a missing delta base makes the control plane send the full vi
       r.on('error', reject);
       r.end(text);
     });
+  return { stream: () => stream, nth, ack };
+}
+
+t.test('a NACK for a missing delta base makes the control plane send the full view at once', async (t) => {
+  // The hand-made client keeps the first view, refuses the next (a delta) as "no base", and must
+  // then receive that version in full.
+  view = big('sim-1', '127.0.0.1:1');
+  push.changed();
+  await new Promise((r) => setTimeout(r, 300));
+  const { stream: streamOf, nth, ack } = handClient(t);
   const first = await nth(1);
+  const stream = streamOf();
   t.match(first, { type: 'config', version: 'sim-1' }, 'a new stream starts with the full view');
   t.equal(push.status().find((x) => x.stream === stream)?.namespace, 'shop', "status shows the certificate's namespace, not the one the client claimed");
   t.equal(await ack({ stream, version: 'sim-1', ok: true }), 200);
@@ -272,4 +298,33 @@ t.test('a NACK for a missing delta base makes the control plane send the full vi
   const third = await nth(3);
   t.match(third, { type: 'config', version: 'sim-2' }, 'after the NACK: the same version, in full');
   t.same(third?.type === 'config' ? third.config : undefined, view, 'exactly the view');
+});
+
+t.test('a refusal answered after the version sent since was ACKed is not reported', async (t) => {
+  // Each answer is its own POST, so a NACK may arrive after the ACK of the next version.
+  view = big('late-1', '127.0.0.1:1');
+  push.changed();
+  await new Promise((r) => setTimeout(r, 300));
+  const { stream: streamOf, nth, ack } = handClient(t);
+  t.match(await nth(1), { version: 'late-1' });
+  const stream = streamOf();
+  const status = () => push.status().find((x) => x.stream === stream)!;
+  t.equal(await ack({ stream, version: 'late-1', ok: true }), 200);
+  view = big('late-2', '127.0.0.1:2');
+  push.changed();
+  t.match(await nth(2), { version: 'late-2' });
+  view = big('late-3', '127.0.0.1:3');
+  push.changed();
+  t.match(await nth(3), { version: 'late-3' });
+  t.equal(await ack({ stream, version: 'late-3', ok: true }), 200);
+  const nacksBefore = metricValue(await registry.metrics(), 'meshlet_cp_nacks_total', { reason: 'services' });
+  t.equal(await ack({ stream, version: 'late-2', ok: false, problems: [{ path: '/services/0', message: 'refused' }] }), 200);
+  t.equal(metricValue(await registry.metrics(), 'meshlet_cp_nacks_total', { reason: 'services' }), nacksBefore + 1, 'the late refusal is counted');
+  t.match(status(), { sent: 'late-3', acked: 'late-3', nack: null }, 'but the status shows the proxy in sync with late-3');
+  // A refusal of the version sent is reported, until that version is ACKed.
+  view = big('late-4', '127.0.0.1:4');
+  push.changed();
+  t.match(await nth(4), { version: 'late-4' });
+  t.equal(await ack({ stream, version: 'late-4', ok: false, problems: [{ path: '/services/0', message: 'refused' }] }), 200);
+  t.match(status(), { sent: 'late-4', acked: 'late-3', nack: { version: 'late-4', reason: '/services/0: refused' } }, 'a refusal of the version sent is reported');
 });

@@ -1,5 +1,5 @@
 // `meshlet proxy-status`: every proxy connected to a control plane, its identity, the version it
-// runs, when it last ACKed, and why it refused the last version it refused (from the admin /proxies).
+// runs, when it last ACKed, and why it refuses the version it was last sent (from the admin /proxies).
 import { EXIT_FAILURE, EXIT_OK, CliError, HELP_FLAG, UsageError, flags, type Command, type Io } from '../command.ts';
 
 const USAGE = `usage: meshlet proxy-status [--admin URL] [-o table|json]
