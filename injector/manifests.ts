@@ -1,9 +1,11 @@
 // `meshlet inject`'s text transform: Kubernetes YAML (or JSON) in, the same with the proxy injected
-// into every Pod template out. Guarantees: pure (text → text); the patch is inject()'s, applied to the
-// YAML document itself, so comments, key order and other documents survive; other kinds pass through.
+// into every Pod template out. Guarantees: pure (text → text); merge keys (`<<`) count as Kubernetes
+// counts them; the patch is inject()'s, applied to the YAML document itself, so comments, key order
+// and other documents survive (a document whose patch would go through an alias, a merge key or a
+// referenced anchor is written resolved instead); other kinds pass through.
 
 import jsonpatch, { type Operation } from 'fast-json-patch';
-import { isCollection, isMap, isSeq, parseAllDocuments, type Document } from 'yaml';
+import { isAlias, isCollection, isMap, isSeq, parseAllDocuments, visit, type Document } from 'yaml';
 import { inject, type InjectResult, type PodLike } from './inject.ts';
 import type { InjectSettings } from './settings.ts';
 
@@ -52,6 +54,8 @@ function templates(obj: unknown, prefix: Path = []): Array<{ path: Path; what: s
 }
 
 const unescape = (t: string): string => t.replace(/~1/g, '/').replace(/~0/g, '~');
+/** The path of the node an add operation adds into. */
+const parentOf = (op: Operation): Path => op.path.split('/').slice(1, -1).map(unescape);
 
 /** Applies add operations (all inject() emits) to a YAML document under `prefix`, node by node. */
 function applyToDocument(doc: Document, prefix: Path, ops: readonly Operation[]): void {
@@ -76,6 +80,26 @@ function applyToDocument(doc: Document, prefix: Path, ops: readonly Operation[])
     } else {
       throw new Error(`cannot add at ${op.path}: the parent is a scalar`);
     }
+  }
+}
+
+/**
+ * Whether adding under `path` (the parent of an added value) can be done on the document's own
+ * nodes: every step is written out there (not brought in by an alias or a merge key) and no node
+ * on the way carries an anchor that an alias elsewhere reads (which would see the addition too).
+ * `resolved` is the document as Kubernetes reads it (merge keys applied). A merge key in the
+ * parent itself is fine: a key written beside it overrides the merged one.
+ */
+function addsInPlace(doc: Document, resolved: unknown, path: Path, referenced: ReadonlySet<string>): boolean {
+  let node: unknown = doc.contents;
+  for (let i = 0; ; i++) {
+    if (isAlias(node)) return false;
+    if (isCollection(node) && node.anchor !== undefined && referenced.has(node.anchor)) return false;
+    if (i === path.length || !isCollection(node)) return true;
+    const next: unknown = node.get(path[i], true);
+    // Not written here: the addition creates it, unless a merge key brings it in.
+    if (next === undefined) return getIn(resolved, path.slice(0, i + 1)) === undefined;
+    node = next;
   }
 }
 
@@ -111,7 +135,8 @@ function transformJson(text: string, settings: InjectSettings): TransformResult 
 
 export function transformManifests(text: string, settings: InjectSettings): TransformResult {
   if (/^\s*\{/.test(text)) return transformJson(text, settings);
-  const docs = parseAllDocuments(text, { keepSourceTokens: false });
+  // Merge keys as Kubernetes reads them (sigs.k8s.io/yaml): `<<: *base` brings base's keys in.
+  const docs = parseAllDocuments(text, { keepSourceTokens: false, merge: true });
   if (!Array.isArray(docs)) return { output: text, reports: [], errors: [] }; // empty stream
   const list = docs;
   const errors = list.flatMap((d, i) => d.errors.map((e) => `document ${i + 1}: ${e.message}`));
@@ -121,15 +146,27 @@ export function transformManifests(text: string, settings: InjectSettings): Tran
   const touched = new Set<Document>();
   list.forEach((doc, i) => {
     const obj = doc.toJS() as unknown;
+    const patches: Array<{ path: Path; ops: Operation[] }> = [];
     for (const t of templates(obj)) {
       const { report, ops } = injectAt(obj, t, settings);
       reports.push({ ...report, what: list.length > 1 ? `${report.what} (document ${i + 1})` : report.what });
-      if (ops.length > 0) {
-        applyToDocument(doc, t.path, ops);
-        touched.add(doc);
-        changed = true;
-      }
+      if (ops.length > 0) patches.push({ path: t.path, ops });
     }
+    if (patches.length === 0) return;
+    touched.add(doc);
+    changed = true;
+    const referenced = new Set<string>();
+    visit(doc, { Alias: (_, a) => void referenced.add(a.source) });
+    if (patches.every((p) => p.ops.every((op) => addsInPlace(doc, obj, [...p.path, ...parentOf(op)], referenced)))) {
+      for (const p of patches) applyToDocument(doc, p.path, p.ops);
+      return;
+    }
+    // The patch would write through an alias or a merge key, or into a node an alias shares: the
+    // document is written resolved (anchors, aliases and merge keys expanded; its comments lost),
+    // patched as a JSON object is.
+    const plain = JSON.parse(JSON.stringify(obj)) as unknown;
+    for (const p of patches) jsonpatch.applyPatch(getIn(plain, p.path), p.ops, false, true);
+    (doc as Document).contents = doc.createNode(plain, { aliasDuplicateObjects: false });
   });
   // Nothing to inject: the input unchanged, byte for byte.
   if (!changed) return { output: text, reports, errors: [] };

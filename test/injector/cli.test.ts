@@ -123,6 +123,90 @@ t.test('meshlet inject -f - reads stdin (a JSON List from kubectl get -o json st
   t.same(initNames((parseAllDocuments(yaml.stdout)[0]!.toJS() as Json).spec.template.spec), ['meshlet-proxy'], '--cni: no meshlet-init');
 });
 
+// Merge keys (`<<`) and aliases, as Kubernetes reads them (sigs.k8s.io/yaml merges `<<`).
+const MERGED_LABELS = `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: &labels
+    app: web
+spec:
+  selector:
+    matchLabels: *labels
+  template:
+    metadata:
+      labels:
+        <<: *labels # the workload's labels, and one more
+        tier: front
+      annotations:
+        <<: {config.meshlet.io/proxy-cpu-request: 300m}
+    spec:
+      containers:
+        - name: web
+          image: registry.example/web:1
+`;
+const MERGED_SPEC = `apiVersion: v1
+kind: List
+items:
+  - apiVersion: apps/v1
+    kind: Deployment
+    metadata: {name: a}
+    spec:
+      template:
+        metadata: {labels: {app: a}}
+        spec: &podspec
+          containers:
+            - name: app
+              image: registry.example/app:1
+              ports: [{containerPort: 8080}]
+  - apiVersion: apps/v1
+    kind: Deployment
+    metadata: {name: b}
+    spec:
+      template:
+        metadata: {labels: {app: b}}
+        spec:
+          <<: *podspec
+          serviceAccountName: b
+`;
+const ALIASED_SPEC = MERGED_SPEC.replace('spec:\n          <<: *podspec\n          serviceAccountName: b\n', 'spec: *podspec\n');
+
+t.test('meshlet inject: merge keys and aliases count as Kubernetes counts them; the output means what the resolved manifest injected means', async (t) => {
+  /** The CLI on the YAML as written, and on the same manifest resolved to JSON (merge keys applied): Kubernetes must read the same objects from both outputs. */
+  const both = async (name: string, text: string, extra: string[] = []) => {
+    const file = join(dir, `${name}.yaml`);
+    writeFileSync(file, text);
+    const yaml = await meshlet(['inject', '-f', file, '--trust-anchors', anchorsFile, ...extra]);
+    const json = await meshlet(['inject', '-f', '-', '--trust-anchors', anchorsFile, ...extra], JSON.stringify(parse(text, { merge: true })));
+    t.equal(yaml.code, 0, `${name}: ${yaml.stderr}`);
+    t.equal(json.code, 0, `${name} resolved: ${json.stderr}`);
+    const out = (parse(yaml.stdout, { merge: true }) ?? {}) as Json;
+    t.same(out, JSON.parse(json.stdout) as Json, `${name} ${extra.join(' ')}: the same objects as the resolved manifest injected`);
+    return { out, stdout: yaml.stdout, stderr: yaml.stderr };
+  };
+  const labels = await both('merged-labels', MERGED_LABELS);
+  const tpl = labels.out.spec?.template ?? {};
+  t.same(tpl.metadata?.labels, { app: 'web', tier: 'front' }, 'merged labels kept');
+  t.equal(tpl.spec?.initContainers?.[1]?.resources.requests.cpu, '300m', 'an annotation brought in by a merge key applies');
+  t.match(labels.stdout, /labels:\n {8}<<: \*labels # the workload's labels, and one more\n/, 'written in place: the merge key, its anchor and comment kept');
+  const again = await meshlet(['inject', '-f', '-', '--trust-anchors', anchorsFile, '-q'], labels.stdout);
+  t.equal(again.stdout, labels.stdout, 'injecting again changes nothing');
+
+  for (const mode of ['native', 'regular']) {
+    const list = await both('merged-spec', MERGED_SPEC, ['--sidecar', mode]);
+    t.match(list.stderr, /deployment\/b \(items\[1\]\) injected/, `${mode}: the template whose containers come from a merge key is injected`);
+    if (!Array.isArray(list.out.items)) continue; // nothing written: the assertions above failed
+    const [a, b] = (list.out.items as Json[]).map((x) => x.spec.template.spec as Json);
+    const names = (s: Json) => [...(s.initContainers ?? []), ...s.containers].map((c: Json) => c.name as string).toSorted();
+    t.same(names(a!), names(b!), `${mode}: b has a's containers and its own proxy`);
+    t.ok(names(b!).includes('app') && names(b!).includes('meshlet-proxy'), `${mode}: b runs the app beside the proxy`);
+    t.equal(b!.serviceAccountName, 'b', `${mode}: b's own fields kept`);
+    t.equal(JSON.stringify(a).includes('"b"'), false, `${mode}: nothing of b's injection reaches a`);
+  }
+  const aliased = await both('aliased-spec', ALIASED_SPEC);
+  t.same(((aliased.out.items ?? []) as Json[]).map((x) => initNames(x.spec.template.spec)), [['meshlet-init', 'meshlet-proxy'], ['meshlet-init', 'meshlet-proxy']], 'a template spec that is an alias: each Deployment gets its own proxy');
+});
+
 t.test('errors: exit codes and messages a user can act on', async (t) => {
   const help = await meshlet(['inject', '--help']);
   t.equal(help.code, 0);

@@ -14,7 +14,9 @@ const USAGE = `usage: meshlet inject -f FILE|- --trust-anchors FILE [options] > 
 
 Adds the meshlet proxy to every Pod template in a manifest — Pods, Deployments, StatefulSets,
 DaemonSets, ReplicaSets, Jobs, CronJobs, Lists, multi-document YAML (or one JSON object) — the
-same way the injector webhook does. Other objects, comments and key order are kept. Already
+same way the injector webhook does. Other objects, comments and key order are kept; merge keys
+(<<: *base) count as Kubernetes counts them (a document whose proxy would go in through an alias
+or a merge key is written resolved, without its anchors and comments). Already
 injected or opted-out (meshlet.io/inject: disabled) templates and host-network Pods are left as
 they are. config.meshlet.io/* annotations on a template apply (README: "Injector").
 
