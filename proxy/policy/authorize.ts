@@ -24,23 +24,52 @@ function pathMatches(pattern: string, path: string): boolean {
   return pattern.endsWith('*') ? path.startsWith(pattern.slice(0, -1)) : pattern === path;
 }
 
-export function ruleAllows(rule: AuthorizationRule, req: AuthzRequest): boolean {
+/** RFC 3986 §5.2.4: `.` and `..` segments removed (`..` never climbs above the root). */
+function removeDotSegments(path: string): string {
+  const out: string[] = [];
+  const segments = path.split('/').slice(1);
+  segments.forEach((seg, i) => {
+    const last = i === segments.length - 1;
+    if (seg === '..') out.pop();
+    if (seg === '.' || seg === '..') {
+      if (last) out.push('');
+    } else out.push(seg);
+  });
+  return `/${out.join('/')}`;
+}
+
+/**
+ * Every form of a request path an app may act on: as sent, and as resolved: percent-encoded dots,
+ * slashes and backslashes decoded, backslashes read as slashes (WHATWG URL does both), dot segments
+ * removed, with and without repeated slashes merged first (nginx merges them). A path rule must allow
+ * every form, so `/api/../admin` or `/api/%2e%2e/admin` is not let in by an `/api/*` rule.
+ */
+export function pathForms(path: string): string[] {
+  if (!/[.%\\]/.test(path)) return [path];
+  const decoded = path.replace(/%2e/gi, '.').replace(/%2f/gi, '/').replace(/%5c/gi, '/').replace(/\\/g, '/');
+  return [...new Set([path, removeDotSegments(decoded), removeDotSegments(decoded.replace(/\/{2,}/g, '/'))])];
+}
+
+export function ruleAllows(rule: AuthorizationRule, req: AuthzRequest, forms: readonly string[] = pathForms(req.path)): boolean {
   if (!rule.identities.some((p) => identityMatches(p, req.identity))) return false;
   if (rule.methods && !rule.methods.includes(req.method as never)) return false;
-  if (rule.paths && !rule.paths.some((p) => pathMatches(p, req.path))) return false;
+  const paths = rule.paths;
+  if (paths && !forms.every((f) => paths.some((p) => pathMatches(p, f)))) return false;
   return true;
 }
 
 export function authorize(policies: readonly AuthorizationPolicyConfig[], defaultPolicy: 'all-authenticated' | 'all' | 'deny', req: AuthzRequest): AuthzDecision {
   let guarded = false;
   let names = '';
+  const forms = pathForms(req.path);
   for (const p of policies) {
     if (p.port !== undefined && p.port !== req.port) continue;
     guarded = true;
     names = names ? `${names},${p.name}` : p.name;
-    for (const r of p.rules) if (ruleAllows(r, req)) return { allowed: true, policy: p.name };
+    for (const r of p.rules) if (ruleAllows(r, req, forms)) return { allowed: true, policy: p.name };
   }
-  if (guarded) return { allowed: false, policy: names, reason: `no rule of ${names} allows ${req.identity || 'an unauthenticated peer'} to ${req.method} ${req.path}` };
+  const resolved = forms.length > 1 ? ` (resolved: ${forms.slice(1).join(', ')})` : '';
+  if (guarded) return { allowed: false, policy: names, reason: `no rule of ${names} allows ${req.identity || 'an unauthenticated peer'} to ${req.method} ${req.path}${resolved}` };
   if (defaultPolicy === 'all') return { allowed: true, policy: 'default:all' };
   if (defaultPolicy === 'all-authenticated' && req.identity !== '') return { allowed: true, policy: 'default:all-authenticated' };
   return { allowed: false, policy: `default:${defaultPolicy}`, reason: defaultPolicy === 'deny' ? 'the mesh default denies requests no policy allows' : 'the mesh default allows only authenticated (mTLS) peers' };

@@ -91,6 +91,34 @@ t.test('authorization uses the peer identity: GET /api/* allowed, POST and other
   t.equal(app.hits, before, 'denied requests never reached the app');
 });
 
+/** One request through the client proxy with its target exactly as given (undici and fetch resolve dot segments first). */
+function rawRequest(target: string): Promise<string> {
+  return new Promise((resolve) => {
+    const s = net.connect(client.outboundPort, '127.0.0.1', () => s.write(`GET ${target} HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n`));
+    let got = '';
+    s.on('data', (d) => (got += d.toString()));
+    s.on('error', () => resolve(got));
+    s.on('close', () => resolve(got));
+  });
+}
+
+t.test('a path rule is not bypassed with dot segments: /api/* does not let in /api/../admin, sent raw or percent-encoded', async (t) => {
+  const before = app.hits;
+  for (const target of ['/api/../admin', '/api/%2e%2e/admin', '/api/.%2E/admin', '/api/x/../../admin', '/api/..%2Fadmin', '/api/..\\admin']) {
+    const r = await rawRequest(target);
+    t.match(r, /^HTTP\/1\.1 403 /, `${target}: 403`);
+    t.match(r, /meshlet-proxy-error: forbidden\r\n/, `${target}: forbidden`);
+    t.match(r, /resolved: \/admin/, `${target}: the reason names the path the app would resolve`);
+  }
+  t.equal(app.hits, before, 'none reached the app (a WHATWG-URL router would have served /admin)');
+  const inside = await rawRequest('/api/x/../items');
+  t.match(inside, /^HTTP\/1\.1 200 /, 'a dot segment that stays under /api/ is still allowed');
+  t.match(inside, /hello \/api\/x\/\.\.\/items/, 'and the app gets the target as sent');
+  await new Promise((r) => setTimeout(r, 250));
+  const log = server.stdout().trim().split('\n').map((l) => JSON.parse(l) as { path: string; status: number; error: string });
+  t.ok(log.some((l) => l.path === '/api/%2e%2e/admin' && l.status === 403 && l.error === 'forbidden'), 'the access log shows the refusal with the path as sent');
+});
+
 t.test('the outbound side refuses a server presenting another identity', async (t) => {
   const r = await request(`${client.outboundUrl}/api/x`, { headers: { host: 'impostor' } });
   t.equal(r.statusCode, 502);

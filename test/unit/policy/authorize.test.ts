@@ -1,6 +1,6 @@
 // The inbound authorization decision: identity × method × path, policies per port, the default.
 import t from 'tap';
-import { authorize } from '../../../proxy/policy/authorize.ts';
+import { authorize, pathForms } from '../../../proxy/policy/authorize.ts';
 import type { AuthorizationPolicyConfig } from '../../../api/proxy-config.ts';
 
 const FRONTEND = 'spiffe://cluster.local/ns/shop/sa/frontend';
@@ -55,4 +55,22 @@ t.test('"*" means any authenticated peer, never plaintext', async (t) => {
   const p: AuthorizationPolicyConfig[] = [{ name: 'any', rules: [{ identities: ['*'] }] }];
   t.equal(authorize(p, 'deny', { port: 1, identity: OTHER, method: 'GET', path: '/' }).allowed, true);
   t.equal(authorize(p, 'deny', { port: 1, identity: '', method: 'GET', path: '/' }).allowed, false);
+});
+
+const frontendGets = (path: string) => authorize(billing, 'deny', { port: 8080, identity: FRONTEND, method: 'GET', path });
+
+t.test('a path rule must allow the path as sent and as an app resolves it (dot segments, encoded dots and slashes)', async (t) => {
+  t.same(pathForms('/billing/invoices'), ['/billing/invoices'], 'a plain path has one form');
+  t.same(pathForms('/billing/../admin'), ['/billing/../admin', '/admin']);
+  t.same(pathForms('/billing/%2E%2e/admin'), ['/billing/%2E%2e/admin', '/admin']);
+  t.same(pathForms('/billing/..%2fadmin'), ['/billing/..%2fadmin', '/admin']);
+  t.same(pathForms('/billing\\..\\admin'), ['/billing\\..\\admin', '/admin']);
+  t.same(pathForms('/billing/x//../../admin'), ['/billing/x//../../admin', '/billing/admin', '/admin'], 'with and without merged slashes');
+  t.same(pathForms('/../../etc'), ['/../../etc', '/etc'], '.. stops at the root');
+  t.same(pathForms('/billing/x/..'), ['/billing/x/..', '/billing/']);
+  t.same(pathForms('/billing/a.b/./c'), ['/billing/a.b/./c', '/billing/a.b/c']);
+  t.equal(frontendGets('/billing/../admin').allowed, false);
+  t.match(frontendGets('/billing/%2e%2e/admin'), { allowed: false, reason: /GET \/billing\/%2e%2e\/admin \(resolved: \/admin\)/ });
+  t.equal(frontendGets('/billing/x/../invoices').allowed, true, 'resolving under the prefix is fine');
+  t.equal(frontendGets('/billing/a.json').allowed, true);
 });
