@@ -25,20 +25,29 @@ export interface AcceptOptions {
   /** Whether plaintext is accepted now (the app port is permissive in the config in force). */
   permissive: () => boolean;
   onRefused: (reason: string) => void;
+  /** How long a connection may take to send its first byte and, for TLS, finish the handshake (default 10 s). */
+  handshakeTimeoutMs?: number;
 }
 
 const TLS_HANDSHAKE = 0x16;
+export const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/** A connection's remote end, the same on the raw socket and on the TLS socket that wraps it. */
+const remoteKey = (s: net.Socket): string => `${s.remoteAddress}|${s.remotePort}`;
 
 export class InboundAcceptor {
   readonly server: net.Server;
   readonly #o: AcceptOptions;
   readonly #tls: tls.Server;
   #context: TlsMaterial | undefined;
+  /** Raw sockets still in their TLS handshake, by remote end: the TLS server hands back only its own socket. */
+  readonly #handshaking = new Map<string, { socket: net.Socket; timer: NodeJS.Timeout }>();
 
   constructor(o: AcceptOptions) {
     this.#o = o;
     this.#tls = tls.createServer({ requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3', ALPNProtocols: ['http/1.1'] });
     this.#tls.on('secureConnection', (s: TLSSocket) => {
+      this.#handshakeDone(s);
       const identity = spiffeIdOfCert(s.getPeerX509Certificate());
       if (!identity) {
         o.onRefused('no-spiffe-id');
@@ -50,18 +59,42 @@ export class InboundAcceptor {
     });
     this.#tls.on('tlsClientError', (err: Error & { code?: string }, s: TLSSocket) => {
       o.onRefused((s as TLSSocket & { authorizationError?: string }).authorizationError ?? err.code ?? 'handshake-error');
+      // The TLS socket is gone; the connection under it is not closed with it.
+      this.#handshakeDone(s)?.destroy();
     });
     this.server = net.createServer({ noDelay: true }, (socket) => this.#accept(socket));
   }
 
+  /** The handshake of the connection under `s` ended (either way): stop its deadline; its raw socket. */
+  #handshakeDone(s: net.Socket): net.Socket | undefined {
+    const key = remoteKey(s);
+    const h = this.#handshaking.get(key);
+    if (!h) return undefined;
+    clearTimeout(h.timer);
+    this.#handshaking.delete(key);
+    return h.socket;
+  }
+
   #accept(socket: net.Socket): void {
     socket.once('error', () => socket.destroy());
+    // A connection that sends nothing, or never finishes its TLS handshake, is closed (it would hold a socket forever).
+    const key = remoteKey(socket);
+    const timer = setTimeout(() => {
+      this.#handshaking.delete(key);
+      this.#o.onRefused('handshake-timeout');
+      socket.destroy();
+    }, this.#o.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS);
+    this.#handshaking.set(key, { socket, timer });
+    socket.once('close', () => {
+      if (this.#handshaking.get(key)?.socket === socket) this.#handshakeDone(socket);
+    });
     socket.once('data', (chunk: Buffer) => {
       socket.pause();
       socket.unshift(chunk);
       if (chunk[0] === TLS_HANDSHAKE && this.#o.identityEnabled) {
         const m = this.#o.material();
         if (!m) {
+          this.#handshakeDone(socket);
           this.#o.onRefused('no-certificate');
           socket.destroy();
           return;
@@ -74,6 +107,7 @@ export class InboundAcceptor {
         this.#tls.emit('connection', socket);
         return;
       }
+      this.#handshakeDone(socket);
       if (this.#o.identityEnabled && !this.#o.permissive()) {
         this.#o.onRefused(chunk[0] === TLS_HANDSHAKE ? 'tls-without-identity' : 'plaintext-on-strict-port');
         socket.destroy();

@@ -177,6 +177,47 @@ t.test('strict inbound: no client certificate, a foreign CA, an expired leaf and
   t.ok(metricValue(m, 'meshlet_tls_handshake_failures_total', { direction: 'inbound', reason: 'CERT_HAS_EXPIRED' }) >= 1, 'the expired leaf counted as CERT_HAS_EXPIRED');
 });
 
+/** How long until the server closes `s` (-1: still open after 20 s; then it is closed here). */
+function closedAfter(s: net.Socket): Promise<number> {
+  const start = Date.now();
+  return new Promise((resolve) => {
+    s.on('error', () => {});
+    s.on('close', () => resolve(Date.now() - start));
+    // Still open after 20 s: give up (-1), and close it ourselves.
+    setTimeout(() => {
+      resolve(-1);
+      s.destroy();
+    }, 20_000).unref();
+  });
+}
+
+t.test('a connection that sends nothing or never finishes its handshake is closed after 10 s; an idle mTLS connection is not', async (t) => {
+  const silent = net.connect(server.inboundPort, '127.0.0.1');
+  const partial = net.connect(server.inboundPort, '127.0.0.1', () => partial.write(Buffer.from([0x16, 0x03, 0x01])));
+  // A mesh leaf for web, valid now: one request, then the connection stays open and idle.
+  const state = JSON.parse(readFileSync(cp.caFile, 'utf8')) as Record<string, unknown>;
+  delete state['bootstrapTokenKey'];
+  const keys = newKeyPair();
+  const leaf = issueLeaf(importSecret(state), { csrPem: makeCsr(keys), identity: parseSpiffeId(WEB), now: Date.now(), ttlMs: 600_000 });
+  const mtls = tls.connect({ host: '127.0.0.1', port: server.inboundPort, rejectUnauthorized: false, minVersion: 'TLSv1.3', key: keys.privateKey.export({ type: 'pkcs8', format: 'pem' }), cert: leaf.certPem + leaf.chainPems.join('') });
+  let got = '';
+  mtls.on('data', (d) => (got += d.toString()));
+  const ask = async (): Promise<string> => {
+    got = '';
+    mtls.write('GET /api/idle HTTP/1.1\r\nHost: api\r\n\r\n');
+    for (let i = 0; i < 100 && !got.includes('hello /api/idle'); i++) await new Promise((r) => setTimeout(r, 20));
+    return got.split('\r\n')[0] ?? '';
+  };
+  await new Promise<void>((r) => mtls.once('secureConnect', () => r()));
+  t.equal(await ask(), 'HTTP/1.1 200 OK', 'the mTLS connection is answered');
+  const [silentMs, partialMs] = await Promise.all([closedAfter(silent), closedAfter(partial)]);
+  t.ok(silentMs >= 9_000 && silentMs < 13_000, `a connection that sends nothing is closed after ~10 s (${silentMs} ms)`);
+  t.ok(partialMs >= 9_000 && partialMs < 13_000, `a ClientHello that never completes is closed after ~10 s (${partialMs} ms)`);
+  t.equal(await ask(), 'HTTP/1.1 200 OK', 'the established mTLS connection, idle meanwhile, still works');
+  mtls.destroy();
+  t.ok(metricValue(await server.metrics(), 'meshlet_tls_handshake_failures_total', { direction: 'inbound', reason: 'handshake-timeout' }) >= 2, 'counted as handshake-timeout');
+});
+
 /** A self-signed leaf with a SPIFFE URI SAN, made with openssl (a CA the mesh does not trust). */
 function selfSigned(key: import('node:crypto').KeyObject): string {
   const keyFile = join(mkdtempSync(join(tmpdir(), 'meshlet-foreign-')), 'key.pem');
