@@ -3,13 +3,15 @@
 
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { CERTIFY_PATH, type CertifyOutcome, type CertifyService } from './certify.ts';
 import { MAX_BODY_BYTES } from './request.ts';
 import type { ServingCredentials } from './serving-cert.ts';
 
 /** After a 413, how much more of the body is read and dropped before the connection is cut. */
 const DRAIN_BYTES = 1024 * 1024;
+/** A connection must finish its TLS handshake, and then start its first request, within this. */
+const FIRST_REQUEST_MS = 10_000;
 
 /**
  * More handlers on the same port (8443), by exact path. The seam for the config stream (another
@@ -53,7 +55,12 @@ function send(res: ServerResponse, out: CertifyOutcome, close = false): void {
 export function createCertifyServer(o: CertifyServerOptions): CertifyServer {
   const max = o.maxBodyBytes ?? MAX_BODY_BYTES;
   const routes = o.routes ?? {};
-  const server = https.createServer({ ...tlsOptions(o.credentials), requestTimeout: 15_000, headersTimeout: 10_000, keepAliveTimeout: 5_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
+  // Node's headersTimeout counts only once a request has begun: a connection that completes the
+  // handshake and then sends nothing would be kept forever. Until its first request it has FIRST_REQUEST_MS.
+  const idle = new Map<Socket, NodeJS.Timeout>();
+  const server = https.createServer({ ...tlsOptions(o.credentials), handshakeTimeout: FIRST_REQUEST_MS, requestTimeout: 15_000, headersTimeout: 10_000, keepAliveTimeout: 5_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
+    clearTimeout(idle.get(req.socket));
+    idle.delete(req.socket);
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     const extra = path === CERTIFY_PATH ? undefined : routes[path];
     if (extra) return extra(req, res);
@@ -87,6 +94,13 @@ export function createCertifyServer(o: CertifyServerOptions): CertifyServer {
     });
   });
   server.on('tlsClientError', () => {}); // a failed handshake is the client's problem; nothing to serve
+  server.on('secureConnection', (socket: Socket) => {
+    idle.set(socket, setTimeout(() => socket.destroy(), FIRST_REQUEST_MS));
+    socket.once('close', () => {
+      clearTimeout(idle.get(socket));
+      idle.delete(socket);
+    });
+  });
 
   return {
     server,

@@ -4,6 +4,8 @@
 
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import https from 'node:https';
+import net from 'node:net';
+import tls from 'node:tls';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
@@ -162,6 +164,30 @@ t.test('a bootstrap key made while the control plane runs works at once, not at 
   const after = await postCertify(late.certifyUrl, bundle, { csr, token: made, kind: 'bootstrap' });
   t.equal(after.status, 200, `issued with the new key, an hour before the next periodic reload (${String(after.json.message ?? after.json.identity)})`);
   t.equal(after.json.identity, 'spiffe://cluster.local/ns/shop/sa/late');
+});
+
+/** How long until the server closes `s` (-1: still open after 25 s; then it is closed here). */
+function closedAfter(s: net.Socket): Promise<number> {
+  const start = Date.now();
+  return new Promise((resolve) => {
+    s.on('error', () => {});
+    s.on('close', () => resolve(Date.now() - start));
+    setTimeout(() => {
+      resolve(-1);
+      s.destroy();
+    }, 25_000).unref();
+  });
+}
+
+t.test('a connection that never finishes its handshake, or never sends a request, is closed after 10 s; Certify keeps serving', async (t) => {
+  const { hostname, port } = new URL(c().certifyUrl);
+  const silentTcp = net.connect(Number(port), hostname);
+  const silentTls = tls.connect({ host: hostname, port: Number(port), ca: anchors, checkServerIdentity: () => undefined });
+  const [tcpMs, tlsMs] = await Promise.all([closedAfter(silentTcp), closedAfter(silentTls)]);
+  t.ok(tcpMs >= 9_000 && tcpMs < 13_000, `no ClientHello: closed after ~10 s (${tcpMs} ms)`);
+  t.ok(tlsMs >= 9_000 && tlsMs < 13_000, `a TLS connection that sends no request: closed after ~10 s (${tlsMs} ms)`);
+  const r = await postCertify(c().certifyUrl, anchors, { csr: csrFor().csr, token, kind: 'bootstrap' });
+  t.equal(r.status, 200, 'and Certify still issues');
 });
 
 t.test('SIGTERM stops it cleanly (exit 0)', async (t) => {
