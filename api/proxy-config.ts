@@ -175,7 +175,7 @@ export const AuthorizationRule = Type.Object(
     identities: Type.Array(Type.String({ minLength: 1 }), { minItems: 1, maxItems: 256 }),
     methods: Type.Optional(Type.Array(Method, { maxItems: 9 })),
     /** Exact paths, or prefixes ending in `*` (`/billing/*`). Absent: every path. */
-    paths: Type.Optional(Type.Array(Type.String({ pattern: '^/' }), { maxItems: 256 })),
+    paths: Type.Optional(Type.Array(Type.String({ pattern: '^/[^*]*\\*?$' }), { maxItems: 256 })),
   },
   { additionalProperties: false },
 );
@@ -243,6 +243,7 @@ export type Parsed<T> = { ok: true; value: Readonly<T> } | { ok: false; problems
 /** Schema errors worth a sentence: where the schema can only say "Unexpected property". */
 const EXPLAINED: ReadonlyArray<readonly [RegExp, string]> = [
   [/^\/services\/\d+\/routes\/\d+\/retry\/budget$/, 'the retry budget is per service: set it on the service'],
+  [/^\/inbound\/policies\/\d+\/rules\/\d+\/paths\/\d+$/, 'a path is exact (/healthz) or a prefix ending in * (/billing/*); * is allowed only at the end'],
 ];
 
 /** Structural problems from a TypeBox schema, every one with its path. */

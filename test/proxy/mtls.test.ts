@@ -310,3 +310,15 @@ t.test('a WebSocket crosses the two proxies over mTLS; to a server presenting an
   await t.rejects(open('chat-impostor'), /502 identity-mismatch/, 'another identity: 502 identity-mismatch, nothing reaches the app');
   t.equal(seen.length, 1);
 });
+
+t.test('a path rule with * anywhere but at the end is refused with its path; the policy in force stays', async (t) => {
+  const before = ((await (await fetch(`${server.adminUrl}/config`)).json()) as { version: string }).version;
+  server.writeConfig({ version: 's-bad-path', services: [], inbound: { policies: [{ name: 'p', rules: [{ identities: ['*'], paths: ['/api/*/admin'] }] }] } });
+  let body: { version: string; lastRefusal: string | null } = { version: '', lastRefusal: null };
+  for (let i = 0; i < 100 && !body.lastRefusal; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    body = (await (await fetch(`${server.adminUrl}/config`)).json()) as typeof body;
+  }
+  t.match(JSON.stringify(body.lastRefusal), /\/inbound\/policies\/0\/rules\/0\/paths\/0.*allowed only at the end/, 'refused, naming the field and the rule');
+  t.equal(body.version, before, 'the config in force is unchanged');
+});
