@@ -50,25 +50,30 @@ export function pathForms(path: string): string[] {
   return [...new Set([path, removeDotSegments(decoded), removeDotSegments(decoded.replace(/\/{2,}/g, '/'))])];
 }
 
-export function ruleAllows(rule: AuthorizationRule, req: AuthzRequest, forms: readonly string[] = pathForms(req.path)): boolean {
+/** `forms`: the path's pathForms(), when the caller has them (worked out here otherwise, and only for a rule with paths). */
+export function ruleAllows(rule: AuthorizationRule, req: AuthzRequest, forms?: readonly string[]): boolean {
   if (!rule.identities.some((p) => identityMatches(p, req.identity))) return false;
   if (rule.methods && !rule.methods.includes(req.method as never)) return false;
   const paths = rule.paths;
-  if (paths && !forms.every((f) => paths.some((p) => pathMatches(p, f)))) return false;
+  if (paths && !(forms ?? pathForms(req.path)).every((f) => paths.some((p) => pathMatches(p, f)))) return false;
   return true;
 }
 
 export function authorize(policies: readonly AuthorizationPolicyConfig[], defaultPolicy: 'all-authenticated' | 'all' | 'deny', req: AuthzRequest): AuthzDecision {
   let guarded = false;
   let names = '';
-  const forms = pathForms(req.path);
+  // Worked out once, at the first rule with paths: most requests meet none (no policy, or identity-only rules).
+  let forms: readonly string[] | undefined;
   for (const p of policies) {
     if (p.port !== undefined && p.port !== req.port) continue;
     guarded = true;
     names = names ? `${names},${p.name}` : p.name;
-    for (const r of p.rules) if (ruleAllows(r, req, forms)) return { allowed: true, policy: p.name };
+    for (const r of p.rules) {
+      if (r.paths) forms ??= pathForms(req.path);
+      if (ruleAllows(r, req, forms)) return { allowed: true, policy: p.name };
+    }
   }
-  const resolved = forms.length > 1 ? ` (resolved: ${forms.slice(1).join(', ')})` : '';
+  const resolved = forms !== undefined && forms.length > 1 ? ` (resolved: ${forms.slice(1).join(', ')})` : '';
   if (guarded) return { allowed: false, policy: names, reason: `no rule of ${names} allows ${req.identity || 'an unauthenticated peer'} to ${req.method} ${req.path}${resolved}` };
   if (defaultPolicy === 'all') return { allowed: true, policy: 'default:all' };
   if (defaultPolicy === 'all-authenticated' && req.identity !== '') return { allowed: true, policy: 'default:all-authenticated' };
