@@ -184,6 +184,9 @@ interface CrdSpec {
 }
 
 const AGE = { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' };
+/** Written by the control plane (control-plane/config/resource-status.ts); empty until it has seen the object. */
+const ACCEPTED = { name: 'Accepted', type: 'string', jsonPath: '.status.conditions[?(@.type=="Accepted")].status', description: 'In force (True), or not (False: kubectl describe says why)' };
+const REASON = { name: 'Reason', type: 'string', jsonPath: '.status.conditions[?(@.type=="Accepted")].reason', description: 'Why, in one word', priority: 1 };
 
 export const CRD_SPECS: readonly CrdSpec[] = [
   {
@@ -195,6 +198,8 @@ export const CRD_SPECS: readonly CrdSpec[] = [
       { name: 'Service', type: 'string', jsonPath: '.spec.service', description: 'The apex service' },
       // A column shows one value: the whole list (services and weights), not `[*].service`'s first.
       { name: 'Backends', type: 'string', jsonPath: '.spec.backends', description: 'Backend services and weights' },
+      ACCEPTED,
+      REASON,
       AGE,
     ],
   },
@@ -206,6 +211,8 @@ export const CRD_SPECS: readonly CrdSpec[] = [
     columns: [
       { name: 'Target', type: 'string', jsonPath: '.spec.targetRef.service', description: 'The guarded service' },
       { name: 'Port', type: 'integer', jsonPath: '.spec.targetRef.port', description: 'The guarded port (empty: every port)', priority: 1 },
+      ACCEPTED,
+      REASON,
       AGE,
     ],
   },

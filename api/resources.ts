@@ -100,7 +100,7 @@ export const ResourceStatus = Type.Object(
       Type.Array(
         Type.Object(
           {
-            /** `Accepted` (valid and in force) or `Programmed` (pushed to every proxy that needs it). */
+            /** `Accepted` (in force) and `ResolvedRefs` (every name it refers to exists), written by control-plane/config/resource-status.ts. */
             type: Type.String({ minLength: 1, maxLength: 316 }),
             status: Type.Union([Type.Literal('True'), Type.Literal('False'), Type.Literal('Unknown')]),
             observedGeneration: Type.Optional(Type.Integer({ minimum: 0 })),

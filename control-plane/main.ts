@@ -15,6 +15,7 @@ import { ConfigPushServer } from './config/push-server.ts';
 import { MeshViews } from './config/mesh-views.ts';
 import { FolderSource } from './config/folder-source.ts';
 import { KubernetesSource } from './config/kube-source.ts';
+import { StatusWriter, kubeStatusPatch } from './config/status-writer.ts';
 import { modelFromResources } from './config/model.ts';
 import type { Resource } from '../api/resources.ts';
 import { KubeTokenReviewer } from './certify/kube-token-reviewer.ts';
@@ -65,7 +66,8 @@ Mesh config (streamed to proxies on the Certify port, /v1/config/stream; status 
   --config-dir DIR          a folder of meshlet YAML (MeshService, TrafficSplit, AuthorizationPolicy),
                             watched: saving a file applies it. Without it, and with a Kubernetes
                             API, the cluster's Services, EndpointSlices, Pods, TrafficSplits,
-                            AuthorizationPolicies and HTTPRoutes feed the same push.
+                            AuthorizationPolicies and HTTPRoutes feed the same push, and each
+                            TrafficSplit and AuthorizationPolicy gets an Accepted status condition.
   -h, --help                this text
 Traces: OTLP/HTTP export (a span per certify request and per config push) when the standard
 OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_TRACES_EXPORTER) is set.
@@ -190,6 +192,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const configDir = values['config-dir'];
   let folder: FolderSource | undefined;
   let kubeSource: KubernetesSource | undefined;
+  let statusWriter: StatusWriter | undefined;
   let caBundle: (() => string[]) | undefined;
   let lastResources: readonly Resource[] = [];
   const applyModel = (resources: readonly Resource[], problems: readonly { file: string; object?: string; path: string; message: string }[]) => {
@@ -261,6 +264,11 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     applyModel(first.resources, first.problems);
     log('info', 'config folder loaded', { dir: configDir, resources: first.resources.length, problems: first.problems.length });
   } else if (kube) {
+    // Each TrafficSplit's and AuthorizationPolicy's Accepted/ResolvedRefs, from the problems
+    // /config-problems lists; written only where the object says something else (every replica
+    // writes the same, see status-writer.ts).
+    const writer = new StatusWriter({ patch: kubeStatusPatch(kube.kc), wallClock: systemWallClock, clock: systemClock, log });
+    statusWriter = writer;
     kubeSource = new KubernetesSource({
       kc: kube.kc,
       model: { trustDomain, trustBundle: caBundle() },
@@ -269,6 +277,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
         for (const p of views.set(model)) log('warn', 'config problem (the rest applies)', { object: p.object, path: p.path, message: p.message });
         push.changed();
       },
+      onObjects: (objects, problems) => writer.update(objects, problems),
       onError: (e) => log('warn', 'Kubernetes watch failed; restarting it', { source: e.source, error: e.message }),
     });
     // Not awaited: Certify must serve (pods start on it) even while the source has not listed
@@ -302,6 +311,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
       clearInterval(bundleWatch);
       await folder?.close();
       await kubeSource?.stop();
+      statusWriter?.stop();
       push.close();
       await cp.close();
       await tracing.shutdown().catch(() => {});

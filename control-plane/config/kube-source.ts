@@ -15,6 +15,9 @@ import { GATEWAY_GROUP, meshModelFromKubernetes, modelHash, type KubeObjects, ty
  *   meshModelFromKubernetes) and calls onChange only when the hash of model + problems differs
  *   from the last one emitted: status writes, Pod status churn and re-lists that change nothing
  *   emit nothing.
+ * - After every rebuild, emitted or not, `onObjects` gets the TrafficSplits and
+ *   AuthorizationPolicies as the informers hold them (status included) with the problems of the
+ *   model in force: the status writer (status-writer.ts) compares and writes only what differs.
  * - An informer that reports an error is replaced by a fresh one (a full re-list) after a jittered
  *   exponential delay (planRestart); until the fresh one has listed, the failed one's cache stays
  *   in force (last known state, not an empty one). A periodic resync (`resyncMs`) does the same
@@ -241,8 +244,8 @@ export class ResilientInformer {
 // ---- the source ----------------------------------------------------------------------------------
 
 export interface KubeSourceError {
-  /** Which informer, `discovery` (the HTTPRoute check) or `onChange` (the callback threw). */
-  source: WatchedKind | 'discovery' | 'onChange';
+  /** Which informer, `discovery` (the HTTPRoute check) or `onChange`/`onObjects` (the callback threw). */
+  source: WatchedKind | 'discovery' | 'onChange' | 'onObjects';
   error: unknown;
   /** The error in one line (`HTTP 429: storage is (re)initializing`), for logs. */
   message: string;
@@ -258,6 +261,8 @@ export interface KubernetesSourceOptions {
   /** Trust domain, cluster domain, trust bundle, mesh default policy. */
   model?: ModelOptions;
   onChange: (model: MeshModel, problems: readonly KubeProblem[]) => void;
+  /** After every rebuild (emitted or not): the meshlet CRs as held, and the problems in force (what /config-problems lists). */
+  onObjects?: (objects: { trafficSplits: readonly unknown[]; authorizationPolicies: readonly unknown[] }, problems: readonly KubeProblem[]) => void;
   onError?: (e: KubeSourceError) => void;
   /** Quiet time before a rebuild (default 100 ms)... */
   debounceMs?: number;
@@ -460,17 +465,24 @@ export class KubernetesSource {
     this.#timer = undefined;
     this.#burstStart = undefined;
     if (this.#stopped || !this.#synced()) return;
-    const { model, problems } = meshModelFromKubernetes(this.#objects(), this.#modelOptions);
+    const objects = this.#objects();
+    const { model, problems } = meshModelFromKubernetes(objects, this.#modelOptions);
     const hash = modelHash(model, problems);
-    if (hash === this.#hash) return;
-    this.#hash = hash;
-    this.#model = model;
-    this.#problems = problems;
-    this.#emits++;
+    if (hash !== this.#hash) {
+      this.#hash = hash;
+      this.#model = model;
+      this.#problems = problems;
+      this.#emits++;
+      try {
+        this.#o.onChange(model, problems);
+      } catch (error) {
+        this.#report({ source: 'onChange', error, message: messageOf(error) });
+      }
+    }
     try {
-      this.#o.onChange(model, problems);
+      this.#o.onObjects?.({ trafficSplits: objects.trafficSplits, authorizationPolicies: objects.authorizationPolicies }, this.#problems);
     } catch (error) {
-      this.#report({ source: 'onChange', error, message: messageOf(error) });
+      this.#report({ source: 'onObjects', error, message: messageOf(error) });
     }
   }
 }

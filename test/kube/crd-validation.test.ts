@@ -76,7 +76,9 @@ t.test('a good TrafficSplit is accepted; kubectl get shows service and backends;
   const table = await k().kubectl(['get', 'trafficsplits', '-n', ns]);
   t.equal(table.code, 0, table.stderr);
   const [header, row, ...more] = table.stdout.trim().split('\n');
-  t.same(header?.split(/\s+/), ['NAME', 'SERVICE', 'BACKENDS', 'AGE']);
+  // ACCEPTED is the control plane's to write (test/control-plane/kube-status.test.ts); none runs here,
+  // so the cell is empty.
+  t.same(header?.split(/\s+/), ['NAME', 'SERVICE', 'BACKENDS', 'ACCEPTED', 'AGE']);
   t.match(row, /^web-canary\s+web\s+\[\{"service":"web-v1","weight":90\},\{"service":"web-v2","weight":10\}\]\s+\d+s$/);
   t.same(more, []);
   const short = await k().kubectl(['get', 'ts', 'web-canary', '-n', ns, '-o', 'name']);
@@ -104,11 +106,11 @@ t.test('a good AuthorizationPolicy is accepted; kubectl get shows the target (an
 
   const table = await k().kubectl(['get', 'authorizationpolicies', '-n', ns]);
   const [header, row] = table.stdout.trim().split('\n');
-  t.same(header?.split(/\s+/), ['NAME', 'TARGET', 'AGE']);
+  t.same(header?.split(/\s+/), ['NAME', 'TARGET', 'ACCEPTED', 'AGE']);
   t.match(row, /^billing\s+billing\s+\d+s$/);
   const wide = await k().kubectl(['get', 'authzpolicy', '-n', ns, '-o', 'wide']);
   const [wideHeader, wideRow] = wide.stdout.trim().split('\n');
-  t.same(wideHeader?.split(/\s+/), ['NAME', 'TARGET', 'PORT', 'AGE']);
+  t.same(wideHeader?.split(/\s+/), ['NAME', 'TARGET', 'PORT', 'ACCEPTED', 'REASON', 'AGE']);
   t.match(wideRow, /^billing\s+billing\s+8080\s+\d+s$/);
 
   // Both kinds are in the "meshlet" category.

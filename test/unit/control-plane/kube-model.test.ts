@@ -13,8 +13,9 @@ import {
   splitsFromHTTPRoute,
   workloadOf,
   type KubeObjects,
+  type KubeProblem,
 } from '../../../control-plane/config/kube-model.ts';
-import { KubernetesSource, ResilientInformer, planRestart, type SourceInformer, type WatchedKind } from '../../../control-plane/config/kube-source.ts';
+import { KubernetesSource, ResilientInformer, planRestart, type KubernetesSourceOptions, type SourceInformer, type WatchedKind } from '../../../control-plane/config/kube-source.ts';
 import type { KubePodInput, MeshModel } from '../../../control-plane/config/model.ts';
 import { viewFor, type ProxyInfo } from '../../../control-plane/config/translate.ts';
 
@@ -403,7 +404,7 @@ t.test('ResilientInformer: a broken watch is replaced; the old cache serves unti
 
 // ---- the source on fake informers ------------------------------------------------------------------
 
-function fakeSource(api: FakeApi, o: { routes?: () => boolean; debounceMs?: number; maxDelayMs?: number; discoveryMs?: number } = {}) {
+function fakeSource(api: FakeApi, o: { routes?: () => boolean; debounceMs?: number; maxDelayMs?: number; discoveryMs?: number; onObjects?: KubernetesSourceOptions['onObjects'] } = {}) {
   const emits: Array<{ at: number; model: MeshModel; problems: readonly unknown[] }> = [];
   const errors: string[] = [];
   const source = new KubernetesSource({
@@ -411,6 +412,7 @@ function fakeSource(api: FakeApi, o: { routes?: () => boolean; debounceMs?: numb
     hasHTTPRoute: async () => o.routes?.() ?? false,
     onChange: (model, problems) => emits.push({ at: performance.now(), model, problems }),
     onError: (e) => errors.push(`${e.source}: ${e.message}`),
+    ...(o.onObjects ? { onObjects: o.onObjects } : {}),
     restart: { baseMs: 20, maxMs: 20, resetAfterMs: 10_000 },
     resyncMs: 0,
     discoveryMs: o.discoveryMs ?? 0,
@@ -460,6 +462,29 @@ t.test('KubernetesSource: one emit after every kind listed; bursts coalesce; a r
   await sleep(250);
   t.equal(emits.length, 3);
   t.same(emits[2]?.model.trafficSplits, []);
+});
+
+t.test('KubernetesSource: onObjects after every rebuild, emitted or not, with the status as held and the problems in force', async (t) => {
+  const api = new FakeApi();
+  seed(api);
+  const canary = split('shop', 'canary', [90, 10]);
+  api.put('TrafficSplit', canary as KubernetesObject);
+  api.put('TrafficSplit', cr('TrafficSplit', 'shop', 'typo', { service: 'web-v1', backends: [{ service: 'nope', weight: 1 }] }) as KubernetesObject);
+  const seen: Array<{ splits: readonly unknown[]; problems: readonly KubeProblem[] }> = [];
+  const { source, emits } = fakeSource(api, { onObjects: (o, problems) => seen.push({ splits: o.trafficSplits, problems }) });
+  t.teardown(() => source.stop());
+  await source.start();
+  t.equal(seen.length, 1, 'with the first emit');
+  t.equal(seen[0]?.problems, source.problems, 'the problems /config-problems lists');
+  t.same(seen[0]?.problems.map((p) => `${p.name} ${p.field}`), ['typo /spec/backends', 'typo /spec/backends/0/service']);
+  const status = { observedGeneration: 1, conditions: [{ type: 'Accepted', status: 'True' }] };
+  api.put('TrafficSplit', { ...canary, metadata: { ...canary.metadata, resourceVersion: '2' }, status } as KubernetesObject);
+  await sleep(250);
+  t.equal(emits.length, 1, 'a status write changes no model: nothing emitted');
+  t.equal(seen.length, 2, 'but onObjects sees it');
+  const held = seen[1]?.splits.find((o) => (o as typeof canary).metadata.name === 'canary') as { status?: unknown } | undefined;
+  t.same(held?.status, status, 'status as the informer holds it');
+  t.equal(seen[1]?.problems, seen[0]?.problems);
 });
 
 t.test('KubernetesSource: steady changes still emit at least every maxDelayMs', async (t) => {

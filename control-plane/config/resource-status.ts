@@ -1,0 +1,148 @@
+// What the status of a TrafficSplit or AuthorizationPolicy should say, from the same problems the
+// admin /config-problems lists: pure, no I/O; equal inputs give an equal status, so replicas agree.
+import { API_VERSION, KUBERNETES_KINDS, type ResourceStatus } from '../../api/resources.ts';
+import type { KubeProblem } from './kube-model.ts';
+
+/*
+ * Two conditions, as Gateway API routes carry them:
+ * - `Accepted`: True while the object is in force (possibly in part), False when the control plane
+ *   does not apply it at all. Reasons: Accepted, Invalid (the spec fails meshlet's checks),
+ *   Conflicted (an older TrafficSplit already splits every request to the same service),
+ *   ServiceNotFound (the apex service does not exist), BackendNotFound (no backend that exists
+ *   has a weight above 0). On True with problems, the message says what is left out.
+ * - `ResolvedRefs`: False when a name it refers to does not resolve (BackendNotFound: a backend
+ *   left out of the split; ServiceNotFound; PortNotFound: an AuthorizationPolicy port the service
+ *   lacks), else True.
+ * Messages are `<JSON pointer of the field>: <what is wrong>`, several joined by `; `.
+ * lastTransitionTime is carried over from the object's current condition unless the condition's
+ * status changes, so rewriting the same verdict never moves it.
+ */
+
+export type StatusKind = (typeof KUBERNETES_KINDS)[number];
+export type Condition = NonNullable<ResourceStatus['conditions']>[number];
+export const CONDITION_TYPES = ['Accepted', 'ResolvedRefs'] as const;
+/** Server-side apply field manager: every replica the same, so their writes are one owner's. */
+export const STATUS_FIELD_MANAGER = 'meshlet-control-plane';
+/** metav1.Condition's message limit. */
+const MESSAGE_MAX = 32768;
+
+/** What the control plane makes of one problem. */
+export interface ProblemClass {
+  /** CamelCase, for the condition's reason. */
+  reason: 'Invalid' | 'Conflicted' | 'ServiceNotFound' | 'BackendNotFound' | 'PortNotFound';
+  /** The object still applies (in part) despite it. */
+  applies: boolean;
+  /** A name that does not resolve (ResolvedRefs=False). */
+  reference: boolean;
+}
+
+/**
+ * Classifies a problem by its field and message, as kube-model.ts (parseCr) and translate.ts
+ * (resolveSplit, routesOf, preparePolicies) word them; test/unit/control-plane/resource-status.test.ts
+ * produces each of those through meshModelFromKubernetes, so a reworded message fails there.
+ * Anything not recognised counts as Invalid and not applied: the conservative verdict.
+ */
+export function classify(kind: StatusKind, p: Pick<KubeProblem, 'field' | 'message'>): ProblemClass {
+  const unknown = p.message.startsWith('unknown service ');
+  if (p.message.endsWith(`: the ${kind} is not applied`)) return { reason: 'Invalid', applies: false, reference: false };
+  if (kind === 'TrafficSplit') {
+    if (p.field === '/spec' && p.message.includes(' already splits every request to ')) return { reason: 'Conflicted', applies: false, reference: false };
+    if (p.field === '/spec/service' && unknown) return { reason: 'ServiceNotFound', applies: false, reference: true };
+    if (/^\/spec\/backends\/\d+\/service$/.test(p.field) && unknown) return { reason: 'BackendNotFound', applies: true, reference: true };
+    if (p.field === '/spec/backends' && p.message.startsWith('no known backend ')) return { reason: 'BackendNotFound', applies: false, reference: false };
+  } else if (p.field === '/spec/targetRef/port' && p.message.includes(' has no port ')) {
+    return { reason: 'PortNotFound', applies: true, reference: true };
+  }
+  return { reason: 'Invalid', applies: false, reference: false };
+}
+
+/** The fields of a watched object the status needs. */
+export interface StatusTarget {
+  kind: StatusKind;
+  namespace: string;
+  name: string;
+  uid: string | undefined;
+  generation: number | undefined;
+  resourceVersion: string | undefined;
+  /** What the object carries now. */
+  status: ResourceStatus | undefined;
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+
+export function statusTarget(kind: StatusKind, o: unknown): StatusTarget | undefined {
+  if (!isRecord(o) || !isRecord(o.metadata)) return undefined;
+  const m = o.metadata;
+  const namespace = str(m.namespace);
+  const name = str(m.name);
+  if (!namespace || !name) return undefined;
+  return {
+    kind,
+    namespace,
+    name,
+    uid: str(m.uid),
+    generation: typeof m.generation === 'number' ? m.generation : undefined,
+    resourceVersion: str(m.resourceVersion),
+    status: isRecord(o.status) ? (o.status as ResourceStatus) : undefined,
+  };
+}
+
+/** Kubernetes' metav1.Time: RFC 3339 in seconds. */
+export const kubeTime = (ms: number): string => new Date(Math.floor(ms / 1000) * 1000).toISOString().replace('.000Z', 'Z');
+
+const text = (problems: readonly KubeProblem[]): string => {
+  const t = problems.map((p) => `${p.field}: ${p.message}`).join('; ');
+  return t.length <= MESSAGE_MAX ? t : `${t.slice(0, MESSAGE_MAX - 1)}…`;
+};
+
+/**
+ * The status `target` should carry, given the problems of that object (kind, namespace and name
+ * equal to the target's; others are ignored) and the wall-clock time now.
+ */
+export function desiredStatus(target: StatusTarget, problems: readonly KubeProblem[], nowMs: number): ResourceStatus {
+  const own = problems.filter((p) => p.kind === target.kind && p.namespace === target.namespace && p.name === target.name);
+  const classed = own.map((p) => ({ p, c: classify(target.kind, p) }));
+  const fatal = classed.filter((x) => !x.c.applies);
+  const refs = classed.filter((x) => x.c.reference);
+  const what = target.kind === 'TrafficSplit' ? 'The split' : 'The policy';
+  const accepted: Omit<Condition, 'lastTransitionTime' | 'observedGeneration'> =
+    fatal.length > 0
+      ? { type: 'Accepted', status: 'False', reason: fatal[0]!.c.reason, message: text(own) }
+      : { type: 'Accepted', status: 'True', reason: 'Accepted', message: own.length > 0 ? `${what} is in force, in part: ${text(own)}` : `${what} is in force.` };
+  const resolved: Omit<Condition, 'lastTransitionTime' | 'observedGeneration'> =
+    refs.length > 0
+      ? { type: 'ResolvedRefs', status: 'False', reason: refs[0]!.c.reason, message: text(refs.map((x) => x.p)) }
+      : { type: 'ResolvedRefs', status: 'True', reason: 'ResolvedRefs', message: 'Every name it refers to resolves.' };
+  const gen = target.generation !== undefined ? { observedGeneration: target.generation } : {};
+  const current = target.status?.conditions ?? [];
+  const conditions = [accepted, resolved].map((c): Condition => {
+    const was = current.find((x) => x.type === c.type);
+    const since = was && was.status === c.status && was.lastTransitionTime ? was.lastTransitionTime : kubeTime(nowMs);
+    return { type: c.type, status: c.status, ...gen, lastTransitionTime: since, reason: c.reason!, message: c.message! };
+  });
+  return { ...gen, conditions };
+}
+
+const pick = (c: Condition | undefined) => (c ? [c.status, c.reason, c.message, c.observedGeneration, c.lastTransitionTime] : undefined);
+
+/** Whether the object already carries `desired` (our conditions and observedGeneration; other conditions are not ours). */
+export function hasStatus(target: StatusTarget, desired: ResourceStatus): boolean {
+  const current = target.status;
+  if (current?.observedGeneration !== desired.observedGeneration) return false;
+  for (const c of desired.conditions ?? []) {
+    const was = current?.conditions?.find((x) => x.type === c.type);
+    if (JSON.stringify(pick(was)) !== JSON.stringify(pick(c))) return false;
+  }
+  return true;
+}
+
+/** The server-side apply body: our fields only, with the uid as a precondition (a recreated object of the same name is not ours to describe). */
+export function applyBody(target: StatusTarget, desired: ResourceStatus): Record<string, unknown> {
+  return {
+    apiVersion: API_VERSION,
+    kind: target.kind,
+    metadata: { name: target.name, namespace: target.namespace, ...(target.uid !== undefined ? { uid: target.uid } : {}) },
+    status: desired,
+  };
+}
