@@ -1,8 +1,11 @@
 // The local-mesh commands as scripts use them, without a running mesh: --help exits 0 for each,
 // bad usage exits 2 with a hint, a missing or stale mesh file exits 1 saying how to start one,
 // and `meshlet split --config-dir` edits a TrafficSplit atomically, keeping comments and the
-// other documents of the file, refusing bad weights without writing.
+// other documents of the file, refusing bad weights without writing. proxy-status and
+// proxy-config keep the same exit codes: 2 for bad usage, 1 with a hint (never a stack trace)
+// when the admin server cannot be read.
 import t from 'tap';
+import { createServer } from 'node:net';
 import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -49,6 +52,31 @@ t.test('no mesh, or a stale one: exit 1 and how to start one', async (t) => {
       t.match(r.stderr, why, `${args[0]}: says why`);
       t.match(r.stderr, /npm start/, `${args[0]}: says how to start a mesh`);
     }
+  }
+});
+
+t.test('proxy-status, proxy-config: exit 2 on bad usage, 1 with a hint when the admin cannot be read', async (t) => {
+  // A loopback port nothing listens on: bound, then closed.
+  const closed = await new Promise<number>((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+  const runs = [
+    ['proxy-status -o xml', 2, await meshlet(none, 'proxy-status', '-o', 'xml'), /want table or json/],
+    ['proxy-status --nope', 2, await meshlet(none, 'proxy-status', '--nope'), /--nope/],
+    ['proxy-config', 2, await meshlet(none, 'proxy-config'), /give exactly one proxy admin URL/],
+    ['proxy-config URL -o xml', 2, await meshlet(none, 'proxy-config', `http://127.0.0.1:${closed}`, '-o', 'xml'), /want json or yaml/],
+    ['proxy-status (unreachable)', 1, await meshlet(none, 'proxy-status', '--admin', `http://127.0.0.1:${closed}`), /cannot read http:\/\/127\.0\.0\.1:\d+\/proxies[^]*Pass --admin URL/],
+    ['proxy-config (unreachable)', 1, await meshlet(none, 'proxy-config', `http://127.0.0.1:${closed}`), /cannot read http:\/\/127\.0\.0\.1:\d+\/config[^]*--admin-listen/],
+    ['proxy-config not-a-url', 1, await meshlet(none, 'proxy-config', 'not-a-url'), /cannot read not-a-url\/config: Invalid URL/],
+  ] as const;
+  for (const [what, code, r, says] of runs) {
+    t.equal(r.code, code, `${what}: exit ${code}`);
+    t.match(r.stderr, says, `${what}: says why`);
+    t.match(r.stderr, code === 2 ? /Run 'meshlet proxy-\w+ --help' for usage/ : /^meshlet proxy-\w+: /, `${what}: a message, not an exception`);
+    t.notMatch(r.stderr, /\n\s+at /, `${what}: no stack trace`);
   }
 });
 

@@ -1,6 +1,6 @@
 // `meshlet proxy-status`: every proxy connected to a control plane, its identity, the version it
 // runs, when it last ACKed, and why it refuses the version it was last sent (from the admin /proxies).
-import { EXIT_FAILURE, EXIT_OK, CliError, HELP_FLAG, UsageError, flags, type Command, type Io } from '../command.ts';
+import { EXIT_FAILURE, EXIT_OK, CliError, HELP_FLAG, UsageError, flags, guarded, type Command, type Io } from '../command.ts';
 
 const USAGE = `usage: meshlet proxy-status [--admin URL] [-o table|json]
 
@@ -30,21 +30,23 @@ export function statusTable(rows: readonly Row[]): string {
 export const proxyStatus: Command = {
   name: 'proxy-status',
   summary: 'proxies connected to the control plane: identity, config version sent/ACKed, NACK reasons',
-  async run(args: string[], io: Io): Promise<number> {
-    const v = flags('proxy-status', args, { options: { admin: { type: 'string' }, output: { type: 'string', short: 'o' }, help: HELP_FLAG } }, USAGE, io);
-    if (!v) return EXIT_OK;
-    const format = v.output ?? 'table';
-    if (format !== 'table' && format !== 'json') throw new UsageError('proxy-status', `-o ${format}: want table or json`);
-    const admin = v.admin ?? 'http://127.0.0.1:9990';
-    let rows: Row[];
-    try {
-      const r = await fetch(new URL('/proxies', admin));
-      if (r.status !== 200) throw new Error(`HTTP ${r.status}`);
-      rows = (await r.json()) as Row[];
-    } catch (e) {
-      throw new CliError(`cannot read ${admin}/proxies: ${(e as Error).message}`, 'Is the control plane running with its admin server there? Pass --admin URL.');
-    }
-    io.stdout(format === 'json' ? JSON.stringify(rows, null, 2) + '\n' : statusTable(rows));
-    return rows.some((r) => r.nack && r.nack.version !== r.acked) ? EXIT_FAILURE : EXIT_OK;
-  },
+  run: (args, io) => guarded('proxy-status', io, () => run(args, io)),
 };
+
+async function run(args: string[], io: Io): Promise<number> {
+  const v = flags('proxy-status', args, { options: { admin: { type: 'string' }, output: { type: 'string', short: 'o' }, help: HELP_FLAG } }, USAGE, io);
+  if (!v) return EXIT_OK;
+  const format = v.output ?? 'table';
+  if (format !== 'table' && format !== 'json') throw new UsageError('proxy-status', `-o ${format}: want table or json`);
+  const admin = v.admin ?? 'http://127.0.0.1:9990';
+  let rows: Row[];
+  try {
+    const r = await fetch(new URL('/proxies', admin));
+    if (r.status !== 200) throw new Error(`HTTP ${r.status}`);
+    rows = (await r.json()) as Row[];
+  } catch (e) {
+    throw new CliError(`cannot read ${admin}/proxies: ${(e as Error).message}`, 'Is the control plane running with its admin server there? Pass --admin URL.');
+  }
+  io.stdout(format === 'json' ? JSON.stringify(rows, null, 2) + '\n' : statusTable(rows));
+  return rows.some((r) => r.nack && r.nack.version !== r.acked) ? EXIT_FAILURE : EXIT_OK;
+}
