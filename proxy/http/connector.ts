@@ -18,10 +18,33 @@ export function splitAddress(address: string): { host: string; port: number } {
   return { host: host.startsWith('[') ? host.slice(1, -1) : host, port: Number(address.slice(i + 1)) };
 }
 
+/**
+ * Every plain upstream socket reads into this one buffer (`onread`), and each read is copied out
+ * at once: the read callback runs synchronously, so no two reads share it. Node then hands the
+ * bytes over without its Readable machinery (push, buffer accounting, a nextTick per read), a
+ * measurable part of the proxy's CPU per request. The copy is what a stream read costs anyway
+ * (Node resizes its 64 KiB read buffer to the bytes read).
+ */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
 export function tcpConnector(address: string, timeoutMs: number): Dial {
   const { host, port } = splitAddress(address);
   return (callback) => {
-    const socket = net.connect({ host, port, noDelay: true, keepAlive: true, keepAliveInitialDelay: 60_000 });
+    const socket: net.Socket = net.connect({
+      host,
+      port,
+      noDelay: true,
+      keepAlive: true,
+      keepAliveInitialDelay: 60_000,
+      // The bytes reach 'data' listeners as from a stream; pause() and resume() work as on one.
+      onread: {
+        buffer: READ_BUFFER,
+        callback: (n) => {
+          socket.emit('data', Buffer.from(READ_BUFFER.subarray(0, n)));
+          return true;
+        },
+      },
+    });
     let settled = false;
     const settle = (err: Error | null) => {
       if (settled) return;
