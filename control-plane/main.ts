@@ -247,9 +247,10 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     documents: {
       '/proxies': () => push.status(),
       // The Kubernetes source's problems include the translation's, and those of objects it could not use at all (HTTPRoute rules).
+      // Object, path and message: a problem's effect is for the objects' status (resource-status.ts).
       '/config-problems': () => [
         ...(folder?.current().problems ?? []),
-        ...(kubeSource ? kubeSource.problems.map((p) => ({ object: `${p.kind}/${p.namespace}/${p.name}`, path: p.field, message: p.message })) : views.problems),
+        ...(kubeSource ? kubeSource.problems.map((p) => ({ object: `${p.kind}/${p.namespace}/${p.name}`, path: p.field, message: p.message })) : views.problems.map(({ object, path, message }) => ({ object, path, message }))),
       ],
     },
     services: webhook ? [webhook] : [],

@@ -18,7 +18,7 @@ import {
   type ModelTrafficSplit,
   type ServiceFromKubernetes,
 } from './model.ts';
-import { canonicalJson, modelProblems, prepare } from './translate.ts';
+import { canonicalJson, INVALID, modelProblems, prepare, type ProblemEffect, type TranslateProblem } from './translate.ts';
 
 /** The injected proxy's container name (MESHLET_PROXY_CONTAINER_NAME in manifests/config.env). */
 export const PROXY_CONTAINER_NAME = 'meshlet-proxy';
@@ -30,7 +30,10 @@ export interface KubeProblem {
   namespace: string;
   name: string;
   field: string;
+  /** For people: free to reword, nothing reads it to decide. */
   message: string;
+  /** On problems of TrafficSplits and AuthorizationPolicies: what it does to the object (their status says it). */
+  effect?: ProblemEffect;
 }
 
 /** What the informers hold (raw or typed objects alike: only the fields named in the API are read). */
@@ -310,7 +313,7 @@ function parseCr<T extends TrafficSplit | AuthorizationPolicy>(kind: T['kind'], 
   const r = parseResource(crOf(kind, o));
   if (r.ok) return r.value as T;
   const { namespace, name } = metaOf(o);
-  for (const p of r.problems) problems.push({ kind, namespace, name, field: p.path, message: `${p.message}: the ${kind} is not applied` });
+  for (const p of r.problems) problems.push({ kind, namespace, name, field: p.path, message: `${p.message}: the ${kind} is not applied`, effect: INVALID });
   return undefined;
 }
 
@@ -323,10 +326,10 @@ function uniqueProblems(problems: readonly KubeProblem[]): KubeProblem[] {
   return [...seen.values()].toSorted(problemOrder);
 }
 
-/** `TrafficSplit/shop/web` + path → a KubeProblem (translate's problems name objects that way). */
-function fromObject(object: string, field: string, message: string): KubeProblem {
+/** A translation problem (of `TrafficSplit/shop/web`: translate's problems name objects that way) → a KubeProblem. */
+function fromObject({ object, path, message, effect }: TranslateProblem): KubeProblem {
   const [kind = object, namespace = '', ...rest] = object.split('/');
-  return { kind, namespace, name: rest.join('/'), field, message };
+  return { kind, namespace, name: rest.join('/'), field: path, message, ...(effect !== undefined ? { effect } : {}) };
 }
 
 /**
@@ -371,7 +374,7 @@ export function meshModelFromKubernetes(objects: KubeObjects, opts: ModelOptions
     trafficSplits: trafficSplits.toSorted((a, b) => byString(a.source, b.source) || byString(a.name, b.name) || byString(a.service, b.service)),
     authorizationPolicies: authorizationPolicies.toSorted((a, b) => byString(resourceKey(a), resourceKey(b))),
   };
-  for (const p of modelProblems(prepare(model))) problems.push(fromObject(p.object, p.path, p.message));
+  for (const p of modelProblems(prepare(model))) problems.push(fromObject(p));
   return { model, problems: uniqueProblems(problems) };
 }
 

@@ -2,6 +2,7 @@
 // admin /config-problems lists: pure, no I/O; equal inputs give an equal status, so replicas agree.
 import { API_VERSION, KUBERNETES_KINDS, type ResourceStatus } from '../../api/resources.ts';
 import type { KubeProblem } from './kube-model.ts';
+import { INVALID, type ProblemEffect } from './translate.ts';
 
 /*
  * Two conditions, as Gateway API routes carry them:
@@ -26,34 +27,13 @@ export const STATUS_FIELD_MANAGER = 'meshlet-control-plane';
 /** metav1.Condition's message limit. */
 const MESSAGE_MAX = 32768;
 
-/** What the control plane makes of one problem. */
-export interface ProblemClass {
-  /** CamelCase, for the condition's reason. */
-  reason: 'Invalid' | 'Conflicted' | 'ServiceNotFound' | 'BackendNotFound' | 'PortNotFound';
-  /** The object still applies (in part) despite it. */
-  applies: boolean;
-  /** A name that does not resolve (ResolvedRefs=False). */
-  reference: boolean;
-}
-
 /**
- * Classifies a problem by its field and message, as kube-model.ts (parseCr) and translate.ts
- * (resolveSplit, routesOf, preparePolicies) word them; test/unit/control-plane/resource-status.test.ts
- * produces each of those through meshModelFromKubernetes, so a reworded message fails there.
- * Anything not recognised counts as Invalid and not applied: the conservative verdict.
+ * What a problem does to its object: the effect it was made with (kube-model.ts parseCr;
+ * translate.ts resolveSplit, routesOf, preparePolicies), never its wording. One without an effect
+ * counts as Invalid and not applied: the conservative verdict.
  */
-export function classify(kind: StatusKind, p: Pick<KubeProblem, 'field' | 'message'>): ProblemClass {
-  const unknown = p.message.startsWith('unknown service ');
-  if (p.message.endsWith(`: the ${kind} is not applied`)) return { reason: 'Invalid', applies: false, reference: false };
-  if (kind === 'TrafficSplit') {
-    if (p.field === '/spec' && p.message.includes(' already splits every request to ')) return { reason: 'Conflicted', applies: false, reference: false };
-    if (p.field === '/spec/service' && unknown) return { reason: 'ServiceNotFound', applies: false, reference: true };
-    if (/^\/spec\/backends\/\d+\/service$/.test(p.field) && unknown) return { reason: 'BackendNotFound', applies: true, reference: true };
-    if (p.field === '/spec/backends' && p.message.startsWith('no known backend ')) return { reason: 'BackendNotFound', applies: false, reference: false };
-  } else if (p.field === '/spec/targetRef/port' && p.message.includes(' has no port ')) {
-    return { reason: 'PortNotFound', applies: true, reference: true };
-  }
-  return { reason: 'Invalid', applies: false, reference: false };
+export function classify(p: Pick<KubeProblem, 'effect'>): Readonly<ProblemEffect> {
+  return p.effect ?? INVALID;
 }
 
 /** The fields of a watched object the status needs. */
@@ -102,7 +82,7 @@ const text = (problems: readonly KubeProblem[]): string => {
  */
 export function desiredStatus(target: StatusTarget, problems: readonly KubeProblem[], nowMs: number): ResourceStatus {
   const own = problems.filter((p) => p.kind === target.kind && p.namespace === target.namespace && p.name === target.name);
-  const classed = own.map((p) => ({ p, c: classify(target.kind, p) }));
+  const classed = own.map((p) => ({ p, c: classify(p) }));
   const fatal = classed.filter((x) => !x.c.applies);
   const refs = classed.filter((x) => x.c.reference);
   const what = target.kind === 'TrafficSplit' ? 'The split' : 'The policy';

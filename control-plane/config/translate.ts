@@ -52,8 +52,27 @@ export interface TranslateProblem {
   /** `kind/namespace/name` (`TrafficSplit/shop/web-canary`), `MeshModel` or `ProxyConfig/<ns>/<workload>`. */
   object: string;
   path: string;
+  /** For people: free to reword, nothing reads it to decide. */
   message: string;
+  /** On problems of TrafficSplits and AuthorizationPolicies: what it does to the object. */
+  effect?: ProblemEffect;
 }
+
+/**
+ * What a problem does to the TrafficSplit or AuthorizationPolicy it is about, in the terms of its
+ * status conditions (resource-status.ts): said where the problem is made, never read from the message.
+ */
+export interface ProblemEffect {
+  /** The condition's reason, CamelCase. */
+  reason: 'Invalid' | 'Conflicted' | 'ServiceNotFound' | 'BackendNotFound' | 'PortNotFound';
+  /** The object still applies (in part) despite it. */
+  applies: boolean;
+  /** A name it refers to does not resolve (ResolvedRefs=False). */
+  reference: boolean;
+}
+
+/** The object fails meshlet's checks and is not applied at all. */
+export const INVALID: Readonly<ProblemEffect> = Object.freeze({ reason: 'Invalid', applies: false, reference: false });
 
 export interface View {
   /** Deep-frozen and valid; undefined when no valid view could be built (keep the last good one). */
@@ -177,10 +196,11 @@ interface ResolvedSplit {
 /** The split in canonical names, or undefined (with problems) when it cannot be applied. */
 function resolveSplit(split: ModelTrafficSplit, services: ReadonlyMap<string, PreparedService>, problems: Tagged[]): ResolvedSplit | undefined {
   const apex = canonicalService(split.service, split.namespace);
-  const report = (path: string, message: string) => problems.push({ outbound: apex, problem: { object: split.source, path, message } });
+  const report = (path: string, message: string, effect: ProblemEffect) => problems.push({ outbound: apex, problem: { object: split.source, path, message, effect } });
   if (!services.has(apex)) {
     // No view has the apex, so every view reports it.
-    problems.push({ problem: { object: split.source, path: '/spec/service', message: `unknown service "${apex}": the split applies once it exists` } });
+    const effect: ProblemEffect = { reason: 'ServiceNotFound', applies: false, reference: true };
+    problems.push({ problem: { object: split.source, path: '/spec/service', message: `unknown service "${apex}": the split applies once it exists`, effect } });
     return undefined;
   }
   const backends = split.backends.map((b) => ({ service: canonicalService(b.service, split.namespace), weight: b.weight }));
@@ -189,15 +209,20 @@ function resolveSplit(split: ModelTrafficSplit, services: ReadonlyMap<string, Pr
   const known: WeightedBackend[] = [];
   backends.forEach((b, i) => {
     if (!services.has(b.service)) {
-      report(`/spec/backends/${i}/service`, `unknown service "${b.service}": left out of the split (its weight ${b.weight} goes to the other backends) until it exists`);
+      const effect: ProblemEffect = { reason: 'BackendNotFound', applies: true, reference: true };
+      report(`/spec/backends/${i}/service`, `unknown service "${b.service}": left out of the split (its weight ${b.weight} goes to the other backends) until it exists`, effect);
     } else if (seen.has(b.service)) {
-      report(`/spec/backends/${i}/service`, `backend "${b.service}" is listed twice: the split is not applied`);
+      report(`/spec/backends/${i}/service`, `backend "${b.service}" is listed twice: the split is not applied`, INVALID);
       usable = false;
     } else known.push(b);
     seen.add(b.service);
   });
   if (usable && known.every((b) => b.weight === 0)) {
-    report('/spec/backends', known.length < backends.length ? `no known backend has a weight above 0: the split is not applied (${apex} gets its traffic unsplit)` : 'no backend has a weight above 0: the split is not applied');
+    if (known.length < backends.length) {
+      // Not a reference of its own: each backend left out was reported as one above.
+      const effect: ProblemEffect = { reason: 'BackendNotFound', applies: false, reference: false };
+      report('/spec/backends', `no known backend has a weight above 0: the split is not applied (${apex} gets its traffic unsplit)`, effect);
+    } else report('/spec/backends', 'no backend has a weight above 0: the split is not applied', INVALID);
     usable = false;
   }
   return usable ? { split, apex, backends: known } : undefined;
@@ -213,7 +238,12 @@ function routesOf(splits: readonly ResolvedSplit[], problems: Tagged[]): Route[]
   for (const s of ignored) {
     problems.push({
       outbound: s.apex,
-      problem: { object: s.split.source, path: '/spec', message: `${catchAll!.split.source} already splits every request to ${s.apex}; this split is ignored (give it matches, or delete one)` },
+      problem: {
+        object: s.split.source,
+        path: '/spec',
+        message: `${catchAll!.split.source} already splits every request to ${s.apex}; this split is ignored (give it matches, or delete one)`,
+        effect: { reason: 'Conflicted', applies: false, reference: false },
+      },
     });
   }
   for (const s of splits.toSorted(byName)) {
@@ -237,7 +267,12 @@ function preparePolicies(model: MeshModel, services: ReadonlyMap<string, Prepare
       else {
         problems.push({
           inbound: target,
-          problem: { object: resourceKey(policy), path: '/spec/targetRef/port', message: `service ${target} has no port ${port} (it has ${svc.model.ports.map((p) => p.port).join(', ')}); the policy guards app port ${port}` },
+          problem: {
+            object: resourceKey(policy),
+            path: '/spec/targetRef/port',
+            message: `service ${target} has no port ${port} (it has ${svc.model.ports.map((p) => p.port).join(', ')}); the policy guards app port ${port}`,
+            effect: { reason: 'PortNotFound', applies: true, reference: true },
+          },
         });
       }
     }

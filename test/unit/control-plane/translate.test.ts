@@ -85,7 +85,7 @@ t.test('a matched split and a catch-all split of one apex: matched routes first;
   const other = trafficSplit('shop', 'z-other', { service: 'web', backends: [{ service: 'web', weight: 1 }] });
   const { config, problems } = view(tt, model([web, webV1, webV2, other, canary(), header]));
   tt.same(svc(config, 'web.shop').routes?.map((r) => r.name), ['split:a-header:0', 'split:web-canary']);
-  tt.same(problems.map((p) => [p.object, p.path]), [['TrafficSplit/shop/z-other', '/spec']]);
+  tt.same(problems.map((p) => [p.object, p.path, p.effect]), [['TrafficSplit/shop/z-other', '/spec', { reason: 'Conflicted', applies: false, reference: false }]]);
   tt.match(problems[0]?.message, /TrafficSplit\/shop\/web-canary already splits every request to web\.shop/);
 });
 
@@ -184,22 +184,35 @@ t.test('a policy on a Service port guards the app (target) port; an unknown port
   };
   const { config, problems } = view(tt, m, { ...billingProxy, services: ['api'] });
   tt.same(config.inbound?.policies, [{ name: 'shop/p80', port: 8080, rules: [] }, { name: 'shop/p81', port: 81, rules: [] }]);
-  tt.same(problems.map((p) => [p.object, p.path]), [['AuthorizationPolicy/shop/p81', '/spec/targetRef/port']]);
+  tt.same(problems.map((p) => [p.object, p.path, p.effect]), [['AuthorizationPolicy/shop/p81', '/spec/targetRef/port', { reason: 'PortNotFound', applies: true, reference: true }]], 'the policy applies, a reference unresolved');
   tt.same(view(tt, m, frontend).problems, [], 'a policy problem is reported in the views of the proxies that serve its target, not of its callers');
 });
 
 t.test('a split backend naming a missing service is left out with a problem: its share goes to the others; the config stays valid', async (tt) => {
   const { config, problems } = view(tt, model([web, webV1, canary()]));
   tt.same(svc(config, 'web.shop').routes?.map((r) => r.backends), [[{ service: 'web-v1.shop', weight: 90 }]], 'a typo in the canary name does not take the traffic away from web-v1');
-  tt.same(problems, [{ object: 'TrafficSplit/shop/web-canary', path: '/spec/backends/1/service', message: 'unknown service "web-v2.shop": left out of the split (its weight 10 goes to the other backends) until it exists' }]);
+  tt.same(problems, [
+    {
+      object: 'TrafficSplit/shop/web-canary',
+      path: '/spec/backends/1/service',
+      message: 'unknown service "web-v2.shop": left out of the split (its weight 10 goes to the other backends) until it exists',
+      effect: { reason: 'BackendNotFound', applies: true, reference: true },
+    },
+  ]);
   const onlyUnknown = view(tt, model([web, webV1, trafficSplit('shop', 'u', { service: 'web', backends: [{ service: 'web-v9', weight: 1 }] })]));
   tt.equal(svc(onlyUnknown.config, 'web.shop').routes, undefined, 'no known backend: the split is not applied');
-  tt.same(onlyUnknown.problems.map((p) => p.path).toSorted(), ['/spec/backends', '/spec/backends/0/service']);
+  tt.same(onlyUnknown.problems.map((p) => [p.path, p.effect]), [
+    ['/spec/backends', { reason: 'BackendNotFound', applies: false, reference: false }],
+    ['/spec/backends/0/service', { reason: 'BackendNotFound', applies: true, reference: true }],
+  ], 'the split is off; the reference is the backend\'s');
+  // A TrafficSplit of weights 0 does not parse; an HTTPRoute rule's does.
+  const zeroes: MeshModel = { ...model([web, webV1]), trafficSplits: [{ source: 'HTTPRoute/shop/r', namespace: 'shop', name: 'r-00', service: 'web', backends: [{ service: 'web-v1', weight: 0 }] }] };
+  tt.same(view(tt, zeroes).problems.map((p) => [p.path, p.effect?.reason]), [['/spec/backends', 'Invalid']], 'every backend known, none with weight: invalid');
   const noApex = view(tt, model([webV1, webV2, canary()]));
-  tt.same(noApex.problems.map((p) => p.path), ['/spec/service'], 'an unknown apex is in no view, so every view reports it');
+  tt.same(noApex.problems.map((p) => [p.path, p.effect]), [['/spec/service', { reason: 'ServiceNotFound', applies: false, reference: true }]], 'an unknown apex is in no view, so every view reports it');
   tt.same(modelProblems(prepare(model([webV1, canary()]))).map((p) => p.path), ['/spec/service'], 'modelProblems: every problem once');
   const dupes = view(tt, model([web, webV1, trafficSplit('shop', 'd', { service: 'web', backends: [{ service: 'web-v1', weight: 1 }, { service: 'web-v1.shop', weight: 1 }] })]));
-  tt.same(dupes.problems.map((p) => p.message), ['backend "web-v1.shop" is listed twice: the split is not applied']);
+  tt.same(dupes.problems.map((p) => [p.message, p.effect?.reason]), [['backend "web-v1.shop" is listed twice: the split is not applied', 'Invalid']]);
 });
 
 t.test('an invalid model never gives an invalid config: config undefined, every problem named', async (tt) => {
