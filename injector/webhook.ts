@@ -10,6 +10,7 @@ import type { Clock } from '../api/runtime.ts';
 import type { WallClock } from '../control-plane/ca/index.ts';
 import { makeServingCredentials, servingRenewAtMs, type ServingCredentials, type ServingNames } from '../control-plane/certify/serving-cert.ts';
 import type { ControlPlaneService, HostPort, Log } from '../control-plane/control-plane.ts';
+import { firstRequestDeadline } from '../control-plane/first-request-deadline.ts';
 import type { CaDocument } from '../control-plane/store/ca-document.ts';
 import type { InjectorMetrics } from './metrics.ts';
 import { review } from './review.ts';
@@ -19,6 +20,8 @@ export const WEBHOOK_PATH = '/inject';
 /** The API server caps objects near 1.5 MiB (etcd); a review carries the object once for CREATE. */
 export const DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024;
 export const WEBHOOK_SERVICE = 'meshlet-webhook';
+/** A connection must finish its TLS handshake, and then start its first request, within this. */
+const FIRST_REQUEST_MS = 10_000;
 
 export interface TlsPair {
   cert: string;
@@ -173,6 +176,7 @@ export function createWebhook(o: WebhookOptions): Webhook {
       s.headersTimeout = 10_000;
       s.requestTimeout = 15_000;
       s.keepAliveTimeout = 30_000;
+      firstRequestDeadline(s, FIRST_REQUEST_MS);
       s.on('tlsClientError', (e) => o.log('warn', 'webhook TLS handshake failed', { error: e.message }));
       await new Promise<void>((resolve, reject) => {
         s.once('error', reject);

@@ -3,7 +3,8 @@
 
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { firstRequestDeadline } from '../first-request-deadline.ts';
 import { CERTIFY_PATH, type CertifyOutcome, type CertifyService } from './certify.ts';
 import { MAX_BODY_BYTES } from './request.ts';
 import type { ServingCredentials } from './serving-cert.ts';
@@ -55,12 +56,7 @@ function send(res: ServerResponse, out: CertifyOutcome, close = false): void {
 export function createCertifyServer(o: CertifyServerOptions): CertifyServer {
   const max = o.maxBodyBytes ?? MAX_BODY_BYTES;
   const routes = o.routes ?? {};
-  // Node's headersTimeout counts only once a request has begun: a connection that completes the
-  // handshake and then sends nothing would be kept forever. Until its first request it has FIRST_REQUEST_MS.
-  const idle = new Map<Socket, NodeJS.Timeout>();
-  const server = https.createServer({ ...tlsOptions(o.credentials), handshakeTimeout: FIRST_REQUEST_MS, requestTimeout: 15_000, headersTimeout: 10_000, keepAliveTimeout: 5_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
-    clearTimeout(idle.get(req.socket));
-    idle.delete(req.socket);
+  const server = https.createServer({ ...tlsOptions(o.credentials), requestTimeout: 15_000, headersTimeout: 10_000, keepAliveTimeout: 5_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     const extra = path === CERTIFY_PATH ? undefined : routes[path];
     if (extra) return extra(req, res);
@@ -94,13 +90,7 @@ export function createCertifyServer(o: CertifyServerOptions): CertifyServer {
     });
   });
   server.on('tlsClientError', () => {}); // a failed handshake is the client's problem; nothing to serve
-  server.on('secureConnection', (socket: Socket) => {
-    idle.set(socket, setTimeout(() => socket.destroy(), FIRST_REQUEST_MS));
-    socket.once('close', () => {
-      clearTimeout(idle.get(socket));
-      idle.delete(socket);
-    });
-  });
+  firstRequestDeadline(server, FIRST_REQUEST_MS);
 
   return {
     server,

@@ -13,6 +13,7 @@ import { verifyChain } from '../../control-plane/ca/index.ts';
 import {
   CONTROL_PLANE_ID, csrFor, meshlet, metric, postCertify, sansOf, startControlPlaneProcess, stats, type CpProcess,
 } from './fixtures/control-plane.ts';
+import { closedAfter } from '../fixtures/mesh.ts';
 
 const ISSUED = 'meshlet_ca_certificates_issued_total';
 const REFUSED = 'meshlet_ca_certificates_refused_total';
@@ -165,19 +166,6 @@ t.test('a bootstrap key made while the control plane runs works at once, not at 
   t.equal(after.status, 200, `issued with the new key, an hour before the next periodic reload (${String(after.json.message ?? after.json.identity)})`);
   t.equal(after.json.identity, 'spiffe://cluster.local/ns/shop/sa/late');
 });
-
-/** How long until the server closes `s` (-1: still open after 25 s; then it is closed here). */
-function closedAfter(s: net.Socket): Promise<number> {
-  const start = Date.now();
-  return new Promise((resolve) => {
-    s.on('error', () => {});
-    s.on('close', () => resolve(Date.now() - start));
-    setTimeout(() => {
-      resolve(-1);
-      s.destroy();
-    }, 25_000).unref();
-  });
-}
 
 t.test('a connection that never finishes its handshake, or never sends a request, is closed after 10 s; Certify keeps serving', async (t) => {
   const { hostname, port } = new URL(c().certifyUrl);

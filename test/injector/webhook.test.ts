@@ -5,7 +5,8 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
+import tls from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
@@ -21,7 +22,7 @@ import { encodeCaDocument } from '../../control-plane/store/ca-document.ts';
 import { InjectorMetrics } from '../../injector/metrics.ts';
 import { defaultSettings } from '../../injector/settings.ts';
 import { WEBHOOK_SERVICE, caCredentials, createWebhook, fileCredentials, type CredentialSource } from '../../injector/webhook.ts';
-import { freePort } from '../fixtures/mesh.ts';
+import { closedAfter, freePort } from '../fixtures/mesh.ts';
 
 const NAMES = { ...DEFAULT_SERVING_NAMES, service: WEBHOOK_SERVICE, namespace: 'meshlet-system' };
 const SNI = 'meshlet-webhook.meshlet-system.svc';
@@ -202,6 +203,32 @@ t.test('an internal error (no trust anchors to inject) refuses the Pod in the re
   t.same(r.json.response, { uid: 'u-int', allowed: false, status: { code: 500, message: 'meshlet proxy injector: internal error: no trust anchors to give the proxy (is the CA loaded?)' } });
   t.equal(await metric(w.registry, 'error', 'internal'), 1);
   t.equal((await post(port, w.bundle(), reviewOf(pod({ 'meshlet.io/inject': 'disabled' })))).json.response.allowed, true, 'still serving');
+});
+
+t.test('a connection that never finishes its handshake, or never sends a request, is closed after 10 s; one that made a request is kept', async (t) => {
+  const w = start(t);
+  const port = await w.listen();
+  const silentTcp = net.connect(port, '127.0.0.1');
+  const silentTls = tls.connect({ host: '127.0.0.1', port, ca: w.bundle(), servername: SNI });
+  // The API server keeps its connection for the next review: after one request it is the server's
+  // keepAliveTimeout (30 s) that applies, not the deadline for a first request.
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => agent.destroy());
+  const first = await new Promise<{ status: number; socket: net.Socket }>((resolve, reject) => {
+    const req = https.request({ host: '127.0.0.1', port, method: 'POST', path: '/inject', ca: w.bundle(), servername: SNI, agent, headers: { 'content-type': 'application/json' } }, (res) => {
+      const socket = res.socket; // detached from the response once it ends
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, socket }));
+    });
+    req.on('error', reject);
+    req.end(reviewOf(pod()));
+  });
+  t.equal(first.status, 200, 'a review on a kept-alive connection');
+  const [tcpMs, tlsMs, keptMs] = await Promise.all([closedAfter(silentTcp), closedAfter(silentTls), closedAfter(first.socket, 15_000)]);
+  t.ok(tcpMs >= 9_000 && tcpMs < 13_000, `no ClientHello: closed after ~10 s (${tcpMs} ms)`);
+  t.ok(tlsMs >= 9_000 && tlsMs < 13_000, `a TLS connection that sends no request: closed after ~10 s (${tlsMs} ms)`);
+  t.equal(keptMs, -1, 'the connection that made a request is still open after 15 s');
+  t.equal((await post(port, w.bundle(), reviewOf(pod()))).json.response.allowed, true, 'and the webhook still answers');
 });
 
 t.test('metrics: every outcome exists at 0 before the first review; the histogram counts reviews', async (t) => {

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocketServer, WebSocket } from 'ws';
 import type { AddressInfo } from 'node:net';
-import { startUpstream, startProxyProcess, metricValue, type ProxyProcess, type Upstream } from '../fixtures/mesh.ts';
+import { closedAfter, startUpstream, startProxyProcess, metricValue, type ProxyProcess, type Upstream } from '../fixtures/mesh.ts';
 import { startControlPlane, identityArgs, type ControlPlane } from '../fixtures/control-plane.ts';
 
 const TD = 'spiffe://cluster.local';
@@ -177,20 +177,6 @@ t.test('strict inbound: no client certificate, a foreign CA, an expired leaf and
   t.ok(metricValue(m, 'meshlet_tls_handshake_failures_total', { direction: 'inbound', reason: 'CERT_HAS_EXPIRED' }) >= 1, 'the expired leaf counted as CERT_HAS_EXPIRED');
 });
 
-/** How long until the server closes `s` (-1: still open after 20 s; then it is closed here). */
-function closedAfter(s: net.Socket): Promise<number> {
-  const start = Date.now();
-  return new Promise((resolve) => {
-    s.on('error', () => {});
-    s.on('close', () => resolve(Date.now() - start));
-    // Still open after 20 s: give up (-1), and close it ourselves.
-    setTimeout(() => {
-      resolve(-1);
-      s.destroy();
-    }, 20_000).unref();
-  });
-}
-
 t.test('a connection that sends nothing or never finishes its handshake is closed after 10 s; an idle mTLS connection is not', async (t) => {
   const silent = net.connect(server.inboundPort, '127.0.0.1');
   const partial = net.connect(server.inboundPort, '127.0.0.1', () => partial.write(Buffer.from([0x16, 0x03, 0x01])));
@@ -210,7 +196,7 @@ t.test('a connection that sends nothing or never finishes its handshake is close
   };
   await new Promise<void>((r) => mtls.once('secureConnect', () => r()));
   t.equal(await ask(), 'HTTP/1.1 200 OK', 'the mTLS connection is answered');
-  const [silentMs, partialMs] = await Promise.all([closedAfter(silent), closedAfter(partial)]);
+  const [silentMs, partialMs] = await Promise.all([closedAfter(silent, 20_000), closedAfter(partial, 20_000)]);
   t.ok(silentMs >= 9_000 && silentMs < 13_000, `a connection that sends nothing is closed after ~10 s (${silentMs} ms)`);
   t.ok(partialMs >= 9_000 && partialMs < 13_000, `a ClientHello that never completes is closed after ~10 s (${partialMs} ms)`);
   t.equal(await ask(), 'HTTP/1.1 200 OK', 'the established mTLS connection, idle meanwhile, still works');
