@@ -1,10 +1,13 @@
 // `meshlet diagnose`'s reasoning, pure: from what the caller's and the callees' proxies report
 // (config, breaker states, identity, recent proxy errors), one answer: the route a request would
 // take, the split, the endpoints and their breakers, the authorization decision, the certificates,
-// and the last proxy errors with what each reason means and what to do. The route match and the
-// authorization rule below restate proxy/policy/{route-match,authorize}.ts (the CLI does not reach
-// into the proxy's folder); test/demo/diagnose.test.ts checks them against real proxies.
+// and the last proxy errors with what each reason means and what to do. The authorization decision
+// is the proxy's own pure function (proxy/policy/authorize.ts), so the two cannot disagree; the route
+// match below restates proxy/policy/route-match.ts. test/demo/diagnose.test.ts checks both against real proxies.
 import type { RecentError } from '../../api/proxy-admin.ts';
+import type { AuthorizationPolicyConfig } from '../../api/proxy-config.ts';
+import { authorize } from '../../proxy/policy/authorize.ts';
+import { pathOf } from '../../proxy/policy/route-match.ts';
 
 /** A proxy's recent error as its admin /errors reports it. */
 export type RecentErrorView = RecentError;
@@ -20,14 +23,9 @@ export interface ServiceView {
   endpoints: ReadonlyArray<{ address: string; identity?: string; ready?: boolean; labels?: Readonly<Record<string, string>> }>;
   routes?: readonly RouteView[];
 }
-interface PolicyView {
-  name: string;
-  port?: number;
-  rules: ReadonlyArray<{ identities: readonly string[]; methods?: readonly string[]; paths?: readonly string[] }>;
-}
 export interface ProxyConfigView {
   services: readonly ServiceView[];
-  inbound?: { ports?: ReadonlyArray<{ port: number; permissive?: boolean }>; defaultPolicy?: 'all-authenticated' | 'all' | 'deny'; policies?: readonly PolicyView[] };
+  inbound?: { ports?: ReadonlyArray<{ port: number; permissive?: boolean }>; defaultPolicy?: 'all-authenticated' | 'all' | 'deny'; policies?: readonly AuthorizationPolicyConfig[] };
 }
 export interface IdentityView {
   identity: string | null;
@@ -120,31 +118,14 @@ export const REASONS: Readonly<Record<string, { means: string; fix: string }>> =
   'no-config': { means: 'the proxy has no config yet: its --config file was not read, or the control plane has not sent it a first view', fix: 'Wait for the proxy to be ready (its /ready; meshlet proxy-status); check its --config file or its connection to the control plane.' },
 };
 
-function identityMatches(pattern: string, id: string): boolean {
-  if (id === '') return false;
-  if (pattern === '*') return true;
-  if (pattern.endsWith('/sa/*')) return id.startsWith(pattern.slice(0, -1));
-  return pattern === id;
-}
-
-/** The callee's authorization decision for the caller (restates proxy/policy/authorize.ts). */
-export function authorizeView(inbound: ProxyConfigView['inbound'], port: number, identity: string, method: string, path: string): { allowed: boolean; policy: string; reason: string } {
-  const policies = inbound?.policies ?? [];
-  const names: string[] = [];
-  for (const p of policies) {
-    if (p.port !== undefined && p.port !== port) continue;
-    names.push(p.name);
-    for (const r of p.rules) {
-      if (!r.identities.some((x) => identityMatches(x, identity))) continue;
-      if (r.methods && !r.methods.includes(method)) continue;
-      if (r.paths && !r.paths.some((x) => (x.endsWith('*') ? path.startsWith(x.slice(0, -1)) : x === path))) continue;
-      return { allowed: true, policy: p.name, reason: `rule of ${p.name} allows ${identity} to ${method} ${path}` };
-    }
-  }
-  if (names.length > 0) return { allowed: false, policy: names.join(','), reason: `no rule of ${names.join(',')} allows ${identity || 'an unauthenticated peer'} to ${method} ${path}` };
+/** The callee's authorization decision for the caller: the proxy's own, on the path as the proxy reads it from the target. */
+export function authorizeView(inbound: ProxyConfigView['inbound'], port: number, identity: string, method: string, target: string): { allowed: boolean; policy: string; reason: string } {
   const d = inbound?.defaultPolicy ?? 'all-authenticated';
-  if (d === 'all' || (d === 'all-authenticated' && identity !== '')) return { allowed: true, policy: `default:${d}`, reason: `no policy guards the port; the mesh default ${d} allows it` };
-  return { allowed: false, policy: `default:${d}`, reason: d === 'deny' ? 'the mesh default denies requests no policy allows' : 'the mesh default allows only authenticated (mTLS) peers' };
+  const path = pathOf(target);
+  const decision = authorize(inbound?.policies ?? [], d, { port, identity, method, path });
+  if (!decision.allowed) return decision;
+  const reason = decision.policy.startsWith('default:') ? `no policy guards the port; the mesh default ${d} allows it` : `rule of ${decision.policy} allows ${identity} to ${method} ${path}`;
+  return { ...decision, reason };
 }
 
 function routeMatches(r: RouteView, method: string, path: string): boolean {

@@ -5,7 +5,7 @@ import t from 'tap';
 import { goldenSignals, increase, parseMetrics, quantile, splitFor, type ProxyScrape } from '../../control-plane/cli/golden.ts';
 import { parseWeight, planSplit } from '../../control-plane/cli/split-plan.ts';
 import { edgeLines, liveScreen, VIEW_WIDTH } from '../../control-plane/cli/live-view.ts';
-import { authorizeView, diagnose, type ProxyView } from '../../control-plane/cli/diagnosis.ts';
+import { authorizeView, diagnose, type ProxyConfigView, type ProxyView } from '../../control-plane/cli/diagnosis.ts';
 import { parseShare } from '../../control-plane/cli/commands/fault.ts';
 import { RecentErrors } from '../../proxy/telemetry/recent-errors.ts';
 
@@ -94,14 +94,16 @@ t.test('fault shares', async (t) => {
   t.same(['110%', '2', 'x', '-1'].map(parseShare), [undefined, undefined, undefined, undefined]);
 });
 
-t.test('authorizeView restates the proxy decision', async (t) => {
-  const inbound = { policies: [{ name: 'p', rules: [{ identities: ['spiffe://td/ns/demo/sa/web'], methods: ['GET'], paths: ['/api/*'] }] }] };
+t.test('authorizeView is the proxy decision', async (t) => {
+  const inbound: ProxyConfigView['inbound'] = { policies: [{ name: 'p', rules: [{ identities: ['spiffe://td/ns/demo/sa/web'], methods: ['GET'], paths: ['/api/*'] }] }] };
   t.match(authorizeView(inbound, 80, 'spiffe://td/ns/demo/sa/web', 'GET', '/api/x'), { allowed: true, policy: 'p' });
   t.match(authorizeView(inbound, 80, 'spiffe://td/ns/demo/sa/web', 'POST', '/api/x'), { allowed: false, policy: 'p' });
   t.match(authorizeView(inbound, 80, 'spiffe://td/ns/demo/sa/x', 'GET', '/api/x'), { allowed: false });
   t.match(authorizeView({ policies: [{ name: 'q', port: 81, rules: [] }] }, 80, '', 'GET', '/'), { allowed: false, policy: 'default:all-authenticated' }, 'a policy for another port does not guard this one');
   t.match(authorizeView({ defaultPolicy: 'all' }, 80, '', 'GET', '/'), { allowed: true });
   t.match(authorizeView({ policies: [{ name: 'ns', rules: [{ identities: ['spiffe://td/ns/demo/sa/*'] }] }] }, 80, 'spiffe://td/ns/demo/sa/any', 'PUT', '/'), { allowed: true });
+  t.match(authorizeView(inbound, 80, 'spiffe://td/ns/demo/sa/web', 'GET', '/api/../admin'), { allowed: false, policy: 'p', reason: /resolved: \/admin/ }, 'a dot segment that leaves /api/ is refused, as the proxy refuses it');
+  t.match(authorizeView(inbound, 80, 'spiffe://td/ns/demo/sa/web', 'GET', '/api/x?next=/admin'), { allowed: true }, 'the query is not part of the path');
 });
 
 t.test('diagnose: identity mismatch, expired certificate and old errors, from made-up views', async (t) => {

@@ -16,6 +16,7 @@ import { REASONS, type Diagnosis } from '../../control-plane/cli/diagnosis.ts';
 import { PROXY_ERROR_CODES } from '../../proxy/errors.ts';
 import { meshlet, meshletJson } from './fixtures/local-mesh.ts';
 import { createHostNetns, requireTools } from '../fixtures/netns.ts';
+import { identityArgs, startControlPlane } from '../fixtures/control-plane.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'meshlet-diagnose-'));
 const meshFile = join(tmp, 'mesh.json');
@@ -215,6 +216,58 @@ t.test('forbidden: the callee refuses the caller, and diagnose shows the policy 
   const d = await explained(t, 'forbidden', 'guarded');
   t.same(d.authorization.map((a) => [a.workload, a.allowed, a.policy]), [['callee', false, 'default:deny']], 'the decision, from the callee config');
   t.ok(d.errors.recent.some((e) => e.reason === 'forbidden' && e.direction === 'inbound'), "the callee's own inbound error is listed");
+});
+
+// The proxy decides on the path as the app resolves it (1c76d5e): diagnose must give the same verdict.
+// Path rules need an mTLS peer (a rule names identities), so this pair runs with identities from a
+// real control plane, behind a mesh file of its own.
+t.test('a dot-segment path: diagnose gives the callee proxy\'s own decision, path by path', async (t) => {
+  const cp = await startControlPlane();
+  const vaultApp = await startUpstream(okHandler);
+  const TELLER = 'spiffe://cluster.local/ns/test/sa/teller';
+  const vault = await startProxyProcess({
+    workload: 'vault',
+    appPort: vaultApp.port,
+    config: { version: 'vault-1', services: [], inbound: { defaultPolicy: 'deny', policies: [{ name: 'api-only', rules: [{ identities: [TELLER], paths: ['/api/*'] }] }] } },
+    args: identityArgs(cp, 'test', 'vault'),
+  });
+  const teller = await startProxyProcess({
+    workload: 'teller',
+    config: { version: 'teller-1', services: [{ name: 'vault', endpoints: [{ address: `127.0.0.1:${vault.inboundPort}`, identity: 'spiffe://cluster.local/ns/test/sa/vault' }], retry: once }] },
+    args: identityArgs(cp, 'test', 'teller'),
+  });
+  t.teardown(async () => {
+    await teller.stop();
+    await vault.stop();
+    await vaultApp.close();
+    await cp.stop();
+  });
+  const file = join(tmp, 'mtls-mesh.json');
+  const mesh: MeshFile = {
+    version: 1, pid: process.pid, startedAt: new Date().toISOString(), namespace: 'test', configDir: tmp, controlPlane: { url: cp.url, admin: cp.adminUrl },
+    workloads: [
+      { name: 'teller', service: undefined, identity: TELLER, admin: teller.adminUrl, inbound: undefined, faults: undefined },
+      { name: 'vault', service: 'vault', identity: 'spiffe://cluster.local/ns/test/sa/vault', admin: vault.adminUrl, inbound: `127.0.0.1:${vault.inboundPort}`, faults: undefined, appPort: vaultApp.port },
+    ],
+  };
+  writeFileSync(file, JSON.stringify(mesh));
+  // Sent raw: undici and fetch would resolve the dot segments before the proxy saw them.
+  const status = (target: string) => new Promise<string>((resolve, reject) => {
+    const s = net.connect(teller.outboundPort, '127.0.0.1', () => s.write(`GET ${target} HTTP/1.1\r\nHost: vault\r\nConnection: close\r\n\r\n`));
+    let out = '';
+    s.on('data', (d: Buffer) => (out += d.toString()));
+    s.on('end', () => resolve(out.split(' ')[1] ?? ''));
+    s.on('error', reject);
+    s.setTimeout(5000, () => s.destroy(new Error('timeout')));
+  });
+  const expected: Array<[string, boolean]> = [['/api/items', true], ['/api/../admin', false], ['/api/%2e%2e/admin', false], ['/api/x/../../admin', false], ['/api/x/../items', true], ['/admin', false]];
+  for (const [target, allowed] of expected) {
+    const proxy = await status(target);
+    t.equal(proxy, allowed ? '200' : '403', `${target}: the proxy answers ${allowed ? '200' : '403'}`);
+    const d = await meshletJson<Diagnosis>(file, 'diagnose', 'teller', 'vault', '--path', target);
+    t.same(d.authorization.map((a) => [a.workload, a.allowed, a.policy]), [['vault', proxy === '200', 'api-only']], `${target}: diagnose says ${proxy === '200' ? 'allowed' : 'denied'}, as the proxy decided`);
+    if (!allowed) t.ok(d.findings.some((f) => f.topic === 'forbidden' && f.message.startsWith(`vault refuses ${TELLER}: no rule of api-only allows ${TELLER} to GET ${target}`)), `${target}: and says why, from the callee's config`);
+  }
 });
 
 // A body cut off after the status went out: the proxy has to cut the client's response too, and
