@@ -51,6 +51,30 @@ export function isProxyError(e: unknown): e is ProxyError {
   return e instanceof ProxyError;
 }
 
+const NOT_FROM_BUNDLE = "the endpoint's certificate is not signed by the mesh's trust bundle";
+/**
+ * What the certificate check of an outbound handshake found, by the verify code Node gives as
+ * `err.code`. The trust bundle is the only trust: Node's own advice for these (its system CA store,
+ * --use-system-ca) does not apply to a mesh, so the message is ours, with the code for searching.
+ */
+const CERT_PROBLEMS: Readonly<Record<string, string>> = {
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: NOT_FROM_BUNDLE,
+  UNABLE_TO_GET_ISSUER_CERT: NOT_FROM_BUNDLE,
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: NOT_FROM_BUNDLE,
+  CERT_UNTRUSTED: NOT_FROM_BUNDLE,
+  DEPTH_ZERO_SELF_SIGNED_CERT: "the endpoint's certificate is self-signed, not signed by the mesh's trust bundle",
+  SELF_SIGNED_CERT_IN_CHAIN: "the endpoint's certificate chains to a root that is not in the mesh's trust bundle",
+  CERT_HAS_EXPIRED: 'a certificate the endpoint presented has expired',
+  CERT_NOT_YET_VALID: 'a certificate the endpoint presented is not valid yet (is a clock behind?)',
+  CERT_SIGNATURE_FAILURE: "a signature in the endpoint's certificate chain does not verify",
+  INVALID_CA: "the endpoint's chain has a certificate that is not a CA where a CA must be",
+  CERT_CHAIN_TOO_LONG: "the endpoint's certificate chain is longer than allowed",
+  INVALID_PURPOSE: "the endpoint's certificate is not for TLS server use",
+};
+
+/** Node's advice to use the system CA store, cut from a message (for codes not in CERT_PROBLEMS). */
+const cutSystemCaHint = (msg: string): string => msg.replace(/;[^;]*--use-system-ca\b.*$/, '');
+
 /** Map a low-level socket or HTTP/1 client error (http1/client.ts, http/connector.ts) from an upstream attempt to a proxy error. */
 export function fromUpstreamError(err: unknown, responseStarted: boolean): ProxyError {
   if (err instanceof ProxyError) return err;
@@ -67,8 +91,10 @@ export function fromUpstreamError(err: unknown, responseStarted: boolean): Proxy
   if (code === 'MESHLET_POOL_CLOSED') return new ProxyError('connect-failed', `not sent: ${msg}`, { cause: err, beforeRequest: true });
   if (code === 'MESHLET_IDENTITY_MISMATCH') return new ProxyError('identity-mismatch', msg, { cause: err, beforeRequest: true });
   if (code === 'MESHLET_NO_IDENTITY') return new ProxyError('tls-failed', msg, { cause: err, beforeRequest: true });
+  const problem = CERT_PROBLEMS[code];
+  if (problem) return new ProxyError('tls-failed', `TLS failed: ${problem} (${code})`, { cause: err, beforeRequest: true });
   if (code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL') || /certificate|handshake|SSL/i.test(msg)) {
-    return new ProxyError('tls-failed', `TLS failed: ${msg}`, { cause: err, beforeRequest: true });
+    return new ProxyError('tls-failed', `TLS failed: ${cutSystemCaHint(msg)}`, { cause: err, beforeRequest: true });
   }
   if (!responseStarted && (code === 'ECONNRESET' || code === 'EPIPE' || code === 'MESHLET_UPSTREAM_CLOSED')) {
     return new ProxyError('upstream-reset', `upstream closed the connection before responding: ${msg}`, { cause: err });

@@ -1,7 +1,7 @@
 // Mutual TLS between real proxies with identities from a real control plane: the caller's
 // identity reaches the server side, strict ports refuse plaintext and foreign certificates at the
-// handshake, a server with the wrong identity is refused by the outbound side, and authorization
-// sees the peer.
+// handshake, a server with the wrong identity or a certificate the mesh does not trust is refused by
+// the outbound side (saying why), and authorization sees the peer.
 import t from 'tap';
 import tls from 'node:tls';
 import net from 'node:net';
@@ -9,7 +9,7 @@ import { request, Pool } from 'undici';
 import { generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { importSecret, issueLeaf, parseSpiffeId } from '../../control-plane/ca/index.ts';
+import { importSecret, initCa, issueLeaf, parseSpiffeId } from '../../control-plane/ca/index.ts';
 import { makeCsr, newKeyPair } from '../../proxy/identity/csr.ts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -124,6 +124,52 @@ t.test('the outbound side refuses a server presenting another identity', async (
   t.equal(r.statusCode, 502);
   t.equal(r.headers['meshlet-proxy-error'], 'identity-mismatch');
   t.match(await r.body.text(), /expected the endpoint to be spiffe:\/\/cluster.local\/ns\/shop\/sa\/billing, it presented spiffe:\/\/cluster.local\/ns\/shop\/sa\/api/);
+});
+
+t.test("an endpoint whose certificate the mesh does not trust: tls-failed, saying why in the mesh's words, not Node's hint", async (t) => {
+  // TLS servers standing in for endpoints that should be API: each presents a certificate the
+  // client proxy must refuse. The proxy checks it against the trust bundle only.
+  const keys = newKeyPair();
+  const key = keys.privateKey.export({ type: 'pkcs8', format: 'pem' });
+  const other = initCa({ now: Date.now() });
+  const foreign = issueLeaf(other, { csrPem: makeCsr(keys), identity: parseSpiffeId(API), now: Date.now(), ttlMs: 600_000 });
+  const state = JSON.parse(readFileSync(cp.caFile, 'utf8')) as Record<string, unknown>;
+  delete state['bootstrapTokenKey'];
+  const issuerFrom = new X509Certificate((state['issuer'] as { certPem: string }).certPem).validFromDate.getTime();
+  const expired = issueLeaf(importSecret(state), { csrPem: makeCsr(keys), identity: parseSpiffeId(API), now: issuerFrom + 1000, ttlMs: 1000 });
+  const cases: Array<[string, string, RegExp]> = [
+    ['foreign-chain', foreign.certPem + foreign.chainPems.join(''), /the endpoint's certificate is not signed by the mesh's trust bundle \(UNABLE_TO_GET_ISSUER_CERT_LOCALLY\)/],
+    ['foreign-leaf', foreign.certPem, /the endpoint's certificate is not signed by the mesh's trust bundle \(UNABLE_TO_VERIFY_LEAF_SIGNATURE\)/],
+    ['self-signed', selfSigned(keys.privateKey), /the endpoint's certificate is self-signed, not signed by the mesh's trust bundle \(DEPTH_ZERO_SELF_SIGNED_CERT\)/],
+    ['expired', expired.certPem + expired.chainPems.join(''), /a certificate the endpoint presented has expired \(CERT_HAS_EXPIRED\)/],
+  ];
+  const servers = await Promise.all(cases.map(async ([, cert]) => {
+    const s = tls.createServer({ key, cert, minVersion: 'TLSv1.3' }, (c) => c.destroy());
+    s.on('tlsClientError', () => {});
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+    return s;
+  }));
+  t.teardown(() => {
+    for (const s of servers) s.close();
+  });
+  const services = cases.map(([name], i) => ({ name, endpoints: [{ address: `127.0.0.1:${(servers[i]!.address() as AddressInfo).port}`, identity: API }], retry: { attempts: 1 } }));
+  client.writeConfig({ version: 'c-untrusted', services: [
+    { name: 'api', endpoints: [{ address: `127.0.0.1:${server.inboundPort}`, identity: API }] },
+    { name: 'impostor', endpoints: [{ address: `127.0.0.1:${server.inboundPort}`, identity: `${TD}/ns/shop/sa/billing` }] },
+    ...services,
+  ] });
+  await client.waitForVersion('c-untrusted');
+  for (const [name, , why] of cases) {
+    const r = await request(`${client.outboundUrl}/x`, { headers: { host: name } });
+    const body = await r.body.text();
+    t.equal(r.statusCode, 502, `${name}: 502`);
+    t.equal(r.headers['meshlet-proxy-error'], 'tls-failed', `${name}: tls-failed`);
+    t.match(body, why, `${name}: ${body.trim()}`);
+    t.notMatch(body, /use-system-ca|Node\.js/, `${name}: no hint about Node's own CA store`);
+  }
+  const errors = ((await (await fetch(`${client.adminUrl}/errors`)).json()) as { errors: Array<{ reason: string; service: string; message: string }> }).errors;
+  for (const [name, , why] of cases) t.match(errors.find((e) => e.service === name && e.reason === 'tls-failed')?.message, why, `${name}: /errors says the same`);
+  t.notMatch(client.stdout() + client.stderr(), /use-system-ca/, "nor do the proxy's logs");
 });
 
 /** Open a TLS connection to the strict inbound port; resolve with how it ended. */
