@@ -2,7 +2,7 @@
 // (what `meshlet` users read), not only logged: an HTTPRoute rule with a filter, against a real
 // kube-apiserver and a control-plane process.
 import t from 'tap';
-import { startKube } from '../fixtures/kube.ts';
+import { HTTPROUTE_CRD, startKube } from '../fixtures/kube.ts';
 import { startControlPlane } from '../fixtures/control-plane.ts';
 
 const CRDS = new URL('../../manifests/crds/', import.meta.url).pathname;
@@ -20,17 +20,7 @@ t.test('an HTTPRoute rule the mesh cannot honour is listed at /config-problems',
     }
   };
   t.equal((await kube.kubectl(['apply', '--server-side', '-f', CRDS])).code, 0, 'meshlet CRDs applied');
-  await apply({
-    apiVersion: 'apiextensions.k8s.io/v1',
-    kind: 'CustomResourceDefinition',
-    metadata: { name: 'httproutes.gateway.networking.k8s.io', annotations: { 'api-approved.kubernetes.io': 'https://github.com/kubernetes-sigs/gateway-api/pull/1538' } },
-    spec: {
-      group: 'gateway.networking.k8s.io',
-      names: { kind: 'HTTPRoute', listKind: 'HTTPRouteList', plural: 'httproutes', singular: 'httproute' },
-      scope: 'Namespaced',
-      versions: [{ name: 'v1', served: true, storage: true, schema: { openAPIV3Schema: { type: 'object', properties: { spec: { type: 'object', 'x-kubernetes-preserve-unknown-fields': true } } } } }],
-    },
-  });
+  await apply(HTTPROUTE_CRD);
   await kube.kubectl(['wait', '--for=condition=Established', '--timeout=30s', 'crd/trafficsplits.meshlet.io', 'crd/authorizationpolicies.meshlet.io', 'crd/httproutes.gateway.networking.k8s.io']);
   const shop = await kube.newNamespace('shop');
   for (const name of ['api', 'api-v2']) await apply({ apiVersion: 'v1', kind: 'Service', metadata: { name }, spec: { ports: [{ name: 'http', port: 80 }] } }, shop);

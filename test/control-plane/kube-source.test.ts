@@ -7,7 +7,7 @@ import { KubernetesSource, type KubernetesSourceOptions } from '../../control-pl
 import type { KubeProblem } from '../../control-plane/config/kube-model.ts';
 import type { MeshModel } from '../../control-plane/config/model.ts';
 import { viewFor, type ProxyInfo } from '../../control-plane/config/translate.ts';
-import { startKube, type Kube } from '../fixtures/kube.ts';
+import { HTTPROUTE_CRD, startKube, type Kube } from '../fixtures/kube.ts';
 
 const CRDS = new URL('../../manifests/crds/', import.meta.url).pathname;
 const V = 'meshlet.io/v1alpha1';
@@ -236,19 +236,6 @@ t.test('a re-list that changes nothing emits nothing (namespace-scoped source, r
   await waitFor('an emit for a real change', () => emits.length === 2);
   tt.same(emits[1]?.model.trafficSplits[0]?.backends.map((b) => b.weight), [10, 90]);
 });
-
-const HTTPROUTE_CRD = {
-  apiVersion: 'apiextensions.k8s.io/v1',
-  kind: 'CustomResourceDefinition',
-  // The group is protected (*.k8s.io): the real Gateway API CRDs carry this approval annotation too.
-  metadata: { name: 'httproutes.gateway.networking.k8s.io', annotations: { 'api-approved.kubernetes.io': 'https://github.com/kubernetes-sigs/gateway-api/pull/1538' } },
-  spec: {
-    group: 'gateway.networking.k8s.io',
-    names: { kind: 'HTTPRoute', listKind: 'HTTPRouteList', plural: 'httproutes', singular: 'httproute' },
-    scope: 'Namespaced',
-    versions: [{ name: 'v1', served: true, storage: true, schema: { openAPIV3Schema: { type: 'object', properties: { spec: { type: 'object', 'x-kubernetes-preserve-unknown-fields': true } } } } }],
-  },
-};
 
 t.test('HTTPRoute: skipped while the Gateway API is not served; watched once its CRD appears', async (tt) => {
   const ns = await k().newNamespace('kube-route');

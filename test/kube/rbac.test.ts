@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { parse } from 'yaml';
-import { startKube, type Kube } from '../fixtures/kube.ts';
+import { HTTPROUTE_CRD, startKube, type Kube } from '../fixtures/kube.ts';
 import { freePort } from '../fixtures/mesh.ts';
 
 const ROOT = path.resolve(new URL('../..', import.meta.url).pathname);
@@ -27,24 +27,11 @@ const k = (): Kube => {
   return kube;
 };
 
-// Gateway API is not part of Kubernetes: a stand-in CRD so kubectl can resolve "httproutes".
-const HTTPROUTE_STUB = {
-  apiVersion: 'apiextensions.k8s.io/v1',
-  kind: 'CustomResourceDefinition',
-  metadata: { name: 'httproutes.gateway.networking.k8s.io', annotations: { 'api-approved.kubernetes.io': 'unapproved, a test stand-in for Gateway API' } },
-  spec: {
-    group: 'gateway.networking.k8s.io',
-    scope: 'Namespaced',
-    names: { kind: 'HTTPRoute', plural: 'httproutes', singular: 'httproute', listKind: 'HTTPRouteList' },
-    versions: [{ name: 'v1', served: true, storage: true, schema: { openAPIV3Schema: { type: 'object', 'x-kubernetes-preserve-unknown-fields': true } } }],
-  },
-};
-
 t.before(async () => {
   kube = await startKube();
   t.comment(`kube-apiserver ready in ${kube.startupMs} ms`);
   for (const args of [['apply', '--server-side', '-k', MANIFESTS], ['apply', '--server-side', '-f', '-']]) {
-    const r = await kube.kubectl(args, { input: JSON.stringify(HTTPROUTE_STUB) });
+    const r = await kube.kubectl(args, { input: JSON.stringify(HTTPROUTE_CRD) });
     if (r.code !== 0) throw new Error(`kubectl ${args.join(' ')}: ${r.stderr}`);
   }
   const est = await kube.kubectl(['wait', '--for=condition=Established', '--timeout=30s', 'crd/trafficsplits.meshlet.io', 'crd/authorizationpolicies.meshlet.io', 'crd/httproutes.gateway.networking.k8s.io']);
