@@ -34,7 +34,12 @@ export async function makeReplayable(ex: Exchange, maxBuffered: number): Promise
   if (body.kind !== 'stream') return true;
   const f = body.source.framing;
   if (f.kind !== 'length' || f.length > maxBuffered) return false;
-  ex.body = { kind: 'buffer', data: await body.source.readAll() };
+  // A body that fails while it is read here failed on the client's side (it left mid-upload):
+  // the request was bad, as when a streamed body fails (errors.ts MESHLET_CLIENT_BODY), not the upstream.
+  const data = await body.source.readAll().catch((err: unknown) => {
+    throw isProxyError(err) ? err : new ProxyError('bad-request', `the request body failed: ${(err as Error).message}`, { cause: err });
+  });
+  ex.body = { kind: 'buffer', data };
   return true;
 }
 

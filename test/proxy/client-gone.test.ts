@@ -151,3 +151,26 @@ t.test('a client that closes while waiting for the response cancels the upstream
   t.equal(metricValue(m, 'meshlet_requests_total', { direction: 'outbound', classification: 'success' }), 0, 'not as a success');
   t.equal(metricValue(m, 'meshlet_endpoint_ejections_total'), 0);
 });
+
+t.test('a small upload the client breaks off (buffered for retries) is a bad request, not an upstream error', async (t) => {
+  const up = await startUpstream();
+  const p = await startProxyProcess({ config: { version: 'g5', services: [{ name: 'api', endpoints: [{ address: up.address }] }] } });
+  t.teardown(stopAll(p, [up]));
+  for (let i = 0; i < 3; i++) {
+    const s = await rawClient(p);
+    // Under 64 KiB with a length: read whole before the first attempt, so a retry can resend it.
+    s.write('POST /upload HTTP/1.1\r\nhost: api\r\ncontent-length: 100\r\n\r\n0123456789');
+    await sleep(50);
+    s.end(); // FIN mid-body
+    await sleep(50);
+    s.destroy();
+  }
+  await sleep(250);
+  const m = await p.metrics();
+  t.equal(up.hits, 0, 'nothing reached the upstream');
+  t.equal(metricValue(m, 'meshlet_proxy_errors_total', { reason: 'upstream-error' }), 0, 'not counted as an upstream error');
+  t.equal(metricValue(m, 'meshlet_requests_total', { direction: 'outbound', status_code: '502' }), 0, 'nor as a 502');
+  t.equal(metricValue(m, 'meshlet_requests_total', { direction: 'outbound', error_reason: 'bad-request' }), 3, 'counted as the incomplete requests they were');
+  const log = p.stdout().split('\n').filter((l) => l.includes('"/upload"')).map((l) => JSON.parse(l) as { error: string });
+  t.same(log.map((l) => l.error), ['bad-request', 'bad-request', 'bad-request'], 'and logged so');
+});
