@@ -214,13 +214,16 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       const svc = cfg.byHost.get(t.host);
       if (!svc) return { error: new ProxyError('no-route', `no service for host "${t.host}"`) };
       const r = matchRoute(svc.routes, { method: req.method, path: pathOf(t.target), headers: req });
-      if (!r) return { error: new ProxyError('no-route', `no route of "${svc.name}" matches`) };
+      // Labelled as a plain request to the same place would be (listener.ts #done): the backend, else the service.
+      const none = { service: svc.name, workload: '', namespace: '', tls: false };
+      if (!r) return { error: new ProxyError('no-route', `no route of "${svc.name}" matches`), dst: none };
       const b = pickAdmitting(r.backends, o.random, backendAdmits);
-      if (!b) return { error: new ProxyError('no-endpoints', 'no backend with weight > 0') };
+      if (!b) return { error: new ProxyError('no-endpoints', 'no backend with weight > 0'), dst: none };
       const ep = pickP2C(b.service.ready.filter((e) => e.accrual.isAvailable()), (e) => e.load, o.random);
-      if (!ep) return { error: new ProxyError('no-endpoints', `no available endpoint of "${b.service.name}"`) };
+      if (!ep) return { error: new ProxyError('no-endpoints', `no available endpoint of "${b.service.name}"`), dst: { ...none, service: b.service.name } };
+      const dst = { service: b.service.name, workload: ep.labels['workload'] ?? '', namespace: ep.labels['namespace'] ?? '', tls: ep.identity !== undefined };
       // The upstream's answer to the upgrade (101 or not) is a response head like any other: the route's per-try timeout bounds the wait.
-      return upgradeDial(ep.address, ep.identity, r.timeouts.connect, r.timeouts.perTry);
+      return { ...upgradeDial(ep.address, ep.identity, r.timeouts.connect, r.timeouts.perTry), dst };
     };
     outbound = new Listener({ ...common, direction: 'outbound', handler, upgrade: makeUpgradeHandler(pick, (req) => targetOf(req.target, req.host), { direction: 'outbound', tracing: o.tracing }, deadlines) });
     outAddr = await outbound.listen(o.outbound.host, o.outbound.port);

@@ -12,7 +12,7 @@ import type { ProxyMetrics } from '../telemetry/metrics.ts';
 import type { AccessLog } from '../telemetry/access-log.ts';
 import type { RecentErrors } from '../telemetry/recent-errors.ts';
 import { extractParent, pushPropagationHeaders, type Tracing } from '../telemetry/trace.ts';
-import type { UpgradeHandler } from './upgrade.ts';
+import type { UpgradeDestination, UpgradeHandler } from './upgrade.ts';
 import { ServerConnection, type HeadProblem, type ServerHooks, type ServerLimits, type ServerRequest } from '../http1/server.ts';
 import type { RequestHead } from '../http1/head.ts';
 
@@ -170,10 +170,10 @@ export class Listener {
    * no host), or an upgrade (measured when the client has its answer). One access-log line and
    * one count in the request metrics, like every other request.
    */
-  #measureOther(o: { method: string; authority: string; path: string; status: number; code: string; durMs: number; upstream?: string; traceId?: string; peer?: Peer }): void {
+  #measureOther(o: { method: string; authority: string; path: string; status: number; code: string; durMs: number; upstream?: string; traceId?: string; peer?: Peer; dst?: UpgradeDestination | undefined }): void {
     const d = this.#d;
     const outbound = d.direction === 'outbound';
-    const dst = outbound ? 'unknown' : d.self.service;
+    const dst = outbound ? (o.dst?.service ?? 'unknown') : d.self.service;
     const peer = o.peer ?? PLAINTEXT;
     d.metrics.observe(
       {
@@ -182,12 +182,12 @@ export class Listener {
         src_namespace: outbound ? d.self.namespace : '',
         src_identity: peer.identity,
         dst_service: dst,
-        dst_workload: outbound ? '' : d.self.workload,
-        dst_namespace: outbound ? '' : d.self.namespace,
+        dst_workload: outbound ? (o.dst?.workload ?? '') : d.self.workload,
+        dst_namespace: outbound ? (o.dst?.namespace ?? '') : d.self.namespace,
         status_code: String(o.status),
         classification: o.status > 0 && o.status < 500 && !o.code ? 'success' : 'failure',
         error_reason: o.code,
-        tls: peer.tls ? 'true' : 'false',
+        tls: (outbound ? o.dst?.tls : peer.tls) ? 'true' : 'false',
       },
       o.durMs / 1000,
     );
@@ -212,9 +212,9 @@ export class Listener {
       const code = o.reason;
       if (code && code !== 'client-gone') {
         d.metrics.proxyErrors.labels(d.direction, code).inc();
-        d.recentErrors?.record({ direction: d.direction, reason: code, message: o.message, authority: hostOf(head.host), service: '', endpoint: o.endpoint, peer: peer.identity, attempts: o.endpoint ? 1 : 0 });
+        d.recentErrors?.record({ direction: d.direction, reason: code, message: o.message, authority: hostOf(head.host), service: o.dst?.service ?? '', endpoint: o.endpoint, peer: peer.identity, attempts: o.endpoint ? 1 : 0 });
       }
-      this.#measureOther({ method: head.method, authority: head.host, path: pathOf(targetOf(head.target, head.host).target), status: o.status, code, durMs: d.clock.now() - startMs, upstream: o.endpoint, traceId: o.traceId, peer });
+      this.#measureOther({ method: head.method, authority: head.host, path: pathOf(targetOf(head.target, head.host).target), status: o.status, code, durMs: d.clock.now() - startMs, upstream: o.endpoint, traceId: o.traceId, peer, dst: o.dst });
     });
   }
 

@@ -24,6 +24,18 @@ export interface UpgradeOutcome {
   /** The upstream address dialled ('' when refused before a dial). */
   endpoint: string;
   traceId: string;
+  /** Outbound: the service, endpoint and mTLS the request was routed to, as far as routing got (metrics labels). */
+  dst?: UpgradeDestination | undefined;
+}
+
+/** Where routing sent an outbound upgrade, for its metrics labels (a plain request's come from its Exchange). */
+export interface UpgradeDestination {
+  service: string;
+  /** The endpoint's `workload` and `namespace` labels ('' before an endpoint is picked). */
+  workload: string;
+  namespace: string;
+  /** The endpoint is dialled with mTLS (it names an identity). */
+  tls: boolean;
 }
 
 /** `done` is called once, when the client has its answer (the 101 included) or has left. */
@@ -39,8 +51,9 @@ export type UpgradeTarget =
       dstPort?: string;
       /** How long the upstream has, from the request written whole (head and body, if any), to send its response head (else 504 per-try-timeout). */
       responseTimeoutMs: number;
+      dst?: UpgradeDestination;
     }
-  | { error: ProxyError };
+  | { error: ProxyError; dst?: UpgradeDestination };
 
 const DST_PORT_HEADER = 'meshlet-dst-port';
 
@@ -143,6 +156,7 @@ class PendingUpgrade {
   readonly #done: (o: UpgradeOutcome) => void;
   #reported = false;
   #endpoint = '';
+  #dst: UpgradeDestination | undefined;
 
   constructor(req: RequestHead, client: Socket, to: UpgradeRequestTarget, span: HopSpan, parent: ParentContext | undefined, deadlines: Deadlines, done: (o: UpgradeOutcome) => void) {
     this.#done = done;
@@ -168,6 +182,7 @@ class PendingUpgrade {
   start(t: Exclude<UpgradeTarget, { error: ProxyError }>, rest: Buffer): void {
     const client = this.#client;
     this.#endpoint = t.address;
+    this.#dst = t.dst;
     t.dial((err, upstream) => {
       if (err || !upstream) return this.#fail(fromUpstreamError(err, false));
       if (client.destroyed) return upstream.destroy();
@@ -255,7 +270,7 @@ class PendingUpgrade {
   #report(status: number, reason: string, message = ''): void {
     if (this.#reported) return;
     this.#reported = true;
-    this.#done({ status, reason, message, endpoint: this.#endpoint, traceId: this.#span.traceId });
+    this.#done({ status, reason, message, endpoint: this.#endpoint, traceId: this.#span.traceId, dst: this.#dst });
   }
 
   /** Once: at the proxy's error, at the end of a non-101 answer, or when the tunnel closes (101). */
@@ -398,7 +413,7 @@ export function makeUpgradeHandler(pick: (req: RequestHead, cfg: RuntimeConfig, 
     if ('error' in t) {
       socket.on('error', () => socket.destroy());
       span.end({ status: t.error.status, errorReason: t.error.code, attributes: { 'server.address': to.host, 'url.path': pathOf(to.target) } });
-      done({ status: t.error.status, reason: t.error.code, message: t.error.message, endpoint: '', traceId: span.traceId });
+      done({ status: t.error.status, reason: t.error.code, message: t.error.message, endpoint: '', traceId: span.traceId, dst: t.dst });
       return refuse(socket, t.error);
     }
     new PendingUpgrade(req, socket, to, span, parent, deadlines, done).start(t, head);

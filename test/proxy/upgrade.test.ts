@@ -333,6 +333,12 @@ t.test('upgrades are measured and logged like requests: refusals with their reas
   const m = await p.metrics();
   t.ok(metricValue(m, 'meshlet_requests_total', { direction: 'outbound', status_code: '404', error_reason: 'no-route' }) >= 1, 'meshlet_requests_total counts the refusal');
   t.ok(metricValue(m, 'meshlet_requests_total', { direction: 'outbound', status_code: '101', classification: 'success' }) >= 1, 'and the switch, as a success');
+  // Labelled with the service routing picked, as a plain request to it is: per-service and edge
+  // panels (dst_service) count upgrades too, not under "unknown".
+  t.ok(metricValue(m, 'meshlet_requests_total', { direction: 'outbound', status_code: '101', dst_service: 'raw' }) >= 1, 'the switch counts under the service it went to');
+  t.ok(metricValue(m, 'meshlet_request_duration_seconds_count', { direction: 'outbound', dst_service: 'raw', classification: 'success' }) >= 1, 'and is timed under it');
+  t.ok(metricValue(m, 'meshlet_requests_total', { direction: 'outbound', status_code: '404', error_reason: 'no-route', dst_service: 'up' }) >= 1, "a route miss counts under the service whose routes missed, as a plain request's does");
+  t.ok(fresh.some((l) => l['path'] === '/switch' && l['dst_service'] === 'raw'), 'the access log names the service');
   t.ok(metricValue(m, 'meshlet_proxy_errors_total', { reason: 'no-route' }) >= 1, 'the refusal is a proxy error');
   switched.destroy();
 });
