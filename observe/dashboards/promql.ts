@@ -37,5 +37,12 @@ export const byErrorReason = (matchers: string, by: string): string =>
 export const fromProxiesOf = (expr: string, sourceMatchers: string): string =>
   `${expr}\nand on (instance)\ngroup by (instance) (meshlet_requests_total{direction="outbound",${sourceMatchers}})`;
 
+/**
+ * A per-proxy metric kept for the proxies of one service: those that serve it (its inbound series)
+ * or call out as it (its outbound series). A service that calls nothing has only the first.
+ */
+export const fromServiceProxies = (expr: string, inboundMatchers: string, sourceMatchers: string): string =>
+  `${expr}\nand on (instance)\n(\n  group by (instance) (meshlet_requests_total{${inboundMatchers}})\n  or\n  group by (instance) (meshlet_requests_total{direction="outbound",${sourceMatchers}})\n)`;
+
 export const INBOUND = 'direction="inbound"';
 export const OUTBOUND = 'direction="outbound"';

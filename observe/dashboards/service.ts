@@ -3,7 +3,7 @@
 // A proxy's outbound series name its workload (src_workload); the service variable matches it,
 // as the proxy's --service defaults to its --workload.
 import { dashboard, labelVariable, row, stat, timeseries } from './grafana.ts';
-import { byErrorReason, fromProxiesOf, INBOUND, OUTBOUND, percentiles, RATE, requestsRate, successRatio } from './promql.ts';
+import { byErrorReason, fromProxiesOf, fromServiceProxies, INBOUND, OUTBOUND, percentiles, RATE, requestsRate, successRatio } from './promql.ts';
 
 const IN = `${INBOUND},dst_namespace=~"$namespace",dst_service=~"$service"`;
 const OUT = `${OUTBOUND},src_namespace=~"$namespace",src_workload=~"$service"`;
@@ -21,7 +21,8 @@ export const service = dashboard({
     stat({ title: 'Success rate (inbound)', unit: 'percentunit', queries: [{ expr: successRatio(IN, 'dst_service'), legend: 'success', expect: { min: 0, max: 1 } }] }),
     stat({ title: 'Request rate (inbound)', unit: 'reqps', queries: [{ expr: requestsRate(IN, 'dst_service'), legend: 'requests', expect: { min: 0 } }] }),
     stat({ title: 'Latency p99 (inbound)', unit: 's', queries: [percentiles(IN, 'dst_service', '')[2]!] }),
-    stat({ title: 'Requests in flight', unit: 'short', queries: [{ expr: fromProxiesOf('sum by (instance) (meshlet_requests_in_flight)', SRC), legend: '{{instance}}', expect: { min: 0 } }] }),
+    // The service's proxies: those serving it, and those calling out as it (a leaf service calls nothing).
+    stat({ title: 'Requests in flight', unit: 'short', queries: [{ expr: fromServiceProxies('sum by (instance) (meshlet_requests_in_flight)', IN, SRC), legend: '{{instance}}', expect: { min: 0 } }] }),
     row('Inbound'),
     timeseries({ title: 'Inbound request rate by caller', unit: 'reqps', queries: [{ expr: requestsRate(IN, 'src_identity'), legend: '{{src_identity}}', expect: { min: 0 } }] }),
     timeseries({ title: 'Inbound success rate by caller', unit: 'percentunit', min: 0, max: 1, queries: [{ expr: successRatio(IN, 'src_identity'), legend: '{{src_identity}}', expect: { min: 0, max: 1 } }] }),
