@@ -1,6 +1,7 @@
 // Where the CLI finds a local mesh (`meshlet start`): a small JSON file the demo writes once every
 // process is up and removes when it stops. Guarantees: one lookup rule (--mesh, MESHLET_MESH,
-// $XDG_RUNTIME_DIR/meshlet/local.json), atomic writes, and an error that says what to do.
+// $XDG_RUNTIME_DIR/meshlet/local.json, else under the temp dir), atomic writes, and an error that
+// says what to do.
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -44,6 +45,20 @@ export function defaultMeshPath(env: NodeJS.ProcessEnv, portBase?: number): stri
 /** --mesh FILE, else MESHLET_MESH, else the default. */
 export function meshPath(flag: string | undefined, env: NodeJS.ProcessEnv): string {
   return flag ?? env['MESHLET_MESH'] ?? defaultMeshPath(env);
+}
+
+/**
+ * The --mesh line of a command's --help: the file this command reads here when --mesh is not
+ * given (resolved from this environment), then the rule, so the help is right on every machine.
+ * `column` is where the option's description starts.
+ */
+export function meshFlagHelp(env: NodeJS.ProcessEnv, column: number): string {
+  const indent = ' '.repeat(column);
+  return [
+    `${'  --mesh FILE'.padEnd(column)}the mesh file; without --mesh, here: ${meshPath(undefined, env)}`,
+    `${indent}(MESHLET_MESH, else $XDG_RUNTIME_DIR/meshlet/local.json, else`,
+    `${indent}<temp dir>/meshlet-<uid>/local.json, temp dir: $TMPDIR, $TMP, $TEMP or /tmp)`,
+  ].join('\n');
 }
 
 export function writeMeshFile(path: string, m: MeshFile): void {

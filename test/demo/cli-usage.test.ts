@@ -1,5 +1,6 @@
 // The local-mesh commands as scripts use them, without a running mesh: --help exits 0 for each,
-// bad usage exits 2 with a hint, a missing or stale mesh file exits 1 saying how to start one,
+// bad usage exits 2 with a hint, their --help names the mesh file they read on this machine, a
+// missing or stale mesh file exits 1 saying how to start one,
 // and `meshlet split --config-dir` edits a TrafficSplit atomically, keeping comments and the
 // other documents of the file, refusing bad weights without writing. proxy-status and
 // proxy-config keep the same exit codes: 2 for bad usage, 1 with a hint (never a stack trace)
@@ -10,7 +11,7 @@ import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { meshlet } from './fixtures/local-mesh.ts';
+import { meshlet, meshletIn } from './fixtures/local-mesh.ts';
 
 const EXAMPLES = fileURLToPath(new URL('../../examples', import.meta.url));
 const tmp = mkdtempSync(join(tmpdir(), 'meshlet-cli-usage-'));
@@ -40,6 +41,28 @@ t.test('--help exits 0; bad usage exits 2', async (t) => {
   }
   const top = await meshlet(none, '--help');
   for (const c of ['start', 'stat', 'split', 'fault', 'diagnose']) t.match(top.stdout, new RegExp(`\\n  ${c} +\\S`), `meshlet --help lists ${c}`);
+});
+
+t.test('--help names the mesh file the command reads here, resolved, and the rule', async (t) => {
+  // No XDG_RUNTIME_DIR, no MESHLET_MESH: the file is under the temp dir (TMPDIR here).
+  const bare: NodeJS.ProcessEnv = { ...process.env, TMPDIR: tmp };
+  delete bare['XDG_RUNTIME_DIR'];
+  delete bare['MESHLET_MESH'];
+  const underTmp = join(tmp, `meshlet-${process.getuid!()}`, 'local.json');
+  const cases = [
+    ['no XDG_RUNTIME_DIR', bare, underTmp],
+    ['XDG_RUNTIME_DIR', { ...bare, XDG_RUNTIME_DIR: join(tmp, 'run') }, join(tmp, 'run', 'meshlet', 'local.json')],
+    ['MESHLET_MESH', { ...bare, XDG_RUNTIME_DIR: join(tmp, 'run'), MESHLET_MESH: join(tmp, 'mine.json') }, join(tmp, 'mine.json')],
+  ] as const;
+  for (const c of ['stat', 'split', 'fault', 'diagnose']) {
+    for (const [what, env, file] of cases) {
+      const r = await meshletIn(env, c, '--help');
+      t.equal(r.code, 0, `${c} --help (${what}): exit 0`);
+      t.match(r.stdout, `here: ${file}\n`, `${c} --help (${what}): names ${file}`);
+    }
+    const r = await meshletIn(bare, c, '--help');
+    t.match(r.stdout, /MESHLET_MESH, else \$XDG_RUNTIME_DIR\/meshlet\/local\.json, else\s+<temp dir>\/meshlet-<uid>\/local\.json, temp dir: \$TMPDIR, \$TMP, \$TEMP or \/tmp/, `${c} --help: the rule`);
+  }
 });
 
 t.test('no mesh, or a stale one: exit 1 and how to start one', async (t) => {

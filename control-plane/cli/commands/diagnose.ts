@@ -5,11 +5,12 @@ import { parseArgs } from 'node:util';
 import { EXIT_FAILURE, EXIT_OK, HELP_FLAG, UsageError, guarded, type Command, type Io } from '../command.ts';
 import type { ErrorsDocument } from '../../../api/proxy-admin.ts';
 import { diagnose as explain, diagnosisText, type ProxyConfigView, type ProxyView, type RecentErrorView } from '../diagnosis.ts';
-import { findWorkload, meshPath, readMeshFile, type MeshWorkload } from '../mesh-file.ts';
+import { findWorkload, meshFlagHelp, meshPath, readMeshFile, type MeshWorkload } from '../mesh-file.ts';
 import { parseMetrics } from '../golden.ts';
 import { getJson, getText } from '../scrape.ts';
 
-const USAGE = `usage: meshlet diagnose SOURCE DESTINATION [--method GET] [--path /] [-o table|json|yaml] [--mesh FILE]
+/** --help, with the mesh file this command reads in `env`. */
+const usage = (env: NodeJS.ProcessEnv): string => `usage: meshlet diagnose SOURCE DESTINATION [--method GET] [--path /] [-o table|json|yaml] [--mesh FILE]
 
 Explain, in one answer, a call from workload SOURCE to service DESTINATION (as SOURCE's app
 names it: api, store...) in the local mesh: the route chosen, the split, the endpoints and their
@@ -18,7 +19,7 @@ proxies answered themselves (admin /errors) with what each reason means and what
 
   --method M, --path P  the request to reason about (default GET /)
   -o, --output FORMAT   table (default), json or yaml
-  --mesh FILE           the mesh file (default MESHLET_MESH, else $XDG_RUNTIME_DIR/meshlet/local.json)
+${meshFlagHelp(env, 24)}
 Exit 0 when nothing is wrong (verdict ok or degraded), 1 when the path is failing or the mesh
 cannot be read, 2 for bad usage.
 `;
@@ -61,7 +62,7 @@ async function run(args: string[], io: Io): Promise<number> {
   }
   const v = parsed.values;
   if (v.help) {
-    io.stdout(USAGE);
+    io.stdout(usage(io.env));
     return EXIT_OK;
   }
   const [source, destination, ...extra] = parsed.positionals;

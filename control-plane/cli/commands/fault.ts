@@ -4,9 +4,10 @@
 import { parseArgs } from 'node:util';
 import { parseDuration } from '../../duration.ts';
 import { CliError, EXIT_OK, HELP_FLAG, UsageError, guarded, type Command, type Io } from '../command.ts';
-import { findWorkload, meshPath, readMeshFile } from '../mesh-file.ts';
+import { findWorkload, meshFlagHelp, meshPath, readMeshFile } from '../mesh-file.ts';
 
-const USAGE = `usage: meshlet fault WORKLOAD [--fail PERCENT] [--delay DURATION] [--status CODE] [--clear] [-o table|json]
+/** --help, with the mesh file this command reads in `env`. */
+const usage = (env: NodeJS.ProcessEnv): string => `usage: meshlet fault WORKLOAD [--fail PERCENT] [--delay DURATION] [--status CODE] [--clear] [-o table|json]
 
 Make a demo app of the local mesh (npm start) fail a share of its requests or answer slowly.
 The app does it, not the proxy: the mesh sees what a misbehaving app would cause.
@@ -15,7 +16,7 @@ The app does it, not the proxy: the mesh sees what a misbehaving app would cause
   --delay DURATION    added before every answer (200ms)
   --status CODE       the failure status (default 503; the proxies retry 502, 503, 504)
   --clear             back to normal
-  --mesh FILE         the mesh file (default MESHLET_MESH, else $XDG_RUNTIME_DIR/meshlet/local.json)
+${meshFlagHelp(env, 22)}
   -o, --output FORMAT table (default) or json: the fault now in force
 `;
 
@@ -36,7 +37,7 @@ async function run(args: string[], io: Io): Promise<number> {
   }
   const v = parsed.values;
   if (v.help) {
-    io.stdout(USAGE);
+    io.stdout(usage(io.env));
     return EXIT_OK;
   }
   const [name, ...extra] = parsed.positionals;

@@ -6,17 +6,18 @@ import { readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments, type Document } from 'yaml';
 import { CliError, EXIT_OK, HELP_FLAG, UsageError, guarded, type Command, type Io } from '../command.ts';
-import { meshPath, readMeshFile } from '../mesh-file.ts';
+import { meshFlagHelp, meshPath, readMeshFile } from '../mesh-file.ts';
 import { parseWeight, planSplit, type Backend } from '../split-plan.ts';
 import { parseArgs } from 'node:util';
 
-const USAGE = `usage: meshlet split SERVICE NAME=WEIGHT [NAME=WEIGHT...] [--mesh FILE | --config-dir DIR | --kubeconfig FILE -n NS] [-o table|json|yaml]
+/** --help, with the mesh file this command reads in `env`. */
+const usage = (env: NodeJS.ProcessEnv): string => `usage: meshlet split SERVICE NAME=WEIGHT [NAME=WEIGHT...] [--mesh FILE | --config-dir DIR | --kubeconfig FILE -n NS] [-o table|json|yaml]
 
 Set the weights of the TrafficSplit whose spec.service is SERVICE. NAME is a backend service
 (api-v2) or its suffix (v2). Backends you do not name share what is left of 100 in their old
 proportion: \`meshlet split api v2=50\` makes a 90/10 split 50/50.
 
-  --mesh FILE         the local mesh (default MESHLET_MESH, else $XDG_RUNTIME_DIR/meshlet/local.json):
+${meshFlagHelp(env, 22)}:
                       edits the TrafficSplit's YAML file in the folder its control plane watches;
                       the proxies follow within about a second
   --config-dir DIR    edit the YAML in DIR instead (no running mesh needed)
@@ -118,7 +119,7 @@ async function run(args: string[], io: Io): Promise<number> {
   }
   const v = parsed.values;
   if (v.help) {
-    io.stdout(USAGE);
+    io.stdout(usage(io.env));
     return EXIT_OK;
   }
   const [service, ...weights] = parsed.positionals;

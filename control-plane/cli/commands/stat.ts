@@ -3,10 +3,11 @@
 import { parseDuration } from '../../duration.ts';
 import { EXIT_FAILURE, EXIT_OK, HELP_FLAG, UsageError, flags, guarded, type Command, type Io } from '../command.ts';
 import { edgeLines, serviceLines } from '../live-view.ts';
-import { meshPath, readMeshFile } from '../mesh-file.ts';
+import { meshFlagHelp, meshPath, readMeshFile } from '../mesh-file.ts';
 import { scrapeAll, statBetween } from '../scrape.ts';
 
-const USAGE = `usage: meshlet stat [--window 2s] [--watch] [-o table|json|yaml] [--mesh FILE]
+/** --help, with the mesh file this command reads in `env`. */
+const usage = (env: NodeJS.ProcessEnv): string => `usage: meshlet stat [--window 2s] [--watch] [-o table|json|yaml] [--mesh FILE]
 
 Golden signals of the local mesh (npm start), from every proxy's /metrics: per edge (caller →
 service: requests per second, success rate, p50/p99 latency, mTLS share, split weight, breaker
@@ -15,12 +16,12 @@ state) and per service (what its inbound side saw), over a window between two sc
   --window DURATION     time between the two scrapes (default 2s)
   --watch               print again every window until interrupted (json: one object per line)
   -o, --output FORMAT   table (default), json or yaml
-  --mesh FILE           the mesh file (default MESHLET_MESH, else $XDG_RUNTIME_DIR/meshlet/local.json)
+${meshFlagHelp(env, 24)}
 Exit 1 when no local mesh runs or a proxy cannot be read.
 `;
 
 async function run(args: string[], io: Io): Promise<number> {
-  const v = flags('stat', args, { options: { window: { type: 'string' }, watch: { type: 'boolean' }, output: { type: 'string', short: 'o' }, mesh: { type: 'string' }, help: HELP_FLAG } }, USAGE, io);
+  const v = flags('stat', args, { options: { window: { type: 'string' }, watch: { type: 'boolean' }, output: { type: 'string', short: 'o' }, mesh: { type: 'string' }, help: HELP_FLAG } }, usage(io.env), io);
   if (!v) return EXIT_OK;
   const format = v.output ?? 'table';
   if (format !== 'table' && format !== 'json' && format !== 'yaml') throw new UsageError('stat', `-o ${format}: want table, json or yaml`);
