@@ -4,9 +4,11 @@
 // and `meshlet split --config-dir` edits a TrafficSplit atomically, keeping comments and the
 // other documents of the file, refusing bad weights without writing. proxy-status and
 // proxy-config keep the same exit codes: 2 for bad usage, 1 with a hint (never a stack trace)
-// when the admin server cannot be read.
+// when the admin server cannot be read; without --admin, proxy-status reads the control plane of
+// the local mesh its mesh file names, and says what it tried when it cannot.
 import t from 'tap';
-import { createServer } from 'node:net';
+import { createServer, connect } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
 import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -101,6 +103,69 @@ t.test('proxy-status, proxy-config: exit 2 on bad usage, 1 with a hint when the 
     t.match(r.stderr, code === 2 ? /Run 'meshlet proxy-\w+ --help' for usage/ : /^meshlet proxy-\w+: /, `${what}: a message, not an exception`);
     t.notMatch(r.stderr, /\n\s+at /, `${what}: no stack trace`);
   }
+});
+
+t.test('proxy-status without --admin: the local mesh\'s control plane, else 127.0.0.1:9990, and what it tried', async (t) => {
+  // A stand-in control plane admin answering /proxies, and a mesh file naming it whose process
+  // (this one) runs, as `npm start` writes it.
+  const row = { identity: 'spiffe://cluster.local/ns/demo/sa/web', workload: 'web', namespace: 'demo', pod: 'web-0', sent: 'v7', acked: 'v7', lastAckAt: '2026-01-01T00:00:00.000Z', nack: null };
+  const admin = createHttpServer((req, res) => {
+    res.writeHead(req.url === '/proxies' ? 200 : 404, { 'content-type': 'application/json' }).end(req.url === '/proxies' ? JSON.stringify([row]) : '{}');
+  });
+  await new Promise<void>((r) => admin.listen(0, '127.0.0.1', r));
+  t.teardown(() => admin.close());
+  const adminUrl = `http://127.0.0.1:${(admin.address() as { port: number }).port}`;
+  const meshOf = (file: string, pid: number, cpAdmin: string) => {
+    writeFileSync(file, JSON.stringify({ version: 1, pid, startedAt: '', workloads: [], namespace: 'demo', configDir: tmp, controlPlane: { url: '', admin: cpAdmin } }));
+    return file;
+  };
+  const live = meshOf(join(tmp, 'live.json'), process.pid, adminUrl);
+
+  const found = await meshlet(live, 'proxy-status', '-o', 'json');
+  t.equal(found.code, 0, `the local mesh's control plane: exit 0\n${found.stderr}`);
+  t.same(found.stdout ? JSON.parse(found.stdout) : null, [row], "the rows of the local mesh's control plane");
+  const table = await meshlet(none, 'proxy-status', '--mesh', live);
+  t.match(table.stdout, /demo\/web-0 +spiffe:\/\/cluster\.local\/ns\/demo\/sa\/web +v7 +v7/, '--mesh FILE: that mesh\'s control plane');
+
+  // --admin wins over the mesh file.
+  const closed = await new Promise<number>((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+  const flag = await meshlet(live, 'proxy-status', '--admin', `http://127.0.0.1:${closed}`);
+  t.equal(flag.code, 1, '--admin: read there, not from the mesh file');
+  t.match(flag.stderr, `cannot read http://127.0.0.1:${closed}/proxies`, '--admin: names that URL');
+
+  // The mesh file names a control plane that does not answer: says it came from the mesh file.
+  const gone = meshOf(join(tmp, 'gone.json'), process.pid, `http://127.0.0.1:${closed}`);
+  const down = await meshlet(gone, 'proxy-status');
+  t.equal(down.code, 1, "the local mesh's control plane does not answer: exit 1");
+  t.match(down.stderr, `cannot read http://127.0.0.1:${closed}/proxies (the control plane admin of the local mesh in ${gone})`, 'says the URL came from the mesh file');
+  t.match(down.stderr, /--admin URL/, 'says how to point it elsewhere');
+
+  // No mesh, or a stale one: the default, and the error says what was tried. Only when nothing
+  // answers at 127.0.0.1:9990 on this machine (a control plane of one's own may).
+  const taken = await new Promise<boolean>((resolve) => {
+    const c = connect(9990, '127.0.0.1', () => (c.destroy(), resolve(true))).on('error', () => resolve(false));
+  });
+  const stale = meshOf(join(tmp, 'stale-cp.json'), 2 ** 22 + 12345, adminUrl);
+  for (const [file, why] of [[none, 'no local mesh is running'], [stale, 'is stale']] as const) {
+    const r = await meshlet(file, 'proxy-status');
+    t.equal(r.code, 1, `${why}: exit 1`);
+    if (taken) {
+      t.comment('something listens on 127.0.0.1:9990 here: the message for an unreachable default is not checked');
+      continue;
+    }
+    t.match(r.stderr, 'cannot read http://127.0.0.1:9990/proxies (the default)', `${why}: the default was tried`);
+    t.match(r.stderr, `Tried the local mesh file first: `, `${why}: the mesh file was tried first`);
+    t.match(r.stderr, file, `${why}: names the mesh file`);
+    t.match(r.stderr, why, `${why}: says why it gave no control plane`);
+    t.match(r.stderr, /Pass --admin URL .*npm start/, `${why}: how to point it`);
+  }
+  const both = await meshlet(none, 'proxy-status', '--admin', adminUrl, '--mesh', live);
+  t.equal(both.code, 2, '--admin and --mesh: exit 2');
 });
 
 t.test('split --config-dir edits the TrafficSplit file in place', async (t) => {
