@@ -100,7 +100,23 @@ let stopping = false;
 let ticker: NodeJS.Timeout | undefined;
 let wroteMesh = false;
 
+/**
+ * The start-up was interrupted (Ctrl-C, SIGTERM): a step of it cannot finish, and that is no error
+ * of its own. A terminal's Ctrl-C reaches the CLI steps run in this process group too (identity
+ * init, bootstrap tokens), and they die of it before this process hears its own SIGINT.
+ */
+class Interrupted extends Error {}
+
+/** The error for a CLI step that did not succeed: interrupted when a stop signal ended it. */
+function stepFailed(args: string[], status: number | null, signal: NodeJS.Signals | null, output: string): Error {
+  const step = `meshlet ${args.slice(0, 2).join(' ')}`;
+  if (signal === 'SIGINT' || signal === 'SIGTERM') return new Interrupted(`${step} ended by ${signal}`);
+  return new Error(`meshlet ${args.join(' ')}: ${output.trim() || (signal ? `killed by ${signal}` : `exit ${status}`)}`);
+}
+
 function start(name: string, args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
+  // Once stopping, start nothing more: the stop has already gone through the children.
+  if (stopping) throw new Interrupted(`${name} not started: stopping`);
   // Each child in its own process group: a terminal's Ctrl-C reaches only this process, which
   // stops the children in order (load, apps, proxies draining, control plane).
   const c = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env }, detached: true });
@@ -116,17 +132,20 @@ function start(name: string, args: string[], env: NodeJS.ProcessEnv = {}): Child
   return c;
 }
 
-/** Idempotent: a second Ctrl-C (or the signal `meshlet start` passes on) waits for the same stop. */
+/**
+ * Idempotent: a second Ctrl-C (or the signal `meshlet start` passes on) waits for the same stop.
+ * `interrupted`: a stop signal, not the timer or an error; before the mesh is up it says so.
+ */
 let stopped: Promise<void> | undefined;
-function stopAll(): Promise<void> {
-  stopped ??= stopInOrder();
+function stopAll(interrupted: boolean): Promise<void> {
+  stopped ??= stopInOrder(interrupted);
   return stopped;
 }
 
-async function stopInOrder(): Promise<void> {
+async function stopInOrder(interrupted: boolean): Promise<void> {
   stopping = true;
   clearInterval(ticker);
-  process.stdout.write('\nstopping: load generator, apps, proxies (draining), control plane...\n');
+  process.stdout.write(`\n${interrupted && !wroteMesh ? 'interrupted while starting; ' : ''}stopping: load generator, apps, proxies (draining), control plane...\n`);
   // Reverse start order, each waited for.
   for (const c of children.toReversed()) {
     if (c.exitCode !== null || c.signalCode !== null) continue;
@@ -148,6 +167,7 @@ async function waitReady(url: string): Promise<void> {
     } catch {
       /* starting */
     }
+    if (stopping) throw new Interrupted(`${url}: stopping`);
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`${url} not ready`);
@@ -155,7 +175,8 @@ async function waitReady(url: string): Promise<void> {
 
 function meshlet(...args: string[]): string {
   const r = spawnSync(process.execPath, [MESHLET, ...args], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`meshlet ${args.join(' ')}: ${r.stderr || r.stdout}`);
+  if (r.error) throw r.error;
+  if (r.status !== 0) throw stepFailed(args, r.status, r.signal, r.stderr || r.stdout);
   return r.stdout;
 }
 
@@ -166,7 +187,7 @@ function meshletAsync(...args: string[]): Promise<string> {
     let err = '';
     c.stdout.on('data', (d: Buffer) => (out += d.toString()));
     c.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    c.once('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`meshlet ${args.join(' ')}: ${err || out}`))));
+    c.once('exit', (code, signal) => (code === 0 ? resolve(out) : reject(stepFailed(args, code, signal, err || out))));
   });
 }
 
@@ -315,17 +336,23 @@ Ctrl-C stops everything.
   ticker.unref();
 
   const seconds = Number(values.seconds);
-  if (seconds > 0) setTimeout(() => void stopAll().then(() => process.exit(0)), seconds * 1000);
+  if (seconds > 0) setTimeout(() => void stopAll(false).then(() => process.exit(0)), seconds * 1000);
 }
 
 // Last resort (a crash, an exit without stopAll): no child outlives this process.
 process.on('exit', () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
 });
-process.on('SIGINT', () => void stopAll().then(() => process.exit(0)));
-process.on('SIGTERM', () => void stopAll().then(() => process.exit(0)));
+process.on('SIGINT', () => void stopAll(true).then(() => process.exit(0)));
+process.on('SIGTERM', () => void stopAll(true).then(() => process.exit(0)));
 main().catch(async (err: Error) => {
+  // Interrupted: the stop says so (its signal may not have reached this process yet); exit as
+  // for any stop signal. Anything else is an error of the start-up.
+  if (err instanceof Interrupted || stopping) {
+    await stopAll(true);
+    process.exit(0);
+  }
   process.stderr.write(`meshlet demo: ${err.message}\n`);
-  await stopAll();
+  await stopAll(false);
   process.exit(1);
 });

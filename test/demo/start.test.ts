@@ -1,12 +1,15 @@
 // `npm start` as a user runs it (shortened with --seconds, on a copy of examples/): the mesh comes
 // up with mTLS on every hop, the 90/10 split is visible, editing the split file shifts traffic,
-// and stopping leaves no process behind.
+// and stopping leaves no process behind. Ctrl-C while it starts (at each step of the start-up)
+// stops it with the stopping lines only, no error.
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import { MESHLET, alive, descendants } from './fixtures/local-mesh.ts';
 
 const START = fileURLToPath(new URL('../../demo/start.ts', import.meta.url));
 const EXAMPLES = fileURLToPath(new URL('../../examples', import.meta.url));
@@ -59,4 +62,58 @@ t.test('the demo mesh starts, carries traffic over mTLS, follows a split edit, a
   t.match(out, /stopped; nothing left running/);
   const left = spawnSync('pgrep', ['-af', dir ?? 'meshlet-demo-none'], { encoding: 'utf8' }).stdout.split('\n').filter((l) => l && !l.includes('pgrep'));
   t.same(left, [], 'no process of the demo is left');
+});
+
+/** A /proc file's text (NULs as spaces), '' once the process is gone. */
+function procFile(file: string): string {
+  try {
+    return readFileSync(file, 'utf8').replaceAll('\0', ' ');
+  } catch {
+    return '';
+  }
+}
+
+/** The command line of each process under `pid`. */
+function commands(pid: number): string[] {
+  return descendants(pid).map((p) => procFile(`/proc/${p}/cmdline`));
+}
+
+t.test('Ctrl-C while the mesh starts: the stopping lines, no error, nothing left', async (t) => {
+  const tmp = mkdtempSync(join(tmpdir(), 'meshlet-demo-interrupt-'));
+  t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  delete env['NODE_OPTIONS'];
+  delete env['NODE_V8_COVERAGE'];
+  // Each step of the start-up, recognised by the process it runs; Ctrl-C as a terminal sends it,
+  // to the whole process group of `meshlet start` (which the CLI steps of the start-up are in).
+  const steps = [['identity init', / identity init /], ['bootstrap tokens', / identity bootstrap-token /], ['proxies starting', /dist\/proxy\/main\.js|proxy\/main\.ts/]] as const;
+  for (const [step, running] of steps) {
+    const meshFile = join(tmp, `${step.replaceAll(' ', '-')}.json`);
+    const child = spawn(process.execPath, [MESHLET, 'start', '--port-base', '15000', '--view', 'lines', '--mesh', meshFile], { stdio: ['ignore', 'pipe', 'pipe'], env, detached: true });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const end = Date.now() + 30_000;
+    let reached = false;
+    while (!reached && child.exitCode === null && Date.now() < end) {
+      reached = commands(child.pid!).some((c) => running.test(c));
+      if (!reached) await new Promise((r) => setTimeout(r, 10));
+    }
+    t.ok(reached, `${step}: reached (a process matching ${running})`);
+    const seen = descendants(child.pid!);
+    process.kill(-child.pid!, 'SIGINT');
+    const kill = setTimeout(() => process.kill(-child.pid!, 'SIGKILL'), 20_000);
+    const code = await exited;
+    clearTimeout(kill);
+    t.equal(code, 0, `${step}: exit 0\n${stdout}${stderr}`);
+    t.equal(stderr, '', `${step}: nothing on stderr (no error, empty or not)`);
+    t.match(stdout, /^\ninterrupted while starting; stopping: [^\n]*\nstopped; nothing left running\.\n$/, `${step}: only the stopping lines`);
+    t.notOk(existsSync(meshFile), `${step}: no mesh file`);
+    // A process that got the signal may take a moment to go, and to be reaped once orphaned.
+    const left = () => seen.filter((p) => alive(p) && !/^\d+ \(.*\) Z/.test(procFile(`/proc/${p}/stat`)));
+    for (let i = 0; i < 50 && left().length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    t.same(left().map((p) => `${p} ${procFile(`/proc/${p}/cmdline`)}`), [], `${step}: none of its processes is left`);
+  }
 });
