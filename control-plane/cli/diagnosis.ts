@@ -2,26 +2,23 @@
 // (config, breaker states, identity, recent proxy errors), one answer: the route a request would
 // take, the split, the endpoints and their breakers, the authorization decision, the certificates,
 // and the last proxy errors with what each reason means and what to do. The authorization decision
-// is the proxy's own pure function (proxy/policy/authorize.ts), so the two cannot disagree; the route
-// match below restates proxy/policy/route-match.ts. test/demo/diagnose.test.ts checks both against real proxies.
+// and the route a request takes and its split are the proxy's own pure functions (proxy/policy/
+// authorize.ts, route-match.ts, split.ts), so the two cannot disagree. test/demo/diagnose.test.ts
+// checks both against real proxies.
 import type { RecentError } from '../../api/proxy-admin.ts';
-import type { AuthorizationPolicyConfig } from '../../api/proxy-config.ts';
+import type { AuthorizationPolicyConfig, Route } from '../../api/proxy-config.ts';
 import { authorize } from '../../proxy/policy/authorize.ts';
-import { pathOf } from '../../proxy/policy/route-match.ts';
+import { matchRoute, pathOf, routesOf, type HeaderLookup } from '../../proxy/policy/route-match.ts';
+import { backendsOf, sharesOf } from '../../proxy/policy/split.ts';
 
 /** A proxy's recent error as its admin /errors reports it. */
 export type RecentErrorView = RecentError;
 
-interface RouteView {
-  name: string;
-  match?: { path?: { exact: string } | { prefix: string }; method?: string; headers?: ReadonlyArray<{ name: string; value?: string }> };
-  backends?: ReadonlyArray<{ service: string; weight: number }>;
-}
 export interface ServiceView {
   name: string;
   hosts?: readonly string[];
   endpoints: ReadonlyArray<{ address: string; identity?: string; ready?: boolean; labels?: Readonly<Record<string, string>> }>;
-  routes?: readonly RouteView[];
+  routes?: readonly Route[];
 }
 export interface ProxyConfigView {
   services: readonly ServiceView[];
@@ -52,7 +49,10 @@ export interface DiagnoseInput {
   /** As the user named it: a host the caller uses (`api`, `api.demo`). */
   destination: string;
   method: string;
+  /** The request target as the app sends it (a query string included). */
   path: string;
+  /** Header fields the request carries besides Host (which is the destination): [name, value] pairs. */
+  headers?: ReadonlyArray<readonly [string, string]>;
   /** The callee proxies, by their inbound address (host:port), where known. */
   callees: ReadonlyMap<string, ProxyView & { app: { port: number } | undefined }>;
   /** Problems the control plane found in the config it reads (admin /config-problems). */
@@ -128,17 +128,15 @@ export function authorizeView(inbound: ProxyConfigView['inbound'], port: number,
   return { ...decision, reason };
 }
 
-function routeMatches(r: RouteView, method: string, path: string): boolean {
-  const m = r.match;
-  if (!m) return true;
-  if (m.method !== undefined && m.method !== method) return false;
-  if (m.headers && m.headers.length > 0) return false; // the CLI sends no headers: a header route is not taken
-  if (m.path) {
-    if ('exact' in m.path) return m.path.exact === path;
-    const pre = m.path.prefix.replace(/\/+$/, '');
-    return pre === '' || path === pre || path.startsWith(`${pre}/`);
+/** The request's fields as the proxy looks them up: lower-case names, repeated fields joined with ", ". */
+function headerLookup(host: string, headers: ReadonlyArray<readonly [string, string]>): HeaderLookup {
+  const fields = new Map<string, string>([['host', host]]);
+  for (const [name, value] of headers) {
+    const n = name.toLowerCase();
+    const had = fields.get(n);
+    fields.set(n, had === undefined ? value : `${had}, ${value}`);
   }
-  return true;
+  return fields;
 }
 
 export function findService(cfg: ProxyConfigView | undefined, name: string): ServiceView | undefined {
@@ -188,16 +186,16 @@ export function diagnose(i: DiagnoseInput): Diagnosis {
   if (!svc) {
     findings.push({ severity: 'error', topic: 'no-route', message: `${src.workload}'s config has no service for host "${i.destination}" (known: ${(src.config?.services ?? []).map((s) => s.name).join(', ') || 'none'})`, fix: REASONS['no-route']!.fix });
   } else {
-    const routes = svc.routes ?? [{ name: 'default' }];
-    const route = routes.find((r) => routeMatches(r, i.method, i.path));
+    const routes = routesOf(svc);
+    const route = matchRoute(routes, { method: i.method, path: pathOf(i.path), headers: headerLookup(i.destination, i.headers ?? []) });
     if (!route) {
       findings.push({ severity: 'error', topic: 'no-route', message: `no route of ${svc.name} matches ${i.method} ${i.path} (routes: ${routes.map((r) => r.name).join(', ')})`, fix: REASONS['no-route']!.fix });
     } else {
       out.route = { service: svc.name, route: route.name, match: route.match ?? 'everything' };
-      const backends = route.backends ?? [{ service: svc.name, weight: 1 }];
-      const total = backends.reduce((a, b) => a + b.weight, 0);
-      out.split = backends.map((b) => ({ service: b.service, weight: b.weight, share: total > 0 ? b.weight / total : 0 }));
-      if (total === 0) findings.push({ severity: 'error', topic: 'no-endpoints', message: `route ${route.name} gives every backend weight 0`, fix: REASONS['no-endpoints']!.fix });
+      const backends = backendsOf(svc.name, route);
+      const shares = sharesOf(backends);
+      out.split = backends.map((b, k) => ({ service: b.service, weight: b.weight, share: shares[k]! }));
+      if (shares.every((share) => share === 0)) findings.push({ severity: 'error', topic: 'no-endpoints', message: `route ${route.name} gives every backend weight 0`, fix: REASONS['no-endpoints']!.fix });
       // A backend that cannot take requests (no ready endpoint, every one ejected) gives its share
       // to the others (proxy/policy/split.ts pickAdmitting): an error only when none can serve.
       const down = new Map<string, 'no-endpoints' | 'breaker-open'>();

@@ -3,11 +3,13 @@
 // (endpoint connection pools, load, breakers, budgets, limits) comes from a StateRegistry, so a
 // new version keeps what still exists and in-flight requests finish on the objects they hold.
 import type { Clock, Random } from '../../api/runtime.ts';
-import type { BreakerPolicy, Endpoint as EndpointDoc, ProxyConfig, RetryPolicy, Route as RouteDoc, RouteMatch, Service as ServiceDoc, Timeouts, AuthorizationPolicyConfig, InboundPort } from '../../api/proxy-config.ts';
+import type { BreakerPolicy, Endpoint as EndpointDoc, ProxyConfig, RetryPolicy, RouteMatch, Service as ServiceDoc, Timeouts, AuthorizationPolicyConfig, InboundPort } from '../../api/proxy-config.ts';
 import { EndpointLoad } from '../policy/balancer.ts';
 import { FailureAccrual, DEFAULT_FAILURE_ACCRUAL } from '../policy/failure-accrual.ts';
 import { RetryBudget, DEFAULT_BUDGET } from '../policy/retry-budget.ts';
 import { DEFAULT_RETRY } from '../policy/retry-decision.ts';
+import { routesOf } from '../policy/route-match.ts';
+import { backendsOf } from '../policy/split.ts';
 import { ConcurrencyLimit } from '../policy/concurrency-limit.ts';
 import { makeBackoff, type BackoffConfig } from '../policy/backoff.ts';
 
@@ -240,14 +242,13 @@ export function compile(doc: Readonly<ProxyConfig>, state: StateRegistry): Runti
   // Routes reference other services (split backends), so build them once every service exists.
   for (const { svc, target } of pendingRoutes) {
     const self = services.get(svc.name)!;
-    const docs: readonly RouteDoc[] = svc.routes ?? [{ name: 'default' }];
-    for (const r of docs) {
+    for (const r of routesOf(svc)) {
       target.push(
         Object.freeze({
           name: r.name,
           service: svc.name,
           match: r.match,
-          backends: (r.backends ?? [{ service: svc.name, weight: 1 }]).map((b) => Object.freeze({ service: services.get(b.service) ?? self, weight: b.weight })),
+          backends: backendsOf(svc.name, r).map((b) => Object.freeze({ service: services.get(b.service) ?? self, weight: b.weight })),
           timeouts: resolveTimeouts(svc.timeouts, r.timeouts),
           retry: resolveRetry(svc.retry, r.retry),
         }),

@@ -1,6 +1,6 @@
 // Route stage, first after the listener picked a service: which of its routes handles this request.
 // Guarantees: routes are tried in order and the first whose every condition holds wins.
-import type { HeaderMatch, RouteMatch } from '../../api/proxy-config.ts';
+import type { HeaderMatch, Route, RouteMatch } from '../../api/proxy-config.ts';
 import { listHas } from '../http1/field-list.ts';
 
 /** Request fields by lower-case name; repeated fields joined with ", " or given as an array. */
@@ -15,6 +15,12 @@ export interface RequestHead {
   /** The request's fields (http1/head.ts Fields): looked up only when a route matches on headers. */
   headers: HeaderLookup;
 }
+
+/** A service's routes as the proxy tries them: absent, one catch-all route named `default`. */
+export function routesOf(svc: { readonly routes?: readonly Route[] | undefined }): readonly Route[] {
+  return svc.routes ?? DEFAULT_ROUTES;
+}
+const DEFAULT_ROUTES: readonly Route[] = Object.freeze([Object.freeze({ name: 'default' })]);
 
 /** The first route whose match holds; a route without a match (or with an empty one) matches everything. */
 export function matchRoute<R extends { match?: RouteMatch }>(routes: readonly R[], req: RequestHead): R | undefined {

@@ -1,6 +1,19 @@
 // Route stage, after the match: which backend service takes this request (weighted traffic split).
 // Guarantees: P(item) = weight / sum(weights) for integer weights; weight 0 is never picked.
+import type { WeightedBackend } from '../../api/proxy-config.ts';
 import type { Random } from '../../api/runtime.ts';
+
+/** A route's backends: absent, the service itself with weight 1. */
+export function backendsOf(service: string, route: { readonly backends?: readonly WeightedBackend[] | undefined }): readonly WeightedBackend[] {
+  return route.backends ?? [{ service, weight: 1 }];
+}
+
+/** The share of requests pickWeighted gives each item: weight / sum of the positive weights (0 when none). */
+export function sharesOf(items: ReadonlyArray<{ weight: number }>): number[] {
+  let total = 0;
+  for (const item of items) if (item.weight > 0) total += item.weight;
+  return items.map((item) => (total > 0 && item.weight > 0 ? item.weight / total : 0));
+}
 
 /** Pick one item with probability proportional to its weight; undefined when empty or all weights are 0. */
 export function pickWeighted<T extends { weight: number }>(items: readonly T[], random: Random): T | undefined {

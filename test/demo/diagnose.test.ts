@@ -112,9 +112,10 @@ async function send(host: string, n = 1): Promise<string[]> {
   }
 }
 
-function raw(text: string): Promise<string> {
+/** The whole response to `text` sent as is to a proxy's outbound port (the caller's by default). */
+function raw(text: string, port = caller.outboundPort): Promise<string> {
   return new Promise((resolve, reject) => {
-    const s = net.connect(caller.outboundPort, '127.0.0.1', () => s.write(text));
+    const s = net.connect(port, '127.0.0.1', () => s.write(text));
     let out = '';
     s.on('data', (d: Buffer) => (out += d.toString()));
     s.on('end', () => resolve(out));
@@ -270,6 +271,72 @@ t.test('a dot-segment path: diagnose gives the callee proxy\'s own decision, pat
   }
 });
 
+// Which route a request takes: diagnose must name the route the caller's proxy really takes. Each
+// route's backend is an upstream that answers the route's name, so the proxy's choice is visible.
+t.test("the route a request takes: diagnose names the one the caller's proxy takes, request by request", async (t) => {
+  const names = ['api-exact', 'apiv2-prefix', 'api-prefix', 'canary', 'post', 'rest'];
+  const apps = await Promise.all(names.map((name) => startUpstream((req, res) => {
+    req.resume();
+    res.end(name);
+  })));
+  const router = await startProxyProcess({
+    workload: 'router',
+    config: {
+      version: 'router-1',
+      services: [
+        ...names.map((name, k) => ({ name, endpoints: [{ address: apps[k]!.address }] })),
+        {
+          name: 'shop',
+          endpoints: [],
+          routes: [
+            { name: 'api-exact', match: { path: { exact: '/api' } }, backends: [{ service: 'api-exact', weight: 1 }] },
+            { name: 'apiv2-prefix', match: { path: { prefix: '/apiv2' } }, backends: [{ service: 'apiv2-prefix', weight: 1 }] },
+            { name: 'api-prefix', match: { path: { prefix: '/api/' } }, backends: [{ service: 'api-prefix', weight: 1 }] },
+            { name: 'canary', match: { headers: [{ name: 'X-Canary', value: 'yes' }] }, backends: [{ service: 'canary', weight: 1 }] },
+            { name: 'post', match: { method: 'POST' }, backends: [{ service: 'post', weight: 1 }] },
+            { name: 'rest', backends: [{ service: 'rest', weight: 1 }] },
+          ],
+        },
+      ],
+    },
+  });
+  t.teardown(async () => {
+    await router.stop();
+    for (const a of apps) await a.close();
+  });
+  const file = join(tmp, 'router-mesh.json');
+  const mesh: MeshFile = {
+    version: 1, pid: process.pid, startedAt: new Date().toISOString(), namespace: 'test', configDir: tmp, controlPlane: { url: '', admin: '' },
+    workloads: [{ name: 'router', service: undefined, identity: '', admin: router.adminUrl, inbound: undefined, faults: undefined }],
+  };
+  writeFileSync(file, JSON.stringify(mesh));
+  // Sent raw, so the target reaches the proxy exactly as written.
+  const routed = async (method: string, target: string, headers: string[]) => {
+    const out = await raw(`${method} ${target} HTTP/1.1\r\nHost: shop\r\n${headers.map((h) => `${h}\r\n`).join('')}Content-Length: 0\r\nConnection: close\r\n\r\n`, router.outboundPort);
+    return out.slice(out.indexOf('\r\n\r\n') + 4);
+  };
+  const cases: Array<[string, string, string[], string]> = [
+    ['GET', '/api', [], 'api-exact'],
+    ['GET', '/api?page=2', [], 'api-exact'],
+    ['GET', '/api/?page=2', [], 'api-prefix'],
+    ['GET', '/api/items', [], 'api-prefix'],
+    ['GET', '/apiv2', [], 'apiv2-prefix'],
+    ['GET', '/apiv2?x=/api', [], 'apiv2-prefix'],
+    ['GET', '/apiv3', [], 'rest'],
+    ['GET', '/shop', ['x-canary: yes'], 'canary'],
+    ['GET', '/shop', ['X-CANARY: Yes'], 'rest'],
+    ['POST', '/shop', [], 'post'],
+  ];
+  for (const [method, target, headers, expected] of cases) {
+    const what = `${method} ${target}${headers.map((h) => ` [${h}]`).join('')}`;
+    const proxy = await routed(method, target, headers);
+    t.equal(proxy, expected, `${what}: the proxy takes route ${expected}`);
+    const d = await meshletJson<Diagnosis>(file, 'diagnose', 'router', 'shop', '--method', method, '--path', target, ...headers.flatMap((h) => ['--header', h]));
+    t.equal(d.route?.route, proxy, `${what}: diagnose names the route the proxy took`);
+    t.same(d.split.map((s) => [s.service, s.share]), [[proxy, 1]], `${what}: and its split`);
+  }
+});
+
 // A body cut off after the status went out: the proxy has to cut the client's response too, and
 // says why (upstream-error, in /errors, the metrics and the access log), so diagnose shows it.
 t.test('a body cut off mid-way; diagnose lists only the errors of the path asked about', async (t) => {
@@ -297,6 +364,8 @@ t.test('every reason the proxy can give has an explanation', async (t) => {
 t.test('usage and failures: exit codes and messages', async (t) => {
   const usage = await meshlet(meshFile, 'diagnose', 'caller');
   t.equal(usage.code, 2, 'one argument: exit 2');
+  t.equal((await meshlet(meshFile, 'diagnose', 'caller', 'fine', '--header', 'x-canary')).code, 2, '--header without a colon: exit 2');
+  t.equal((await meshlet(meshFile, 'diagnose', 'caller', 'fine', '--header', 'Host: other')).code, 2, '--header Host: exit 2 (the Host is the destination)');
   const unknown = await meshlet(meshFile, 'diagnose', 'nobody', 'fine');
   t.equal(unknown.code, 1, 'unknown workload: exit 1');
   t.match(unknown.stderr, /Known: caller, callee/, '...listing the known ones');

@@ -10,14 +10,15 @@ import { parseMetrics } from '../golden.ts';
 import { getJson, getText } from '../scrape.ts';
 
 /** --help, with the mesh file this command reads in `env`. */
-const usage = (env: NodeJS.ProcessEnv): string => `usage: meshlet diagnose SOURCE DESTINATION [--method GET] [--path /] [-o table|json|yaml] [--mesh FILE]
+const usage = (env: NodeJS.ProcessEnv): string => `usage: meshlet diagnose SOURCE DESTINATION [--method GET] [--path /] [--header 'NAME: VALUE']... [-o table|json|yaml] [--mesh FILE]
 
 Explain, in one answer, a call from workload SOURCE to service DESTINATION (as SOURCE's app
 names it: api, store...) in the local mesh: the route chosen, the split, the endpoints and their
 breaker state, the callees' authorization decision, the certificates, and the last errors the
 proxies answered themselves (admin /errors) with what each reason means and what to do.
 
-  --method M, --path P  the request to reason about (default GET /)
+  --method M, --path P  the request to reason about (default GET /); the path may carry a query
+  --header 'N: V'       a header field the request carries (repeatable; its Host is DESTINATION)
   -o, --output FORMAT   table (default), json or yaml
 ${meshFlagHelp(env, 24)}
 Exit 0 when nothing is wrong (verdict ok or degraded), 1 when the path is failing or the mesh
@@ -56,7 +57,7 @@ async function readProxy(w: MeshWorkload): Promise<ProxyView> {
 async function run(args: string[], io: Io): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({ args, allowPositionals: true, strict: true, options: { method: { type: 'string' }, path: { type: 'string' }, mesh: { type: 'string' }, output: { type: 'string', short: 'o' }, help: HELP_FLAG } });
+    parsed = parseArgs({ args, allowPositionals: true, strict: true, options: { method: { type: 'string' }, path: { type: 'string' }, header: { type: 'string', multiple: true }, mesh: { type: 'string' }, output: { type: 'string', short: 'o' }, help: HELP_FLAG } });
   } catch (e) {
     throw new UsageError('diagnose', (e as Error).message);
   }
@@ -71,6 +72,13 @@ async function run(args: string[], io: Io): Promise<number> {
   if (format !== 'table' && format !== 'json' && format !== 'yaml') throw new UsageError('diagnose', `-o ${format}: want table, json or yaml`);
   const path = v.path ?? '/';
   if (!path.startsWith('/')) throw new UsageError('diagnose', `--path ${path}: want a path starting with /`);
+  const headers = (v.header ?? []).map((h) => {
+    const colon = h.indexOf(':');
+    const name = colon === -1 ? '' : h.slice(0, colon).trim();
+    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) throw new UsageError('diagnose', `--header ${h}: want NAME: VALUE`);
+    if (name.toLowerCase() === 'host') throw new UsageError('diagnose', '--header Host: the Host is the DESTINATION');
+    return [name, h.slice(colon + 1).trim()] as const;
+  });
   const mesh = readMeshFile(meshPath(v.mesh, io.env));
   const src = findWorkload(mesh, source);
   const others = mesh.workloads.filter((w) => w.inbound !== undefined);
@@ -84,6 +92,7 @@ async function run(args: string[], io: Io): Promise<number> {
     destination,
     method: (v.method ?? 'GET').toUpperCase(),
     path,
+    headers,
     callees: new Map(calleeViews),
     configProblems: problems.map((p) => (typeof p === 'string' ? p : JSON.stringify(p))),
     nowMs: io.wallClock.nowMs(),

@@ -2,7 +2,7 @@
 // Pure functions over literal request heads.
 import { test } from 'tap';
 import type { RouteMatch } from '../../../api/proxy-config.ts';
-import { matchRoute, pathOf, type RequestHead } from '../../../proxy/policy/route-match.ts';
+import { matchRoute, pathOf, routesOf, type RequestHead } from '../../../proxy/policy/route-match.ts';
 
 /** A request whose fields are a plain record (lower-case names), looked up as the proxy's parsed head is. */
 const req = (path: string, method = 'GET', headers: Record<string, string | string[] | undefined> = {}): RequestHead => ({ method, path, headers: { get: (n) => (Object.hasOwn(headers, n) ? headers[n] : undefined) } });
@@ -111,4 +111,11 @@ test('pathOf strips query and fragment from every target form', async (t) => {
   for (const [target, want] of cases) t.equal(pathOf(target), want, target);
   const s = '/no/query';
   t.equal(pathOf(s), s);
+});
+
+test('routesOf: a service without routes has one catch-all route named default', async (t) => {
+  t.same(routesOf({}), [{ name: 'default' }]);
+  t.equal(matchRoute(routesOf({}), req('/anything', 'DELETE'))?.name, 'default');
+  const routes = [{ name: 'a', match: { method: 'GET' as const } }];
+  t.equal(routesOf({ routes }), routes, 'routes: as given');
 });

@@ -2,7 +2,7 @@
 // Deterministic: seeded and scripted random sources.
 import { test } from 'tap';
 import { seededRandom } from '../../../api/runtime.ts';
-import { pickAdmitting, pickWeighted } from '../../../proxy/policy/split.ts';
+import { backendsOf, pickAdmitting, pickWeighted, sharesOf } from '../../../proxy/policy/split.ts';
 
 test('empty or all-zero: undefined', async (t) => {
   t.equal(pickWeighted([], Math.random), undefined);
@@ -67,4 +67,12 @@ test('pickAdmitting: every backend healthy → exactly the weighted pick; none h
   t.equal(same(() => true, 3), 1000, 'all healthy: the same picks as pickWeighted, draw for draw');
   t.equal(same(() => false, 5), 1000, 'none healthy: the first pick, and no second draw');
   t.equal(pickAdmitting([{ id: 'only', weight: 1 }], () => 0.5, () => false)?.id, 'only', 'a single backend is never second-guessed');
+});
+
+test('backendsOf and sharesOf: a route without backends is its service; shares are what pickWeighted gives', async (t) => {
+  t.same(backendsOf('api', {}), [{ service: 'api', weight: 1 }], 'no backends: the service itself');
+  const split = [{ service: 'v1', weight: 90 }, { service: 'v2', weight: 10 }, { service: 'v3', weight: 0 }];
+  t.equal(backendsOf('api', { backends: split }), split, 'backends: as given');
+  t.same(sharesOf(split), [0.9, 0.1, 0]);
+  t.same(sharesOf([{ weight: 0 }, { weight: 0 }]), [0, 0], 'all zero: nothing takes a share');
 });
