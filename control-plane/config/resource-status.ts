@@ -12,8 +12,9 @@ import { INVALID, type ProblemEffect } from './translate.ts';
  *   ServiceNotFound (the apex service does not exist), BackendNotFound (no backend that exists
  *   has a weight above 0). On True with problems, the message says what is left out.
  * - `ResolvedRefs`: False when a name it refers to does not resolve (BackendNotFound: a backend
- *   left out of the split; ServiceNotFound; PortNotFound: an AuthorizationPolicy port the service
- *   lacks), else True.
+ *   left out of the split; ServiceNotFound: a split's apex, or an AuthorizationPolicy's target,
+ *   which stays Accepted: it still guards any proxy serving that name; PortNotFound: an
+ *   AuthorizationPolicy port the service lacks), else True.
  * Messages are `<JSON pointer of the field>: <what is wrong>`, several joined by `; `.
  * lastTransitionTime is carried over from the object's current condition unless the condition's
  * status changes, so rewriting the same verdict never moves it.

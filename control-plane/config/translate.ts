@@ -261,7 +261,20 @@ function preparePolicies(model: MeshModel, services: ReadonlyMap<string, Prepare
     const target = `${policy.spec.targetRef.service}.${ns}`;
     let port = policy.spec.targetRef.port;
     const svc = services.get(target);
-    if (port !== undefined && svc && svc.model.ports.length > 0) {
+    if (!svc) {
+      // Still delivered by name (viewOf: to every proxy that serves `target`), so it still guards a
+      // workload that runs under that name without a Service; dropping it would open that workload
+      // to the default. A typo guards nothing: this problem is where the user sees it.
+      problems.push({
+        inbound: target,
+        problem: {
+          object: resourceKey(policy),
+          path: '/spec/targetRef/service',
+          message: `unknown service "${target}": the policy guards only proxies that serve ${policy.spec.targetRef.service} (their --service; an injected proxy's is its workload name)`,
+          effect: { reason: 'ServiceNotFound', applies: true, reference: true },
+        },
+      });
+    } else if (port !== undefined && svc.model.ports.length > 0) {
       const sp = svc.model.ports.find((p) => p.port === port);
       if (sp) port = sp.targetPort ?? sp.port;
       else {

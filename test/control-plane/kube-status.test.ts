@@ -123,6 +123,7 @@ t.test('two replicas write Accepted and ResolvedRefs where the owner looks, only
     split('good', 'api', [['api-v1', 90], ['api-v2', 10]]),
     split('typo', 'web', [['web-v1x', 100]]),
     { apiVersion: V, kind: 'AuthorizationPolicy', metadata: { name: 'web-port' }, spec: { targetRef: { service: 'web', port: 8080 }, rules: [{ from: { namespaces: [ns] } }] } },
+    { apiVersion: V, kind: 'AuthorizationPolicy', metadata: { name: 'web-typo' }, spec: { targetRef: { service: 'wbe' }, rules: [{ from: { namespaces: [ns] } }] } },
   );
   const kubeconfig = await saKubeconfig(SA);
   const a = await startControlPlane({ args: ['--kubeconfig', kubeconfig] });
@@ -142,6 +143,9 @@ t.test('two replicas write Accepted and ResolvedRefs where the owner looks, only
   // A policy on a port the Service lacks: in force (it guards that app port), its reference unresolved.
   const policy = await accepted(ns, 'authorizationpolicies', 'web-port', 'True');
   t.match(cond(policy, 'ResolvedRefs'), { status: 'False', reason: 'PortNotFound', message: /^\/spec\/targetRef\/port: service web\.\S+ has no port 8080/ });
+  // A policy on a Service that does not exist: still in force for a proxy serving that name, its reference unresolved.
+  const noService = await accepted(ns, 'authorizationpolicies', 'web-typo', 'True');
+  t.match(cond(noService, 'ResolvedRefs'), { status: 'False', reason: 'ServiceNotFound', message: `/spec/targetRef/service: unknown service "wbe.${ns}"` });
 
   // A second split of every request to api: ignored, and says so.
   await apply(ns, split('second', 'api', [['api-v2', 100]]));
@@ -154,6 +158,7 @@ t.test('two replicas write Accepted and ResolvedRefs where the owner looks, only
     const mine = problems.filter((p) => p.object.split('/')[1] === ns);
     t.same(mine.map((p) => `${p.object} ${p.path}`).toSorted(), [
       `AuthorizationPolicy/${ns}/web-port /spec/targetRef/port`,
+      `AuthorizationPolicy/${ns}/web-typo /spec/targetRef/service`,
       `TrafficSplit/${ns}/second /spec`,
       `TrafficSplit/${ns}/typo /spec/backends/0/service`,
       `TrafficSplit/${ns}/typo /spec/backends`,

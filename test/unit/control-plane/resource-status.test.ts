@@ -43,7 +43,8 @@ t.test('every problem the model builder reports on a TrafficSplit or Authorizati
   const invalid = split('invalid', [['web-v1', -1]]);
   const port = policy('port', 9999);
   const badPolicy = cr('AuthorizationPolicy', 'nobody', { targetRef: { service: 'web' }, rules: [{ from: {} }] });
-  const { problems } = meshModelFromKubernetes(objects({ trafficSplits: [good, typo, second, nowhere, apex, twice, invalid], authorizationPolicies: [port, badPolicy, policy('fine')] }));
+  const noService = cr('AuthorizationPolicy', 'nosvc', { targetRef: { service: 'wbe' }, rules: [] });
+  const { problems } = meshModelFromKubernetes(objects({ trafficSplits: [good, typo, second, nowhere, apex, twice, invalid], authorizationPolicies: [port, badPolicy, noService, policy('fine')] }));
   const verdictWith = (ps: readonly KubeProblem[]) => (kind: 'TrafficSplit' | 'AuthorizationPolicy', o: unknown) => {
     const s = statusOf(kind, o, ps);
     return [accepted(s)?.status, accepted(s)?.reason, resolved(s)?.status, resolved(s)?.reason];
@@ -57,6 +58,7 @@ t.test('every problem the model builder reports on a TrafficSplit or Authorizati
   t.same(verdict('TrafficSplit', twice), ['False', 'Invalid', 'True', 'ResolvedRefs'], 'one backend under two names');
   t.same(verdict('TrafficSplit', invalid), ['False', 'Invalid', 'True', 'ResolvedRefs'], 'fails meshlet\'s checks');
   t.same(verdict('AuthorizationPolicy', port), ['True', 'Accepted', 'False', 'PortNotFound'], 'a port the service lacks: guards that app port');
+  t.same(verdict('AuthorizationPolicy', noService), ['True', 'Accepted', 'False', 'ServiceNotFound'], 'a target service that does not exist: guards only a proxy serving that name');
   t.same(verdict('AuthorizationPolicy', badPolicy), ['False', 'Invalid', 'True', 'ResolvedRefs']);
   t.same(verdict('AuthorizationPolicy', policy('fine')), ['True', 'Accepted', 'True', 'ResolvedRefs']);
   // Every problem of a status kind is made with its effect (none falls through to the default by accident).
@@ -65,6 +67,7 @@ t.test('every problem the model builder reports on a TrafficSplit or Authorizati
     known.map((p) => `${p.name} ${p.field} ${p.effect?.reason} ${p.effect?.applies} ${p.effect?.reference}`),
     [
       'nobody /spec/rules/0/from Invalid false false',
+      'nosvc /spec/targetRef/service ServiceNotFound true true',
       'port /spec/targetRef/port PortNotFound true true',
       'apex /spec/service ServiceNotFound false true',
       'invalid /spec/backends/0/weight Invalid false false',
@@ -80,13 +83,14 @@ t.test('every problem the model builder reports on a TrafficSplit or Authorizati
   const reworded = verdictWith(problems.map((p) => ({ ...p, message: 'said otherwise' })));
   const unsaid = verdictWith(problems.map((p) => ({ ...p, effect: undefined })));
   const splits = [typo, second, nowhere, apex, twice, invalid].map((o) => ['TrafficSplit', o] as const);
-  for (const [kind, o] of [...splits, ['AuthorizationPolicy', port] as const, ['AuthorizationPolicy', badPolicy] as const]) {
+  for (const [kind, o] of [...splits, ['AuthorizationPolicy', port] as const, ['AuthorizationPolicy', badPolicy] as const, ['AuthorizationPolicy', noService] as const]) {
     t.same(reworded(kind, o), verdict(kind, o), `${kind} ${o.metadata.name}: reworded`);
     t.same(unsaid(kind, o).slice(0, 2), ['False', 'Invalid'], `${kind} ${o.metadata.name}: without its effect`);
   }
 
   const msg = accepted(statusOf('TrafficSplit', typo, problems))?.message;
   t.equal(msg, 'The split is in force, in part: /spec/backends/1/service: unknown service "web-v3.shop": left out of the split (its weight 10 goes to the other backends) until it exists');
+  t.match(accepted(statusOf('AuthorizationPolicy', noService, problems))?.message, /^The policy is in force, in part: \/spec\/targetRef\/service: unknown service "wbe\.shop": the policy guards only proxies that serve wbe /);
   t.match(accepted(statusOf('TrafficSplit', second, problems))?.message, /^\/spec: TrafficSplit\/shop\/canary already splits every request to web\.shop; this split is ignored/);
   t.match(accepted(statusOf('TrafficSplit', invalid, problems))?.message, /^\/spec\/backends\/0\/weight: .*: the TrafficSplit is not applied$/);
 });

@@ -188,6 +188,21 @@ t.test('a policy on a Service port guards the app (target) port; an unknown port
   tt.same(view(tt, m, frontend).problems, [], 'a policy problem is reported in the views of the proxies that serve its target, not of its callers');
 });
 
+t.test('a policy whose target service does not exist is reported (ResolvedRefs), and still guards a proxy that serves that name', async (tt) => {
+  const m = model([web, authzPolicy('shop', 'typo', { targetRef: { service: 'billnig' }, rules: [] })]);
+  const problem = {
+    object: 'AuthorizationPolicy/shop/typo',
+    path: '/spec/targetRef/service',
+    message: 'unknown service "billnig.shop": the policy guards only proxies that serve billnig (their --service; an injected proxy\'s is its workload name)',
+    effect: { reason: 'ServiceNotFound', applies: true, reference: true },
+  };
+  tt.same(modelProblems(prepare(m)), [problem], 'in the model\'s problems (/config-problems, status)');
+  const serving = view(tt, m, { ...billingProxy, services: ['billnig'] });
+  tt.same(serving.config.inbound?.policies, [{ name: 'shop/typo', rules: [] }], 'a proxy that serves the name gets the policy: it is in force there');
+  tt.same(serving.problems, [problem], 'and its view reports the problem');
+  tt.same(view(tt, m, billingProxy).problems, [], 'the views of other proxies do not');
+});
+
 t.test('a split backend naming a missing service is left out with a problem: its share goes to the others; the config stays valid', async (tt) => {
   const { config, problems } = view(tt, model([web, webV1, canary()]));
   tt.same(svc(config, 'web.shop').routes?.map((r) => r.backends), [[{ service: 'web-v1.shop', weight: 90 }]], 'a typo in the canary name does not take the traffic away from web-v1');
