@@ -10,7 +10,7 @@ import type { Clock } from '../api/runtime.ts';
 import type { WallClock } from '../control-plane/ca/index.ts';
 import { makeServingCredentials, servingRenewAtMs, type ServingCredentials, type ServingNames } from '../control-plane/certify/serving-cert.ts';
 import type { ControlPlaneService, HostPort, Log } from '../control-plane/control-plane.ts';
-import { firstRequestDeadline } from '../control-plane/first-request-deadline.ts';
+import { FirstRequestDeadlineError, firstRequestDeadline } from '../control-plane/first-request-deadline.ts';
 import type { CaDocument } from '../control-plane/store/ca-document.ts';
 import type { InjectorMetrics } from './metrics.ts';
 import { review } from './review.ts';
@@ -176,8 +176,11 @@ export function createWebhook(o: WebhookOptions): Webhook {
       s.headersTimeout = 10_000;
       s.requestTimeout = 15_000;
       s.keepAliveTimeout = 30_000;
-      firstRequestDeadline(s, FIRST_REQUEST_MS);
-      s.on('tlsClientError', (e) => o.log('warn', 'webhook TLS handshake failed', { error: e.message }));
+      // A client that stalls is told as such (not as the "socket hang up" its close gives the handshake).
+      firstRequestDeadline(s, FIRST_REQUEST_MS, (e, remote) => o.log('warn', `webhook connection ${e.message}`, { remote }));
+      s.on('tlsClientError', (e) => {
+        if (!(e instanceof FirstRequestDeadlineError)) o.log('warn', 'webhook TLS handshake failed', { error: e.message });
+      });
       await new Promise<void>((resolve, reject) => {
         s.once('error', reject);
         s.listen(o.listen.port, o.listen.host, () => {

@@ -228,6 +228,11 @@ t.test('a connection that never finishes its handshake, or never sends a request
   t.ok(tcpMs >= 9_000 && tcpMs < 13_000, `no ClientHello: closed after ~10 s (${tcpMs} ms)`);
   t.ok(tlsMs >= 9_000 && tlsMs < 13_000, `a TLS connection that sends no request: closed after ~10 s (${tlsMs} ms)`);
   t.equal(keptMs, -1, 'the connection that made a request is still open after 15 s');
+  // One line per closed connection, saying why; none for the client that made its request.
+  t.same(w.logs.filter((l) => l.level !== 'info').map((l) => [l.level, l.msg, l.fields]), [
+    ['warn', 'webhook connection closed: no TLS handshake within 10 s', { remote: '127.0.0.1' }],
+    ['warn', 'webhook connection closed: no request within 10 s', { remote: '127.0.0.1' }],
+  ], 'the deadline is logged as what it is, not as a failed handshake ("socket hang up")');
   t.equal((await post(port, w.bundle(), reviewOf(pod()))).json.response.allowed, true, 'and the webhook still answers');
 });
 
