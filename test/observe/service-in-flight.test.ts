@@ -13,12 +13,14 @@ if (!findPrometheus()) throw new Error('prometheus not found: apt-get install pr
 
 const GRAFANA = new URL('../../manifests/grafana/', import.meta.url).pathname;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** One series whose value is 2. */
+const two = (xs: Array<{ value: number }>) => xs.length === 1 && xs[0]!.value === 2;
 
 t.test("a leaf service's requests in flight show on its Service dashboard", async (t) => {
   const timers: NodeJS.Timeout[] = [];
   const api = await startUpstream((req, res) => {
     req.resume();
-    if (req.url === '/hold') timers.push(setTimeout(() => res.end('held'), 4000));
+    if (req.url === '/hold') timers.push(setTimeout(() => res.end('held'), 6000));
     else res.end('ok');
   });
   const apiPort = Number(api.address.split(':')[1]);
@@ -54,13 +56,15 @@ t.test("a leaf service's requests in flight show on its Service dashboard", asyn
     const r = (await (await fetch(`${prom.url}/api/v1/query?${new URLSearchParams({ query: q })}`)).json()) as { data: { result: Array<{ metric: { instance: string }; value: [number, string] }> } };
     return r.data.result.map((s) => ({ instance: s.metric.instance, value: Number(s.value[1]) }));
   };
-  // Scraped every second while the two requests are held (4 s).
+  // Each proxy is scraped every second, not at the same moment, while the two requests are held
+  // (6 s): wait until both panels have seen them.
   let leaf: Array<{ instance: string; value: number }> = [];
-  for (let i = 0; i < 30 && !(leaf.length === 1 && leaf[0]!.value === 2); i++) {
+  let caller: Array<{ instance: string; value: number }> = [];
+  for (let i = 0; i < 45 && !(two(leaf) && two(caller)); i++) {
     await sleep(100);
-    leaf = await panel('api');
+    [leaf, caller] = await Promise.all([panel('api'), panel('web')]);
   }
   t.same(leaf, [{ instance: `127.0.0.1:${apiProxy.adminPort}`, value: 2 }], "api (calls nothing): its proxy's two held requests");
-  t.same(await panel('web'), [{ instance: `127.0.0.1:${webProxy.adminPort}`, value: 2 }], "web: its proxy's two calls out");
+  t.same(caller, [{ instance: `127.0.0.1:${webProxy.adminPort}`, value: 2 }], "web: its proxy's two calls out");
   await Promise.all(held);
 });
