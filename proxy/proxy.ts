@@ -135,6 +135,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       })
     : undefined;
   const metrics = new ProxyMetrics({
+    clock: o.clock,
     collect: (m) => {
       m.breakerState.reset();
       for (const ep of state.endpoints()) {

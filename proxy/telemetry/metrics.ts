@@ -2,14 +2,15 @@
 // Label values come from config and a closed set of codes, so cardinality stays bounded.
 import { Counter, Gauge, Registry } from 'prom-client';
 import { defaultMetrics } from '../../api/process-metrics.ts';
+import type { Clock } from '../../api/runtime.ts';
 import { RequestMetrics, type RequestLabels } from './request-metrics.ts';
 
-export { LATENCY_BUCKETS, type RequestLabels } from './request-metrics.ts';
+export { LATENCY_BUCKETS, RETAIN_IDLE_MS, type RequestLabels } from './request-metrics.ts';
 
 export class ProxyMetrics {
   readonly registry = new Registry();
   /** meshlet_requests_total and meshlet_request_duration_seconds (see request-metrics.ts). */
-  readonly #requests = new RequestMetrics(this.registry);
+  readonly #requests: RequestMetrics;
   /** Set at scrape time from the listeners' own counts (inFlightOf): no gauge arithmetic per request. */
   readonly inFlight = new Gauge({ name: 'meshlet_requests_in_flight', help: 'Requests in flight (saturation).', labelNames: ['direction'], registers: [this.registry] });
   readonly #inFlightOf = new Map<string, () => number>();
@@ -33,7 +34,12 @@ export class ProxyMetrics {
   readonly configUpdates = new Counter({ name: 'meshlet_config_updates_total', help: 'Config updates applied or refused.', labelNames: ['result'], registers: [this.registry] });
   readonly configInfo = new Gauge({ name: 'meshlet_config_info', help: 'The config version in force (value 1).', labelNames: ['version'], registers: [this.registry] });
 
-  constructor(opts: { defaultMetrics?: boolean; collect?: (m: ProxyMetrics) => void } = {}) {
+  /**
+   * clock and retainIdleMs: how long the request series of a service the config dropped stay
+   * after their last request (RETAIN_IDLE_MS, 10 minutes, by default; see RequestMetrics.evictIdle).
+   */
+  constructor(opts: { defaultMetrics?: boolean; collect?: (m: ProxyMetrics) => void; clock?: Clock; retainIdleMs?: number } = {}) {
+    this.#requests = new RequestMetrics(this.registry, { ...(opts.clock ? { clock: opts.clock } : {}), ...(opts.retainIdleMs !== undefined ? { retainIdleMs: opts.retainIdleMs } : {}) });
     if (opts.defaultMetrics !== false) defaultMetrics(this.registry, 'meshlet_proxy_');
     // Outcomes exported from 0: a first refusal is an increase Prometheus can see (alerts, dashboards).
     for (const result of ['applied', 'refused']) this.configUpdates.labels(result).inc(0);
@@ -77,9 +83,11 @@ export class ProxyMetrics {
   /**
    * Drop the per-service resilience series of services the config no longer names, so their
    * number does not grow with config churn (a service re-added starts again from 0, which
-   * Prometheus reads as a counter reset). The request series are bounded by their own cap.
+   * Prometheus reads as a counter reset). Their request series go once idle for the retain-idle
+   * period (checked at scrape time), so that requests still in flight count and are scraped.
    */
   async forgetServices(live: { has(name: string): boolean }): Promise<void> {
+    this.#requests.liveServices(live);
     for (const c of [this.retries, this.budgetExhausted, this.loadShed, this.ejections] as Array<Counter<string>>) {
       for (const v of (await c.get()).values) {
         const svc = v.labels['dst_service'];

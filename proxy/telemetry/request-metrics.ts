@@ -5,6 +5,7 @@
 // string key and a few additions. The exposition is prom-client's (the registry serializes
 // these like its own metrics), so names, types and label sets are unchanged.
 import type { Metric, Registry } from 'prom-client';
+import { systemClock, type Clock } from '../../api/runtime.ts';
 
 export const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
@@ -41,6 +42,9 @@ interface EdgeSeries {
   readonly buckets: Float64Array;
   /** meshlet_requests_total under this edge, by peer identity, status, reason and tls. */
   readonly counts: Map<string, CountSeries>;
+  /** count as the last sweep saw it, and when a sweep first saw that value (idle detection off the request path). */
+  seen: number;
+  seenAt: number;
 }
 
 interface Sample {
@@ -51,6 +55,9 @@ interface Sample {
 
 /** Bound on distinct label sets kept (labels come from config and closed code sets; this is a fuse). */
 const MAX_SERIES = 10_000;
+
+/** How long a series of a service the config dropped stays after its last request (Linkerd's retain-idle default). */
+export const RETAIN_IDLE_MS = 10 * 60_000;
 
 /** Whether two requests count into the same series (every label equal). */
 function sameSeries(a: RequestLabels, b: RequestLabels): boolean {
@@ -85,10 +92,23 @@ export class RequestMetrics {
    */
   #lastInbound: LastHit | undefined;
   #lastOutbound: LastHit | undefined;
+  readonly #clock: Clock;
+  readonly #retainIdleMs: number;
+  /** The services the config in force names; undefined until a config is applied (nothing is evicted before). */
+  #live: { has(name: string): boolean } | undefined;
 
-  constructor(registry: Registry) {
+  constructor(registry: Registry, opts: { clock?: Clock; retainIdleMs?: number } = {}) {
+    this.#clock = opts.clock ?? systemClock;
+    const retain = opts.retainIdleMs ?? RETAIN_IDLE_MS;
+    if (!(retain > 0)) throw new RangeError(`retainIdleMs must be a positive number of milliseconds, got ${retain}`);
+    this.#retainIdleMs = retain;
+    // Evicting at scrape time (before the counter's samples, which the registry serializes before
+    // the histogram's) keeps both metrics showing the same edges, and costs requests nothing.
     registry.registerMetric(
-      scraped('meshlet_requests_total', 'Requests handled, by edge, status and classification.', 'counter', () => [...this.#edges.values()].flatMap((e) => [...e.counts.values()].map((s) => ({ value: s.count, labels: { ...s.labels } })))),
+      scraped('meshlet_requests_total', 'Requests handled, by edge, status and classification.', 'counter', () => {
+        this.evictIdle();
+        return [...this.#edges.values()].flatMap((e) => [...e.counts.values()].map((s) => ({ value: s.count, labels: { ...s.labels } })));
+      }),
     );
     registry.registerMetric(scraped('meshlet_request_duration_seconds', 'Time from request received to the end of its response (the last body byte sent, or the exchange abandoned).', 'histogram', () => this.#histogramSamples()));
   }
@@ -105,7 +125,7 @@ export class RequestMetrics {
     if (this.#series >= MAX_SERIES) this.#clear();
     let lat = this.#edges.get(edge);
     if (!lat) {
-      lat = { labels: { direction: l.direction, src_workload: l.src_workload, src_namespace: l.src_namespace, dst_service: l.dst_service, dst_workload: l.dst_workload, dst_namespace: l.dst_namespace, classification: l.classification }, count: 0, sum: 0, buckets: new Float64Array(LATENCY_BUCKETS.length), counts: new Map() };
+      lat = { labels: { direction: l.direction, src_workload: l.src_workload, src_namespace: l.src_namespace, dst_service: l.dst_service, dst_workload: l.dst_workload, dst_namespace: l.dst_namespace, classification: l.classification }, count: 0, sum: 0, buckets: new Float64Array(LATENCY_BUCKETS.length), counts: new Map(), seen: 0, seenAt: 0 };
       this.#edges.set(edge, lat);
       this.#series++;
     }
@@ -121,6 +141,45 @@ export class RequestMetrics {
     const hit: LastHit = { labels: l, edge: lat, count: c };
     if (l.direction === 'inbound') this.#lastInbound = hit;
     else this.#lastOutbound = hit;
+  }
+
+  /** The services the config now names (called when a config is applied). */
+  liveServices(live: { has(name: string): boolean }): void {
+    this.#live = live;
+  }
+
+  /**
+   * Remove the edges (histogram and the counters under it) of outbound requests to a service the
+   * config no longer names once no request has counted into them for the retain-idle period
+   * (Linkerd's proxy does the same, for every idle series). Without it, churn in service names
+   * grows the series until the fuse forgets them all at once. Series of services still named are
+   * never evicted (rate() needs a quiet service's counters), nor inbound ones: their dst_service
+   * is this proxy's own service, which does not churn. Requests only bump numbers, so idleness
+   * is seen here: an edge whose count differs from the last sweep's changed "now"; the idle time
+   * measured from there is never longer than the real one.
+   */
+  evictIdle(): void {
+    const live = this.#live;
+    if (live === undefined) return;
+    const now = this.#clock.now();
+    let evicted = false;
+    for (const [key, e] of this.#edges) {
+      if (e.count !== e.seen) {
+        e.seen = e.count;
+        e.seenAt = now;
+        continue;
+      }
+      const svc = e.labels.dst_service;
+      if (e.labels.direction !== 'outbound' || svc === 'unknown' || live.has(svc) || now - e.seenAt < this.#retainIdleMs) continue;
+      this.#edges.delete(key);
+      this.#series -= 1 + e.counts.size;
+      evicted = true;
+    }
+    // The remembered series may be gone: the next request must not count into a detached one.
+    if (evicted) {
+      this.#lastInbound = undefined;
+      this.#lastOutbound = undefined;
+    }
   }
 
   /** The fuse: forget every series (Prometheus reads the drop as counter resets). */
