@@ -28,6 +28,7 @@ export interface HopSpan {
 }
 
 export interface SpanEnd {
+  /** The response status sent; 0 when there was no response. */
   status: number;
   errorReason: string;
   attributes: Record<string, string | number>;
@@ -195,7 +196,8 @@ export class OtelTracing implements Tracing {
       sampled: (sc.traceFlags & 1) === 1,
       end(e: SpanEnd) {
         span.setAttributes(e.attributes);
-        span.setAttribute('http.response.status_code', e.status);
+        // No response (status 0: the client went, or none was sent): the semantic conventions omit the attribute.
+        if (e.status > 0) span.setAttribute('http.response.status_code', e.status);
         if (e.errorReason) {
           span.setAttribute('meshlet.proxy_error', e.errorReason);
           span.setAttribute('error.type', e.errorReason);
