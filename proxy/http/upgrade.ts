@@ -397,6 +397,14 @@ class PendingUpgrade {
   }
 }
 
+/** The span's attributes at its start: like other requests' (listener.ts spanAttributes), server.port when the authority names one. */
+function upgradeSpanAttributes(req: RequestHead, to: UpgradeRequestTarget, direction: string): Record<string, string | number> {
+  const a: Record<string, string | number> = { 'http.request.method': req.method, 'url.path': pathOf(to.target), 'server.address': to.host, 'meshlet.direction': direction, 'meshlet.upgrade': req.get('upgrade') ?? '' };
+  const port = /:(\d+)$/.exec(to.authority)?.[1];
+  if (port) a['server.port'] = Number(port);
+  return a;
+}
+
 /**
  * `targetOf` gives the origin-form target and authority (listener.ts targetOf); each upgrade gets
  * this hop's span, continuing the caller's trace context as other requests do (listener.ts). The
@@ -407,7 +415,7 @@ export function makeUpgradeHandler(pick: (req: RequestHead, cfg: RuntimeConfig, 
   return (req, socket, head, cfg, peer, done) => {
     const to = targetOf(req);
     const parent = extractParent(req);
-    const attrs = tracing.exporting ? { 'http.request.method': req.method, 'url.path': pathOf(to.target), 'server.address': to.host, 'meshlet.direction': direction, 'meshlet.upgrade': req.get('upgrade') ?? '' } : NO_ATTRS;
+    const attrs = tracing.exporting ? upgradeSpanAttributes(req, to, direction) : NO_ATTRS;
     const span = tracing.start(`${req.method} ${direction}`, direction === 'inbound' ? 'server' : 'client', parent, attrs);
     const t = to.host === '' ? { error: new ProxyError('bad-request', 'the request names no host (no Host header, no absolute-form target)') } : pick(req, cfg, peer);
     if ('error' in t) {

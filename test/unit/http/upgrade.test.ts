@@ -1,13 +1,16 @@
 // proxy/http/upgrade.ts's wait for the upstream's answer, on the request path's deadlines with a
 // manual clock: real loopback sockets carry the bytes, the clock alone decides when the wait ends.
 // Nothing answers by itself, so a 504 comes exactly when the clock reaches the timeout, never before.
+// Last, the attributes an upgrade's span starts with.
 import t, { type Test } from 'tap';
 import net from 'node:net';
 import { ManualClock } from '../../../api/runtime.ts';
 import { Deadlines, type TimerApi } from '../../../proxy/http/deadlines.ts';
 import { makeUpgradeHandler, type UpgradeOutcome } from '../../../proxy/http/upgrade.ts';
 import { parseRequestHead } from '../../../proxy/http1/head.ts';
-import { IdOnlyTracing } from '../../../proxy/telemetry/trace.ts';
+import { IdOnlyTracing, type Tracing } from '../../../proxy/telemetry/trace.ts';
+import { targetOf } from '../../../proxy/http/listener.ts';
+import { ProxyError } from '../../../proxy/errors.ts';
 import type { RuntimeConfig } from '../../../proxy/config/compile.ts';
 
 /** Timers fired only by moving the clock. */
@@ -175,4 +178,35 @@ t.test('the client ends its side before its body ended: taken as gone, both conn
   t.match(outcomes, [{ status: 0, reason: 'client-gone' }]);
   await until('the upstream closed', () => upstream.closed);
   t.equal(upstream.head.slice(upstream.head.indexOf('\r\n\r\n') + 4), '12345', 'the upstream got the part that came');
+});
+
+t.test("the upgrade's span carries server.port when the Host names one, as other requests' spans do", async (t) => {
+  const started: Array<Record<string, string | number>> = [];
+  const tracing: Tracing = {
+    exporting: true,
+    start: (_name, _kind, _parent, attributes) => {
+      started.push(attributes);
+      return { traceId: '0af7651916cd43dd8448eb211c80319c', spanId: 'b7ad6b7169203331', sampled: true, end: () => {} };
+    },
+  };
+  const handler = makeUpgradeHandler(
+    () => ({ error: new ProxyError('no-route', 'no route in this test') }),
+    (req) => targetOf(req.target, req.host),
+    { direction: 'outbound', tracing },
+    new Deadlines(new ManualClock(0), new FakeTimers(new ManualClock(0))),
+  );
+  const heads = ['GET /chat HTTP/1.1\r\nHost: api:8080\r\nConnection: Upgrade\r\nUpgrade: websocket', 'GET /chat HTTP/1.1\r\nHost: api\r\nConnection: Upgrade\r\nUpgrade: websocket'];
+  let next = 0;
+  const port = await listen(t, (s) => handler(parseRequestHead(heads[next++]!), s, Buffer.alloc(0), {} as RuntimeConfig, { identity: '', tls: false }, () => {}));
+  for (let i = 0; i < heads.length; i++) {
+    const c = net.connect(port, '127.0.0.1');
+    c.on('error', () => {});
+    c.resume();
+    await new Promise((r) => c.once('close', r));
+  }
+  t.equal(started.length, 2);
+  t.equal(started[0]!['server.address'], 'api');
+  t.equal(started[0]!['server.port'], 8080, 'Host api:8080: server.port 8080');
+  t.notOk('server.port' in started[1]!, 'Host api: no server.port');
+  t.equal(started[1]!['server.address'], 'api');
 });
