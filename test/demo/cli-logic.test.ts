@@ -7,6 +7,7 @@ import { parseWeight, planSplit } from '../../control-plane/cli/split-plan.ts';
 import { edgeLines, liveScreen, VIEW_WIDTH } from '../../control-plane/cli/live-view.ts';
 import { authorizeView, diagnose, type ProxyConfigView, type ProxyView } from '../../control-plane/cli/diagnosis.ts';
 import { parseShare } from '../../control-plane/cli/commands/fault.ts';
+import { exitCodeOf } from '../../control-plane/cli/commands/start.ts';
 import { RecentErrors } from '../../proxy/telemetry/recent-errors.ts';
 
 const req = (dst: string, cls: string, tls: string, n: number, reason = '') =>
@@ -133,4 +134,13 @@ t.test('the error ring keeps the last N, newest first, with the clock time', asy
   t.same(ring.lastByReason().map((e) => [e.reason, e.message]).slice(0, 2), [['r0', 'again'], ['r4', '']], 'one per reason, the newest');
   t.equal(ring.total, 6);
   t.same(new RecentErrors({ nowMs: () => 0 }).list(), []);
+});
+
+t.test('meshlet start: the exit code of a mesh killed by a signal is 128 + its number, as a shell reports it', async (t) => {
+  t.equal(exitCodeOf(0, null), 0);
+  t.equal(exitCodeOf(1, null), 1);
+  t.equal(exitCodeOf(null, 'SIGINT'), 130, 'Ctrl-C before the demo set its handlers: 130, not 143');
+  t.equal(exitCodeOf(null, 'SIGTERM'), 143);
+  t.equal(exitCodeOf(null, 'SIGKILL'), 137);
+  t.equal(exitCodeOf(null, null), 1);
 });

@@ -2,10 +2,17 @@
 // process with the same arguments. Guarantees: Ctrl-C/SIGTERM reach the mesh, which stops every
 // process it started; the exit code is the mesh's.
 import { spawn } from 'node:child_process';
+import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Command, Io } from '../command.ts';
 
 const DEMO = fileURLToPath(new URL('../../../demo/start.ts', import.meta.url));
+
+/** The mesh's exit code; killed by a signal (before its own handlers were set): 128 + the signal's number, as a shell says (130 for Ctrl-C). */
+export function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): number {
+  if (code !== null) return code;
+  return signal ? 128 + (constants.signals[signal] ?? 15) : 1;
+}
 
 export const start: Command = {
   name: 'start',
@@ -17,7 +24,7 @@ export const start: Command = {
     const forward = (sig: NodeJS.Signals) => child.kill(sig);
     process.on('SIGINT', forward);
     process.on('SIGTERM', forward);
-    const code = await new Promise<number>((resolve) => child.once('exit', (c, s) => resolve(c ?? (s ? 128 + 15 : 1))));
+    const code = await new Promise<number>((resolve) => child.once('exit', (c, s) => resolve(exitCodeOf(c, s))));
     process.off('SIGINT', forward);
     process.off('SIGTERM', forward);
     return code;
