@@ -140,8 +140,10 @@ function headerLookup(host: string, headers: ReadonlyArray<readonly [string, str
 }
 
 export function findService(cfg: ProxyConfigView | undefined, name: string): ServiceView | undefined {
+  // As the proxy's destination stage: the service's name or one of its hosts, nothing looser
+  // (the first label alone, `api` for `api.other`, is no-route there).
   const n = name.toLowerCase();
-  return cfg?.services.find((s) => s.name === n || (s.hosts ?? []).includes(n)) ?? cfg?.services.find((s) => s.name.split('.')[0] === n);
+  return cfg?.services.find((s) => s.name.toLowerCase() === n || (s.hosts ?? []).some((h) => h.toLowerCase() === n));
 }
 
 const BREAKER = ['closed', 'open', 'probation'] as const;

@@ -5,7 +5,7 @@ import t from 'tap';
 import { goldenSignals, increase, parseMetrics, quantile, splitFor, type ProxyScrape } from '../../control-plane/cli/golden.ts';
 import { parseWeight, planSplit } from '../../control-plane/cli/split-plan.ts';
 import { edgeLines, liveScreen, VIEW_WIDTH } from '../../control-plane/cli/live-view.ts';
-import { authorizeView, diagnose, type ProxyConfigView, type ProxyView } from '../../control-plane/cli/diagnosis.ts';
+import { authorizeView, diagnose, findService, type ProxyConfigView, type ProxyView } from '../../control-plane/cli/diagnosis.ts';
 import { parseShare } from '../../control-plane/cli/commands/fault.ts';
 import { exitCodeOf } from '../../control-plane/cli/commands/start.ts';
 import { RecentErrors } from '../../proxy/telemetry/recent-errors.ts';
@@ -143,4 +143,11 @@ t.test('meshlet start: the exit code of a mesh killed by a signal is 128 + its n
   t.equal(exitCodeOf(null, 'SIGTERM'), 143);
   t.equal(exitCodeOf(null, 'SIGKILL'), 137);
   t.equal(exitCodeOf(null, null), 1);
+});
+
+t.test('diagnose finds a service as the proxy does: by name or host, never by its first label alone', async (t) => {
+  const cfg = { version: 'v1', services: [{ name: 'api.other', hosts: ['api.other.svc'], endpoints: [] }] } as unknown as ProxyConfigView;
+  t.equal(findService(cfg, 'api.other')?.name, 'api.other', 'by name');
+  t.equal(findService(cfg, 'API.Other.SVC')?.name, 'api.other', 'by host, any case');
+  t.equal(findService(cfg, 'api'), undefined, 'the first label alone: no service (the proxy answers no-route)');
 });
