@@ -3,6 +3,7 @@
 import type { KubeConfig, KubernetesListObject, KubernetesObject, V1EndpointSlice, V1Pod, V1Service } from '@kubernetes/client-node';
 import type { MeshModel, ModelOptions } from './model.ts';
 import { GATEWAY_GROUP, meshModelFromKubernetes, modelHash, type KubeObjects, type KubeProblem } from './kube-model.ts';
+import { equalJitter } from '../../api/backoff.ts';
 
 /*
  * How it behaves:
@@ -61,9 +62,7 @@ export const DEFAULT_RESTART: RestartPolicy = { baseMs: 500, maxMs: 30_000, rese
  */
 export function planRestart(attempt: number, ranForMs: number, policy: RestartPolicy, random: number): { delayMs: number; attempt: number } {
   const a = ranForMs >= policy.resetAfterMs ? 0 : Math.max(0, attempt);
-  const ceiling = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.min(a, 30));
-  const r = Math.min(1, Math.max(0, random));
-  return { delayMs: Math.round(ceiling / 2 + (ceiling / 2) * r), attempt: a + 1 };
+  return { delayMs: equalJitter(policy.baseMs, policy.maxMs, a + 1, random), attempt: a + 1 };
 }
 
 export interface InformerStatus {

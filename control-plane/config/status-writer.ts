@@ -3,6 +3,7 @@
 import type { ConfigurationOptions, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
 import type { Clock, Random } from '../../api/runtime.ts';
 import { API_GROUP, type ResourceStatus } from '../../api/resources.ts';
+import { equalJitter } from '../../api/backoff.ts';
 import type { WallClock } from '../ca/wall-clock.ts';
 import type { KubeProblem } from './kube-model.ts';
 import { STATUS_FIELD_MANAGER, applyBody, desiredStatus, hasStatus, statusTarget, type StatusKind, type StatusTarget } from './resource-status.ts';
@@ -89,11 +90,8 @@ interface Job {
 
 const contentKey = (s: ResourceStatus): string => JSON.stringify({ ...s, conditions: s.conditions?.map((c) => ({ ...c, lastTransitionTime: undefined })) });
 
-/** Exponential, capped, equal jitter (between half the ceiling and the ceiling). */
-function backoffMs(n: number, b: Backoff, random: number): number {
-  const ceiling = Math.min(b.maxMs, b.baseMs * 2 ** Math.min(Math.max(0, n - 1), 30));
-  return Math.round(ceiling / 2 + (ceiling / 2) * Math.min(1, Math.max(0, random)));
-}
+/** Exponential, capped, equal jitter (between half the ceiling and the ceiling); `n` >= 1. */
+const backoffMs = (n: number, b: Backoff, random: number): number => equalJitter(b.baseMs, b.maxMs, n, random);
 
 const messageOf = (err: unknown): string => {
   const e = err as { code?: unknown; body?: unknown } | null;

@@ -1,7 +1,7 @@
 // Balancer stage, per endpoint: is this endpoint ejected? Consecutive-failure accrual (linkerd2-proxy).
 // Guarantees: an ejected endpoint takes no request until its ejection ends, then exactly one probe.
 import type { Clock, Random } from '../../api/runtime.ts';
-import { cappedExponential } from './backoff.ts';
+import { cappedExponential } from '../../api/backoff.ts';
 import { DEFAULT_EJECTION } from '../../api/proxy-config.ts';
 
 /*

@@ -2,7 +2,8 @@
 // Deterministic: seeded and scripted random sources only.
 import { test } from 'tap';
 import { seededRandom } from '../../../api/runtime.ts';
-import { backoffDelay, cappedExponential, makeBackoff } from '../../../proxy/policy/backoff.ts';
+import { backoffDelay, makeBackoff } from '../../../proxy/policy/backoff.ts';
+import { cappedExponential } from '../../../api/backoff.ts';
 
 const half = () => 0.5;
 
