@@ -1,8 +1,8 @@
 // Where the CLI finds a local mesh (`meshlet start`): a small JSON file the demo writes once every
 // process is up and removes when it stops. Guarantees: one lookup rule (--mesh, MESHLET_MESH,
-// $XDG_RUNTIME_DIR/meshlet/local.json, else under the temp dir), atomic writes, and an error that
-// says what to do.
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+// $XDG_RUNTIME_DIR/meshlet/local.json, else under the temp dir; when that file is absent, the one
+// running mesh started with another --port-base), atomic writes, and an error that says what to do.
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { CliError } from './command.ts';
@@ -42,10 +42,55 @@ export function defaultMeshPath(env: NodeJS.ProcessEnv, portBase?: number): stri
   return join(base, portBase === undefined || portBase === 14000 ? 'local.json' : `local-${portBase}.json`);
 }
 
-/** --mesh FILE, else MESHLET_MESH, else the default. */
-export function meshPath(flag: string | undefined, env: NodeJS.ProcessEnv): string {
-  return flag ?? env['MESHLET_MESH'] ?? defaultMeshPath(env);
+/** What meshPath needs of the file system (injected in tests). */
+export interface MeshLookup {
+  exists(path: string): boolean;
+  /** File names in a folder ([] when it does not exist). */
+  list(dir: string): string[];
+  /** The pid of the mesh that wrote the file, when it is a mesh file whose process runs. */
+  livePid(path: string): number | undefined;
 }
+
+/**
+ * --mesh FILE, else MESHLET_MESH, else the default file. When the default file does not exist,
+ * a mesh started with another --port-base (local-<N>.json beside it) is used if it is the only
+ * one running; with several, the error names them (CliError), since picking one would be a guess.
+ */
+export function meshPath(flag: string | undefined, env: NodeJS.ProcessEnv, fs: MeshLookup = realLookup): string {
+  const chosen = flag ?? env['MESHLET_MESH'];
+  if (chosen !== undefined) return chosen;
+  const path = defaultMeshPath(env);
+  if (fs.exists(path)) return path;
+  const dir = dirname(path);
+  const others = fs
+    .list(dir)
+    .filter((f) => /^local-[0-9]+\.json$/.test(f))
+    .map((f) => join(dir, f))
+    .filter((p) => fs.livePid(p) !== undefined)
+    .toSorted();
+  if (others.length === 1) return others[0]!;
+  if (others.length > 1) throw new CliError(`${path} does not exist and ${others.length} meshes started with another --port-base run: ${others.join(', ')}`, 'Say which with --mesh FILE or MESHLET_MESH.');
+  return path;
+}
+
+const realLookup: MeshLookup = {
+  exists: existsSync,
+  list(dir) {
+    try {
+      return readdirSync(dir);
+    } catch {
+      return [];
+    }
+  },
+  livePid(path) {
+    try {
+      const m = JSON.parse(readFileSync(path, 'utf8')) as Partial<MeshFile>;
+      return m.version === 1 && typeof m.pid === 'number' && alive(m.pid) ? m.pid : undefined;
+    } catch {
+      return undefined;
+    }
+  },
+};
 
 /**
  * The --mesh line of a command's --help: the file this command reads here when --mesh is not
@@ -54,10 +99,17 @@ export function meshPath(flag: string | undefined, env: NodeJS.ProcessEnv): stri
  */
 export function meshFlagHelp(env: NodeJS.ProcessEnv, column: number): string {
   const indent = ' '.repeat(column);
+  let here: string;
+  try {
+    here = meshPath(undefined, env);
+  } catch {
+    here = `${defaultMeshPath(env)} (absent; several meshes of other port bases run)`;
+  }
   return [
-    `${'  --mesh FILE'.padEnd(column)}the mesh file; without --mesh, here: ${meshPath(undefined, env)}`,
+    `${'  --mesh FILE'.padEnd(column)}the mesh file; without --mesh, here: ${here}`,
     `${indent}(MESHLET_MESH, else $XDG_RUNTIME_DIR/meshlet/local.json, else`,
-    `${indent}<temp dir>/meshlet-<uid>/local.json, temp dir: $TMPDIR, $TMP, $TEMP or /tmp)`,
+    `${indent}<temp dir>/meshlet-<uid>/local.json, temp dir: $TMPDIR, $TMP, $TEMP or /tmp;`,
+    `${indent}when that file is absent, the one running mesh of another --port-base)`,
   ].join('\n');
 }
 

@@ -2,6 +2,9 @@
 // Prometheus text parsing, counter increases across resets, histogram quantiles, per-edge golden
 // signals, split planning, the 80-column table, the authorization restatement, the error ring.
 import t from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { goldenSignals, increase, parseMetrics, quantile, splitFor, type ProxyScrape } from '../../control-plane/cli/golden.ts';
 import { parseWeight, planSplit } from '../../control-plane/cli/split-plan.ts';
 import { edgeLines, liveScreen, VIEW_WIDTH } from '../../control-plane/cli/live-view.ts';
@@ -9,6 +12,7 @@ import { authorizeView, diagnose, findService, type ProxyConfigView, type ProxyV
 import { parseShare } from '../../control-plane/cli/commands/fault.ts';
 import { exitCodeOf } from '../../control-plane/cli/commands/start.ts';
 import { RecentErrors } from '../../proxy/telemetry/recent-errors.ts';
+import { defaultMeshPath, meshFlagHelp, meshPath, readMeshFile, writeMeshFile } from '../../control-plane/cli/mesh-file.ts';
 
 const req = (dst: string, cls: string, tls: string, n: number, reason = '') =>
   `meshlet_requests_total{direction="outbound",src_workload="web",dst_service="${dst}",classification="${cls}",error_reason="${reason}",tls="${tls}"} ${n}`;
@@ -150,4 +154,32 @@ t.test('diagnose finds a service as the proxy does: by name or host, never by it
   t.equal(findService(cfg, 'api.other')?.name, 'api.other', 'by name');
   t.equal(findService(cfg, 'API.Other.SVC')?.name, 'api.other', 'by host, any case');
   t.equal(findService(cfg, 'api'), undefined, 'the first label alone: no service (the proxy answers no-route)');
+});
+
+t.test('the mesh file: the default one, else the one running mesh of another --port-base, else a clear choice', async (t) => {
+  const env = { XDG_RUNTIME_DIR: '/run/user/7' };
+  const dir = '/run/user/7/meshlet';
+  const fs = (files: Record<string, number | undefined>) => ({
+    exists: (p: string) => p in files,
+    list: (d: string) => (d === dir ? Object.keys(files).map((p) => p.slice(dir.length + 1)) : []),
+    livePid: (p: string) => files[p],
+  });
+  t.equal(meshPath('/x.json', env, fs({})), '/x.json', '--mesh first');
+  t.equal(meshPath(undefined, { ...env, MESHLET_MESH: '/y.json' }, fs({})), '/y.json', 'then MESHLET_MESH');
+  t.equal(meshPath(undefined, env, fs({ [`${dir}/local.json`]: 1, [`${dir}/local-16000.json`]: 2 })), `${dir}/local.json`, 'the default file when it is there (even stale: its error says so)');
+  t.equal(meshPath(undefined, env, fs({ [`${dir}/local-16000.json`]: 2, [`${dir}/local-17000.json`]: undefined })), `${dir}/local-16000.json`, 'else the only running mesh of another port base');
+  t.equal(meshPath(undefined, env, fs({ [`${dir}/local-17000.json`]: undefined, [`${dir}/notes.json`]: 3 })), `${dir}/local.json`, 'a stale file or another file is no mesh: the default path (its error says no mesh runs)');
+  t.throws(() => meshPath(undefined, env, fs({ [`${dir}/local-16000.json`]: 2, [`${dir}/local-17000.json`]: 3 })), { message: /2 meshes started with another --port-base run: .*local-16000\.json, .*local-17000\.json/ }, 'several: a choice to make');
+  t.match(meshFlagHelp(env, 20), /here: \/run\/user\/7\/meshlet\/local\.json/, 'the --help line names the file');
+});
+
+t.test('the mesh file of a running mesh with another --port-base is found on the real file system', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'meshlet-meshfile-'));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const env = { XDG_RUNTIME_DIR: root };
+  const other = defaultMeshPath(env, 16000);
+  t.equal(meshPath(undefined, env), defaultMeshPath(env), 'nothing there: the default path');
+  writeMeshFile(other, { version: 1, pid: process.pid, startedAt: '', namespace: 'demo', configDir: '/c', controlPlane: { url: '', admin: '' }, workloads: [] });
+  t.equal(meshPath(undefined, env), other, 'local-16000.json of a live process');
+  t.equal(readMeshFile(meshPath(undefined, env)).configDir, '/c', 'and read');
 });
