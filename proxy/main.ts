@@ -16,7 +16,10 @@ export const USAGE = `usage: meshlet proxy --config FILE [options]
                            Without it, config streams from --control-plane.
   --outbound-listen H:P    the app's outgoing requests (default 127.0.0.1:4140; "off" to disable)
   --inbound-listen H:P     requests for the app (default 0.0.0.0:4143; "off" to disable)
-  --app H:P                the local application (default 127.0.0.1:8080)
+  --app H:P                the local application (default 127.0.0.1:8080); its other ports
+                           in MESHLET_APP_PORTS (comma list), and the inbound listeners of those
+                           in MESHLET_INBOUND_PORT_MAP (APP_PORT=PROXY_PORT,...: one listener each,
+                           on --inbound-listen's host), both set by the injector
   --admin-listen H:P       /live /ready /metrics /config (default 127.0.0.1:4191)
   --workload NAME          this workload's name (metrics labels; default "unknown")
   --namespace NS           this workload's namespace (default "default")
@@ -99,7 +102,7 @@ async function main(): Promise<void> {
   const admin = hostPort(values['admin-listen'], '--admin-listen');
   if (!app || !admin) throw new Error('--app and --admin-listen cannot be off');
   const inbound = hostPort(values['inbound-listen'], '--inbound-listen');
-  const appPorts = parseAppPorts(process.env['MESHLET_APP_PORTS'], app.port, inbound?.port);
+  const appPorts = parseAppPorts(process.env['MESHLET_APP_PORTS'], app.port, inbound?.port, process.env['MESHLET_INBOUND_PORT_MAP']);
   const self = { workload: values.workload, namespace: values.namespace, service: values.service ?? values.workload };
   const { tracing, shutdown } = await tracingFromEnv(process.env, `meshlet-proxy/${self.workload}`);
   const where = values['access-log'];
@@ -146,6 +149,8 @@ async function main(): Promise<void> {
   log('proxy started', {
     outbound: proxy.outbound && `${proxy.outbound.address}:${proxy.outbound.port}`,
     inbound: proxy.inbound && `${proxy.inbound.address}:${proxy.inbound.port}`,
+    // Which listener serves which app port (iptables sends each app port to its own listener).
+    ...(proxy.inboundListeners.length > 1 ? { inboundByAppPort: Object.fromEntries(proxy.inboundListeners.map((l) => [l.appPort, `${l.address.address}:${l.address.port}`])) } : {}),
     admin: `${proxy.admin.address}:${proxy.admin.port}`,
     version: proxy.store.current?.version ?? null,
   });

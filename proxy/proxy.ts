@@ -53,8 +53,9 @@ export interface ProxyOptions {
   /** The local application the inbound side forwards to. */
   app: HostPort;
   /**
-   * Every port of the app (MESHLET_APP_PORTS, parsed by parseAppPorts); a meshed caller picks one
-   * with `meshlet-dst-port`. Default: `app.port` alone.
+   * Every port of the app and the extra inbound listeners (MESHLET_APP_PORTS and
+   * MESHLET_INBOUND_PORT_MAP, parsed by parseAppPorts); a meshed caller may also pick a port with
+   * `meshlet-dst-port`. Default: `app.port` alone, on `inbound`.
    */
   appPorts?: AppPorts;
   admin: HostPort;
@@ -71,7 +72,10 @@ export interface ProxyOptions {
 
 export interface RunningProxy {
   outbound: AddressInfo | undefined;
+  /** The first app port's inbound listener (--inbound-listen). */
   inbound: AddressInfo | undefined;
+  /** Every inbound listener and the app port it serves, the first one's first. */
+  inboundListeners: ReadonlyArray<{ appPort: number; address: AddressInfo }>;
   admin: AddressInfo;
   store: ConfigStore;
   metrics: ProxyMetrics;
@@ -112,6 +116,14 @@ export function endpointPools(identity: IdentityManager | undefined, clock: Cloc
       (client as Pool).close();
     },
   };
+}
+
+/** An inbound listener: its own acceptor (mTLS or plaintext) and HTTP server, for one app port. */
+interface InboundListener {
+  appPort: number;
+  listener: Listener;
+  acceptor: InboundAcceptor;
+  address: AddressInfo;
 }
 
 /** Whether an app port accepts plaintext under a config. */
@@ -230,32 +242,37 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     outAddr = await outbound.listen(o.outbound.host, o.outbound.port);
   }
 
-  let inbound: Listener | undefined;
-  let acceptor: InboundAcceptor | undefined;
-  let inAddr: AddressInfo | undefined;
-  // One pool and one pipeline per app port; the port also decides authorization and permissiveness.
+  // One inbound listener per app port that has a proxy port of its own (--inbound-listen for the
+  // first, MESHLET_INBOUND_PORT_MAP for the others): a connection's listener says which app port it
+  // was for, plaintext included. One pool and one pipeline per app port; the port also decides
+  // authorization and permissiveness.
+  const inbound: InboundListener[] = [];
   const appPorts = o.appPorts ?? parseAppPorts(undefined, o.app.port, o.inbound?.port);
   const appHost = o.app.host.includes(':') ? `[${o.app.host}]` : o.app.host;
   const appPools = new Map(appPorts.ports.map((p) => [p, new Pool(tcpConnector(`${appHost}:${p}`, 1000), { now: () => o.clock.now(), ...POOL_TIMEOUTS })]));
   if (o.inbound) {
     const pipelines = new Map(appPorts.ports.map((p) => [p, compose([authorization(metrics, p, (ex) => identity === undefined || permissive(ex.config, p))], app(appPools.get(p)!, `${appHost}:${p}`))]));
-    const handler = byAppPort(appPorts, pipelines);
-    const pick = (req: RequestHead, cfg: Parameters<Parameters<typeof makeUpgradeHandler>[0]>[1], peer: { identity: string; tls: boolean }): UpgradeTarget => {
-      const port = appPortOf(peer.tls ? req.get(DST_PORT_HEADER) : undefined, appPorts);
-      if (typeof port !== 'number') return { error: port };
-      const d = authorize(cfg.inbound.policies, cfg.inbound.defaultPolicy, { port, identity: peer.identity, method: req.method, path: pathOf(targetOf(req.target, req.host).target) });
-      return d.allowed ? upgradeDial(`${o.app.host}:${port}`, undefined, 1000, DEFAULT_TIMEOUTS.perTry) : { error: new ProxyError('forbidden', d.reason) };
-    };
-    inbound = new Listener({ ...common, direction: 'inbound', handler, upgrade: makeUpgradeHandler(pick, (req) => targetOf(req.target, req.host), { direction: 'inbound', tracing: o.tracing }, deadlines), peerOf });
-    acceptor = new InboundAcceptor({
-      http: inbound,
-      material: () => identity?.current,
-      identityEnabled: identity !== undefined,
-      // Plaintext always goes to the first app port.
-      permissive: () => permissive(store.current, appPorts.first),
-      onRefused: (reason) => metrics.tlsHandshakeFailures.labels('inbound', reason).inc(),
-    });
-    inAddr = await acceptor.listen(o.inbound.host, o.inbound.port);
+    for (const { appPort, proxyPort } of [{ appPort: appPorts.first, proxyPort: o.inbound.port }, ...appPorts.listeners]) {
+      const pick = (req: RequestHead, cfg: Parameters<Parameters<typeof makeUpgradeHandler>[0]>[1], peer: { identity: string; tls: boolean }): UpgradeTarget => {
+        const port = appPortOf(peer.tls ? req.get(DST_PORT_HEADER) : undefined, appPorts, appPort);
+        if (typeof port !== 'number') return { error: port };
+        const d = authorize(cfg.inbound.policies, cfg.inbound.defaultPolicy, { port, identity: peer.identity, method: req.method, path: pathOf(targetOf(req.target, req.host).target) });
+        return d.allowed ? upgradeDial(`${o.app.host}:${port}`, undefined, 1000, DEFAULT_TIMEOUTS.perTry) : { error: new ProxyError('forbidden', d.reason) };
+      };
+      const listener = new Listener({ ...common, direction: 'inbound', handler: byAppPort(appPorts, pipelines, appPort), upgrade: makeUpgradeHandler(pick, (req) => targetOf(req.target, req.host), { direction: 'inbound', tracing: o.tracing }, deadlines), peerOf });
+      const acceptor = new InboundAcceptor({
+        http: listener,
+        material: () => identity?.current,
+        identityEnabled: identity !== undefined,
+        // Plaintext on this listener is for its app port.
+        permissive: () => permissive(store.current, appPort),
+        onRefused: (reason) => metrics.tlsHandshakeFailures.labels('inbound', reason).inc(),
+      });
+      const address = await acceptor.listen(o.inbound.host, proxyPort).catch((err: Error) => {
+        throw appPort === appPorts.first ? err : new Error(`the inbound listener of app port ${appPort} (MESHLET_INBOUND_PORT_MAP ${appPort}=${proxyPort}): ${err.message}; is the app, or another process, listening on ${proxyPort}?`);
+      });
+      inbound.push({ appPort, listener, acceptor, address });
+    }
   }
 
   let draining = false;
@@ -265,16 +282,17 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
 
   return {
     outbound: outAddr,
-    inbound: inAddr,
+    inbound: inbound[0]?.address,
+    inboundListeners: inbound.map((l) => ({ appPort: l.appPort, address: l.address })),
     admin: adminAddr,
     store,
     metrics,
     async drain(graceMs) {
       draining = true;
       source.close();
-      acceptor?.close();
+      for (const l of inbound) l.acceptor.close();
       identity?.stop();
-      await Promise.all([outbound?.drain(graceMs), inbound?.drain(graceMs)]);
+      await Promise.all([outbound?.drain(graceMs), ...inbound.map((l) => l.listener.drain(graceMs))]);
       await accessLog.close();
       admin.close();
       admin.closeAllConnections();

@@ -13,7 +13,7 @@ export class ProxyMetrics {
   readonly #requests: RequestMetrics;
   /** Set at scrape time from the listeners' own counts (inFlightOf): no gauge arithmetic per request. */
   readonly inFlight = new Gauge({ name: 'meshlet_requests_in_flight', help: 'Requests in flight (saturation).', labelNames: ['direction'], registers: [this.registry] });
-  readonly #inFlightOf = new Map<string, () => number>();
+  readonly #inFlightOf = new Map<string, Array<() => number>>();
   /** Authorization decisions per policy name, counted in plain numbers; the counter shows them at scrape time. */
   readonly #authz = new Map<string, { allow: number; deny: number }>();
   readonly retries = new Counter({ name: 'meshlet_retries_total', help: 'Retry attempts sent.', labelNames: ['dst_service', 'reason'], registers: [this.registry] });
@@ -51,7 +51,11 @@ export class ProxyMetrics {
     // prom-client's labels().inc() hashes the label object on every call (children too): the
     // per-request counters and gauges are plain numbers, copied into these at scrape time.
     (this.inFlight as unknown as { collect: () => void }).collect = () => {
-      for (const [direction, count] of this.#inFlightOf) this.inFlight.labels(direction).set(count());
+      for (const [direction, counts] of this.#inFlightOf) {
+        let n = 0;
+        for (const count of counts) n += count();
+        this.inFlight.labels(direction).set(n);
+      }
     };
     (this.authz as unknown as { collect: () => void }).collect = () => {
       this.authz.reset();
@@ -62,9 +66,11 @@ export class ProxyMetrics {
     };
   }
 
-  /** Where the in-flight count of a direction comes from (its listener). */
+  /** Where the in-flight count of a direction comes from: its listeners (inbound has one per app port), summed. */
   inFlightOf(direction: string, count: () => number): void {
-    this.#inFlightOf.set(direction, count);
+    const counts = this.#inFlightOf.get(direction);
+    if (counts) counts.push(count);
+    else this.#inFlightOf.set(direction, [count]);
     this.inFlight.labels(direction).set(0);
   }
 

@@ -5,9 +5,9 @@
 import t, { type Test } from 'tap';
 import { request } from 'undici';
 import { Readable } from 'node:stream';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
-import { startUpstream, startProxyProcess, pool, load, metricValue, UNINSTRUMENTED } from '../fixtures/mesh.ts';
+import { closedAfter, reservedPort, startUpstream, startProxyProcess, pool, load, metricValue, UNINSTRUMENTED } from '../fixtures/mesh.ts';
 import { spawnSync } from 'node:child_process';
 import { PROXY_MAIN } from '../../proxy/launch.ts';
 
@@ -156,6 +156,52 @@ t.test('SIGTERM under load: every in-flight request finishes, then the proxy exi
   t.equal(await code, 0, 'clean exit');
   const refused = await request(`${p.outboundUrl}/`, { headers: { host: 'api' } }).then(() => 'served', (e: Error & { code?: string }) => e.code ?? e.message);
   t.equal(refused, 'ECONNREFUSED', 'no longer accepting');
+});
+
+/** GET `url` on `dispatcher`: its status and body. */
+const get = (dispatcher: ReturnType<typeof pool>, url: string) => request(url, { dispatcher, headers: { host: 'api' } }).then(async (r) => ({ status: r.statusCode, body: await r.body.text() }));
+
+t.test("an app with two ports: each has its own inbound listener; the accept deadline, the in-flight gauge and SIGTERM's drain cover both", async (t) => {
+  // Each answers with its own port.
+  const main = await startUpstream(slow(300));
+  const health = await startUpstream(slow(300));
+  const healthListener = await reservedPort();
+  // As injected: MESHLET_APP_PORTS names both, MESHLET_INBOUND_PORT_MAP gives the second its listener.
+  const p = await startProxyProcess({
+    config: { version: 'l1', services: [], inbound: { defaultPolicy: 'all' } },
+    appPort: main.port,
+    env: { MESHLET_APP_PORTS: `${main.port},${health.port}`, MESHLET_INBOUND_PORT_MAP: `${health.port}=${healthListener}` },
+  });
+  const client = pool(`http://127.0.0.1:${p.inboundPort}`, 64);
+  const healthClient = pool(`http://127.0.0.1:${healthListener}`, 64);
+  t.teardown(async () => {
+    await Promise.all([client.close(), healthClient.close()]);
+    await Promise.all([main.close(), health.close()]);
+  });
+  // Written just after the admin port answers /ready.
+  for (let i = 0; i < 100 && !p.stderr().includes('"proxy started"'); i++) await new Promise((r) => setTimeout(r, 20));
+  const started = JSON.parse(p.stderr().split('\n').find((l) => l.includes('"proxy started"')) ?? '{}') as { inboundByAppPort?: Record<string, string> };
+  t.same(started.inboundByAppPort, { [main.port]: `127.0.0.1:${p.inboundPort}`, [health.port]: `127.0.0.1:${healthListener}` }, 'the start log names each listener and its app port');
+  // The accept stage's deadline holds on the second listener too: a connection that sends nothing is closed.
+  const silentMs = await closedAfter(net.connect(healthListener, '127.0.0.1'), 20_000);
+  t.ok(silentMs >= 9_000 && silentMs < 13_000, `a connection to the second listener that sends nothing is closed after ~10 s (${silentMs} ms)`);
+  t.ok(metricValue(await p.metrics(), 'meshlet_tls_handshake_failures_total', { direction: 'inbound', reason: 'handshake-timeout' }) >= 1, 'counted as handshake-timeout');
+  const inFlight = [
+    ...Array.from({ length: 10 }, () => get(client, `http://127.0.0.1:${p.inboundPort}/`)),
+    ...Array.from({ length: 10 }, () => get(healthClient, `http://127.0.0.1:${healthListener}/healthz`)),
+  ];
+  const gauge = async () => metricValue(await p.metrics(), 'meshlet_requests_in_flight', { direction: 'inbound' });
+  for (let i = 0; i < 250 && (await gauge()) < 20; i++) await new Promise((r) => setTimeout(r, 20));
+  t.equal(await gauge(), 20, 'meshlet_requests_in_flight{direction="inbound"} counts both listeners');
+  const code = p.stop('SIGTERM');
+  const results = await Promise.allSettled(inFlight);
+  const bodies = results.map((r) => (r.status === 'fulfilled' && r.value.status === 200 ? r.value.body : `failed: ${JSON.stringify(r)}`));
+  t.same(bodies, [...Array(10).fill(String(main.port)), ...Array(10).fill(String(health.port))], 'every in-flight request on both listeners finished, each at its own app port');
+  t.equal(await code, 0, 'clean exit');
+  for (const port of [p.inboundPort, healthListener]) {
+    const refused = await request(`http://127.0.0.1:${port}/`, { headers: { host: 'api' } }).then(() => 'served', (e: Error & { code?: string }) => e.code ?? e.message);
+    t.equal(refused, 'ECONNREFUSED', `listener ${port === healthListener ? 'of the second port' : 'of the first port'} no longer accepting`);
+  }
 });
 
 /** A WebSocket echo server: every message comes back as `echo:<message>`. */
