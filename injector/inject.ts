@@ -85,6 +85,28 @@ export function appPorts(pod: PodLike): number[] {
   return out;
 }
 
+/**
+ * The proxy port of each app port after the first, as `APP=PROXY` items (MESHLET_INBOUND_PORT_MAP):
+ * iptables REDIRECT hides the port a connection was for, so each app port gets an inbound listener
+ * of its own (the first keeps the inbound port). Counted up from the inbound port, past the proxy's
+ * own ports and every port in `taken` (the Pod's declared and skipped ports), so the proxy never
+ * binds a port the app declares. When no port is left, says so in `problems`. Pure.
+ */
+export function inboundPortMap(ports: readonly number[], own: InjectSettings['ports'], taken: readonly number[], problems: string[]): string[] {
+  const busy = new Set([own.outbound, own.inbound, own.admin, ...ports, ...taken]);
+  const map: string[] = [];
+  let next = own.inbound + 1;
+  for (const app of ports.slice(1)) {
+    while (next <= 65535 && busy.has(next)) next++;
+    if (next > 65535) {
+      problems.push(`no free proxy port above the inbound port ${own.inbound} for app port ${app} (the proxy listens on one port per app port after the first): declare fewer ports or set config.meshlet.io/inbound-ports`);
+      break;
+    }
+    map.push(`${app}=${next++}`);
+  }
+  return map;
+}
+
 /** The workload's name as meshlet's metrics show it (as control-plane/config/kube-model.ts workloadOf). */
 export function workloadName(pod: PodLike): string {
   const meta = pod.metadata ?? {};
@@ -163,6 +185,8 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
       problems.push(`${where}: ${p} is one of the proxy's own ports (outbound ${own.outbound}, inbound ${own.inbound}, admin ${own.admin})`);
     }
   }
+  // One inbound listener per app port: the proxy ports after the inbound port, around the Pod's own.
+  const portMap = inboundPortMap(ports, own, [...appPorts(pod), ...overrides.skipInboundPorts], problems);
   if (problems.length > 0) {
     const message = `cannot inject the meshlet proxy: ${problems.join('; ')}`;
     const badPod = problems.every((p) => !p.startsWith(CONFIG_PREFIX));
@@ -201,6 +225,7 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
       env('MESHLET_CONTROL_PLANE', settings.controlPlane),
       env('MESHLET_TRUST_ANCHORS_PEM', settings.trustAnchorsPem),
       env('MESHLET_APP_PORTS', csv(ports)),
+      env('MESHLET_INBOUND_PORT_MAP', csv(portMap)),
       env('MESHLET_LOG_LEVEL', overrides.logLevel ?? settings.logLevel),
     ],
     ports: [
@@ -242,6 +267,8 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
       // No port declared (a worker that only calls out): inbound is not redirected, since the proxy
       // could not know which port a connection was for; outbound is meshed as for every Pod.
       env('MESHLET_INBOUND_PORTS', ports.length === 0 ? 'none' : csv(ports)),
+      // Each app port after the first to its own proxy listener (the proxy reads the same map).
+      env('MESHLET_INBOUND_PORT_MAP', csv(portMap)),
       env('MESHLET_SKIP_INBOUND_PORTS', csv(overrides.skipInboundPorts)),
       env('MESHLET_SKIP_OUTBOUND_PORTS', csv(overrides.skipOutboundPorts)),
       env('MESHLET_SKIP_OUTBOUND_CIDRS', csv(skipOutboundCidrs)),

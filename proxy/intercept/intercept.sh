@@ -5,8 +5,10 @@
 #
 #   outbound: app TCP -> 127.0.0.1:$MESHLET_OUTBOUND_PORT, except connections made by the proxy's
 #             UID, to loopback (the app talking to itself), to skipped ports and to skipped CIDRs
-#   inbound:  TCP arriving for the app's ports -> $MESHLET_INBOUND_PORT; the proxy's own ports
-#             (inbound, outbound, admin) and skipped ports are never redirected
+#   inbound:  TCP arriving for the app's ports -> $MESHLET_INBOUND_PORT, or to the proxy port the
+#             app port has in $MESHLET_INBOUND_PORT_MAP (REDIRECT hides the port a connection
+#             was for; a listener per app port tells the proxy); the proxy's own ports (inbound,
+#             outbound, admin, the map's proxy ports) and skipped ports are never redirected
 #
 # Everything lives in two chains of the nat table, MESHLET_INBOUND (from PREROUTING) and
 # MESHLET_OUTPUT (from OUTPUT). The environment is validated completely before iptables is
@@ -34,6 +36,8 @@ environment (defaults in brackets):
   MESHLET_ADMIN_PORT           proxy's admin port, never redirected [4191]
   MESHLET_INBOUND_PORTS        comma list of app ports to redirect inbound; empty: all TCP;
                                none: no inbound redirect (outbound only) []
+  MESHLET_INBOUND_PORT_MAP     comma list of APP_PORT=PROXY_PORT: that app port goes to that
+                               proxy port (its own listener) instead of MESHLET_INBOUND_PORT []
   MESHLET_SKIP_INBOUND_PORTS   comma list of ports (or LOW-HIGH ranges) never redirected inbound []
   MESHLET_SKIP_OUTBOUND_PORTS  comma list of destination ports (or ranges) that bypass the proxy []
   MESHLET_SKIP_OUTBOUND_CIDRS  comma list of IPv4 CIDRs (or addresses) that bypass the proxy []
@@ -69,6 +73,7 @@ OUTBOUND_PORT=${MESHLET_OUTBOUND_PORT:-4140}
 INBOUND_PORT=${MESHLET_INBOUND_PORT:-4143}
 ADMIN_PORT=${MESHLET_ADMIN_PORT:-4191}
 INBOUND_PORTS=${MESHLET_INBOUND_PORTS:-}
+PORT_MAP=${MESHLET_INBOUND_PORT_MAP:-}
 # "none": the app's inbound traffic is not redirected (a Pod that declares no port).
 NO_INBOUND=no
 if [ "$INBOUND_PORTS" = none ]; then
@@ -164,16 +169,56 @@ check_ports MESHLET_SKIP_INBOUND_PORTS "$SKIP_INBOUND_PORTS" yes
 check_ports MESHLET_SKIP_OUTBOUND_PORTS "$SKIP_OUTBOUND_PORTS" yes
 check_cidrs MESHLET_SKIP_OUTBOUND_CIDRS "$SKIP_OUTBOUND_CIDRS"
 
+# The map's APP=PROXY items; both sides ports. MAPPED_APPS and MAPPED_PROXIES collect the valid ones.
+MAPPED_APPS=''
+MAPPED_PROXIES=''
+for m in $(items "$PORT_MAP"); do
+	a=${m%%=*}
+	p=${m#*=}
+	if [ "$a" = "$m" ] || ! is_port "$a" || ! is_port "$p"; then
+		problem "MESHLET_INBOUND_PORT_MAP: \"$m\": expected APP_PORT=PROXY_PORT (TCP ports, 1-65535)"
+		continue
+	fi
+	for x in $MAPPED_APPS; do [ "$x" != "$a" ] || problem "MESHLET_INBOUND_PORT_MAP: app port $a is mapped twice"; done
+	for x in $MAPPED_PROXIES; do [ "$x" != "$p" ] || problem "MESHLET_INBOUND_PORT_MAP: proxy port $p is the target of two app ports"; done
+	MAPPED_APPS="$MAPPED_APPS$NL$a"
+	MAPPED_PROXIES="$MAPPED_PROXIES$NL$p"
+done
+
 if [ -z "$PROBLEMS" ]; then
 	if [ "$OUTBOUND_PORT" = "$INBOUND_PORT" ] || [ "$OUTBOUND_PORT" = "$ADMIN_PORT" ] || [ "$INBOUND_PORT" = "$ADMIN_PORT" ]; then
 		problem "the proxy's outbound ($OUTBOUND_PORT), inbound ($INBOUND_PORT) and admin ($ADMIN_PORT) ports must differ"
 	fi
 fi
+# The proxy's own ports, the map's proxy ports included, are never redirected: not an app port.
+is_proxy_port() {
+	case $1 in "$OUTBOUND_PORT" | "$INBOUND_PORT" | "$ADMIN_PORT") return 0 ;; esac
+	for x in $MAPPED_PROXIES; do [ "$x" != "$1" ] || return 0; done
+	return 1
+}
+OWN="outbound $OUTBOUND_PORT, inbound $INBOUND_PORT, admin $ADMIN_PORT${MAPPED_PROXIES:+, mapped $(echo $MAPPED_PROXIES | tr ' ' ',')}"
 for p in $(items "$INBOUND_PORTS"); do
+	if is_proxy_port "$p"; then problem "MESHLET_INBOUND_PORTS: $p is one of the proxy's own ports ($OWN), which are never redirected"; fi
+done
+for p in $MAPPED_APPS; do
+	if is_proxy_port "$p"; then problem "MESHLET_INBOUND_PORT_MAP: app port $p is one of the proxy's own ports ($OWN), which are never redirected"; fi
+done
+for p in $MAPPED_PROXIES; do
 	case $p in "$OUTBOUND_PORT" | "$INBOUND_PORT" | "$ADMIN_PORT")
-		problem "MESHLET_INBOUND_PORTS: $p is one of the proxy's own ports, which are never redirected" ;;
+		problem "MESHLET_INBOUND_PORT_MAP: proxy port $p is already the proxy's outbound, inbound or admin port" ;;
 	esac
 done
+if [ -n "$MAPPED_APPS" ]; then
+	if [ "$NO_INBOUND" = yes ]; then
+		problem "MESHLET_INBOUND_PORT_MAP is set but MESHLET_INBOUND_PORTS=none redirects nothing inbound"
+	elif [ -n "$(items "$INBOUND_PORTS")" ]; then
+		for a in $MAPPED_APPS; do
+			listed=no
+			for p in $(items "$INBOUND_PORTS"); do [ "$p" != "$a" ] || listed=yes; done
+			[ $listed = yes ] || problem "MESHLET_INBOUND_PORT_MAP: app port $a is not in MESHLET_INBOUND_PORTS (add it there, or drop it from the map)"
+		done
+	fi
+fi
 
 if [ -n "$PROBLEMS" ]; then
 	printf 'meshlet-init: invalid environment, no rule changed:%s\n' "$PROBLEMS" >&2
@@ -182,6 +227,17 @@ fi
 
 # ---- the rule set ----------------------------------------------------------------------------
 
+# The proxy port an app port is redirected to: its own in the map, else the inbound port.
+proxy_port_of() {
+	for m in $(items "$PORT_MAP"); do
+		[ "${m%%=*}" != "$1" ] || {
+			printf '%s' "${m#*=}"
+			return
+		}
+	done
+	printf '%s' "$INBOUND_PORT"
+}
+
 # iptables wants LOW:HIGH for a range.
 dport() { printf '%s' "$1" | tr '-' ':'; }
 
@@ -189,8 +245,9 @@ dport() { printf '%s' "$1" | tr '-' ':'; }
 chain_rules() {
 	echo ":$IN_CHAIN - [0:0]"
 	echo ":$OUT_CHAIN - [0:0]"
-	# Inbound: the proxy's own ports first, then skipped ports, then the redirect.
-	for p in "$INBOUND_PORT" "$OUTBOUND_PORT" "$ADMIN_PORT"; do
+	# Inbound: the proxy's own ports first, then skipped ports, then the redirects: an app port
+	# with a proxy port of its own in the map goes there, every other to the inbound port.
+	for p in "$INBOUND_PORT" "$OUTBOUND_PORT" "$ADMIN_PORT" $MAPPED_PROXIES; do
 		echo "-A $IN_CHAIN -p tcp -m tcp --dport $p -j RETURN"
 	done
 	for p in $(items "$SKIP_INBOUND_PORTS"); do
@@ -199,10 +256,13 @@ chain_rules() {
 	if [ "$NO_INBOUND" = yes ]; then
 		:
 	elif [ -z "$(items "$INBOUND_PORTS")" ]; then
+		for m in $(items "$PORT_MAP"); do
+			echo "-A $IN_CHAIN -p tcp -m tcp --dport ${m%%=*} -j REDIRECT --to-ports ${m#*=}"
+		done
 		echo "-A $IN_CHAIN -p tcp -j REDIRECT --to-ports $INBOUND_PORT"
 	else
 		for p in $(items "$INBOUND_PORTS"); do
-			echo "-A $IN_CHAIN -p tcp -m tcp --dport $p -j REDIRECT --to-ports $INBOUND_PORT"
+			echo "-A $IN_CHAIN -p tcp -m tcp --dport $p -j REDIRECT --to-ports $(proxy_port_of "$p")"
 		done
 	fi
 	# Outbound: the proxy's own connections, loopback (the app talking to itself, its own pod IP
@@ -283,5 +343,5 @@ if ! out=$("$IPT-restore" -w --noflush <"$RULES" 2>&1); then
 	cat "$RULES" >&2
 	exit 1
 fi
-log "installed ($IPT): outbound TCP -> 127.0.0.1:$OUTBOUND_PORT (except UID $PROXY_UID, loopback${SKIP_OUTBOUND_PORTS:+, ports $SKIP_OUTBOUND_PORTS}${SKIP_OUTBOUND_CIDRS:+, $SKIP_OUTBOUND_CIDRS}); inbound TCP ${INBOUND_PORTS:-(all ports)} -> $INBOUND_PORT${SKIP_INBOUND_PORTS:+ (except $SKIP_INBOUND_PORTS)}"
+log "installed ($IPT): outbound TCP -> 127.0.0.1:$OUTBOUND_PORT (except UID $PROXY_UID, loopback${SKIP_OUTBOUND_PORTS:+, ports $SKIP_OUTBOUND_PORTS}${SKIP_OUTBOUND_CIDRS:+, $SKIP_OUTBOUND_CIDRS}); inbound TCP ${INBOUND_PORTS:-(all ports)} -> $INBOUND_PORT${PORT_MAP:+ (by port: $PORT_MAP)}${SKIP_INBOUND_PORTS:+ (except $SKIP_INBOUND_PORTS)}"
 "$IPT-save" -t nat | grep -E "^(:|-A) *(PREROUTING|OUTPUT|MESHLET_)" >&2 || true

@@ -5,7 +5,7 @@ import jsonpatch from 'fast-json-patch';
 import t from 'tap';
 import { isMeshedPod } from '../../control-plane/config/kube-model.ts';
 import { OVERRIDES, quantityValue } from '../../injector/annotations.ts';
-import { TOKEN_DIR, TOKEN_VOLUME, TMP_VOLUME, appPorts, inject, pointerToken, workloadName, type InjectResult, type PodLike } from '../../injector/inject.ts';
+import { TOKEN_DIR, TOKEN_VOLUME, TMP_VOLUME, appPorts, inboundPortMap, inject, pointerToken, workloadName, type InjectResult, type PodLike } from '../../injector/inject.ts';
 import { ADMIN_PORT, ADMIN_PORT_NAME, INBOUND_PORT, OUTBOUND_PORT, PROXY_UID, defaultSettings, type InjectSettings } from '../../injector/settings.ts';
 
 const ANCHORS = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
@@ -107,6 +107,49 @@ t.test('a Pod without containerPorts (a worker that only calls out): inbound is 
   t.equal(envOf(proxy).MESHLET_APP_PORTS, '');
   // Redirecting every port would send each connection to the proxy, which could not know the port it was for.
   t.equal(envOf(out.spec.initContainers[0]).MESHLET_INBOUND_PORTS, 'none');
+  t.equal(envOf(out.spec.initContainers[0]).MESHLET_INBOUND_PORT_MAP, '');
+  t.equal(envOf(proxy).MESHLET_INBOUND_PORT_MAP, '');
+});
+
+t.test('inboundPortMap: each app port after the first gets its own proxy port, above the inbound port', async (t) => {
+  const own = { outbound: 4140, inbound: 4143, admin: 4191 };
+  const map = (ports: number[], taken: number[] = []) => {
+    const problems: string[] = [];
+    return { map: inboundPortMap(ports, own, taken, problems), problems };
+  };
+  t.same(map([8080]), { map: [], problems: [] }, 'one port: the inbound port alone, no map');
+  t.same(map([]), { map: [], problems: [] });
+  t.same(map([8080, 9090, 9091]).map, ['9090=4144', '9091=4145'], 'in order, counting up from the inbound port');
+  t.same(map([8080, 4144, 9090]).map, ['4144=4145', '9090=4146'], "never an app port (4144 is the app's)");
+  t.same(map([8080, 9090], [4144, 4145]).map, ['9090=4146'], 'never a port the Pod declares or skips elsewhere');
+  const many = map([8080, ...Array.from({ length: 50 }, (_, i) => 10_000 + i)]).map;
+  t.notOk(many.some((m) => m.endsWith('=4191')), "past the admin port (the proxy's own)");
+  t.equal(new Set(many.map((m) => m.split('=')[1])).size, 50, 'every app port its own proxy port');
+  const top = { outbound: 4140, inbound: 65534, admin: 4191 };
+  const problems: string[] = [];
+  t.same(inboundPortMap([8080, 9090, 9091], top, [], problems), ['9090=65535']);
+  t.match(problems, [/no free proxy port above the inbound port 65534 for app port 9091/], 'out of ports: a problem, not a wrapped-around port');
+  const r = refused(inject(basePod(), settings({ ports: { outbound: 4140, inbound: 65535, admin: 4191 } })));
+  t.equal(r.refused, 'bad-pod');
+  t.match(r.message, /cannot inject the meshlet proxy: no free proxy port above the inbound port 65535 for app port 8443/, 'the Pod is refused at admission, with the reason');
+});
+
+t.test('a Pod with several ports: one listener per app port, the same map for the proxy and meshlet-init', async (t) => {
+  const pod = basePod();
+  pod.spec.containers[1].ports.push({ containerPort: 4144 }, { containerPort: 9090 });
+  pod.metadata.annotations['config.meshlet.io/skip-inbound-ports'] = '4145';
+  const out = apply(pod, inject(pod, settings()));
+  const [init, proxy] = out.spec.initContainers;
+  t.equal(envOf(proxy).MESHLET_APP_PORTS, '8080,8443,4144,9090');
+  t.equal(envOf(proxy).MESHLET_INBOUND_PORT_MAP, '8443=4146,4144=4147,9090=4148', 'around the app port 4144 and the skipped 4145');
+  t.equal(envOf(init).MESHLET_INBOUND_PORT_MAP, envOf(proxy).MESHLET_INBOUND_PORT_MAP);
+  t.equal(argOf(proxy, '--inbound-listen'), `0.0.0.0:${INBOUND_PORT}`, 'the first app port keeps the inbound port');
+  t.equal(argOf(proxy, '--app'), '127.0.0.1:8080');
+  // The override chooses the redirected ports; containerPorts left out of it are still the app's.
+  const only = basePod();
+  only.metadata.annotations['config.meshlet.io/inbound-ports'] = '8080,4145';
+  only.spec.containers[0].ports.push({ containerPort: 4144 });
+  t.equal(envOf(apply(only, inject(only, settings())).spec.initContainers[0]).MESHLET_INBOUND_PORT_MAP, '4145=4146', 'not 4144, a containerPort of the Pod');
 });
 
 t.test('settings meshlet-init would refuse are refused at admission, with the reason', async (t) => {
@@ -139,11 +182,13 @@ t.test('meshlet-init: the contract with the interception script', async (t) => {
     MESHLET_INBOUND_PORT: '4143',
     MESHLET_ADMIN_PORT: '4191',
     MESHLET_INBOUND_PORTS: '8080,8443',
+    MESHLET_INBOUND_PORT_MAP: '8443=4144',
     MESHLET_SKIP_INBOUND_PORTS: '9090,9091',
     MESHLET_SKIP_OUTBOUND_PORTS: '5432',
     MESHLET_SKIP_OUTBOUND_CIDRS: '192.168.0.1/32,10.0.0.0/8,169.254.169.254',
   });
   t.equal(envOf(out.spec.initContainers[1]).MESHLET_APP_PORTS, envOf(init).MESHLET_INBOUND_PORTS, 'proxy and script see the same app ports');
+  t.equal(envOf(out.spec.initContainers[1]).MESHLET_INBOUND_PORT_MAP, envOf(init).MESHLET_INBOUND_PORT_MAP, 'and the same listener per app port');
   t.same(init.securityContext.capabilities, { add: ['NET_ADMIN', 'NET_RAW'], drop: ['ALL'] });
   t.equal(init.securityContext.runAsUser, 0, 'root, only for iptables');
   t.equal(init.securityContext.runAsNonRoot, false, "overrides a Pod-level runAsNonRoot for this container only");

@@ -90,6 +90,15 @@ t.test('bad environment: clear error, non-zero exit, no rule changed (fresh and 
       [{ MESHLET_SKIP_OUTBOUND_CIDRS: 'fd00::/8' }, /IPv6 is not supported/],
       [{ MESHLET_SKIP_OUTBOUND_CIDRS: '*' }, /"\*"/],
       [{ MESHLET_INBOUND_PORT: '4140' }, /must differ/],
+      [{ MESHLET_INBOUND_PORT_MAP: '9090' }, /MESHLET_INBOUND_PORT_MAP: "9090": expected APP_PORT=PROXY_PORT/],
+      [{ MESHLET_INBOUND_PORT_MAP: '9090=4144,9090=4145' }, /app port 9090 is mapped twice/],
+      [{ MESHLET_INBOUND_PORT_MAP: '8080=4144,9090=4144' }, /proxy port 4144 is the target of two app ports/],
+      [{ MESHLET_INBOUND_PORT_MAP: '9090=4191' }, /proxy port 4191 is already the proxy's outbound, inbound or admin port/],
+      [{ MESHLET_INBOUND_PORT_MAP: '9090=4143' }, /proxy port 4143 is already/],
+      [{ MESHLET_INBOUND_PORT_MAP: '9090=8080' }, /MESHLET_INBOUND_PORTS: 8080 is one of the proxy's own ports \(outbound 4140, inbound 4143, admin 4191, mapped 8080\)/],
+      [{ MESHLET_INBOUND_PORT_MAP: '7070=4144' }, /app port 7070 is not in MESHLET_INBOUND_PORTS/],
+      [{ MESHLET_INBOUND_PORTS: '', MESHLET_INBOUND_PORT_MAP: '4191=4144' }, /MESHLET_INBOUND_PORT_MAP: app port 4191 is one of the proxy's own ports/],
+      [{ MESHLET_INBOUND_PORTS: 'none', MESHLET_INBOUND_PORT_MAP: '9090=4144' }, /MESHLET_INBOUND_PORTS=none redirects nothing inbound/],
       [{ MESHLET_IPTABLES: 'nft' }, /MESHLET_IPTABLES="nft"/],
     ];
     for (const installed of [false, true]) {
@@ -123,7 +132,7 @@ t.test('--dry-run prints the rules and changes nothing; --help documents the env
     t.equal(await pair.natRules(pair.pod), before);
     const help = await run(pair, {}, '--help');
     t.equal(help.code, 0);
-    for (const v of ['MESHLET_PROXY_UID', 'MESHLET_OUTBOUND_PORT', 'MESHLET_INBOUND_PORT', 'MESHLET_ADMIN_PORT', 'MESHLET_INBOUND_PORTS', 'MESHLET_SKIP_INBOUND_PORTS', 'MESHLET_SKIP_OUTBOUND_PORTS', 'MESHLET_SKIP_OUTBOUND_CIDRS']) t.match(help.stdout, v);
+    for (const v of ['MESHLET_PROXY_UID', 'MESHLET_OUTBOUND_PORT', 'MESHLET_INBOUND_PORT', 'MESHLET_ADMIN_PORT', 'MESHLET_INBOUND_PORTS', 'MESHLET_INBOUND_PORT_MAP', 'MESHLET_SKIP_INBOUND_PORTS', 'MESHLET_SKIP_OUTBOUND_PORTS', 'MESHLET_SKIP_OUTBOUND_CIDRS']) t.match(help.stdout, v);
   }),
 );
 
@@ -201,5 +210,56 @@ t.test('MESHLET_INBOUND_PORTS=none: no inbound redirect at all, outbound as usua
     const rules = await pair.natRules(pair.pod);
     t.notMatch(rules, /MESHLET_INBOUND[^\n]*REDIRECT/, 'nothing redirected inbound');
     t.match(rules, /-A MESHLET_OUTPUT -p tcp -j REDIRECT --to-ports 4140/, 'outbound still goes to the proxy');
+  }),
+);
+
+t.test('MESHLET_INBOUND_PORT_MAP: each mapped app port to its own proxy port, which is never redirected itself', (t) =>
+  withPod(t, async (pair) => {
+    const listed = await run(pair, { ...ENV, MESHLET_INBOUND_PORTS: '8080,9090,7070', MESHLET_INBOUND_PORT_MAP: '9090=4144' });
+    t.equal(listed.code, 0, listed.stderr);
+    const rules = (await pair.natRules(pair.pod)).split('\n').filter((l) => l.startsWith('-A MESHLET_INBOUND'));
+    t.same(rules, [
+      '-A MESHLET_INBOUND -p tcp -m tcp --dport 4143 -j RETURN',
+      '-A MESHLET_INBOUND -p tcp -m tcp --dport 4140 -j RETURN',
+      '-A MESHLET_INBOUND -p tcp -m tcp --dport 4191 -j RETURN',
+      '-A MESHLET_INBOUND -p tcp -m tcp --dport 4144 -j RETURN',
+      '-A MESHLET_INBOUND -p tcp -m tcp --dport 8080 -j REDIRECT --to-ports 4143',
+      '-A MESHLET_INBOUND -p tcp -m tcp --dport 9090 -j REDIRECT --to-ports 4144',
+      '-A MESHLET_INBOUND -p tcp -m tcp --dport 7070 -j REDIRECT --to-ports 4143',
+    ], 'the proxy ports first, then each app port to its listener (unmapped ones to the inbound port)');
+    const once = await pair.natRules(pair.pod);
+    t.equal((await run(pair, { ...ENV, MESHLET_INBOUND_PORTS: '8080,9090,7070', MESHLET_INBOUND_PORT_MAP: '9090=4144' })).code, 0);
+    t.equal(await pair.natRules(pair.pod), once, 'idempotent');
+
+    // Every TCP port (no list): the mapped ports before the catch-all.
+    const all = await run(pair, { MESHLET_INBOUND_PORT_MAP: '9090=4144,9091=4145', MESHLET_SKIP_INBOUND_PORTS: '22' });
+    t.equal(all.code, 0, all.stderr);
+    t.same((await pair.natRules(pair.pod)).split('\n').filter((l) => l.startsWith('-A MESHLET_INBOUND')).slice(3), [
+      '-A MESHLET_INBOUND -p tcp -m tcp --dport 4144 -j RETURN',
+      '-A MESHLET_INBOUND -p tcp -m tcp --dport 4145 -j RETURN',
+      '-A MESHLET_INBOUND -p tcp -m tcp --dport 22 -j RETURN',
+      '-A MESHLET_INBOUND -p tcp -m tcp --dport 9090 -j REDIRECT --to-ports 4144',
+      '-A MESHLET_INBOUND -p tcp -m tcp --dport 9091 -j REDIRECT --to-ports 4145',
+      '-A MESHLET_INBOUND -p tcp -j REDIRECT --to-ports 4143',
+    ]);
+    t.match(all.stderr, /by port: 9090=4144,9091=4145/, 'the log names the map');
+  }),
+);
+
+t.test("the injector's env for a Pod with two ports installs one redirect per port, to the proxy port the proxy is told", (t) =>
+  withPod(t, async (pair) => {
+    const pod = { metadata: { name: 'api', namespace: 'shop' }, spec: { containers: [{ name: 'app', image: 'app:1', ports: [{ containerPort: 8080 }, { containerPort: 9090 }] }] } };
+    const r = inject(pod, defaultSettings({ trustAnchorsPem: 'x' }));
+    if (r.outcome !== 'injected') throw new Error(`not injected: ${JSON.stringify(r)}`);
+    const [init, proxy] = (r.patch.find((op) => op.path === '/spec/initContainers') as { value: Array<{ env: Array<{ name: string; value?: string }> }> }).value;
+    const envOf = (c: typeof init) => Object.fromEntries(c!.env.filter((e) => e.value !== undefined).map((e) => [e.name, e.value!]));
+    const res = await run(pair, envOf(init));
+    t.equal(res.code, 0, res.stderr);
+    const rules = await pair.natRules(pair.pod);
+    t.match(rules, /-A MESHLET_INBOUND -p tcp -m tcp --dport 8080 -j REDIRECT --to-ports 4143\n/);
+    const [app, proxyPort] = envOf(proxy).MESHLET_INBOUND_PORT_MAP!.split('=');
+    t.equal(app, '9090');
+    t.match(rules, new RegExp(`-A MESHLET_INBOUND -p tcp -m tcp --dport 9090 -j REDIRECT --to-ports ${proxyPort}\\n`), "9090 goes to the port in the proxy's MESHLET_INBOUND_PORT_MAP");
+    t.match(rules, new RegExp(`-A MESHLET_INBOUND -p tcp -m tcp --dport ${proxyPort} -j RETURN\\n`), 'and that port is never redirected');
   }),
 );
