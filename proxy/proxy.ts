@@ -126,6 +126,9 @@ interface InboundListener {
   address: AddressInfo;
 }
 
+/** An inbound upgrade's: the app's connect and answer as for any route; the whole exchange is the caller's proxy's to bound. */
+const INBOUND_UPGRADE_TIMEOUTS = { connect: DEFAULT_TIMEOUTS.connect, perTry: DEFAULT_TIMEOUTS.perTry, request: 0 };
+
 /** Whether an app port accepts plaintext under a config. */
 function permissive(cfg: { inbound: { ports: ReadonlyMap<number, { permissive?: boolean }> } } | undefined, port: number): boolean {
   return cfg?.inbound.ports.get(port)?.permissive === true;
@@ -210,10 +213,10 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   let outbound: Listener | undefined;
   let outAddr: AddressInfo | undefined;
   /** An upgrade's upstream connection: mTLS checking `expected` when the endpoint names one, like its pool's. */
-  const upgradeDial = (address: string, expected: string | undefined, connectTimeout: number, responseTimeoutMs: number): UpgradeTarget => {
-    const connect = connectorFor(identity, address, expected, connectTimeout, (reason) => metrics.tlsHandshakeFailures.labels('outbound', reason).inc());
+  const upgradeDial = (address: string, expected: string | undefined, timeouts: { connect: number; perTry: number; request: number }): UpgradeTarget => {
+    const connect = connectorFor(identity, address, expected, timeouts.connect, (reason) => metrics.tlsHandshakeFailures.labels('outbound', reason).inc());
     if (connect instanceof ProxyError) return { error: connect };
-    return { address, ...(expected ? { dstPort: address.slice(address.lastIndexOf(':') + 1) } : {}), dial: connect, responseTimeoutMs };
+    return { address, ...(expected ? { dstPort: address.slice(address.lastIndexOf(':') + 1) } : {}), dial: connect, responseTimeoutMs: timeouts.perTry, requestTimeoutMs: timeouts.request };
   };
   // The request path's timers (per-try and whole-request timeouts, an upgrade's wait for its answer), on the injected clock.
   const deadlines = new Deadlines(o.clock);
@@ -235,8 +238,9 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       const ep = pickP2C(b.service.ready.filter((e) => e.accrual.isAvailable()), (e) => e.load, o.random);
       if (!ep) return { error: new ProxyError('no-endpoints', `no available endpoint of "${b.service.name}"`), dst: { ...none, service: b.service.name } };
       const dst = { service: b.service.name, workload: ep.labels['workload'] ?? '', namespace: ep.labels['namespace'] ?? '', tls: ep.identity !== undefined };
-      // The upstream's answer to the upgrade (101 or not) is a response head like any other: the route's per-try timeout bounds the wait.
-      return { ...upgradeDial(ep.address, ep.identity, r.timeouts.connect, r.timeouts.perTry), dst };
+      // The upstream's answer to the upgrade (101 or not) is a response head like any other: the
+      // route's per-try timeout bounds the wait, its request timeout the whole exchange (body included).
+      return { ...upgradeDial(ep.address, ep.identity, r.timeouts), dst };
     };
     outbound = new Listener({ ...common, direction: 'outbound', handler, upgrade: makeUpgradeHandler(pick, (req) => targetOf(req.target, req.host), { direction: 'outbound', tracing: o.tracing }, deadlines) });
     outAddr = await outbound.listen(o.outbound.host, o.outbound.port);
@@ -257,7 +261,8 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
         const port = appPortOf(peer.tls ? req.get(DST_PORT_HEADER) : undefined, appPorts, appPort);
         if (typeof port !== 'number') return { error: port };
         const d = authorize(cfg.inbound.policies, cfg.inbound.defaultPolicy, { port, identity: peer.identity, method: req.method, path: pathOf(targetOf(req.target, req.host).target) });
-        return d.allowed ? upgradeDial(`${o.app.host}:${port}`, undefined, 1000, DEFAULT_TIMEOUTS.perTry) : { error: new ProxyError('forbidden', d.reason) };
+        // No whole-request bound inbound, as for plain inbound requests: the caller's outbound proxy owns it.
+        return d.allowed ? upgradeDial(`${o.app.host}:${port}`, undefined, INBOUND_UPGRADE_TIMEOUTS) : { error: new ProxyError('forbidden', d.reason) };
       };
       const listener = new Listener({ ...common, direction: 'inbound', handler: byAppPort(appPorts, pipelines, appPort), upgrade: makeUpgradeHandler(pick, (req) => targetOf(req.target, req.host), { direction: 'inbound', tracing: o.tracing }, deadlines), peerOf });
       const acceptor = new InboundAcceptor({

@@ -51,6 +51,8 @@ export type UpgradeTarget =
       dstPort?: string;
       /** How long the upstream has, from the request written whole (head and body, if any), to send its response head (else 504 per-try-timeout). */
       responseTimeoutMs: number;
+      /** How long the whole exchange has, from the upgrade's arrival to the upstream's response head, a request body included (else 504 request-timeout); 0: no bound. */
+      requestTimeoutMs: number;
       dst?: UpgradeDestination;
     }
   | { error: ProxyError; dst?: UpgradeDestination };
@@ -151,6 +153,8 @@ class PendingUpgrade {
    */
   #timer: Deadline | undefined;
   #responseTimeoutMs = 0;
+  /** The whole exchange's bound (the target's requestTimeoutMs), armed at the start: a client that never finishes its body cannot hold two connections. */
+  #wholeTimer: Deadline | undefined;
   /** A final response head came, or the upgrade failed: the wait is over. */
   #settled = false;
   readonly #done: (o: UpgradeOutcome) => void;
@@ -183,6 +187,8 @@ class PendingUpgrade {
     const client = this.#client;
     this.#endpoint = t.address;
     this.#dst = t.dst;
+    const whole = t.requestTimeoutMs;
+    if (whole > 0) this.#wholeTimer = this.#deadlines.after(whole, () => this.#fail(new ProxyError('request-timeout', `no response to the upgrade within ${whole} ms (its request body included)`)));
     t.dial((err, upstream) => {
       if (err || !upstream) return this.#fail(fromUpstreamError(err, false));
       if (client.destroyed) return upstream.destroy();
@@ -252,7 +258,9 @@ class PendingUpgrade {
   #settle(): void {
     this.#settled = true;
     if (this.#timer) this.#deadlines.cancel(this.#timer);
+    if (this.#wholeTimer) this.#deadlines.cancel(this.#wholeTimer);
     this.#timer = undefined;
+    this.#wholeTimer = undefined;
   }
 
   /** The upgrade failed before any answer reached the client: the proxy answers with the error. */

@@ -74,7 +74,7 @@ const TIMEOUT_MS = 5000;
  * close are recorded. `requestHead` is the upgrade request the handler gets; a body, if it
  * announces one, is for the test to send on `client.socket`.
  */
-async function setup(t: Test, requestHead = 'GET /chat HTTP/1.1\r\nHost: chat\r\nConnection: Upgrade\r\nUpgrade: websocket') {
+async function setup(t: Test, requestHead = 'GET /chat HTTP/1.1\r\nHost: chat\r\nConnection: Upgrade\r\nUpgrade: websocket', requestTimeoutMs = 0) {
   const clock = new ManualClock(1000);
   const timers = new FakeTimers(clock);
   const deadlines = new Deadlines(clock, timers);
@@ -93,6 +93,7 @@ async function setup(t: Test, requestHead = 'GET /chat HTTP/1.1\r\nHost: chat\r\
         s.once('error', (e) => cb(e, null));
       },
       responseTimeoutMs: TIMEOUT_MS,
+      requestTimeoutMs,
     }),
     (req) => ({ target: req.target, authority: req.host, host: req.host }),
     { direction: 'outbound', tracing: new IdOnlyTracing() },
@@ -155,6 +156,34 @@ t.test('a request body: the wait starts only once the body is upstream whole, ho
   t.match(outcomes, [{ status: 504, reason: 'per-try-timeout' }], 'the timeout, counted from the body sent');
   await until('the client closed', () => client.closed);
   t.match(client.text, /^HTTP\/1\.1 504 Gateway Timeout\r\n/);
+});
+
+t.test('a request body that never ends: 504 request-timeout at the whole-request bound, counted from the start, and both connections close', async (t) => {
+  const WHOLE_MS = 4 * TIMEOUT_MS;
+  const { timers, deadlines, upstream, client, outcomes } = await setup(t, 'POST /up HTTP/1.1\r\nHost: chat\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 10', WHOLE_MS);
+  t.equal(deadlines.pending, 1, 'the whole-request bound is armed at the start');
+  client.socket.write('12345');
+  await until('the first half of the body upstream', () => upstream.head.endsWith('\r\n\r\n12345'));
+  timers.advanceTo(1000 + WHOLE_MS - 1);
+  t.same(outcomes, [], 'nothing 1 ms before the bound');
+  timers.advanceTo(1000 + WHOLE_MS);
+  t.match(outcomes, [{ status: 504, reason: 'request-timeout', message: `no response to the upgrade within ${WHOLE_MS} ms (its request body included)` }], 'at the bound: 504 request-timeout');
+  t.equal(deadlines.pending, 0);
+  await until('the client closed', () => client.closed);
+  t.match(client.text, /^HTTP\/1\.1 504 Gateway Timeout\r\n[^]*meshlet-proxy-error: request-timeout\r\n/, 'the client gets the 504');
+  await until('the upstream closed', () => upstream.closed);
+  t.pass('the upstream connection is closed');
+});
+
+t.test('a 101 in time cancels the whole-request bound as well', async (t) => {
+  const { timers, deadlines, upstream, client, outcomes } = await setup(t, undefined, 4 * TIMEOUT_MS);
+  t.equal(deadlines.pending, 2, 'the answer wait and the whole bound');
+  upstream.socket!.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+  await until('the 101 reached the client', () => client.text.includes('\r\n\r\n'));
+  t.equal(deadlines.pending, 0, 'both cancelled');
+  timers.advanceTo(1000 + 10 * TIMEOUT_MS);
+  t.match(outcomes, [{ status: 101 }], 'no timeout after the switch');
+  t.notOk(client.closed, 'the tunnel stays open');
 });
 
 t.test('a chunked request body: the wait starts at its last chunk', async (t) => {
