@@ -5,9 +5,9 @@
  * Start order: admin listens (live; not ready) → the CA state is loaded from the store (retried
  * while unreachable, and while missing if waitForCa; an invalid state or a trust-domain mismatch
  * is fatal) →
- * the serving certificate is issued → Certify listens → ready.
+ * the serving certificate is issued (and onCa told) → Certify listens → ready.
  * While running: the store is re-read every reloadIntervalMs; a new version (issuer or anchor
- * rotated by the CLI) replaces the CA in force atomically and re-issues the serving certificate.
+ * rotated by the CLI) replaces the CA in force atomically, re-issues the serving certificate and tells onCa.
  * A failed reload keeps the last good state (reported in /ready, not fatal). The serving
  * certificate (lifetime: the CA's leaf TTL, not --leaf-ttl, which is for workloads) is also re-issued
  * at 70 % of its life.
@@ -79,6 +79,12 @@ export interface ControlPlaneOptions {
   documents?: Readonly<Record<string, () => unknown>>;
   /** Spans for certify requests (control-plane/tracing.ts). */
   tracer?: Tracer;
+  /**
+   * Called, synchronously, each time a CA state is put in force: the first load (before Certify
+   * and the `routes` on its port serve) and every rotation. What the caller derives from it (the
+   * trust bundle in pushed config) is so in place before any proxy is served with that state.
+   */
+  onCa?: (doc: CaDocument) => void;
 }
 
 export interface ControlPlane {
@@ -150,6 +156,7 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
     metrics.observeState(next.state);
     serving = creds;
     certifyServer?.setCredentials(creds);
+    o.onCa?.(next);
   };
 
   const reload = async (): Promise<boolean> => {

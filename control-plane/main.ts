@@ -193,12 +193,9 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   let folder: FolderSource | undefined;
   let kubeSource: KubernetesSource | undefined;
   let statusWriter: StatusWriter | undefined;
-  let caBundle: (() => string[]) | undefined;
-  let lastResources: readonly Resource[] = [];
   const applyModel = (resources: readonly Resource[], problems: readonly { file: string; object?: string; path: string; message: string }[]) => {
-    lastResources = resources;
     for (const p of problems) log('warn', 'config problem (the rest applies)', { file: p.file, object: p.object ?? null, path: p.path, message: p.message });
-    const translation = views.set(modelFromResources(resources, { trustDomain, trustBundle: caBundle?.() ?? [] }));
+    const translation = views.set(modelFromResources(resources, { trustDomain }));
     for (const p of translation) log('warn', 'config problem (the rest applies)', { object: p.object, path: p.path, message: p.message });
     push.changed();
   };
@@ -243,6 +240,11 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     // `routes: { '/v1/config': ... }` on the Certify port and/or `services: [folderConfigServer]`.
     registry,
     tracer: tracing.tracer,
+    // The trust bundle joins every view as the CA state is put in force: before Certify (and so
+    // the config stream) serves, so a proxy's first config carries it; on a rotation, at once.
+    onCa: (doc) => {
+      if (views.setTrustBundle(trustBundle(doc.state))) push.changed();
+    },
     routes: push.routes(),
     documents: {
       '/proxies': () => push.status(),
@@ -255,10 +257,6 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     },
     services: webhook ? [webhook] : [],
   });
-  caBundle = () => {
-    const d = cp.current();
-    return d ? trustBundle(d.state) : [];
-  };
   if (configDir) {
     folder = new FolderSource({ dir: configDir, onChange: (snap) => applyModel(snap.resources, snap.problems), log });
     const first = await folder.start();
@@ -272,7 +270,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     statusWriter = writer;
     kubeSource = new KubernetesSource({
       kc: kube.kc,
-      model: { trustDomain, trustBundle: caBundle() },
+      model: { trustDomain },
       onChange: (model, problems) => {
         for (const p of problems) log('warn', 'config problem (the rest applies)', { object: `${p.kind}/${p.namespace}/${p.name}`, path: p.field, message: p.message });
         for (const p of views.set(model)) log('warn', 'config problem (the rest applies)', { object: p.object, path: p.path, message: p.message });
@@ -284,32 +282,20 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     // Not awaited: Certify must serve (pods start on it) even while the source has not listed
     // everything yet, e.g. before the meshlet CRDs are installed; until then new proxies get an
     // empty view, and proxies that resume after a restart keep what they run.
-    views.set(modelFromResources([], { trustDomain, trustBundle: caBundle() }), { provisional: true });
+    views.set(modelFromResources([], { trustDomain }), { provisional: true });
     void kubeSource.start().then(
       () => log('info', 'Kubernetes config source listed', {}),
       (e: Error) => log('error', 'Kubernetes config source failed', { error: e.message }),
     );
   } else {
-    views.set(modelFromResources([], { trustDomain, trustBundle: caBundle?.() ?? [] }));
+    views.set(modelFromResources([], { trustDomain }));
   }
-  // A CA reload (rotation) changes the trust bundle in every view.
-  const bundleWatch = setInterval(() => {
-    const b = (caBundle?.() ?? []).join('');
-    if (b !== lastBundle) {
-      lastBundle = b;
-      if (kubeSource) kubeSource.setModelOptions({ trustDomain, trustBundle: caBundle?.() ?? [] });
-      else applyModel(lastResources, []);
-    }
-  }, 1000);
-  bundleWatch.unref();
-  let lastBundle = (caBundle?.() ?? []).join('');
   log('info', 'admin listening', { listen: `${cp.admin.address}:${cp.admin.port}` });
 
   let stopping: Promise<void> | undefined;
   const stop = (signal: string): Promise<void> =>
     (stopping ??= (async () => {
       log('info', 'stopping', { signal });
-      clearInterval(bundleWatch);
       await folder?.close();
       await kubeSource?.stop();
       statusWriter?.stop();

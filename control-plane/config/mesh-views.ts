@@ -1,6 +1,6 @@
 // The glue between a source's model and the push: holds the model in force (prepared once per
 // change), answers each proxy's view with a content-derived version, and keeps the problems the
-// translation found for status. A proxy's version changes exactly when its view does.
+// translation found for status, with the CA's trust bundle. A proxy's version changes exactly when its view does.
 import type { ProxyConfig } from '../../api/proxy-config.ts';
 import type { MeshModel } from './model.ts';
 import { configHash, prepare, viewOf, modelProblems, type PreparedModel, type ProxyInfo as ViewProxy, type TranslateProblem } from './translate.ts';
@@ -13,6 +13,12 @@ export function identityParts(id: string): { namespace: string; serviceAccount: 
 }
 
 export class MeshViews implements ViewProvider {
+  #model: MeshModel | undefined;
+  /**
+   * The CA's trust bundle, which replaces the model's: it comes from the CA, not from the config
+   * source, and is set here the moment a CA state is put in force, so no view goes out without it.
+   */
+  #trustBundle: readonly string[] | undefined;
   #prepared: PreparedModel | undefined;
   #problems: TranslateProblem[] = [];
   /**
@@ -30,9 +36,23 @@ export class MeshViews implements ViewProvider {
    * config (one that resumes after a control-plane restart) keeps it rather than get this one.
    */
   set(model: MeshModel, o: { provisional?: boolean } = {}): TranslateProblem[] {
-    this.#prepared = prepare(model);
-    this.#problems = modelProblems(this.#prepared);
+    this.#model = model;
     this.#provisional = o.provisional ?? false;
+    return this.#prepare();
+  }
+
+  /** The trust bundle every view carries from now on (a CA load or rotation); false when it is the one in force. */
+  setTrustBundle(pems: readonly string[]): boolean {
+    if (this.#trustBundle && this.#trustBundle.join('') === pems.join('')) return false;
+    this.#trustBundle = [...pems];
+    if (this.#model) this.#prepare();
+    return true;
+  }
+
+  #prepare(): TranslateProblem[] {
+    const model = this.#model!;
+    this.#prepared = prepare(this.#trustBundle ? { ...model, trustBundle: this.#trustBundle } : model);
+    this.#problems = modelProblems(this.#prepared);
     this.#cache.clear();
     return this.#problems;
   }

@@ -61,7 +61,7 @@ endpoints: [{ addresses: ["10.1.0.1"], conditions: { ready: true } }]
     if (i > 200) throw new Error(`the proxy never got ${api}:\n${cp.stderr()}`);
     await sleep(50);
   }
-  await sleep(1500); // settled: the CA's trust bundle joins the model within a second of the start
+  await sleep(1500); // settled: no push pending (the debounce holds one at most 500 ms)
   const before = await running(proxy);
 
   // The API server goes away, then the control plane restarts (same CA, same port).
