@@ -1,7 +1,7 @@
 // `meshlet split <service> v2=50 [v1=50]`: new weights for a TrafficSplit. On the local mesh it
 // edits the YAML file in the folder the control plane watches (atomic write; comments and layout
-// kept); with --kubeconfig it reads the TrafficSplit object and replaces it (optimistic: refused if
-// it changed in between). Guarantees: nothing is written unless the new weights are valid.
+// kept); with --kubeconfig it reads the TrafficSplit object and patches its weights, only if its
+// backends are still the ones read. Guarantees: nothing is written unless the new weights are valid.
 import { readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments, type Document } from 'yaml';
@@ -22,7 +22,7 @@ ${meshFlagHelp(env, 22)}:
                       the proxies follow within about a second
   --config-dir DIR    edit the YAML in DIR instead (no running mesh needed)
   --kubeconfig FILE   a cluster: read the TrafficSplit object in -n NS (default "default") and
-                      replace it with the new weights
+                      patch its weights; refused if its backends changed in the meantime
   -o, --output FORMAT table (default), json or yaml: the backends before and after
 Exit 1 when the split is not found or cannot be written; 2 for bad usage or weights.
 `;
@@ -95,19 +95,34 @@ async function inCluster(kubeconfig: string, namespace: string, service: string,
   } catch (e) {
     throw new CliError(`cannot list TrafficSplits in ${namespace} on ${kube.server}: ${(e as Error).message.split('\n')[0]}`, 'Are the meshlet CRDs installed (kubectl apply -k manifests/)?');
   }
-  const name = service.split('.')[0];
-  const items = list.items.filter((x) => x.spec?.service === service || x.spec?.service === name);
+  const short = service.split('.')[0];
+  const items = list.items.filter((x) => x.spec?.service === service || x.spec?.service === short);
   if (items.length !== 1) throw new CliError(`${items.length} TrafficSplits for service "${service}" in namespace ${namespace}`, items.length === 0 ? 'Pass -n NS, or create one.' : 'Keep one.');
   const obj = items[0]!;
   const before = obj.spec.backends.map((b) => ({ service: b.service, weight: b.weight }));
   const after = plan(service, before, asked);
-  obj.spec.backends = obj.spec.backends.map((b, i) => ({ ...b, weight: after[i]!.weight }));
+  // A JSON Patch, not a replace of the object read: the control plane writes the status of the
+  // same object (a new resourceVersion), which would make a replace fail with a conflict. The
+  // `test` makes the API server apply it only to the backends the weights were planned from: a
+  // concurrent edit of them is refused, never overwritten (an edit of anything else is kept).
+  const patch = [
+    { op: 'test', path: '/spec/backends', value: obj.spec.backends },
+    ...after.map((b, i) => ({ op: 'replace', path: `/spec/backends/${i}/weight`, value: b.weight })),
+  ];
+  const name = obj.metadata.name;
   try {
-    await api.replaceNamespacedCustomObject({ ...ref, name: obj.metadata.name, body: obj });
+    await api.patchNamespacedCustomObject({ ...ref, name, body: patch }, k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.JsonPatch));
   } catch (e) {
-    throw new CliError(`cannot update trafficsplit/${obj.metadata.name}: ${(e as Error).message.split('\n')[0]}`, 'If it changed meanwhile (conflict), run the command again.');
+    // A failed `test` is a 422 saying only "the server rejected our request": re-read to say what changed.
+    const now = (e as { code?: unknown }).code === 422 ? await api.getNamespacedCustomObject({ ...ref, name }).then((x) => x as Ts, () => undefined) : undefined;
+    if (now && JSON.stringify(now.spec?.backends) !== JSON.stringify(obj.spec.backends)) {
+      const weights = (now.spec?.backends ?? []).map((b) => `${b.service} ${b.weight}`).join(', ');
+      throw new CliError(`trafficsplit/${name} changed while it was being updated: its backends are now ${weights}; nothing was written`, 'Run the command again to set the weights on what it holds now.');
+    }
+    const code = (e as { code?: unknown }).code;
+    throw new CliError(`cannot update trafficsplit/${name}: ${(e as Error).message.split('\n')[0]}`, code === 403 ? `It needs the patch verb on trafficsplits (kubectl auth can-i patch trafficsplits -n ${namespace}).` : undefined);
   }
-  return { service, where: `${kube.server} ${namespace}/trafficsplit/${obj.metadata.name}`, before, after };
+  return { service, where: `${kube.server} ${namespace}/trafficsplit/${name}`, before, after };
 }
 
 async function run(args: string[], io: Io): Promise<number> {
