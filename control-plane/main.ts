@@ -66,8 +66,9 @@ Mesh config (streamed to proxies on the Certify port, /v1/config/stream; status 
   --config-dir DIR          a folder of meshlet YAML (MeshService, TrafficSplit, AuthorizationPolicy),
                             watched: saving a file applies it. Without it, and with a Kubernetes
                             API, the cluster's Services, EndpointSlices, Pods, TrafficSplits,
-                            AuthorizationPolicies and HTTPRoutes feed the same push, and each
-                            TrafficSplit and AuthorizationPolicy gets an Accepted status condition.
+                            AuthorizationPolicies and HTTPRoutes feed the same push; each
+                            TrafficSplit and AuthorizationPolicy gets Accepted/ResolvedRefs status
+                            conditions, each HTTPRoute an entry in status.parents per Service parent.
   -h, --help                this text
 Traces: OTLP/HTTP export (a span per certify request and per config push) when the standard
 OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_TRACES_EXPORTER) is set.
@@ -263,8 +264,8 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     applyModel(first.resources, first.problems);
     log('info', 'config folder loaded', { dir: configDir, resources: first.resources.length, problems: first.problems.length });
   } else if (kube) {
-    // Each TrafficSplit's and AuthorizationPolicy's Accepted/ResolvedRefs, from the problems
-    // /config-problems lists; written only where the object says something else (every replica
+    // Each TrafficSplit's and AuthorizationPolicy's Accepted/ResolvedRefs, and our entries of each
+    // HTTPRoute's status.parents, from the problems /config-problems lists; written only where the object says something else (every replica
     // writes the same, see status-writer.ts).
     const writer = new StatusWriter({ patch: kubeStatusPatch(kube.kc), wallClock: systemWallClock, clock: systemClock, log });
     statusWriter = writer;

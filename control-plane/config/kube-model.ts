@@ -207,6 +207,11 @@ const isCoreService = (ref: Record<string, unknown>, defaultKind: string): boole
   return (str(ref.kind) ?? defaultKind) === 'Service' && (group === undefined || group === '' || group === 'core');
 };
 
+/** An HTTPRoute rule the proxy cannot honour as written: that rule is left out. */
+const UNSUPPORTED_RULE: Readonly<ProblemEffect> = Object.freeze({ reason: 'UnsupportedValue', applies: false, reference: false });
+/** A rule's backendRef of a kind other than Service: the rule is left out, and the reference does not resolve. */
+const INVALID_KIND_RULE: Readonly<ProblemEffect> = Object.freeze({ reason: 'InvalidKind', applies: false, reference: true });
+
 /** One HTTPRoute match in the proxy's terms, or the reason it has none. `{}` matches every request. */
 function routeMatch(m: unknown): RouteMatch | string {
   if (!isRecord(m)) return 'not an object';
@@ -244,7 +249,8 @@ export function splitsFromHTTPRoute(route: unknown): { splits: ModelTrafficSplit
   if (!isRecord(route) || !isRecord(route.metadata)) return { splits, problems };
   const namespace = str(route.metadata.namespace) ?? 'default';
   const name = str(route.metadata.name) ?? '';
-  const report = (field: string, message: string) => problems.push({ kind: 'HTTPRoute', namespace, name, field, message });
+  // Each of these leaves one rule out (the rest of the route applies); route-status.ts says so per parent.
+  const report = (field: string, message: string, effect: ProblemEffect = UNSUPPORTED_RULE) => problems.push({ kind: 'HTTPRoute', namespace, name, field, message, effect });
   const spec = isRecord(route.spec) ? route.spec : {};
   const qualify = (ref: string, ns: unknown) => (typeof ns === 'string' && ns !== namespace ? `${ref}.${ns}` : ref);
   // One Service named twice (once per port, or per sectionName) is one parent: the proxy routes a
@@ -268,7 +274,7 @@ export function splitsFromHTTPRoute(route: unknown): { splits: ModelTrafficSplit
     if (refs.length === 0) return report(`${at}/backendRefs`, 'no backendRefs: the rule is not applied');
     for (const [j, ref] of refs.entries()) {
       if (!isRecord(ref) || typeof ref.name !== 'string') return report(`${at}/backendRefs/${j}`, 'a backendRef needs a name');
-      if (!isCoreService(ref, 'Service')) return report(`${at}/backendRefs/${j}/kind`, 'only Service backends are supported: the rule is not applied');
+      if (!isCoreService(ref, 'Service')) return report(`${at}/backendRefs/${j}/kind`, 'only Service backends are supported: the rule is not applied', INVALID_KIND_RULE);
       if (arr(ref.filters).length > 0) return report(`${at}/backendRefs/${j}/filters`, 'filters are not supported: the rule is not applied');
       backends.push({ service: qualify(ref.name, ref.namespace), weight: typeof ref.weight === 'number' ? ref.weight : 1 });
     }

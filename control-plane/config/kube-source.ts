@@ -4,6 +4,7 @@ import type { KubeConfig, KubernetesListObject, KubernetesObject, V1EndpointSlic
 import type { MeshModel, ModelOptions } from './model.ts';
 import { GATEWAY_GROUP, meshModelFromKubernetes, modelHash, type KubeObjects, type KubeProblem } from './kube-model.ts';
 import { equalJitter } from '../../api/backoff.ts';
+import type { StatusObjects } from './status-writer.ts';
 
 /*
  * How it behaves:
@@ -16,9 +17,9 @@ import { equalJitter } from '../../api/backoff.ts';
  *   meshModelFromKubernetes) and calls onChange only when the hash of model + problems differs
  *   from the last one emitted: status writes, Pod status churn and re-lists that change nothing
  *   emit nothing.
- * - After every rebuild, emitted or not, `onObjects` gets the TrafficSplits and
- *   AuthorizationPolicies as the informers hold them (status included) with the problems of the
- *   model in force: the status writer (status-writer.ts) compares and writes only what differs.
+ * - After every rebuild, emitted or not, `onObjects` gets the TrafficSplits, AuthorizationPolicies
+ *   and HTTPRoutes as the informers hold them (status included), the Services of the model and the
+ *   problems in force: the status writer (status-writer.ts) compares and writes only what differs.
  * - An informer that reports an error is replaced by a fresh one (a full re-list) after a jittered
  *   exponential delay (planRestart); until the fresh one has listed, the failed one's cache stays
  *   in force (last known state, not an empty one). A periodic resync (`resyncMs`) does the same
@@ -260,8 +261,8 @@ export interface KubernetesSourceOptions {
   /** Trust domain, cluster domain, trust bundle, mesh default policy. */
   model?: ModelOptions;
   onChange: (model: MeshModel, problems: readonly KubeProblem[]) => void;
-  /** After every rebuild (emitted or not): the meshlet CRs as held, and the problems in force (what /config-problems lists). */
-  onObjects?: (objects: { trafficSplits: readonly unknown[]; authorizationPolicies: readonly unknown[] }, problems: readonly KubeProblem[]) => void;
+  /** After every rebuild (emitted or not): the meshlet CRs and HTTPRoutes as held, the Services, and the problems in force (what /config-problems lists). */
+  onObjects?: (objects: StatusObjects, problems: readonly KubeProblem[]) => void;
   onError?: (e: KubeSourceError) => void;
   /** Quiet time before a rebuild (default 100 ms)... */
   debounceMs?: number;
@@ -479,7 +480,8 @@ export class KubernetesSource {
       }
     }
     try {
-      this.#o.onObjects?.({ trafficSplits: objects.trafficSplits, authorizationPolicies: objects.authorizationPolicies }, this.#problems);
+      const services = (this.#model ?? model).services.map((x) => `${x.name}.${x.namespace}`);
+      this.#o.onObjects?.({ trafficSplits: objects.trafficSplits, authorizationPolicies: objects.authorizationPolicies, httpRoutes: objects.httpRoutes, services }, this.#problems);
     } catch (error) {
       this.#report({ source: 'onObjects', error, message: messageOf(error) });
     }

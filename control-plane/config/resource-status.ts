@@ -20,7 +20,8 @@ import { INVALID, type ProblemEffect } from './translate.ts';
  * status changes, so rewriting the same verdict never moves it.
  */
 
-export type StatusKind = (typeof KUBERNETES_KINDS)[number];
+/** meshlet's CRs, and the Gateway API's HTTPRoute (its status.parents: route-status.ts). */
+export type StatusKind = (typeof KUBERNETES_KINDS)[number] | 'HTTPRoute';
 export type Condition = NonNullable<ResourceStatus['conditions']>[number];
 export const CONDITION_TYPES = ['Accepted', 'ResolvedRefs'] as const;
 /** Server-side apply field manager: every replica the same, so their writes are one owner's. */

@@ -1,5 +1,6 @@
 // Writes each TrafficSplit's and AuthorizationPolicy's status (resource-status.ts decides what it
-// says) through the status subresource, only where the object does not carry it yet; failures back off and never reach the push.
+// says) and our entries of each HTTPRoute's status.parents (route-status.ts) through the status
+// subresource, only where the object does not carry it yet; failures back off and never reach the push.
 import type { ConfigurationOptions, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
 import type { Clock, Random } from '../../api/runtime.ts';
 import { API_GROUP, type ResourceStatus } from '../../api/resources.ts';
@@ -7,6 +8,7 @@ import { equalJitter } from '../../api/backoff.ts';
 import type { WallClock } from '../ca/wall-clock.ts';
 import type { KubeProblem } from './kube-model.ts';
 import { STATUS_FIELD_MANAGER, applyBody, desiredStatus, hasStatus, statusTarget, type StatusKind, type StatusTarget } from './resource-status.ts';
+import { GATEWAY_API_VERSION, desiredRouteStatus, hasRouteStatus, routeContentKey } from './route-status.ts';
 
 /*
  * How it behaves:
@@ -24,9 +26,15 @@ import { STATUS_FIELD_MANAGER, applyBody, desiredStatus, hasStatus, statusTarget
  *   writers disagree for good (two versions during a rollout wording a message differently), each
  *   rewrite of the same content waits twice as long as the last (rewrite backoff, up to 5 min):
  *   they cannot flap faster than that.
- * - A failed write (RBAC missing, uid precondition after a delete and re-create, API down) is
- *   logged at warn and retried after a jittered exponential backoff (1 s doubling to 60 s), or at
- *   once when what the object should say changes. At most `concurrency` writes are in flight.
+ * - A failed write (RBAC missing, API down) is logged at warn and retried after a jittered
+ *   exponential backoff (1 s doubling to 60 s), or at once when what the object should say
+ *   changes. At most `concurrency` writes are in flight.
+ * - A conflict (409: the object changed since the watch showed it, or was deleted and re-created)
+ *   is not retried blindly: the object is written again once the watch shows a newer version.
+ * - HTTPRoutes: status.parents is an atomic list (the Gateway API CRD gives it no list type), so a
+ *   server-side apply replaces every controller's entries. Ours are written together with the
+ *   others' exactly as the watch showed them, with that resourceVersion as a precondition: an
+ *   entry another controller wrote meanwhile makes ours a conflict (above), never a loss.
  */
 
 export type StatusPatch = (target: StatusTarget, body: Record<string, unknown>) => Promise<void>;
@@ -57,6 +65,9 @@ export interface StatusWriterOptions {
 export interface StatusObjects {
   trafficSplits: readonly unknown[];
   authorizationPolicies: readonly unknown[];
+  httpRoutes?: readonly unknown[];
+  /** The Services that exist, `name.namespace`: an HTTPRoute's parents and backends. */
+  services?: readonly string[];
 }
 
 export interface StatusWriterStats {
@@ -83,8 +94,12 @@ interface Track {
 
 interface Job {
   target: StatusTarget;
-  desired: ResourceStatus;
+  /** The server-side apply body. */
+  body: Record<string, unknown>;
+  /** What it says, without transition times. */
   key: string;
+  /** For the log: the (first) Accepted condition written. */
+  accepted: { status?: string; reason?: string | undefined } | undefined;
   track: Track;
 }
 
@@ -157,6 +172,7 @@ export class StatusWriter {
     const seen = new Set<string>();
     const queue: Job[] = [];
     let wake = Infinity;
+    const services = new Set(this.#objects.services ?? []);
     const visit = (kind: StatusKind, o: unknown) => {
       const target = statusTarget(kind, o);
       if (!target) return;
@@ -167,23 +183,35 @@ export class StatusWriter {
         track = { uid: target.uid, sameWrites: 0, lastWriteAt: -Infinity, failures: 0, notBefore: -Infinity, inFlight: false };
         this.#tracks.set(id, track);
       }
-      const desired = desiredStatus(target, byObject.get(id) ?? [], this.#o.wallClock.nowMs());
-      if (hasStatus(target, desired)) {
-        track.writtenOver = undefined;
-        return;
+      let write: Omit<Job, 'target' | 'track'>;
+      if (kind === 'HTTPRoute') {
+        const desired = desiredRouteStatus(o, services, byObject.get(id) ?? [], this.#o.wallClock.nowMs());
+        if (!desired || hasRouteStatus(o, desired)) {
+          track.writtenOver = undefined;
+          return;
+        }
+        write = { body: routeApplyBody(target, desired.parents), key: routeContentKey(desired), accepted: desired.ours[0]?.conditions.find((c) => c.type === 'Accepted') };
+      } else {
+        const desired = desiredStatus(target, byObject.get(id) ?? [], this.#o.wallClock.nowMs());
+        if (hasStatus(target, desired)) {
+          track.writtenOver = undefined;
+          return;
+        }
+        write = { body: applyBody(target, desired), key: contentKey(desired), accepted: desired.conditions?.find((c) => c.type === 'Accepted') };
       }
       if (track.inFlight) return; // its completion plans again
       if (track.writtenOver !== undefined && track.writtenOver === target.resourceVersion) return; // our write's event is on its way
-      const key = contentKey(desired);
+      const key = write.key;
       if (key !== track.triedKey) track.notBefore = -Infinity; // something new to say: now, whatever the backoff
       if (now < track.notBefore) {
         wake = Math.min(wake, track.notBefore);
         return;
       }
-      queue.push({ target, desired, key, track });
+      queue.push({ target, ...write, track });
     };
     for (const o of this.#objects.trafficSplits) visit('TrafficSplit', o);
     for (const o of this.#objects.authorizationPolicies) visit('AuthorizationPolicy', o);
+    for (const o of this.#objects.httpRoutes ?? []) visit('HTTPRoute', o);
     for (const id of this.#tracks.keys()) if (!seen.has(id)) this.#tracks.delete(id);
     this.#queue = queue;
     this.#arm(wake);
@@ -212,13 +240,13 @@ export class StatusWriter {
   }
 
   async #write(job: Job): Promise<void> {
-    const { target, desired, key, track } = job;
+    const { target, body, key, accepted, track } = job;
     const object = `${target.kind}/${target.namespace}/${target.name}`;
     track.inFlight = true;
     track.triedKey = key;
     this.#running++;
     try {
-      await this.#o.patch(target, applyBody(target, desired));
+      await this.#o.patch(target, body);
       const now = this.#o.clock.now();
       track.sameWrites = key === track.lastKey && now - track.lastWriteAt < REWRITE_RESET_MS ? track.sameWrites + 1 : 1;
       track.lastKey = key;
@@ -228,32 +256,57 @@ export class StatusWriter {
       // The first write of a content may be followed at once by the next content; a rewrite of the same waits.
       track.notBefore = now + backoffMs(track.sameWrites, this.#o.rewrite ?? DEFAULT_REWRITE, 1);
       this.#stats.written++;
-      const accepted = desired.conditions?.find((c) => c.type === 'Accepted');
       this.#o.log('info', 'resource status written', { object, generation: target.generation ?? null, accepted: accepted?.status, reason: accepted?.reason });
     } catch (err) {
-      track.failures++;
-      const delay = backoffMs(track.failures, this.#o.retry ?? DEFAULT_RETRY, (this.#o.random ?? Math.random)());
-      track.notBefore = this.#o.clock.now() + delay;
-      this.#stats.failed++;
-      if (!this.#stopped) {
-        this.#o.log('warn', 'cannot write resource status; config pushes are not affected, retrying', { object, error: messageOf(err), retryInMs: delay });
-        this.#arm(track.notBefore);
-      }
+      if ((err as { code?: unknown } | null)?.code === 409) {
+        // Someone wrote the object since the watch showed it: write over the next version it shows, not after a backoff.
+        track.writtenOver = target.resourceVersion;
+        track.notBefore = -Infinity;
+        if (!this.#stopped) {
+          this.#o.log('info', 'resource status not written: the object changed since the watch showed it; writing again over the version it shows next', { object, error: messageOf(err) });
+          this.#arm(this.#o.clock.now());
+        }
+      } else this.#failed(track, object, err);
     } finally {
       track.inFlight = false;
       this.#running--;
     }
     this.#pump();
   }
+
+  #failed(track: Track, object: string, err: unknown): void {
+    track.failures++;
+    const delay = backoffMs(track.failures, this.#o.retry ?? DEFAULT_RETRY, (this.#o.random ?? Math.random)());
+    track.notBefore = this.#o.clock.now() + delay;
+    this.#stats.failed++;
+    if (!this.#stopped) {
+      this.#o.log('warn', 'cannot write resource status; config pushes are not affected, retrying', { object, error: messageOf(err), retryInMs: delay });
+      this.#arm(track.notBefore);
+    }
+  }
 }
 
 // ---- the real API --------------------------------------------------------------------------------
 
-const PLURALS: Record<StatusKind, string> = { TrafficSplit: 'trafficsplits', AuthorizationPolicy: 'authorizationpolicies' };
+const RESOURCES: Record<StatusKind, { group: string; version: string; plural: string }> = {
+  TrafficSplit: { group: API_GROUP, version: 'v1alpha1', plural: 'trafficsplits' },
+  AuthorizationPolicy: { group: API_GROUP, version: 'v1alpha1', plural: 'authorizationpolicies' },
+  HTTPRoute: { group: 'gateway.networking.k8s.io', version: 'v1', plural: 'httproutes' },
+};
+
+/**
+ * An HTTPRoute's status: every entry of status.parents (the others' as read, then ours), with the
+ * uid and the resourceVersion read as preconditions (the list is atomic; see the top of this file).
+ */
+function routeApplyBody(target: StatusTarget, parents: readonly unknown[]): Record<string, unknown> {
+  const preconditions = { ...(target.uid !== undefined ? { uid: target.uid } : {}), ...(target.resourceVersion !== undefined ? { resourceVersion: target.resourceVersion } : {}) };
+  return { apiVersion: GATEWAY_API_VERSION, kind: 'HTTPRoute', metadata: { name: target.name, namespace: target.namespace, ...preconditions }, status: { parents } };
+}
 
 /**
  * Server-side apply on the status subresource (`PATCH .../<plural>/<name>/status`,
- * application/apply-patch+yaml, fieldManager meshlet-control-plane, force: the status is ours).
+ * application/apply-patch+yaml, fieldManager meshlet-control-plane, force: the status is ours; on an
+ * HTTPRoute, the whole atomic status.parents, taken over with the others' entries kept as read).
  * The client library is loaded on the first write.
  */
 export function kubeStatusPatch(kc: KubeConfig): StatusPatch {
@@ -264,7 +317,7 @@ export function kubeStatusPatch(kc: KubeConfig): StatusPatch {
       options: k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.ServerSideApply),
     })));
     await custom.patchNamespacedCustomObjectStatus(
-      { group: API_GROUP, version: 'v1alpha1', namespace: target.namespace, plural: PLURALS[target.kind], name: target.name, body, fieldManager: STATUS_FIELD_MANAGER, force: true },
+      { ...RESOURCES[target.kind], namespace: target.namespace, name: target.name, body, fieldManager: STATUS_FIELD_MANAGER, force: true },
       options,
     );
   };

@@ -63,8 +63,8 @@ export interface TranslateProblem {
  * status conditions (resource-status.ts): said where the problem is made, never read from the message.
  */
 export interface ProblemEffect {
-  /** The condition's reason, CamelCase. */
-  reason: 'Invalid' | 'Conflicted' | 'ServiceNotFound' | 'BackendNotFound' | 'PortNotFound';
+  /** The condition's reason, CamelCase (UnsupportedValue, InvalidKind: an HTTPRoute rule, route-status.ts). */
+  reason: 'Invalid' | 'Conflicted' | 'ServiceNotFound' | 'BackendNotFound' | 'PortNotFound' | 'UnsupportedValue' | 'InvalidKind';
   /** The object still applies (in part) despite it. */
   applies: boolean;
   /** A name it refers to does not resolve (ResolvedRefs=False). */

@@ -68,6 +68,7 @@ t.test('the control plane may do what it needs', async (t) => {
     ...WATCHED.flatMap((r) => ['get', 'list', 'watch'].flatMap((verb) => [[verb, r, '--all-namespaces'], [verb, r, '-n', ns]])),
     ['patch', 'trafficsplits.meshlet.io', '--subresource=status', '-n', ns],
     ['patch', 'authorizationpolicies.meshlet.io', '--subresource=status', '-n', ns],
+    ['patch', 'httproutes.gateway.networking.k8s.io', '--subresource=status', '-n', ns],
     ['create', 'tokenreviews.authentication.k8s.io'],
     ['get', `secret/${CA_SECRET}`, '-n', SYSTEM],
   ];
@@ -85,6 +86,7 @@ t.test('the control plane may do nothing broader', async (t) => {
     ...WATCHED.flatMap((r) => ['create', 'update', 'patch', 'delete', 'deletecollection'].map((verb) => [verb, r, '-n', ns])),
     ['update', 'trafficsplits.meshlet.io', '--subresource=status', '-n', ns],
     ['update', 'authorizationpolicies.meshlet.io', '--subresource=status', '-n', ns],
+    ['update', 'httproutes.gateway.networking.k8s.io', '--subresource=status', '-n', ns],
     // Secrets: no other namespace, no other Secret (the two-Secret layout's names included), no
     // list/watch (would reveal every Secret; it only ever gets), no writes (the CLI writes, as an operator).
     ['get', `secret/${CA_SECRET}`, '-n', ns],
@@ -308,6 +310,7 @@ t.test('can-i --list: exactly the expected rules beyond what any ServiceAccount 
     'authorizationpolicies.meshlet.io/status | [] | [] | [patch]',
     'endpointslices.discovery.k8s.io | [] | [] | [get list watch]',
     'httproutes.gateway.networking.k8s.io | [] | [] | [get list watch]',
+    'httproutes.gateway.networking.k8s.io/status | [] | [] | [patch]',
     'namespaces | [] | [] | [get list watch]',
     'pods | [] | [] | [get list watch]',
     'services | [] | [] | [get list watch]',
