@@ -2,6 +2,7 @@
 // GET /v1/config/stream (mTLS; its identity is its client certificate) and reads NDJSON messages;
 // it answers each config with POST /v1/config/ack: the version it runs, or why it refused it.
 import type { Inbound, Problem, ProxyConfig, Service } from './proxy-config.ts';
+import { decodeLabels, encodeLabels, type PodLabels } from './pod-labels.ts';
 
 export const CONFIG_STREAM_PATH = '/v1/config/stream';
 export const CONFIG_ACK_PATH = '/v1/config/ack';
@@ -13,6 +14,12 @@ export interface StreamParams {
   pod: string;
   /** Services this workload serves (its inbound side), comma-separated on the wire. */
   services: string[];
+  /**
+   * The Pod's labels (an injected proxy reads them from its downward-API file at each connect): the
+   * control plane adds the Services of the proxy's namespace whose selector matches them to
+   * `services`. Undefined: not sent (a proxy injected before labels were reported, or not in a Pod).
+   */
+  labels?: PodLabels | undefined;
   /** The version the proxy runs now (resume: nothing is sent until the view differs). */
   version: string;
 }
@@ -73,16 +80,22 @@ export interface Ack {
 
 export function encodeParams(p: StreamParams): string {
   const q = new URLSearchParams({ workload: p.workload, namespace: p.namespace, pod: p.pod, services: p.services.join(','), version: p.version });
+  if (p.labels !== undefined) q.set('labels', encodeLabels(p.labels));
   return `${CONFIG_STREAM_PATH}?${q.toString()}`;
 }
 
-export function decodeParams(url: string): StreamParams {
+/** The stream request's parameters, or why they cannot be used (malformed or oversized labels). */
+export function decodeParams(url: string): { ok: true; params: StreamParams } | { ok: false; problem: string } {
   const q = new URL(url, 'https://x').searchParams;
-  return {
+  const params: StreamParams = {
     workload: q.get('workload') ?? '',
     namespace: q.get('namespace') ?? '',
     pod: q.get('pod') ?? '',
     services: (q.get('services') ?? '').split(',').filter(Boolean),
     version: q.get('version') ?? '',
   };
+  const raw = q.get('labels');
+  if (raw === null) return { ok: true, params };
+  const labels = decodeLabels(raw);
+  return labels.ok ? { ok: true, params: { ...params, labels: labels.labels } } : { ok: false, problem: `labels: ${labels.problem}` };
 }

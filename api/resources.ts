@@ -186,6 +186,11 @@ export const TrafficSplit = resource('TrafficSplit', ObjectMeta, TrafficSplitSpe
  *
  * `rules: []` denies everything. A service that no policy targets falls back to the proxy's
  * default (all authenticated peers). Several policies for one target add up (any rule of any).
+ *
+ * Who is guarded: in Kubernetes, the Pods the Service's selector matches (their proxies report
+ * their labels), and any proxy serving that name (an injected proxy serves its workload name, so a
+ * workload without a Service is guarded by a policy on its name); in folder mode, the proxies
+ * serving that name (`--service`). A Pod behind several Services gets all of their policies.
  */
 export const PeerSelector = Type.Object(
   {
@@ -257,9 +262,15 @@ export const AuthorizationPolicySpec = Type.Object(
       {
         service: ServiceLabel,
         /** A port of the Service (not the container's target port). Absent: every port. */
-        port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: 'A port of the Service. Absent: every port.' })),
+        port: Type.Optional(
+          Type.Integer({ minimum: 1, maximum: 65535, description: 'A port of the Service; the policy guards the container port it targets. Absent: every port.' }),
+        ),
       },
-      { additionalProperties: false, description: 'The service (in the policy\'s namespace) whose inbound requests this policy guards.' },
+      {
+        additionalProperties: false,
+        description:
+          "The service (in the policy's namespace) whose inbound requests this policy guards: the Pods its selector matches, and any workload of that name (an injected proxy serves its workload's name).",
+      },
     ),
     rules: Type.Array(AuthorizationPolicyRule, {
       maxItems: 64,

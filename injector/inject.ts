@@ -11,7 +11,9 @@
  *                   containers, since no proxy runs yet to take their redirected traffic.
  *   containers      fallback mode only: meshlet-proxy first, its postStart hook waits for /ready;
  *                   the kubelet starts the next container only when that hook returns.
- *   volumes         the projected service-account token (audience meshlet) and a small in-memory /tmp;
+ *   volumes         the projected service-account token (audience meshlet), a small in-memory /tmp and
+ *                   the Pod's labels (downward API, read-only: the proxy reports them, and the
+ *                   control plane gives it the policies of the Services that select them);
  *                   serviceAccountName "default" when unset (a projected token needs one; Kubernetes' own default).
  *   annotations     the marker meshlet.io/injected, Prometheus scrape annotations for the admin port
  *                   and kubectl's default container, each only when the user has not set it.
@@ -27,6 +29,8 @@ export { PROXY_CONTAINER_NAME };
 export const TOKEN_VOLUME = 'meshlet-identity-token';
 export const TOKEN_DIR = '/var/run/secrets/meshlet.io/identity';
 export const TMP_VOLUME = 'meshlet-tmp';
+export const POD_INFO_VOLUME = 'meshlet-pod-info';
+export const POD_INFO_DIR = '/var/run/meshlet.io/pod-info';
 /** Projected tokens are refreshed by the kubelet at 80 % of this; the proxy re-reads the file on renewal. */
 export const TOKEN_EXPIRATION_SECONDS = 86_400;
 
@@ -173,7 +177,7 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
   const { overrides, problems } = readOverrides(annotations);
   const resources = effectiveResources(settings.resources, overrides.resources, problems);
   const taken = new Set(((spec.volumes ?? []) as unknown[]).map((v) => (isRecord(v) ? v.name : undefined)));
-  for (const v of [TOKEN_VOLUME, TMP_VOLUME]) if (taken.has(v)) problems.push(`spec.volumes already has a volume named ${v}, which the proxy needs`);
+  for (const v of [TOKEN_VOLUME, TMP_VOLUME, POD_INFO_VOLUME]) if (taken.has(v)) problems.push(`spec.volumes already has a volume named ${v}, which the proxy needs`);
   const names = new Set([...spec.containers, ...((spec.initContainers ?? []) as unknown[])].map((c) => (isRecord(c) ? c.name : undefined)));
   if (!settings.cni && names.has(INIT_CONTAINER_NAME)) problems.push(`the Pod already has a container named ${INIT_CONTAINER_NAME}, which the injector adds`);
   // The app's ports must not be the proxy's own: meshlet-init refuses to redirect them (and two listeners cannot share one).
@@ -210,6 +214,7 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
       '--identity-token-file', `${TOKEN_DIR}/token`,
       // $(VAR): the kubelet substitutes the env below (downward API) into args.
       '--pod', '$(MESHLET_POD_NAME)',
+      '--pod-labels-file', `${POD_INFO_DIR}/labels`,
       '--namespace', '$(MESHLET_POD_NAMESPACE)',
       '--workload', ctx.workload ?? workloadName(pod),
       '--outbound-listen', `127.0.0.1:${outbound}`,
@@ -249,6 +254,7 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
     volumeMounts: [
       { name: TOKEN_VOLUME, mountPath: TOKEN_DIR, readOnly: true },
       { name: TMP_VOLUME, mountPath: '/tmp' },
+      { name: POD_INFO_VOLUME, mountPath: POD_INFO_DIR, readOnly: true },
     ],
     terminationMessagePolicy: 'FallbackToLogsOnError',
   };
@@ -309,6 +315,8 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
   const volumes = [
     { name: TOKEN_VOLUME, projected: { sources: [{ serviceAccountToken: { audience: settings.audience, expirationSeconds: TOKEN_EXPIRATION_SECONDS, path: 'token' } }] } },
     { name: TMP_VOLUME, emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } },
+    // A file, not env: the kubelet rewrites it when the Pod is relabelled (env is fixed at start).
+    { name: POD_INFO_VOLUME, downwardAPI: { items: [{ path: 'labels', fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.labels' } }] } },
   ];
   if (!Array.isArray(spec.volumes)) patch.push({ op: 'add', path: '/spec/volumes', value: volumes });
   else for (const v of volumes) patch.push({ op: 'add', path: '/spec/volumes/-', value: v });

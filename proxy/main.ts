@@ -9,6 +9,7 @@ import { hostname } from 'node:os';
 import { HttpsCertifyClient } from './identity/certify-client.ts';
 import { systemWallClock } from './identity/identity.ts';
 import { parseAppPorts } from './inbound/app-port.ts';
+import { parseDownwardLabels, type PodLabels } from '../api/pod-labels.ts';
 
 export const USAGE = `usage: meshlet proxy --config FILE [options]
 
@@ -39,6 +40,9 @@ identity (mTLS between proxies; without --control-plane the proxy runs in plaint
   --identity-token-file F  a projected service-account token (audience meshlet), re-read on renewal
   --bootstrap-token-file F a bootstrap token from \`meshlet identity bootstrap-token\` (one machine)
   --pod NAME               this pod's name (status; default the host name)
+  --pod-labels-file F      the Pod's labels as the kubelet writes metadata.labels (downward API),
+                           re-read at each connect and every 10 s: the control plane adds the
+                           Services whose selector matches them to what this proxy serves
   --refuse-config-version RE  test hook: NACK streamed config versions matching RE
   --control-plane-identity ID  the SPIFFE ID the control plane must present
                            (default spiffe://cluster.local/ns/meshlet-system/sa/meshlet-control-plane)
@@ -50,6 +54,19 @@ function hostPort(v: string, flag: string): HostPort | undefined {
   const port = Number(v.slice(i + 1));
   if (i < 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`${flag}: expected HOST:PORT, got "${v}"`);
   return { host: v.slice(0, i).replace(/^\[|\]$/g, ''), port };
+}
+
+/** The Pod's labels from the downward-API file; throws with the file and what is wrong. */
+function readPodLabels(file: string): PodLabels {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new Error(`--pod-labels-file ${file}: ${(e as Error).message}`, { cause: e });
+  }
+  const r = parseDownwardLabels(text);
+  if (!r.ok) throw new Error(`--pod-labels-file ${file}: ${r.problem} (want the kubelet's downward-API file of metadata.labels)`);
+  return r.labels;
 }
 
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
@@ -86,6 +103,7 @@ async function main(): Promise<void> {
       'identity-token-file': { type: 'string' },
       'bootstrap-token-file': { type: 'string' },
       pod: { type: 'string' },
+      'pod-labels-file': { type: 'string' },
       'refuse-config-version': { type: 'string' },
       'control-plane-identity': { type: 'string', default: 'spiffe://cluster.local/ns/meshlet-system/sa/meshlet-control-plane' },
       help: { type: 'boolean', short: 'h' },
@@ -105,6 +123,10 @@ async function main(): Promise<void> {
   const appPorts = parseAppPorts(process.env['MESHLET_APP_PORTS'], app.port, inbound?.port, process.env['MESHLET_INBOUND_PORT_MAP']);
   const self = { workload: values.workload, namespace: values.namespace, service: values.service ?? values.workload };
   const { tracing, shutdown } = await tracingFromEnv(process.env, `meshlet-proxy/${self.workload}`);
+  const labelsFile = values['pod-labels-file'];
+  if (labelsFile && !values['control-plane']) throw new Error('--pod-labels-file needs --control-plane (the labels go to it)');
+  const podLabels = labelsFile ? () => readPodLabels(labelsFile) : undefined;
+  podLabels?.(); // unreadable or malformed labels stop the proxy here, with the reason
   const where = values['access-log'];
   let certify: HttpsCertifyClient | undefined;
   if (values['control-plane']) {
@@ -130,6 +152,7 @@ async function main(): Promise<void> {
           controlPlaneIdentity: values['control-plane-identity'],
           pod: values.pod ?? hostname(),
           ...(values['refuse-config-version'] ? { refuseVersion: new RegExp(values['refuse-config-version']) } : {}),
+          ...(podLabels ? { labels: podLabels } : {}),
         }
       : undefined,
     outbound: hostPort(values['outbound-listen'], '--outbound-listen'),

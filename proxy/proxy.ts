@@ -3,6 +3,7 @@
 import { Pool, type Dial } from './http1/client.ts';
 import type { RequestHead } from './http1/head.ts';
 import type { Clock, Random } from '../api/runtime.ts';
+import type { PodLabels } from '../api/pod-labels.ts';
 import { DEFAULT_TIMEOUTS, StateRegistry, type ClientFactory } from './config/compile.ts';
 import { ConfigStore } from './config/store.ts';
 import { FileConfigSource } from './config/file-source.ts';
@@ -47,7 +48,7 @@ export interface ProxyOptions {
   /** Config from a file (watched); undefined: from the control plane's stream (needs certify). */
   configFile: string | undefined;
   /** The control plane's config stream (with identity); used when there is no configFile. */
-  configStream: { urls: readonly string[]; controlPlaneIdentity: string; pod: string; refuseVersion?: RegExp } | undefined;
+  configStream: { urls: readonly string[]; controlPlaneIdentity: string; pod: string; refuseVersion?: RegExp; labels?: () => PodLabels } | undefined;
   outbound: HostPort | undefined;
   inbound: HostPort | undefined;
   /** The local application the inbound side forwards to. */
@@ -197,6 +198,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       random: o.random,
       log: o.log,
       ...(o.configStream.refuseVersion ? { refuseVersion: o.configStream.refuseVersion } : {}),
+      ...(o.configStream.labels ? { labels: o.configStream.labels } : {}),
       onState: (up) => {
         metrics.controlPlaneConnected.set(up ? 1 : 0);
         o.log(up ? 'config stream connected' : 'config stream lost; serving the last good config', up ? {} : { level: 'warn' });

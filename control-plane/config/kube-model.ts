@@ -107,7 +107,8 @@ export function serviceInput(svc: V1Service): KubeServiceInput | undefined {
     ...(p.appProtocol ? { appProtocol: p.appProtocol } : {}),
     ...(p.targetPort !== undefined ? { targetPort: p.targetPort as number | string } : {}),
   }));
-  return { namespace, name, type, ports };
+  const selector = svc.spec?.selector;
+  return { namespace, name, type, ports, ...(selector && Object.keys(selector).length > 0 ? { selector: { ...selector } } : {}) };
 }
 
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
@@ -159,7 +160,8 @@ export const serviceFromKubernetes: ServiceFromKubernetes = (service, slices, po
   const own = slices.filter((s) => s.namespace === service.namespace && s.serviceName === service.name).toSorted(sliceOrder);
   const ports: ModelServicePort[] = service.ports.map((p) => {
     const target = targetOf(p, own);
-    return { port: p.port, ...(p.name !== undefined ? { name: p.name } : {}), ...(target !== undefined ? { targetPort: target } : {}) };
+    const unresolved = target === undefined && typeof p.targetPort === 'string' ? { targetPortName: p.targetPort } : {};
+    return { port: p.port, ...(p.name !== undefined ? { name: p.name } : {}), ...(target !== undefined ? { targetPort: target } : unresolved) };
   });
   const http = httpPort(service.ports);
   const byAddress = new Map<string, ModelEndpoint>();
@@ -196,6 +198,7 @@ export const serviceFromKubernetes: ServiceFromKubernetes = (service, slices, po
     name: service.name,
     ports,
     endpoints: [...byAddress.keys()].toSorted(byString).map((a) => byAddress.get(a)!),
+    ...(service.selector ? { selector: { ...service.selector } } : {}),
     source: `Service/${service.namespace}/${service.name}`,
   };
 };

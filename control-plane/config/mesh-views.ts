@@ -3,7 +3,8 @@
 // translation found for status, with the CA's trust bundle. A proxy's version changes exactly when its view does.
 import type { ProxyConfig } from '../../api/proxy-config.ts';
 import type { MeshModel } from './model.ts';
-import { configHash, prepare, viewOf, modelProblems, type PreparedModel, type ProxyInfo as ViewProxy, type TranslateProblem } from './translate.ts';
+import { encodeLabels } from '../../api/pod-labels.ts';
+import { configHash, prepare, servedServices, viewOf, modelProblems, type PreparedModel, type ProxyInfo as ViewProxy, type TranslateProblem } from './translate.ts';
 import type { ProxyInfo as StreamProxy, ViewProvider } from './push-server.ts';
 
 /** The namespace and service account named by a SPIFFE ID (spiffe://td/ns/N/sa/S). */
@@ -22,11 +23,17 @@ export class MeshViews implements ViewProvider {
   #prepared: PreparedModel | undefined;
   #problems: TranslateProblem[] = [];
   /**
-   * Views by (identity, served services): the view does not depend on the workload or pod name,
-   * so every proxy of one service account serving the same services shares one computation,
-   * one version and one serialization.
+   * Views by (identity, effective served services: claimed and selected by its labels): the view
+   * does not depend on the workload, pod name or the labels themselves, so every proxy of one
+   * service account serving the same services shares one computation, one version and one
+   * serialization (replicas of a Deployment, whose Pods differ in pod-template-hash, included).
    */
   #cache = new Map<string, { version: string; config: ProxyConfig } | { error: string }>();
+  /**
+   * Effective served sets by (namespace, claimed services, labels): replicas of one ReplicaSet have
+   * equal labels, so each push matches the namespace's selectors once per label set, not per proxy.
+   */
+  #served = new Map<string, string[]>();
   /** The model in force is a stand-in until the source's first sync: given only to proxies that run nothing yet. */
   #provisional = false;
 
@@ -54,6 +61,7 @@ export class MeshViews implements ViewProvider {
     this.#prepared = prepare(this.#trustBundle ? { ...model, trustBundle: this.#trustBundle } : model);
     this.#problems = modelProblems(this.#prepared);
     this.#cache.clear();
+    this.#served.clear();
     return this.#problems;
   }
 
@@ -63,23 +71,33 @@ export class MeshViews implements ViewProvider {
 
   view(p: StreamProxy): { version: string; config: ProxyConfig } | { error: string } {
     if (this.#provisional && p.version !== '') return { error: 'the config source has not synced yet; the proxy keeps the config it runs' };
-    const key = `${p.identity}\u0000${p.services.join(',')}`;
+    if (!this.#prepared) return { error: 'no model yet' };
+    const who = identityParts(p.identity);
+    if (!who) return { error: `not a workload identity: ${p.identity}` };
+    // The namespace comes from the certificate, never from what the proxy says about itself: its
+    // labels select Services of that namespace only.
+    const servedKey = `${who.namespace}\u0000${p.services.join(',')}\u0000${p.labels ? encodeLabels(p.labels) : '-'}`;
+    let served = this.#served.get(servedKey);
+    if (!served) {
+      served = servedServices(this.#prepared, { namespace: who.namespace, services: p.services, labels: p.labels });
+      // Bounded: hellos of proxies gone since the last model change stay until the next one.
+      if (this.#served.size >= 10_000) this.#served.clear();
+      this.#served.set(servedKey, served);
+    }
+    const key = `${p.identity}\u0000${served.join(',')}`;
     let v = this.#cache.get(key);
     if (!v) {
-      v = this.#compute(p);
+      v = this.#compute(this.#prepared, p.identity, who, served);
       this.#cache.set(key, v);
     }
     return v;
   }
 
-  #compute(p: StreamProxy): { version: string; config: ProxyConfig } | { error: string } {
-    if (!this.#prepared) return { error: 'no model yet' };
-    const who = identityParts(p.identity);
-    if (!who) return { error: `not a workload identity: ${p.identity}` };
-    // The namespace comes from the certificate, never from what the proxy says about itself. The
-    // view is shared by every workload of the identity (see #cache): problems name the account.
-    const proxy: ViewProxy = { namespace: who.namespace, serviceAccount: who.serviceAccount, identity: p.identity, workload: who.serviceAccount, services: p.services };
-    const v = viewOf(this.#prepared, proxy, 'pending');
+  #compute(prepared: PreparedModel, identity: string, who: { namespace: string; serviceAccount: string }, served: readonly string[]): { version: string; config: ProxyConfig } | { error: string } {
+    // The view is shared by every workload of the identity (see #cache): problems name the account.
+    // `served` is already the effective set (canonical names), so no labels are passed on.
+    const proxy: ViewProxy = { namespace: who.namespace, serviceAccount: who.serviceAccount, identity, workload: who.serviceAccount, services: served };
+    const v = viewOf(prepared, proxy, 'pending');
     if (!v.config) return { error: v.problems.map((x) => `${x.object} ${x.path}: ${x.message}`).join('; ') || 'no valid view' };
     const version = `h-${configHash(v.config).slice(0, 16)}`;
     return { version, config: { ...v.config, version } };

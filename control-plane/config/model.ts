@@ -39,6 +39,11 @@ export interface ModelServicePort {
    * Absent: the same as `port` (the folder source: MeshService has no target port).
    */
   readonly targetPort?: number | undefined;
+  /**
+   * A named targetPort (`http`) that no EndpointSlice resolves to a number yet (Kubernetes; then
+   * `targetPort` is absent): a policy on this port cannot know its app port, so it guards every one.
+   */
+  readonly targetPortName?: string | undefined;
 }
 
 export interface ModelService {
@@ -47,6 +52,12 @@ export interface ModelService {
   /** Empty: unknown / any port. */
   readonly ports: readonly ModelServicePort[];
   readonly endpoints: readonly ModelEndpoint[];
+  /**
+   * The Pods it selects (Kubernetes spec.selector, non-empty): a proxy whose reported Pod labels
+   * match it serves this service, so the AuthorizationPolicies targeting it guard that Pod. Absent
+   * (folder mode, or a Service without a selector): only proxies that claim the name serve it.
+   */
+  readonly selector?: Readonly<Record<string, string>> | undefined;
   /** What callers apply: timeouts, retry, breaker (MeshService.spec.policy; later a ServicePolicy CRD). */
   readonly policy?: ServicePolicy | undefined;
   /** `kind/namespace/name` of the object it came from, for problems (`MeshService/shop/web`, `Service/shop/web`). */
@@ -178,6 +189,8 @@ export interface KubeServiceInput {
   name: string;
   type: 'ClusterIP' | 'NodePort' | 'LoadBalancer' | 'ExternalName';
   ports: ReadonlyArray<{ name?: string; port: number; protocol?: string; appProtocol?: string; targetPort?: number | string }>;
+  /** spec.selector; absent or empty: the Service selects no Pod (its endpoints are managed by hand). */
+  selector?: Readonly<Record<string, string>>;
 }
 
 export interface KubeEndpointSliceInput {

@@ -139,7 +139,12 @@ export class ConfigPushServer {
     if (req.method !== 'GET') return json(res, 405, { error: 'method-not-allowed' });
     const identity = spiffeOf(req);
     if (!identity) return json(res, 401, { error: 'no-client-certificate', message: 'the config stream needs the proxy\'s mTLS certificate from Certify' });
-    const params = decodeParams(req.url ?? '/');
+    const decoded = decodeParams(req.url ?? '/');
+    if (!decoded.ok) {
+      this.#o.log?.('config stream refused: malformed hello', { identity, problem: decoded.problem, level: 'warn' });
+      return json(res, 400, { error: 'bad-hello', message: `${decoded.problem} (the proxy's --pod-labels-file must hold the Pod's labels as the kubelet writes them)` });
+    }
+    const params = decoded.params;
     const info: ProxyInfo = { ...params, stream: randomUUID(), identity };
     const c: Conn = {
       info,

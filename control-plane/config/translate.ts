@@ -12,6 +12,7 @@ import {
   type WeightedBackend,
 } from '../../api/proxy-config.ts';
 import { namespaceOf, proxyAuthorizationRules, resourceKey } from '../../api/resources.ts';
+import { selects, type PodLabels } from '../../api/pod-labels.ts';
 import type { DefaultAuthz, MeshModel, ModelService, ModelTrafficSplit } from './model.ts';
 
 /*
@@ -26,8 +27,9 @@ import type { DefaultAuthz, MeshModel, ModelService, ModelTrafficSplit } from '.
  *   service's own endpoints). No split: no routes (the proxy's implicit catch-all). Callers in
  *   another namespace that have their own (consumer) splits of the service get only those.
  * - endpoints sorted by address; `ready: false` only when not ready; `identity` only when meshed.
- * - inbound: the AuthorizationPolicies targeting a service this proxy serves (by `ns/name`), the
- *   mesh default. No ports: MeshService ports carry no permissive flag, so every port is strict.
+ * - inbound: the AuthorizationPolicies targeting a service this proxy serves (servedServices: the
+ *   names it claims, and the Services of its namespace whose selector matches its Pod's labels),
+ *   the mesh default. No ports: MeshService ports carry no permissive flag, so every port is strict.
  * A split backend naming a service the model lacks is left out (reported): its share goes to the
  * split's other backends, so a typo in a canary's name does not take the apex's traffic away from
  * the backends that exist; only a split with no known backend of weight above 0 is not applied.
@@ -43,8 +45,13 @@ export interface ProxyInfo {
   workload: string;
   serviceAccount: string;
   identity: string;
-  /** Services this workload serves: `name` (in the proxy's namespace) or canonical `name.ns`. */
+  /** Services this workload claims to serve: `name` (in the proxy's namespace) or canonical `name.ns`. */
   services: readonly string[];
+  /**
+   * Its Pod's labels, as the proxy reported them: it also serves every Service of its namespace
+   * whose selector matches them. Undefined: not reported (an older proxy), it serves what it claims.
+   */
+  labels?: PodLabels | undefined;
 }
 
 /** A model object the translation could not use, or used only in part. */
@@ -116,6 +123,8 @@ export interface PreparedModel {
   readonly consumerRoutes: ReadonlyMap<string, ReadonlyMap<string, readonly Route[]>>;
   /** target service → inbound policies. */
   readonly policies: ReadonlyMap<string, readonly AuthorizationPolicyConfig[]>;
+  /** namespace → its services that have a selector (Kubernetes), canonical name and selector. */
+  readonly selectors: ReadonlyMap<string, ReadonlyArray<{ readonly canonical: string; readonly selector: Readonly<Record<string, string>> }>>;
   readonly problems: readonly Tagged[];
   /**
    * Memo of outbound parts, by caller namespace (and visible set, with a `visible` hook). Views
@@ -276,7 +285,20 @@ function preparePolicies(model: MeshModel, services: ReadonlyMap<string, Prepare
       });
     } else if (port !== undefined && svc.model.ports.length > 0) {
       const sp = svc.model.ports.find((p) => p.port === port);
-      if (sp) port = sp.targetPort ?? sp.port;
+      if (sp?.targetPort === undefined && sp?.targetPortName !== undefined) {
+        // Guarding the Service port's number instead would leave the real app port to the default
+        // (fail open) until an EndpointSlice names the port; guarding every port fails closed.
+        problems.push({
+          inbound: target,
+          problem: {
+            object: resourceKey(policy),
+            path: '/spec/targetRef/port',
+            message: `service ${target} port ${port} targets the container port named "${sp.targetPortName}", which no EndpointSlice resolves yet; the policy guards every app port until one does`,
+            effect: { reason: 'PortNotFound', applies: true, reference: true },
+          },
+        });
+        port = undefined;
+      } else if (sp) port = sp.targetPort ?? sp.port;
       else {
         problems.push({
           inbound: target,
@@ -325,6 +347,12 @@ export function prepare(model: MeshModel): PreparedModel {
   const consumerRoutes = new Map([...consumer].map(([ns, scope]) => [ns, routeMap(scope)] as const));
 
   const policies = preparePolicies(model, services, problems);
+  const selectors = new Map<string, Array<{ canonical: string; selector: Readonly<Record<string, string>> }>>();
+  for (const svc of services.values()) {
+    const selector = svc.model.selector;
+    if (!selector || Object.keys(selector).length === 0) continue;
+    selectors.set(svc.model.namespace, [...(selectors.get(svc.model.namespace) ?? []), { canonical: svc.canonical, selector }]);
+  }
   const pems = [...new Set(model.trustBundle.map((p) => p.trim()).filter((p) => p !== ''))].toSorted(byString);
   return {
     trustDomain: model.trustDomain,
@@ -335,6 +363,7 @@ export function prepare(model: MeshModel): PreparedModel {
     producerRoutes,
     consumerRoutes,
     policies,
+    selectors,
     problems,
     outbound: new Map(),
   };
@@ -380,10 +409,24 @@ function outboundPart(prepared: PreparedModel, proxy: ProxyInfo, options: ViewOp
   return part;
 }
 
+/**
+ * The services a proxy serves, canonical and sorted: those it claims (`--service`; an injected
+ * proxy's is its workload name, so a workload without a Service is still guarded by a policy on
+ * its name), and every Service of its own namespace whose selector matches its Pod's labels, as
+ * Kubernetes would put the Pod behind that Service. Only Services of `proxy.namespace` (from its
+ * certificate) are matched. A proxy that lies about its labels changes only which policies guard
+ * its own inbound side, as a lying --service already can: it never reaches another Pod's view.
+ */
+export function servedServices(prepared: PreparedModel, proxy: Pick<ProxyInfo, 'namespace' | 'services' | 'labels'>): string[] {
+  const served = new Set(proxy.services.map((s) => canonicalService(s, proxy.namespace)));
+  if (proxy.labels) for (const s of prepared.selectors.get(proxy.namespace) ?? []) if (selects(s.selector, proxy.labels)) served.add(s.canonical);
+  return [...served].toSorted(byString);
+}
+
 /** The view of one proxy from a prepared model. */
 export function viewOf(prepared: PreparedModel, proxy: ProxyInfo, version: string, options: ViewOptions = {}): View {
   const outbound = outboundPart(prepared, proxy, options);
-  const served = [...new Set(proxy.services.map((s) => canonicalService(s, proxy.namespace)))].toSorted(byString);
+  const served = servedServices(prepared, proxy);
   const policies = served.flatMap((s) => prepared.policies.get(s) ?? []).toSorted((a, b) => byString(a.name, b.name));
   const rest = parseProxyConfig(
     canonicalize({

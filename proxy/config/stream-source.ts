@@ -8,6 +8,7 @@ import type { SecureContext } from 'node:tls';
 import type { Random } from '../../api/runtime.ts';
 import { applyDelta, CONFIG_ACK_PATH, DELTA_BASE_PATH, encodeParams, type Ack, type StreamMessage, type StreamParams } from '../../api/config-stream.ts';
 import type { Problem } from '../../api/proxy-config.ts';
+import { encodeLabels, type PodLabels } from '../../api/pod-labels.ts';
 import type { ConfigStore } from './store.ts';
 
 export interface StreamSourceOptions {
@@ -18,7 +19,15 @@ export interface StreamSourceOptions {
   /** The proxy's client context (leaf + bundle); undefined until it has a certificate. */
   context: () => SecureContext | undefined;
   store: ConfigStore;
-  self: Omit<StreamParams, 'version'>;
+  self: Omit<StreamParams, 'version' | 'labels'>;
+  /**
+   * The Pod's labels (--pod-labels-file), read again at every connect and every `labelsPollMs`:
+   * the control plane matches Service selectors against them. Throws when they cannot be read.
+   * Absent: none are sent (the control plane then knows only the services in `self`).
+   */
+  labels?: () => PodLabels;
+  /** How often to look for changed labels (a relabelled Pod) and reconnect with them; default 10 s. */
+  labelsPollMs?: number;
   random: Random;
   log: (msg: string, fields?: Record<string, unknown>) => void;
   /** Test hook: refuse versions matching this (to exercise NACK end to end). */
@@ -51,6 +60,10 @@ export class StreamConfigSource {
   /** Bytes arrived since the last silence check (a flag, not a clock read per chunk). */
   #heard = false;
   #quietChecks = 0;
+  /** The labels last read well (what the stream sends), and the last reading problem (logged once). */
+  #labels: PodLabels | undefined;
+  #labelsProblem: string | undefined;
+  #labelsPoll: NodeJS.Timeout | undefined;
 
   constructor(o: StreamSourceOptions) {
     this.#o = o;
@@ -65,6 +78,10 @@ export class StreamConfigSource {
   }
 
   start(): void {
+    if (this.#o.labels) {
+      this.#labelsPoll = setInterval(() => this.#pollLabels(), this.#o.labelsPollMs ?? 10_000);
+      this.#labelsPoll.unref();
+    }
     this.#connect();
   }
 
@@ -72,7 +89,36 @@ export class StreamConfigSource {
     this.#closed = true;
     clearTimeout(this.#timer);
     clearInterval(this.#silence);
+    clearInterval(this.#labelsPoll);
     this.#req?.destroy();
+  }
+
+  /** Reads the labels; on failure keeps the last good ones (undefined before any) and logs the problem once. */
+  #readLabels(): PodLabels | undefined {
+    try {
+      this.#labels = this.#o.labels!();
+      this.#labelsProblem = undefined;
+    } catch (e) {
+      const problem = (e as Error).message;
+      if (problem !== this.#labelsProblem) this.#o.log('cannot read the pod labels; the config stream keeps the last ones read', { level: 'warn', problem });
+      this.#labelsProblem = problem;
+    }
+    return this.#labels;
+  }
+
+  /**
+   * The kubelet rewrites the downward-API file when the Pod is relabelled: the stream reconnects
+   * with the new labels, so the Services that select the Pod (and their policies) follow.
+   */
+  #pollLabels(): void {
+    const before = this.#labels;
+    const now = this.#readLabels();
+    if (before === undefined || now === undefined || encodeLabels(before) === encodeLabels(now)) return;
+    const req = this.#req;
+    if (!req || !this.#connected) return; // the next connect sends them
+    this.#o.log('pod labels changed; reconnecting the config stream with them', { labels: encodeLabels(now) });
+    this.#fail(req, 'pod labels changed');
+    req.destroy();
   }
 
   /**
@@ -137,7 +183,11 @@ export class StreamConfigSource {
 
   #connect(): void {
     if (this.#closed) return;
-    const opts = this.#options(encodeParams({ ...this.#o.self, version: this.#o.store.current?.version ?? '' }), 'GET');
+    const labels = this.#o.labels ? this.#readLabels() : undefined;
+    // Without its labels the proxy would get fewer policies than its Pod's Services have (fail
+    // open): it waits for a good read instead (main.ts read them once at start).
+    if (this.#o.labels && !labels) return this.#retry(`cannot read the pod labels: ${this.#labelsProblem}`);
+    const opts = this.#options(encodeParams({ ...this.#o.self, ...(labels ? { labels } : {}), version: this.#o.store.current?.version ?? '' }), 'GET');
     if (!opts) return this.#retry('no certificate yet');
     const req = https.request(opts, (res) => this.#read(res, req));
     this.#req = req;
@@ -155,8 +205,21 @@ export class StreamConfigSource {
 
   #read(res: IncomingMessage, req: ReturnType<typeof https.request>): void {
     if (res.statusCode !== 200) {
-      res.resume();
-      return this.#fail(req, `control plane answered ${res.statusCode}`);
+      // The refusal's message says what is wrong (a malformed hello); keep a bounded part of it.
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body = (body + c).slice(0, 1000)));
+      res.on('error', () => this.#fail(req, `control plane answered ${res.statusCode}`));
+      res.on('end', () => {
+        let message = '';
+        try {
+          message = String((JSON.parse(body) as { message?: unknown }).message ?? '');
+        } catch {
+          /* not JSON: the status says enough */
+        }
+        this.#fail(req, `control plane answered ${res.statusCode}${message ? `: ${message}` : ''}`);
+      });
+      return;
     }
     this.#failures = 0;
     this.#lastError = undefined;

@@ -25,7 +25,8 @@ const run = (...args: string[]) =>
   new Promise<{ status: number | null; stdout: string }>((resolve) =>
     execFile(process.execPath, [MESHLET, ...args], { encoding: 'utf8', timeout: 20_000 }, (err, stdout) => resolve({ status: err ? ((err as { code?: number }).code ?? 1) : 0, stdout })),
   );
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { proxyArgv } from '../../proxy/launch.ts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -327,4 +328,40 @@ t.test('a refusal answered after the version sent since was ACKed is not reporte
   t.match(await nth(4), { version: 'late-4' });
   t.equal(await ack({ stream, version: 'late-4', ok: false, problems: [{ path: '/services/0', message: 'refused' }] }), 200);
   t.match(status(), { sent: 'late-4', acked: 'late-3', nack: { version: 'late-4', reason: '/services/0: refused' } }, 'a refusal of the version sent is reported');
+});
+
+t.test('a hello with malformed labels is refused with 400 and what is wrong; nothing is registered', async (t) => {
+  const state = JSON.parse(readFileSync(caFile, 'utf8')) as Record<string, unknown>;
+  delete state['bootstrapTokenKey'];
+  const keys = newKeyPair();
+  const leaf = issueLeaf(importSecret(state), { csrPem: makeCsr(keys), identity: parseSpiffeId('spiffe://cluster.local/ns/shop/sa/web'), now: Date.now() });
+  const tls = { key: keys.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, cert: leaf.certPem + leaf.chainPems.join(''), ca: leaf.bundlePems, checkServerIdentity: () => undefined };
+  const get = (path: string) =>
+    new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const r = https.request({ host: '127.0.0.1', port, path, ...tls }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      r.on('error', reject);
+      r.end();
+    });
+  const hello = encodeParams({ workload: 'web', namespace: 'shop', pod: 'web-9', services: ['web'], version: '' });
+  const bad = await get(`${hello}&labels=${encodeURIComponent('app=web,app=other')}`);
+  t.equal(bad.status, 400);
+  t.match(JSON.parse(bad.body), { error: 'bad-hello', message: /^labels: label app is listed twice/ });
+  const huge = await get(`${hello}&labels=${'a=b,'.repeat(3000)}`);
+  t.equal(huge.status, 400, 'oversized');
+  t.match(JSON.parse(huge.body), { message: /at most 8192/ });
+  t.notOk(push.status().some((x) => x.pod === 'web-9'), 'no stream registered');
+});
+
+t.test('a proxy whose --pod-labels-file is malformed does not start, and says which line is wrong', async (t) => {
+  const file = join(dir, 'labels');
+  writeFileSync(file, 'app="web"\napp=web');
+  const args = proxyArgv(['--control-plane', `https://127.0.0.1:${port}`, '--trust-anchors', anchors, '--bootstrap-token-file', token, '--pod-labels-file', file, '--admin-listen', '127.0.0.1:0', '--outbound-listen', 'off', '--inbound-listen', 'off']);
+  const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => execFile(process.execPath, args, { encoding: 'utf8', timeout: 20_000 }, (err, _out, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr })));
+  t.equal(r.code, 2);
+  t.match(r.stderr, `meshlet proxy: --pod-labels-file ${file}: line 2: expected key="value", got "app=web" (want the kubelet's downward-API file of metadata.labels)`);
 });

@@ -5,7 +5,7 @@ import jsonpatch from 'fast-json-patch';
 import t from 'tap';
 import { isMeshedPod } from '../../control-plane/config/kube-model.ts';
 import { OVERRIDES, quantityValue } from '../../injector/annotations.ts';
-import { TOKEN_DIR, TOKEN_VOLUME, TMP_VOLUME, appPorts, inboundPortMap, inject, pointerToken, workloadName, type InjectResult, type PodLike } from '../../injector/inject.ts';
+import { POD_INFO_DIR, POD_INFO_VOLUME, TOKEN_DIR, TOKEN_VOLUME, TMP_VOLUME, appPorts, inboundPortMap, inject, pointerToken, workloadName, type InjectResult, type PodLike } from '../../injector/inject.ts';
 import { ADMIN_PORT, ADMIN_PORT_NAME, INBOUND_PORT, OUTBOUND_PORT, PROXY_UID, defaultSettings, type InjectSettings } from '../../injector/settings.ts';
 
 const ANCHORS = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
@@ -97,6 +97,10 @@ t.test('proxy args and env: identity inputs, control plane, trust anchors, app p
   const mounts = proxy.volumeMounts as Json[];
   t.same(mounts.find((m) => m.name === TOKEN_VOLUME), { name: TOKEN_VOLUME, mountPath: TOKEN_DIR, readOnly: true });
   t.same(mounts.find((m) => m.name === TMP_VOLUME)?.mountPath, '/tmp');
+  // The labels file, read-only, named by the flag: the control plane matches Service selectors against it.
+  t.same(mounts.find((m) => m.name === POD_INFO_VOLUME), { name: POD_INFO_VOLUME, mountPath: POD_INFO_DIR, readOnly: true });
+  t.equal(argOf(proxy, '--pod-labels-file'), `${POD_INFO_DIR}/labels`);
+  t.notOk(out.spec.initContainers[0].volumeMounts.some((m: Json) => m.name === POD_INFO_VOLUME), 'meshlet-init does not get the labels');
 });
 
 t.test('a Pod without containerPorts (a worker that only calls out): inbound is not redirected, outbound is', async (t) => {
@@ -232,12 +236,12 @@ t.test('absent arrays and maps are created; present ones appended to, never repl
   const bare = { spec: { containers: [{ name: 'app', image: 'x' }] } };
   const r = injected(inject(bare, settings()));
   const out = apply(bare, r);
-  t.same(out.spec.volumes.map((v: Json) => v.name), [TOKEN_VOLUME, TMP_VOLUME]);
+  t.same(out.spec.volumes.map((v: Json) => v.name), [TOKEN_VOLUME, TMP_VOLUME, POD_INFO_VOLUME]);
   t.same(Object.keys(out.metadata.annotations).toSorted(), ['kubectl.kubernetes.io/default-container', 'meshlet.io/injected', 'prometheus.io/path', 'prometheus.io/port', 'prometheus.io/scrape']);
   const noAnn = { metadata: { name: 'x' }, spec: { containers: [{ name: 'app' }], volumes: [] } };
   const o2 = apply(noAnn, inject(noAnn, settings()));
   t.equal(o2.metadata.name, 'x', 'metadata kept when annotations are created');
-  t.same(o2.spec.volumes.map((v: Json) => v.name), [TOKEN_VOLUME, TMP_VOLUME]);
+  t.same(o2.spec.volumes.map((v: Json) => v.name), [TOKEN_VOLUME, TMP_VOLUME, POD_INFO_VOLUME]);
   const nullMeta = { metadata: null, spec: { containers: [{ name: 'app' }] } } as PodLike;
   t.equal(apply(nullMeta as Json, inject(nullMeta, settings())).metadata.annotations['meshlet.io/injected'], 'native-sidecar');
 });
@@ -248,6 +252,7 @@ t.test('volumes: the projected token with audience meshlet and an in-memory /tmp
   t.same(out.spec.volumes[0], { name: 'data', emptyDir: {} }, "the user's volume stays first");
   t.same(out.spec.volumes[1], { name: TOKEN_VOLUME, projected: { sources: [{ serviceAccountToken: { audience: 'meshlet', expirationSeconds: 86400, path: 'token' } }] } });
   t.same(out.spec.volumes[2], { name: TMP_VOLUME, emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } });
+  t.same(out.spec.volumes[3], { name: POD_INFO_VOLUME, downwardAPI: { items: [{ path: 'labels', fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.labels' } }] } }, "the Pod's labels as the kubelet writes them (rewritten on a relabel)");
   t.equal(out.spec.serviceAccountName, 'default', 'a projected token needs a named ServiceAccount: the default one when unset');
   const named = { ...basePod(), spec: { ...basePod().spec, serviceAccountName: 'web' } };
   t.equal(apply(named, inject(named, settings())).spec.serviceAccountName, 'web', 'a named one is kept');
@@ -265,7 +270,7 @@ t.test("never removes, replaces or reorders what the user wrote", async (t) => {
   const back = structuredClone(out);
   back.spec.containers = back.spec.containers.filter((c: Json) => c.name !== 'meshlet-proxy');
   back.spec.initContainers = back.spec.initContainers.filter((c: Json) => c.name !== 'meshlet-init');
-  back.spec.volumes = back.spec.volumes.filter((v: Json) => v.name !== TOKEN_VOLUME && v.name !== TMP_VOLUME);
+  back.spec.volumes = back.spec.volumes.filter((v: Json) => v.name !== TOKEN_VOLUME && v.name !== TMP_VOLUME && v.name !== POD_INFO_VOLUME);
   delete back.metadata.annotations['meshlet.io/injected'];
   delete back.spec.serviceAccountName;
   t.same(back, pod, 'the original Pod is a sub-document of the injected one, in the same order');
@@ -370,6 +375,7 @@ t.test('bad Pods are refused, not injected', async (t) => {
   t.match(refused(inject({ spec: { containers: [] } }, settings())), { refused: 'bad-pod', message: /no containers/ });
   t.match(refused(inject({ metadata: {} }, settings())), { refused: 'bad-pod', message: /no spec/ });
   t.match(refused(inject({ spec: { containers: [{ name: 'a' }], volumes: [{ name: TOKEN_VOLUME }] } }, settings())), { refused: 'bad-pod', message: /already has a volume named meshlet-identity-token/ });
+  t.match(refused(inject({ spec: { containers: [{ name: 'a' }], volumes: [{ name: POD_INFO_VOLUME }] } }, settings())), { refused: 'bad-pod', message: /already has a volume named meshlet-pod-info, which the proxy needs/ });
   t.match(refused(inject({ spec: { containers: [{ name: 'meshlet-init' }] } }, settings())), { refused: 'bad-pod', message: /container named meshlet-init/ });
   t.match(refused(inject({ spec: { containers: [{ name: 'a' }], initContainers: 'x' as unknown as [] } }, settings())), { refused: 'bad-pod', message: /initContainers is not a list/ });
   t.match(refused(inject({ spec: { containers: [null] } }, settings())), { refused: 'bad-pod', message: /not a container/ });

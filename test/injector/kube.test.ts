@@ -98,7 +98,8 @@ t.test('a Pod in a labelled namespace is stored with the proxy; the rest of it i
   t.same(proxy.startupProbe.httpGet, { path: '/ready', port: 4191, scheme: 'HTTP' });
   t.equal(proxy.securityContext.runAsUser, 2102);
   t.match(proxy.env.find((e: Json) => e.name === 'MESHLET_TRUST_ANCHORS_PEM').value, bundle);
-  t.same(stored.spec.volumes.filter((v: Json) => v.name.startsWith('meshlet-')).map((v: Json) => v.name), ['meshlet-identity-token', 'meshlet-tmp']);
+  t.same(stored.spec.volumes.filter((v: Json) => v.name.startsWith('meshlet-')).map((v: Json) => v.name), ['meshlet-identity-token', 'meshlet-tmp', 'meshlet-pod-info']);
+  t.same(stored.spec.volumes.find((v: Json) => v.name === 'meshlet-pod-info').downwardAPI.items, [{ path: 'labels', fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.labels' } }], 'the labels volume passed the API server\'s validation');
   t.same(stored.spec.volumes.find((v: Json) => v.name === 'meshlet-identity-token').projected.sources[0].serviceAccountToken, { audience: 'meshlet', expirationSeconds: 86400, path: 'token' });
   t.match(stored.metadata.annotations, { 'team.example/owner': 'shop', 'meshlet.io/injected': 'native-sidecar', 'prometheus.io/scrape': 'true', 'prometheus.io/port': '4191' });
 });

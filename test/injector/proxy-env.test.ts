@@ -3,11 +3,13 @@
 // its trust anchors from MESHLET_TRUST_ANCHORS_PEM alone; the probes the injector wrote answer on
 // the ports the proxy listens on, and the regular-sidecar mode's postStart hold returns once ready.
 import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import jsonpatch from 'fast-json-patch';
 import t from 'tap';
 import { proxyArgv } from '../../proxy/launch.ts';
-import { holdUntilReadyCommand, inject } from '../../injector/inject.ts';
+import { POD_INFO_DIR, holdUntilReadyCommand, inject } from '../../injector/inject.ts';
 import { defaultSettings } from '../../injector/settings.ts';
 import { startControlPlane } from '../fixtures/control-plane.ts';
 import { freePort } from '../fixtures/mesh.ts';
@@ -23,7 +25,7 @@ t.test('the injected proxy starts from its container spec and its probes answer'
     controlPlane: cp.url,
     ports: { outbound, inbound, admin },
   });
-  const pod = { metadata: { name: 'web-1', namespace: 'shop' }, spec: { serviceAccountName: 'web', containers: [{ name: 'app', image: 'a', ports: [{ containerPort: app }] }] } };
+  const pod = { metadata: { name: 'web-1', namespace: 'shop', labels: { app: 'web' } }, spec: { serviceAccountName: 'web', containers: [{ name: 'app', image: 'a', ports: [{ containerPort: app }] }] } };
   const r = inject(pod, settings);
   const out = jsonpatch.applyPatch(structuredClone(pod), r.patch, true, false).newDocument as Json;
   const c = (out.spec.initContainers as Json[]).find((x) => x.name === 'meshlet-proxy')!;
@@ -32,7 +34,11 @@ t.test('the injected proxy starts from its container spec and its probes answer'
   const fields: Record<string, string> = { 'metadata.name': 'web-1', 'metadata.namespace': 'shop', 'spec.serviceAccountName': 'web' };
   const env: Record<string, string> = {};
   for (const e of c.env as Json[]) env[e.name] = e.value ?? fields[e.valueFrom.fieldRef.fieldPath];
-  let args = (c.args as string[]).map((a) => a.replace(/\$\((\w+)\)/g, (_, v: string) => env[v] ?? `$(${v})`));
+  // The downward-API volume of the Pod's labels, as the kubelet writes it, where the mount would be.
+  const podInfo = mkdtempSync(join(tmpdir(), 'meshlet-pod-info-'));
+  t.teardown(() => rmSync(podInfo, { recursive: true, force: true }));
+  writeFileSync(join(podInfo, 'labels'), 'app="web"');
+  let args = (c.args as string[]).map((a) => a.replace(/\$\((\w+)\)/g, (_, v: string) => env[v] ?? `$(${v})`).replace(POD_INFO_DIR, podInfo));
   t.notOk(args.includes('--trust-anchors'), 'no anchors file: the bundle comes in the environment');
   t.equal(args[args.indexOf('--pod') + 1], 'web-1');
   t.equal(args[args.indexOf('--namespace') + 1], 'shop');

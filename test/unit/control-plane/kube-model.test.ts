@@ -141,6 +141,16 @@ t.test('serviceFromKubernetes: endpoints with identities for meshed Pods only, l
   ], 'the http port only; an unmeshed or unknown Pod has no identity; sorted');
 });
 
+t.test('a Service selector reaches the model (what a proxy\'s labels are matched against); none or an empty one: no selector', async (t) => {
+  const withSelector: V1Service = { metadata: { namespace: 'shop', name: 'billing-svc' }, spec: { selector: { app: 'billing' }, ports: [{ port: 80, targetPort: 8080 as never }] } };
+  t.same(serviceInput(withSelector)?.selector, { app: 'billing' });
+  t.same(serviceFromKubernetes(serviceInput(withSelector)!, [], new Map(), TD).selector, { app: 'billing' });
+  t.equal(serviceInput(service('shop', 'web'))?.selector, undefined, 'a Service without selector (endpoints by hand)');
+  t.equal(serviceInput({ ...withSelector, spec: { ...withSelector.spec, selector: {} } })?.selector, undefined, 'an empty selector selects nothing');
+  const { model } = meshModelFromKubernetes({ services: [withSelector], endpointSlices: [], pods: [], trafficSplits: [], authorizationPolicies: [], httpRoutes: [] });
+  t.same(model.services[0]?.selector, { app: 'billing' });
+});
+
 t.test('serviceFromKubernetes: readiness, terminating, duplicates across slices, IPv6, port choice', async (t) => {
   const svc = serviceInput(service('shop', 'web', [{ name: 'grpc', port: 90, protocol: 'UDP', targetPort: 'grpc' as never }, { port: 81, targetPort: 8081 as never }]))!;
   const sl = [
@@ -155,7 +165,7 @@ t.test('serviceFromKubernetes: readiness, terminating, duplicates across slices,
     ['10.0.0.4:8081', true], // no ready condition: ready
     ['[fd00::1]:8081', true],
   ]);
-  t.same(m.ports, [{ port: 90, name: 'grpc' }, { port: 81, targetPort: 8081 }], 'a named targetPort no slice resolves is left out');
+  t.same(m.ports, [{ port: 90, name: 'grpc', targetPortName: 'grpc' }, { port: 81, targetPort: 8081 }], 'a named targetPort no slice resolves is left out (its name kept: a policy on it guards every port)');
   const noSlice = serviceFromKubernetes(serviceInput(service('shop', 'x', [{ port: 80 }]))!, [sliceInput(slice('shop', 'x', 'p', [{ ip: '10.1.1.1' }], []))!], new Map(), TD);
   t.same(noSlice.endpoints.map((e) => e.address), ['10.1.1.1:80'], 'no slice port: the Service\'s target (= port when unset)');
 });

@@ -6,7 +6,7 @@ import { parseResource, type Resource } from '../../../api/resources.ts';
 import { authorize } from '../../../proxy/policy/authorize.ts';
 import { diffViews } from '../../../control-plane/config/diff.ts';
 import { modelFromResources, type MeshModel, type ModelOptions } from '../../../control-plane/config/model.ts';
-import { canonicalJson, configHash, modelProblems, prepare, viewFor, viewOf, type ProxyInfo, type View, type ViewOptions } from '../../../control-plane/config/translate.ts';
+import { canonicalJson, configHash, modelProblems, prepare, servedServices, viewFor, viewOf, type ProxyInfo, type View, type ViewOptions } from '../../../control-plane/config/translate.ts';
 
 const V = 'meshlet.io/v1alpha1';
 const TD = 'cluster.local';
@@ -297,4 +297,62 @@ t.test('diffViews: which services changed, were removed, and whether inbound or 
   tt.same([fresh.changed, fresh.upserted, fresh.inbound, fresh.trustBundle], [true, ['billing.shop', 'web-v1.shop', 'web-v2.shop', 'web.shop'], true, true], 'nothing before: all of it');
   const policy = authzPolicy('shop', 'x', { targetRef: { service: 'frontend' }, rules: [] });
   tt.same(diffViews(a, view(tt, model([web, webV1, webV2, billing, canary(), policy], { trustBundle: ['PEM'] })).config), { changed: true, upserted: [], removed: [], inbound: true, trustBundle: true });
+});
+
+// ---- Services that select the proxy's Pod (Kubernetes) ------------------------------------------
+
+/** Kubernetes-shaped: Service billing-svc selects app=billing, port 80 → the Pods' 8080; Deployment `billing` runs them. */
+function selectedModel(policySpec: object = { targetRef: { service: 'billing-svc' }, rules: [{ from: { serviceAccounts: [{ name: 'frontend' }] } }] }, ports: MeshModel['services'][number]['ports'] = [{ port: 80, name: 'http', targetPort: 8080 }]): MeshModel {
+  const base = model([authzPolicy('shop', 'billing-frontend-only', policySpec)]);
+  return {
+    ...base,
+    services: [
+      { namespace: 'shop', name: 'billing-svc', selector: { app: 'billing' }, ports, source: 'Service/shop/billing-svc', endpoints: [{ address: '10.0.1.1:8080', ready: true, identity: `spiffe://${TD}/ns/shop/sa/billing`, labels: {} }] },
+      { namespace: 'other', name: 'billing-svc', selector: { app: 'billing' }, ports, source: 'Service/other/billing-svc', endpoints: [] },
+      { namespace: 'shop', name: 'manual', ports: [], source: 'Service/shop/manual', endpoints: [] },
+    ],
+  };
+}
+const billingPod: ProxyInfo = { ...billingProxy, labels: { app: 'billing', 'pod-template-hash': '5d8f' } };
+
+t.test('a policy on a Service guards the Pods its selector matches, under any workload name', async (tt) => {
+  const m = selectedModel();
+  const p = prepare(m);
+  tt.same(servedServices(p, billingPod), ['billing-svc.shop', 'billing.shop'], 'its own name and the Service that selects it');
+  const { config } = view(tt, m, billingPod);
+  tt.same(config.inbound?.policies?.map((x) => x.name), ['shop/billing-frontend-only']);
+  const ask = (identity: string, port = 8080) => authorize(config.inbound?.policies ?? [], config.inbound?.defaultPolicy ?? 'all-authenticated', { port, identity, method: 'GET', path: '/' }).allowed;
+  tt.ok(ask(frontend.identity), 'frontend allowed');
+  tt.notOk(ask(`spiffe://${TD}/ns/shop/sa/web`), 'another meshed caller denied (it was allowed by the default before)');
+
+  tt.same(servedServices(p, { ...billingPod, labels: { app: 'web' } }), ['billing.shop'], 'labels the selector does not match');
+  tt.same(servedServices(p, { ...billingPod, labels: undefined }), ['billing.shop'], 'an older proxy (no labels reported): what it claims, as before');
+  tt.same(servedServices(p, { ...billingPod, labels: {} }), ['billing.shop'], 'a Pod without labels');
+  tt.same(servedServices(p, { ...billingPod, namespace: 'other' }), ['billing-svc.other', 'billing.other'], 'only Services of the namespace of its certificate');
+  tt.same(servedServices(p, { ...billingPod, services: ['billing-svc'] }), ['billing-svc.shop'], 'claimed and selected: once');
+  tt.same(view(tt, m, { ...billingPod, labels: { app: 'web' } }).config.inbound?.policies, [], 'not selected: not guarded by it');
+});
+
+t.test('the selected Service\'s port 80 → targetPort 8080: the policy guards app port 8080, not 80', async (tt) => {
+  const m = selectedModel({ targetRef: { service: 'billing-svc', port: 80 }, rules: [] });
+  const { config, problems } = view(tt, m, billingPod);
+  tt.same(problems, []);
+  tt.same(config.inbound?.policies, [{ name: 'shop/billing-frontend-only', port: 8080, rules: [] }]);
+  const allowed = (port: number) => authorize(config.inbound?.policies ?? [], 'all-authenticated', { port, identity: frontend.identity, method: 'GET', path: '/' }).allowed;
+  tt.notOk(allowed(8080), 'a request to the app port the Service port reaches is guarded (rules: [] deny)');
+  tt.ok(allowed(9090), 'another app port: the default');
+});
+
+t.test('a named targetPort no EndpointSlice resolves yet: the policy guards every app port (fail closed) and says why', async (tt) => {
+  const m = selectedModel({ targetRef: { service: 'billing-svc', port: 80 }, rules: [] }, [{ port: 80, name: 'http', targetPortName: 'web' }]);
+  const { config, problems } = view(tt, m, billingPod);
+  tt.same(config.inbound?.policies, [{ name: 'shop/billing-frontend-only', rules: [] }], 'no port: every port');
+  tt.same(problems.map((p) => [p.object, p.path, p.effect]), [['AuthorizationPolicy/shop/billing-frontend-only', '/spec/targetRef/port', { reason: 'PortNotFound', applies: true, reference: true }]]);
+  tt.match(problems[0]?.message, /container port named "web", which no EndpointSlice resolves yet; the policy guards every app port/);
+});
+
+t.test('folder mode is unchanged: MeshServices have no selector, labels select nothing', async (tt) => {
+  const m = model([billing, web, authzPolicy('shop', 'p', { targetRef: { service: 'web' }, rules: [] })]);
+  tt.same(servedServices(prepare(m), { ...billingPod, labels: { app: 'web', workload: 'web' } }), ['billing.shop']);
+  tt.same(view(tt, m, { ...billingPod, labels: { app: 'web', workload: 'web' } }).config.inbound?.policies, []);
 });
