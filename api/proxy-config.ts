@@ -144,6 +144,9 @@ export const Route = Type.Object(
   { additionalProperties: false },
 );
 
+/** Most routes a service may have (the proxy tries them in order on every request). */
+export const MAX_ROUTES = 256;
+
 export const Service = Type.Object(
   {
     /** Canonical name (`api.shop`), also the destination service label in metrics. */
@@ -152,7 +155,7 @@ export const Service = Type.Object(
     hosts: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 253 }), { maxItems: 32 })),
     endpoints: Type.Array(Endpoint, { maxItems: 10_000 }),
     /** Ordered; first match wins. Absent: one catch-all route to the service itself. */
-    routes: Type.Optional(Type.Array(Route, { maxItems: 256 })),
+    routes: Type.Optional(Type.Array(Route, { maxItems: MAX_ROUTES })),
     timeouts: Type.Optional(Timeouts),
     retry: Type.Optional(RetryPolicy),
     breaker: Type.Optional(BreakerPolicy),

@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import { Value } from '@sinclair/typebox/value';
 import type { V1EndpointSlice, V1Pod, V1Service } from '@kubernetes/client-node';
-import { RouteMatch } from '../../api/proxy-config.ts';
+import { RouteMatch, Route, WeightedBackend } from '../../api/proxy-config.ts';
 import { API_VERSION, parseResource, resourceKey, spiffeId, type AuthorizationPolicy, type TrafficSplit } from '../../api/resources.ts';
 import {
   emptyModel,
@@ -18,7 +18,7 @@ import {
   type ModelTrafficSplit,
   type ServiceFromKubernetes,
 } from './model.ts';
-import { canonicalJson, INVALID, modelProblems, prepare, type ProblemEffect, type TranslateProblem } from './translate.ts';
+import { canonicalJson, canonicalService, INVALID, modelProblems, prepare, type ProblemEffect, type TranslateProblem } from './translate.ts';
 
 /** The injected proxy's container name (MESHLET_PROXY_CONTAINER_NAME in manifests/config.env). */
 export const PROXY_CONTAINER_NAME = 'meshlet-proxy';
@@ -223,6 +223,7 @@ function routeMatch(m: unknown): RouteMatch | string {
   if (isRecord(m.path)) {
     const type = str(m.path.type) ?? 'PathPrefix';
     const value = str(m.path.value) ?? '/';
+    if (!value.startsWith('/')) return `path value ${JSON.stringify(m.path.value)} does not start with /`;
     if (type === 'Exact') out.path = { exact: value };
     else if (type === 'PathPrefix') {
       if (value !== '/') out.path = { prefix: value };
@@ -234,11 +235,19 @@ function routeMatch(m: unknown): RouteMatch | string {
   for (const h of arr(m.headers)) {
     if (!isRecord(h)) return 'a header match is not an object';
     if ((str(h.type) ?? 'Exact') !== 'Exact') return `header match type ${str(h.type)} is not supported (Exact)`;
+    // Not a presence match: a value that is not a string must not widen the match to any value.
+    if (h.value !== undefined && typeof h.value !== 'string') return `header match value ${JSON.stringify(h.value)} is not a string`;
     headers.push({ name: str(h.name) ?? '', ...(str(h.value) !== undefined ? { value: str(h.value) } : {}) });
   }
   if (headers.length > 0) out.headers = headers;
-  return Value.Check(RouteMatch, out) ? out : 'the match does not fit the proxy\'s route matches (header name or method)';
+  const error = Value.Errors(RouteMatch, out).First();
+  return error === undefined ? out : `the match does not fit the proxy's route matches (${error.path.slice(1) || 'match'}: ${error.message})`;
 }
+
+const WEIGHT = WeightedBackend.properties.weight;
+const MAX_BACKENDS = Route.properties.backends.maxItems!;
+/** Gateway API's own limit on an HTTPRoute rule's matches (each is one route of the apex). */
+const MAX_MATCHES = 64;
 
 /**
  * An HTTPRoute's rules as splits of each parent Service: one ModelTrafficSplit per (Service
@@ -256,15 +265,17 @@ export function splitsFromHTTPRoute(route: unknown): { splits: ModelTrafficSplit
   const report = (field: string, message: string, effect: ProblemEffect = UNSUPPORTED_RULE) => problems.push({ kind: 'HTTPRoute', namespace, name, field, message, effect });
   const spec = isRecord(route.spec) ? route.spec : {};
   const qualify = (ref: string, ns: unknown) => (typeof ns === 'string' && ns !== namespace ? `${ref}.${ns}` : ref);
-  // One Service named twice (once per port, or per sectionName) is one parent: the proxy routes a
-  // service's HTTP port only, and two splits of one name would give it two routes of one name.
-  const parents = [
-    ...new Set(
-      arr(spec.parentRefs)
-        .filter((p): p is Record<string, unknown> => isRecord(p) && isCoreService(p, 'Gateway') && typeof p.name === 'string')
-        .map((p) => qualify(p.name as string, p.namespace)),
-    ),
-  ];
+  // One Service named twice (once per port, or per sectionName, or as `web` and `web.shop`) is one
+  // parent: the proxy routes a service's HTTP port only, and two splits of one name would give it
+  // two routes of one name.
+  const byCanonical = new Map<string, string>();
+  for (const p of arr(spec.parentRefs)) {
+    if (!isRecord(p) || !isCoreService(p, 'Gateway') || typeof p.name !== 'string') continue;
+    const ref = qualify(p.name, p.namespace);
+    const key = canonicalService(ref, namespace);
+    if (!byCanonical.has(key)) byCanonical.set(key, ref);
+  }
+  const parents = [...byCanonical.values()];
   if (parents.length === 0) return { splits, problems };
   const source = `HTTPRoute/${namespace}/${name}`;
   const createdAt = str(route.metadata.creationTimestamp);
@@ -275,15 +286,22 @@ export function splitsFromHTTPRoute(route: unknown): { splits: ModelTrafficSplit
     const backends: ModelTrafficSplit['backends'][number][] = [];
     const refs = arr(rule.backendRefs);
     if (refs.length === 0) return report(`${at}/backendRefs`, 'no backendRefs: the rule is not applied');
+    // The proxy's own limits (a Route's backends, a weight), checked here so that a rule beyond
+    // them is this route's problem and not an invalid view for every proxy.
+    if (refs.length > MAX_BACKENDS) return report(`${at}/backendRefs`, `${refs.length} backendRefs; at most ${MAX_BACKENDS} are supported: the rule is not applied`);
     for (const [j, ref] of refs.entries()) {
       if (!isRecord(ref) || typeof ref.name !== 'string') return report(`${at}/backendRefs/${j}`, 'a backendRef needs a name');
       if (!isCoreService(ref, 'Service')) return report(`${at}/backendRefs/${j}/kind`, 'only Service backends are supported: the rule is not applied', INVALID_KIND_RULE);
       if (arr(ref.filters).length > 0) return report(`${at}/backendRefs/${j}/filters`, 'filters are not supported: the rule is not applied');
-      backends.push({ service: qualify(ref.name, ref.namespace), weight: typeof ref.weight === 'number' ? ref.weight : 1 });
+      const weight = ref.weight ?? 1;
+      if (!Value.Check(WEIGHT, weight)) return report(`${at}/backendRefs/${j}/weight`, `weight ${JSON.stringify(weight)} is not an integer from 0 to ${WEIGHT.maximum}: the rule is not applied`);
+      backends.push({ service: qualify(ref.name, ref.namespace), weight });
     }
     const matches: RouteMatch[] = [];
-    let all = arr(rule.matches).length === 0;
-    for (const [j, m] of arr(rule.matches).entries()) {
+    const given = arr(rule.matches);
+    if (given.length > MAX_MATCHES) return report(`${at}/matches`, `${given.length} matches; at most ${MAX_MATCHES} are supported (as in Gateway API): the rule is not applied`);
+    let all = given.length === 0;
+    for (const [j, m] of given.entries()) {
       const r = routeMatch(m);
       if (typeof r === 'string') return report(`${at}/matches/${j}`, `${r}: the rule is not applied`);
       if (Object.keys(r).length === 0) all = true;

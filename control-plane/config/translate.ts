@@ -2,6 +2,7 @@
 // Guarantees: no I/O, same model → byte-identical JSON, and every config returned passes parseProxyConfig.
 import { createHash } from 'node:crypto';
 import {
+  MAX_ROUTES,
   parseProxyConfig,
   type AuthorizationPolicyConfig,
   type Problem,
@@ -237,28 +238,48 @@ function resolveSplit(split: ModelTrafficSplit, services: ReadonlyMap<string, Pr
   return usable ? { split, apex, backends: known } : undefined;
 }
 
-/** Routes of one apex from its splits (one scope: producer or one consumer namespace). */
+/**
+ * Routes of one apex from its splits (one scope: producer or one consumer namespace). The result
+ * always fits the proxy's rules, so no split can make the views of unrelated services invalid:
+ * - route names are unique: a split whose name another source also gives (TrafficSplit `web-00`
+ *   and HTTPRoute `web`'s rule 0) gets names made unique with a hash of its source;
+ * - at most MAX_ROUTES routes: splits with matches are admitted oldest first (then by name), so
+ *   applying a new split never pushes out one in force; a split that no longer fits is reported
+ *   and not applied. The catch-all (or `default`) always has its place.
+ */
 function routesOf(splits: readonly ResolvedSplit[], problems: Tagged[]): Route[] {
   const byName = (a: ResolvedSplit, b: ResolvedSplit) => byString(a.split.name, b.split.name) || byString(a.split.source, b.split.source);
+  const byAge = (a: ResolvedSplit, b: ResolvedSplit) => byString(a.split.createdAt ?? '', b.split.createdAt ?? '') || byName(a, b);
+  const conflict = (s: ResolvedSplit, message: string) =>
+    problems.push({ outbound: s.apex, problem: { object: s.split.source, path: '/spec', message, effect: { reason: 'Conflicted', applies: false, reference: false } } });
   const routes: Route[] = [];
   // Of several splits of every request, the oldest applies (as Gateway API resolves conflicts):
   // applying a second one must not take the traffic from the one in force.
-  const [catchAll, ...ignored] = splits.filter((s) => s.split.matches === undefined).toSorted((a, b) => byString(a.split.createdAt ?? '', b.split.createdAt ?? '') || byName(a, b));
-  for (const s of ignored) {
-    problems.push({
-      outbound: s.apex,
-      problem: {
-        object: s.split.source,
-        path: '/spec',
-        message: `${catchAll!.split.source} already splits every request to ${s.apex}; this split is ignored (give it matches, or delete one)`,
-        effect: { reason: 'Conflicted', applies: false, reference: false },
-      },
-    });
+  const [catchAll, ...ignored] = splits.filter((s) => s.split.matches === undefined).toSorted(byAge);
+  for (const s of ignored) conflict(s, `${catchAll!.split.source} already splits every request to ${s.apex}; this split is ignored (give it matches, or delete one)`);
+  let room = MAX_ROUTES - 1; // the last route is the catch-all or `default`
+  const admitted = new Set<ResolvedSplit>();
+  for (const s of splits.filter((x) => x.split.matches !== undefined).toSorted(byAge)) {
+    const n = s.split.matches!.length;
+    if (n > room) {
+      const used = MAX_ROUTES - 1 - room;
+      conflict(s, `${s.apex} may have at most ${MAX_ROUTES} routes: older splits use ${used} and ${s.split.name}'s ${n} matches do not fit; ${s.split.name} is not applied (merge matches, or delete splits)`);
+      continue;
+    }
+    room -= n;
+    admitted.add(s);
   }
-  for (const s of splits.toSorted(byName)) {
-    s.split.matches?.forEach((match, i) => routes.push({ name: routeName(s.split, i), match: structuredClone(match), backends: s.backends }));
+  const taken = new Set<string>();
+  const unique = (s: ResolvedSplit, index?: number): string => {
+    let name = routeName(s.split, index);
+    if (taken.has(name)) name = routeName({ ...s.split, name: `${s.split.name}~${hashOf(s.split.source).slice(0, 8)}` }, index);
+    taken.add(name);
+    return name;
+  };
+  for (const s of [...admitted].toSorted(byName)) {
+    s.split.matches!.forEach((match, i) => routes.push({ name: unique(s, i), match: structuredClone(match), backends: s.backends }));
   }
-  routes.push(catchAll ? { name: routeName(catchAll.split), backends: catchAll.backends } : { name: 'default' });
+  routes.push(catchAll ? { name: unique(catchAll), backends: catchAll.backends } : { name: 'default' });
   return routes;
 }
 

@@ -274,6 +274,64 @@ t.test('HTTPRoute rules the proxy cannot honour are reported and not applied; th
   t.same(splits.map((s) => [s.name, s.backends]), [['web-06', [{ service: 'web-v2', weight: 0 }, { service: 'web-v1', weight: 1 }]]]);
 });
 
+t.test('an HTTPRoute beyond the proxy\'s limits is its own problem: every view stays valid and the others apply', async (t) => {
+  const parent = [{ group: '', kind: 'Service', name: 'web' }];
+  const bad = route('shop', 'bad', {
+    parentRefs: parent,
+    rules: [
+      { backendRefs: [{ name: 'web-v1', weight: -1 }] },
+      { backendRefs: [{ name: 'web-v1', weight: 1.5 }] },
+      { backendRefs: [{ name: 'web-v1', weight: 2 ** 53 }] },
+      { backendRefs: [{ name: 'web-v1', weight: '5' }] },
+      { backendRefs: Array.from({ length: 65 }, (_, i) => ({ name: `web-v${i}` })) },
+      { matches: Array.from({ length: 65 }, (_, i) => ({ path: { type: 'Exact', value: `/p${i}` } })), backendRefs: [{ name: 'web-v1' }] },
+      { matches: [{ headers: [{ name: 'x-canary', value: 1 }] }], backendRefs: [{ name: 'web-v1' }] },
+      { matches: [{ path: { type: 'PathPrefix', value: 'beta' } }], backendRefs: [{ name: 'web-v1' }] },
+      { matches: [{ headers: Array.from({ length: 17 }, (_, i) => ({ name: `h${i}`, value: 'x' })) }], backendRefs: [{ name: 'web-v1' }] },
+    ],
+  });
+  const { splits, problems } = splitsFromHTTPRoute(bad);
+  t.same(splits, [], 'no rule applies');
+  t.same(problems.map((p) => [p.field, p.message]), [
+    ['/spec/rules/0/backendRefs/0/weight', 'weight -1 is not an integer from 0 to 1000000: the rule is not applied'],
+    ['/spec/rules/1/backendRefs/0/weight', 'weight 1.5 is not an integer from 0 to 1000000: the rule is not applied'],
+    ['/spec/rules/2/backendRefs/0/weight', 'weight 9007199254740992 is not an integer from 0 to 1000000: the rule is not applied'],
+    ['/spec/rules/3/backendRefs/0/weight', 'weight "5" is not an integer from 0 to 1000000: the rule is not applied'],
+    ['/spec/rules/4/backendRefs', '65 backendRefs; at most 64 are supported: the rule is not applied'],
+    ['/spec/rules/5/matches', '65 matches; at most 64 are supported (as in Gateway API): the rule is not applied'],
+    ['/spec/rules/6/matches/0', 'header match value 1 is not a string: the rule is not applied'],
+    ['/spec/rules/7/matches/0', 'path value "beta" does not start with /: the rule is not applied'],
+    ['/spec/rules/8/matches/0', "the match does not fit the proxy's route matches (headers: Expected array length to be less or equal to 16): the rule is not applied"],
+  ]);
+  // Each rule alone, with a good split of another service beside it: the client's view is valid
+  // and carries the good split; the bad rule is reported on its HTTPRoute.
+  const good = split('shop', 'legacy-canary', [1, 1], 'web');
+  for (const [i, rule] of (bad.spec as { rules: unknown[] }).rules.entries()) {
+    const one = route('shop', `bad${i}`, { parentRefs: parent, rules: [rule] });
+    const { model, problems: mp } = meshModelFromKubernetes(shop({ httpRoutes: [one], trafficSplits: [good] }));
+    const v = viewFor(model, client, 'v1');
+    t.ok(v.config, `rule ${i}: the view is valid`, { problems: v.problems });
+    t.same(v.config?.services.find((s) => s.name === 'web.shop')?.routes?.map((r) => r.name), ['split:legacy-canary'], `rule ${i}: the good split applies`);
+    t.same(mp.map((p) => p.kind + '/' + p.name), [`HTTPRoute/bad${i}`], `rule ${i}: reported on its HTTPRoute only`);
+  }
+});
+
+t.test('route names stay unique: one Service named twice as a parent, an HTTPRoute rule and a TrafficSplit of one name', async (t) => {
+  const twice = route('shop', 'web', {
+    parentRefs: [{ group: '', kind: 'Service', name: 'web' }, { kind: 'Service', name: 'web', namespace: 'shop' }, { kind: 'Service', name: 'web.shop' }],
+    rules: [{ matches: [{ path: { value: '/a' } }], backendRefs: [{ name: 'web-v1' }] }],
+  });
+  t.same(splitsFromHTTPRoute(twice).splits.map((s) => s.service), ['web'], 'one parent');
+  // TrafficSplit `web-00` and the HTTPRoute `web`'s rule 0 are both split `web-00` of web.
+  const ts = cr('TrafficSplit', 'shop', 'web-00', { service: 'web', backends: [{ service: 'web-v2', weight: 1 }], matches: [{ path: { prefix: '/b' } }] });
+  const { model, problems } = meshModelFromKubernetes(shop({ httpRoutes: [twice], trafficSplits: [ts] }));
+  t.same(problems, []);
+  const v = viewFor(model, client, 'v1');
+  const routes = v.config?.services.find((s) => s.name === 'web.shop')?.routes ?? [];
+  t.same(routes.map((r) => [r.match?.path, r.backends?.[0]?.service]), [[{ prefix: '/a' }, 'web-v1.shop'], [{ prefix: '/b' }, 'web-v2.shop'], [undefined, undefined]], 'both apply');
+  t.equal(new Set(routes.map((r) => r.name)).size, 3, `unique names: ${routes.map((r) => r.name).join(', ')}`);
+});
+
 // ---- restarts ------------------------------------------------------------------------------------
 
 t.test('planRestart: exponential, capped, jittered between half and full, reset after a healthy run', async (t) => {

@@ -89,6 +89,23 @@ t.test('a matched split and a catch-all split of one apex: matched routes first;
   tt.match(problems[0]?.message, /TrafficSplit\/shop\/web-canary already splits every request to web\.shop/);
 });
 
+t.test('an apex has at most 256 routes: splits are admitted oldest first; one that does not fit is reported, the rest of the mesh unaffected', async (tt) => {
+  // 17 splits of 16 matches each: each valid alone, together 272 routes + the catch-all.
+  const splits = Array.from({ length: 17 }, (_, k) => {
+    const doc = { apiVersion: V, kind: 'TrafficSplit', metadata: { name: `s${String(k).padStart(2, '0')}`, namespace: 'shop', creationTimestamp: `2026-01-01T00:00:${String(16 - k).padStart(2, '0')}Z` }, spec: { service: 'web', backends: [{ service: 'web-v2', weight: 1 }], matches: Array.from({ length: 16 }, (_, i) => ({ path: { prefix: `/p${k}/${i}` } })) } };
+    return res(doc);
+  });
+  const { config, problems } = view(tt, model([web, webV1, webV2, billing, canary(), ...splits]));
+  const routes = svc(config, 'web.shop').routes ?? [];
+  tt.equal(routes.length, 15 * 16 + 1, 'fifteen matched splits (240 routes) and the catch-all');
+  tt.equal(routes.at(-1)?.name, 'split:web-canary', 'the catch-all keeps its place');
+  tt.notOk(routes.some((r) => /^split:s0[01]:/.test(r.name)), 'the two newest splits (s00, s01) are the ones left out, not older ones');
+  const conflicted = { reason: 'Conflicted', applies: false, reference: false };
+  tt.same(problems.map((p) => [p.object, p.path, p.effect]), [['TrafficSplit/shop/s00', '/spec', conflicted], ['TrafficSplit/shop/s01', '/spec', conflicted]]);
+  tt.match(problems[0]?.message, /web\.shop may have at most 256 routes: older splits use 240 and s00's 16 matches do not fit/);
+  tt.ok(svc(config, 'billing.shop'), 'other services are in the view');
+});
+
 t.test('deleting the split: the apex goes back to its own endpoints (no routes)', async (tt) => {
   const before = view(tt, model([web, webV1, webV2, canary()])).config;
   const after = view(tt, model([web, webV1, webV2])).config;
