@@ -1,7 +1,8 @@
 // The config stream's wire format, shared by the control plane and the proxy. A proxy holds
 // GET /v1/config/stream (mTLS; its identity is its client certificate) and reads NDJSON messages;
 // it answers each config with POST /v1/config/ack: the version it runs, or why it refused it.
-import type { Inbound, Problem, ProxyConfig, Service } from './proxy-config.ts';
+import { Type } from '@sinclair/typebox';
+import { schemaProblems, type Inbound, type Problem, type ProxyConfig, type Service } from './proxy-config.ts';
 import { decodeLabels, encodeLabels, type PodLabels } from './pod-labels.ts';
 
 export const CONFIG_STREAM_PATH = '/v1/config/stream';
@@ -69,6 +70,51 @@ export function applyDelta(base: Readonly<ProxyConfig>, delta: ConfigDelta): Pro
   if (inbound !== undefined) next.inbound = inbound;
   if (trustBundle !== undefined) next.trustBundle = trustBundle;
   return next;
+}
+
+/**
+ * The envelope of each message, checked before the proxy reads a field of it: what a config or a
+ * delta carries (services, inbound, bundle) is checked by parseProxyConfig once applied, but the
+ * delta's lists must be lists (of objects with a name) for applyDelta to merge them. Unknown
+ * members are allowed, so a newer control plane may add some.
+ */
+const Versioned = { version: Type.String({ minLength: 1 }) };
+const MESSAGE_SCHEMAS = {
+  hello: Type.Object({ type: Type.Literal('hello'), stream: Type.String(), pingMs: Type.Optional(Type.Number()) }),
+  ping: Type.Object({ type: Type.Literal('ping') }),
+  config: Type.Object({ type: Type.Literal('config'), ...Versioned, config: Type.Unknown() }),
+  delta: Type.Object({
+    type: Type.Literal('delta'),
+    ...Versioned,
+    base: Type.String(),
+    upsert: Type.Array(Type.Object({ name: Type.String() })),
+    remove: Type.Array(Type.String()),
+    inbound: Type.Optional(Type.Union([Type.Object({}), Type.Null()])),
+    trustBundle: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+  }),
+} as const;
+
+export type ParsedMessage =
+  | { ok: true; message: StreamMessage }
+  /** `version`: the config or delta version the message names, when it names one (to NACK it). */
+  | { ok: false; version: string | undefined; problems: Problem[] };
+
+/** One line of the stream, checked; never throws. A line that is not one of the messages above is a problem. */
+export function parseStreamMessage(line: string): ParsedMessage {
+  let m: unknown;
+  try {
+    m = JSON.parse(line);
+  } catch (err) {
+    return { ok: false, version: undefined, problems: [{ path: '/', message: `not JSON: ${(err as Error).message}` }] };
+  }
+  const type = typeof m === 'object' && m !== null ? (m as { type?: unknown }).type : undefined;
+  const version = typeof (m as { version?: unknown } | null)?.version === 'string' ? (m as { version: string }).version : undefined;
+  if (typeof type !== 'string' || !Object.hasOwn(MESSAGE_SCHEMAS, type)) {
+    return { ok: false, version: undefined, problems: [{ path: '/type', message: `expected a message of type ${Object.keys(MESSAGE_SCHEMAS).join(', ')}, got ${JSON.stringify(type) ?? 'nothing'}` }] };
+  }
+  // One problem per field: a missing list is also "not a list", which says nothing more.
+  const problems = schemaProblems(MESSAGE_SCHEMAS[type as keyof typeof MESSAGE_SCHEMAS], m).filter((p, i, all) => all.findIndex((q) => q.path === p.path) === i);
+  return problems.length === 0 ? { ok: true, message: m as StreamMessage } : { ok: false, version: type === 'config' || type === 'delta' ? version : undefined, problems };
 }
 
 export interface Ack {

@@ -6,7 +6,7 @@ import https from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import type { SecureContext } from 'node:tls';
 import type { Random } from '../../api/runtime.ts';
-import { applyDelta, CONFIG_ACK_PATH, DELTA_BASE_PATH, encodeParams, type Ack, type StreamMessage, type StreamParams } from '../../api/config-stream.ts';
+import { applyDelta, CONFIG_ACK_PATH, DELTA_BASE_PATH, encodeParams, parseStreamMessage, type Ack, type StreamParams } from '../../api/config-stream.ts';
 import type { Problem } from '../../api/proxy-config.ts';
 import { encodeLabels, type PodLabels } from '../../api/pod-labels.ts';
 import type { ConfigStore } from './store.ts';
@@ -241,13 +241,18 @@ export class StreamConfigSource {
   }
 
   #message(line: string): void {
-    let m: StreamMessage;
-    try {
-      m = JSON.parse(line) as StreamMessage;
-    } catch {
-      this.#o.log('unreadable message from the control plane', { line: line.slice(0, 200) });
+    // Checked before any field is read: a malformed message (a control plane of another version,
+    // a bug) is refused, never thrown in the stream's data handler, where it would end the proxy.
+    const parsed = parseStreamMessage(line);
+    if (!parsed.ok) {
+      this.#o.log('unusable message from the control plane', { line: line.slice(0, 200), problems: parsed.problems });
+      if (parsed.version !== undefined) {
+        this.#o.store.refuse(parsed.problems, `control plane version ${parsed.version}`);
+        this.#ack({ stream: this.#stream, version: parsed.version, ok: false, problems: parsed.problems });
+      }
       return;
     }
+    const m = parsed.message;
     if (m.type === 'hello') {
       this.#stream = m.stream;
       if (typeof m.pingMs === 'number' && m.pingMs > 0) this.#watchSilence(m.pingMs);
