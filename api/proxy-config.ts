@@ -146,6 +146,8 @@ export const Route = Type.Object(
 
 /** Most routes a service may have (the proxy tries them in order on every request). */
 export const MAX_ROUTES = 256;
+/** Most endpoints a service may have in one config. */
+export const MAX_ENDPOINTS = 10_000;
 
 export const Service = Type.Object(
   {
@@ -153,7 +155,7 @@ export const Service = Type.Object(
     name: ServiceName,
     /** Host names (without port) that address this service; the name is always one of them. */
     hosts: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 253 }), { maxItems: 32 })),
-    endpoints: Type.Array(Endpoint, { maxItems: 10_000 }),
+    endpoints: Type.Array(Endpoint, { maxItems: MAX_ENDPOINTS }),
     /** Ordered; first match wins. Absent: one catch-all route to the service itself. */
     routes: Type.Optional(Type.Array(Route, { maxItems: MAX_ROUTES })),
     timeouts: Type.Optional(Timeouts),

@@ -373,11 +373,18 @@ export function meshModelFromKubernetes(objects: KubeObjects, opts: ModelOptions
     const pi = podInput(p);
     if (pi) pods.set(`${pi.namespace}/${pi.name}`, pi);
   }
-  const slices = objects.endpointSlices.map(sliceInput).filter((s): s is KubeEndpointSliceInput => s !== undefined);
+  // Slices grouped by their Service once: each Service then reads its own, not every slice
+  // (that was O(services × slices) per rebuild: half a second at 8000 Services).
+  const slicesOf = new Map<string, KubeEndpointSliceInput[]>();
+  for (const s of objects.endpointSlices.map(sliceInput)) {
+    if (s === undefined) continue;
+    const key = `${s.namespace}/${s.serviceName}`;
+    slicesOf.set(key, [...(slicesOf.get(key) ?? []), s]);
+  }
   const services = objects.services
     .map(serviceInput)
     .filter((s): s is KubeServiceInput => s !== undefined && s.type !== 'ExternalName')
-    .map((s) => serviceFromKubernetes(s, slices, pods, base.trustDomain))
+    .map((s) => serviceFromKubernetes(s, slicesOf.get(`${s.namespace}/${s.name}`) ?? [], pods, base.trustDomain))
     .toSorted((a, b) => byString(a.namespace, b.namespace) || byString(a.name, b.name));
 
   const trafficSplits: ModelTrafficSplit[] = [];

@@ -2,6 +2,7 @@
 // Guarantees: no I/O, same model → byte-identical JSON, and every config returned passes parseProxyConfig.
 import { createHash } from 'node:crypto';
 import {
+  MAX_ENDPOINTS,
   MAX_ROUTES,
   parseProxyConfig,
   type AuthorizationPolicyConfig,
@@ -162,14 +163,24 @@ function routeName(split: ModelTrafficSplit, index?: number): string {
   return name.length <= ROUTE_NAME_MAX ? name : `${name.slice(0, ROUTE_NAME_MAX - 17)}~${hashOf(name).slice(0, 16)}`;
 }
 
-function endpointsOf(svc: ModelService): Endpoint[] {
+function endpointsOf(svc: ModelService, problems: Tagged[]): Endpoint[] {
   // One entry per address; an address listed twice (a Pod in two EndpointSlices) counts as ready if either says so.
   const byAddress = new Map<string, ModelService['endpoints'][number]>();
   for (const ep of svc.endpoints) {
     const seen = byAddress.get(ep.address);
     if (!seen || (!seen.ready && ep.ready)) byAddress.set(ep.address, ep);
   }
-  return [...byAddress.keys()].toSorted(byString).map((address) => {
+  let addresses = [...byAddress.keys()].toSorted(byString);
+  if (addresses.length > MAX_ENDPOINTS) {
+    // More than a proxy takes would make every view that has this service invalid (every other
+    // change frozen with it): keep the ready ones first, report the rest.
+    const ready = addresses.filter((a) => byAddress.get(a)!.ready);
+    const kept = new Set([...ready, ...addresses.filter((a) => !byAddress.get(a)!.ready)].slice(0, MAX_ENDPOINTS));
+    const canonical = `${svc.name}.${svc.namespace}`;
+    problems.push({ outbound: canonical, problem: { object: svc.source, path: '/endpoints', message: `${addresses.length} endpoints; a proxy takes at most ${MAX_ENDPOINTS} per service: ${addresses.length - kept.size} (not ready first, then the last by address) are left out` } });
+    addresses = addresses.filter((a) => kept.has(a));
+  }
+  return addresses.map((address) => {
     const ep = byAddress.get(address)!;
     const labels = Object.keys(ep.labels).length > 0 ? { labels: { ...ep.labels } } : {};
     return { address, ...(ep.identity !== undefined ? { identity: ep.identity } : {}), ...(ep.ready ? {} : { ready: false }), ...labels };
@@ -187,7 +198,7 @@ function prepareServices(model: MeshModel, problems: Tagged[]): Map<string, Prep
     }
     const doc: Service = {
       name: canonical,
-      endpoints: endpointsOf(svc),
+      endpoints: endpointsOf(svc, problems),
       ...(svc.policy?.timeouts ? { timeouts: svc.policy.timeouts } : {}),
       ...(svc.policy?.retry ? { retry: svc.policy.retry } : {}),
       ...(svc.policy?.breaker ? { breaker: svc.policy.breaker } : {}),
