@@ -379,7 +379,9 @@ export function meshModelFromKubernetes(objects: KubeObjects, opts: ModelOptions
   for (const s of objects.endpointSlices.map(sliceInput)) {
     if (s === undefined) continue;
     const key = `${s.namespace}/${s.serviceName}`;
-    slicesOf.set(key, [...(slicesOf.get(key) ?? []), s]);
+    const list = slicesOf.get(key);
+    if (list) list.push(s);
+    else slicesOf.set(key, [s]);
   }
   const services = objects.services
     .map(serviceInput)

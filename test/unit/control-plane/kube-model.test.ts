@@ -349,36 +349,6 @@ t.test('a Service with more endpoints than a proxy takes: the ready ones are kep
   t.ok(v.config?.services.some((s) => s.name === 'web.shop'), 'the other services are there');
 });
 
-/** n Services in 50 namespaces, one EndpointSlice each. */
-const cluster = (n: number): KubeObjects => {
-  const services: V1Service[] = [];
-  const endpointSlices: V1EndpointSlice[] = [];
-  for (let i = 0; i < n; i++) {
-    const ns = `ns${i % 50}`;
-    services.push(service(ns, `svc${i}`));
-    endpointSlices.push(slice(ns, `svc${i}`, `svc${i}-a`, [{ ip: `10.${(i >> 8) & 255}.${i & 255}.1` }]));
-  }
-  return { services, endpointSlices, pods: [], trafficSplits: [], authorizationPolicies: [], httpRoutes: [] };
-};
-// Best of three, after a warm-up: the machine is shared, the ratio is what is checked.
-const bestOfThree = (o: KubeObjects) =>
-  Math.min(
-    ...[0, 1, 2].map(() => {
-      const t0 = performance.now();
-      meshModelFromKubernetes(o);
-      return performance.now() - t0;
-    }),
-  );
-
-t.test('a rebuild grows linearly with the cluster: 20 000 Services take about five times 4 000, not twenty-five', async (t) => {
-  const [small, large] = [cluster(4000), cluster(20_000)];
-  meshModelFromKubernetes(small);
-  const [a, b] = [bestOfThree(small), bestOfThree(large)];
-  t.equal(meshModelFromKubernetes(large).model.services.length, 20_000);
-  // Each Service used to scan every EndpointSlice: 20 000 Services took 2.7 s, ~25x 4 000.
-  t.ok(b < 15 * a, `20 000 Services: ${b.toFixed(0)} ms, 4 000: ${a.toFixed(0)} ms (${(b / a).toFixed(1)}x)`);
-});
-
 // ---- restarts ------------------------------------------------------------------------------------
 
 t.test('planRestart: exponential, capped, jittered between half and full, reset after a healthy run', async (t) => {
