@@ -46,7 +46,7 @@ Kubernetes:
 Serving:
   --trust-domain TD         must match the CA state (default ${DEFAULT_TRUST_DOMAIN}) [MESHLET_TRUST_DOMAIN]
   --listen HOST:PORT        Certify, POST /v1/certify (default 0.0.0.0:8443) [MESHLET_CONFIG_LISTEN]
-  --admin-listen HOST:PORT  /live /ready /metrics (default 127.0.0.1:9990) [MESHLET_ADMIN_LISTEN]
+  --admin-listen HOST:PORT  /live /ready /metrics /proxies /config-problems (default 127.0.0.1:9990) [MESHLET_ADMIN_LISTEN]
   --leaf-ttl DURATION       leaf lifetime, at most the CA's leaf TTL (default: that, 24h unless
                             set by \`meshlet identity init --leaf-ttl\`)
   --reload-interval DUR     how often the CA state is re-read to pick up rotations (default 10s)

@@ -1,5 +1,6 @@
-// Typed proxy errors. Stages throw or return these; exactly one place (http/respond.ts) turns
-// them into HTTP responses, each carrying a `meshlet-proxy-error` header with its stable code.
+// Typed proxy errors. Stages throw or return these; the listener (http/listener.ts), and for an
+// upgrade http/upgrade.ts, turn them into HTTP responses, each carrying a `meshlet-proxy-error`
+// header with its stable code.
 
 export const ERROR_STATUS = {
   'bad-request': 400,

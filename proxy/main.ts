@@ -11,7 +11,7 @@ import { systemWallClock } from './identity/identity.ts';
 import { parseAppPorts } from './inbound/app-port.ts';
 import { parseDownwardLabels, type PodLabels } from '../api/pod-labels.ts';
 
-export const USAGE = `usage: meshlet proxy --config FILE [options]
+export const USAGE = `usage: node proxy/main.ts (--config FILE | --control-plane URL --trust-anchors FILE ...) [options]
 
   --config FILE            proxy config document (JSON or YAML); reloaded when it changes.
                            Without it, config streams from --control-plane.
@@ -143,6 +143,7 @@ async function main(): Promise<void> {
       proof: tokenFile ? { kind: 'kubernetes', tokenFile } : { kind: 'bootstrap', token: readFileSync(bootstrapFile!, 'utf8').trim() },
     });
   } else log('no --control-plane: plaintext mode (no identity, no mTLS)', { level: 'warn' });
+  // From here on a failure is the machine's (a port in use, a file gone), not the command line's: exit 1.
   const proxy = await startProxy({
     self,
     configFile: values.config,
@@ -168,6 +169,8 @@ async function main(): Promise<void> {
     log,
     certify,
     wallClock: systemWallClock,
+  }).catch((err: Error) => {
+    throw new StartFailed(err.message, { cause: err });
   });
   log('proxy started', {
     outbound: proxy.outbound && `${proxy.outbound.address}:${proxy.outbound.port}`,
@@ -195,7 +198,14 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
+/** The proxy could not start with a valid command line (a listener's port in use...): exit 1, no usage. */
+class StartFailed extends Error {}
+
 main().catch((err: Error) => {
+  if (err instanceof StartFailed) {
+    process.stderr.write(`meshlet proxy: cannot start: ${err.message}\n`);
+    process.exit(1);
+  }
   process.stderr.write(`meshlet proxy: ${err.message}\n\n${USAGE}`);
   process.exit(2);
 });

@@ -9,6 +9,9 @@ import net, { type AddressInfo } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import { closedAfter, reservedPort, startUpstream, startProxyProcess, pool, load, metricValue, UNINSTRUMENTED } from '../fixtures/mesh.ts';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { PROXY_MAIN } from '../../proxy/launch.ts';
 
 const splitConfig = (version: string, w1: number, w2: number, a: string, b: string) => ({
@@ -345,4 +348,19 @@ t.test('log level: MESHLET_LOG_LEVEL=warn keeps warnings and drops info lines; a
   const bad = spawnSync(process.execPath, [PROXY_MAIN, '--config', p.configPath, '--log-level', 'loud'], { encoding: 'utf8', timeout: 20_000 });
   t.equal(bad.status, 2, 'exit 2');
   t.match(bad.stderr, /--log-level \/ MESHLET_LOG_LEVEL: "loud" is not one of debug, info, warn, error/);
+  t.match(bad.stderr, /usage: /, 'a bad command line gets the usage');
+});
+
+t.test('a listener port in use: exit 1 with the reason, not a usage error', async (t) => {
+  const taken = net.createServer();
+  await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => taken.close(() => r())));
+  const port = (taken.address() as AddressInfo).port;
+  const dir = mkdtempSync(join(tmpdir(), 'meshlet-inuse-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ version: 'l2', services: [] }));
+  const r = spawnSync(process.execPath, [PROXY_MAIN, '--config', join(dir, 'config.json'), '--outbound-listen', `127.0.0.1:${port}`, '--inbound-listen', 'off', '--admin-listen', '127.0.0.1:0'], { encoding: 'utf8', timeout: 20_000 });
+  t.equal(r.status, 1, 'exit 1: the command line was right');
+  t.match(r.stderr, `meshlet proxy: cannot start: listen EADDRINUSE: address already in use 127.0.0.1:${port}`, "says which port");
+  t.notMatch(r.stderr, /usage: /, 'no usage text');
 });
