@@ -24,6 +24,11 @@ export const ERROR_STATUS = {
   'header-timeout': 408,
   /** No config yet: no file read, or no first view from the control plane. */
   'no-config': 503,
+  /**
+   * A connection whose first bytes are not HTTP/1: TLS (answered with a TLS alert), the HTTP/2
+   * preface (answered with GOAWAY HTTP_1_1_REQUIRED) or anything else (this 400).
+   */
+  'unsupported-protocol': 400,
 } as const;
 
 /** Reason phrases of the statuses the proxy answers with itself (not node:http's STATUS_CODES: loading node:http costs memory). */

@@ -116,6 +116,7 @@ export const REASONS: Readonly<Record<string, { means: string; fix: string }>> =
   'request-timeout': { means: 'the whole request (all attempts) got no response within timeouts.request', fix: 'Find why the callee is slow, or raise timeouts.request.' },
   'header-timeout': { means: 'a client did not send its whole request head within 30 s (a slow or stalled client, or a slow-loris attack)', fix: 'Look at the calling client and the network between it and its proxy; the callee is not involved.' },
   'no-config': { means: 'the proxy has no config yet: its --config file was not read, or the control plane has not sent it a first view', fix: 'Wait for the proxy to be ready (its /ready; meshlet proxy-status); check its --config file or its connection to the control plane.' },
+  'unsupported-protocol': { means: "a connection's first bytes were not HTTP/1: TLS (an app calling https:// through interception; the message names the server), HTTP/2 with prior knowledge (gRPC) or another protocol; the proxy refused it at once", fix: 'Let that traffic bypass the proxy (config.meshlet.io/skip-outbound-ports or skip-outbound-cidrs; skip-inbound-ports for an app that serves it), or make the client speak HTTP/1.1 in plaintext.' },
 };
 
 /** The callee's authorization decision for the caller: the proxy's own, on the path as the proxy reads it from the target. */

@@ -163,7 +163,7 @@ interface Tally {
 }
 
 /** Proxy errors made before an endpoint is picked: such requests say nothing about mTLS. */
-const NOT_SENT = new Set(['bad-request', 'header-too-large', 'no-route', 'no-endpoints', 'breaker-open', 'concurrency-limit', 'no-config', 'budget-exhausted']);
+const NOT_SENT = new Set(['bad-request', 'header-too-large', 'unsupported-protocol', 'no-route', 'no-endpoints', 'breaker-open', 'concurrency-limit', 'no-config', 'budget-exhausted']);
 
 function tally(p: ProxyScrape, direction: string, key: (l: Readonly<Record<string, string>>) => string): Map<string, Tally> {
   const out = new Map<string, Tally>();

@@ -6,7 +6,7 @@ import type { Clock } from '../../api/runtime.ts';
 import type { ConfigStore } from '../config/store.ts';
 import type { Direction, Exchange, Handler, Peer, UpstreamResponse } from './exchange.ts';
 import { forwardRequestHeaders } from './headers.ts';
-import { ERROR_STATUS, PROXY_ERROR_HEADER, STATUS_TEXT, ProxyError, isProxyError, fromUpstreamError } from '../errors.ts';
+import { ERROR_STATUS, PROXY_ERROR_HEADER, STATUS_TEXT, ProxyError, isProxyError, fromUpstreamError, type ProxyErrorCode } from '../errors.ts';
 import { pathOf } from '../policy/route-match.ts';
 import type { ProxyMetrics } from '../telemetry/metrics.ts';
 import type { AccessLog } from '../telemetry/access-log.ts';
@@ -15,6 +15,8 @@ import { extractParent, pushPropagationHeaders, type Tracing } from '../telemetr
 import type { UpgradeDestination, UpgradeHandler } from './upgrade.ts';
 import { ServerConnection, type HeadProblem, type ServerHooks, type ServerLimits, type ServerRequest } from '../http1/server.ts';
 import type { RequestHead } from '../http1/head.ts';
+import type { Foreign } from '../http1/first-bytes.ts';
+import { unsupportedProtocolAnswer, unsupportedProtocolMessage } from './unsupported-protocol.ts';
 
 export interface Workload {
   workload: string;
@@ -94,6 +96,7 @@ export class Listener {
       request: (req) => this.#onRequest(req),
       upgrade: (head, socket, rest) => this.#onUpgrade(head, socket, rest),
       refuse: (problem, message) => this.#refusal(problem, message),
+      foreign: (what) => this.#foreignRefusal(what),
     };
     this.server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => this.accept(socket));
     // One timer for every connection's head and idle timeouts.
@@ -155,14 +158,30 @@ export class Listener {
 
   /** The answer to a head that cannot be served (counted and logged like any proxy error). */
   #refusal(problem: HeadProblem, message: string): string {
-    const d = this.#d;
-    const code = problem;
     const status = ERROR_STATUS[problem];
+    this.#recordRefusal(problem, message, '', status);
+    return refusalResponse(problem, status, message);
+  }
+
+  /**
+   * The answer to a connection that is not HTTP/1, refused at its first bytes: recorded as
+   * `unsupported-protocol` with the TLS server name as its authority; status 0 where no HTTP
+   * answer goes back (TLS gets an alert, HTTP/2 a GOAWAY).
+   */
+  #foreignRefusal(what: Foreign): Buffer {
+    const code = 'unsupported-protocol';
+    const message = unsupportedProtocolMessage(what, this.#d.direction);
+    const status = what.protocol === 'unknown' ? ERROR_STATUS[code] : 0;
+    this.#recordRefusal(code, message, what.protocol === 'tls' ? (what.serverName ?? '') : '', status);
+    return unsupportedProtocolAnswer(what, () => refusalResponse(code, ERROR_STATUS[code], message));
+  }
+
+  /** A refusal before any request: one count, one /errors entry, one access-log line. */
+  #recordRefusal(code: ProxyErrorCode, message: string, authority: string, status: number): void {
+    const d = this.#d;
     d.metrics.proxyErrors.labels(d.direction, code).inc();
-    d.recentErrors?.record({ direction: d.direction, reason: code, message, authority: '', service: '', endpoint: '', peer: '', attempts: 0 });
-    this.#measureOther({ method: '', authority: '', path: '', status, code, durMs: 0 });
-    const body = `meshlet: ${code}: ${message}\n`;
-    return `HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\n${PROXY_ERROR_HEADER}: ${code}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
+    d.recentErrors?.record({ direction: d.direction, reason: code, message, authority, service: '', endpoint: '', peer: '', attempts: 0 });
+    this.#measureOther({ method: '', authority, path: '', status, code, durMs: 0 });
   }
 
   /**
@@ -382,6 +401,12 @@ export class Listener {
   #idleNow(): void {
     if (this.#inFlight === 0 && this.#upgrades === 0) this.#idle?.();
   }
+}
+
+/** The proxy's own answer to a request it cannot read, closing the connection. */
+function refusalResponse(code: ProxyErrorCode, status: number, message: string): string {
+  const body = `meshlet: ${code}: ${message}\n`;
+  return `HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\n${PROXY_ERROR_HEADER}: ${code}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
 }
 
 /** OpenTelemetry HTTP semantic conventions (stable attributes) for a hop's span. */

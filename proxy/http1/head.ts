@@ -59,7 +59,8 @@ export function hasBareLfLines(buf: Buffer): boolean {
 
 // ---- character classes (RFC 9110 §5.6.2 tchar, §5.5 field-vchar) ----
 
-const TCHAR = new Uint8Array(256);
+/** 1 for the octets of a token (methods, field names); a request line starts with one. */
+export const TCHAR = new Uint8Array(256);
 for (let c = 0x30; c <= 0x39; c++) TCHAR[c] = 1;
 for (let c = 0x41; c <= 0x5a; c++) TCHAR[c] = 1;
 for (let c = 0x61; c <= 0x7a; c++) TCHAR[c] = 1;

@@ -5,6 +5,7 @@ import type { Socket } from 'node:net';
 import { BodySource } from './body.ts';
 import { BodyFraming } from './body-framing.ts';
 import { ChunkedError, ChunkedScanner, LAST_CHUNK, chunkPrefix } from './chunked.ts';
+import { detectForeign, type Foreign } from './first-bytes.ts';
 import { HeadError, headEnd, hasBareLfLines, parseRequestHead, type Framing, type RequestHead } from './head.ts';
 
 
@@ -20,6 +21,8 @@ export interface ServerHooks {
   upgrade(head: RequestHead, socket: Socket, rest: Buffer): void;
   /** A head that cannot be served: the bytes to answer with (the connection then closes). */
   refuse(problem: HeadProblem, message: string): string;
+  /** A connection whose first bytes are not HTTP/1 (TLS, HTTP/2, other): the bytes to answer with (then it closes). */
+  foreign(what: Foreign): Buffer;
 }
 
 export interface ServerLimits {
@@ -238,6 +241,8 @@ export class ServerConnection {
   /** When the current head began arriving, or the connection went idle (ms, the owner's clock). */
   #since: number;
   #detached = false;
+  /** No request head has been read yet: the first bytes may be another protocol (first-bytes.ts). */
+  #fresh = true;
 
   constructor(socket: Socket, hooks: ServerHooks, limits: ServerLimits) {
     this.socket = socket;
@@ -271,7 +276,9 @@ export class ServerConnection {
     }
     if (this.#phase !== P.HEAD) return;
     if (this.#buf !== undefined) {
-      if (now - this.#since > this.#limits.headersTimeoutMs) this.#refuse('header-timeout', `the request head did not arrive within ${this.#limits.headersTimeoutMs} ms`);
+      if (now - this.#since <= this.#limits.headersTimeoutMs) return;
+      if (this.#fresh && this.#notHttp1(this.#buf, true)) return;
+      this.#refuse('header-timeout', `the request head did not arrive within ${this.#limits.headersTimeoutMs} ms`);
     } else if (now - this.#since > this.#limits.keepAliveTimeoutMs) this.socket.destroy();
   }
 
@@ -395,6 +402,8 @@ export class ServerConnection {
     const max = this.#limits.maxHeaderSize;
     if (end === -1) {
       this.#buf = buf;
+      // Off the hot path: a whole head in the first packet never comes here.
+      if (this.#fresh && this.#notHttp1(buf, false)) return;
       if (buf.length > max) return this.#refuse('header-too-large', `the request head is larger than ${max} bytes`);
       if (hasBareLfLines(buf)) return this.#refuse('bad-request', 'a bare LF in the request head');
       return;
@@ -404,9 +413,12 @@ export class ServerConnection {
     try {
       head = parseRequestHead(buf.toString('latin1', 0, end));
     } catch (e) {
-      if (e instanceof HeadError) return this.#refuse('bad-request', e.message);
-      throw e;
+      if (!(e instanceof HeadError)) throw e;
+      // The HTTP/2 preface has a CRLF CRLF, and random TLS bytes may: the parser refuses both.
+      if (this.#fresh && this.#notHttp1(buf, false)) return;
+      return this.#refuse('bad-request', e.message);
     }
+    this.#fresh = false;
     const rest = buf.subarray(end + 4);
     this.#buf = undefined;
     if (head.upgrade) {
@@ -475,12 +487,27 @@ export class ServerConnection {
     }
   }
 
+  /**
+   * The first bytes of the connection, before any head: true when they are another protocol (now
+   * refused) or need a few more bytes to tell; false when they may be HTTP/1.
+   */
+  #notHttp1(buf: Buffer, final: boolean): boolean {
+    const what = detectForeign(buf, final);
+    if (what === undefined) return false;
+    if (what !== 'more') this.#close(this.#hooks.foreign(what));
+    return true;
+  }
+
   /** Answer a head we cannot serve, then close (reading on, and dropping, until the client closes). */
   #refuse(problem: HeadProblem, message: string): void {
+    this.#close(this.#hooks.refuse(problem, message));
+  }
+
+  #close(answer: string | Buffer): void {
     this.#phase = P.DONE;
     this.#since = this.#limits.now();
     this.#buf = undefined;
-    if (this.socket.writable) this.socket.end(this.#hooks.refuse(problem, message), 'latin1');
+    if (this.socket.writable) this.socket.end(answer, 'latin1');
     else this.socket.destroy();
   }
 

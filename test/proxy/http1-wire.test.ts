@@ -373,6 +373,7 @@ t.test('server connection: a head that does not arrive in time gets 408 (however
           },
           upgrade: (_h, s) => s.destroy(),
           refuse: (problem, message) => `HTTP/1.1 408 Request Timeout\r\nx-problem: ${problem}\r\ncontent-length: ${message.length}\r\nconnection: close\r\n\r\n${message}`,
+          foreign: (what) => Buffer.from(`not HTTP/1: ${what.protocol}`),
         },
         { now: () => now, maxHeaderSize: 1024, headersTimeoutMs: 200, keepAliveTimeoutMs: 1000 },
       ),
@@ -410,6 +411,39 @@ t.test('server connection: a head that does not arrive in time gets 408 (however
   for (const c of conns) c.sweep(now);
   await idle.closed;
   t.pass('the idle connection closed after its keep-alive timeout');
+});
+
+t.test('server connection: a TLS record that stops short is refused as TLS when the head timeout runs out, not with an HTTP 408', async (t) => {
+  let now = 0;
+  const conns: ServerConnection[] = [];
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    conns.push(
+      new ServerConnection(
+        socket,
+        {
+          request: (r) => r.respond(200, 'OK', [], 'fine'),
+          upgrade: (_h, s) => s.destroy(),
+          refuse: (problem) => `HTTP/1.1 408 Request Timeout\r\nx-problem: ${problem}\r\ncontent-length: 0\r\n\r\n`,
+          foreign: (what) => Buffer.from(`not HTTP/1: ${JSON.stringify(what)}`),
+        },
+        { now: () => now, maxHeaderSize: 1024, headersTimeoutMs: 200, keepAliveTimeoutMs: 1000 },
+      ),
+    );
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  const port = (server.address() as net.AddressInfo).port;
+  const c = client(port);
+  // A record header announcing 512 bytes, and only 3 of them: waited for, as a ClientHello is sent whole.
+  c.send('\x16\x03\x01\x02\x00\x01\x00\x01');
+  await new Promise((r) => setTimeout(r, 50));
+  now = 150;
+  for (const x of conns) x.sweep(now);
+  t.equal(c.text(), '', 'waiting for the rest of the record');
+  now = 250;
+  for (const x of conns) x.sweep(now);
+  await c.closed;
+  t.equal(c.text(), 'not HTTP/1: {"protocol":"tls"}', 'TLS without a name (serverName undefined)');
 });
 
 t.test('client pool: an upstream that goes silent in the middle of a body is given up after the silence timeout', async (t) => {
