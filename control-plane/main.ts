@@ -7,7 +7,7 @@ import { DEFAULT_TRUST_DOMAIN, systemWallClock } from './ca/index.ts';
 import { DEFAULT_AUDIENCE } from './certify/certify.ts';
 import { CONTROL_PLANE_SERVICE_ACCOUNT, DEFAULT_SERVING_NAMES, DEFAULT_SYSTEM_NAMESPACE, controlPlaneIdentity } from './certify/serving-cert.ts';
 import { InjectorMetrics } from '../injector/metrics.ts';
-import { DEFAULT_INIT_IMAGE, DEFAULT_PROXY_IMAGE, defaultSettings, parseBool } from '../injector/settings.ts';
+import { DEFAULT_INIT_IMAGE, DEFAULT_PROXY_IMAGE, DEFAULT_SKIP_OUTBOUND_PORTS, defaultSettings, parseBool, parsePorts } from '../injector/settings.ts';
 import { WEBHOOK_SERVICE, caCredentials, createWebhook, fileCredentials } from '../injector/webhook.ts';
 import { Registry } from 'prom-client';
 import { trustBundle } from './ca/index.ts';
@@ -60,7 +60,9 @@ Proxy injector (the mutating admission webhook, POST /inject; manifests/webhook)
                             meshlet-webhook.<namespace>.svc (the webhook's caBundle is the trust bundle)
   What it injects comes from the environment (manifests/config.env): MESHLET_PROXY_IMAGE,
   MESHLET_PROXY_INIT_IMAGE, MESHLET_PROXY_NATIVE_SIDECAR (default true), MESHLET_CNI (default false:
-  the meshlet-init container installs the interception rules). Proxies are pointed at
+  the meshlet-init container installs the interception rules), MESHLET_DEFAULT_SKIP_OUTBOUND_PORTS
+  (default 443: destination ports that bypass the proxy where a Pod does not set
+  config.meshlet.io/skip-outbound-ports; empty for none). Proxies are pointed at
   https://meshlet-control-plane.<namespace>.svc:<--listen port> and the CA's trust bundle.
 Mesh config (streamed to proxies on the Certify port, /v1/config/stream; status at admin /proxies):
   --config-dir DIR          a folder of meshlet YAML (MeshService, TrafficSplit, AuthorizationPolicy),
@@ -143,11 +145,12 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const webhookListen = hostPortOrOff(values['webhook-listen'] ?? env.MESHLET_WEBHOOK_LISTEN ?? (inCluster(env) ? '0.0.0.0:9443' : 'off'), '--webhook-listen');
   const [webhookCert, webhookKey] = [values['webhook-cert'], values['webhook-key']];
   if (!webhookCert !== !webhookKey) throw new UsageError('--webhook-cert and --webhook-key go together');
-  let injectorModes: { nativeSidecar: boolean; cni: boolean };
+  let injectorModes: { nativeSidecar: boolean; cni: boolean; skipOutboundPorts: readonly number[] };
   try {
     injectorModes = {
       nativeSidecar: parseBool(env.MESHLET_PROXY_NATIVE_SIDECAR, 'MESHLET_PROXY_NATIVE_SIDECAR') ?? true,
       cni: parseBool(env.MESHLET_CNI, 'MESHLET_CNI') ?? false,
+      skipOutboundPorts: parsePorts(env.MESHLET_DEFAULT_SKIP_OUTBOUND_PORTS, 'MESHLET_DEFAULT_SKIP_OUTBOUND_PORTS') ?? DEFAULT_SKIP_OUTBOUND_PORTS,
     };
   } catch (e) {
     throw new UsageError((e as Error).message);

@@ -20,7 +20,7 @@ export const OVERRIDES = {
   'log-level': LOG_LEVELS.join(' | '),
   'inbound-ports': "comma list of ports redirected to the proxy (default: the containers' TCP containerPorts)",
   'skip-inbound-ports': 'comma list of ports that bypass the proxy inbound',
-  'skip-outbound-ports': 'comma list of destination ports that bypass the proxy outbound',
+  'skip-outbound-ports': 'comma list of destination ports that bypass the proxy outbound; replaces the default (443), "" for none',
   'skip-outbound-cidrs': 'comma list of destination CIDRs that bypass the proxy outbound',
   'native-sidecar': 'true | false: the proxy as a native sidecar (init container) or a regular container',
 } as const;
@@ -31,7 +31,8 @@ export interface PodOverrides {
   logLevel?: LogLevel;
   inboundPorts?: number[];
   skipInboundPorts: number[];
-  skipOutboundPorts: number[];
+  /** Set: replaces the injector's default (settings.skipOutboundPorts). */
+  skipOutboundPorts?: number[];
   skipOutboundCidrs: string[];
   nativeSidecar?: boolean;
 }
@@ -80,7 +81,7 @@ function cidrList(v: string, problems: string[], key: string): string[] {
 /** Reads the config.meshlet.io/* annotations. `problems` lists every bad one (then the Pod is refused). */
 export function readOverrides(annotations: Readonly<Record<string, unknown>>): { overrides: PodOverrides; problems: string[] } {
   const problems: string[] = [];
-  const o: PodOverrides = { resources: {}, skipInboundPorts: [], skipOutboundPorts: [], skipOutboundCidrs: [] };
+  const o: PodOverrides = { resources: {}, skipInboundPorts: [], skipOutboundCidrs: [] };
   for (const [key, raw] of Object.entries(annotations)) {
     if (!key.startsWith(CONFIG_PREFIX)) continue;
     const name = key.slice(CONFIG_PREFIX.length);

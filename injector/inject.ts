@@ -276,7 +276,7 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
       // Each app port after the first to its own proxy listener (the proxy reads the same map).
       env('MESHLET_INBOUND_PORT_MAP', csv(portMap)),
       env('MESHLET_SKIP_INBOUND_PORTS', csv(overrides.skipInboundPorts)),
-      env('MESHLET_SKIP_OUTBOUND_PORTS', csv(overrides.skipOutboundPorts)),
+      env('MESHLET_SKIP_OUTBOUND_PORTS', csv(overrides.skipOutboundPorts ?? settings.skipOutboundPorts)),
       env('MESHLET_SKIP_OUTBOUND_CIDRS', csv(skipOutboundCidrs)),
     ],
     resources: { requests: { cpu: '10m', memory: '16Mi' }, limits: { cpu: '100m', memory: '64Mi' } },

@@ -21,6 +21,18 @@ export const DEFAULT_CONTROL_PLANE = 'https://meshlet-control-plane.meshlet-syst
 export const DEFAULT_CONTROL_PLANE_IDENTITY = 'spiffe://cluster.local/ns/meshlet-system/sa/meshlet-control-plane';
 export const DEFAULT_AUDIENCE = 'meshlet';
 
+/**
+ * Destination ports whose outbound connections bypass the proxy in every Pod that does not set
+ * config.meshlet.io/skip-outbound-ports (which replaces this list, as Linkerd's and Istio's
+ * annotations replace their defaults). 443: the proxy carries plaintext HTTP/1.1 only and cannot
+ * pass TLS it did not originate to where it was going (Node cannot read a redirected connection's
+ * original destination), so an app's HTTPS calls (cloud APIs, the Kubernetes API at
+ * kubernetes.default.svc:443) go out directly, as they keep working under Linkerd or Istio. The
+ * proxy's own connections (mTLS to other proxies, the control plane on 8443) are exempt by UID
+ * whatever this says.
+ */
+export const DEFAULT_SKIP_OUTBOUND_PORTS: readonly number[] = Object.freeze([443]);
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
 
@@ -53,6 +65,8 @@ export interface InjectSettings {
   logLevel: LogLevel;
   /** Outbound CIDRs never redirected, for every Pod (e.g. the API server's); annotations add more. */
   skipOutboundCidrs: readonly string[];
+  /** Destination ports that bypass the proxy in Pods without config.meshlet.io/skip-outbound-ports (which replaces them). */
+  skipOutboundPorts: readonly number[];
   /** The ports: tests may move them; a cluster keeps the defaults (the images expose these). */
   ports: { outbound: number; inbound: number; admin: number };
   proxyUid: number;
@@ -74,6 +88,7 @@ export function defaultSettings(o: Partial<InjectSettings> & { trustAnchorsPem: 
     resources: { cpuRequest: '100m', memoryRequest: '128Mi', memoryLimit: '256Mi' },
     logLevel: 'info',
     skipOutboundCidrs: [],
+    skipOutboundPorts: DEFAULT_SKIP_OUTBOUND_PORTS,
     ports: { outbound: OUTBOUND_PORT, inbound: INBOUND_PORT, admin: ADMIN_PORT },
     proxyUid: PROXY_UID,
     ...o,
@@ -86,4 +101,18 @@ export function parseBool(v: string | undefined, what: string): boolean | undefi
   if (/^(true|1|yes|on)$/i.test(v)) return true;
   if (/^(false|0|no|off)$/i.test(v)) return false;
   throw new Error(`${what}: expected true or false, got ${JSON.stringify(v)}`);
+}
+
+/** A comma list of ports (1-65535) from an environment variable: "" is none; undefined when unset. */
+export function parsePorts(v: string | undefined, what: string): number[] | undefined {
+  if (v === undefined) return undefined;
+  const out: number[] = [];
+  for (const raw of v.split(',')) {
+    const p = raw.trim();
+    if (p === '') continue;
+    const n = Number(p);
+    if (!/^\d+$/.test(p) || n < 1 || n > 65535) throw new Error(`${what}: ${JSON.stringify(p)} is not a port (1-65535); want a comma list such as 443,8443, or empty for none`);
+    if (!out.includes(n)) out.push(n);
+  }
+  return out;
 }

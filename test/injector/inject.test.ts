@@ -6,7 +6,7 @@ import t from 'tap';
 import { isMeshedPod } from '../../control-plane/config/kube-model.ts';
 import { OVERRIDES, quantityValue } from '../../injector/annotations.ts';
 import { POD_INFO_DIR, POD_INFO_VOLUME, TOKEN_DIR, TOKEN_VOLUME, TMP_VOLUME, appPorts, inboundPortMap, inject, pointerToken, workloadName, type InjectResult, type PodLike } from '../../injector/inject.ts';
-import { ADMIN_PORT, ADMIN_PORT_NAME, INBOUND_PORT, OUTBOUND_PORT, PROXY_UID, defaultSettings, type InjectSettings } from '../../injector/settings.ts';
+import { ADMIN_PORT, ADMIN_PORT_NAME, DEFAULT_SKIP_OUTBOUND_PORTS, INBOUND_PORT, OUTBOUND_PORT, PROXY_UID, defaultSettings, parsePorts, type InjectSettings } from '../../injector/settings.ts';
 
 const ANCHORS = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
 const settings = (o: Partial<InjectSettings> = {}): InjectSettings => defaultSettings({ trustAnchorsPem: ANCHORS, ...o });
@@ -199,6 +199,27 @@ t.test('meshlet-init: the contract with the interception script', async (t) => {
   t.equal(init.securityContext.privileged, false);
   t.equal(init.securityContext.allowPrivilegeEscalation, false);
   t.equal(init.restartPolicy, undefined, 'runs once');
+});
+
+t.test('outbound port 443 bypasses the proxy by default (the app\'s own HTTPS); the annotation replaces the default', async (t) => {
+  const initEnv = (annotation: string | undefined, o: Partial<InjectSettings> = {}) => {
+    const pod = basePod();
+    if (annotation !== undefined) pod.metadata.annotations['config.meshlet.io/skip-outbound-ports'] = annotation;
+    const out = apply(pod, inject(pod, settings(o)));
+    return envOf(out.spec.initContainers.find((c: Json) => c.name === 'meshlet-init')).MESHLET_SKIP_OUTBOUND_PORTS;
+  };
+  t.same(DEFAULT_SKIP_OUTBOUND_PORTS, [443]);
+  t.equal(initEnv(undefined), '443', 'no annotation: the default');
+  t.equal(initEnv('5432'), '5432', 'an annotation replaces it, as with Linkerd and Istio (443 is then redirected)');
+  t.equal(initEnv('443,5432'), '443,5432', 'list 443 to keep it');
+  t.equal(initEnv(''), '', 'empty: every port through the proxy');
+  t.equal(initEnv(undefined, { skipOutboundPorts: [] }), '', 'the cluster-wide setting (MESHLET_DEFAULT_SKIP_OUTBOUND_PORTS) empty');
+  t.equal(initEnv(undefined, { skipOutboundPorts: [443, 8443] }), '443,8443');
+  t.match(refused(inject((() => { const p = basePod(); p.metadata.annotations['config.meshlet.io/skip-outbound-ports'] = '443,https'; return p; })(), settings())).message, /skip-outbound-ports: "https" is not a port/);
+  t.same(parsePorts('443, 8443,443', 'X'), [443, 8443]);
+  t.same(parsePorts('', 'X'), []);
+  t.equal(parsePorts(undefined, 'X'), undefined);
+  t.throws(() => parsePorts('443,0', 'MESHLET_DEFAULT_SKIP_OUTBOUND_PORTS'), /MESHLET_DEFAULT_SKIP_OUTBOUND_PORTS: "0" is not a port/);
 });
 
 t.test('CNI mode: no meshlet-init, no NET_ADMIN anywhere', async (t) => {
@@ -406,6 +427,7 @@ t.test('the ports and UID agree with manifests/config.env', async (t) => {
   t.equal(ADMIN_PORT_NAME, env.get('MESHLET_PROXY_ADMIN_PORT_NAME'));
   t.equal(settings().proxyImage, env.get('MESHLET_PROXY_IMAGE'));
   t.equal(settings().initImage, env.get('MESHLET_PROXY_INIT_IMAGE'));
+  t.equal(DEFAULT_SKIP_OUTBOUND_PORTS.join(','), env.get('MESHLET_DEFAULT_SKIP_OUTBOUND_PORTS'));
 });
 
 t.test('malformed metadata a real API server would have typed: refused as a bad Pod with the field, not an internal error', async (t) => {

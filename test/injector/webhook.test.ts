@@ -289,7 +289,7 @@ t.test('the control-plane process serves the webhook on --webhook-listen and cou
   const [listen, admin, webhook] = [await freePort(), await freePort(), await freePort()];
   const main = fileURLToPath(new URL('../../control-plane/main.ts', import.meta.url));
   const proc = spawn(process.execPath, [main, '--ca-file', join(dir, 'ca.json'), '--listen', `127.0.0.1:${listen}`, '--admin-listen', `127.0.0.1:${admin}`, '--webhook-listen', `127.0.0.1:${webhook}`], {
-    stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, MESHLET_PROXY_IMAGE: 'registry.example/proxy:9', MESHLET_PROXY_NATIVE_SIDECAR: 'false' },
+    stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, MESHLET_PROXY_IMAGE: 'registry.example/proxy:9', MESHLET_PROXY_NATIVE_SIDECAR: 'false', MESHLET_DEFAULT_SKIP_OUTBOUND_PORTS: '443,8443' },
   });
   let stderr = '';
   proc.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
@@ -310,6 +310,8 @@ t.test('the control-plane process serves the webhook on --webhook-listen and cou
   t.equal(proxy?.name, 'meshlet-proxy', 'MESHLET_PROXY_NATIVE_SIDECAR=false: the regular-sidecar mode');
   t.equal(proxy?.image, 'registry.example/proxy:9', 'MESHLET_PROXY_IMAGE');
   t.match(proxy?.args?.join(' '), `--control-plane https://meshlet-control-plane.meshlet-system.svc:${listen} --control-plane-identity spiffe://cluster.local/ns/meshlet-system/sa/meshlet-control-plane`);
+  const init = JSON.stringify(patch.filter((op) => JSON.stringify(op.value).includes('"meshlet-init"')));
+  t.match(init, '{"name":"MESHLET_SKIP_OUTBOUND_PORTS","value":"443,8443"}', 'MESHLET_DEFAULT_SKIP_OUTBOUND_PORTS reaches meshlet-init');
   const metrics = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
   t.match(metrics, /^meshlet_injections_total\{outcome="injected",reason="sidecar"\} 1$/m);
   t.match(metrics, /^meshlet_injections_total\{outcome="error",reason="bad-review"\} 0$/m);

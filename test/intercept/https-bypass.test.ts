@@ -1,0 +1,95 @@
+// An injected app's own HTTPS, with real iptables: the rules meshlet-init installs from what the
+// injector writes (its default: outbound port 443 bypasses the proxy) let curl's https:// call to
+// a peer on 443 go out directly and succeed. A Pod that replaces the default sends 443 through the
+// proxy, which speaks HTTP/1.1 only: its TLS handshake then fails at once, and the proxy logs why.
+import t from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { inject, type PodLike } from '../../injector/inject.ts';
+import { defaultSettings } from '../../injector/settings.ts';
+import { createNetnsPair, curlIn, plainEnv, requireTools, startProxyIn, type NetnsPair, type NetnsProxy } from '../fixtures/netns.ts';
+
+requireTools(['ip', 'iptables', 'iptables-save', 'iptables-restore', 'setpriv', 'curl', 'openssl']);
+
+const SCRIPT = fileURLToPath(new URL('../../proxy/intercept/intercept.sh', import.meta.url));
+const APP_UID = 1001;
+
+const HTTPS_JS = `
+const https = require('node:https');
+const fs = require('node:fs');
+const [host, port, cert, key] = process.argv.slice(1);
+https.createServer({ cert: fs.readFileSync(cert), key: fs.readFileSync(key) }, (req, res) => {
+  req.resume();
+  req.on('end', () => res.end(JSON.stringify({ server: 'peer-https', remote: req.socket.remoteAddress })));
+}).listen(Number(port), host, () => process.stdout.write('listening\\n'));
+`;
+
+/** The environment the injector gives meshlet-init for a Pod with `annotations`. */
+function initEnv(annotations: Record<string, string>): Record<string, string> {
+  const pod: PodLike = { metadata: { name: 'web-1', namespace: 'shop', annotations }, spec: { containers: [{ name: 'app', image: 'app:1', ports: [{ containerPort: 8080 }] }] } };
+  const r = inject(pod, defaultSettings({ trustAnchorsPem: '-----BEGIN CERTIFICATE-----' }));
+  const containers = r.patch.flatMap((op) => ('value' in op ? (Array.isArray(op.value) ? op.value : [op.value]) : [])) as Array<{ name?: string; env?: Array<{ name: string; value?: string }> }>;
+  const init = containers.find((c) => c?.name === 'meshlet-init');
+  if (!init?.env) throw new Error(`no meshlet-init in the patch: ${JSON.stringify(r)}`);
+  return Object.fromEntries(init.env.map((e) => [e.name, e.value ?? '']));
+}
+
+let pair: NetnsPair;
+let proxy: NetnsProxy;
+let dir: string;
+
+/** Install the rules meshlet-init would for a Pod with these annotations (rewrites the earlier ones). */
+async function intercept(annotations: Record<string, string>): Promise<Record<string, string>> {
+  const env = initEnv(annotations);
+  const r = await pair.exec(pair.pod, [SCRIPT], { env: plainEnv(env) });
+  if (r.code !== 0) throw new Error(`intercept.sh failed: ${r.stderr}`);
+  return env;
+}
+
+t.before(async () => {
+  pair = await createNetnsPair('mlhttps');
+  dir = mkdtempSync(join(tmpdir(), 'meshlet-https-'));
+  const gen = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=api.example', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { encoding: 'utf8' });
+  if (gen.status !== 0) throw new Error(`openssl: ${gen.stderr}`);
+  const server = pair.spawn(pair.peer, [process.execPath, '--input-type=commonjs', '-e', HTTPS_JS, '0.0.0.0', '443', join(dir, 'cert.pem'), join(dir, 'key.pem')]);
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('the HTTPS server did not listen within 10 s')), 10_000);
+    server.stdout!.on('data', (c: Buffer) => c.toString().includes('listening') && (clearTimeout(timer), resolve()));
+    server.once('exit', (code) => reject(new Error(`the HTTPS server exited ${code}`)));
+  });
+  proxy = await startProxyIn(pair, pair.pod, {
+    config: { version: 'v1', services: [] },
+    args: ['--outbound-listen', '127.0.0.1:4140', '--inbound-listen', '0.0.0.0:4143', '--admin-listen', '0.0.0.0:4191', '--app', '127.0.0.1:8080', '--workload', 'web', '--namespace', 'shop'],
+  });
+});
+
+t.teardown(async () => {
+  await proxy?.stop();
+  await pair?.cleanup();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+t.test("the injector's default: the app's https:// call to port 443 goes around the proxy and works", async (t) => {
+  const env = await intercept({});
+  t.equal(env.MESHLET_SKIP_OUTBOUND_PORTS, '443');
+  const r = await curlIn(pair, pair.pod, ['-k', '--resolve', `api.example:443:${pair.peerIp}`, 'https://api.example/'], { uid: APP_UID });
+  t.equal(r.status, 200, `HTTPS works: ${r.stderr}`);
+  t.same(JSON.parse(r.body), { server: 'peer-https', remote: pair.podIp }, 'straight from the pod, not through the proxy');
+  t.notOk(proxy.accessLog().some((l) => l.error === 'unsupported-protocol'), 'the proxy saw none of it');
+});
+
+t.test('a Pod whose skip-outbound-ports leaves 443 out: its TLS reaches the proxy and fails at once, logged with the server name', async (t) => {
+  const env = await intercept({ 'config.meshlet.io/skip-outbound-ports': '5432' });
+  t.equal(env.MESHLET_SKIP_OUTBOUND_PORTS, '5432', 'the annotation replaces the default');
+  const started = performance.now();
+  const r = await curlIn(pair, pair.pod, ['-k', '--resolve', `api.example:443:${pair.peerIp}`, 'https://api.example/'], { uid: APP_UID });
+  const ms = performance.now() - started;
+  t.equal(r.code, 35, `curl: TLS handshake failed (exit 35): ${r.stderr}`);
+  t.match(r.stderr, /alert handshake failure/);
+  t.ok(ms < 2000, `in ${Math.round(ms)} ms, not after a 30 s head timeout`);
+  await proxy.waitForLog((l) => l.error === 'unsupported-protocol' && l.authority === 'api.example');
+  t.pass('the proxy logged it as unsupported-protocol with the server name');
+});
