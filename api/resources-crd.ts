@@ -3,7 +3,7 @@
 // scripts/gen-crds.ts writes the result to manifests/crds/, tests read it from here.
 import type { TSchema } from '@sinclair/typebox';
 import type { Problem } from './proxy-config.ts';
-import { API_GROUP, AuthorizationPolicy, ResourceStatus, TrafficSplit, type ResourceKind } from './resources.ts';
+import { API_GROUP, AuthorizationPolicy, ResourceStatus, ServicePolicyResource, TrafficSplit, type ResourceKind } from './resources.ts';
 
 /** A node of an OpenAPI v3 schema as apiextensions.k8s.io/v1 stores it. */
 export type KubeSchema = { [key: string]: unknown };
@@ -211,6 +211,20 @@ export const CRD_SPECS: readonly CrdSpec[] = [
     columns: [
       { name: 'Target', type: 'string', jsonPath: '.spec.targetRef.service', description: 'The guarded service' },
       { name: 'Port', type: 'integer', jsonPath: '.spec.targetRef.port', description: 'The guarded port (empty: every port)', priority: 1 },
+      ACCEPTED,
+      REASON,
+      AGE,
+    ],
+  },
+  {
+    kind: 'ServicePolicy',
+    plural: 'servicepolicies',
+    shortNames: ['svcpolicy'],
+    schema: ServicePolicyResource,
+    columns: [
+      { name: 'Target', type: 'string', jsonPath: '.spec.targetRef.service', description: 'The service its callers apply it to' },
+      { name: 'Timeout', type: 'number', jsonPath: '.spec.timeouts.request', description: 'Whole-request timeout in ms, retries included (empty: the default, 15000)' },
+      { name: 'Attempts', type: 'integer', jsonPath: '.spec.retry.attempts', description: 'Attempts including the first (empty: the default, 3)' },
       ACCEPTED,
       REASON,
       AGE,

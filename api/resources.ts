@@ -1,6 +1,6 @@
 // The resource kinds the mesh speaks (`meshlet.io/v1alpha1`), shared by the control plane's two
-// sources: Kubernetes (TrafficSplit, AuthorizationPolicy as CRDs) and a folder of YAML (those two
-// plus MeshService, which stands in for Service + EndpointSlice + Pods when there is no cluster).
+// sources: Kubernetes (TrafficSplit, AuthorizationPolicy, ServicePolicy as CRDs) and a folder of YAML
+// (those three plus MeshService, which stands in for Service + EndpointSlice + Pods when there is no cluster).
 // `parseResource` checks shape and meaning and returns a deep-frozen copy or every problem with
 // its path (`/spec/backends/1/weight`). The CRDs in manifests/crds/ are generated from these
 // schemas (scripts/gen-crds.ts); `x-kubernetes-validations` options below are the CEL twins of the
@@ -29,10 +29,10 @@ export const API_VERSION = `${API_GROUP}/v1alpha1`;
 export const DEFAULT_NAMESPACE = 'default';
 
 /** Every kind `parseResource` accepts (the folder source reads all of them). */
-export const RESOURCE_KINDS = ['TrafficSplit', 'AuthorizationPolicy', 'MeshService'] as const;
+export const RESOURCE_KINDS = ['TrafficSplit', 'AuthorizationPolicy', 'ServicePolicy', 'MeshService'] as const;
 export type ResourceKind = (typeof RESOURCE_KINDS)[number];
 /** The kinds that are also Kubernetes CRDs (manifests/crds/). MeshService is folder-only. */
-export const KUBERNETES_KINDS = ['TrafficSplit', 'AuthorizationPolicy'] as const satisfies readonly ResourceKind[];
+export const KUBERNETES_KINDS = ['TrafficSplit', 'AuthorizationPolicy', 'ServicePolicy'] as const satisfies readonly ResourceKind[];
 
 // ---- names ------------------------------------------------------------------------------------
 
@@ -281,21 +281,56 @@ export const AuthorizationPolicySpec = Type.Object(
 );
 export const AuthorizationPolicy = resource('AuthorizationPolicy', ObjectMeta, AuthorizationPolicySpec, 'Which peers may send which requests to a service; everything else is denied.');
 
-// ---- MeshService (folder only) ---------------------------------------------------------------
+// ---- service policy ---------------------------------------------------------------------------
 
 /**
  * What calling proxies apply to this service: timeouts, retries, circuit breaking (the same
- * settings as a service in the proxy config). In folder mode it sits in MeshService.spec.policy.
- *
- * Kubernetes plan: a `ServicePolicy` kind (same group) with `spec: { targetRef: { service },
- * ...ServicePolicy }`, generated into a CRD like the other two. Chosen over Service annotations
- * because annotations are unvalidated strings: a typo would only surface in control-plane logs,
- * while a CRD rejects it at `kubectl apply` and reuses this schema and its checks unchanged.
+ * settings as a service in the proxy config). In folder mode it sits in MeshService.spec.policy;
+ * in a cluster (and in a folder too) a ServicePolicy object carries it for one Service.
  */
 export const ServicePolicy = Type.Object(
   { timeouts: Type.Optional(Timeouts), retry: Type.Optional(RetryPolicy), breaker: Type.Optional(BreakerPolicy) },
   { additionalProperties: false },
 );
+
+/**
+ * A ServicePolicy for one Service (its own namespace): what every calling proxy applies to it.
+ *
+ *   spec:
+ *     targetRef: { service: api }
+ *     timeouts: { request: 2000, perTry: 500 }      # milliseconds
+ *     retry: { attempts: 3, statuses: [503] }
+ *     breaker: { consecutiveFailures: 5 }
+ *
+ * A CRD rather than Service annotations: annotations are unvalidated strings, so a typo would only
+ * surface in control-plane logs, while the CRD refuses it at `kubectl apply` and both sources run
+ * the same schema and checks. The CEL rules below are the checks that read only the document (a
+ * value against another value it sets); where a check needs the proxy's defaults (a backoff base of
+ * 500 with the default cap of 250), only the control plane makes it, with the defaults of the
+ * proxies it configures, and says so in the object's status: the stored schema never freezes them.
+ * Two policies for one Service: the older applies (creationTimestamp, then name), the other is Conflicted.
+ */
+const both = (obj: string, lo: string, hi: string) => `!has(self.${obj}) || !has(self.${obj}.${lo}) || !has(self.${obj}.${hi}) || self.${obj}.${lo} <= self.${obj}.${hi}`;
+export const ServicePolicySpec = Type.Object(
+  {
+    targetRef: Type.Object(
+      { service: ServiceLabel },
+      { additionalProperties: false, description: "The Service (in the policy's namespace) whose callers apply this policy." },
+    ),
+    ...ServicePolicy.properties,
+  },
+  {
+    additionalProperties: false,
+    'x-kubernetes-validations': [
+      { rule: both('timeouts', 'perTry', 'request'), message: 'timeouts.perTry is longer than timeouts.request (the whole request, retries included)' },
+      { rule: '!has(self.retry) || ' + both('retry.backoff', 'base', 'cap'), message: 'retry.backoff.base is larger than retry.backoff.cap' },
+      { rule: both('breaker', 'baseEjection', 'maxEjection'), message: 'breaker.baseEjection is larger than breaker.maxEjection' },
+    ],
+  },
+);
+export const ServicePolicyResource = resource('ServicePolicy', ObjectMeta, ServicePolicySpec, "Timeouts, retries and circuit breaking that every caller applies to one Service.");
+
+// ---- MeshService (folder only) ---------------------------------------------------------------
 
 export const MeshServiceEndpoint = Type.Object(
   {
@@ -341,13 +376,15 @@ export type AuthorizationPolicyRule = Static<typeof AuthorizationPolicyRule>;
 export type AuthorizationPolicySpec = Static<typeof AuthorizationPolicySpec>;
 export type AuthorizationPolicy = Static<typeof AuthorizationPolicy>;
 export type ServicePolicy = Static<typeof ServicePolicy>;
+export type ServicePolicySpec = Static<typeof ServicePolicySpec>;
+export type ServicePolicyResource = Static<typeof ServicePolicyResource>;
 export type MeshServiceEndpoint = Static<typeof MeshServiceEndpoint>;
 export type MeshServicePort = Static<typeof MeshServicePort>;
 export type MeshServiceSpec = Static<typeof MeshServiceSpec>;
 export type MeshService = Static<typeof MeshService>;
-export type Resource = TrafficSplit | AuthorizationPolicy | MeshService;
+export type Resource = TrafficSplit | AuthorizationPolicy | ServicePolicyResource | MeshService;
 
-export const RESOURCE_SCHEMAS = { TrafficSplit, AuthorizationPolicy, MeshService } as const satisfies Record<ResourceKind, TSchema>;
+export const RESOURCE_SCHEMAS = { TrafficSplit, AuthorizationPolicy, ServicePolicy: ServicePolicyResource, MeshService } as const satisfies Record<ResourceKind, TSchema>;
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const listAt = (v: unknown, key: string): unknown[] => {
@@ -464,15 +501,25 @@ function meshServiceProblems(spec: unknown): Problem[] {
       else seen.set(p[key], i);
     }
   });
-  // The policy rules (perTry <= request, backoff base <= cap, ...) are the proxy config's own:
-  // check the policy as the one service of a config and move the paths under /spec/policy.
-  // Like every check here it reads the raw policy, so it runs even where the schema failed.
   const policy = isRecord(spec) ? spec.policy : undefined;
-  if (isRecord(policy)) {
-    const cfg = { version: 'check', services: [{ name: 'check', endpoints: [], ...policy }] };
-    for (const p of semanticProblems(cfg)) out.push({ path: p.path.replace(/^\/services\/0/, '/spec/policy'), message: p.message });
-  }
+  if (isRecord(policy)) out.push(...policyProblems(policy, '/spec/policy'));
   return out;
+}
+
+/**
+ * The policy rules (perTry <= request, backoff base <= cap over the defaults, ...) are the proxy
+ * config's own: check the policy as the one service of a config and move the paths under `at`.
+ * Like every check here it reads the raw policy, so it runs even where the schema failed.
+ */
+function policyProblems(policy: Record<string, unknown>, at: string): Problem[] {
+  const { timeouts, retry, breaker } = policy;
+  const cfg = { version: 'check', services: [{ name: 'check', endpoints: [], timeouts, retry, breaker }] };
+  return semanticProblems(cfg).map((p) => ({ path: p.path.replace(/^\/services\/0/, at), message: p.message }));
+}
+
+/** A ServicePolicy's settings sit in its spec beside targetRef: the same rules as MeshService.spec.policy. */
+function servicePolicyProblems(spec: unknown): Problem[] {
+  return isRecord(spec) ? policyProblems(spec, '/spec') : [];
 }
 
 /**
@@ -516,6 +563,7 @@ function structuralProblems(schema: TSchema, doc: unknown): Problem[] {
 const SEMANTIC: Record<ResourceKind, (spec: unknown) => Problem[]> = {
   TrafficSplit: trafficSplitProblems,
   AuthorizationPolicy: authorizationPolicyProblems,
+  ServicePolicy: servicePolicyProblems,
   MeshService: meshServiceProblems,
 };
 

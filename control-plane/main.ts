@@ -65,12 +65,13 @@ Proxy injector (the mutating admission webhook, POST /inject; manifests/webhook)
   config.meshlet.io/skip-outbound-ports; empty for none). Proxies are pointed at
   https://meshlet-control-plane.<namespace>.svc:<--listen port> and the CA's trust bundle.
 Mesh config (streamed to proxies on the Certify port, /v1/config/stream; status at admin /proxies):
-  --config-dir DIR          a folder of meshlet YAML (MeshService, TrafficSplit, AuthorizationPolicy),
-                            watched: saving a file applies it. Without it, and with a Kubernetes
-                            API, the cluster's Services, EndpointSlices, Pods, TrafficSplits,
-                            AuthorizationPolicies and HTTPRoutes feed the same push; each
-                            TrafficSplit and AuthorizationPolicy gets Accepted/ResolvedRefs status
-                            conditions, each HTTPRoute an entry in status.parents per Service parent.
+  --config-dir DIR          a folder of meshlet YAML (MeshService, TrafficSplit, AuthorizationPolicy,
+                            ServicePolicy), watched: saving a file applies it. Without it, and with
+                            a Kubernetes API, the cluster's Services, EndpointSlices, Pods,
+                            TrafficSplits, AuthorizationPolicies, ServicePolicies and HTTPRoutes
+                            feed the same push; each TrafficSplit, AuthorizationPolicy and
+                            ServicePolicy gets Accepted/ResolvedRefs status conditions, each
+                            HTTPRoute an entry in status.parents per Service parent.
   -h, --help                this text
 Traces: OTLP/HTTP export (a span per certify request and per config push) when the standard
 OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_TRACES_EXPORTER) is set.
@@ -267,7 +268,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     applyModel(first.resources, first.problems);
     log('info', 'config folder loaded', { dir: configDir, resources: first.resources.length, problems: first.problems.length });
   } else if (kube) {
-    // Each TrafficSplit's and AuthorizationPolicy's Accepted/ResolvedRefs, and our entries of each
+    // Each TrafficSplit's, AuthorizationPolicy's and ServicePolicy's Accepted/ResolvedRefs, and our entries of each
     // HTTPRoute's status.parents, from the problems /config-problems lists; written only where the object says something else (every replica
     // writes the same, see status-writer.ts).
     const writer = new StatusWriter({ patch: kubeStatusPatch(kube.kc), wallClock: systemWallClock, clock: systemClock, log });

@@ -4,7 +4,8 @@ import { createHash } from 'node:crypto';
 import { Value } from '@sinclair/typebox/value';
 import type { V1EndpointSlice, V1Pod, V1Service } from '@kubernetes/client-node';
 import { RouteMatch, Route, WeightedBackend } from '../../api/proxy-config.ts';
-import { API_VERSION, parseResource, resourceKey, spiffeId, type AuthorizationPolicy, type TrafficSplit } from '../../api/resources.ts';
+import { API_VERSION, parseResource, resourceKey, spiffeId, type AuthorizationPolicy, type ServicePolicyResource, type TrafficSplit } from '../../api/resources.ts';
+import { ruleTimeouts } from './gateway-duration.ts';
 import {
   emptyModel,
   splitFromResource,
@@ -43,6 +44,8 @@ export interface KubeObjects {
   pods: readonly V1Pod[];
   trafficSplits: readonly unknown[];
   authorizationPolicies: readonly unknown[];
+  /** meshlet.io ServicePolicies; absent: none. */
+  servicePolicies?: readonly unknown[];
   /** gateway.networking.k8s.io/v1 HTTPRoutes; empty when the Gateway API CRDs are not installed. */
   httpRoutes: readonly unknown[];
 }
@@ -297,6 +300,8 @@ export function splitsFromHTTPRoute(route: unknown): { splits: ModelTrafficSplit
       if (!Value.Check(WEIGHT, weight)) return report(`${at}/backendRefs/${j}/weight`, `weight ${JSON.stringify(weight)} is not an integer from 0 to ${WEIGHT.maximum}: the rule is not applied`);
       backends.push({ service: qualify(ref.name, ref.namespace), weight });
     }
+    const timeouts = ruleTimeouts(rule.timeouts);
+    if (Array.isArray(timeouts)) return report(`${at}/timeouts${timeouts[0]}`, `${timeouts[1]}: the rule is not applied`);
     const matches: RouteMatch[] = [];
     const given = arr(rule.matches);
     if (given.length > MAX_MATCHES) return report(`${at}/matches`, `${given.length} matches; at most ${MAX_MATCHES} are supported (as in Gateway API): the rule is not applied`);
@@ -316,6 +321,7 @@ export function splitsFromHTTPRoute(route: unknown): { splits: ModelTrafficSplit
         backends,
         ...(all ? {} : { matches }),
         ...(createdAt !== undefined ? { createdAt } : {}),
+        ...(Object.keys(timeouts).length > 0 ? { timeouts } : {}),
       });
     }
   });
@@ -331,7 +337,7 @@ const metaOf = (o: unknown): { namespace: string; name: string; createdAt?: stri
 };
 
 /** Only what the model needs: a status write or a resourceVersion bump must not change the model. */
-function crOf(kind: 'TrafficSplit' | 'AuthorizationPolicy', o: unknown): unknown {
+function crOf(kind: 'TrafficSplit' | 'AuthorizationPolicy' | 'ServicePolicy', o: unknown): unknown {
   const { namespace, name, createdAt } = metaOf(o);
   return { apiVersion: API_VERSION, kind, metadata: { name, namespace, ...(createdAt !== undefined ? { creationTimestamp: createdAt } : {}) }, spec: isRecord(o) ? o.spec : undefined };
 }
@@ -342,6 +348,39 @@ function parseCr<T extends TrafficSplit | AuthorizationPolicy>(kind: T['kind'], 
   const { namespace, name } = metaOf(o);
   for (const p of r.problems) problems.push({ kind, namespace, name, field: p.path, message: `${p.message}: the ${kind} is not applied`, effect: INVALID });
   return undefined;
+}
+
+/**
+ * Each ServicePolicy's last valid version, by object (uid, else namespace/name). An edit that fails
+ * the checks the CRD cannot make (those that need the proxy's defaults: a backoff base of 500 ms
+ * with the default cap of 250) keeps that version in force, as a broken file does in folder mode:
+ * a typo must not drop a service's timeouts back to the defaults. Held by the source in memory; a
+ * control plane started after the edit has none, and applies no version of that policy.
+ */
+export type KeptServicePolicies = ReadonlyMap<string, ServicePolicyResource>;
+
+const keyOf = (o: unknown): string => {
+  const m = isRecord(o) && isRecord(o.metadata) ? o.metadata : {};
+  return str(m.uid) ?? `${str(m.namespace) ?? ''}/${str(m.name) ?? ''}`;
+};
+
+function servicePolicies(objects: readonly unknown[], kept: KeptServicePolicies, problems: KubeProblem[]): { policies: ServicePolicyResource[]; kept: Map<string, ServicePolicyResource> } {
+  const policies: ServicePolicyResource[] = [];
+  const next = new Map<string, ServicePolicyResource>();
+  for (const o of objects) {
+    const key = keyOf(o);
+    const r = parseResource(crOf('ServicePolicy', o));
+    const last = r.ok ? (r.value as ServicePolicyResource) : kept.get(key);
+    if (last) {
+      policies.push(last);
+      next.set(key, last);
+    }
+    if (r.ok) continue;
+    const { namespace, name } = metaOf(o);
+    const outcome = last ? 'the ServicePolicy\'s last valid version stays in force' : 'the ServicePolicy is not applied';
+    for (const p of r.problems) problems.push({ kind: 'ServicePolicy', namespace, name, field: p.path, message: `${p.message}: ${outcome}`, effect: INVALID });
+  }
+  return { policies, kept: next };
 }
 
 const problemOrder = (a: KubeProblem, b: KubeProblem): number =>
@@ -361,11 +400,16 @@ function fromObject({ object, path, message, effect }: TranslateProblem): KubePr
 
 /**
  * The mesh model of what the informers hold, and every problem: CRs that fail parseResource (left
- * out; the rest applies), HTTPRoute rules that cannot be honoured, and what the translation reports
- * on the model (a split naming a missing service stays in the model and applies once it exists).
- * Sorted throughout, so informer order (a re-list) never changes the result.
+ * out, but for a ServicePolicy's version in `kept`; the rest applies), HTTPRoute rules that cannot
+ * be honoured, and what the translation reports on the model (a split naming a missing service
+ * stays in the model and applies once it exists). Sorted throughout, so informer order (a re-list)
+ * never changes the result. `kept` out is what to pass in next time.
  */
-export function meshModelFromKubernetes(objects: KubeObjects, opts: ModelOptions = {}): { model: MeshModel; problems: KubeProblem[] } {
+export function meshModelFromKubernetes(
+  objects: KubeObjects,
+  opts: ModelOptions = {},
+  kept: KeptServicePolicies = new Map(),
+): { model: MeshModel; problems: KubeProblem[]; kept: KeptServicePolicies } {
   const base = emptyModel(opts);
   const problems: KubeProblem[] = [];
   const pods = new Map<string, KubePodInput>();
@@ -404,14 +448,16 @@ export function meshModelFromKubernetes(objects: KubeObjects, opts: ModelOptions
     const ap = parseCr<AuthorizationPolicy>('AuthorizationPolicy', o, problems);
     if (ap) authorizationPolicies.push(ap);
   }
+  const sp = servicePolicies(objects.servicePolicies ?? [], kept, problems);
   const model: MeshModel = {
     ...base,
     services,
     trafficSplits: trafficSplits.toSorted((a, b) => byString(a.source, b.source) || byString(a.name, b.name) || byString(a.service, b.service)),
     authorizationPolicies: authorizationPolicies.toSorted((a, b) => byString(resourceKey(a), resourceKey(b))),
+    servicePolicies: sp.policies.toSorted((a, b) => byString(resourceKey(a), resourceKey(b))),
   };
   for (const p of modelProblems(prepare(model))) problems.push(fromObject(p));
-  return { model, problems: uniqueProblems(problems) };
+  return { model, problems: uniqueProblems(problems), kept: sp.kept };
 }
 
 /** Equal hashes: nothing to emit. Over the model and its problems, in canonical JSON. */

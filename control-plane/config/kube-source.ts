@@ -2,14 +2,14 @@
 // (where installed) HTTPRoute; restarted after errors with jittered backoff; emits a debounced MeshModel only when its hash changes.
 import type { KubeConfig, KubernetesListObject, KubernetesObject, V1EndpointSlice, V1Pod, V1Service } from '@kubernetes/client-node';
 import type { MeshModel, ModelOptions } from './model.ts';
-import { GATEWAY_GROUP, meshModelFromKubernetes, modelHash, type KubeObjects, type KubeProblem } from './kube-model.ts';
+import { GATEWAY_GROUP, meshModelFromKubernetes, modelHash, type KeptServicePolicies, type KubeObjects, type KubeProblem } from './kube-model.ts';
 import { equalJitter } from '../../api/backoff.ts';
 import type { StatusObjects } from './status-writer.ts';
 
 /*
  * How it behaves:
  * - Nothing is emitted until every informer has listed once (Services, EndpointSlices, Pods,
- *   TrafficSplits, AuthorizationPolicies, and HTTPRoutes when the CRD was there at start): a
+ *   TrafficSplits, AuthorizationPolicies, ServicePolicies, and HTTPRoutes when the CRD was there at start): a
  *   partial model (say, Services without their Pods, or without the AuthorizationPolicies) is
  *   never pushed. `start()` resolves with the first model, already passed to onChange.
  * - Any add/update/delete schedules a rebuild after `debounceMs` of quiet, at most `maxDelayMs`
@@ -17,8 +17,10 @@ import type { StatusObjects } from './status-writer.ts';
  *   meshModelFromKubernetes) and calls onChange only when the hash of model + problems differs
  *   from the last one emitted: status writes, Pod status churn and re-lists that change nothing
  *   emit nothing.
- * - After every rebuild, emitted or not, `onObjects` gets the TrafficSplits, AuthorizationPolicies
- *   and HTTPRoutes as the informers hold them (status included), the Services of the model and the
+ * - A ServicePolicy edit that fails the checks keeps its last valid version in force (kube-model.ts
+ *   KeptServicePolicies): the source holds those versions from one rebuild to the next.
+ * - After every rebuild, emitted or not, `onObjects` gets the TrafficSplits, AuthorizationPolicies,
+ *   ServicePolicies and HTTPRoutes as the informers hold them (status included), the Services of the model and the
  *   problems in force: the status writer (status-writer.ts) compares and writes only what differs.
  * - An informer that reports an error is replaced by a fresh one (a full re-list) after a jittered
  *   exponential delay (planRestart); until the fresh one has listed, the failed one's cache stays
@@ -28,7 +30,7 @@ import type { StatusObjects } from './status-writer.ts';
  *   checked at start and every `discoveryMs`; absent is not an error.
  */
 
-export const CORE_KINDS = ['Service', 'EndpointSlice', 'Pod', 'TrafficSplit', 'AuthorizationPolicy'] as const;
+export const CORE_KINDS = ['Service', 'EndpointSlice', 'Pod', 'TrafficSplit', 'AuthorizationPolicy', 'ServicePolicy'] as const;
 export type WatchedKind = (typeof CORE_KINDS)[number] | 'HTTPRoute';
 
 /** What the source needs of an informer (makeInformer's, adapted; or a fake in tests). */
@@ -301,6 +303,7 @@ export class KubernetesSource {
   #model: MeshModel | undefined;
   #problems: readonly KubeProblem[] = [];
   #hash: string | undefined;
+  #kept: KeptServicePolicies = new Map();
   #emits = 0;
   #started = false;
   #stopped = false;
@@ -457,6 +460,7 @@ export class KubernetesSource {
       pods: list('Pod') as V1Pod[],
       trafficSplits: list('TrafficSplit'),
       authorizationPolicies: list('AuthorizationPolicy'),
+      servicePolicies: list('ServicePolicy'),
       httpRoutes: list('HTTPRoute'),
     };
   }
@@ -466,7 +470,8 @@ export class KubernetesSource {
     this.#burstStart = undefined;
     if (this.#stopped || !this.#synced()) return;
     const objects = this.#objects();
-    const { model, problems } = meshModelFromKubernetes(objects, this.#modelOptions);
+    const { model, problems, kept } = meshModelFromKubernetes(objects, this.#modelOptions, this.#kept);
+    this.#kept = kept;
     const hash = modelHash(model, problems);
     if (hash !== this.#hash) {
       this.#hash = hash;
@@ -481,7 +486,8 @@ export class KubernetesSource {
     }
     try {
       const services = (this.#model ?? model).services.map((x) => `${x.name}.${x.namespace}`);
-      this.#o.onObjects?.({ trafficSplits: objects.trafficSplits, authorizationPolicies: objects.authorizationPolicies, httpRoutes: objects.httpRoutes, services }, this.#problems);
+      const { trafficSplits, authorizationPolicies, servicePolicies, httpRoutes } = objects;
+      this.#o.onObjects?.({ trafficSplits, authorizationPolicies, servicePolicies: servicePolicies ?? [], httpRoutes, services }, this.#problems);
     } catch (error) {
       this.#report({ source: 'onObjects', error, message: messageOf(error) });
     }
@@ -518,6 +524,7 @@ async function kubeClient(kc: KubeConfig, namespace: string | undefined): Promis
     Pod: { path: `/api/v1${nsPath}/pods`, list: () => (ns ? core.listNamespacedPod({ namespace: ns }) : core.listPodForAllNamespaces()) },
     TrafficSplit: cr('meshlet.io', 'v1alpha1', 'trafficsplits'),
     AuthorizationPolicy: cr('meshlet.io', 'v1alpha1', 'authorizationpolicies'),
+    ServicePolicy: cr('meshlet.io', 'v1alpha1', 'servicepolicies'),
     HTTPRoute: cr(GATEWAY_GROUP, 'v1', 'httproutes'),
   };
   const factory: InformerFactory = (kind) => {

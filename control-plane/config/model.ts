@@ -1,6 +1,6 @@
 // Config sources → MeshModel: the one shape both sources (the YAML folder, Kubernetes watches)
 // produce and `translate.ts` reads. Plain immutable data, no I/O; the same resources give an equal model.
-import type { DEFAULT_AUTHZ, RouteMatch, WeightedBackend } from '../../api/proxy-config.ts';
+import type { DEFAULT_AUTHZ, RouteMatch, Timeouts, WeightedBackend } from '../../api/proxy-config.ts';
 import {
   endpointIdentity,
   namespaceOf,
@@ -9,6 +9,7 @@ import {
   type MeshService,
   type Resource,
   type ServicePolicy,
+  type ServicePolicyResource,
   type TrafficSplit,
 } from '../../api/resources.ts';
 
@@ -58,7 +59,7 @@ export interface ModelService {
    * (folder mode, or a Service without a selector): only proxies that claim the name serve it.
    */
   readonly selector?: Readonly<Record<string, string>> | undefined;
-  /** What callers apply: timeouts, retry, breaker (MeshService.spec.policy; later a ServicePolicy CRD). */
+  /** What callers apply: timeouts, retry, breaker (MeshService.spec.policy; a ServicePolicy targeting it goes in MeshModel.servicePolicies). */
   readonly policy?: ServicePolicy | undefined;
   /** `kind/namespace/name` of the object it came from, for problems (`MeshService/shop/web`, `Service/shop/web`). */
   readonly source: string;
@@ -85,6 +86,11 @@ export interface ModelTrafficSplit {
    * request to one apex, the older applies. Absent (the folder source): the first by name.
    */
   readonly createdAt?: string | undefined;
+  /**
+   * The routes' own timeouts over the service's (an HTTPRoute rule's `timeouts`: request → request,
+   * backendRequest → perTry). Absent: the service's (ServicePolicy) or the proxy's defaults.
+   */
+  readonly timeouts?: Timeouts | undefined;
 }
 
 export interface MeshModel {
@@ -98,6 +104,8 @@ export interface MeshModel {
   readonly trafficSplits: readonly ModelTrafficSplit[];
   /** Validated resources (parseResource or the CRD schema); several for one target add up. */
   readonly authorizationPolicies: readonly AuthorizationPolicy[];
+  /** Validated ServicePolicies (parseResource); translate applies one per Service and reports the rest. */
+  readonly servicePolicies: readonly ServicePolicyResource[];
 }
 
 export interface ModelOptions {
@@ -116,6 +124,7 @@ export function emptyModel(opts: ModelOptions = {}): MeshModel {
     services: [],
     trafficSplits: [],
     authorizationPolicies: [],
+    servicePolicies: [],
   };
 }
 
@@ -157,12 +166,14 @@ export function modelFromResources(resources: readonly Resource[], opts: ModelOp
   const services: ModelService[] = [];
   const trafficSplits: ModelTrafficSplit[] = [];
   const authorizationPolicies: AuthorizationPolicy[] = [];
+  const servicePolicies: ServicePolicyResource[] = [];
   for (const r of resources) {
     if (r.kind === 'MeshService') services.push(serviceFromMeshService(r, base.trustDomain));
     else if (r.kind === 'TrafficSplit') trafficSplits.push(splitFromResource(r));
+    else if (r.kind === 'ServicePolicy') servicePolicies.push(r);
     else authorizationPolicies.push(r);
   }
-  return { ...base, services, trafficSplits, authorizationPolicies };
+  return { ...base, services, trafficSplits, authorizationPolicies, servicePolicies };
 }
 
 // ---- the Kubernetes source's seam ---------------------------------------------------------------
@@ -182,7 +193,8 @@ export function modelFromResources(resources: readonly Resource[], opts: ModelOp
 //   `version` (the Pod's `version` or app.kubernetes.io/version label) when known;
 // - TrafficSplit CRs through `splitFromResource` after `parseResource`, HTTPRoutes whose parentRef
 //   is a Service as one ModelTrafficSplit per rule (`name` `<route>-<rule index, zero-padded>`),
-//   AuthorizationPolicy CRs after `parseResource` (reject, report, keep the rest).
+//   AuthorizationPolicy and ServicePolicy CRs after `parseResource` (reject, report, keep the rest;
+//   a ServicePolicy that was valid before keeps its last good version in force).
 
 export interface KubeServiceInput {
   namespace: string;

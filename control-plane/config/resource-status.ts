@@ -1,4 +1,4 @@
-// What the status of a TrafficSplit or AuthorizationPolicy should say, from the same problems the
+// What the status of a TrafficSplit, AuthorizationPolicy or ServicePolicy should say, from the same problems the
 // admin /config-problems lists: pure, no I/O; equal inputs give an equal status, so replicas agree.
 import { API_VERSION, KUBERNETES_KINDS, type ResourceStatus } from '../../api/resources.ts';
 import type { KubeProblem } from './kube-model.ts';
@@ -8,8 +8,9 @@ import { INVALID, type ProblemEffect } from './translate.ts';
  * Two conditions, as Gateway API routes carry them:
  * - `Accepted`: True while the object is in force (possibly in part), False when the control plane
  *   does not apply it at all. Reasons: Accepted, Invalid (the spec fails meshlet's checks),
- *   Conflicted (an older TrafficSplit already splits every request to the same service),
- *   ServiceNotFound (the apex service does not exist), BackendNotFound (no backend that exists
+ *   Conflicted (an older TrafficSplit already splits every request to the same service; an older
+ *   ServicePolicy already sets the policy of its Service), ServiceNotFound (the apex service, or a
+ *   ServicePolicy's target, does not exist), BackendNotFound (no backend that exists
  *   has a weight above 0). On True with problems, the message says what is left out.
  * - `ResolvedRefs`: False when a name it refers to does not resolve (BackendNotFound: a backend
  *   left out of the split; ServiceNotFound: a split's apex, or an AuthorizationPolicy's target,

@@ -1,4 +1,4 @@
-// Writes each TrafficSplit's and AuthorizationPolicy's status (resource-status.ts decides what it
+// Writes each TrafficSplit's, AuthorizationPolicy's and ServicePolicy's status (resource-status.ts decides what it
 // says) and our entries of each HTTPRoute's status.parents (route-status.ts) through the status
 // subresource, only where the object does not carry it yet; failures back off and never reach the push.
 import type { ConfigurationOptions, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
@@ -65,6 +65,7 @@ export interface StatusWriterOptions {
 export interface StatusObjects {
   trafficSplits: readonly unknown[];
   authorizationPolicies: readonly unknown[];
+  servicePolicies?: readonly unknown[];
   httpRoutes?: readonly unknown[];
   /** The Services that exist, `name.namespace`: an HTTPRoute's parents and backends. */
   services?: readonly string[];
@@ -211,6 +212,7 @@ export class StatusWriter {
     };
     for (const o of this.#objects.trafficSplits) visit('TrafficSplit', o);
     for (const o of this.#objects.authorizationPolicies) visit('AuthorizationPolicy', o);
+    for (const o of this.#objects.servicePolicies ?? []) visit('ServicePolicy', o);
     for (const o of this.#objects.httpRoutes ?? []) visit('HTTPRoute', o);
     for (const id of this.#tracks.keys()) if (!seen.has(id)) this.#tracks.delete(id);
     this.#queue = queue;
@@ -291,6 +293,7 @@ export class StatusWriter {
 const RESOURCES: Record<StatusKind, { group: string; version: string; plural: string }> = {
   TrafficSplit: { group: API_GROUP, version: 'v1alpha1', plural: 'trafficsplits' },
   AuthorizationPolicy: { group: API_GROUP, version: 'v1alpha1', plural: 'authorizationpolicies' },
+  ServicePolicy: { group: API_GROUP, version: 'v1alpha1', plural: 'servicepolicies' },
   HTTPRoute: { group: 'gateway.networking.k8s.io', version: 'v1', plural: 'httproutes' },
 };
 

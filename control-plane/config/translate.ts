@@ -13,7 +13,7 @@ import {
   type Service,
   type WeightedBackend,
 } from '../../api/proxy-config.ts';
-import { namespaceOf, proxyAuthorizationRules, resourceKey } from '../../api/resources.ts';
+import { namespaceOf, proxyAuthorizationRules, resourceKey, type ServicePolicy, type ServicePolicyResource } from '../../api/resources.ts';
 import { selects, type PodLabels } from '../../api/pod-labels.ts';
 import type { DefaultAuthz, MeshModel, ModelService, ModelTrafficSplit } from './model.ts';
 
@@ -28,6 +28,10 @@ import type { DefaultAuthz, MeshModel, ModelService, ModelTrafficSplit } from '.
  *   the others are reported), else `default` (the
  *   service's own endpoints). No split: no routes (the proxy's implicit catch-all). Callers in
  *   another namespace that have their own (consumer) splits of the service get only those.
+ * - a service's timeouts, retry and breaker: its MeshService.spec.policy, else the ServicePolicy
+ *   targeting it (of several, the oldest by creationTimestamp, then name; the others are reported,
+ *   as is one for a service the model lacks, or for a MeshService that sets spec.policy itself).
+ *   A route made from an HTTPRoute rule with timeouts carries them over the service's.
  * - endpoints sorted by address; `ready: false` only when not ready; `identity` only when meshed.
  * - inbound: the AuthorizationPolicies targeting a service this proxy serves (servedServices: the
  *   names it claims, and the Services of its namespace whose selector matches its Pod's labels),
@@ -187,8 +191,46 @@ function endpointsOf(svc: ModelService, problems: Tagged[]): Endpoint[] {
   });
 }
 
+const createdAt = (sp: ServicePolicyResource): string => (typeof sp.metadata.creationTimestamp === 'string' ? sp.metadata.creationTimestamp : '');
+
+/** Which ServicePolicy each service runs (canonical name → its settings), and a problem for each that applies nowhere. */
+function resolveServicePolicies(model: MeshModel, problems: Tagged[]): Map<string, ServicePolicy> {
+  const own = new Map<string, ModelService>();
+  for (const svc of model.services) if (!own.has(`${svc.name}.${svc.namespace}`)) own.set(`${svc.name}.${svc.namespace}`, svc);
+  const byTarget = new Map<string, ServicePolicyResource[]>();
+  for (const sp of model.servicePolicies) {
+    const target = `${sp.spec.targetRef.service}.${namespaceOf(sp)}`;
+    byTarget.set(target, [...(byTarget.get(target) ?? []), sp]);
+  }
+  const out = new Map<string, ServicePolicy>();
+  for (const target of [...byTarget.keys()].toSorted(byString)) {
+    // The oldest applies (as with TrafficSplits): applying a second one must not take over the one in force.
+    const [first, ...others] = byTarget.get(target)!.toSorted((a, b) => byString(createdAt(a), createdAt(b)) || byString(resourceKey(a), resourceKey(b)));
+    const svc = own.get(target);
+    if (!svc) {
+      const effect: ProblemEffect = { reason: 'ServiceNotFound', applies: false, reference: true };
+      for (const sp of [first!, ...others]) problems.push({ problem: { object: resourceKey(sp), path: '/spec/targetRef/service', message: `unknown service "${target}": the policy applies once it exists`, effect } });
+      continue;
+    }
+    const conflicted = (sp: ServicePolicyResource, holder: string) =>
+      problems.push({
+        outbound: target,
+        problem: { object: resourceKey(sp), path: '/spec/targetRef', message: `${holder} already sets the policy of ${target}; this one is ignored (delete one, or merge them)`, effect: { reason: 'Conflicted', applies: false, reference: false } },
+      });
+    if (svc.policy) {
+      for (const sp of [first!, ...others]) conflicted(sp, `${svc.source} (spec.policy)`);
+      continue;
+    }
+    for (const sp of others) conflicted(sp, resourceKey(first!));
+    const { timeouts, retry, breaker } = first!.spec;
+    out.set(target, { ...(timeouts ? { timeouts } : {}), ...(retry ? { retry } : {}), ...(breaker ? { breaker } : {}) });
+  }
+  return out;
+}
+
 function prepareServices(model: MeshModel, problems: Tagged[]): Map<string, PreparedService> {
   const found = new Map<string, PreparedService>();
+  const targeted = resolveServicePolicies(model, problems);
   for (const svc of model.services) {
     const canonical = `${svc.name}.${svc.namespace}`;
     const first = found.get(canonical);
@@ -196,12 +238,13 @@ function prepareServices(model: MeshModel, problems: Tagged[]): Map<string, Prep
       problems.push({ outbound: canonical, problem: { object: svc.source, path: '/metadata/name', message: `service "${canonical}" is already defined by ${first.model.source}; this one is ignored` } });
       continue;
     }
+    const policy = svc.policy ?? targeted.get(canonical);
     const doc: Service = {
       name: canonical,
       endpoints: endpointsOf(svc, problems),
-      ...(svc.policy?.timeouts ? { timeouts: svc.policy.timeouts } : {}),
-      ...(svc.policy?.retry ? { retry: svc.policy.retry } : {}),
-      ...(svc.policy?.breaker ? { breaker: svc.policy.breaker } : {}),
+      ...(policy?.timeouts ? { timeouts: policy.timeouts } : {}),
+      ...(policy?.retry ? { retry: policy.retry } : {}),
+      ...(policy?.breaker ? { breaker: policy.breaker } : {}),
     };
     found.set(canonical, { canonical, model: svc, doc });
   }
@@ -250,6 +293,19 @@ function resolveSplit(split: ModelTrafficSplit, services: ReadonlyMap<string, Pr
 }
 
 /**
+/**
+ * A split's route timeouts over the apex's. A request timeout alone (an HTTPRoute rule without
+ * backendRequest) also bounds each attempt where the service sets no perTry: "request: 30s" must
+ * not be cut at the proxy's default perTry of 10 s. A perTry the service sets stays.
+ */
+function routeTimeouts(split: ModelTrafficSplit, apex: PreparedService | undefined): Pick<Route, 'timeouts'> {
+  const t = split.timeouts;
+  if (!t) return {};
+  if (t.request !== undefined && t.perTry === undefined && apex?.doc.timeouts?.perTry === undefined) return { timeouts: { ...t, perTry: t.request } };
+  return { timeouts: t };
+}
+
+/**
  * Routes of one apex from its splits (one scope: producer or one consumer namespace). The result
  * always fits the proxy's rules, so no split can make the views of unrelated services invalid:
  * - route names are unique: a split whose name another source also gives (TrafficSplit `web-00`
@@ -258,7 +314,7 @@ function resolveSplit(split: ModelTrafficSplit, services: ReadonlyMap<string, Pr
  *   applying a new split never pushes out one in force; a split that no longer fits is reported
  *   and not applied. The catch-all (or `default`) always has its place.
  */
-function routesOf(splits: readonly ResolvedSplit[], problems: Tagged[]): Route[] {
+function routesOf(splits: readonly ResolvedSplit[], apex: PreparedService | undefined, problems: Tagged[]): Route[] {
   const byName = (a: ResolvedSplit, b: ResolvedSplit) => byString(a.split.name, b.split.name) || byString(a.split.source, b.split.source);
   const byAge = (a: ResolvedSplit, b: ResolvedSplit) => byString(a.split.createdAt ?? '', b.split.createdAt ?? '') || byName(a, b);
   const conflict = (s: ResolvedSplit, message: string) =>
@@ -288,9 +344,10 @@ function routesOf(splits: readonly ResolvedSplit[], problems: Tagged[]): Route[]
     return name;
   };
   for (const s of [...admitted].toSorted(byName)) {
-    s.split.matches!.forEach((match, i) => routes.push({ name: unique(s, i), match: structuredClone(match), backends: s.backends }));
+    const timeouts = routeTimeouts(s.split, apex);
+    s.split.matches!.forEach((match, i) => routes.push({ name: unique(s, i), match: structuredClone(match), backends: s.backends, ...timeouts }));
   }
-  routes.push(catchAll ? { name: unique(catchAll), backends: catchAll.backends } : { name: 'default' });
+  routes.push(catchAll ? { name: unique(catchAll), backends: catchAll.backends, ...routeTimeouts(catchAll.split, apex) } : { name: 'default' });
   return routes;
 }
 
@@ -374,7 +431,7 @@ export function prepare(model: MeshModel): PreparedModel {
     }
     scope.set(r.apex, [...(scope.get(r.apex) ?? []), r]);
   }
-  const routeMap = (scope: ReadonlyMap<string, ResolvedSplit[]>) => new Map([...scope].map(([apex, splits]) => [apex, routesOf(splits, problems)] as const));
+  const routeMap = (scope: ReadonlyMap<string, ResolvedSplit[]>) => new Map([...scope].map(([apex, splits]) => [apex, routesOf(splits, services.get(apex), problems)] as const));
   const producerRoutes = routeMap(producer);
   const consumerRoutes = new Map([...consumer].map(([ns, scope]) => [ns, routeMap(scope)] as const));
 

@@ -24,12 +24,12 @@ t.before(async () => {
   t.comment(`kube-apiserver ready in ${kube.startupMs} ms`);
   const applied = await kube.kubectl(['apply', '--server-side', '-f', CRDS]);
   if (applied.code !== 0) throw new Error(`applying the CRDs failed: ${applied.stderr}`);
-  const est = await kube.kubectl(['wait', '--for=condition=Established', '--timeout=30s', 'crd/trafficsplits.meshlet.io', 'crd/authorizationpolicies.meshlet.io']);
+  const est = await kube.kubectl(['wait', '--for=condition=Established', '--timeout=30s', 'crd/trafficsplits.meshlet.io', 'crd/authorizationpolicies.meshlet.io', 'crd/servicepolicies.meshlet.io']);
   if (est.code !== 0) throw new Error(`CRDs not Established: ${est.stderr}`);
   // Right after Established, lists can still answer 429 "storage is (re)initializing" for a moment
   // (the source retries those; the tests below want a settled server so they can assert no errors).
   for (let i = 0; ; i++) {
-    const r = await kube.kubectl(['get', 'trafficsplits,authorizationpolicies', '-A']);
+    const r = await kube.kubectl(['get', 'trafficsplits,authorizationpolicies,servicepolicies', '-A']);
     if (r.code === 0) break;
     if (i > 50) throw new Error(`the CRDs do not list: ${r.stderr}`);
     await new Promise((res) => setTimeout(res, 200));
@@ -230,7 +230,7 @@ t.test('a re-list that changes nothing emits nothing (namespace-scoped source, r
   await waitFor('two re-lists of every kind', () => source.status().informers.every((i) => i.relists >= 2), 5000);
   await new Promise((r) => setTimeout(r, 200)); // past the debounce of the last swap
   tt.equal(emits.length, 1, `no emit after ${Math.min(...source.status().informers.map((i) => i.relists))} re-lists of every kind`);
-  tt.same(source.status().informers.map((i) => i.restarts), [0, 0, 0, 0, 0]);
+  tt.same(source.status().informers.map((i) => i.restarts), [0, 0, 0, 0, 0, 0]);
 
   await kubectlApply(splitDoc(ns, 'canary', [['web-v1', 10], ['web-v2', 90]]));
   await waitFor('an emit for a real change', () => emits.length === 2);

@@ -288,7 +288,7 @@ t.test('an empty cluster: every install check fails and says what to do; exit 1'
     t.match(r.rows[c]?.detail, `→ ${APPLY}`, `${c} says to apply the manifests`);
   }
   t.match(r.rows['ca/issuer']?.detail, /CA Secret meshlet-system\/meshlet-ca not found → meshlet install --kubeconfig FILE/);
-  t.match(r.stdout, /\n8 failed, 0 warnings, 1 ok\n$/);
+  t.match(r.stdout, /\n9 failed, 0 warnings, 1 ok\n$/);
   t.equal(r.stderr, '');
 });
 
@@ -315,7 +315,7 @@ t.test('the full install: manifests, meshlet install, a running control plane, t
   t.match(r.rows['ca/issuer']?.detail, /valid until \S+ \((89|90) days left\)/);
   t.match(r.rows['ca/trust-anchors']?.detail, /1 anchor: serial \w+ valid until \S+ \((364|365) days left\)/);
   t.match(r.rows[`deployment/${DEPLOYMENT_NAME}`]?.detail, '2/2 replicas ready');
-  t.match(r.stdout, /\n0 failed, 0 warnings, 9 ok\n$/);
+  t.match(r.stdout, /\n0 failed, 0 warnings, 10 ok\n$/);
   t.notMatch(r.stdout, /PRIVATE KEY/);
 });
 
@@ -324,7 +324,7 @@ t.test('-o json: valid JSON with every check, the same verdicts as the table', a
   const r = check('-o', 'json');
   t.equal(r.code, 0, r.stderr);
   const doc = JSON.parse(r.stdout) as { server: string; namespace: string; ok: boolean; summary: Record<string, number>; checks: CheckResult[] };
-  t.match(doc, { server: k().server, namespace: SYSTEM, ok: true, summary: { ok: 9, warn: 0, fail: 0 } });
+  t.match(doc, { server: k().server, namespace: SYSTEM, ok: true, summary: { ok: 10, warn: 0, fail: 0 } });
   t.same(doc.checks.map((c) => c.check), ALL_CHECKS);
   t.same(Object.fromEntries(doc.checks.map((c) => [c.check, c.status])), statuses(table));
   for (const c of doc.checks) t.match(c, { message: String });
@@ -339,7 +339,7 @@ t.test('an issuer with 30 days left: warn (exit 0); the webhook caBundle lacks t
   t.equal(r.rows['ca/trust-anchors']?.status, 'ok');
   t.match(r.rows[`webhook/${WEBHOOK_NAME}`], { status: 'warn', detail: new RegExp(`lacks trust anchor \\w+ of Secret ${ns}/meshlet-ca`) });
   t.same(Object.entries(statuses(r)).filter(([, s]) => s !== 'ok').map(([c]) => c), [`webhook/${WEBHOOK_NAME}`, 'ca/issuer']);
-  t.match(r.stdout, /\n0 failed, 2 warnings, 7 ok\n$/);
+  t.match(r.stdout, /\n0 failed, 2 warnings, 8 ok\n$/);
 });
 
 t.test('an expired trust anchor: fail, exit 1', async (t) => {
@@ -387,7 +387,7 @@ t.test('a labelled namespace with a Pod that lacks the sidecar: warn naming it; 
   const r = check();
   t.equal(r.code, 0, 'warnings do not fail the check');
   t.match(r.rows['pods/sidecar'], { status: 'warn', detail: `2 of 4 opted-in Pods lack the ${PROXY_CONTAINER_NAME} sidecar (unmeshed: plaintext, no identity): ${other}/solo, ${shop}/web → ` });
-  t.match(r.stdout, /\n0 failed, 1 warning, 8 ok\n$/);
+  t.match(r.stdout, /\n0 failed, 1 warning, 9 ok\n$/);
   const json = byCheck((JSON.parse(check('-o', 'json').stdout) as { checks: CheckResult[] }).checks);
   t.same(json['pods/sidecar']?.items, [`${other}/solo`, `${shop}/web`]);
 });

@@ -1,5 +1,5 @@
 // The CRDs (manifests/crds/, generated from api/resources.ts) on a real kube-apiserver: each kind
-// of nonsense in a TrafficSplit or AuthorizationPolicy is refused by `kubectl apply` with a
+// of nonsense in a TrafficSplit, AuthorizationPolicy or ServicePolicy is refused by `kubectl apply` with a
 // message a service owner can act on (OpenAPI bounds and enums, and the CEL rules), and nothing
 // is stored; good ones are accepted, and `kubectl get` shows the printer columns.
 import t from 'tap';
@@ -11,6 +11,7 @@ const k = kubeForFile(t, { crds: true });
 
 const split = (ns: string, spec: unknown, name = 'web-canary') => ({ apiVersion: V, kind: 'TrafficSplit', metadata: { name, namespace: ns }, spec });
 const policy = (ns: string, spec: unknown, name = 'billing') => ({ apiVersion: V, kind: 'AuthorizationPolicy', metadata: { name, namespace: ns }, spec });
+const servicePolicy = (ns: string, spec: unknown, name = 'api') => ({ apiVersion: V, kind: 'ServicePolicy', metadata: { name, namespace: ns }, spec });
 const apply = (doc: unknown) => k().kubectl(['apply', '-f', '-'], { input: JSON.stringify(doc) });
 
 const METHODS = '"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"';
@@ -37,6 +38,51 @@ const BAD_POLICIES: Array<[string, unknown, string]> = [
   ['an identity that is not a SPIFFE ID', { targetRef: { service: 'billing' }, rules: [{ from: { identities: ['frontend'] } }] }, 'spec.rules[0].from.identities[0] in body should match'],
   ['a path without a leading slash', { targetRef: { service: 'billing' }, rules: [{ from: { namespaces: ['*'] }, to: { paths: ['billing/*'] } }] }, 'spec.rules[0].to.paths[0] in body should match'],
 ];
+
+const BAD_SERVICE_POLICIES: Array<[string, unknown, string]> = [
+  ['no target', { timeouts: { request: 300 } }, 'spec.targetRef: Required value'],
+  ['a timeout written as a duration string', { targetRef: { service: 'api' }, timeouts: { request: '300ms' } }, 'spec.timeouts.request: Invalid value: "string": spec.timeouts.request in body must be of type number'],
+  ['a negative timeout', { targetRef: { service: 'api' }, timeouts: { perTry: -1 } }, 'spec.timeouts.perTry in body should be greater than or equal to 0'],
+  ['perTry longer than request', { targetRef: { service: 'api' }, timeouts: { perTry: 2000, request: 1000 } }, 'timeouts.perTry is longer than timeouts.request (the whole request, retries included)'],
+  ['a backoff base above its cap', { targetRef: { service: 'api' }, retry: { backoff: { base: 500, cap: 100 } } }, 'retry.backoff.base is larger than retry.backoff.cap'],
+  ['an ejection base above its maximum', { targetRef: { service: 'api' }, breaker: { baseEjection: 5000, maxEjection: 1000 } }, 'breaker.baseEjection is larger than breaker.maxEjection'],
+  ['zero attempts', { targetRef: { service: 'api' }, retry: { attempts: 0 } }, 'spec.retry.attempts in body should be greater than or equal to 1'],
+  ['an unknown retry method', { targetRef: { service: 'api' }, retry: { methods: ['FETCH'] } }, `spec.retry.methods[0]: Unsupported value: "FETCH": supported values: ${METHODS}`],
+  ['a target that is no Service name', { targetRef: { service: 'Api' } }, 'spec.targetRef.service in body should match'],
+];
+
+t.test('a bad ServicePolicy is refused with a readable message and nothing is stored', async (t) => {
+  const ns = await k().newNamespace('sp-bad');
+  for (const [what, spec, message] of BAD_SERVICE_POLICIES) {
+    const r = await apply(servicePolicy(ns, spec));
+    t.not(r.code, 0, `${what}: refused`);
+    t.match(r.stderr, `The ServicePolicy "api" is invalid`, what);
+    t.match(r.stderr, message, `${what}: says "${message}"`);
+  }
+  const left = await k().kubectl(['get', 'servicepolicies', '-n', ns, '-o', 'name']);
+  t.equal(left.stdout, '', 'none was stored');
+});
+
+t.test('a good ServicePolicy is accepted; kubectl get shows target, timeout and attempts; a bad update leaves it as it was', async (t) => {
+  const ns = await k().newNamespace('sp-good');
+  const r = await apply(servicePolicy(ns, { targetRef: { service: 'api' }, timeouts: { request: 300, perTry: 100 }, retry: { attempts: 2, backoff: { base: 10, cap: 50 } }, breaker: { consecutiveFailures: 5 } }));
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout.trim(), 'servicepolicy.meshlet.io/api created');
+  const table = await k().kubectl(['get', 'servicepolicies', '-n', ns]);
+  const [header, row] = table.stdout.trim().split('\n');
+  t.same(header?.split(/\s+/), ['NAME', 'TARGET', 'TIMEOUT', 'ATTEMPTS', 'ACCEPTED', 'AGE']);
+  t.match(row, /^api\s+api\s+300\s+2\s+\d+s$/);
+  const short = await k().kubectl(['get', 'svcpolicy', 'api', '-n', ns, '-o', 'name']);
+  t.equal(short.stdout.trim(), 'servicepolicy.meshlet.io/api', 'short name svcpolicy');
+  const all = await k().kubectl(['get', 'meshlet', '-n', ns, '-o', 'name']);
+  t.same(all.stdout.trim().split('\n'), ['servicepolicy.meshlet.io/api'], 'in the "meshlet" category');
+
+  const update = await apply(servicePolicy(ns, { targetRef: { service: 'api' }, timeouts: { request: 300, perTry: 1000 } }));
+  t.not(update.code, 0);
+  t.match(update.stderr, 'timeouts.perTry is longer than timeouts.request');
+  const stored = await k().kubectl(['get', 'svcpolicy', 'api', '-n', ns, '-o', 'jsonpath={.spec.timeouts.perTry}']);
+  t.equal(stored.stdout, '100', 'the stored policy is unchanged');
+});
 
 t.test('a bad TrafficSplit is refused with a readable message and nothing is stored', async (t) => {
   const ns = await k().newNamespace('ts-bad');

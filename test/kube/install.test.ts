@@ -101,7 +101,7 @@ t.test('kubectl apply --server-side -k manifests/ is accepted; CRDs Established;
   const kinds = base.map((o) => o.kind).toSorted();
   t.same(
     kinds,
-    ['ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'CustomResourceDefinition', 'CustomResourceDefinition', 'Deployment', 'MutatingWebhookConfiguration', 'Namespace', 'PodDisruptionBudget', 'Role', 'RoleBinding', 'Service', 'Service', 'ServiceAccount'],
+    ['ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'CustomResourceDefinition', 'CustomResourceDefinition', 'CustomResourceDefinition', 'Deployment', 'MutatingWebhookConfiguration', 'Namespace', 'PodDisruptionBudget', 'Role', 'RoleBinding', 'Service', 'Service', 'ServiceAccount'],
     'the base renders the whole install',
   );
   for (const o of base) t.equal(o.metadata.labels?.['app.kubernetes.io/part-of'], 'meshlet', `${o.kind}/${o.metadata.name} is labelled part-of=meshlet`);
@@ -110,9 +110,9 @@ t.test('kubectl apply --server-side -k manifests/ is accepted; CRDs Established;
   t.equal(applied.code, 0, applied.stderr);
   t.equal(applied.stdout.trim().split('\n').filter((l) => l.endsWith(' serverside-applied')).length, base.length, applied.stdout);
 
-  const established = await k().kubectl(['wait', '--for=condition=Established', '--timeout=30s', 'crd/trafficsplits.meshlet.io', 'crd/authorizationpolicies.meshlet.io']);
+  const established = await k().kubectl(['wait', '--for=condition=Established', '--timeout=30s', 'crd/trafficsplits.meshlet.io', 'crd/authorizationpolicies.meshlet.io', 'crd/servicepolicies.meshlet.io']);
   t.equal(established.code, 0, established.stderr);
-  t.match(established.stdout, /trafficsplits\.meshlet\.io condition met[\s\S]*authorizationpolicies\.meshlet\.io condition met/);
+  t.match(established.stdout, /trafficsplits\.meshlet\.io condition met[\s\S]*authorizationpolicies\.meshlet\.io condition met[\s\S]*servicepolicies\.meshlet\.io condition met/);
 
   // One `kubectl get` for every object (all namespaced ones are in meshlet-system).
   const refs = base.map((o) => `${o.kind.toLowerCase()}${o.apiVersion.includes('/') ? `.${o.apiVersion.split('/')[0]}` : ''}/${o.metadata.name}`);

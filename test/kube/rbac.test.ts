@@ -34,7 +34,7 @@ t.before(async () => {
     const r = await kube.kubectl(args, { input: JSON.stringify(HTTPROUTE_CRD) });
     if (r.code !== 0) throw new Error(`kubectl ${args.join(' ')}: ${r.stderr}`);
   }
-  const est = await kube.kubectl(['wait', '--for=condition=Established', '--timeout=30s', 'crd/trafficsplits.meshlet.io', 'crd/authorizationpolicies.meshlet.io', 'crd/httproutes.gateway.networking.k8s.io']);
+  const est = await kube.kubectl(['wait', '--for=condition=Established', '--timeout=30s', 'crd/trafficsplits.meshlet.io', 'crd/authorizationpolicies.meshlet.io', 'crd/servicepolicies.meshlet.io', 'crd/httproutes.gateway.networking.k8s.io']);
   if (est.code !== 0) throw new Error(`CRDs not Established: ${est.stderr}`);
 });
 t.teardown(async () => {
@@ -59,7 +59,7 @@ async function all<T>(items: T[], f: (item: T) => Promise<void>, width = 8): Pro
   }));
 }
 
-const WATCHED = ['services', 'pods', 'namespaces', 'endpointslices.discovery.k8s.io', 'trafficsplits.meshlet.io', 'authorizationpolicies.meshlet.io', 'httproutes.gateway.networking.k8s.io'];
+const WATCHED = ['services', 'pods', 'namespaces', 'endpointslices.discovery.k8s.io', 'trafficsplits.meshlet.io', 'authorizationpolicies.meshlet.io', 'servicepolicies.meshlet.io', 'httproutes.gateway.networking.k8s.io'];
 
 t.test('the control plane may do what it needs', async (t) => {
   const ns = await k().newNamespace('rbac-yes');
@@ -68,6 +68,7 @@ t.test('the control plane may do what it needs', async (t) => {
     ...WATCHED.flatMap((r) => ['get', 'list', 'watch'].flatMap((verb) => [[verb, r, '--all-namespaces'], [verb, r, '-n', ns]])),
     ['patch', 'trafficsplits.meshlet.io', '--subresource=status', '-n', ns],
     ['patch', 'authorizationpolicies.meshlet.io', '--subresource=status', '-n', ns],
+    ['patch', 'servicepolicies.meshlet.io', '--subresource=status', '-n', ns],
     ['patch', 'httproutes.gateway.networking.k8s.io', '--subresource=status', '-n', ns],
     ['create', 'tokenreviews.authentication.k8s.io'],
     ['get', `secret/${CA_SECRET}`, '-n', SYSTEM],
@@ -86,6 +87,7 @@ t.test('the control plane may do nothing broader', async (t) => {
     ...WATCHED.flatMap((r) => ['create', 'update', 'patch', 'delete', 'deletecollection'].map((verb) => [verb, r, '-n', ns])),
     ['update', 'trafficsplits.meshlet.io', '--subresource=status', '-n', ns],
     ['update', 'authorizationpolicies.meshlet.io', '--subresource=status', '-n', ns],
+    ['update', 'servicepolicies.meshlet.io', '--subresource=status', '-n', ns],
     ['update', 'httproutes.gateway.networking.k8s.io', '--subresource=status', '-n', ns],
     // Secrets: no other namespace, no other Secret (the two-Secret layout's names included), no
     // list/watch (would reveal every Secret; it only ever gets), no writes (the CLI writes, as an operator).
@@ -313,6 +315,8 @@ t.test('can-i --list: exactly the expected rules beyond what any ServiceAccount 
     'httproutes.gateway.networking.k8s.io/status | [] | [] | [patch]',
     'namespaces | [] | [] | [get list watch]',
     'pods | [] | [] | [get list watch]',
+    'servicepolicies.meshlet.io | [] | [] | [get list watch]',
+    'servicepolicies.meshlet.io/status | [] | [] | [patch]',
     'services | [] | [] | [get list watch]',
     'tokenreviews.authentication.k8s.io | [] | [] | [create]',
     'trafficsplits.meshlet.io | [] | [] | [get list watch]',

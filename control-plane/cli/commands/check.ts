@@ -13,7 +13,7 @@ import { CliError, EXIT_FAILURE, EXIT_OK, HELP_FLAG, UsageError, flags, guarded,
 // ---- what a meshlet install consists of (the names in manifests/; test/kube/check.test.ts keeps them in step) ----
 
 export const DEFAULT_NAMESPACE = DEFAULT_CA_SECRET.namespace;
-export const CRD_NAMES = ['trafficsplits.meshlet.io', 'authorizationpolicies.meshlet.io'] as const;
+export const CRD_NAMES = ['trafficsplits.meshlet.io', 'authorizationpolicies.meshlet.io', 'servicepolicies.meshlet.io'] as const;
 export const WEBHOOK_NAME = 'meshlet-proxy-injector';
 export const DEPLOYMENT_NAME = 'meshlet-control-plane';
 export const SERVICE_NAMES = ['meshlet-control-plane', 'meshlet-webhook'] as const;
