@@ -148,6 +148,10 @@ export const Route = Type.Object(
 export const MAX_ROUTES = 256;
 /** Most endpoints a service may have in one config. */
 export const MAX_ENDPOINTS = 10_000;
+/** Most services one config holds (a view of a larger mesh keeps the nearest: translate.ts). */
+export const MAX_SERVICES = 10_000;
+/** Most inbound AuthorizationPolicies one config holds. */
+export const MAX_POLICIES = 1024;
 
 export const Service = Type.Object(
   {
@@ -203,7 +207,7 @@ export const Inbound = Type.Object(
     ports: Type.Optional(Type.Array(InboundPort, { maxItems: 64 })),
     /** Where no policy guards a port. Default all-authenticated (plaintext peers only where permissive). */
     defaultPolicy: Type.Optional(Type.Union(DEFAULT_AUTHZ.map((d) => Type.Literal(d)))),
-    policies: Type.Optional(Type.Array(AuthorizationPolicyConfig, { maxItems: 1024 })),
+    policies: Type.Optional(Type.Array(AuthorizationPolicyConfig, { maxItems: MAX_POLICIES })),
   },
   { additionalProperties: false },
 );
@@ -212,7 +216,7 @@ export const ProxyConfig = Type.Object(
   {
     /** Opaque version the proxy reports (ACK) and shows at /config. */
     version: Type.String({ minLength: 1, maxLength: 128 }),
-    services: Type.Array(Service, { maxItems: 10_000 }),
+    services: Type.Array(Service, { maxItems: MAX_SERVICES }),
     inbound: Type.Optional(Inbound),
     /** PEM trust bundle (one or more anchors). */
     trustBundle: Type.Optional(Type.String()),

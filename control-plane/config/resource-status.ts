@@ -11,7 +11,9 @@ import { INVALID, type ProblemEffect } from './translate.ts';
  *   Conflicted (an older TrafficSplit already splits every request to the same service; an older
  *   ServicePolicy already sets the policy of its Service), ServiceNotFound (the apex service, or a
  *   ServicePolicy's target, does not exist), BackendNotFound (no backend that exists
- *   has a weight above 0). On True with problems, the message says what is left out.
+ *   has a weight above 0), TooManyPolicies (more AuthorizationPolicies target the service than a
+ *   proxy takes: none applies and its proxies deny every inbound request). On True with problems,
+ *   the message says what is left out.
  * - `ResolvedRefs`: False when a name it refers to does not resolve (BackendNotFound: a backend
  *   left out of the split; ServiceNotFound: a split's apex, or an AuthorizationPolicy's target,
  *   which stays Accepted: it still guards any proxy serving that name; PortNotFound: an

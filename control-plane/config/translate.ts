@@ -3,7 +3,9 @@
 import { createHash } from 'node:crypto';
 import {
   MAX_ENDPOINTS,
+  MAX_POLICIES,
   MAX_ROUTES,
+  MAX_SERVICES,
   parseProxyConfig,
   type AuthorizationPolicyConfig,
   type Problem,
@@ -20,7 +22,8 @@ import type { DefaultAuthz, MeshModel, ModelService, ModelTrafficSplit } from '.
 /*
  * What a proxy's view holds, and in which order:
  * - services: every service the proxy may call (all of the mesh unless `ViewOptions.visible`
- *   narrows it), plus whatever their splits send traffic to, sorted by canonical name
+ *   narrows it), plus whatever their splits send traffic to, at most MAX_SERVICES (over it: its
+ *   own namespace's first, then the others by namespace and name; reported once), sorted by canonical name
  *   `name.namespace`. Hosts: `name.ns`, `name.ns.svc`, `name.ns.svc.<clusterDomain>`, and the bare
  *   `name` only for services of the proxy's own namespace (so `api` is always the caller's api).
  * - routes of a service, first match wins: the routes of splits with `matches` (by split name,
@@ -36,6 +39,7 @@ import type { DefaultAuthz, MeshModel, ModelService, ModelTrafficSplit } from '.
  * - inbound: the AuthorizationPolicies targeting a service this proxy serves (servedServices: the
  *   names it claims, and the Services of its namespace whose selector matches its Pod's labels),
  *   the mesh default. No ports: MeshService ports carry no permissive flag, so every port is strict.
+ *   More than MAX_POLICIES of them fail closed: one policy that allows nothing stands in (reported).
  * A split backend naming a service the model lacks is left out (reported): its share goes to the
  * split's other backends, so a typo in a canary's name does not take the apex's traffic away from
  * the backends that exist; only a split with no known backend of weight above 0 is not applied.
@@ -77,7 +81,7 @@ export interface TranslateProblem {
  */
 export interface ProblemEffect {
   /** The condition's reason, CamelCase (UnsupportedValue, InvalidKind: an HTTPRoute rule, route-status.ts). */
-  reason: 'Invalid' | 'Conflicted' | 'ServiceNotFound' | 'BackendNotFound' | 'PortNotFound' | 'UnsupportedValue' | 'InvalidKind';
+  reason: 'Invalid' | 'Conflicted' | 'ServiceNotFound' | 'BackendNotFound' | 'PortNotFound' | 'UnsupportedValue' | 'InvalidKind' | 'TooManyPolicies';
   /** The object still applies (in part) despite it. */
   applies: boolean;
   /** A name it refers to does not resolve (ResolvedRefs=False). */
@@ -353,6 +357,8 @@ function routesOf(splits: readonly ResolvedSplit[], apex: PreparedService | unde
 
 function preparePolicies(model: MeshModel, services: ReadonlyMap<string, PreparedService>, problems: Tagged[]): Map<string, AuthorizationPolicyConfig[]> {
   const out = new Map<string, AuthorizationPolicyConfig[]>();
+  /** target → resource keys of its policies, for problems. */
+  const keys = new Map<string, string[]>();
   const sorted = model.authorizationPolicies.toSorted((a, b) => byString(resourceKey(a), resourceKey(b)));
   for (const policy of sorted) {
     const ns = namespaceOf(policy);
@@ -406,8 +412,36 @@ function preparePolicies(model: MeshModel, services: ReadonlyMap<string, Prepare
       rules: proxyAuthorizationRules(policy, model.trustDomain),
     };
     out.set(target, [...(out.get(target) ?? []), cfg]);
+    keys.set(target, [...(keys.get(target) ?? []), resourceKey(policy)]);
+  }
+  for (const [target, list] of out) {
+    if (list.length <= MAX_POLICIES) continue;
+    // More than a proxy takes. Any subset could allow what a left-out policy is there to stop, or
+    // (policies add up) deny what it allows; the view would otherwise be refused whole, freezing
+    // these proxies. Fail closed: the service's proxies deny every inbound request until fixed.
+    out.set(target, [denyAll(target)]);
+    for (const key of keys.get(target)!) {
+      problems.push({
+        inbound: target,
+        problem: {
+          object: key,
+          path: '/spec/targetRef',
+          message: `service ${target} has ${list.length} AuthorizationPolicies; a proxy takes at most ${MAX_POLICIES}: none of them applies and ${target}'s proxies deny every inbound request until at most ${MAX_POLICIES} target it (merge them: a policy may have 256 rules)`,
+          effect: { reason: 'TooManyPolicies', applies: false, reference: false },
+        },
+      });
+    }
   }
   return out;
+}
+
+/**
+ * A policy that guards every port and allows nothing: what stands in for policies a proxy cannot
+ * take (fail closed). Its name says why, in the proxy's /config and its 403 reasons; no
+ * AuthorizationPolicy can have it (a Kubernetes name has no `:`).
+ */
+export function denyAll(what: string): AuthorizationPolicyConfig {
+  return { name: `meshlet/too-many-policies:${what}`, rules: [] };
 }
 
 /** Resolve what every view shares: services, splits → routes, policies, bundle. Pure. */
@@ -417,6 +451,16 @@ export function prepare(model: MeshModel): PreparedModel {
     problems.push({ problem: { object: 'MeshModel', path: '/trustDomain', message: `"${model.trustDomain}" is not a trust domain (lower-case letters, digits, dots, dashes)` } });
   }
   const services = prepareServices(model, problems);
+  if (services.size > MAX_SERVICES) {
+    // Reported once, not per view: every view is filled the same way (includedServices).
+    problems.push({
+      problem: {
+        object: 'MeshModel',
+        path: '/services',
+        message: `the mesh has ${services.size} services; a proxy's view holds at most ${MAX_SERVICES}: each proxy gets those of its own namespace first, then the others by namespace and name (with what their splits send to), and at least ${services.size - MAX_SERVICES} are left out of every view`,
+      },
+    });
+  }
 
   const producer = new Map<string, ResolvedSplit[]>();
   const consumer = new Map<string, Map<string, ResolvedSplit[]>>();
@@ -462,18 +506,38 @@ function routesFor(prepared: PreparedModel, apex: string, callerNs: string): rea
   return prepared.consumerRoutes.get(callerNs)?.get(apex) ?? prepared.producerRoutes.get(apex);
 }
 
-/** The services a caller in `namespace` sees: the visible ones plus every split backend, transitively. */
+/**
+ * The services a caller in `namespace` sees: the visible ones plus every split backend,
+ * transitively, at most MAX_SERVICES (a larger view would be refused whole: every proxy frozen).
+ * Over the limit, a service joins with everything its routes send to, or not at all (a route never
+ * names a missing service), in an order that depends only on the model and the caller's namespace:
+ * its own namespace first (what `name` alone resolves to), then the rest by namespace and name.
+ */
 function includedServices(prepared: PreparedModel, proxy: ProxyInfo, visible: ViewOptions['visible']): Set<string> {
+  const candidates: PreparedService[] = [];
+  for (const svc of prepared.services.values()) if (!visible || visible({ namespace: svc.model.namespace, name: svc.model.name }, proxy)) candidates.push(svc);
   const included = new Set<string>();
-  const pending: string[] = [];
-  for (const svc of prepared.services.values()) if (!visible || visible({ namespace: svc.model.namespace, name: svc.model.name }, proxy)) pending.push(svc.canonical);
-  while (pending.length > 0) {
-    const name = pending.pop()!;
-    if (included.has(name)) continue;
-    included.add(name);
-    for (const r of routesFor(prepared, name, proxy.namespace) ?? []) for (const b of r.backends ?? []) pending.push(b.service);
+  for (const svc of viewOrder(candidates, proxy.namespace)) {
+    if (included.has(svc.canonical)) continue;
+    const joining = new Set<string>();
+    const pending = [svc.canonical];
+    while (pending.length > 0) {
+      const name = pending.pop()!;
+      if (included.has(name) || joining.has(name)) continue;
+      joining.add(name);
+      for (const r of routesFor(prepared, name, proxy.namespace) ?? []) for (const b of r.backends ?? []) pending.push(b.service);
+    }
+    if (included.size + joining.size > MAX_SERVICES) continue;
+    for (const name of joining) included.add(name);
   }
   return included;
+}
+
+/** Own namespace first, then by namespace and name: the order in which a view over the limit is filled. */
+function viewOrder(services: readonly PreparedService[], namespace: string): PreparedService[] {
+  if (services.length <= MAX_SERVICES) return [...services]; // all fit: the order does not matter
+  const rank = (s: PreparedService) => (s.model.namespace === namespace ? 0 : 1);
+  return services.toSorted((a, b) => rank(a) - rank(b) || byString(a.model.namespace, b.model.namespace) || byString(a.model.name, b.model.name));
 }
 
 function outboundPart(prepared: PreparedModel, proxy: ProxyInfo, options: ViewOptions): OutboundPart {
@@ -516,7 +580,14 @@ export function servedServices(prepared: PreparedModel, proxy: Pick<ProxyInfo, '
 export function viewOf(prepared: PreparedModel, proxy: ProxyInfo, version: string, options: ViewOptions = {}): View {
   const outbound = outboundPart(prepared, proxy, options);
   const served = servedServices(prepared, proxy);
-  const policies = served.flatMap((s) => prepared.policies.get(s) ?? []).toSorted((a, b) => byString(a.name, b.name));
+  let policies = served.flatMap((s) => prepared.policies.get(s) ?? []).toSorted((a, b) => byString(a.name, b.name));
+  const extra: TranslateProblem[] = [];
+  if (policies.length > MAX_POLICIES) {
+    // Several served services whose policies add up past the limit (each alone is within it,
+    // prepare saw to that): fail closed as there, for this proxy only.
+    extra.push({ object: `ProxyConfig/${proxy.namespace}/${proxy.workload}`, path: '/inbound/policies', message: `the services it serves (${served.join(', ')}) have ${policies.length} AuthorizationPolicies together; a proxy takes at most ${MAX_POLICIES}: it denies every inbound request` });
+    policies = [denyAll(served.join(','))];
+  }
   const rest = parseProxyConfig(
     canonicalize({
       version,
@@ -529,7 +600,7 @@ export function viewOf(prepared: PreparedModel, proxy: ProxyInfo, version: strin
   const servedSet = new Set(served);
   const concerns = (p: Tagged) =>
     (p.outbound === undefined && p.inbound === undefined) || (p.outbound !== undefined && outbound.included.has(p.outbound)) || (p.inbound !== undefined && servedSet.has(p.inbound));
-  const problems = uniqueProblems(prepared.problems.filter(concerns).map((p) => p.problem));
+  const problems = uniqueProblems([...prepared.problems.filter(concerns).map((p) => p.problem), ...extra]);
   if (outbound.services && rest.ok) {
     // Keys in canonical (sorted) order, so the JSON is byte-identical for equal views.
     const { inbound, trustBundle } = rest.value;
