@@ -2,11 +2,17 @@
 // GET /v1/config/stream (mTLS; its identity is its client certificate) and reads NDJSON messages;
 // it answers each config with POST /v1/config/ack: the version it runs, or why it refused it.
 import { Type } from '@sinclair/typebox';
-import { schemaProblems, type Inbound, type Problem, type ProxyConfig, type Service } from './proxy-config.ts';
+import { MAX_CONFIG_BYTES, schemaProblems, type Inbound, type Problem, type ProxyConfig, type Service } from './proxy-config.ts';
 import { decodeLabels, encodeLabels, type PodLabels } from './pod-labels.ts';
 
 export const CONFIG_STREAM_PATH = '/v1/config/stream';
 export const CONFIG_ACK_PATH = '/v1/config/ack';
+/**
+ * Most bytes of one stream message (line): a config document at its limit plus the envelope. A
+ * proxy drops a stream whose line grows past it and reconnects; the control plane sends no bigger
+ * line (it reports the view instead), so a proxy never loops on a view it would drop.
+ */
+export const MAX_STREAM_LINE_BYTES = MAX_CONFIG_BYTES + 64 * 1024;
 
 /** Query parameters of the stream request: who the proxy is beyond its identity, what it runs. */
 export interface StreamParams {

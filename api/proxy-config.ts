@@ -152,6 +152,14 @@ export const MAX_ENDPOINTS = 10_000;
 export const MAX_SERVICES = 10_000;
 /** Most inbound AuthorizationPolicies one config holds. */
 export const MAX_POLICIES = 1024;
+/**
+ * Most bytes of one config document, as a file (--config) or as one line of the config stream:
+ * the proxy reads no more before it refuses it. A view of 10 000 services with 3 meshed
+ * endpoints each (hosts, identities, pod/workload/version labels) is 6.1 MiB of JSON: 16 MiB
+ * leaves room for more endpoints and routes while a hostile or broken sender cannot grow the
+ * proxy's memory without bound.
+ */
+export const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 
 export const Service = Type.Object(
   {

@@ -11,7 +11,7 @@ import type { Tracer } from '@opentelemetry/api';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Clock } from '../../api/runtime.ts';
 import type { ProxyConfig } from '../../api/proxy-config.ts';
-import { CONFIG_ACK_PATH, CONFIG_STREAM_PATH, DELTA_BASE_PATH, decodeParams, type Ack, type StreamMessage, type StreamParams } from '../../api/config-stream.ts';
+import { CONFIG_ACK_PATH, CONFIG_STREAM_PATH, DELTA_BASE_PATH, decodeParams, MAX_STREAM_LINE_BYTES, type Ack, type StreamMessage, type StreamParams } from '../../api/config-stream.ts';
 import { deltaOf } from './diff.ts';
 import { identityParts } from './mesh-views.ts';
 
@@ -182,6 +182,13 @@ export class ConfigPushServer {
     // Proxies that share a view share its serialization (one string per version), and proxies
     // that move between the same two versions share the delta's.
     const full = this.#line(v.version, () => ({ type: 'config', version: v.version, config: v.config }));
+    // A proxy drops a longer line and reconnects, to get it again: sending it would loop forever.
+    // (UTF-8 takes at most 3 bytes per UTF-16 unit: most views need no byte count.)
+    if (full.length * 3 > MAX_STREAM_LINE_BYTES && Buffer.byteLength(full) > MAX_STREAM_LINE_BYTES) {
+      this.#m.viewErrors.inc();
+      this.#o.log?.('cannot send view: larger than a proxy reads; the proxy keeps what it has', { identity: c.info.identity, version: v.version, bytes: Buffer.byteLength(full), max: MAX_STREAM_LINE_BYTES });
+      return;
+    }
     let line = full;
     let kind = 'full';
     if (c.sentConfig !== undefined && c.sentConfig.version === c.sent) {

@@ -1,10 +1,11 @@
 // Reads the proxy config document from a file (JSON or YAML) and applies it on every change.
 // A file that does not parse or validate is refused with every problem; the last good stays.
-import { readFile, stat } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { watch, type FSWatcher } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ApplyResult, ConfigStore } from './store.ts';
+import { MAX_CONFIG_BYTES } from '../../api/proxy-config.ts';
 import { settle } from '../../api/settle.ts';
 
 /** JSON is parsed natively; the YAML parser is loaded only for YAML files (it costs memory). */
@@ -19,6 +20,8 @@ export interface FileWatchOptions {
   pollMs?: number;
   /** Quiet time after the last change before reading, and between the two reads that must agree (ms). Default 100. */
   quietMs?: number;
+  /** A bigger file is refused (the last good config stays). Default MAX_CONFIG_BYTES (16 MiB). */
+  maxBytes?: number;
 }
 
 /** Reads that disagree before settling gives up until the next change (a file rewritten nonstop). */
@@ -37,12 +40,37 @@ async function signatureOf(path: string): Promise<string> {
   }
 }
 
-async function readConfigFile(path: string): Promise<Read> {
+async function readConfigFile(path: string, maxBytes: number): Promise<Read> {
   const signature = await signatureOf(path);
   try {
-    return { signature, text: await readFile(path, 'utf8') };
+    return { signature, text: await readBounded(path, maxBytes) };
   } catch (err) {
     return { signature, error: err as Error };
+  }
+}
+
+/**
+ * The file's text, or an error once it is over `maxBytes`: read in chunks up to the bound, so a
+ * file that grows while it is read (or a device that never ends) costs no more than the bound.
+ */
+async function readBounded(path: string, maxBytes: number): Promise<string> {
+  const tooBig = (size: string) => new Error(`the file is ${size} bytes, more than the ${maxBytes} a proxy config may have (as on the config stream); make it smaller`);
+  const fh = await open(path, 'r');
+  try {
+    const { size } = await fh.stat();
+    if (size > maxBytes) throw tooBig(String(size));
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for (;;) {
+      const { bytesRead, buffer } = await fh.read(Buffer.alloc(64 * 1024), 0, 64 * 1024, null);
+      if (bytesRead === 0) break;
+      total += bytesRead;
+      if (total > maxBytes) throw tooBig(`over ${maxBytes}`);
+      chunks.push(buffer.subarray(0, bytesRead));
+    }
+    return Buffer.concat(chunks, total).toString('utf8');
+  } finally {
+    await fh.close();
   }
 }
 
@@ -57,6 +85,7 @@ export class FileConfigSource {
   readonly #store: ConfigStore;
   readonly #pollMs: number;
   readonly #quietMs: number;
+  readonly #maxBytes: number;
   #watcher: FSWatcher | undefined;
   #timer: NodeJS.Timeout | undefined;
   #poll: NodeJS.Timeout | undefined;
@@ -73,6 +102,7 @@ export class FileConfigSource {
     this.#store = store;
     this.#pollMs = options.pollMs ?? 2000;
     this.#quietMs = options.quietMs ?? 100;
+    this.#maxBytes = options.maxBytes ?? MAX_CONFIG_BYTES;
   }
 
   /** Read the file once and apply it (at startup: nothing is writing it yet). */
@@ -81,7 +111,7 @@ export class FileConfigSource {
   }
 
   async #read(): Promise<Read> {
-    const r = await readConfigFile(this.#file);
+    const r = await readConfigFile(this.#file, this.#maxBytes);
     this.#lastSignature = r.signature;
     return r;
   }

@@ -6,7 +6,7 @@ import https from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import type { SecureContext } from 'node:tls';
 import type { Random } from '../../api/runtime.ts';
-import { applyDelta, CONFIG_ACK_PATH, DELTA_BASE_PATH, encodeParams, parseStreamMessage, type Ack, type StreamParams } from '../../api/config-stream.ts';
+import { applyDelta, CONFIG_ACK_PATH, DELTA_BASE_PATH, encodeParams, MAX_STREAM_LINE_BYTES, parseStreamMessage, type Ack, type StreamParams } from '../../api/config-stream.ts';
 import type { Problem } from '../../api/proxy-config.ts';
 import { encodeLabels, type PodLabels } from '../../api/pod-labels.ts';
 import type { ConfigStore } from './store.ts';
@@ -33,6 +33,8 @@ export interface StreamSourceOptions {
   /** Test hook: refuse versions matching this (to exercise NACK end to end). */
   refuseVersion?: RegExp;
   onState?: (connected: boolean) => void;
+  /** A message (line) longer than this drops the stream. Default MAX_STREAM_LINE_BYTES. */
+  maxLineBytes?: number;
 }
 
 /**
@@ -224,16 +226,16 @@ export class StreamConfigSource {
     this.#failures = 0;
     this.#lastError = undefined;
     this.#setConnected(true);
-    let buf = '';
-    res.setEncoding('utf8');
-    res.on('data', (chunk: string) => {
+    const lines = new LineSplitter(this.#o.maxLineBytes ?? MAX_STREAM_LINE_BYTES);
+    res.on('data', (chunk: Buffer) => {
+      if (req !== this.#req) return; // dropped (a line over the bound): what is still in flight is not read
       this.#heard = true;
-      buf += chunk;
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (line) this.#message(line);
+      const r = lines.push(chunk);
+      for (const line of r.lines) if (line) this.#message(line);
+      if (r.overflow) {
+        // Logged by #fail ("config stream lost; reconnecting") and shown as lastError at /ready.
+        this.#fail(req, `a message from the control plane is longer than ${lines.maxBytes} bytes, the most a proxy reads: stream dropped`);
+        req.destroy();
       }
     });
     res.on('end', () => this.#fail(req, 'the control plane closed the stream'));
@@ -280,5 +282,40 @@ export class StreamConfigSource {
     const req = https.request({ ...opts, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => res.resume());
     req.on('error', (err) => this.#o.log('ACK failed', { error: err.message }));
     req.end(body);
+  }
+}
+
+/**
+ * NDJSON lines from byte chunks, each line at most `maxBytes`: the bytes of an unfinished line are
+ * held as received (no string per chunk, no rescan of what is held), and once they pass the bound
+ * the caller is told to drop the stream, so a sender that never ends a line cannot grow the
+ * proxy's memory. Lines are decoded as UTF-8 whole, so a character split between chunks survives.
+ */
+export class LineSplitter {
+  readonly maxBytes: number;
+  #held: Buffer[] = [];
+  #heldBytes = 0;
+
+  constructor(maxBytes: number) {
+    this.maxBytes = maxBytes;
+  }
+
+  /** The lines `chunk` completes, in order; `overflow` once the unfinished line is over the bound (push nothing more). */
+  push(chunk: Buffer): { lines: string[]; overflow: boolean } {
+    const lines: string[] = [];
+    let start = 0;
+    for (let nl = chunk.indexOf(10); nl !== -1; nl = chunk.indexOf(10, start)) {
+      if (this.#heldBytes + nl - start > this.maxBytes) return { lines, overflow: true };
+      this.#held.push(chunk.subarray(start, nl));
+      lines.push(Buffer.concat(this.#held, this.#heldBytes + nl - start).toString('utf8'));
+      this.#held = [];
+      this.#heldBytes = 0;
+      start = nl + 1;
+    }
+    if (start < chunk.length) {
+      this.#held.push(chunk.subarray(start));
+      this.#heldBytes += chunk.length - start;
+    }
+    return { lines, overflow: this.#heldBytes > this.maxBytes };
   }
 }
