@@ -1,9 +1,10 @@
 // Resources from YAML text: one file of the folder source, or what `meshlet inject`-style tools
 // read. Multi-document; every problem names its file, object and line, and the valid documents of
 // a file are returned even when others in it are broken (the caller decides what to apply).
-import { LineCounter, isMap, isNode, isSeq, parseAllDocuments, type Document } from 'yaml';
+import { Lexer, LineCounter, Parser, isMap, isNode, isSeq, parseAllDocuments, type Document } from 'yaml';
 import type { Problem } from './proxy-config.ts';
 import { DEFAULT_NAMESPACE, parseResource, type Resource } from './resources.ts';
+import { yamlNestingProblem } from './yaml-nesting.ts';
 
 export interface LoadProblem extends Problem {
   file: string;
@@ -22,6 +23,10 @@ export interface Loaded {
 const MAX_ALIASES = 100;
 
 export function parseYamlDocuments(text: string, fileName: string): Loaded {
+  // Checked first: composing such a text fails with a stack overflow, which says nothing useful.
+  // It names no object (none is read), so the folder source keeps the file's last good ones.
+  const deep = yamlNestingProblem({ Lexer, Parser }, text);
+  if (deep) return { resources: [], problems: [{ file: fileName, path: '/', message: `YAML: ${deep.message}`, line: deep.line }] };
   const lineCounter = new LineCounter();
   const docs = parseAllDocuments(text, { lineCounter, prettyErrors: true, uniqueKeys: true });
   const resources: Resource[] = [];

@@ -7,12 +7,16 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ApplyResult, ConfigStore } from './store.ts';
 import { MAX_CONFIG_BYTES } from '../../api/proxy-config.ts';
 import { settle } from '../../api/settle.ts';
+import { yamlNestingProblem } from '../../api/yaml-nesting.ts';
 
 /** JSON is parsed natively; the YAML parser is loaded only for YAML files (it costs memory). */
 export async function parseDocument(text: string, file: string): Promise<unknown> {
   if (/\.json$/i.test(file)) return JSON.parse(text);
-  const { parse } = await import('yaml');
-  return parse(text);
+  const yaml = await import('yaml');
+  // Before composing, which fails past some depth with only "Maximum call stack size exceeded".
+  const deep = yamlNestingProblem(yaml, text);
+  if (deep) throw new Error(`line ${deep.line}: ${deep.message}`);
+  return yaml.parse(text);
 }
 
 export interface FileWatchOptions {

@@ -1,7 +1,10 @@
-// Bounded reads of the proxy's --config file: a file over MAX_CONFIG_BYTES is refused like any bad
-// config (the last good stays, lastRefusal says why in plain words) and the proxy stays small and
-// up. Real proxy processes.
+// Bounded reads of the proxy's --config file: a file over MAX_CONFIG_BYTES, and YAML nested deeper
+// than the parser follows, are refused like any bad config (the last good stays, lastRefusal says
+// why in plain words) and the proxy stays small and up. Real proxy processes.
 import t from 'tap';
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { MAX_CONFIG_BYTES } from '../../api/proxy-config.ts';
 import { startProxyProcess, UNINSTRUMENTED, type ProxyProcess } from '../fixtures/mesh.ts';
 
@@ -30,4 +33,21 @@ t.test('a config file over 16 MiB is refused without being read whole; the last 
   p.writeConfig(config('c3'));
   await p.waitForVersion('c3');
   t.pass('a good file after it applies');
+});
+
+t.test('a YAML config nested too deep is refused in words, not as a stack overflow', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'meshlet-deep-'));
+  const file = join(dir, 'proxy.yaml');
+  writeFileSync(file, 'version: y1\nservices:\n  - name: api\n    endpoints: [{ address: "127.0.0.1:1" }]\n');
+  const p = await startProxyProcess({ config: {}, configFile: file });
+  t.teardown(async () => {
+    await p.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await p.waitForVersion('y1');
+  writeFileSync(join(dir, '.tmp'), `version: y2\nservices:\n  - name: api\n    endpoints: ${'['.repeat(3000)}${']'.repeat(3000)}\n`);
+  renameSync(join(dir, '.tmp'), file);
+  const r = await refusal(p);
+  t.equal(r.version, 'y1');
+  t.same(r.lastRefusal?.problems, [{ path: '/', message: 'does not parse: line 4: nesting deeper than 100 levels: meshlet reads at most 100 levels of mappings and sequences inside one another; flatten the document' }]);
 });

@@ -80,3 +80,15 @@ test('YAML-level refusals: duplicate keys, alias bombs; empty input is no proble
   t.equal(refused.length, 1);
   t.match(refused[0], { file: 'bomb.yaml', path: '/', message: /^YAML: Excessive alias count/, line: 1 });
 });
+
+test('a too deeply nested document is reported in words (with its line), not as a stack overflow; up to 100 levels parse as before', async (t) => {
+  const flow = `apiVersion: meshlet.io/v1alpha1\nkind: MeshService\nmetadata: {name: deep}\nspec: ${'['.repeat(5000)}${']'.repeat(5000)}\n`;
+  const r = parseYamlDocuments(flow, 'deep.yaml');
+  t.same(r.resources, []);
+  t.same(r.problems, [{ file: 'deep.yaml', path: '/', message: 'YAML: nesting deeper than 100 levels: meshlet reads at most 100 levels of mappings and sequences inside one another; flatten the document', line: 4 }]);
+  const block = `a:\n${Array.from({ length: 150 }, (_, i) => `${'  '.repeat(i + 1)}k${i}:`).join('\n')} 1\n`;
+  t.match(parseYamlDocuments(block, 'b.yaml').problems, [{ message: /^YAML: nesting deeper than 100 levels/, line: 101 }], 'block mappings too, at the line where it gets too deep');
+  const hundred = `spec: ${'['.repeat(99)}${']'.repeat(99)}\n`;
+  const checked = parseYamlDocuments(hundred, 'ok.yaml').problems;
+  t.ok(checked.length > 0 && checked.every((p) => !p.message.startsWith('YAML')), '100 levels parse (and are then checked as a resource, as before)', { checked });
+});
