@@ -3,7 +3,8 @@
 // never held past 500 ms) and a view whose version did not change is never re-sent. Once a proxy
 // holds a view, the next is sent as a delta (changed services only) when that is under half the
 // size of the full view; a NACK (the proxy does not run the delta's base, or refused a version)
-// makes the next send a full one.
+// makes the next send a full one. A stream whose proxy is not reading what it was sent (a
+// stopped or stuck process) is written nothing more until it drains, then gets the latest view.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { randomUUID } from 'node:crypto';
@@ -51,6 +52,12 @@ interface Conn {
   sentConfig: ProxyConfig | undefined;
   /** Clock time the current change was first seen (for change → ACK latency). */
   changeAt: number | undefined;
+  /**
+   * The proxy has not read what was written (Node's buffer is past its high-water mark): nothing
+   * more is written until it drains, then the latest view goes. Only the latest view matters, so
+   * a proxy that stops reading costs the buffer it had, not every version and ping since.
+   */
+  blocked: boolean;
   status: ProxyStatus;
 }
 
@@ -152,6 +159,7 @@ export class ConfigPushServer {
       sent: params.version,
       sentConfig: undefined,
       changeAt: undefined,
+      blocked: false,
       // The namespace shown is the certificate's, as the view's is (mesh-views.ts), not what the proxy claims.
       status: { stream: info.stream, identity, workload: info.workload, namespace: identityParts(identity)?.namespace ?? info.namespace, pod: info.pod, connectedAt: new Date().toISOString(), sent: null, acked: params.version || null, lastAckAt: null, nack: null },
     };
@@ -169,6 +177,7 @@ export class ConfigPushServer {
   }
 
   #push(c: Conn): void {
+    if (c.blocked) return; // the drain pushes the latest view
     const v = this.#o.views.view(c.info);
     if ('error' in v) {
       this.#m.viewErrors.inc();
@@ -203,7 +212,7 @@ export class ConfigPushServer {
       kind: 4, // PRODUCER: a message sent on the proxy's stream
       attributes: { 'meshlet.proxy.identity': c.info.identity, 'meshlet.proxy.workload': c.info.workload, 'meshlet.proxy.namespace': c.info.namespace, 'meshlet.config.version': v.version, 'meshlet.config.previous_version': c.sent, 'messaging.message.body.size': Buffer.byteLength(line) },
     });
-    c.res.write(line);
+    this.#write(c, line);
     c.sent = v.version;
     c.sentConfig = v.config;
     c.status.sent = v.version;
@@ -225,7 +234,18 @@ export class ConfigPushServer {
 
   #broadcast(m: StreamMessage): void {
     const line = JSON.stringify(m) + '\n';
-    for (const c of this.#conns.values()) c.res.write(line);
+    // A blocked stream still has bytes on the way: its proxy's silence check is not starved.
+    for (const c of this.#conns.values()) if (!c.blocked) this.#write(c, line);
+  }
+
+  /** Write a line; past the buffer's high-water mark the stream is blocked until it drains. */
+  #write(c: Conn, line: string): void {
+    if (c.res.write(line)) return;
+    c.blocked = true;
+    c.res.once('drain', () => {
+      c.blocked = false;
+      this.#push(c);
+    });
   }
 
   #ack(req: IncomingMessage, res: ServerResponse): void {
