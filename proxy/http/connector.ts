@@ -27,21 +27,31 @@ export function splitAddress(address: string): { host: string; port: number } {
  */
 const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 
-/** The `onread` option: the bytes reach the socket's 'data' listeners as from a stream; pause() and resume() work as on one. */
-function sharedBufferReads(socket: () => net.Socket): { buffer: Buffer; callback: (n: number) => boolean } {
-  return {
+/**
+ * The `onread` option: the bytes reach the socket's 'data' listeners as from a stream; pause() and
+ * resume() work as on one. Set `socket` once the socket exists. The read callback lives as long as
+ * the socket, so it must not close over the dialer's scope: a closure there shares its context with
+ * the dial's callback, which holds the request that opened the connection (its retry-buffered body
+ * included), kept alive for the whole life of a pooled connection.
+ */
+function sharedBufferReads(): { buffer: Buffer; callback: (n: number) => boolean; socket: net.Socket | undefined } {
+  const reads = {
     buffer: READ_BUFFER,
-    callback: (n) => {
-      socket().emit('data', Buffer.from(READ_BUFFER.subarray(0, n)));
+    socket: undefined as net.Socket | undefined,
+    callback: (n: number) => {
+      reads.socket!.emit('data', Buffer.from(READ_BUFFER.subarray(0, n)));
       return true;
     },
   };
+  return reads;
 }
 
 export function tcpConnector(address: string, timeoutMs: number): Dial {
   const { host, port } = splitAddress(address);
   return (callback) => {
-    const socket: net.Socket = net.connect({ host, port, noDelay: true, keepAlive: true, keepAliveInitialDelay: 60_000, onread: sharedBufferReads(() => socket) });
+    const reads = sharedBufferReads();
+    const socket: net.Socket = net.connect({ host, port, noDelay: true, keepAlive: true, keepAliveInitialDelay: 60_000, onread: reads });
+    reads.socket = socket;
     let settled = false;
     const settle = (err: Error | null) => {
       if (settled) return;
@@ -86,6 +96,9 @@ export interface TlsConnectorOptions {
   onHandshakeFailure?: (reason: string) => void;
 }
 
+/** Module-level, not a closure in the dialer: the socket keeps its options (see sharedBufferReads). */
+const noHostNameCheck = (): undefined => undefined;
+
 /**
  * mTLS to a meshed endpoint: TLS 1.3, our leaf as the client certificate, the trust bundle as
  * the only CAs, and the server's SPIFFE ID checked against the one the config expects.
@@ -99,18 +112,20 @@ export function tlsConnector(o: TlsConnectorOptions): Dial {
       return;
     }
     // tls.connect takes `onread` as net.connect does (Node's docs); @types/node does not list it there.
+    const reads = sharedBufferReads();
     const options: tls.ConnectionOptions & Pick<net.TcpNetConnectOpts, 'onread'> = {
       host,
       port,
-      onread: sharedBufferReads(() => socket),
+      onread: reads,
       secureContext,
       minVersion: 'TLSv1.3' as const,
       ALPNProtocols: ['http/1.1'],
       rejectUnauthorized: true,
       // Leaves carry a SPIFFE ID, not a host name: the identity check below replaces this one.
-      checkServerIdentity: () => undefined,
+      checkServerIdentity: noHostNameCheck,
     };
     const socket = tls.connect(options);
+    reads.socket = socket;
     socket.setNoDelay(true);
     let settled = false;
     const settle = (err: Error | null) => {
