@@ -2,7 +2,7 @@
 // GET /v1/config/stream (mTLS; its identity is its client certificate) and reads NDJSON messages;
 // it answers each config with POST /v1/config/ack: the version it runs, or why it refused it.
 import { Type } from '@sinclair/typebox';
-import { MAX_CONFIG_BYTES, schemaProblems, type Inbound, type Problem, type ProxyConfig, type Service } from './proxy-config.ts';
+import { MAX_CONFIG_BYTES, schemaProblems, ProxyConfig as ProxyConfigSchema, type Inbound, type Problem, type ProxyConfig, type Service } from './proxy-config.ts';
 import { decodeLabels, encodeLabels, type PodLabels } from './pod-labels.ts';
 
 export const CONFIG_STREAM_PATH = '/v1/config/stream';
@@ -128,6 +128,41 @@ export interface Ack {
   version: string;
   ok: boolean;
   problems?: Problem[];
+}
+
+const AckSchema = Type.Object({
+  stream: Type.String(),
+  version: Type.String(),
+  ok: Type.Boolean(),
+  problems: Type.Optional(Type.Array(Type.Object({ path: Type.String(), message: Type.String() }))),
+});
+
+/** An ACK body as a proxy posts it, checked before any field is read; never throws. */
+export function parseAck(body: string): { ok: true; ack: Ack } | { ok: false; problem: string } {
+  let a: unknown;
+  try {
+    a = JSON.parse(body);
+  } catch (err) {
+    return { ok: false, problem: `not JSON: ${(err as Error).message}` };
+  }
+  // One problem per field: a missing string is also "not a string", which says nothing more.
+  const problems = schemaProblems(AckSchema, a).filter((p, i, all) => all.findIndex((q) => q.path === p.path) === i);
+  if (problems.length > 0) return { ok: false, problem: problems.map((p) => `${p.path || '/'}: ${p.message}`).join('; ') };
+  return { ok: true, ack: a as Ack };
+}
+
+/** What a refusal's first problem can name: a member of a config or of a delta, or the message's type. */
+const NACK_FIELDS: ReadonlySet<string> = new Set([...Object.keys(ProxyConfigSchema.properties), ...Object.keys(MESSAGE_SCHEMAS.delta.properties)]);
+
+/**
+ * The field a NACK refused, as a metric label from a closed set: the top-level member its first
+ * problem names; `refused` when it names none, `other` for a name outside the wire format (a proxy
+ * of another version, a bug), so what proxies send cannot grow the number of series.
+ */
+export function nackField(problems: readonly Problem[] | undefined): string {
+  const field = problems?.[0]?.path.split('/')[1];
+  if (!field) return 'refused';
+  return NACK_FIELDS.has(field) ? field : 'other';
 }
 
 export function encodeParams(p: StreamParams): string {

@@ -12,7 +12,7 @@ import type { Tracer } from '@opentelemetry/api';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Clock } from '../../api/runtime.ts';
 import type { ProxyConfig } from '../../api/proxy-config.ts';
-import { CONFIG_ACK_PATH, CONFIG_STREAM_PATH, DELTA_BASE_PATH, decodeParams, MAX_STREAM_LINE_BYTES, type Ack, type StreamMessage, type StreamParams } from '../../api/config-stream.ts';
+import { CONFIG_ACK_PATH, CONFIG_STREAM_PATH, DELTA_BASE_PATH, decodeParams, MAX_STREAM_LINE_BYTES, nackField, parseAck, type StreamMessage, type StreamParams } from '../../api/config-stream.ts';
 import { deltaOf } from './diff.ts';
 import { identityParts } from './mesh-views.ts';
 
@@ -259,13 +259,11 @@ export class ConfigPushServer {
       if (body.length > 1_000_000) req.destroy();
     });
     req.on('end', () => {
-      let ack: Ack;
-      try {
-        ack = JSON.parse(body) as Ack;
-        if (typeof ack.stream !== 'string' || typeof ack.version !== 'string' || typeof ack.ok !== 'boolean') throw new Error('needs stream, version, ok');
-      } catch (err) {
-        return json(res, 400, { error: 'bad-ack', message: (err as Error).message });
-      }
+      // Checked whole before a field is read: a malformed one (problems that are not a list of
+      // {path, message}) threw in this handler and ended the control plane.
+      const parsed = parseAck(body);
+      if (!parsed.ok) return json(res, 400, { error: 'bad-ack', message: parsed.problem });
+      const ack = parsed.ack;
       const c = this.#conns.get(ack.stream);
       if (!c || c.info.identity !== identity) return json(res, 404, { error: 'unknown-stream' });
       const now = new Date().toISOString();
@@ -283,8 +281,8 @@ export class ConfigPushServer {
         // A refusal of a version no longer the one sent (its answer came late) is counted and
         // logged, but the status follows the proxy's answer to the version sent since.
         if (ack.version === c.sent) c.status.nack = { version: ack.version, reason, at: now };
-        // Bounded label: the top-level field of the first problem (services, inbound, ...).
-        this.#m.nacks.labels(ack.problems?.[0]?.path.split('/')[1] || 'refused').inc();
+        // Bounded label: the top-level field of the first problem (services, inbound, ...), from a closed set.
+        this.#m.nacks.labels(nackField(ack.problems)).inc();
         this.#o.log?.('proxy refused config', { identity, version: ack.version, reason });
         // The proxy runs something older than what was sent: the next send is a full view, and
         // when it refused a delta only because it lacks the base, that full view goes now.
