@@ -187,12 +187,12 @@ export interface Meshlet {
   inboundPort: number;
 }
 
-/** The Node flags meshlet's own launcher sets (PROXY_NODE_FLAGS of launch.ts beside main.ts), if any. */
+/** The Node flags meshlet's own launcher sets (PROXY_NODE_FLAGS and LOCAL_HEAP_FLAGS of launch.ts beside main.ts), if any. */
 async function launcherFlags(main: string): Promise<string[]> {
   const launch = [join(dirname(main), 'launch.ts'), join(dirname(main), 'launch.js')].find((f) => existsSync(f));
   if (!launch) return [];
-  const mod = (await import(pathToFileURL(launch).href)) as { PROXY_NODE_FLAGS?: string[] };
-  return mod.PROXY_NODE_FLAGS ?? [];
+  const mod = (await import(pathToFileURL(launch).href)) as { PROXY_NODE_FLAGS?: string[]; LOCAL_HEAP_FLAGS?: string[] };
+  return [...(mod.PROXY_NODE_FLAGS ?? []), ...(mod.LOCAL_HEAP_FLAGS ?? [])];
 }
 
 /** Start one meshlet proxy with `config`, forwarding inbound traffic to `app`; ready at /ready. */

@@ -21,7 +21,7 @@
 
 import type { Operation } from 'fast-json-patch';
 import { PROXY_CONTAINER_NAME } from '../control-plane/config/kube-model.ts';
-import { CONFIG_PREFIX, INJECTED_ANNOTATION, INJECT_ANNOTATION, effectiveResources, readOverrides } from './annotations.ts';
+import { CONFIG_PREFIX, INJECTED_ANNOTATION, INJECT_ANNOTATION, effectiveResources, quantityValue, readOverrides } from './annotations.ts';
 import { ADMIN_PORT_NAME, INBOUND_PORT_NAME, INIT_COMMAND, INIT_CONTAINER_NAME, PROXY_IMAGE_NODE, type InjectSettings, type ProxyResources } from './settings.ts';
 
 export { PROXY_CONTAINER_NAME };
@@ -135,6 +135,19 @@ function resourcesOf(r: ProxyResources): Record<string, Record<string, string>> 
   return { ...(Object.keys(requests).length ? { requests } : {}), ...(Object.keys(limits).length ? { limits } : {}) };
 }
 
+/**
+ * The proxy's old-generation cap (MiB) for a container memory limit: half of it, at least 32. The
+ * rest is the node binary's pages, the young generation, buffers and sockets (~80 MB at ~1000 rps
+ * with a small view); V8 sizing its heap from the limit itself would take more than the whole
+ * limit (259 MB of heap for a 256 MiB cgroup, measured), so the kernel would kill the proxy before
+ * V8 collected. Undefined: no limit, and no cap (Node's default, from the node's memory). Pure.
+ */
+export function heapCapMb(memoryLimit: string | undefined): number | undefined {
+  const bytes = memoryLimit === undefined ? undefined : quantityValue(memoryLimit);
+  if (bytes === undefined || !(bytes > 0)) return undefined;
+  return Math.max(32, Math.floor(bytes / 2 ** 20 / 2));
+}
+
 /** The fallback mode's postStart hook: node (in the proxy image) polls /ready for up to 2 minutes. */
 export function holdUntilReadyCommand(adminPort: number, node = PROXY_IMAGE_NODE): string[] {
   const script =
@@ -176,6 +189,7 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
 
   const { overrides, problems } = readOverrides(annotations);
   const resources = effectiveResources(settings.resources, overrides.resources, problems);
+  const heap = heapCapMb(resources.memoryLimit);
   const taken = new Set(((spec.volumes ?? []) as unknown[]).map((v) => (isRecord(v) ? v.name : undefined)));
   for (const v of [TOKEN_VOLUME, TMP_VOLUME, POD_INFO_VOLUME]) if (taken.has(v)) problems.push(`spec.volumes already has a volume named ${v}, which the proxy needs`);
   const names = new Set([...spec.containers, ...((spec.initContainers ?? []) as unknown[])].map((c) => (isRecord(c) ? c.name : undefined)));
@@ -232,6 +246,9 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
       env('MESHLET_APP_PORTS', csv(ports)),
       env('MESHLET_INBOUND_PORT_MAP', csv(portMap)),
       env('MESHLET_LOG_LEVEL', overrides.logLevel ?? settings.logLevel),
+      // The heap cap follows the memory limit (the image's ENTRYPOINT sets none): a bigger view, a
+      // bigger config.meshlet.io/proxy-memory-limit, and the heap may use half of it.
+      ...(heap !== undefined ? [env('NODE_OPTIONS', `--max-old-space-size=${heap}`)] : []),
     ],
     ports: [
       { name: INBOUND_PORT_NAME, containerPort: inbound, protocol: 'TCP' },

@@ -256,6 +256,7 @@ const proxyEntry = execForm(last(proxyFinal, 'ENTRYPOINT'));
 
 t.test('Dockerfile.proxy: the entrypoint is proxy/launch.ts, and the build stage has what the build needs', async (t) => {
   t.same(proxyEntry.slice(1), [...PROXY_NODE_FLAGS, path.relative(ROOT, PROXY_MAIN)], 'node + PROXY_NODE_FLAGS + PROXY_MAIN, as every launcher runs the proxy');
+  t.notOk(proxyEntry.some((a) => a.startsWith('--max-old-space-size')), 'no heap cap on the command line: it would override the one the injector derives from the memory limit (NODE_OPTIONS)');
   const build = proxyStages.find((s) => copies(proxyFinal).some((c) => c.from === s.name && c.dest.endsWith('/dist')));
   t.ok(build, 'dist/ comes from a build stage');
   if (!build) return;

@@ -5,7 +5,7 @@ import jsonpatch from 'fast-json-patch';
 import t from 'tap';
 import { isMeshedPod } from '../../control-plane/config/kube-model.ts';
 import { OVERRIDES, quantityValue } from '../../injector/annotations.ts';
-import { POD_INFO_DIR, POD_INFO_VOLUME, TOKEN_DIR, TOKEN_VOLUME, TMP_VOLUME, appPorts, inboundPortMap, inject, pointerToken, workloadName, type InjectResult, type PodLike } from '../../injector/inject.ts';
+import { POD_INFO_DIR, POD_INFO_VOLUME, TOKEN_DIR, TOKEN_VOLUME, TMP_VOLUME, appPorts, heapCapMb, inboundPortMap, inject, pointerToken, workloadName, type InjectResult, type PodLike } from '../../injector/inject.ts';
 import { ADMIN_PORT, ADMIN_PORT_NAME, DEFAULT_SKIP_OUTBOUND_PORTS, INBOUND_PORT, OUTBOUND_PORT, PROXY_UID, defaultSettings, parsePorts, type InjectSettings } from '../../injector/settings.ts';
 
 const ANCHORS = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
@@ -67,6 +67,7 @@ t.test('default (native sidecar): meshlet-init then meshlet-proxy in front of th
     allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] }, seccompProfile: { type: 'RuntimeDefault' },
   });
   t.same(proxy.resources, { requests: { cpu: '100m', memory: '128Mi' }, limits: { memory: '256Mi' } }, 'defaults: no CPU limit');
+  t.equal(envOf(proxy).NODE_OPTIONS, '--max-old-space-size=128', 'the heap cap: half the memory limit');
   t.same(proxy.ports, [{ name: 'meshlet-inbound', containerPort: INBOUND_PORT, protocol: 'TCP' }, { name: ADMIN_PORT_NAME, containerPort: ADMIN_PORT, protocol: 'TCP' }]);
   t.equal(isMeshedPod(out), true, "the control plane's rule sees a meshed Pod");
 });
@@ -357,6 +358,7 @@ t.test('annotation overrides: resources, log level, ports', async (t) => {
   const out = apply(pod, inject(pod, settings()));
   const proxy = out.spec.initContainers[1];
   t.same(proxy.resources, { requests: { cpu: '250m', memory: '200Mi' }, limits: { cpu: '2', memory: '1Gi' } });
+  t.equal(envOf(proxy).NODE_OPTIONS, '--max-old-space-size=512', 'a bigger memory limit, a bigger heap cap (a large view needs it)');
   t.equal(envOf(proxy).MESHLET_LOG_LEVEL, 'debug');
   t.equal(envOf(proxy).MESHLET_APP_PORTS, '7000,7001', 'inbound-ports overrides containerPorts');
   t.equal(argOf(proxy, '--app'), '127.0.0.1:7000');
@@ -401,6 +403,17 @@ t.test('bad Pods are refused, not injected', async (t) => {
   t.match(refused(inject({ spec: { containers: [{ name: 'a' }], initContainers: 'x' as unknown as [] } }, settings())), { refused: 'bad-pod', message: /initContainers is not a list/ });
   t.match(refused(inject({ spec: { containers: [null] } }, settings())), { refused: 'bad-pod', message: /not a container/ });
   t.throws(() => inject(basePod(), settings({ trustAnchorsPem: '' })), /no trust anchors/, 'never a proxy that cannot verify the control plane (the webhook answers an internal error)');
+});
+
+t.test('heapCapMb: half the memory limit, at least 32 MiB; no limit, no cap', async (t) => {
+  t.equal(heapCapMb('256Mi'), 128);
+  t.equal(heapCapMb('1Gi'), 512);
+  t.equal(heapCapMb('500M'), 238, 'decimal units: 500 MB is 476.8 MiB');
+  t.equal(heapCapMb('40Mi'), 32, 'never below 32');
+  t.equal(heapCapMb(undefined), undefined);
+  t.equal(heapCapMb('lots'), undefined);
+  const out = apply(basePod(), inject(basePod(), settings({ resources: { cpuRequest: '100m' } })));
+  t.equal(envOf(out.spec.initContainers[1]).NODE_OPTIONS, undefined, 'no memory limit: no heap cap either');
 });
 
 t.test('helpers: quantities, ports, workload names', async (t) => {

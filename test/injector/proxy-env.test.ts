@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import jsonpatch from 'fast-json-patch';
 import t from 'tap';
-import { proxyArgv } from '../../proxy/launch.ts';
+import { PROXY_MAIN, PROXY_NODE_FLAGS } from '../../proxy/launch.ts';
 import { POD_INFO_DIR, holdUntilReadyCommand, inject } from '../../injector/inject.ts';
 import { defaultSettings } from '../../injector/settings.ts';
 import { startControlPlane } from '../fixtures/control-plane.ts';
@@ -45,7 +45,10 @@ t.test('the injected proxy starts from its container spec and its probes answer'
   // Outside Kubernetes there is no projected token: the same identity by a bootstrap token instead.
   const i = args.indexOf('--identity-token-file');
   args = [...args.slice(0, i), '--bootstrap-token-file', cp.tokenFile('shop', 'web'), ...args.slice(i + 2), '--access-log', 'off'];
-  const proc = spawn(process.execPath, proxyArgv(args), { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  // As the image's ENTRYPOINT runs it (PROXY_NODE_FLAGS, no heap cap of its own): the cap comes from
+  // the injected NODE_OPTIONS, half the container's memory limit.
+  t.equal(env['NODE_OPTIONS'], '--max-old-space-size=128');
+  const proc = spawn(process.execPath, [...PROXY_NODE_FLAGS, PROXY_MAIN, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   proc.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
   t.teardown(() => {
@@ -63,6 +66,8 @@ t.test('the injected proxy starts from its container spec and its probes answer'
   t.equal(await probe(c.livenessProbe), 200, 'livenessProbe');
   const status = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
   t.match(status, /meshlet_/, 'the admin port Prometheus is told to scrape serves metrics');
+  const limit = Number(/^meshlet_proxy_nodejs_heap_size_limit_bytes (\d+)$/m.exec(status)?.[1]) / 2 ** 20;
+  t.ok(limit >= 128 && limit < 128 + 64, `the heap cap in force: ${limit.toFixed(0)} MiB (128 MiB old space and the young generation)`);
 
   // The regular-sidecar mode's postStart hook, with this machine's node in place of the image's.
   const [node, ...hold] = holdUntilReadyCommand(admin, process.execPath);
