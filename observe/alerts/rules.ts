@@ -45,6 +45,13 @@ export const CA_EXPIRY_WARNING_SECONDS = 7 * 86400;
  */
 export const LEAF_EXPIRY_WARNING_SECONDS = 6 * 3600;
 
+/**
+ * A proxy whose heap stays above this share of its cap is close to exiting with "JavaScript heap
+ * out of memory" (V8 collects harder as the heap nears its cap; a healthy proxy's view sits far
+ * below it, a view too large for the cap does not shrink).
+ */
+export const HEAP_WARNING_RATIO = 0.85;
+
 const WINDOWS = ['5m', '30m', '1h', '2h', '6h', '1d', '3d'] as const;
 type Window = (typeof WINDOWS)[number];
 
@@ -217,12 +224,29 @@ function controlAlerts(): AlertRule[] {
   ];
 }
 
+function resourceAlerts(): AlertRule[] {
+  return [
+    {
+      alert: 'MeshletProxyHeapNearLimit',
+      // Both gauges come from the same scrape, so they match on all their labels.
+      expr: `meshlet_proxy_nodejs_heap_size_used_bytes / meshlet_proxy_nodejs_heap_size_limit_bytes > ${HEAP_WARNING_RATIO}`,
+      for: '5m',
+      labels: { severity: 'warning' },
+      annotations: {
+        summary: `Proxy {{ $labels.namespace }}/{{ $labels.pod }} ({{ $labels.instance }}) has used more than ${HEAP_WARNING_RATIO * 100} % of its heap cap for 5 minutes`,
+        description: 'At its cap the proxy exits with "JavaScript heap out of memory" and restarts. Its config view is most likely too large for the heap (thousands of services): raise the `config.meshlet.io/proxy-memory-limit` annotation in the workload\'s Pod template (the heap cap is half of it; 1Gi gives 512 MB, enough for 10 000 services with 3 endpoints each): the injector sets the cap as each new Pod is created.',
+      },
+    },
+  ];
+}
+
 export function ruleGroups(): RuleGroup[] {
   return [
     { name: 'meshlet-slo-ratios', rules: recordingRules() },
     { name: 'meshlet-slo-burn', rules: sloAlerts() },
     { name: 'meshlet-certificates', rules: certificateAlerts() },
     { name: 'meshlet-control', rules: controlAlerts() },
+    { name: 'meshlet-resources', rules: resourceAlerts() },
   ];
 }
 

@@ -22,10 +22,13 @@ export const proxy = dashboard({
     timeseries({ title: 'CPU', description: 'Cores used (1 = one full core).', unit: 'percentunit', queries: [{ expr: `rate(meshlet_proxy_process_cpu_seconds_total{${P}}[${RATE}])`, legend: '{{pod}}', expect: { min: 0 } }] }),
     timeseries({
       title: 'Memory',
+      description: 'RSS, V8 heap in use, and the heap cap (half the proxy\'s memory limit in a Pod): heap use near the cap means the proxy is about to run out of heap.',
       unit: 'bytes',
       queries: [
         { expr: `meshlet_proxy_process_resident_memory_bytes{${P}}`, legend: '{{pod}} RSS', expect: { min: 1e6 } },
         { expr: `meshlet_proxy_nodejs_heap_size_used_bytes{${P}}`, legend: '{{pod}} heap used', expect: { min: 1e5 } },
+        // At the cap the proxy exits with "JavaScript heap out of memory" (alert MeshletProxyHeapNearLimit).
+        { expr: `meshlet_proxy_nodejs_heap_size_limit_bytes{${P}}`, legend: '{{pod}} heap cap', expect: { min: 1e6 } },
       ],
     }),
     timeseries({

@@ -45,6 +45,11 @@ const latency = (fastPerStep: number, totalPerStep: number, steps: number): Seri
 ];
 const SHOP_API = { dst_namespace: 'shop', dst_service: 'api' };
 const proxy = 'instance="10.0.0.7:4191",job="meshlet-proxy"';
+/** A proxy's heap use (values over time) against its 136 MB cap, as one scrape reports both. */
+const heap = (used: string): Series[] => [
+  { series: `meshlet_proxy_nodejs_heap_size_used_bytes{namespace="shop",pod="api-7d9f",${proxy}}`, values: used },
+  { series: `meshlet_proxy_nodejs_heap_size_limit_bytes{namespace="shop",pod="api-7d9f",${proxy}}`, values: '136e6x12' },
+];
 
 const CASES: Case[] = [
   // Error budget: 99.9 % → 0.1 %. Fast: > 1.44 % over 1 h and 5 m.
@@ -95,6 +100,9 @@ const CASES: Case[] = [
   { alert: 'MeshletControlPlaneDown', at: '10m', series: [{ series: 'up{job="meshlet-control-plane",instance="10.0.0.9:9990"}', values: '0x12' }, { series: 'up{job="meshlet-control-plane",instance="10.0.0.10:9990"}', values: '1x12' }], fires: [], why: 'one replica of two is up' },
   { alert: 'MeshletInjectorErrors', at: '5m', series: [{ series: 'meshlet_injections_total{outcome="error",reason="patch-failed",job="meshlet-control-plane"}', values: '0 0 1 1 1 1' }], fires: [{ reason: 'patch-failed' }], why: 'a failed injection' },
   { alert: 'MeshletInjectorErrors', at: '5m', series: [{ series: 'meshlet_injections_total{outcome="error",reason="",job="meshlet-control-plane"}', values: '0x6' }, { series: 'meshlet_injections_total{outcome="injected",reason="",job="meshlet-control-plane"}', values: '0 1 2 3 4 5' }], fires: [], why: 'injections succeed, errors stay at 0' },
+  // Resources. A 128 MB cap (the default 256Mi limit) and its young generation: 136 MB.
+  { alert: 'MeshletProxyHeapNearLimit', at: '10m', series: heap('120e6x12'), fires: [{ namespace: 'shop', pod: 'api-7d9f', instance: '10.0.0.7:4191', job: 'meshlet-proxy' }], why: 'heap at 88 % of its cap for 10 minutes' },
+  { alert: 'MeshletProxyHeapNearLimit', at: '10m', series: heap('109e6x5 125e6x3 109e6x4'), fires: [], why: 'at 80 % of its cap, with a peak at 92 % for 3 minutes' },
 ];
 
 const expand = (text: string, labels: Record<string, string>): string => text.replace(/\{\{ \$labels\.(\w+) \}\}/g, (_m, k: string) => labels[k] ?? '');
