@@ -1,6 +1,7 @@
 // Golden signals from two scrapes of every proxy's /metrics: per edge (source workload → destination
 // service, from the caller's outbound side) and per service (the callee's inbound side). Pure: the
 // caller does the I/O and passes the text, the config and the time between the scrapes.
+import type { ProxyErrorCode } from '../../proxy/errors.ts';
 
 export interface Sample {
   name: string;
@@ -162,12 +163,40 @@ interface Tally {
   sent: number;
 }
 
-/** Proxy errors made before an endpoint is picked: such requests say nothing about mTLS. */
-const NOT_SENT = new Set(['bad-request', 'header-too-large', 'unsupported-protocol', 'no-route', 'no-endpoints', 'breaker-open', 'concurrency-limit', 'no-config', 'budget-exhausted']);
+/**
+ * Whether a request that ended in this proxy error went to an endpoint. Those refused before one
+ * is picked (or before their head was read) say nothing about mTLS. A Record, so a new error code
+ * cannot be added without deciding here.
+ */
+const SENT: Readonly<Record<ProxyErrorCode, boolean>> = {
+  'bad-request': false,
+  'header-too-large': false,
+  'header-timeout': false,
+  'unsupported-protocol': false,
+  'no-config': false,
+  'no-route': false,
+  'no-endpoints': false,
+  'breaker-open': false,
+  'concurrency-limit': false,
+  'budget-exhausted': false,
+  // An inbound refusal by policy: the request came over the connection its tls label describes.
+  forbidden: true,
+  'connect-refused': true,
+  'connect-timeout': true,
+  'connect-failed': true,
+  'identity-mismatch': true,
+  'tls-failed': true,
+  'upstream-reset': true,
+  'upstream-error': true,
+  'per-try-timeout': true,
+  'request-timeout': true,
+};
+/** No reason (a response from upstream) or one this CLI does not know (a newer proxy): sent. */
+const notSent = (reason: string | undefined): boolean => Object.hasOwn(SENT, reason ?? '') && !SENT[reason as ProxyErrorCode];
 
 function tally(p: ProxyScrape, direction: string, key: (l: Readonly<Record<string, string>>) => string): Map<string, Tally> {
   const out = new Map<string, Tally>();
-  const d = increase(p.before, p.after, 'meshlet_requests_total', (l) => (l['direction'] === direction ? `${key(l)}\u0000${l['classification']}\u0000${l['tls']}\u0000${NOT_SENT.has(l['error_reason'] ?? '') ? 0 : 1}` : undefined));
+  const d = increase(p.before, p.after, 'meshlet_requests_total', (l) => (l['direction'] === direction ? `${key(l)}\u0000${l['classification']}\u0000${l['tls']}\u0000${notSent(l['error_reason']) ? 0 : 1}` : undefined));
   for (const [k, n] of d) {
     const [name, cls, tls, sent] = k.split('\u0000') as [string, string, string, string];
     const t = out.get(name) ?? { requests: 0, ok: 0, tls: 0, sent: 0 };

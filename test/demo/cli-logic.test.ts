@@ -16,6 +16,7 @@ import { defaultMeshPath, meshFlagHelp, meshPath, readMeshFile, writeMeshFile } 
 
 const req = (dst: string, cls: string, tls: string, n: number, reason = '') =>
   `meshlet_requests_total{direction="outbound",src_workload="web",dst_service="${dst}",classification="${cls}",error_reason="${reason}",tls="${tls}"} ${n}`;
+const inbound = (cls: string, tls: string, n: number, reason = '') => `meshlet_requests_total{direction="inbound",classification="${cls}",error_reason="${reason}",tls="${tls}"} ${n}`;
 const bucket = (dst: string, le: string, n: number) => `meshlet_request_duration_seconds_bucket{direction="outbound",src_workload="web",dst_service="${dst}",classification="success",le="${le}"} ${n}`;
 
 /** A ready proxy's view with the given identity and leaf expiry, nothing else. */
@@ -39,6 +40,14 @@ t.test('quantile interpolates within the bucket, like histogram_quantile', async
   t.ok(Math.abs(quantile(0.99, b)! - 0.91) < 1e-9, 'p99 in the third bucket');
   t.equal(quantile(0.99, new Map([[0.1, 0], [Infinity, 0]])), null, 'empty: null');
   t.equal(quantile(0.99, new Map([[0.1, 1], [Infinity, 10]])), 0.1, 'in +Inf: the last finite bound');
+});
+
+t.test('goldenSignals: a client too slow to send its head (header-timeout) was never sent, so it does not count against mTLS', async (t) => {
+  const after = parseMetrics([inbound('success', 'true', 8), inbound('failure', 'false', 2, 'header-timeout'), inbound('failure', 'false', 3, 'unsupported-protocol')].join('\n'));
+  const r = goldenSignals([{ workload: 'api-v1', service: 'api-v1', before: [], after, config: undefined }], 1);
+  t.same(r.services.map((s) => [s.requests, s.mtls]), [[13, 1]], '8 requests went to the app, all over mTLS');
+  const upstream = parseMetrics([inbound('success', 'true', 8), inbound('failure', 'false', 2, 'upstream-reset'), inbound('failure', 'false', 2, 'a-future-code')].join('\n'));
+  t.same(goldenSignals([{ workload: 'api-v1', service: 'api-v1', before: [], after: upstream, config: undefined }], 1).services.map((s) => s.mtls), [8 / 12], 'errors after sending, and unknown codes, still count');
 });
 
 t.test('goldenSignals: per edge rps, success, latency, mTLS over requests that were sent, split, breaker', async (t) => {
