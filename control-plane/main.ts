@@ -15,6 +15,7 @@ import { ConfigPushServer } from './config/push-server.ts';
 import { MeshViews } from './config/mesh-views.ts';
 import { FolderSource } from './config/folder-source.ts';
 import { KubernetesSource } from './config/kube-source.ts';
+import { objectName } from './config/kube-model.ts';
 import { StatusWriter, kubeStatusPatch } from './config/status-writer.ts';
 import { modelFromResources } from './config/model.ts';
 import type { Resource } from '../api/resources.ts';
@@ -257,7 +258,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
       // Object, path and message: a problem's effect is for the objects' status (resource-status.ts).
       '/config-problems': () => [
         ...(folder?.current().problems ?? []),
-        ...(kubeSource ? kubeSource.problems.map((p) => ({ object: `${p.kind}/${p.namespace}/${p.name}`, path: p.field, message: p.message })) : views.problems.map(({ object, path, message }) => ({ object, path, message }))),
+        ...(kubeSource ? kubeSource.problems.map((p) => ({ object: objectName(p), path: p.field, message: p.message })) : views.problems.map(({ object, path, message }) => ({ object, path, message }))),
       ],
     },
     services: webhook ? [webhook] : [],
@@ -277,7 +278,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
       kc: kube.kc,
       model: { trustDomain },
       onChange: (model, problems) => {
-        for (const p of problems) log('warn', 'config problem (the rest applies)', { object: `${p.kind}/${p.namespace}/${p.name}`, path: p.field, message: p.message });
+        for (const p of problems) log('warn', 'config problem (the rest applies)', { object: objectName(p), path: p.field, message: p.message });
         for (const p of views.set(model)) log('warn', 'config problem (the rest applies)', { object: p.object, path: p.path, message: p.message });
         push.changed();
       },

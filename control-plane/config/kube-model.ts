@@ -392,6 +392,15 @@ function uniqueProblems(problems: readonly KubeProblem[]): KubeProblem[] {
   return [...seen.values()].toSorted(problemOrder);
 }
 
+/**
+ * The object a problem is about, as translate names it and /config-problems lists it in both modes:
+ * `TrafficSplit/shop/web`, or the kind alone for a mesh-wide problem (`MeshModel`: the trust
+ * domain, more services than a view holds), which has neither namespace nor name.
+ */
+export function objectName({ kind, namespace, name }: Pick<KubeProblem, 'kind' | 'namespace' | 'name'>): string {
+  return namespace === '' && name === '' ? kind : `${kind}/${namespace}/${name}`;
+}
+
 /** A translation problem (of `TrafficSplit/shop/web`: translate's problems name objects that way) → a KubeProblem. */
 function fromObject({ object, path, message, effect }: TranslateProblem): KubeProblem {
   const [kind = object, namespace = '', ...rest] = object.split('/');

@@ -6,6 +6,7 @@ import {
   isMeshedPod,
   meshModelFromKubernetes,
   modelHash,
+  objectName,
   podInput,
   serviceFromKubernetes,
   serviceInput,
@@ -17,7 +18,7 @@ import {
 } from '../../../control-plane/config/kube-model.ts';
 import { KubernetesSource, ResilientInformer, planRestart, type KubernetesSourceOptions, type SourceInformer, type WatchedKind } from '../../../control-plane/config/kube-source.ts';
 import type { KubePodInput, MeshModel } from '../../../control-plane/config/model.ts';
-import { viewFor, type ProxyInfo } from '../../../control-plane/config/translate.ts';
+import { modelProblems, prepare, viewFor, type ProxyInfo } from '../../../control-plane/config/translate.ts';
 
 const TD = 'cluster.local';
 const V = 'meshlet.io/v1alpha1';
@@ -181,6 +182,13 @@ t.test('meshModelFromKubernetes: services, a 90/10 split a client proxy sees, id
   const v = viewFor(model, client, 'v1');
   t.ok(v.config, JSON.stringify(v.problems));
   t.same(v.config?.services.find((s) => s.name === 'web.shop')?.routes, [{ name: 'split:canary', backends: [{ service: 'web-v1.shop', weight: 90 }, { service: 'web-v2.shop', weight: 10 }] }]);
+});
+
+t.test('a mesh-wide problem names MeshModel, as in folder mode (not MeshModel//); an object keeps kind/namespace/name', async (t) => {
+  const { model, problems } = meshModelFromKubernetes(shop({ trafficSplits: [cr('TrafficSplit', 'shop', 'broken', { service: 'web', backends: [{ service: 'web-v1', weight: -1 }] })] }), { trustDomain: 'Not_A_Domain' });
+  const named = problems.map((p) => [objectName(p), p.field]);
+  t.same(named, [['MeshModel', '/trustDomain'], ['TrafficSplit/shop/broken', '/spec/backends/0/weight']]);
+  t.same(modelProblems(prepare(model)).map((p) => [p.object, p.path]), [['MeshModel', '/trustDomain']], 'folder mode lists the translation problem by the same name');
 });
 
 t.test('invalid CRs are reported with kind/namespace/name/field; the rest of the model applies', async (t) => {
