@@ -357,27 +357,41 @@ function parseCr<T extends TrafficSplit | AuthorizationPolicy>(kind: T['kind'], 
  * a typo must not drop a service's timeouts back to the defaults. Held by the source in memory; a
  * control plane started after the edit has none, and applies no version of that policy.
  */
-export type KeptServicePolicies = ReadonlyMap<string, ServicePolicyResource>;
+export type KeptServicePolicies = ReadonlyMap<string, KeptServicePolicy>;
+export interface KeptServicePolicy {
+  policy: ServicePolicyResource;
+  /** metadata.generation of the object it was read from: the status names the version in force. */
+  generation: number | undefined;
+}
+
+const generationOf = (o: unknown): number | undefined => {
+  const m = isRecord(o) && isRecord(o.metadata) ? o.metadata : {};
+  return typeof m.generation === 'number' ? m.generation : undefined;
+};
 
 const keyOf = (o: unknown): string => {
   const m = isRecord(o) && isRecord(o.metadata) ? o.metadata : {};
   return str(m.uid) ?? `${str(m.namespace) ?? ''}/${str(m.name) ?? ''}`;
 };
 
-function servicePolicies(objects: readonly unknown[], kept: KeptServicePolicies, problems: KubeProblem[]): { policies: ServicePolicyResource[]; kept: Map<string, ServicePolicyResource> } {
+function servicePolicies(objects: readonly unknown[], kept: KeptServicePolicies, problems: KubeProblem[]): { policies: ServicePolicyResource[]; kept: Map<string, KeptServicePolicy> } {
   const policies: ServicePolicyResource[] = [];
-  const next = new Map<string, ServicePolicyResource>();
+  const next = new Map<string, KeptServicePolicy>();
   for (const o of objects) {
     const key = keyOf(o);
     const r = parseResource(crOf('ServicePolicy', o));
-    const last = r.ok ? (r.value as ServicePolicyResource) : kept.get(key);
+    const last = r.ok ? { policy: r.value as ServicePolicyResource, generation: generationOf(o) } : kept.get(key);
     if (last) {
-      policies.push(last);
+      policies.push(last.policy);
       next.set(key, last);
     }
     if (r.ok) continue;
     const { namespace, name } = metaOf(o);
-    const outcome = last ? 'the ServicePolicy\'s last valid version stays in force' : 'the ServicePolicy is not applied';
+    const outcome = !last
+      ? 'the ServicePolicy is not applied'
+      : last.generation !== undefined
+        ? `the ServicePolicy's last valid version (generation ${last.generation}) stays in force`
+        : 'the ServicePolicy\'s last valid version stays in force';
     for (const p of r.problems) problems.push({ kind: 'ServicePolicy', namespace, name, field: p.path, message: `${p.message}: ${outcome}`, effect: INVALID });
   }
   return { policies, kept: next };

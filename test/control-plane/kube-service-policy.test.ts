@@ -135,8 +135,8 @@ t.test('ServicePolicy and HTTPRoute timeouts on a real apiserver, control plane 
   // Past the schema, a merged check: a backoff base of 500 ms against the default cap of 250 ms.
   await apply(policy('api', { timeouts: { request: 300 }, retry: { backoff: { base: 500 } } }));
   const invalid = await condition('api', 'Accepted', 'False', 'Invalid');
-  t.equal(invalid.message, "/spec/retry/backoff/base: backoff base is larger than its cap: 500 ms (set here) > 250 ms (the default): the ServicePolicy's last valid version stays in force");
-  t.same((await problems()).filter((p) => p.object === `ServicePolicy/${ns}/api`).map((p) => [p.path, p.message]), [['/spec/retry/backoff/base', "backoff base is larger than its cap: 500 ms (set here) > 250 ms (the default): the ServicePolicy's last valid version stays in force"]], 'listed at /config-problems');
+  t.equal(invalid.message, "/spec/retry/backoff/base: backoff base is larger than its cap: 500 ms (set here) > 250 ms (the default): the ServicePolicy's last valid version (generation 1) stays in force");
+  t.same((await problems()).filter((p) => p.object === `ServicePolicy/${ns}/api`).map((p) => [p.path, p.message]), [['/spec/retry/backoff/base', "backoff base is larger than its cap: 500 ms (set here) > 250 ms (the default): the ServicePolicy's last valid version (generation 1) stays in force"]], 'listed at /config-problems');
   const kept = await curl('api');
   t.equal(kept.status, 504, 'the last valid version stays in force');
   t.ok(kept.ms < 1000, `still cut at ~300 ms (${Math.round(kept.ms)} ms)`);

@@ -58,10 +58,20 @@ t.test('an edit that fails a merged check keeps the last valid version in force;
   const after = meshModelFromKubernetes(objects({ servicePolicies: [bad] }), {}, first.kept);
   t.same(serviceIn(after.model, 'api.shop')?.timeouts, { request: 300 }, 'the previous policy stays');
   t.same(after.problems.map((p) => [p.kind, p.name, p.field, p.message, p.effect?.reason]), [
-    ['ServicePolicy', 'api', '/spec/retry/backoff/base', "backoff base is larger than its cap: 500 ms (set here) > 250 ms (the default): the ServicePolicy's last valid version stays in force", 'Invalid'],
+    ['ServicePolicy', 'api', '/spec/retry/backoff/base', "backoff base is larger than its cap: 500 ms (set here) > 250 ms (the default): the ServicePolicy's last valid version (generation 1) stays in force", 'Invalid'],
   ]);
   const status = desiredStatus(statusTarget('ServicePolicy', bad)!, after.problems, 0);
   t.match(status.conditions?.find((c) => c.type === 'Accepted'), { status: 'False', reason: 'Invalid', observedGeneration: 2 });
+  t.equal(
+    status.conditions?.find((c) => c.type === 'Accepted')?.message,
+    "/spec/retry/backoff/base: backoff base is larger than its cap: 500 ms (set here) > 250 ms (the default): the ServicePolicy's last valid version (generation 1) stays in force",
+    'the status says which version is in force',
+  );
+  const again = meshModelFromKubernetes(objects({ servicePolicies: [{ ...bad, metadata: { ...bad.metadata, generation: 3 } }] }), {}, after.kept);
+  t.match(again.problems[0]?.message, /\(generation 1\) stays in force$/, 'a second bad edit still names the valid generation, not its own');
+  const { generation: _, ...noGeneration } = good.metadata;
+  const unnumbered = meshModelFromKubernetes(objects({ servicePolicies: [bad] }), {}, meshModelFromKubernetes(objects({ servicePolicies: [{ ...good, metadata: noGeneration }] })).kept);
+  t.match(unnumbered.problems[0]?.message, /: the ServicePolicy's last valid version stays in force$/, 'without metadata.generation: no number');
   t.same([...after.kept.keys()], ['uid-api'], 'the valid version is still the one kept');
 
   const fresh = meshModelFromKubernetes(objects({ servicePolicies: [bad] }));
