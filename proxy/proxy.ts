@@ -262,6 +262,9 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       const pick = (req: RequestHead, cfg: Parameters<Parameters<typeof makeUpgradeHandler>[0]>[1], peer: { identity: string; tls: boolean }): UpgradeTarget => {
         const port = appPortOf(peer.tls ? req.get(DST_PORT_HEADER) : undefined, appPorts, appPort);
         if (typeof port !== 'number') return { error: port };
+        // As for plain requests (inbound/authorize.ts): a plaintext connection accepted while the port
+        // was permissive gets no upgrade through once it turns strict.
+        if (!peer.tls && identity !== undefined && !permissive(cfg, port)) return { error: new ProxyError('forbidden', `port ${port} accepts only mTLS (it is not permissive)`) };
         const d = authorize(cfg.inbound.policies, cfg.inbound.defaultPolicy, { port, identity: peer.identity, method: req.method, path: pathOf(targetOf(req.target, req.host).target) });
         // No whole-request bound inbound, as for plain inbound requests: the caller's outbound proxy owns it.
         return d.allowed ? upgradeDial(`${o.app.host}:${port}`, undefined, INBOUND_UPGRADE_TIMEOUTS) : { error: new ProxyError('forbidden', d.reason) };

@@ -278,9 +278,23 @@ t.test('a permissive port accepts plaintext from unmeshed clients (and mTLS stil
   const log = server.stdout().trim().split('\n').map((l) => JSON.parse(l) as { peer: string; path: string });
   t.equal(log.find((l) => l.path === '/plain')?.peer, '', 'the plaintext request has no peer identity');
   t.equal(log.find((l) => l.path === '/api/y')?.peer, WEB, 'the mTLS one has its peer');
+  // A plaintext connection opened (and used) while the port was permissive, to try an upgrade once it is strict.
+  const held = net.connect(server.inboundPort, '127.0.0.1');
+  let heldText = '';
+  held.on('data', (c: Buffer) => (heldText += c.toString('latin1')));
+  held.write('GET /held HTTP/1.1\r\nhost: api\r\n\r\n');
+  for (let i = 0; i < 100 && !heldText.includes('hello /held'); i++) await new Promise((r) => setTimeout(r, 20));
+  t.match(heldText, /^HTTP\/1\.1 200/, 'a plaintext keep-alive connection while permissive');
   server.writeConfig(cfg(false, 's-strict'));
   await server.waitForVersion('s-strict');
   const before = app.hits;
+  heldText = '';
+  const heldClosed = new Promise((r) => held.once('close', r));
+  held.write('GET /ws HTTP/1.1\r\nhost: api\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n');
+  await Promise.race([heldClosed, new Promise((r) => setTimeout(r, 3000))]);
+  held.destroy();
+  t.match(heldText, /^HTTP\/1\.1 403 Forbidden\r\n/, 'a plaintext upgrade on that connection is refused once the port is strict, as a plain request is (was: forwarded to the app)');
+  t.match(heldText, /accepts only mTLS/);
   // The keep-alive connection accepted while permissive gets no more requests through...
   const reused = await request(`http://127.0.0.1:${server.inboundPort}/plain`, { headers: { host: 'api' } });
   t.equal(reused.statusCode, 403, 'a plaintext request on an old connection is refused');
