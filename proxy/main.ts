@@ -120,7 +120,8 @@ async function main(): Promise<void> {
   const admin = hostPort(values['admin-listen'], '--admin-listen');
   if (!app || !admin) throw new Error('--app and --admin-listen cannot be off');
   const inbound = hostPort(values['inbound-listen'], '--inbound-listen');
-  const appPorts = parseAppPorts(process.env['MESHLET_APP_PORTS'], app.port, inbound?.port, process.env['MESHLET_INBOUND_PORT_MAP']);
+  const outbound = hostPort(values['outbound-listen'], '--outbound-listen');
+  const appPorts = parseAppPorts(process.env['MESHLET_APP_PORTS'], app.port, inbound?.port, process.env['MESHLET_INBOUND_PORT_MAP'], { '--outbound-listen': outbound?.port, '--admin-listen': admin.port });
   const self = { workload: values.workload, namespace: values.namespace, service: values.service ?? values.workload };
   const { tracing, shutdown } = await tracingFromEnv(process.env, `meshlet-proxy/${self.workload}`);
   const labelsFile = values['pod-labels-file'];
@@ -156,7 +157,7 @@ async function main(): Promise<void> {
           ...(podLabels ? { labels: podLabels } : {}),
         }
       : undefined,
-    outbound: hostPort(values['outbound-listen'], '--outbound-listen'),
+    outbound,
     inbound,
     app,
     appPorts,

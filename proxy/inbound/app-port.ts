@@ -42,9 +42,10 @@ const itemsOf = (value: string | undefined): string[] => (value ?? '').split(','
  * MESHLET_INBOUND_PORT_MAP (comma list of APP=PROXY for app ports after the first) → the app's
  * ports and their listeners. Unset or empty: the --app port alone, on --inbound-listen. Throws on
  * anything else than ports, a list that leaves out the --app port, or a map the listeners could
- * not follow (a port mapped twice, onto an app port or onto --inbound-listen's port).
+ * not follow (a port mapped twice, onto an app port, onto --inbound-listen's port or onto another
+ * of the proxy's own listeners in `ownPorts`, e.g. `{ '--admin-listen': 4191 }`).
  */
-export function parseAppPorts(value: string | undefined, appPort: number, inboundPort: number | undefined, mapValue?: string): AppPorts {
+export function parseAppPorts(value: string | undefined, appPort: number, inboundPort: number | undefined, mapValue?: string, ownPorts: Readonly<Record<string, number | undefined>> = {}): AppPorts {
   const ports = [appPort];
   const items = itemsOf(value);
   for (const item of items) {
@@ -67,6 +68,9 @@ export function parseAppPorts(value: string | undefined, appPort: number, inboun
     if (!ports.includes(a)) throw bad(`${a} is not in MESHLET_APP_PORTS (${ports.join(', ')})`);
     if (listeners.some((l) => l.appPort === a)) throw bad(`app port ${a} is mapped twice`);
     if (ports.includes(p)) throw bad(`${p} is an app port; the proxy cannot listen on it`);
+    // Else the listen fails with EADDRINUSE blamed on the app or on the admin listener, not on the map.
+    const own = Object.keys(ownPorts).find((flag) => ownPorts[flag] === p);
+    if (own !== undefined) throw bad(`proxy port ${p} is already the proxy's ${own} port`);
     if (byProxyPort.has(p)) throw bad(`proxy port ${p} is already taken by ${p === inboundPort ? '--inbound-listen' : `app port ${byProxyPort.get(p)}`}`);
     listeners.push(Object.freeze({ appPort: a, proxyPort: p }));
     byProxyPort.set(p, a);

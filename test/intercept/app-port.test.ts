@@ -40,6 +40,10 @@ t.test('parseAppPorts: MESHLET_INBOUND_PORT_MAP gives app ports after the first 
   for (const [map, message] of bad) t.throws(() => parseAppPorts('8080,9090', 8080, 4143, map), message, map);
   t.throws(() => parseAppPorts('8080,9090,9091', 8080, 4143, '9090=4144,9091=4144'), /proxy port 4144 is already taken by app port 9090/);
   t.throws(() => parseAppPorts('8080,9090', 8080, undefined, '9090=4144'), /needs the inbound side \(--inbound-listen is off\)/);
+  const own = { '--outbound-listen': 4140, '--admin-listen': 4191 };
+  t.throws(() => parseAppPorts('8080,9090', 8080, 4143, '9090=4140', own), /"9090=4140": proxy port 4140 is already the proxy's --outbound-listen port/);
+  t.throws(() => parseAppPorts('8080,9090', 8080, 4143, '9090=4191', own), /"9090=4191": proxy port 4191 is already the proxy's --admin-listen port/);
+  t.same(parseAppPorts('8080,9090', 8080, 4143, '9090=4144', { '--outbound-listen': undefined, '--admin-listen': 4191 }).listeners, [{ appPort: 9090, proxyPort: 4144 }], 'outbound off: nothing to collide with');
   t.end();
 });
 

@@ -364,3 +364,19 @@ t.test('a listener port in use: exit 1 with the reason, not a usage error', asyn
   t.match(r.stderr, `meshlet proxy: cannot start: listen EADDRINUSE: address already in use 127.0.0.1:${port}`, "says which port");
   t.notMatch(r.stderr, /usage: /, 'no usage text');
 });
+
+t.test("MESHLET_INBOUND_PORT_MAP onto the proxy's own outbound or admin port: refused at start naming the map, not blamed on the app or the admin listener", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'meshlet-ownmap-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ version: 'l3', services: [] }));
+  const [outbound, inbound, admin] = [await reservedPort(), await reservedPort(), await reservedPort()];
+  for (const [flag, port] of [['--outbound-listen', outbound], ['--admin-listen', admin]] as const) {
+    const r = spawnSync(process.execPath, [PROXY_MAIN, '--config', join(dir, 'config.json'), '--outbound-listen', `127.0.0.1:${outbound}`, '--inbound-listen', `127.0.0.1:${inbound}`, '--app', '127.0.0.1:8080', '--admin-listen', `127.0.0.1:${admin}`], {
+      encoding: 'utf8',
+      timeout: 20_000,
+      env: { ...process.env, MESHLET_APP_PORTS: '8080,9090', MESHLET_INBOUND_PORT_MAP: `9090=${port}` },
+    });
+    t.equal(r.status, 2, `${flag}: exit 2, a bad environment`);
+    t.match(r.stderr, `MESHLET_INBOUND_PORT_MAP: "9090=${port}": proxy port ${port} is already the proxy's ${flag} port`, `${flag}: says which (was: EADDRINUSE, blamed on the app or on the admin listener)`);
+  }
+});
