@@ -37,8 +37,12 @@ export interface PodOverrides {
   nativeSidecar?: boolean;
 }
 
-/** Kubernetes resource quantity: a decimal number and an optional SI / binary suffix (no exponents: nobody writes them). */
-const QUANTITY = /^(\d+(?:\.\d+)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/;
+/**
+ * Kubernetes resource quantity: a decimal number (a leading + allowed, no negative: a resource cannot
+ * be) and an optional SI / binary suffix or decimal exponent (`1e9`, `5E8`: the API server takes
+ * them, so a Pod written so must not be refused here).
+ */
+const QUANTITY = /^\+?(\d+\.?\d*|\.\d+)(?:(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)|[eE]([+-]?\d+))?$/;
 const SCALE: Record<string, number> = {
   '': 1, m: 1e-3, k: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15, E: 1e18,
   Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, Pi: 2 ** 50, Ei: 2 ** 60,
@@ -47,7 +51,8 @@ const SCALE: Record<string, number> = {
 /** The value of a quantity (cores or bytes), or undefined when it is not one. */
 export function quantityValue(q: string): number | undefined {
   const m = QUANTITY.exec(q);
-  return m ? Number(m[1]) * (SCALE[m[2] ?? ''] ?? 1) : undefined;
+  if (!m) return undefined;
+  return Number(m[1]) * (m[3] !== undefined ? 10 ** Number(m[3]) : (SCALE[m[2] ?? ''] ?? 1));
 }
 
 function portList(v: string, problems: string[], key: string): number[] {

@@ -365,6 +365,20 @@ t.test('annotation overrides: resources, log level, ports', async (t) => {
   t.equal(envOf(out.spec.initContainers[0]).MESHLET_INBOUND_PORTS, '7000,7001');
 });
 
+t.test('a memory limit written as Kubernetes allows (exponent, sign, decimal, SI) is taken, and the heap cap follows it', async (t) => {
+  for (const [limit, heap] of [['1e9', 476], ['1E9', 476], ['5e8', 238], ['+512Mi', 256], ['1.5Gi', 768], ['300M', 143], ['1.Gi', 512]] as const) {
+    const pod = basePod();
+    pod.metadata.annotations['config.meshlet.io/proxy-memory-limit'] = limit;
+    const r = inject(pod, settings());
+    t.equal(r.outcome, 'injected', `${limit}: injected (${r.outcome === 'refused' ? r.message : ''})`);
+    const proxy = apply(basePod(), r).spec.initContainers[1];
+    t.equal(proxy.resources.limits.memory, limit, `${limit}: the limit as written`);
+    t.equal(envOf(proxy).NODE_OPTIONS, `--max-old-space-size=${heap}`, `${limit}: heap cap ${heap} MB (half the limit)`);
+  }
+  t.equal(quantityValue('1E'), 1e18, '1E is still exa');
+  for (const bad of ['-1Gi', '1e', 'e9', '1e9Mi', '1.5.Gi', '+-1']) t.equal(quantityValue(bad), undefined, `${bad}: not a quantity`);
+});
+
 t.test('bad annotation values refuse the Pod with every problem named', async (t) => {
   const cases: Array<[Record<string, string>, RegExp]> = [
     [{ 'config.meshlet.io/proxy-cpu-request': 'banana' }, /proxy-cpu-request: "banana" is not a CPU quantity/],
