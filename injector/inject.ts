@@ -21,6 +21,7 @@
 
 import type { Operation } from 'fast-json-patch';
 import { PROXY_CONTAINER_NAME } from '../control-plane/config/kube-model.ts';
+import { checkLabels } from '../api/pod-labels.ts';
 import { CONFIG_PREFIX, INJECTED_ANNOTATION, INJECT_ANNOTATION, effectiveResources, quantityValue, readOverrides } from './annotations.ts';
 import { ADMIN_PORT_NAME, INBOUND_PORT_NAME, INIT_COMMAND, INIT_CONTAINER_NAME, PROXY_IMAGE_NODE, type InjectSettings, type ProxyResources } from './settings.ts';
 
@@ -192,6 +193,12 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
   const heap = heapCapMb(resources.memoryLimit);
   const taken = new Set(((spec.volumes ?? []) as unknown[]).map((v) => (isRecord(v) ? v.name : undefined)));
   for (const v of [TOKEN_VOLUME, TMP_VOLUME, POD_INFO_VOLUME]) if (taken.has(v)) problems.push(`spec.volumes already has a volume named ${v}, which the proxy needs`);
+  // The proxy reports these labels (--pod-labels-file) and stops at start on labels it cannot
+  // report (past 64 or 8 KiB): refused here with the reason, not a sidecar that never starts.
+  const labels = isRecord(meta.labels) ? meta.labels : {};
+  const notString = Object.keys(labels).find((k) => typeof labels[k] !== 'string');
+  const labelsOk = notString === undefined ? checkLabels(labels as Record<string, string>) : { ok: false as const, problem: `label ${notString} is not a string` };
+  if (!labelsOk.ok) problems.push(`metadata.labels: ${labelsOk.problem}; the proxy reports the Pod's labels to the control plane (Service selectors, for authorization) and would not start: remove labels`);
   const names = new Set([...spec.containers, ...((spec.initContainers ?? []) as unknown[])].map((c) => (isRecord(c) ? c.name : undefined)));
   if (!settings.cni && names.has(INIT_CONTAINER_NAME)) problems.push(`the Pod already has a container named ${INIT_CONTAINER_NAME}, which the injector adds`);
   // The app's ports must not be the proxy's own: meshlet-init refuses to redirect them (and two listeners cannot share one).

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import jsonpatch from 'fast-json-patch';
 import t from 'tap';
 import { isMeshedPod } from '../../control-plane/config/kube-model.ts';
+import { parseDownwardLabels } from '../../api/pod-labels.ts';
 import { OVERRIDES, quantityValue } from '../../injector/annotations.ts';
 import { POD_INFO_DIR, POD_INFO_VOLUME, TOKEN_DIR, TOKEN_VOLUME, TMP_VOLUME, appPorts, heapCapMb, inboundPortMap, inject, pointerToken, workloadName, type InjectResult, type PodLike } from '../../injector/inject.ts';
 import { ADMIN_PORT, ADMIN_PORT_NAME, DEFAULT_SKIP_OUTBOUND_PORTS, INBOUND_PORT, OUTBOUND_PORT, PROXY_UID, defaultSettings, parsePorts, type InjectSettings } from '../../injector/settings.ts';
@@ -417,6 +418,34 @@ t.test('bad Pods are refused, not injected', async (t) => {
   t.match(refused(inject({ spec: { containers: [{ name: 'a' }], initContainers: 'x' as unknown as [] } }, settings())), { refused: 'bad-pod', message: /initContainers is not a list/ });
   t.match(refused(inject({ spec: { containers: [null] } }, settings())), { refused: 'bad-pod', message: /not a container/ });
   t.throws(() => inject(basePod(), settings({ trustAnchorsPem: '' })), /no trust anchors/, 'never a proxy that cannot verify the control plane (the webhook answers an internal error)');
+});
+
+/** A Pod's labels as the kubelet writes them into the downward-API file the proxy reads. */
+const downward = (pod: Json): string =>
+  Object.keys(pod.metadata.labels)
+    .toSorted()
+    .map((k) => `${k}=${JSON.stringify(pod.metadata.labels[k])}`)
+    .join('\n');
+
+t.test('a Pod whose labels its proxy could not report is refused at admission, not left with a sidecar that never starts', async (t) => {
+  // Kubernetes sets no count on labels; the proxy sends at most 64 (8 KiB) and stops at start with more.
+  const withLabels = (n: number, value = 'v', prefix = 'team.example.com'): Json => {
+    const pod = basePod();
+    pod.metadata.labels = Object.fromEntries(Array.from({ length: n }, (_, i) => [`${prefix}/label-${i}`, value]));
+    return pod;
+  };
+  const at64 = withLabels(64);
+  injected(inject(at64, settings()));
+  t.ok(parseDownwardLabels(downward(at64)).ok, 'what the injector admits, its proxy reads');
+  const at65 = withLabels(65);
+  t.notOk(parseDownwardLabels(downward(at65)).ok, 'the proxy would stop on 65 labels');
+  const r = refused(inject(at65, settings()));
+  t.equal(r.refused, 'bad-pod');
+  t.match(r.message, /cannot inject the meshlet proxy: metadata\.labels: 65 labels: at most 64; the proxy reports the Pod's labels/);
+  t.match(refused(inject(withLabels(64, 'x'.repeat(63), `${'p'.repeat(60)}.example.com`), settings())).message, /metadata\.labels: \d+ bytes of labels: at most 8192/, 'the wire bound too');
+  const odd = basePod();
+  odd.metadata.labels = { app: 7 };
+  t.match(refused(inject(odd, settings())).message, /metadata\.labels: label app is not a string/);
 });
 
 t.test('heapCapMb: half the memory limit, at least 32 MiB; no limit, no cap', async (t) => {
