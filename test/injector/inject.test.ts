@@ -152,10 +152,10 @@ t.test('a Pod with several ports: one listener per app port, the same map for th
   t.equal(argOf(proxy, '--inbound-listen'), `0.0.0.0:${INBOUND_PORT}`, 'the first app port keeps the inbound port');
   t.equal(argOf(proxy, '--app'), '127.0.0.1:8080');
   // The override chooses the redirected ports; containerPorts left out of it are still the app's.
-  const only = basePod();
-  only.metadata.annotations['config.meshlet.io/inbound-ports'] = '8080,4145';
-  only.spec.containers[0].ports.push({ containerPort: 4144 });
-  t.equal(envOf(apply(only, inject(only, settings())).spec.initContainers[0]).MESHLET_INBOUND_PORT_MAP, '4145=4146', 'not 4144, a containerPort of the Pod');
+  const chosen = basePod();
+  chosen.metadata.annotations['config.meshlet.io/inbound-ports'] = '8080,4145';
+  chosen.spec.containers[0].ports.push({ containerPort: 4144 });
+  t.equal(envOf(apply(chosen, inject(chosen, settings())).spec.initContainers[0]).MESHLET_INBOUND_PORT_MAP, '4145=4146', 'not 4144, a containerPort of the Pod');
 });
 
 t.test('settings meshlet-init would refuse are refused at admission, with the reason', async (t) => {
