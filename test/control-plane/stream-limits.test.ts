@@ -14,8 +14,8 @@ import { CONFIG_ACK_PATH, CONFIG_STREAM_PATH, MAX_STREAM_LINE_BYTES } from '../.
 import { ConfigPushServer } from '../../control-plane/config/push-server.ts';
 import { systemClock } from '../../api/runtime.ts';
 import type { ProxyConfig } from '../../api/proxy-config.ts';
-import { startProxyProcess, freePort, metricValue, UNINSTRUMENTED } from '../fixtures/mesh.ts';
-import { caWithWebToken, startInProcessControlPlane } from '../fixtures/control-plane.ts';
+import { freePort, metricValue, UNINSTRUMENTED } from '../fixtures/mesh.ts';
+import { caWithWebToken, startInProcessControlPlane, startStreamingWebProxy } from '../fixtures/control-plane.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'meshlet-stream-limits-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -73,13 +73,8 @@ t.test('an endless line: the proxy drops the stream past the bound, stays small,
     for (const s of streams) s.destroy();
     await cp.close();
   });
-  const proxy = await startProxyProcess({
-    config: {},
-    args: ['--control-plane', `https://127.0.0.1:${port}`, '--trust-anchors', anchors, '--bootstrap-token-file', token, '--namespace', 'shop', '--pod', 'web-0'],
-    workload: 'web',
-    configFromControlPlane: true,
-    env: UNINSTRUMENTED, // its own memory, without coverage hooks
-  });
+  // Its own memory, without coverage hooks.
+  const proxy = await startStreamingWebProxy({ port, anchors, token, env: UNINSTRUMENTED });
   t.teardown(() => proxy.stop());
   await proxy.waitForVersion('v2', 20_000);
   const sent = await sentEndless!;
@@ -119,12 +114,7 @@ t.test('the control plane does not send a view longer than a proxy reads: it log
     push.close();
     await cp.close();
   });
-  const proxy = await startProxyProcess({
-    config: {},
-    args: ['--control-plane', `https://127.0.0.1:${port}`, '--trust-anchors', anchors, '--bootstrap-token-file', token, '--namespace', 'shop', '--pod', 'web-0'],
-    workload: 'web',
-    configFromControlPlane: true,
-  });
+  const proxy = await startStreamingWebProxy({ port, anchors, token });
   t.teardown(() => proxy.stop());
   await proxy.waitForVersion('v1', 10_000);
   // Over the bound by its trust bundle alone (what it says does not matter: it is never sent).

@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { CONFIG_ACK_PATH, CONFIG_STREAM_PATH, type Ack } from '../../api/config-stream.ts';
 import type { ConfigPushServer } from '../../control-plane/config/push-server.ts';
-import { startProxyProcess, freePort } from '../fixtures/mesh.ts';
-import { caWithWebToken, startInProcessControlPlane } from '../fixtures/control-plane.ts';
+import { freePort } from '../fixtures/mesh.ts';
+import { caWithWebToken, startInProcessControlPlane, startStreamingWebProxy } from '../fixtures/control-plane.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'meshlet-stream-msg-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -61,12 +61,7 @@ t.test('malformed stream messages are NACKed with their field; the proxy stays u
     for (const s of streams) s.destroy();
     await cp.close();
   });
-  const proxy = await startProxyProcess({
-    config: {},
-    args: ['--control-plane', `https://127.0.0.1:${port}`, '--trust-anchors', anchors, '--bootstrap-token-file', token, '--namespace', 'shop', '--pod', 'web-0'],
-    workload: 'web',
-    configFromControlPlane: true,
-  });
+  const proxy = await startStreamingWebProxy({ port, anchors, token });
   t.teardown(() => proxy.stop());
   await proxy.waitForVersion('v6', 10_000);
   for (let i = 0; i < 100 && !acks.some((a) => a.version === 'v6'); i++) await new Promise((r) => setTimeout(r, 50));
