@@ -23,13 +23,12 @@ import { backendAdmits, split } from './outbound/split.ts';
 import { concurrency } from './outbound/concurrency.ts';
 import { balance } from './outbound/balance.ts';
 import { endpoint } from './outbound/endpoint.ts';
-import { authorization } from './inbound/authorize.ts';
+import { authorization, inboundDecision } from './inbound/authorize.ts';
 import { app } from './inbound/app.ts';
 import { byAppPort, appPortOf, DST_PORT_HEADER, parseAppPorts, type AppPorts } from './inbound/app-port.ts';
 import { matchRoute, pathOf } from './policy/route-match.ts';
 import { pickAdmitting } from './policy/split.ts';
 import { pickP2C } from './policy/balancer.ts';
-import { authorize } from './policy/authorize.ts';
 import { ProxyMetrics } from './telemetry/metrics.ts';
 import { BatchedAccessLog, nullAccessLog, type AccessLog } from './telemetry/access-log.ts';
 import { RecentErrors } from './telemetry/recent-errors.ts';
@@ -262,10 +261,10 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       const pick = (req: RequestHead, cfg: Parameters<Parameters<typeof makeUpgradeHandler>[0]>[1], peer: { identity: string; tls: boolean }): UpgradeTarget => {
         const port = appPortOf(peer.tls ? req.get(DST_PORT_HEADER) : undefined, appPorts, appPort);
         if (typeof port !== 'number') return { error: port };
-        // As for plain requests (inbound/authorize.ts): a plaintext connection accepted while the port
-        // was permissive gets no upgrade through once it turns strict.
-        if (!peer.tls && identity !== undefined && !permissive(cfg, port)) return { error: new ProxyError('forbidden', `port ${port} accepts only mTLS (it is not permissive)`) };
-        const d = authorize(cfg.inbound.policies, cfg.inbound.defaultPolicy, { port, identity: peer.identity, method: req.method, path: pathOf(targetOf(req.target, req.host).target) });
+        // The plain requests' decision (inbound/authorize.ts): a plaintext connection accepted while
+        // the port was permissive gets no upgrade through once it turns strict.
+        const d = inboundDecision(cfg.inbound, port, peer, req.method, pathOf(targetOf(req.target, req.host).target), identity === undefined || permissive(cfg, port));
+        metrics.authzDecision(d.policy, d.allowed);
         // No whole-request bound inbound, as for plain inbound requests: the caller's outbound proxy owns it.
         return d.allowed ? upgradeDial(`${o.app.host}:${port}`, undefined, INBOUND_UPGRADE_TIMEOUTS) : { error: new ProxyError('forbidden', d.reason) };
       };

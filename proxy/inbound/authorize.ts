@@ -2,8 +2,19 @@
 // A denied request is answered 403 `forbidden` here and never reaches the app.
 import type { Exchange, Stage } from '../http/exchange.ts';
 import { ProxyError } from '../errors.ts';
-import { authorize } from '../policy/authorize.ts';
+import { authorize, type AuthzDecision } from '../policy/authorize.ts';
+import type { RuntimeConfig } from '../config/compile.ts';
 import type { ProxyMetrics } from '../telemetry/metrics.ts';
+
+/**
+ * The inbound decision for one request, plain or upgrade: a plaintext peer on a port that is not
+ * permissive (`plaintextAllowed` false) is refused before any policy is read; else the policies
+ * decide. Pure.
+ */
+export function inboundDecision(inbound: RuntimeConfig['inbound'], appPort: number, peer: { identity: string; tls: boolean }, method: string, path: string, plaintextAllowed: boolean): AuthzDecision {
+  if (!peer.tls && !plaintextAllowed) return { allowed: false, policy: 'strict-mtls', reason: `port ${appPort} accepts only mTLS (it is not permissive)` };
+  return authorize(inbound.policies, inbound.defaultPolicy, { port: appPort, identity: peer.identity, method, path });
+}
 
 /**
  * `plaintextAllowed` is asked per request: a connection accepted while the port was permissive
@@ -11,12 +22,7 @@ import type { ProxyMetrics } from '../telemetry/metrics.ts';
  */
 export function authorization(metrics: ProxyMetrics, appPort: number, plaintextAllowed: (ex: Exchange) => boolean): Stage {
   return (next) => (ex) => {
-    const inbound = ex.config.inbound;
-    if (!ex.peer.tls && !plaintextAllowed(ex)) {
-      metrics.authzDecision('strict-mtls', false);
-      return Promise.reject(new ProxyError('forbidden', `port ${appPort} accepts only mTLS (it is not permissive)`));
-    }
-    const d = authorize(inbound.policies, inbound.defaultPolicy, { port: appPort, identity: ex.peer.identity, method: ex.method, path: ex.path });
+    const d = inboundDecision(ex.config.inbound, appPort, ex.peer, ex.method, ex.path, ex.peer.tls || plaintextAllowed(ex));
     metrics.authzDecision(d.policy, d.allowed);
     if (!d.allowed) return Promise.reject(new ProxyError('forbidden', d.reason));
     return next(ex);

@@ -288,6 +288,7 @@ t.test('a permissive port accepts plaintext from unmeshed clients (and mTLS stil
   server.writeConfig(cfg(false, 's-strict'));
   await server.waitForVersion('s-strict');
   const before = app.hits;
+  const strictBefore = metricValue(await server.metrics(), 'meshlet_authz_decisions_total', { policy: 'strict-mtls', decision: 'deny' });
   heldText = '';
   const heldClosed = new Promise((r) => held.once('close', r));
   held.write('GET /ws HTTP/1.1\r\nhost: api\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n');
@@ -295,6 +296,7 @@ t.test('a permissive port accepts plaintext from unmeshed clients (and mTLS stil
   held.destroy();
   t.match(heldText, /^HTTP\/1\.1 403 Forbidden\r\n/, 'a plaintext upgrade on that connection is refused once the port is strict, as a plain request is (was: forwarded to the app)');
   t.match(heldText, /accepts only mTLS/);
+  t.equal(metricValue(await server.metrics(), 'meshlet_authz_decisions_total', { policy: 'strict-mtls', decision: 'deny' }), strictBefore + 1, 'counted as the same decision a plain request gets');
   // The keep-alive connection accepted while permissive gets no more requests through...
   const reused = await request(`http://127.0.0.1:${server.inboundPort}/plain`, { headers: { host: 'api' } });
   t.equal(reused.statusCode, 403, 'a plaintext request on an old connection is refused');
