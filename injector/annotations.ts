@@ -20,7 +20,7 @@ export const OVERRIDES = {
   'log-level': LOG_LEVELS.join(' | '),
   'inbound-ports': "comma list of ports redirected to the proxy (default: the containers' TCP containerPorts)",
   'skip-inbound-ports': 'comma list of ports that bypass the proxy inbound',
-  'skip-outbound-ports': 'comma list of destination ports that bypass the proxy outbound; replaces the default (443), "" for none',
+  'skip-outbound-ports': 'comma list of destination ports that bypass the proxy outbound; replaces the default (443 and the database and mail ports: 25,443,587,3306,4444,5432,6379,9300,11211), "" for none',
   'skip-outbound-cidrs': 'comma list of destination CIDRs that bypass the proxy outbound',
   'native-sidecar': 'true | false: the proxy as a native sidecar (init container) or a regular container',
 } as const;

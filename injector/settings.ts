@@ -24,14 +24,20 @@ export const DEFAULT_AUDIENCE = 'meshlet';
 /**
  * Destination ports whose outbound connections bypass the proxy in every Pod that does not set
  * config.meshlet.io/skip-outbound-ports (which replaces this list, as Linkerd's and Istio's
- * annotations replace their defaults). 443: the proxy carries plaintext HTTP/1.1 only and cannot
- * pass TLS it did not originate to where it was going (Node cannot read a redirected connection's
- * original destination), so an app's HTTPS calls (cloud APIs, the Kubernetes API at
- * kubernetes.default.svc:443) go out directly, as they keep working under Linkerd or Istio. The
- * proxy's own connections (mTLS to other proxies, the control plane on 8443) are exempt by UID
+ * annotations replace their defaults). The proxy carries plaintext HTTP/1.1 only and cannot pass
+ * other bytes on to where they were going (Node cannot read a redirected connection's original
+ * destination), so these go out directly, as they keep working under Linkerd or Istio:
+ * - 443: the app's own HTTPS (cloud APIs, the Kubernetes API at kubernetes.default.svc:443);
+ * - the ports Linkerd treats as opaque (not HTTP) by default, the databases and caches an app
+ *   calls: SMTP 25 and 587 and MySQL 3306 speak first (the client would wait for a greeting the
+ *   proxy never sends, until the proxy's 65 s idle timeout), Galera 4444, PostgreSQL 5432, Redis
+ *   6379, Elasticsearch transport 9300 and memcached 11211 are not HTTP (their first bytes would
+ *   get an HTTP 400 from the proxy). Linkerd up to 2.9, which like meshlet could not carry opaque
+ *   TCP, skipped 25, 443, 587, 3306, 5432 and 11211 by default for the same reason.
+ * The proxy's own connections (mTLS to other proxies, the control plane on 8443) are exempt by UID
  * whatever this says.
  */
-export const DEFAULT_SKIP_OUTBOUND_PORTS: readonly number[] = Object.freeze([443]);
+export const DEFAULT_SKIP_OUTBOUND_PORTS: readonly number[] = Object.freeze([25, 443, 587, 3306, 4444, 5432, 6379, 9300, 11211]);
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];

@@ -203,15 +203,15 @@ t.test('meshlet-init: the contract with the interception script', async (t) => {
   t.equal(init.restartPolicy, undefined, 'runs once');
 });
 
-t.test('outbound port 443 bypasses the proxy by default (the app\'s own HTTPS); the annotation replaces the default', async (t) => {
+t.test('outbound HTTPS, database and mail ports bypass the proxy by default; the annotation replaces the default', async (t) => {
   const initEnv = (annotation: string | undefined, o: Partial<InjectSettings> = {}) => {
     const pod = basePod();
     if (annotation !== undefined) pod.metadata.annotations['config.meshlet.io/skip-outbound-ports'] = annotation;
     const out = apply(pod, inject(pod, settings(o)));
     return envOf(out.spec.initContainers.find((c: Json) => c.name === 'meshlet-init')).MESHLET_SKIP_OUTBOUND_PORTS;
   };
-  t.same(DEFAULT_SKIP_OUTBOUND_PORTS, [443]);
-  t.equal(initEnv(undefined), '443', 'no annotation: the default');
+  t.same(DEFAULT_SKIP_OUTBOUND_PORTS, [25, 443, 587, 3306, 4444, 5432, 6379, 9300, 11211], "443 and the ports Linkerd treats as opaque by default");
+  t.equal(initEnv(undefined), '25,443,587,3306,4444,5432,6379,9300,11211', 'no annotation: the default');
   t.equal(initEnv('5432'), '5432', 'an annotation replaces it, as with Linkerd and Istio (443 is then redirected)');
   t.equal(initEnv('443,5432'), '443,5432', 'list 443 to keep it');
   t.equal(initEnv(''), '', 'empty: every port through the proxy');

@@ -1,7 +1,9 @@
-// An injected app's own HTTPS, with real iptables: the rules meshlet-init installs from what the
-// injector writes (its default: outbound port 443 bypasses the proxy) let curl's https:// call to
-// a peer on 443 go out directly and succeed. A Pod that replaces the default sends 443 through the
-// proxy, which speaks HTTP/1.1 only: its TLS handshake then fails at once, and the proxy logs why.
+// An injected app's own HTTPS, databases and mail, with real iptables: the rules meshlet-init
+// installs from what the injector writes (its default: outbound 443 and the database and mail
+// ports bypass the proxy) let curl's https:// call to a peer on 443 go out directly and succeed,
+// and a server-first protocol (MySQL's port) and a binary client-first one (PostgreSQL's) reach
+// their peer. A Pod that replaces the default sends 443 through the proxy, which speaks HTTP/1.1
+// only: its TLS handshake then fails at once, and the proxy logs why.
 import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,6 +27,28 @@ https.createServer({ cert: fs.readFileSync(cert), key: fs.readFileSync(key) }, (
   req.resume();
   req.on('end', () => res.end(JSON.stringify({ server: 'peer-https', remote: req.socket.remoteAddress })));
 }).listen(Number(port), host, () => process.stdout.write('listening\\n'));
+`;
+
+/**
+ * A peer's database stand-ins: on 3306 the server speaks first (a MySQL greeting), on 5432 the
+ * client does (PostgreSQL's SSLRequest, 8 binary bytes) and the server echoes what it got.
+ */
+const DB_JS = `
+const net = require('node:net');
+net.createServer((s) => s.end('greeting from mysql\\n')).listen(3306, '0.0.0.0', () =>
+  net.createServer((s) => s.once('data', (d) => s.end('postgres got ' + d.toString('hex') + '\\n'))).listen(5432, '0.0.0.0', () => process.stdout.write('listening\\n')));
+`;
+
+/** A client in the pod: connect to host:port, send hex bytes unless empty, print what comes back within 3 s. */
+const DB_CLIENT_JS = `
+const net = require('node:net');
+const [host, port, hex] = process.argv.slice(1);
+const s = net.connect(Number(port), host, () => { if (hex) s.write(Buffer.from(hex, 'hex')); });
+let got = '';
+s.on('data', (d) => { got += d; });
+s.on('error', (e) => { process.stdout.write('error ' + e.code); process.exit(0); });
+s.on('close', () => { process.stdout.write(got); process.exit(0); });
+setTimeout(() => { process.stdout.write(got || 'nothing within 3 s'); process.exit(0); }, 3000);
 `;
 
 /** The environment the injector gives meshlet-init for a Pod with `annotations`. */
@@ -74,7 +98,7 @@ t.teardown(async () => {
 
 t.test("the injector's default: the app's https:// call to port 443 goes around the proxy and works", async (t) => {
   const env = await intercept({});
-  t.equal(env.MESHLET_SKIP_OUTBOUND_PORTS, '443');
+  t.equal(env.MESHLET_SKIP_OUTBOUND_PORTS, '25,443,587,3306,4444,5432,6379,9300,11211');
   const r = await curlIn(pair, pair.pod, ['-k', '--resolve', `api.example:443:${pair.peerIp}`, 'https://api.example/'], { uid: APP_UID });
   t.equal(r.status, 200, `HTTPS works: ${r.stderr}`);
   t.same(JSON.parse(r.body), { server: 'peer-https', remote: pair.podIp }, 'straight from the pod, not through the proxy');
@@ -92,4 +116,27 @@ t.test('a Pod whose skip-outbound-ports leaves 443 out: its TLS reaches the prox
   t.ok(ms < 2000, `in ${Math.round(ms)} ms, not after a 30 s head timeout`);
   await proxy.waitForLog((l) => l.error === 'unsupported-protocol' && l.authority === 'api.example');
   t.pass('the proxy logged it as unsupported-protocol with the server name');
+});
+
+t.test("the injector's default: the app's MySQL (server speaks first) and PostgreSQL (binary) connections go around the proxy and work", async (t) => {
+  const db = pair.spawn(pair.peer, [process.execPath, '--input-type=commonjs', '-e', DB_JS]);
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('the database stand-ins did not listen within 10 s')), 10_000);
+    db.stdout!.on('data', (c: Buffer) => c.toString().includes('listening') && (clearTimeout(timer), resolve()));
+    db.once('exit', (code) => reject(new Error(`the database stand-ins exited ${code}`)));
+  });
+  t.teardown(() => { db.kill('SIGKILL'); });
+  const client = (port: number, hex: string) => pair.exec(pair.pod, [process.execPath, '--input-type=commonjs', '-e', DB_CLIENT_JS, pair.peerIp, String(port), hex], { uid: APP_UID });
+  const sslRequest = '0000000804d2162f';
+
+  await intercept({});
+  const mysql = await client(3306, '');
+  t.equal(mysql.stdout, 'greeting from mysql\n', `the server's greeting reaches the app: ${mysql.stderr}`);
+  const pg = await client(5432, sslRequest);
+  t.equal(pg.stdout, `postgres got ${sslRequest}\n`, `the binary request reaches the server and its answer comes back: ${pg.stderr}`);
+
+  // The same calls from a Pod that replaced the default: both reach the HTTP proxy and fail.
+  await intercept({ 'config.meshlet.io/skip-outbound-ports': '443' });
+  t.equal((await client(3306, '')).stdout, 'nothing within 3 s', 'through the proxy a server-first protocol gets no greeting');
+  t.match((await client(5432, sslRequest)).stdout, /^HTTP\/1\.1 400 /, 'through the proxy a binary protocol gets an HTTP 400');
 });
