@@ -62,8 +62,8 @@ Proxy injector (the mutating admission webhook, POST /inject; manifests/webhook)
   What it injects comes from the environment (manifests/config.env): MESHLET_PROXY_IMAGE,
   MESHLET_PROXY_INIT_IMAGE, MESHLET_PROXY_NATIVE_SIDECAR (default true), MESHLET_CNI (default false:
   the meshlet-init container installs the interception rules), MESHLET_DEFAULT_SKIP_OUTBOUND_PORTS
-  (default 443: destination ports that bypass the proxy where a Pod does not set
-  config.meshlet.io/skip-outbound-ports; empty for none). Proxies are pointed at
+  (default 25,443,587,3306,4444,5432,6379,9300,11211: HTTPS, database and mail ports that bypass
+  the proxy where a Pod does not set config.meshlet.io/skip-outbound-ports; empty for none). Proxies are pointed at
   https://meshlet-control-plane.<namespace>.svc:<--listen port> and the CA's trust bundle.
 Mesh config (streamed to proxies on the Certify port, /v1/config/stream; status at admin /proxies):
   --config-dir DIR          a folder of meshlet YAML (MeshService, TrafficSplit, AuthorizationPolicy,
