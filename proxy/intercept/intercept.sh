@@ -39,7 +39,8 @@ environment (defaults in brackets):
   MESHLET_INBOUND_PORT_MAP     comma list of APP_PORT=PROXY_PORT: that app port goes to that
                                proxy port (its own listener) instead of MESHLET_INBOUND_PORT []
   MESHLET_SKIP_INBOUND_PORTS   comma list of ports (or LOW-HIGH ranges) never redirected inbound []
-  MESHLET_SKIP_OUTBOUND_PORTS  comma list of destination ports (or ranges) that bypass the proxy []
+  MESHLET_SKIP_OUTBOUND_PORTS  comma list of destination ports (or ranges) that bypass the proxy;
+                               DNS (TCP 53) always does []
   MESHLET_SKIP_OUTBOUND_CIDRS  comma list of IPv4 CIDRs (or addresses) that bypass the proxy []
   MESHLET_IPTABLES             iptables, iptables-nft or iptables-legacy [iptables, or
                                iptables-legacy when iptables cannot read the nat table]
@@ -266,10 +267,13 @@ chain_rules() {
 		done
 	fi
 	# Outbound: the proxy's own connections, loopback (the app talking to itself, its own pod IP
-	# included), skipped CIDRs and ports leave as they are; every other TCP connection goes to the
-	# outbound listener.
+	# included), DNS, skipped CIDRs and ports leave as they are; every other TCP connection goes to
+	# the outbound listener. DNS over TCP (port 53: a resolver retries a truncated UDP answer over
+	# TCP, as for a headless Service with many Pods) is not HTTP and the proxy could only refuse it,
+	# so it goes out directly whatever MESHLET_SKIP_OUTBOUND_PORTS says.
 	echo "-A $OUT_CHAIN -m owner --uid-owner $PROXY_UID -j RETURN"
 	echo "-A $OUT_CHAIN -o lo -j RETURN"
+	echo "-A $OUT_CHAIN -p tcp -m tcp --dport 53 -j RETURN"
 	for c in $(items "$SKIP_OUTBOUND_CIDRS"); do
 		case $c in */*) ;; *) c="$c/32" ;; esac
 		echo "-A $OUT_CHAIN -d $c -j RETURN"
@@ -343,5 +347,5 @@ if ! out=$("$IPT-restore" -w --noflush <"$RULES" 2>&1); then
 	cat "$RULES" >&2
 	exit 1
 fi
-log "installed ($IPT): outbound TCP -> 127.0.0.1:$OUTBOUND_PORT (except UID $PROXY_UID, loopback${SKIP_OUTBOUND_PORTS:+, ports $SKIP_OUTBOUND_PORTS}${SKIP_OUTBOUND_CIDRS:+, $SKIP_OUTBOUND_CIDRS}); inbound TCP ${INBOUND_PORTS:-(all ports)} -> $INBOUND_PORT${PORT_MAP:+ (by port: $PORT_MAP)}${SKIP_INBOUND_PORTS:+ (except $SKIP_INBOUND_PORTS)}"
+log "installed ($IPT): outbound TCP -> 127.0.0.1:$OUTBOUND_PORT (except UID $PROXY_UID, loopback, DNS 53${SKIP_OUTBOUND_PORTS:+, ports $SKIP_OUTBOUND_PORTS}${SKIP_OUTBOUND_CIDRS:+, $SKIP_OUTBOUND_CIDRS}); inbound TCP ${INBOUND_PORTS:-(all ports)} -> $INBOUND_PORT${PORT_MAP:+ (by port: $PORT_MAP)}${SKIP_INBOUND_PORTS:+ (except $SKIP_INBOUND_PORTS)}"
 "$IPT-save" -t nat | grep -E "^(:|-A) *(PREROUTING|OUTPUT|MESHLET_)" >&2 || true

@@ -31,12 +31,15 @@ https.createServer({ cert: fs.readFileSync(cert), key: fs.readFileSync(key) }, (
 
 /**
  * A peer's database stand-ins: on 3306 the server speaks first (a MySQL greeting), on 5432 the
- * client does (PostgreSQL's SSLRequest, 8 binary bytes) and the server echoes what it got.
+ * client does (PostgreSQL's SSLRequest, 8 binary bytes) and the server echoes what it got; on 53
+ * a DNS server over TCP echoes too.
  */
 const DB_JS = `
 const net = require('node:net');
+const echo = (name) => (s) => s.once('data', (d) => s.end(name + ' got ' + d.toString('hex') + '\\n'));
 net.createServer((s) => s.end('greeting from mysql\\n')).listen(3306, '0.0.0.0', () =>
-  net.createServer((s) => s.once('data', (d) => s.end('postgres got ' + d.toString('hex') + '\\n'))).listen(5432, '0.0.0.0', () => process.stdout.write('listening\\n')));
+  net.createServer(echo('postgres')).listen(5432, '0.0.0.0', () =>
+    net.createServer(echo('dns')).listen(53, '0.0.0.0', () => process.stdout.write('listening\\n'))));
 `;
 
 /** A client in the pod: connect to host:port, send hex bytes unless empty, print what comes back within 3 s. */
@@ -118,7 +121,7 @@ t.test('a Pod whose skip-outbound-ports leaves 443 out: its TLS reaches the prox
   t.pass('the proxy logged it as unsupported-protocol with the server name');
 });
 
-t.test("the injector's default: the app's MySQL (server speaks first) and PostgreSQL (binary) connections go around the proxy and work", async (t) => {
+t.test("the injector's default: the app's MySQL (server speaks first) and PostgreSQL (binary) connections go around the proxy and work; DNS over TCP always does", async (t) => {
   const db = pair.spawn(pair.peer, [process.execPath, '--input-type=commonjs', '-e', DB_JS]);
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('the database stand-ins did not listen within 10 s')), 10_000);
@@ -139,4 +142,12 @@ t.test("the injector's default: the app's MySQL (server speaks first) and Postgr
   await intercept({ 'config.meshlet.io/skip-outbound-ports': '443' });
   t.equal((await client(3306, '')).stdout, 'nothing within 3 s', 'through the proxy a server-first protocol gets no greeting');
   t.match((await client(5432, sslRequest)).stdout, /^HTTP\/1\.1 400 /, 'through the proxy a binary protocol gets an HTTP 400');
+
+  // DNS over TCP (a resolver's retry of a truncated answer) never goes to the proxy, whatever the list says.
+  const query = '001d00000100000100000000000003777777076578616d706c650000010001'; // length, header, A www.example
+  for (const ports of ['', '443']) {
+    await intercept({ 'config.meshlet.io/skip-outbound-ports': ports });
+    const dns = await client(53, query);
+    t.equal(dns.stdout, `dns got ${query}\n`, `skip-outbound-ports ${JSON.stringify(ports)}: a DNS query over TCP reaches the server: ${dns.stderr}`);
+  }
 });

@@ -38,6 +38,7 @@ t.test('installs the meshlet chains, and a second run changes nothing', (t) =>
       '-A MESHLET_INBOUND -p tcp -m tcp --dport 9090 -j REDIRECT --to-ports 4143',
       '-A MESHLET_OUTPUT -m owner --uid-owner 2102 -j RETURN',
       '-A MESHLET_OUTPUT -o lo -j RETURN',
+      '-A MESHLET_OUTPUT -p tcp -m tcp --dport 53 -j RETURN',
       '-A MESHLET_OUTPUT -d 10.96.0.1/32 -j RETURN',
       '-A MESHLET_OUTPUT -d 169.254.0.0/16 -j RETURN',
       '-A MESHLET_OUTPUT -p tcp -m tcp --dport 5432 -j RETURN',
