@@ -22,6 +22,7 @@
 import type { Operation } from 'fast-json-patch';
 import { PROXY_CONTAINER_NAME } from '../control-plane/config/kube-model.ts';
 import { checkLabels } from '../api/pod-labels.ts';
+import { formatProbePaths, MAX_PROBE_PATH_LENGTH, MAX_PROBE_PATHS, probePathOf, type ProbePaths } from '../api/probe-paths.ts';
 import { CONFIG_PREFIX, INJECTED_ANNOTATION, INJECT_ANNOTATION, effectiveResources, quantityValue, readOverrides } from './annotations.ts';
 import { ADMIN_PORT_NAME, INBOUND_PORT_NAME, INIT_COMMAND, INIT_CONTAINER_NAME, PROXY_IMAGE_NODE, type InjectSettings, type ProxyResources } from './settings.ts';
 
@@ -110,6 +111,42 @@ export function inboundPortMap(ports: readonly number[], own: InjectSettings['po
     map.push(`${app}=${next++}`);
   }
   return map;
+}
+
+/**
+ * The paths the kubelet probes over plain HTTP on the ports the proxy takes (`redirected`), by
+ * port: every app container's liveness, readiness and startup httpGet probe with scheme HTTP and
+ * no host of its own (those go where iptables does not send them), its port a number or one of
+ * that container's port names. The proxy lets plaintext GETs of these paths through a port that
+ * takes only mTLS (proxy/inbound/probes.ts). HTTPS, gRPC and tcpSocket probes are not in it: see
+ * the README (Kubernetes: probes). Over the bounds the proxy would not start with: `problems`. Pure.
+ */
+export function probePaths(containers: readonly unknown[], redirected: readonly number[], problems: string[]): ProbePaths {
+  const out = new Map<number, Set<string>>();
+  let count = 0;
+  for (const c of containers) {
+    if (!isRecord(c)) continue;
+    const named = new Map<unknown, unknown>((Array.isArray(c.ports) ? c.ports : []).filter(isRecord).map((p) => [p.name, p.containerPort]));
+    for (const kind of ['livenessProbe', 'readinessProbe', 'startupProbe']) {
+      const probe = c[kind];
+      const get = isRecord(probe) && isRecord(probe.httpGet) ? probe.httpGet : undefined;
+      if (!get || (get.scheme ?? 'HTTP') !== 'HTTP' || (typeof get.host === 'string' && get.host !== '')) continue;
+      const port = typeof get.port === 'string' ? named.get(get.port) : get.port;
+      if (typeof port !== 'number' || !redirected.includes(port)) continue;
+      const path = probePathOf(typeof get.path === 'string' ? get.path : '/');
+      if (path.length > MAX_PROBE_PATH_LENGTH) {
+        problems.push(`container ${String(c.name)}: the ${kind} path is ${path.length} characters; the proxy lets probes through only up to ${MAX_PROBE_PATH_LENGTH}: shorten it`);
+        continue;
+      }
+      const set = out.get(port) ?? new Set<string>();
+      if (!set.has(path) && ++count > MAX_PROBE_PATHS) {
+        problems.push(`more than ${MAX_PROBE_PATHS} distinct httpGet probe paths; the proxy lets through at most ${MAX_PROBE_PATHS}`);
+        return out;
+      }
+      out.set(port, set.add(path));
+    }
+  }
+  return out;
 }
 
 /** The workload's name as meshlet's metrics show it (as control-plane/config/kube-model.ts workloadOf). */
@@ -212,6 +249,8 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
   }
   // One inbound listener per app port: the proxy ports after the inbound port, around the Pod's own.
   const portMap = inboundPortMap(ports, own, [...appPorts(pod), ...overrides.skipInboundPorts], problems);
+  // The kubelet's plaintext probes of the ports redirected to the proxy (skipped ones reach the app directly).
+  const probes = formatProbePaths(probePaths(spec.containers, ports.filter((p) => !overrides.skipInboundPorts.includes(p)), problems));
   if (problems.length > 0) {
     const message = `cannot inject the meshlet proxy: ${problems.join('; ')}`;
     const badPod = problems.every((p) => !p.startsWith(CONFIG_PREFIX));
@@ -252,6 +291,7 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
       env('MESHLET_TRUST_ANCHORS_PEM', settings.trustAnchorsPem),
       env('MESHLET_APP_PORTS', csv(ports)),
       env('MESHLET_INBOUND_PORT_MAP', csv(portMap)),
+      ...(probes !== '' ? [env('MESHLET_PROBE_PATHS', probes)] : []),
       env('MESHLET_LOG_LEVEL', overrides.logLevel ?? settings.logLevel),
       // The heap cap follows the memory limit (the image's ENTRYPOINT sets none): a bigger view, a
       // bigger config.meshlet.io/proxy-memory-limit, and the heap may use half of it.

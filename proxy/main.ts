@@ -9,6 +9,7 @@ import { hostname } from 'node:os';
 import { HttpsCertifyClient } from './identity/certify-client.ts';
 import { systemWallClock } from './identity/identity.ts';
 import { parseAppPorts } from './inbound/app-port.ts';
+import { parseProbePaths } from '../api/probe-paths.ts';
 import { parseDownwardLabels, type PodLabels } from '../api/pod-labels.ts';
 
 export const USAGE = `usage: node proxy/main.ts (--config FILE | --control-plane URL --trust-anchors FILE ...) [options]
@@ -20,7 +21,9 @@ export const USAGE = `usage: node proxy/main.ts (--config FILE | --control-plane
   --app H:P                the local application (default 127.0.0.1:8080); its other ports
                            in MESHLET_APP_PORTS (comma list), and the inbound listeners of those
                            in MESHLET_INBOUND_PORT_MAP (APP_PORT=PROXY_PORT,...: one listener each,
-                           on --inbound-listen's host), both set by the injector
+                           on --inbound-listen's host), both set by the injector; the paths
+                           the kubelet probes in plaintext in MESHLET_PROBE_PATHS (JSON, e.g.
+                           {"8080":["/healthz"]}: a plaintext GET of one passes a strict port)
   --admin-listen H:P       /live /ready /metrics /config (default 127.0.0.1:4191)
   --workload NAME          this workload's name (metrics labels; default "unknown")
   --namespace NS           this workload's namespace (default "default")
@@ -122,6 +125,7 @@ async function main(): Promise<void> {
   const inbound = hostPort(values['inbound-listen'], '--inbound-listen');
   const outbound = hostPort(values['outbound-listen'], '--outbound-listen');
   const appPorts = parseAppPorts(process.env['MESHLET_APP_PORTS'], app.port, inbound?.port, process.env['MESHLET_INBOUND_PORT_MAP'], { '--outbound-listen': outbound?.port, '--admin-listen': admin.port });
+  const probes = parseProbePaths(process.env['MESHLET_PROBE_PATHS'], appPorts.ports);
   const self = { workload: values.workload, namespace: values.namespace, service: values.service ?? values.workload };
   const { tracing, shutdown } = await tracingFromEnv(process.env, `meshlet-proxy/${self.workload}`);
   const labelsFile = values['pod-labels-file'];
@@ -161,6 +165,7 @@ async function main(): Promise<void> {
     inbound,
     app,
     appPorts,
+    probes,
     admin,
     clock: systemClock,
     random: systemRandom,

@@ -25,6 +25,7 @@ import { balance } from './outbound/balance.ts';
 import { endpoint } from './outbound/endpoint.ts';
 import { authorization, inboundDecision } from './inbound/authorize.ts';
 import { app } from './inbound/app.ts';
+import { NO_PROBES, type ProbePaths } from '../api/probe-paths.ts';
 import { byAppPort, appPortOf, DST_PORT_HEADER, parseAppPorts, type AppPorts } from './inbound/app-port.ts';
 import { matchRoute, pathOf } from './policy/route-match.ts';
 import { pickAdmitting } from './policy/split.ts';
@@ -58,6 +59,8 @@ export interface ProxyOptions {
    * `meshlet-dst-port`. Default: `app.port` alone, on `inbound`.
    */
   appPorts?: AppPorts;
+  /** The kubelet's httpGet probe paths by app port (MESHLET_PROBE_PATHS): plaintext GETs of them pass a strict port. */
+  probes?: ProbePaths;
   admin: HostPort;
   clock: Clock;
   random: Random;
@@ -256,14 +259,15 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   const appHost = o.app.host.includes(':') ? `[${o.app.host}]` : o.app.host;
   const appPools = new Map(appPorts.ports.map((p) => [p, new Pool(tcpConnector(`${appHost}:${p}`, 1000), { now: () => o.clock.now(), ...POOL_TIMEOUTS })]));
   if (o.inbound) {
-    const pipelines = new Map(appPorts.ports.map((p) => [p, compose([authorization(metrics, p, (ex) => identity === undefined || permissive(ex.config, p))], app(appPools.get(p)!, `${appHost}:${p}`))]));
+    const probes = o.probes ?? NO_PROBES;
+    const pipelines = new Map(appPorts.ports.map((p) => [p, compose([authorization(metrics, p, (ex) => identity === undefined || permissive(ex.config, p), probes)], app(appPools.get(p)!, `${appHost}:${p}`))]));
     for (const { appPort, proxyPort } of [{ appPort: appPorts.first, proxyPort: o.inbound.port }, ...appPorts.listeners]) {
       const pick = (req: RequestHead, cfg: Parameters<Parameters<typeof makeUpgradeHandler>[0]>[1], peer: { identity: string; tls: boolean }): UpgradeTarget => {
         const port = appPortOf(peer.tls ? req.get(DST_PORT_HEADER) : undefined, appPorts, appPort);
         if (typeof port !== 'number') return { error: port };
         // The plain requests' decision (inbound/authorize.ts): a plaintext connection accepted while
         // the port was permissive gets no upgrade through once it turns strict.
-        const d = inboundDecision(cfg.inbound, port, peer, req.method, pathOf(targetOf(req.target, req.host).target), identity === undefined || permissive(cfg, port));
+        const d = inboundDecision(cfg.inbound, port, peer, req.method, pathOf(targetOf(req.target, req.host).target), identity === undefined || permissive(cfg, port), probes);
         metrics.authzDecision(d.policy, d.allowed);
         // No whole-request bound inbound, as for plain inbound requests: the caller's outbound proxy owns it.
         return d.allowed ? upgradeDial(`${o.app.host}:${port}`, undefined, INBOUND_UPGRADE_TIMEOUTS) : { error: new ProxyError('forbidden', d.reason) };
@@ -273,8 +277,9 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
         http: listener,
         material: () => identity?.current,
         identityEnabled: identity !== undefined,
-        // Plaintext on this listener is for its app port.
-        permissive: () => permissive(store.current, appPort),
+        // Plaintext on this listener is for its app port; where the kubelet probes that port,
+        // plaintext connections come in and each request is decided (only probes pass a strict port).
+        permissive: () => probes.has(appPort) || permissive(store.current, appPort),
         onRefused: (reason) => metrics.tlsHandshakeFailures.labels('inbound', reason).inc(),
       });
       const address = await acceptor.listen(o.inbound.host, proxyPort).catch((err: Error) => {

@@ -5,14 +5,21 @@ import { ProxyError } from '../errors.ts';
 import { authorize, type AuthzDecision } from '../policy/authorize.ts';
 import type { RuntimeConfig } from '../config/compile.ts';
 import type { ProxyMetrics } from '../telemetry/metrics.ts';
+import { NO_PROBES, type ProbePaths } from '../../api/probe-paths.ts';
+import { isProbe } from './probes.ts';
 
 /**
- * The inbound decision for one request, plain or upgrade: a plaintext peer on a port that is not
- * permissive (`plaintextAllowed` false) is refused before any policy is read; else the policies
- * decide. Pure.
+ * The inbound decision for one request, plain or upgrade: a plaintext GET of a path the Pod's
+ * kubelet probes on this port (`probes`) is allowed whatever the policies say (the kubelet has no
+ * mesh identity, as Linkerd authorizes probes by default); any other plaintext peer on a port that
+ * is not permissive (`plaintextAllowed` false) is refused before any policy is read; else the
+ * policies decide. Pure.
  */
-export function inboundDecision(inbound: RuntimeConfig['inbound'], appPort: number, peer: { identity: string; tls: boolean }, method: string, path: string, plaintextAllowed: boolean): AuthzDecision {
-  if (!peer.tls && !plaintextAllowed) return { allowed: false, policy: 'strict-mtls', reason: `port ${appPort} accepts only mTLS (it is not permissive)` };
+export function inboundDecision(inbound: RuntimeConfig['inbound'], appPort: number, peer: { identity: string; tls: boolean }, method: string, path: string, plaintextAllowed: boolean, probes: ProbePaths = NO_PROBES): AuthzDecision {
+  if (!peer.tls) {
+    if (isProbe(probes, appPort, method, path)) return { allowed: true, policy: 'probe' };
+    if (!plaintextAllowed) return { allowed: false, policy: 'strict-mtls', reason: `port ${appPort} accepts only mTLS (it is not permissive)` };
+  }
   return authorize(inbound.policies, inbound.defaultPolicy, { port: appPort, identity: peer.identity, method, path });
 }
 
@@ -20,9 +27,9 @@ export function inboundDecision(inbound: RuntimeConfig['inbound'], appPort: numb
  * `plaintextAllowed` is asked per request: a connection accepted while the port was permissive
  * gets no more requests through once the port turns strict.
  */
-export function authorization(metrics: ProxyMetrics, appPort: number, plaintextAllowed: (ex: Exchange) => boolean): Stage {
+export function authorization(metrics: ProxyMetrics, appPort: number, plaintextAllowed: (ex: Exchange) => boolean, probes: ProbePaths = NO_PROBES): Stage {
   return (next) => (ex) => {
-    const d = inboundDecision(ex.config.inbound, appPort, ex.peer, ex.method, ex.path, ex.peer.tls || plaintextAllowed(ex));
+    const d = inboundDecision(ex.config.inbound, appPort, ex.peer, ex.method, ex.path, ex.peer.tls || plaintextAllowed(ex), probes);
     metrics.authzDecision(d.policy, d.allowed);
     if (!d.allowed) return Promise.reject(new ProxyError('forbidden', d.reason));
     return next(ex);

@@ -474,6 +474,32 @@ t.test('helpers: quantities, ports, workload names', async (t) => {
   t.ok(Object.keys(OVERRIDES).length >= 9);
 });
 
+t.test("the kubelet's plain-HTTP probe paths of the redirected ports go to the proxy (MESHLET_PROBE_PATHS); the probes themselves are left as written", async (t) => {
+  const probesOf = (pod: Json): unknown => {
+    const env = envOf(apply(pod, injected(inject(pod, settings()))).spec.initContainers.find((c: Json) => c.name === 'meshlet-proxy'));
+    return env.MESHLET_PROBE_PATHS === undefined ? undefined : JSON.parse(env.MESHLET_PROBE_PATHS as string);
+  };
+  t.equal(probesOf(basePod()), undefined, 'no probes: no variable');
+  const pod = basePod();
+  pod.spec.containers[0].ports.push({ name: 'admin', containerPort: 9090 });
+  pod.spec.containers[0].livenessProbe = { httpGet: { path: '/healthz', port: 'admin' }, periodSeconds: 3 };
+  pod.spec.containers[0].readinessProbe = { httpGet: { port: 8080 } };
+  pod.spec.containers[0].startupProbe = { httpGet: { path: 'started?x=1', port: 8443 } };
+  pod.spec.containers[1].livenessProbe = { httpGet: { path: '/tls', port: 8080, scheme: 'HTTPS' } };
+  pod.spec.containers[1].readinessProbe = { httpGet: { path: '/elsewhere', port: 8080, host: '10.1.2.3' } };
+  pod.spec.containers[1].startupProbe = { tcpSocket: { port: 8080 } };
+  pod.spec.initContainers[0].livenessProbe = { httpGet: { path: '/init', port: 8080 } };
+  t.same(probesOf(pod), { 8080: ['/'], 8443: ['/started'], 9090: ['/healthz'] }, 'a named port resolved, no path is /, the query cut and a missing slash added as the kubelet does; HTTPS, another host, tcpSocket and init containers left out');
+  const out = apply(pod, injected(inject(pod, settings())));
+  t.same(out.spec.containers[0].livenessProbe, { httpGet: { path: '/healthz', port: 'admin' }, periodSeconds: 3 }, "the app's probe is not rewritten");
+  const skipped = structuredClone(pod);
+  skipped.metadata.annotations['config.meshlet.io/skip-inbound-ports'] = '9090';
+  t.same(probesOf(skipped), { 8080: ['/'], 8443: ['/started'] }, 'a skipped inbound port reaches the app directly: not listed');
+  const long = basePod();
+  long.spec.containers[0].livenessProbe = { httpGet: { path: `/${'x'.repeat(1100)}`, port: 8080 } };
+  t.match(refused(inject(long, settings())).message, /container app: the livenessProbe path is 1101 characters; the proxy lets probes through only up to 1024/, 'a path the proxy would refuse at start refuses the Pod');
+});
+
 t.test('the ports and UID agree with manifests/config.env', async (t) => {
   const env = new Map(readFileSync(new URL('../../manifests/config.env', import.meta.url), 'utf8').split('\n').filter((l) => /^\w+=/.test(l)).map((l) => l.split('=', 2) as [string, string]));
   t.equal(String(PROXY_UID), env.get('MESHLET_PROXY_UID'));
