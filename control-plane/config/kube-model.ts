@@ -1,6 +1,7 @@
 // Kubernetes objects → MeshModel: the pure half of the Kubernetes source (kube-source.ts watches).
 // No I/O; the same objects in any order give an equal model, equal problems and an equal hash.
 import { createHash } from 'node:crypto';
+import { isIP } from 'node:net';
 import { Value } from '@sinclair/typebox/value';
 import type { V1EndpointSlice, V1Pod, V1Service } from '@kubernetes/client-node';
 import { RouteMatch, Route, WeightedBackend } from '../../api/proxy-config.ts';
@@ -111,7 +112,12 @@ export function serviceInput(svc: V1Service): KubeServiceInput | undefined {
     ...(p.targetPort !== undefined ? { targetPort: p.targetPort as number | string } : {}),
   }));
   const selector = svc.spec?.selector;
-  return { namespace, name, type, ports, ...(selector && Object.keys(selector).length > 0 ? { selector: { ...selector } } : {}) };
+  const clusterIPs = (svc.spec?.clusterIPs ?? (svc.spec?.clusterIP ? [svc.spec.clusterIP] : [])).filter((ip) => isIP(ip) !== 0);
+  return {
+    namespace, name, type, ports,
+    ...(selector && Object.keys(selector).length > 0 ? { selector: { ...selector } } : {}),
+    ...(clusterIPs.length > 0 ? { clusterIPs } : {}),
+  };
 }
 
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
@@ -202,6 +208,7 @@ export const serviceFromKubernetes: ServiceFromKubernetes = (service, slices, po
     ports,
     endpoints: [...byAddress.keys()].toSorted(byString).map((a) => byAddress.get(a)!),
     ...(service.selector ? { selector: { ...service.selector } } : {}),
+    ...(service.clusterIPs ? { clusterIPs: [...service.clusterIPs] } : {}),
     source: `Service/${service.namespace}/${service.name}`,
   };
 };

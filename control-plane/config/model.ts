@@ -59,6 +59,12 @@ export interface ModelService {
    * (folder mode, or a Service without a selector): only proxies that claim the name serve it.
    */
   readonly selector?: Readonly<Record<string, string>> | undefined;
+  /**
+   * Kubernetes: the Service's virtual IPs (spec.clusterIPs). A caller that names the service by one
+   * (`http://10.96.0.12/`, or the `<NAME>_SERVICE_HOST` variable the kubelet sets) reaches it
+   * through the mesh as by its name: they are hosts of the service in every view.
+   */
+  readonly clusterIPs?: readonly string[] | undefined;
   /** What callers apply: timeouts, retry, breaker (MeshService.spec.policy; a ServicePolicy targeting it goes in MeshModel.servicePolicies). */
   readonly policy?: ServicePolicy | undefined;
   /** `kind/namespace/name` of the object it came from, for problems (`MeshService/shop/web`, `Service/shop/web`). */
@@ -203,6 +209,8 @@ export interface KubeServiceInput {
   ports: ReadonlyArray<{ name?: string; port: number; protocol?: string; appProtocol?: string; targetPort?: number | string }>;
   /** spec.selector; absent or empty: the Service selects no Pod (its endpoints are managed by hand). */
   selector?: Readonly<Record<string, string>>;
+  /** spec.clusterIPs (else spec.clusterIP) without `None`: absent for a headless Service. */
+  clusterIPs?: readonly string[];
 }
 
 export interface KubeEndpointSliceInput {

@@ -24,8 +24,9 @@ import type { DefaultAuthz, MeshModel, ModelService, ModelTrafficSplit } from '.
  * - services: every service the proxy may call (all of the mesh unless `ViewOptions.visible`
  *   narrows it), plus whatever their splits send traffic to, at most MAX_SERVICES (over it: its
  *   own namespace's first, then the others by namespace and name; reported once), sorted by canonical name
- *   `name.namespace`. Hosts: `name.ns`, `name.ns.svc`, `name.ns.svc.<clusterDomain>`, and the bare
- *   `name` only for services of the proxy's own namespace (so `api` is always the caller's api).
+ *   `name.namespace`. Hosts: `name.ns`, `name.ns.svc`, `name.ns.svc.<clusterDomain>`, the Service's
+ *   cluster IPs (Kubernetes), and the bare `name` only for services of the proxy's own namespace
+ *   (so `api` is always the caller's api).
  * - routes of a service, first match wins: the routes of splits with `matches` (by split name,
  *   then match order), then the split without matches if there is one (of several, the oldest:
  *   the others are reported), else `default` (the
@@ -540,6 +541,9 @@ function viewOrder(services: readonly PreparedService[], namespace: string): Pre
   return services.toSorted((a, b) => rank(a) - rank(b) || byString(a.model.namespace, b.model.namespace) || byString(a.model.name, b.model.name));
 }
 
+/** A Service's virtual IPs as hosts: the Host header's form (IPv6 in brackets; the port is not matched). */
+const ipHosts = (ips: readonly string[] | undefined): string[] => (ips ?? []).map((ip) => (ip.includes(':') ? `[${ip}]` : ip));
+
 function outboundPart(prepared: PreparedModel, proxy: ProxyInfo, options: ViewOptions): OutboundPart {
   const ns = proxy.namespace;
   const included = options.visible || !prepared.outbound.has(ns) ? includedServices(prepared, proxy, options.visible) : undefined;
@@ -551,7 +555,7 @@ function outboundPart(prepared: PreparedModel, proxy: ProxyInfo, options: ViewOp
   for (const svc of prepared.services.values()) {
     if (!set.has(svc.canonical)) continue;
     const { name, namespace } = svc.model;
-    const long = [`${name}.${namespace}`, `${name}.${namespace}.svc`, `${name}.${namespace}.svc.${prepared.clusterDomain}`];
+    const long = [`${name}.${namespace}`, `${name}.${namespace}.svc`, `${name}.${namespace}.svc.${prepared.clusterDomain}`, ...ipHosts(svc.model.clusterIPs)];
     const routes = routesFor(prepared, svc.canonical, ns);
     services.push({ ...svc.doc, hosts: namespace === ns ? [name, ...long] : long, ...(routes ? { routes: [...routes] } : {}) });
   }

@@ -152,6 +152,19 @@ t.test('a Service selector reaches the model (what a proxy\'s labels are matched
   t.same(model.services[0]?.selector, { app: 'billing' });
 });
 
+t.test("a Service's cluster IPs are hosts of it in every caller's view (IPv6 in brackets); a headless Service has none", async (t) => {
+  const withIps = (spec: Partial<NonNullable<V1Service['spec']>>): V1Service => ({ metadata: { namespace: 'shop', name: 'web' }, spec: { ports: [{ name: 'http', port: 80, targetPort: 8080 as never }], ...spec } });
+  t.same(serviceInput(withIps({ clusterIP: '10.96.0.12', clusterIPs: ['10.96.0.12', 'fd00::c'] }))?.clusterIPs, ['10.96.0.12', 'fd00::c'], 'clusterIPs (dual stack)');
+  t.same(serviceInput(withIps({ clusterIP: '10.96.0.12' }))?.clusterIPs, ['10.96.0.12'], 'clusterIP alone (an older object)');
+  t.equal(serviceInput(withIps({ clusterIP: 'None', clusterIPs: ['None'] }))?.clusterIPs, undefined, 'headless');
+  t.equal(serviceInput(withIps({}))?.clusterIPs, undefined, 'none assigned');
+  const { model } = meshModelFromKubernetes({ services: [withIps({ clusterIP: '10.96.0.12', clusterIPs: ['10.96.0.12', 'fd00::c'] })], endpointSlices: [], pods: [], trafficSplits: [], authorizationPolicies: [], httpRoutes: [] });
+  for (const ns of ['shop', 'other']) {
+    const v = viewFor(model, { namespace: ns, workload: 'caller', serviceAccount: 'caller', identity: `spiffe://${TD}/ns/${ns}/sa/caller`, services: ['caller'] }, 'test');
+    t.same(v.config?.services.find((s) => s.name === 'web.shop')?.hosts?.filter((h) => /^[[\d]/.test(h)), ['10.96.0.12', '[fd00::c]'], `a caller in ${ns}`);
+  }
+});
+
 t.test('serviceFromKubernetes: readiness, terminating, duplicates across slices, IPv6, port choice', async (t) => {
   const svc = serviceInput(service('shop', 'web', [{ name: 'grpc', port: 90, protocol: 'UDP', targetPort: 'grpc' as never }, { port: 81, targetPort: 8081 as never }]))!;
   const sl = [
