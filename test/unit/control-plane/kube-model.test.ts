@@ -152,8 +152,9 @@ t.test('a Service selector reaches the model (what a proxy\'s labels are matched
   t.same(model.services[0]?.selector, { app: 'billing' });
 });
 
+const withIps = (spec: Partial<NonNullable<V1Service['spec']>>): V1Service => ({ metadata: { namespace: 'shop', name: 'web' }, spec: { ports: [{ name: 'http', port: 80, targetPort: 8080 as never }], ...spec } });
+
 t.test("a Service's cluster IPs are hosts of it in every caller's view (IPv6 in brackets); a headless Service has none", async (t) => {
-  const withIps = (spec: Partial<NonNullable<V1Service['spec']>>): V1Service => ({ metadata: { namespace: 'shop', name: 'web' }, spec: { ports: [{ name: 'http', port: 80, targetPort: 8080 as never }], ...spec } });
   t.same(serviceInput(withIps({ clusterIP: '10.96.0.12', clusterIPs: ['10.96.0.12', 'fd00::c'] }))?.clusterIPs, ['10.96.0.12', 'fd00::c'], 'clusterIPs (dual stack)');
   t.same(serviceInput(withIps({ clusterIP: '10.96.0.12' }))?.clusterIPs, ['10.96.0.12'], 'clusterIP alone (an older object)');
   t.equal(serviceInput(withIps({ clusterIP: 'None', clusterIPs: ['None'] }))?.clusterIPs, undefined, 'headless');
