@@ -21,7 +21,7 @@ export const OVERRIDES = {
   'inbound-ports': "comma list of ports redirected to the proxy (default: the containers' TCP containerPorts)",
   'skip-inbound-ports': 'comma list of ports that bypass the proxy inbound',
   'skip-outbound-ports': 'comma list of destination ports that bypass the proxy outbound; replaces the default (443 and the database and mail ports: 25,443,587,3306,4444,5432,6379,9300,11211), "" for none',
-  'skip-outbound-cidrs': 'comma list of destination CIDRs that bypass the proxy outbound',
+  'skip-outbound-cidrs': 'comma list of destination CIDRs that bypass the proxy outbound, added to the default (169.254.0.0/16: cloud metadata servers)',
   'native-sidecar': 'true | false: the proxy as a native sidecar (init container) or a regular container',
 } as const;
 export type OverrideName = keyof typeof OVERRIDES;

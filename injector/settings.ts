@@ -39,6 +39,15 @@ export const DEFAULT_AUDIENCE = 'meshlet';
  */
 export const DEFAULT_SKIP_OUTBOUND_PORTS: readonly number[] = Object.freeze([25, 443, 587, 3306, 4444, 5432, 6379, 9300, 11211]);
 
+/**
+ * Destination CIDRs whose outbound connections bypass the proxy in every Pod (annotations add
+ * more): the link-local range, where the clouds' instance metadata servers answer plain HTTP
+ * (169.254.169.254: the credentials of AWS, Google Cloud and Azure SDKs) and a node-local DNS
+ * cache listens (169.254.20.10). No Service has such an address, so through the proxy every one of
+ * those calls was a 404 `no-route`, and an injected app's cloud SDK got no credentials.
+ */
+export const DEFAULT_SKIP_OUTBOUND_CIDRS: readonly string[] = Object.freeze(['169.254.0.0/16']);
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
 
@@ -69,7 +78,7 @@ export interface InjectSettings {
   cni: boolean;
   resources: ProxyResources;
   logLevel: LogLevel;
-  /** Outbound CIDRs never redirected, for every Pod (e.g. the API server's); annotations add more. */
+  /** Outbound CIDRs never redirected, for every Pod (default: link-local, DEFAULT_SKIP_OUTBOUND_CIDRS); annotations add more. */
   skipOutboundCidrs: readonly string[];
   /** Destination ports that bypass the proxy in Pods without config.meshlet.io/skip-outbound-ports (which replaces them). */
   skipOutboundPorts: readonly number[];
@@ -80,7 +89,7 @@ export interface InjectSettings {
 
 /**
  * Defaults. No CPU limit: a throttled sidecar adds latency to every request of the app (Linkerd
- * and Istio leave it unset too); memory is bounded (the image runs node with a 64 MB old space).
+ * and Istio leave it unset too); memory is bounded (the heap cap is half the memory limit: heapCapMb).
  */
 export function defaultSettings(o: Partial<InjectSettings> & { trustAnchorsPem: string }): InjectSettings {
   return {
@@ -93,7 +102,7 @@ export function defaultSettings(o: Partial<InjectSettings> & { trustAnchorsPem: 
     cni: false,
     resources: { cpuRequest: '100m', memoryRequest: '128Mi', memoryLimit: '256Mi' },
     logLevel: 'info',
-    skipOutboundCidrs: [],
+    skipOutboundCidrs: DEFAULT_SKIP_OUTBOUND_CIDRS,
     skipOutboundPorts: DEFAULT_SKIP_OUTBOUND_PORTS,
     ports: { outbound: OUTBOUND_PORT, inbound: INBOUND_PORT, admin: ADMIN_PORT },
     proxyUid: PROXY_UID,

@@ -2,8 +2,9 @@
 // installs from what the injector writes (its default: outbound 443 and the database and mail
 // ports bypass the proxy) let curl's https:// call to a peer on 443 go out directly and succeed,
 // and a server-first protocol (MySQL's port) and a binary client-first one (PostgreSQL's) reach
-// their peer. A Pod that replaces the default sends 443 through the proxy, which speaks HTTP/1.1
-// only: its TLS handshake then fails at once, and the proxy logs why.
+// their peer, and so does a plain-HTTP call to a cloud metadata server (link-local 169.254.169.254).
+// A Pod that replaces the default sends 443 through the proxy, which speaks HTTP/1.1 only: its TLS
+// handshake then fails at once, and the proxy logs why.
 import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -150,4 +151,34 @@ t.test("the injector's default: the app's MySQL (server speaks first) and Postgr
     const dns = await client(53, query);
     t.equal(dns.stdout, `dns got ${query}\n`, `skip-outbound-ports ${JSON.stringify(ports)}: a DNS query over TCP reaches the server: ${dns.stderr}`);
   }
+});
+
+t.test("the injector's default: a call to the cloud metadata server (169.254.169.254, plain HTTP) goes around the proxy and works", async (t) => {
+  // The peer answers as a metadata server on the link-local address; the pod routes it over the veth.
+  for (const [ns, argv] of [[pair.peer, ['ip', 'addr', 'add', '169.254.169.254/32', 'dev', 'eth0']], [pair.pod, ['ip', 'route', 'add', '169.254.169.254/32', 'dev', 'eth0']]] as const) {
+    const r = await pair.exec(ns, argv);
+    t.equal(r.code, 0, `${argv.join(' ')}: ${r.stderr}`);
+  }
+  const META_JS = `require('node:http').createServer((q, s) => s.end('metadata for ' + q.headers['metadata-flavor'])).listen(80, '169.254.169.254', () => process.stdout.write('listening\\n'));`;
+  const meta = pair.spawn(pair.peer, [process.execPath, '--input-type=commonjs', '-e', META_JS]);
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('the metadata stand-in did not listen within 10 s')), 10_000);
+    meta.stdout!.on('data', (c: Buffer) => c.toString().includes('listening') && (clearTimeout(timer), resolve()));
+    meta.once('exit', (code) => reject(new Error(`the metadata stand-in exited ${code}`)));
+  });
+  t.teardown(() => { meta.kill('SIGKILL'); });
+  const call = () => curlIn(pair, pair.pod, ['-H', 'Metadata-Flavor: Google', 'http://169.254.169.254/computeMetadata/v1/instance/service-accounts/default/token'], { uid: APP_UID });
+
+  const env = await intercept({ 'config.meshlet.io/skip-outbound-cidrs': '10.0.0.0/8' });
+  t.equal(env.MESHLET_SKIP_OUTBOUND_CIDRS, '169.254.0.0/16,10.0.0.0/8', 'the default, and the annotation adds to it');
+  const direct = await call();
+  t.equal(direct.status, 200, `the SDK's credentials call works: ${direct.stderr}`);
+  t.equal(direct.body, 'metadata for Google');
+
+  // Without the default (as before), the call reached the proxy, which knows no such service.
+  const r = await pair.exec(pair.pod, [SCRIPT], { env: plainEnv({ ...env, MESHLET_SKIP_OUTBOUND_CIDRS: '' }) });
+  t.equal(r.code, 0, r.stderr);
+  const proxied = await call();
+  t.equal(proxied.status, 404, 'through the proxy: 404');
+  t.equal(proxied.headers['meshlet-proxy-error'], 'no-route');
 });
