@@ -16,6 +16,8 @@ const SpiffeId = Type.String({ pattern: SPIFFE_ID_PATTERN });
 
 /** A Kubernetes-style DNS label or dotted name: `api`, `api.shop`. */
 const ServiceName = Type.String({ pattern: '^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$', maxLength: 253 });
+/** A service's own name: `api.shop`, or for one of a Kubernetes Service's other ports `api.shop:9090` (with `port`). */
+const ServiceDocName = Type.String({ pattern: '^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*(:[1-9][0-9]{0,4})?$', maxLength: 253 });
 
 export const Endpoint = Type.Object(
   {
@@ -164,9 +166,15 @@ export const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 export const Service = Type.Object(
   {
     /** Canonical name (`api.shop`), also the destination service label in metrics. */
-    name: ServiceName,
+    name: ServiceDocName,
     /** Host names (without port) that address this service; the name is always one of them. */
     hosts: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 253 }), { maxItems: 32 })),
+    /**
+     * Only requests whose Host names this port reach this service (`api.shop:9090`, `api:9090`);
+     * the others go to the service of the same hosts without `port`. For a Kubernetes Service's
+     * ports other than its HTTP one: named `<service>:<port>`, endpoints on that port's target.
+     */
+    port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
     endpoints: Type.Array(Endpoint, { maxItems: MAX_ENDPOINTS }),
     /** Ordered; first match wins. Absent: one catch-all route to the service itself. */
     routes: Type.Optional(Type.Array(Route, { maxItems: MAX_ROUTES })),
@@ -349,10 +357,18 @@ export function semanticProblems(doc: unknown): Problem[] {
     if (name === undefined) return;
     if (names.has(name)) out.push({ path: `/services/${i}/name`, message: `duplicate service "${name}" (also /services/${names.get(name)})` });
     names.set(name, i);
-    for (const h of [name, ...listAt(svc, 'hosts').filter((x): x is string => typeof x === 'string')]) {
-      const owner = hostOwner.get(h.toLowerCase());
-      if (owner !== undefined && owner !== name) out.push({ path: `/services/${i}/hosts`, message: `host "${h}" is already claimed by service "${owner}"` });
-      hostOwner.set(h.toLowerCase(), name);
+    const port = numberAt(svc, 'port');
+    const suffix = /:([0-9]+)$/.exec(name)?.[1];
+    if (suffix !== undefined ? Number(suffix) !== port : port !== undefined) {
+      out.push({ path: `/services/${i}/port`, message: `a service for one port is named <service>:<port> and sets that port; "${name}" has port ${port ?? '(none)'}` });
+    }
+    // A service with `port` claims its hosts on that port only (`api:9090`), beside the one without.
+    const base = suffix !== undefined ? name.slice(0, -suffix.length - 1) : name;
+    for (const h of [base, ...listAt(svc, 'hosts').filter((x): x is string => typeof x === 'string')]) {
+      const key = port !== undefined ? `${h.toLowerCase()}:${port}` : h.toLowerCase();
+      const owner = hostOwner.get(key);
+      if (owner !== undefined && owner !== name) out.push({ path: `/services/${i}/hosts`, message: `host "${port !== undefined ? `${h}:${port}` : h}" is already claimed by service "${owner}"` });
+      hostOwner.set(key, name);
     }
   });
   services.forEach((svc, i) => {

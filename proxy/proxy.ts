@@ -4,7 +4,7 @@ import { Pool, type Dial } from './http1/client.ts';
 import type { RequestHead } from './http1/head.ts';
 import type { Clock, Random } from '../api/runtime.ts';
 import type { PodLabels } from '../api/pod-labels.ts';
-import { DEFAULT_TIMEOUTS, StateRegistry, type ClientFactory } from './config/compile.ts';
+import { DEFAULT_TIMEOUTS, StateRegistry, serviceFor, type ClientFactory } from './config/compile.ts';
 import { ConfigStore } from './config/store.ts';
 import { FileConfigSource } from './config/file-source.ts';
 import { StreamConfigSource } from './config/stream-source.ts';
@@ -231,7 +231,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     );
     const pick = (req: RequestHead, cfg: Parameters<Parameters<typeof makeUpgradeHandler>[0]>[1]): UpgradeTarget => {
       const t = targetOf(req.target, req.host);
-      const svc = cfg.byHost.get(t.host);
+      const svc = serviceFor(cfg, t.host, t.authority);
       if (!svc) return { error: new ProxyError('no-route', `no service for host "${t.host}"`) };
       const r = matchRoute(svc.routes, { method: req.method, path: pathOf(t.target), headers: req });
       // Labelled as a plain request to the same place would be (listener.ts #done): the backend, else the service.

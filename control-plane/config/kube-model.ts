@@ -173,6 +173,15 @@ export const serviceFromKubernetes: ServiceFromKubernetes = (service, slices, po
     return { port: p.port, ...(p.name !== undefined ? { name: p.name } : {}), ...(target !== undefined ? { targetPort: target } : unresolved) };
   });
   const http = httpPort(service.ports);
+  // The other TCP ports whose target is known (a named one from the slices) and differs from the
+  // HTTP port's (the same target is the same endpoints: the service itself serves it), once each.
+  const httpTarget = http ? ports[service.ports.indexOf(http)]?.targetPort : undefined;
+  const otherPorts: Array<{ port: number; targetPort: number }> = [];
+  for (const [i, p] of service.ports.entries()) {
+    const target = ports[i]?.targetPort;
+    if (p === http || !isTcp(p) || target === undefined || target === httpTarget || otherPorts.some((o) => o.port === p.port)) continue;
+    otherPorts.push({ port: p.port, targetPort: target });
+  }
   const byAddress = new Map<string, ModelEndpoint>();
   if (http) {
     for (const slice of own) {
@@ -209,6 +218,7 @@ export const serviceFromKubernetes: ServiceFromKubernetes = (service, slices, po
     endpoints: [...byAddress.keys()].toSorted(byString).map((a) => byAddress.get(a)!),
     ...(service.selector ? { selector: { ...service.selector } } : {}),
     ...(service.clusterIPs ? { clusterIPs: [...service.clusterIPs] } : {}),
+    ...(otherPorts.length > 0 ? { otherPorts } : {}),
     source: `Service/${service.namespace}/${service.name}`,
   };
 };

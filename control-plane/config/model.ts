@@ -65,6 +65,12 @@ export interface ModelService {
    * through the mesh as by its name: they are hosts of the service in every view.
    */
   readonly clusterIPs?: readonly string[] | undefined;
+  /**
+   * Kubernetes: the Service's TCP ports other than its HTTP one, each with the number it reaches
+   * on the Pods. A caller that names one (`http://api:9090/`) is sent to that port of the
+   * endpoints, as its own service `api.shop:9090`; without them it went to the HTTP port.
+   */
+  readonly otherPorts?: ReadonlyArray<{ readonly port: number; readonly targetPort: number }> | undefined;
   /** What callers apply: timeouts, retry, breaker (MeshService.spec.policy; a ServicePolicy targeting it goes in MeshModel.servicePolicies). */
   readonly policy?: ServicePolicy | undefined;
   /** `kind/namespace/name` of the object it came from, for problems (`MeshService/shop/web`, `Service/shop/web`). */

@@ -112,6 +112,8 @@ interface PreparedService {
   readonly model: ModelService;
   /** The service document without hosts and routes (those depend on the caller). */
   readonly doc: Service;
+  /** One per other TCP port (`api.shop:9090`, with `port`): the same endpoints on that port's target. */
+  readonly portDocs: readonly Service[];
 }
 
 /** A problem and the views it concerns: callers of `outbound`, servers of `inbound`; neither: every view. */
@@ -251,7 +253,8 @@ function prepareServices(model: MeshModel, problems: Tagged[]): Map<string, Prep
       ...(policy?.retry ? { retry: policy.retry } : {}),
       ...(policy?.breaker ? { breaker: policy.breaker } : {}),
     };
-    found.set(canonical, { canonical, model: svc, doc });
+    const portDocs = (svc.otherPorts ?? []).map((p): Service => ({ ...doc, name: `${canonical}:${p.port}`, port: p.port, endpoints: doc.endpoints.map((e) => ({ ...e, address: withPort(e.address, p.targetPort) })) }));
+    found.set(canonical, { canonical, model: svc, doc, portDocs });
   }
   return new Map([...found.keys()].toSorted(byString).map((k) => [k, found.get(k)!]));
 }
@@ -541,6 +544,9 @@ function viewOrder(services: readonly PreparedService[], namespace: string): Pre
   return services.toSorted((a, b) => rank(a) - rank(b) || byString(a.model.namespace, b.model.namespace) || byString(a.model.name, b.model.name));
 }
 
+/** `10.1.0.1:8080` → `10.1.0.1:<port>` (IPv6 `[fd00::1]:8080` alike). */
+const withPort = (address: string, port: number): string => `${address.slice(0, address.lastIndexOf(':'))}:${port}`;
+
 /** A Service's virtual IPs as hosts: the Host header's form (IPv6 in brackets; the port is not matched). */
 const ipHosts = (ips: readonly string[] | undefined): string[] => (ips ?? []).map((ip) => (ip.includes(':') ? `[${ip}]` : ip));
 
@@ -552,13 +558,18 @@ function outboundPart(prepared: PreparedModel, proxy: ProxyInfo, options: ViewOp
   if (known) return known;
   const set = included!;
   const services: Service[] = [];
+  const ports: Service[] = [];
   for (const svc of prepared.services.values()) {
     if (!set.has(svc.canonical)) continue;
     const { name, namespace } = svc.model;
     const long = [`${name}.${namespace}`, `${name}.${namespace}.svc`, `${name}.${namespace}.svc.${prepared.clusterDomain}`, ...ipHosts(svc.model.clusterIPs)];
     const routes = routesFor(prepared, svc.canonical, ns);
-    services.push({ ...svc.doc, hosts: namespace === ns ? [name, ...long] : long, ...(routes ? { routes: [...routes] } : {}) });
+    const hosts = namespace === ns ? [name, ...long] : long;
+    services.push({ ...svc.doc, hosts, ...(routes ? { routes: [...routes] } : {}) });
+    for (const doc of svc.portDocs) ports.push({ ...doc, hosts });
   }
+  // A Service's other ports, while the proxy's limit on services leaves room (the services themselves come first).
+  services.push(...ports.slice(0, Math.max(0, MAX_SERVICES - services.length)));
   // Valid services + valid inbound = a valid config: no rule of parseProxyConfig spans the two.
   const parsed = parseProxyConfig({ version: 'outbound', services: canonicalize(services) });
   const part = parsed.ok ? { included: set, services: parsed.value.services, problems: [] } : { included: set, services: undefined, problems: parsed.problems };

@@ -72,8 +72,10 @@ export interface InboundRuntime {
 export interface RuntimeConfig {
   readonly version: string;
   readonly doc: Readonly<ProxyConfig>;
-  /** Lower-case host (no port) → service. */
+  /** Lower-case host (no port) → service; `host:port` → the service of that port (a service with `port`). */
   readonly byHost: ReadonlyMap<string, ServiceRuntime>;
+  /** Whether any service has a `port` (else a request's port is never looked at). */
+  readonly portedHosts: boolean;
   readonly services: ReadonlyMap<string, ServiceRuntime>;
   readonly inbound: InboundRuntime;
 }
@@ -256,9 +258,16 @@ export function compile(doc: Readonly<ProxyConfig>, state: StateRegistry): Runti
     }
   }
   const byHost = new Map<string, ServiceRuntime>();
+  let portedHosts = false;
   for (const svc of doc.services) {
     const rt = services.get(svc.name)!;
-    for (const h of [svc.name, ...(svc.hosts ?? [])]) byHost.set(h.toLowerCase(), rt);
+    const port = svc.port;
+    if (port === undefined) {
+      for (const h of [svc.name, ...(svc.hosts ?? [])]) byHost.set(h.toLowerCase(), rt);
+    } else {
+      portedHosts = true;
+      for (const h of [svc.name.slice(0, svc.name.lastIndexOf(':')), ...(svc.hosts ?? [])]) byHost.set(`${h.toLowerCase()}:${port}`, rt);
+    }
   }
   const ports = new Map<number, InboundPort>();
   for (const p of doc.inbound?.ports ?? []) ports.set(p.port, p);
@@ -266,7 +275,28 @@ export function compile(doc: Readonly<ProxyConfig>, state: StateRegistry): Runti
     version: doc.version,
     doc,
     byHost,
+    portedHosts,
     services,
     inbound: Object.freeze({ ports, defaultPolicy: doc.inbound?.defaultPolicy ?? 'all-authenticated', policies: doc.inbound?.policies ?? [] }),
   });
+}
+
+/** The port an authority names (`api:9090` → `9090`, `[fd00::1]:80` → `80`), '' when it names none. */
+function portOf(authority: string): string {
+  const colon = authority.lastIndexOf(':');
+  if (colon < 0 || colon < authority.lastIndexOf(']')) return '';
+  return authority.slice(colon + 1);
+}
+
+/**
+ * The service a request's host (lower-case, no port) and authority (Host as sent) name: the
+ * service of that port when one claims `host:port`, else the service of the host. Pure.
+ */
+export function serviceFor(cfg: RuntimeConfig, host: string, authority: string): ServiceRuntime | undefined {
+  if (cfg.portedHosts) {
+    const port = portOf(authority);
+    const svc = port === '' ? undefined : cfg.byHost.get(`${host}:${port}`);
+    if (svc) return svc;
+  }
+  return cfg.byHost.get(host);
 }

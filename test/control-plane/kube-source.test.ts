@@ -291,13 +291,16 @@ t.test('HTTPRoute naming one Service parent twice (two ports): applied once, and
   tt.same(source.problems.filter((p) => p.namespace === ns), [], 'nothing to report');
 });
 
-t.test("a Service's cluster IP, as the API server assigned it, is a host of the service in a caller's view (an app calling http://<ClusterIP>/ or $WEB_SERVICE_HOST)", async (tt) => {
+t.test("a Service's cluster IP, as the API server assigned it, is a host of the service in a caller's view (an app calling http://<ClusterIP>/ or $WEB_SERVICE_HOST); its second port is a service of its own", async (tt) => {
   const ns = await k().newNamespace('kube-cluster-ip');
   const { source } = await watch(tt, { namespace: ns });
-  const created = await core().createNamespacedService({ namespace: ns, body: { metadata: { name: 'api' }, spec: { ports: [{ name: 'http', port: 80, targetPort: 8080 }] } } });
+  const created = await core().createNamespacedService({ namespace: ns, body: { metadata: { name: 'api' }, spec: { ports: [{ name: 'http', port: 80, targetPort: 8080 }, { name: 'metrics', port: 9090, targetPort: 9100 }] } } });
   const ip = created.spec?.clusterIP;
   tt.ok(ip && ip !== 'None', `the API server assigned a cluster IP (${ip})`);
   const m = await waitFor('the Service in the model', () => svcIn(source.model, ns, 'api') && source.model);
   const view = viewFor(m, clientIn('elsewhere'), 'test');
   tt.ok(view.config?.services.find((s) => s.name === `api.${ns}`)?.hosts?.includes(ip!), `a caller in another namespace reaches api.${ns} by ${ip}`);
+  const metrics = view.config?.services.find((s) => s.name === `api.${ns}:9090`);
+  tt.equal(metrics?.port, 9090, 'the second port is a service of its own: a caller naming api:9090 reaches port 9100 of the Pods, not the HTTP port');
+  tt.ok(metrics?.hosts?.includes(ip!), 'by cluster IP too');
 });

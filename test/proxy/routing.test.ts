@@ -69,6 +69,42 @@ t.test('routes by host, path, method and headers; 404 with reason otherwise', as
   t.equal(v2.seen.at(-1)?.url, '/abs?q=1', 'forwarded in origin-form with the query');
 });
 
+t.test("a service of one port (a Kubernetes Service's second port) takes the requests whose Host names that port; the others, the service of the host", async (t) => {
+  const web = await startUpstream();
+  const metrics = await startUpstream();
+  const p = await startProxyProcess({
+    config: {
+      version: 'p1',
+      services: [
+        { name: 'api.shop', hosts: ['api', '10.96.0.12'], endpoints: [{ address: web.address }] },
+        { name: 'api.shop:9090', port: 9090, hosts: ['api', '10.96.0.12'], endpoints: [{ address: metrics.address }] },
+      ],
+    },
+  });
+  t.teardown(async () => {
+    await p.stop();
+    await Promise.all([web.close(), metrics.close()]);
+  });
+  const from = async (host: string) => {
+    const r = await request(`${p.outboundUrl}/x`, { headers: { host } });
+    await r.body.text();
+    return r.headers['x-upstream'];
+  };
+  t.equal(await from('api:9090'), String(metrics.port), 'api:9090 → the 9090 service');
+  t.equal(await from('api.shop:9090'), String(metrics.port), 'by its canonical name');
+  t.equal(await from('10.96.0.12:9090'), String(metrics.port), 'by cluster IP');
+  t.equal(await from('api'), String(web.port), 'no port → the service of the host');
+  t.equal(await from('api:80'), String(web.port), 'another port → the service of the host');
+  const m = await p.metrics();
+  t.match(m, /dst_service="api\.shop:9090"/, 'labelled with the port in metrics');
+  // A service of one port must be named for it, and cannot share a host and port with another.
+  const bad = { name: 'api.shop:9090', port: 9091, endpoints: [{ address: metrics.address }] };
+  p.writeConfig({ version: 'p2', services: [{ name: 'api.shop', endpoints: [{ address: web.address }] }, bad] });
+  for (const end = Date.now() + 10_000; !p.stderr().includes('config refused') && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
+  t.match(p.stderr(), /a service for one port is named <service>:<port> and sets that port; \\"api\.shop:9090\\" has port 9091/, 'refused, saying why');
+  t.equal(JSON.parse(await (await request(`${p.adminUrl}/config`)).body.text()).version, 'p1', 'the config in force stays');
+});
+
 t.test('a 90/10 split over 10 000 requests lands within ±2 %', async (t) => {
   const v1 = await startUpstream();
   const v2 = await startUpstream();

@@ -166,6 +166,27 @@ t.test("a Service's cluster IPs are hosts of it in every caller's view (IPv6 in 
   }
 });
 
+t.test("a Service's other TCP ports are services of their own (web.shop:9090) on the same endpoints at that port's target; a caller naming the port reaches them", async (t) => {
+  const svc = service('shop', 'web', [
+    { name: 'http', port: 80, targetPort: 'http' as never },
+    { name: 'metrics', port: 9090, targetPort: 9100 as never },
+    { name: 'grpc', port: 9000, targetPort: 'grpc' as never },
+    { name: 'alt', port: 8081, targetPort: 'http' as never },
+    { name: 'dns', port: 53, protocol: 'UDP', targetPort: 53 as never },
+    { name: 'later', port: 7000, targetPort: 'nope' as never },
+  ]);
+  const sl = slice('shop', 'web', 'web-a', [{ ip: '10.0.0.1', pod: 'web-a' }, { ip: 'fd00::2', pod: 'web-b' }], [{ name: 'http', port: 8080, protocol: 'TCP' }, { name: 'grpc', port: 9001, protocol: 'TCP' }]);
+  const m = serviceFromKubernetes(serviceInput(svc)!, [sliceInput(sl)!], new Map(), TD);
+  t.same(m.otherPorts, [{ port: 9090, targetPort: 9100 }, { port: 9000, targetPort: 9001 }], "TCP ports with a known target other than the HTTP port's: a named one from the slice; not UDP, not one unresolved, not one on the HTTP port's target");
+  const { model } = meshModelFromKubernetes({ services: [svc], endpointSlices: [sl], pods: [], trafficSplits: [], authorizationPolicies: [], httpRoutes: [] });
+  const v = viewFor(model, client, 'test');
+  const byName = new Map(v.config?.services.map((s) => [s.name, s]));
+  t.same(byName.get('web.shop')?.endpoints.map((e) => e.address), ['10.0.0.1:8080', '[fd00::2]:8080'], 'the service itself: the HTTP port');
+  t.same(byName.get('web.shop:9090'), { name: 'web.shop:9090', port: 9090, hosts: byName.get('web.shop')?.hosts, endpoints: [{ address: '10.0.0.1:9100' }, { address: '[fd00::2]:9100' }] }, 'web.shop:9090: the same hosts, the endpoints on 9100');
+  t.same(byName.get('web.shop:9000')?.endpoints.map((e) => e.address), ['10.0.0.1:9001', '[fd00::2]:9001']);
+  t.same(v.problems, [], 'a valid view');
+});
+
 t.test('serviceFromKubernetes: readiness, terminating, duplicates across slices, IPv6, port choice', async (t) => {
   const svc = serviceInput(service('shop', 'web', [{ name: 'grpc', port: 90, protocol: 'UDP', targetPort: 'grpc' as never }, { port: 81, targetPort: 8081 as never }]))!;
   const sl = [
