@@ -2,11 +2,10 @@
 // Guarantees: pure; never throws; an unreadable review is an HTTP 400 with a reason, a readable one always gets a review back with its uid.
 
 import type { Operation } from 'fast-json-patch';
+import { readReview, reviewResponse as answer } from './admission-review.ts';
 import { inject, type PodLike } from './inject.ts';
 import type { Outcome } from './metrics.ts';
 import type { InjectSettings } from './settings.ts';
-
-export const REVIEW_API_VERSION = 'admission.k8s.io/v1';
 
 export interface ReviewAnswer {
   /** 200 for every answered review (allowed or not); 400 when the body is not a review we can answer. */
@@ -23,29 +22,15 @@ function bad(message: string, fields: Record<string, unknown> = {}): ReviewAnswe
   return { status: 400, body: { error: message }, outcome: { outcome: 'error', reason: 'bad-review' }, fields: { error: message, ...fields } };
 }
 
-const answer = (uid: string, response: Record<string, unknown>) => ({ apiVersion: REVIEW_API_VERSION, kind: 'AdmissionReview', response: { uid, ...response } });
-
 export function encodePatch(patch: readonly Operation[]): string {
   return Buffer.from(JSON.stringify(patch)).toString('base64');
 }
 
 /** `settings` is a thunk: the trust bundle may rotate between reviews; a thrown error is an internal error. */
 export function review(bodyText: string, settings: () => InjectSettings): ReviewAnswer {
-  if (bodyText.trim() === '') return bad('empty body: expected an AdmissionReview (admission.k8s.io/v1) as JSON');
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(bodyText);
-  } catch (e) {
-    return bad(`body is not JSON (${(e as Error).message}): expected an AdmissionReview (admission.k8s.io/v1)`);
-  }
-  if (!isRecord(parsed)) return bad('body is not a JSON object: expected an AdmissionReview (admission.k8s.io/v1)');
-  if (parsed.kind !== 'AdmissionReview' || parsed.apiVersion !== REVIEW_API_VERSION) {
-    return bad(`expected kind AdmissionReview, apiVersion ${REVIEW_API_VERSION}; got kind ${JSON.stringify(parsed.kind ?? null)}, apiVersion ${JSON.stringify(parsed.apiVersion ?? null)} (the webhook configuration must list admissionReviewVersions: [v1])`);
-  }
-  const req = parsed.request;
-  if (!isRecord(req)) return bad('the AdmissionReview has no request');
-  const uid = req.uid;
-  if (typeof uid !== 'string' || uid === '') return bad('the AdmissionReview request has no uid');
+  const read = readReview(bodyText);
+  if (!read.ok) return bad(read.error);
+  const { uid, request: req } = read;
 
   const resource = isRecord(req.resource) ? req.resource : {};
   const where = { uid, namespace: req.namespace ?? null, name: isRecord(req.object) && isRecord(req.object.metadata) ? (req.object.metadata.name ?? req.object.metadata.generateName ?? null) : null, dryRun: req.dryRun === true };

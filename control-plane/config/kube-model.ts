@@ -4,8 +4,8 @@ import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
 import { Value } from '@sinclair/typebox/value';
 import type { V1EndpointSlice, V1Pod, V1Service } from '@kubernetes/client-node';
-import { RouteMatch, Route, WeightedBackend } from '../../api/proxy-config.ts';
-import { API_VERSION, parseResource, resourceKey, spiffeId, type AuthorizationPolicy, type ServicePolicyResource, type TrafficSplit } from '../../api/resources.ts';
+import { RouteMatch, Route, WeightedBackend, type Parsed } from '../../api/proxy-config.ts';
+import { API_VERSION, parseResource, resourceKey, spiffeId, type AuthorizationPolicy, type Resource, type ServicePolicyResource, type TrafficSplit } from '../../api/resources.ts';
 import { ruleTimeouts } from './gateway-duration.ts';
 import {
   emptyModel,
@@ -354,13 +354,26 @@ const metaOf = (o: unknown): { namespace: string; name: string; createdAt?: stri
 };
 
 /** Only what the model needs: a status write or a resourceVersion bump must not change the model. */
-function crOf(kind: 'TrafficSplit' | 'AuthorizationPolicy' | 'ServicePolicy', o: unknown): unknown {
+function crOf(kind: CustomResourceKind, o: unknown): unknown {
   const { namespace, name, createdAt } = metaOf(o);
   return { apiVersion: API_VERSION, kind, metadata: { name, namespace, ...(createdAt !== undefined ? { creationTimestamp: createdAt } : {}) }, spec: isRecord(o) ? o.spec : undefined };
 }
 
+/** The meshlet.io kinds this source reads (the CRDs). */
+export type CustomResourceKind = 'TrafficSplit' | 'AuthorizationPolicy' | 'ServicePolicy';
+
+/**
+ * THE check of one meshlet.io object as this source reads it (its spec, name, namespace and
+ * creationTimestamp; status and other metadata are not the model's). The validating admission
+ * webhook (injector/validate.ts) calls this same function, so what it refuses is exactly what the
+ * source would report as Invalid.
+ */
+export function parseCustomResource(kind: CustomResourceKind, o: unknown): Parsed<Resource> {
+  return parseResource(crOf(kind, o));
+}
+
 function parseCr<T extends TrafficSplit | AuthorizationPolicy>(kind: T['kind'], o: unknown, problems: KubeProblem[]): T | undefined {
-  const r = parseResource(crOf(kind, o));
+  const r = parseCustomResource(kind, o);
   if (r.ok) return r.value as T;
   const { namespace, name } = metaOf(o);
   for (const p of r.problems) problems.push({ kind, namespace, name, field: p.path, message: `${p.message}: the ${kind} is not applied`, effect: INVALID });
@@ -396,7 +409,7 @@ function servicePolicies(objects: readonly unknown[], kept: KeptServicePolicies,
   const next = new Map<string, KeptServicePolicy>();
   for (const o of objects) {
     const key = keyOf(o);
-    const r = parseResource(crOf('ServicePolicy', o));
+    const r = parseCustomResource('ServicePolicy', o);
     const last = r.ok ? { policy: r.value as ServicePolicyResource, generation: generationOf(o) } : kept.get(key);
     if (last) {
       policies.push(last.policy);
