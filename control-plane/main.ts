@@ -6,7 +6,7 @@ import { systemClock } from '../api/runtime.ts';
 import { DEFAULT_TRUST_DOMAIN, systemWallClock } from './ca/index.ts';
 import { DEFAULT_AUDIENCE } from './certify/certify.ts';
 import { CONTROL_PLANE_SERVICE_ACCOUNT, DEFAULT_SERVING_NAMES, DEFAULT_SYSTEM_NAMESPACE, controlPlaneIdentity } from './certify/serving-cert.ts';
-import { InjectorMetrics } from '../injector/metrics.ts';
+import { InjectorMetrics, ValidationMetrics } from '../injector/metrics.ts';
 import { DEFAULT_INIT_IMAGE, DEFAULT_PROXY_IMAGE, DEFAULT_SKIP_OUTBOUND_PORTS, defaultSettings, parseBool, parsePorts } from '../injector/settings.ts';
 import { WEBHOOK_SERVICE, caCredentials, createWebhook, fileCredentials } from '../injector/webhook.ts';
 import { Registry } from 'prom-client';
@@ -224,6 +224,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
       trustAnchorsPem: doc ? trustBundle(doc.state).join('') : '',
     }),
     metrics: new InjectorMetrics(registry),
+    validationMetrics: new ValidationMetrics(registry),
     log,
     clock: systemClock,
   });

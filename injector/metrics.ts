@@ -1,8 +1,9 @@
-// The injector's metrics, on the control plane's registry (never prom-client's global default).
+// The injector's and the validator's metrics, on the control plane's registry (never prom-client's global default).
 // Guarantees: outcome and reason are closed sets, every pair exported from 0 (dashboards see the series before the first Pod).
 
 import { Counter, Histogram, type Registry } from 'prom-client';
 import { MODES, REFUSE_REASONS, SKIP_REASONS } from './inject.ts';
+import { VALIDATION_KINDS, VALIDATION_OUTCOMES, type ValidationKind, type ValidationOutcome } from './validate.ts';
 
 /** Reasons of outcome="error": refused Pods (bad annotation, bad Pod) and reviews that could not be read. */
 export const ERROR_REASONS = [...REFUSE_REASONS, 'bad-review', 'internal'] as const;
@@ -53,5 +54,40 @@ export class InjectorMetrics {
   /** A request refused before any review was read (wrong path or method, too large). */
   count(o: Outcome): void {
     this.injections.inc({ outcome: o.outcome, reason: o.reason });
+  }
+}
+
+/** The validating webhook (POST /validate, validate.ts): one count per review by kind and outcome, every pair from 0. */
+export class ValidationMetrics {
+  readonly validations: Counter<'kind' | 'outcome'>;
+  readonly duration: Histogram<'outcome'>;
+
+  constructor(registry: Registry) {
+    const registers = [registry];
+    this.validations = new Counter({
+      name: 'meshlet_validations_total',
+      help: 'AdmissionReviews answered by the meshlet.io validator, by kind (other: none it checks) and outcome: allowed, denied (the API server refused the write), skipped (not its business: allowed unchecked), error (unreadable review).',
+      labelNames: ['kind', 'outcome'],
+      registers,
+    });
+    this.duration = new Histogram({
+      name: 'meshlet_validation_duration_seconds',
+      help: 'Time from an AdmissionReview of the validator fully received to its answer written, by outcome.',
+      labelNames: ['outcome'],
+      buckets: INJECTION_BUCKETS,
+      registers,
+    });
+    for (const kind of VALIDATION_KINDS) for (const outcome of VALIDATION_OUTCOMES) this.validations.inc({ kind, outcome }, 0);
+    for (const outcome of VALIDATION_OUTCOMES) this.duration.zero({ outcome });
+  }
+
+  observe(kind: ValidationKind, outcome: ValidationOutcome, seconds: number): void {
+    this.count(kind, outcome);
+    this.duration.observe({ outcome }, seconds);
+  }
+
+  /** A request refused before any review was read (too large). */
+  count(kind: ValidationKind, outcome: ValidationOutcome): void {
+    this.validations.inc({ kind, outcome });
   }
 }

@@ -1,6 +1,8 @@
-// The proxy injector's HTTPS endpoint (POST /inject): the API server sends each Pod CREATE the
-// webhook configuration selects; the answer is review.ts's. Guarantees: a bad request gets a clear
-// 4xx and a log line and the server keeps serving; new connections always get the current certificate.
+// The control plane's admission webhook server: POST /inject (the proxy injector: the API server
+// sends each Pod CREATE the mutating configuration selects; review.ts answers) and POST /validate
+// (the meshlet.io validator: each CREATE/UPDATE the validating configuration selects; validate.ts
+// answers). Guarantees: a bad request gets a clear 4xx and a log line and the server keeps serving;
+// new connections always get the current certificate.
 
 import { readFileSync, statSync } from 'node:fs';
 import https from 'node:https';
@@ -12,11 +14,14 @@ import { makeServingCredentials, servingRenewAtMs, type ServingCredentials, type
 import type { ControlPlaneService, HostPort, Log } from '../control-plane/control-plane.ts';
 import { FirstRequestDeadlineError, firstRequestDeadline } from '../control-plane/first-request-deadline.ts';
 import type { CaDocument } from '../control-plane/store/ca-document.ts';
-import type { InjectorMetrics } from './metrics.ts';
+import type { InjectorMetrics, ValidationMetrics } from './metrics.ts';
 import { review } from './review.ts';
 import type { InjectSettings } from './settings.ts';
+import { validateReview } from './validate.ts';
 
 export const WEBHOOK_PATH = '/inject';
+/** The validating webhook's path (manifests/webhook/validatingwebhookconfiguration.yaml). */
+export const VALIDATE_PATH = '/validate';
 /** The API server caps objects near 1.5 MiB (etcd); a review carries the object once for CREATE. */
 export const DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024;
 export const WEBHOOK_SERVICE = 'meshlet-webhook';
@@ -90,6 +95,7 @@ export interface WebhookOptions {
   credentials: (ctx: { ca: () => CaDocument | undefined }) => CredentialSource;
   settings: (ca: CaDocument | undefined) => InjectSettings;
   metrics: InjectorMetrics;
+  validationMetrics: ValidationMetrics;
   log: Log;
   clock: Clock;
   maxBodyBytes?: number;
@@ -111,14 +117,17 @@ export function createWebhook(o: WebhookOptions): Webhook {
   const maxBody = o.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
 
   const handle = (ca: () => CaDocument | undefined, req: http.IncomingMessage, res: http.ServerResponse): void => {
+    const path = (req.url ?? '').split('?')[0];
+    const validating = path === VALIDATE_PATH;
     const reject = (status: number, error: string, close = false) => {
       o.log('warn', 'webhook request refused', { status, error, method: req.method, path: req.url, remote: req.socket.remoteAddress });
-      o.metrics.count({ outcome: 'error', reason: 'bad-review' }); // no review was answered: no duration
+      // No review was answered: no duration.
+      if (validating) o.validationMetrics.count('other', 'error');
+      else o.metrics.count({ outcome: 'error', reason: 'bad-review' });
       json(res, status, { error }, close);
     };
-    const path = (req.url ?? '').split('?')[0];
-    if (path !== WEBHOOK_PATH) return reject(404, `no such path ${JSON.stringify(path)}: the injector answers POST ${WEBHOOK_PATH}`);
-    if (req.method !== 'POST') return reject(405, `method ${req.method} not allowed: POST an AdmissionReview to ${WEBHOOK_PATH}`);
+    if (path !== WEBHOOK_PATH && !validating) return reject(404, `no such path ${JSON.stringify(path)}: the webhook answers POST ${WEBHOOK_PATH} (the injector) and POST ${VALIDATE_PATH} (the meshlet.io validator)`);
+    if (req.method !== 'POST') return reject(405, `method ${req.method} not allowed: POST an AdmissionReview to ${path}`);
     // Past the limit the body is read and dropped, then answered: a reply (and close) while the client is
     // still sending would reach it as a connection reset instead of the 413. Far past it, just hang up.
     let oversized = Number(req.headers['content-length'] ?? 0) > maxBody;
@@ -141,9 +150,19 @@ export function createWebhook(o: WebhookOptions): Webhook {
     req.on('end', () => {
       if (done) return;
       done = true;
-      if (oversized) return reject(413, `body larger than ${maxBody} bytes: not an AdmissionReview for one Pod`, true);
+      if (oversized) return reject(413, `body larger than ${maxBody} bytes: not an AdmissionReview for one object`, true);
       const t0 = o.clock.now();
-      const a = review(Buffer.concat(chunks).toString('utf8'), () => o.settings(ca()));
+      const body = Buffer.concat(chunks).toString('utf8');
+      if (validating) {
+        const v = validateReview(body);
+        json(res, v.status, v.body);
+        const seconds = (o.clock.now() - t0) / 1000;
+        o.validationMetrics.observe(v.kind, v.outcome, seconds);
+        const msg = v.status === 400 ? 'malformed AdmissionReview' : v.outcome === 'denied' ? `${v.kind} refused` : v.outcome === 'allowed' ? `${v.kind} admitted` : v.outcome === 'skipped' ? 'not validated (allowed)' : `${v.kind} review refused`;
+        o.log(v.outcome === 'allowed' ? 'info' : 'warn', msg, { ...v.fields, path: VALIDATE_PATH, kind: v.kind, outcome: v.outcome, ms: Math.round(seconds * 1e5) / 100 });
+        return;
+      }
+      const a = review(body, () => o.settings(ca()));
       json(res, a.status, a.body);
       const seconds = (o.clock.now() - t0) / 1000;
       o.metrics.observe(a.outcome, seconds);
@@ -190,7 +209,7 @@ export function createWebhook(o: WebhookOptions): Webhook {
       });
       server = s;
       addr = s.address() as AddressInfo;
-      o.log('info', 'injector webhook serving', { listen: `${addr.address}:${addr.port}`, path: WEBHOOK_PATH });
+      o.log('info', 'injector webhook serving', { listen: `${addr.address}:${addr.port}`, path: WEBHOOK_PATH, validate: VALIDATE_PATH });
     },
     notReady: () => (server ? [] : ['not listening yet']),
     async close() {

@@ -11,7 +11,7 @@ import { systemClock } from '../../api/runtime.ts';
 import { initCa, systemWallClock, trustBundle } from '../../control-plane/ca/index.ts';
 import { DEFAULT_SERVING_NAMES } from '../../control-plane/certify/serving-cert.ts';
 import type { CaDocument } from '../../control-plane/store/ca-document.ts';
-import { InjectorMetrics } from '../../injector/metrics.ts';
+import { InjectorMetrics, ValidationMetrics } from '../../injector/metrics.ts';
 import { defaultSettings } from '../../injector/settings.ts';
 import { WEBHOOK_SERVICE, caCredentials, createWebhook, type Webhook } from '../../injector/webhook.ts';
 import { kubeForFile } from '../fixtures/kube.ts';
@@ -32,6 +32,7 @@ async function startWebhook(port = 0): Promise<number> {
     credentials: ({ ca }) => caCredentials({ ca, names: { ...DEFAULT_SERVING_NAMES, service: WEBHOOK_SERVICE }, wallClock: systemWallClock }),
     settings: (d) => defaultSettings({ trustAnchorsPem: d ? trustBundle(d.state).join('') : '' }),
     metrics: new InjectorMetrics(registry),
+    validationMetrics: new ValidationMetrics(registry),
     log: () => {},
     clock: systemClock,
   });

@@ -19,7 +19,7 @@ import { initCa, rotateIssuer, trustBundle, systemWallClock } from '../../contro
 import { DEFAULT_SERVING_NAMES, makeServingCredentials } from '../../control-plane/certify/serving-cert.ts';
 import type { CaDocument } from '../../control-plane/store/ca-document.ts';
 import { encodeCaDocument } from '../../control-plane/store/ca-document.ts';
-import { InjectorMetrics } from '../../injector/metrics.ts';
+import { InjectorMetrics, ValidationMetrics } from '../../injector/metrics.ts';
 import { defaultSettings } from '../../injector/settings.ts';
 import { WEBHOOK_SERVICE, caCredentials, createWebhook, fileCredentials, type CredentialSource } from '../../injector/webhook.ts';
 import { closedAfter, freePort } from '../fixtures/mesh.ts';
@@ -81,6 +81,7 @@ function start(t: { teardown(fn: () => unknown): void }, o: { credentials?: () =
     credentials: o.credentials ?? (({ ca }) => caCredentials({ ca, names: NAMES, wallClock: systemWallClock })),
     settings: (d) => defaultSettings({ trustAnchorsPem: o.anchors ?? (d ? trustBundle(d.state).join('') : '') }),
     metrics: new InjectorMetrics(registry),
+    validationMetrics: new ValidationMetrics(registry),
     log: (level, msg, fields = {}) => logs.push({ level, msg, fields }),
     clock: systemClock,
     ...(o.maxBodyBytes ? { maxBodyBytes: o.maxBodyBytes } : {}),
