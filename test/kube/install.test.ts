@@ -101,7 +101,7 @@ t.test('kubectl apply --server-side -k manifests/ is accepted; CRDs Established;
   const kinds = base.map((o) => o.kind).toSorted();
   t.same(
     kinds,
-    ['ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'CustomResourceDefinition', 'CustomResourceDefinition', 'CustomResourceDefinition', 'Deployment', 'MutatingWebhookConfiguration', 'Namespace', 'PodDisruptionBudget', 'Role', 'RoleBinding', 'Service', 'Service', 'ServiceAccount'],
+    ['ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'CustomResourceDefinition', 'CustomResourceDefinition', 'CustomResourceDefinition', 'Deployment', 'MutatingWebhookConfiguration', 'Namespace', 'PodDisruptionBudget', 'Role', 'RoleBinding', 'Service', 'Service', 'ServiceAccount', 'ValidatingWebhookConfiguration'],
     'the base renders the whole install',
   );
   for (const o of base) t.equal(o.metadata.labels?.['app.kubernetes.io/part-of'], 'meshlet', `${o.kind}/${o.metadata.name} is labelled part-of=meshlet`);
@@ -202,6 +202,8 @@ t.test('ports and names everywhere agree with manifests/config.env', async (t) =
   const hook = find(base, 'MutatingWebhookConfiguration', 'meshlet-proxy-injector') as Obj & { webhooks: Array<{ clientConfig: { service: { name: string; namespace: string; port: number } } }> };
   const service = { name: 'meshlet-webhook', namespace: NS, path: '/inject', port: 443 };
   t.same(hook.webhooks.map((w) => w.clientConfig.service), [service, service], 'both webhook entries call the webhook Service');
+  const validator = find(base, 'ValidatingWebhookConfiguration', 'meshlet-validator') as typeof hook;
+  t.same(validator.webhooks.map((w) => w.clientConfig.service), [{ ...service, path: '/validate' }], 'the validator calls the same Service, path /validate');
 
   // Optional pieces: PodMonitors and the plain Prometheus config find the same ports by name.
   type PodMonitor = Obj & { spec: { podMetricsEndpoints: Array<{ port: string; relabelings?: Array<{ regex: string }> }> } };
