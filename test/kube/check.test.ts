@@ -11,7 +11,7 @@ import t from 'tap';
 import { parseAllDocuments } from 'yaml';
 import { DAY_MS, initCa, trustBundle, type CaState } from '../../control-plane/ca/index.ts';
 import {
-  CA_SECRET_NAME, CRD_NAMES, DEPLOYMENT_NAME, PROXY_CONTAINER_NAME, SERVICE_NAMES, WEBHOOK_NAME, caView, evaluate, gather,
+  CA_SECRET_NAME, CRD_NAMES, DEPLOYMENT_NAME, PROXY_CONTAINER_NAME, SERVICE_NAMES, VALIDATOR_NAME, WEBHOOK_NAME, caView, evaluate, gather,
   type CheckResult, type ClusterObjects, type ClusterReader, type Lookup, type PodView,
 } from '../../control-plane/cli/commands/check.ts';
 import { caSecretObject } from '../../control-plane/store/secret-store.ts';
@@ -40,6 +40,7 @@ function healthy(): ClusterObjects {
     namespace: SYSTEM,
     crds: Object.fromEntries(CRD_NAMES.map((n) => [n, found(established)])),
     webhook: found({ webhooks: [{ name: 'inject.meshlet.io', clientConfig: { caBundle } }, { name: 'inject-pod.meshlet.io', clientConfig: { caBundle } }] }),
+    validator: found({ webhooks: [{ name: 'validate.meshlet.io', clientConfig: { caBundle } }] }),
     deployment: found({ spec: { replicas: 2 }, status: { readyReplicas: 2 } }),
     services: Object.fromEntries(SERVICE_NAMES.map((n) => [n, found(slice())])),
     ca: found(caView(dataOf(CA))),
@@ -48,7 +49,7 @@ function healthy(): ClusterObjects {
 }
 
 const byCheck = (rs: CheckResult[]): Record<string, CheckResult> => Object.fromEntries(rs.map((r) => [r.check, r]));
-const ALL_CHECKS = [...CRD_NAMES.map((n) => `crd/${n}`), `webhook/${WEBHOOK_NAME}`, `deployment/${DEPLOYMENT_NAME}`, ...SERVICE_NAMES.map((n) => `service/${n}`), 'ca/trust-anchors', 'ca/issuer', 'pods/sidecar'];
+const ALL_CHECKS = [...CRD_NAMES.map((n) => `crd/${n}`), `webhook/${WEBHOOK_NAME}`, `webhook/${VALIDATOR_NAME}`, `deployment/${DEPLOYMENT_NAME}`, ...SERVICE_NAMES.map((n) => `service/${n}`), 'ca/trust-anchors', 'ca/issuer', 'pods/sidecar'];
 
 t.test('evaluate: a healthy install is all ok, one result per check, in a fixed order', async (t) => {
   const rs = evaluate(healthy(), NOW);
@@ -85,7 +86,16 @@ t.test('evaluate: the webhook caBundle must be PEM, currently valid, and hold th
   t.match(withBundles(b64(bundleOf(OTHER_CA) + bundleOf(CA)))[hook], { status: 'ok' }, 'an extra certificate is fine');
   const o = healthy();
   o.webhook = { state: 'missing' };
-  t.match(byCheck(evaluate(o, NOW))[hook], { status: 'fail', fix: APPLY });
+  t.match(byCheck(evaluate(o, NOW))[hook], { status: 'fail', message: 'MutatingWebhookConfiguration not installed', fix: APPLY });
+  // The validator's configuration gets the same checks, on its own line.
+  const v = healthy();
+  v.validator = found({ webhooks: [{ name: 'validate.meshlet.io', clientConfig: {} }] });
+  let r = byCheck(evaluate(v, NOW));
+  t.match(r[`webhook/${VALIDATOR_NAME}`], { status: 'fail', message: 'validate.meshlet.io has no caBundle', fix: /docs\/install\.md/ });
+  t.equal(r[hook]?.status, 'ok', 'the injector line is not affected');
+  v.validator = { state: 'missing' };
+  r = byCheck(evaluate(v, NOW));
+  t.match(r[`webhook/${VALIDATOR_NAME}`], { status: 'fail', message: 'ValidatingWebhookConfiguration not installed', fix: APPLY });
 });
 
 t.test('evaluate: control plane replicas and Service endpoints', async (t) => {
@@ -195,14 +205,14 @@ const down = () => Promise.reject(new Error('fetch failed', { cause: new Error('
 
 t.test('gather: 404 is "missing", other errors are reported per check; no answer at all is a CliError', async (t) => {
   const reader: ClusterReader = {
-    crd: async () => established, webhookConfiguration: notFound, deployment: notFound, service: async () => ({}),
+    crd: async () => established, webhookConfiguration: notFound, validatingWebhookConfiguration: notFound, deployment: notFound, service: async () => ({}),
     endpointSlices: async () => slice(), secretData: notFound, namespaces: async () => [], pods: forbidden,
   };
   const o = await gather(reader, SYSTEM);
-  t.same([o.webhook, o.deployment, o.ca], [{ state: 'missing' }, { state: 'missing' }, { state: 'missing' }]);
+  t.same([o.webhook, o.validator, o.deployment, o.ca], [{ state: 'missing' }, { state: 'missing' }, { state: 'missing' }, { state: 'missing' }]);
   t.same(o.services['meshlet-webhook'], found(slice()));
   t.same(o.pods, { state: 'error', error: 'HTTP 403 (pods is forbidden: User "x" cannot list)' });
-  const dead: ClusterReader = { crd: down, webhookConfiguration: down, deployment: down, service: down, endpointSlices: down, secretData: down, namespaces: down, pods: down };
+  const dead: ClusterReader = { crd: down, webhookConfiguration: down, validatingWebhookConfiguration: down, deployment: down, service: down, endpointSlices: down, secretData: down, namespaces: down, pods: down };
   await t.rejects(gather(dead, SYSTEM), { name: 'CliError', message: 'cannot read the cluster: fetch failed: connect ECONNREFUSED 127.0.0.1:1', hint: /--kubeconfig/ });
 });
 
@@ -271,6 +281,7 @@ t.test('the names check.ts looks for are the ones manifests/ installs', async (t
   const names = (kind: string): string[] => objs.filter((o) => o.kind === kind).map((o) => o.metadata.name).toSorted();
   t.same(names('CustomResourceDefinition'), [...CRD_NAMES].toSorted());
   t.same(names('MutatingWebhookConfiguration'), [WEBHOOK_NAME]);
+  t.same(names('ValidatingWebhookConfiguration'), [VALIDATOR_NAME]);
   t.same(names('Deployment'), [DEPLOYMENT_NAME]);
   t.same(names('Service'), [...SERVICE_NAMES].toSorted());
   t.same(names('Namespace'), [SYSTEM]);
@@ -284,11 +295,11 @@ t.test('an empty cluster: every install check fails and says what to do; exit 1'
   t.equal(r.code, 1, 'exit 1', { stderr: r.stderr });
   t.same(Object.keys(r.rows), ALL_CHECKS, 'one line per check');
   t.same(statuses(r), { ...Object.fromEntries(ALL_CHECKS.map((c) => [c, 'fail'])), 'pods/sidecar': 'ok' });
-  for (const c of [...CRD_NAMES.map((n) => `crd/${n}`), `webhook/${WEBHOOK_NAME}`, `deployment/${DEPLOYMENT_NAME}`, 'service/meshlet-webhook']) {
+  for (const c of [...CRD_NAMES.map((n) => `crd/${n}`), `webhook/${WEBHOOK_NAME}`, `webhook/${VALIDATOR_NAME}`, `deployment/${DEPLOYMENT_NAME}`, 'service/meshlet-webhook']) {
     t.match(r.rows[c]?.detail, `→ ${APPLY}`, `${c} says to apply the manifests`);
   }
   t.match(r.rows['ca/issuer']?.detail, /CA Secret meshlet-system\/meshlet-ca not found → meshlet install --kubeconfig FILE/);
-  t.match(r.stdout, /\n9 failed, 0 warnings, 1 ok\n$/);
+  t.match(r.stdout, /\n10 failed, 0 warnings, 1 ok\n$/);
   t.equal(r.stderr, '');
 });
 
@@ -300,14 +311,16 @@ t.test('the full install: manifests, meshlet install, a running control plane, t
 
   const half = check();
   t.equal(half.code, 1, 'installed, but nothing runs yet');
-  t.same(Object.entries(statuses(half)).filter(([, s]) => s !== 'ok').map(([c]) => c), [`webhook/${WEBHOOK_NAME}`, `deployment/${DEPLOYMENT_NAME}`, ...SERVICE_NAMES.map((n) => `service/${n}`)]);
+  t.same(Object.entries(statuses(half)).filter(([, s]) => s !== 'ok').map(([c]) => c), [`webhook/${WEBHOOK_NAME}`, `webhook/${VALIDATOR_NAME}`, `deployment/${DEPLOYMENT_NAME}`, ...SERVICE_NAMES.map((n) => `service/${n}`)]);
   t.match(half.rows[`webhook/${WEBHOOK_NAME}`]?.detail, /inject\.meshlet\.io has no caBundle; inject-pod\.meshlet\.io has no caBundle → set caBundle .*docs\/install\.md/);
+  t.match(half.rows[`webhook/${VALIDATOR_NAME}`]?.detail, /validate\.meshlet\.io has no caBundle → set caBundle .*docs\/install\.md/);
   t.match(half.rows[`deployment/${DEPLOYMENT_NAME}`]?.detail, /no ready replicas \(0\/2\)/);
 
   await markRunning(SYSTEM);
   // docs/install.md's patch.
   const ca = await kubectl(['-n', SYSTEM, 'get', 'secret', CA_SECRET_NAME, '-o', 'jsonpath={.data.ca\\.crt}']);
   await kubectl(['patch', 'mutatingwebhookconfiguration', WEBHOOK_NAME, '--type=json', '-p', JSON.stringify([0, 1].map((i) => ({ op: 'add', path: `/webhooks/${i}/clientConfig/caBundle`, value: ca })))]);
+  await kubectl(['patch', 'validatingwebhookconfiguration', VALIDATOR_NAME, '--type=json', '-p', JSON.stringify([{ op: 'add', path: '/webhooks/0/clientConfig/caBundle', value: ca }])]);
 
   const r = check();
   t.equal(r.code, 0, 'exit 0', { output: r.stdout + r.stderr });
@@ -315,7 +328,7 @@ t.test('the full install: manifests, meshlet install, a running control plane, t
   t.match(r.rows['ca/issuer']?.detail, /valid until \S+ \((89|90) days left\)/);
   t.match(r.rows['ca/trust-anchors']?.detail, /1 anchor: serial \w+ valid until \S+ \((364|365) days left\)/);
   t.match(r.rows[`deployment/${DEPLOYMENT_NAME}`]?.detail, '2/2 replicas ready');
-  t.match(r.stdout, /\n0 failed, 0 warnings, 10 ok\n$/);
+  t.match(r.stdout, /\n0 failed, 0 warnings, 11 ok\n$/);
   t.notMatch(r.stdout, /PRIVATE KEY/);
 });
 
@@ -324,7 +337,7 @@ t.test('-o json: valid JSON with every check, the same verdicts as the table', a
   const r = check('-o', 'json');
   t.equal(r.code, 0, r.stderr);
   const doc = JSON.parse(r.stdout) as { server: string; namespace: string; ok: boolean; summary: Record<string, number>; checks: CheckResult[] };
-  t.match(doc, { server: k().server, namespace: SYSTEM, ok: true, summary: { ok: 10, warn: 0, fail: 0 } });
+  t.match(doc, { server: k().server, namespace: SYSTEM, ok: true, summary: { ok: 11, warn: 0, fail: 0 } });
   t.same(doc.checks.map((c) => c.check), ALL_CHECKS);
   t.same(Object.fromEntries(doc.checks.map((c) => [c.check, c.status])), statuses(table));
   for (const c of doc.checks) t.match(c, { message: String });
@@ -338,8 +351,9 @@ t.test('an issuer with 30 days left: warn (exit 0); the webhook caBundle lacks t
   t.match(r.rows['ca/issuer'], { status: 'warn', detail: new RegExp(`\\((29|30) days left\\) → meshlet identity rotate-issuer --ca-secret ${ns}/meshlet-ca`) });
   t.equal(r.rows['ca/trust-anchors']?.status, 'ok');
   t.match(r.rows[`webhook/${WEBHOOK_NAME}`], { status: 'warn', detail: new RegExp(`lacks trust anchor \\w+ of Secret ${ns}/meshlet-ca`) });
-  t.same(Object.entries(statuses(r)).filter(([, s]) => s !== 'ok').map(([c]) => c), [`webhook/${WEBHOOK_NAME}`, 'ca/issuer']);
-  t.match(r.stdout, /\n0 failed, 2 warnings, 8 ok\n$/);
+  t.match(r.rows[`webhook/${VALIDATOR_NAME}`], { status: 'warn', detail: new RegExp(`validate\\.meshlet\\.io: caBundle lacks trust anchor \\w+ of Secret ${ns}/meshlet-ca`) });
+  t.same(Object.entries(statuses(r)).filter(([, s]) => s !== 'ok').map(([c]) => c), [`webhook/${WEBHOOK_NAME}`, `webhook/${VALIDATOR_NAME}`, 'ca/issuer']);
+  t.match(r.stdout, /\n0 failed, 3 warnings, 8 ok\n$/);
 });
 
 t.test('an expired trust anchor: fail, exit 1', async (t) => {
@@ -387,7 +401,7 @@ t.test('a labelled namespace with a Pod that lacks the sidecar: warn naming it; 
   const r = check();
   t.equal(r.code, 0, 'warnings do not fail the check');
   t.match(r.rows['pods/sidecar'], { status: 'warn', detail: `2 of 4 opted-in Pods lack the ${PROXY_CONTAINER_NAME} sidecar (unmeshed: plaintext, no identity): ${other}/solo, ${shop}/web → ` });
-  t.match(r.stdout, /\n0 failed, 1 warning, 9 ok\n$/);
+  t.match(r.stdout, /\n0 failed, 1 warning, 10 ok\n$/);
   const json = byCheck((JSON.parse(check('-o', 'json').stdout) as { checks: CheckResult[] }).checks);
   t.same(json['pods/sidecar']?.items, [`${other}/solo`, `${shop}/web`]);
 });

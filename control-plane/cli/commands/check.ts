@@ -15,6 +15,8 @@ import { CliError, EXIT_FAILURE, EXIT_OK, HELP_FLAG, UsageError, flags, guarded,
 export const DEFAULT_NAMESPACE = DEFAULT_CA_SECRET.namespace;
 export const CRD_NAMES = ['trafficsplits.meshlet.io', 'authorizationpolicies.meshlet.io', 'servicepolicies.meshlet.io'] as const;
 export const WEBHOOK_NAME = 'meshlet-proxy-injector';
+/** The ServicePolicy validator's ValidatingWebhookConfiguration (same server, path /validate). */
+export const VALIDATOR_NAME = 'meshlet-validator';
 export const DEPLOYMENT_NAME = 'meshlet-control-plane';
 export const SERVICE_NAMES = ['meshlet-control-plane', 'meshlet-webhook'] as const;
 export const CA_SECRET_NAME = DEFAULT_CA_SECRET.name;
@@ -73,6 +75,7 @@ export interface ClusterObjects {
   namespace: string;
   crds: Record<string, Lookup<CrdView>>;
   webhook: Lookup<WebhookConfigView>;
+  validator: Lookup<WebhookConfigView>;
   deployment: Lookup<DeploymentView>;
   /** By Service name: found = the Service exists, with its EndpointSlices. */
   services: Record<string, Lookup<EndpointSliceView[]>>;
@@ -96,6 +99,7 @@ export interface CheckResult {
 export interface ClusterReader {
   crd(name: string): Promise<CrdView>;
   webhookConfiguration(name: string): Promise<WebhookConfigView>;
+  validatingWebhookConfiguration(name: string): Promise<WebhookConfigView>;
   deployment(namespace: string, name: string): Promise<DeploymentView>;
   /** Throws 404 if the Service does not exist. */
   service(namespace: string, name: string): Promise<unknown>;
@@ -165,9 +169,10 @@ export function caView(data: Record<string, string> | undefined): CaView {
 
 /** Every read the checks need, at once. Throws CliError when the API server answered none of them. */
 export async function gather(reader: ClusterReader, namespace: string): Promise<ClusterObjects> {
-  const [crds, webhook, deployment, services, ca, pods] = await Promise.all([
+  const [crds, webhook, validator, deployment, services, ca, pods] = await Promise.all([
     Promise.all(CRD_NAMES.map(async (n) => [n, await lookup(() => reader.crd(n))] as const)),
     lookup(() => reader.webhookConfiguration(WEBHOOK_NAME)),
+    lookup(() => reader.validatingWebhookConfiguration(VALIDATOR_NAME)),
     lookup(() => reader.deployment(namespace, DEPLOYMENT_NAME)),
     Promise.all(SERVICE_NAMES.map(async (n) => [n, await lookup(async () => {
       await reader.service(namespace, n);
@@ -179,8 +184,8 @@ export async function gather(reader: ClusterReader, namespace: string): Promise<
       return { namespaces, pods: all };
     }),
   ]);
-  const objects: ClusterObjects = { namespace, crds: Object.fromEntries(crds), webhook, deployment, services: Object.fromEntries(services), ca, pods };
-  const all: Lookup<unknown>[] = [...crds.map(([, l]) => l), webhook, deployment, ...services.map(([, l]) => l), ca, pods];
+  const objects: ClusterObjects = { namespace, crds: Object.fromEntries(crds), webhook, validator, deployment, services: Object.fromEntries(services), ca, pods };
+  const all: Lookup<unknown>[] = [...crds.map(([, l]) => l), webhook, validator, deployment, ...services.map(([, l]) => l), ca, pods];
   const first = all.find((l) => l.state !== 'error');
   if (first === undefined) throw new CliError(`cannot read the cluster: ${(all[0] as { error: string }).error}`, 'Check --kubeconfig FILE (or KUBECONFIG) and that the API server is reachable.');
   return objects;
@@ -197,6 +202,7 @@ export async function apiReader(kc: KubeConfig): Promise<ClusterReader> {
   return {
     crd: (name) => ext.readCustomResourceDefinition({ name }),
     webhookConfiguration: (name) => adm.readMutatingWebhookConfiguration({ name }),
+    validatingWebhookConfiguration: (name) => adm.readValidatingWebhookConfiguration({ name }),
     deployment: (namespace, name) => apps.readNamespacedDeployment({ namespace, name }),
     service: (namespace, name) => core.readNamespacedService({ namespace, name }),
     endpointSlices: async (namespace, service) => (await disco.listNamespacedEndpointSlice({ namespace, labelSelector: `kubernetes.io/service-name=${service}` })).items,
@@ -264,11 +270,11 @@ function anchorsOf(ca: Lookup<CaView>): X509Certificate[] {
   return ca.state === 'found' && ca.value.bundlePem !== undefined ? (parsePems(ca.value.bundlePem) ?? []) : [];
 }
 
-function webhookCheck(o: ClusterObjects, now: number): CheckResult {
-  const check = `webhook/${WEBHOOK_NAME}`;
-  const l = o.webhook;
-  if (l.state === 'error') return unreadable(check, `MutatingWebhookConfiguration ${WEBHOOK_NAME}`, l.error);
-  if (l.state === 'missing') return { check, status: 'fail', message: 'MutatingWebhookConfiguration not installed', fix: APPLY };
+/** The injector's MutatingWebhookConfiguration and the validator's ValidatingWebhookConfiguration: the same rules for their caBundles. */
+function webhookCheck(o: ClusterObjects, now: number, kind: 'MutatingWebhookConfiguration' | 'ValidatingWebhookConfiguration', name: string, l: Lookup<WebhookConfigView>): CheckResult {
+  const check = `webhook/${name}`;
+  if (l.state === 'error') return unreadable(check, `${kind} ${name}`, l.error);
+  if (l.state === 'missing') return { check, status: 'fail', message: `${kind} not installed`, fix: APPLY };
   const hooks = l.value.webhooks ?? [];
   if (hooks.length === 0) return { check, status: 'fail', message: 'has no webhooks', fix: APPLY };
   const patch = `set caBundle to the trust bundle (ca.crt of Secret ${o.namespace}/${CA_SECRET_NAME}) with the kubectl patch in docs/install.md`;
@@ -398,7 +404,8 @@ function podsCheck(o: ClusterObjects): CheckResult {
 export function evaluate(o: ClusterObjects, now: number): CheckResult[] {
   return [
     ...CRD_NAMES.map((n) => crdCheck(n, o.crds[n] ?? { state: 'missing' })),
-    webhookCheck(o, now),
+    webhookCheck(o, now, 'MutatingWebhookConfiguration', WEBHOOK_NAME, o.webhook),
+    webhookCheck(o, now, 'ValidatingWebhookConfiguration', VALIDATOR_NAME, o.validator),
     deploymentCheck(o),
     ...SERVICE_NAMES.map((n) => serviceCheck(o, n)),
     ...caChecks(o, now),
@@ -432,8 +439,10 @@ const USAGE = `usage: meshlet check [--kubeconfig FILE] [--namespace NS] [-o tab
 
 Inspect a cluster's meshlet install, one line per check (ok, warn or fail, and what to do):
   crd/*              ${CRD_NAMES.join(' and ')}: installed and Established
-  webhook/*          MutatingWebhookConfiguration ${WEBHOOK_NAME}: each webhook's caBundle is PEM,
-                     currently valid, and holds the trust anchors of the CA Secret
+  webhook/*          MutatingWebhookConfiguration ${WEBHOOK_NAME} (the injector) and
+                     ValidatingWebhookConfiguration ${VALIDATOR_NAME} (the ServicePolicy validator):
+                     each webhook's caBundle is PEM, currently valid, and holds the trust anchors of
+                     the CA Secret
   deployment/*       the control plane has ready replicas
   service/*          ${SERVICE_NAMES.join(' and ')} have ready endpoints (EndpointSlices)
   ca/trust-anchors   the anchors (ca.crt of Secret NS/${CA_SECRET_NAME}): warn under ${WARN_DAYS} days left, fail
