@@ -196,6 +196,45 @@ t.test('malformed requests get a clear 4xx and a log line; the server keeps serv
   t.match(w.logs.find((l) => l.msg === 'malformed AdmissionReview'), { fields: { error: /empty body/ } });
 });
 
+const servicePolicyReview = (spec: unknown) => JSON.stringify({
+  apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview',
+  request: {
+    uid: 'v1', operation: 'CREATE', namespace: 'shop',
+    kind: { group: 'meshlet.io', version: 'v1alpha1', kind: 'ServicePolicy' }, resource: { group: 'meshlet.io', version: 'v1alpha1', resource: 'servicepolicies' },
+    object: { apiVersion: 'meshlet.io/v1alpha1', kind: 'ServicePolicy', metadata: { name: 'api', namespace: 'shop' }, spec },
+  },
+});
+
+t.test('POST /validate on the same server: a ServicePolicy review answered over TLS; malformed ones a clear 4xx, counted as the validator\'s', async (t) => {
+  const w = start(t, { maxBodyBytes: 64 * 1024 });
+  const port = await w.listen();
+  const ca = w.bundle();
+  const denied = await post(port, ca, servicePolicyReview({ targetRef: { service: 'api' }, retry: { backoff: { base: 500 } } }), { path: '/validate' });
+  t.equal(denied.status, 200);
+  t.same(denied.json.response, { uid: 'v1', allowed: false, status: { code: 422, reason: 'Invalid', message: 'ServicePolicy "api" in shop is invalid (the meshlet control plane would not apply it): /spec/retry/backoff/base: backoff base is larger than its cap: 500 ms (set here) > 250 ms (the default)' } });
+  const allowed = await post(port, ca, servicePolicyReview({ targetRef: { service: 'api' } }), { path: '/validate' });
+  t.same(allowed.json.response, { uid: 'v1', allowed: true });
+  const cases: Array<[string, string | Buffer, number, RegExp, { method?: string }?]> = [
+    ['not JSON', '{"apiVersion": ', 400, /body is not JSON .*expected an AdmissionReview/],
+    ['no uid', JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: {} }), 400, /request has no uid/],
+    ['oversized', Buffer.alloc(200 * 1024, 'a'), 413, /body larger than 65536 bytes/],
+    ['GET', '', 405, /method GET not allowed: POST an AdmissionReview to \/validate/, { method: 'GET' }],
+  ];
+  for (const [what, body, status, message, opts] of cases) {
+    const r = await post(port, ca, body, { path: '/validate', ...opts });
+    t.equal(r.status, status, `${what}: HTTP ${status}`);
+    t.match(r.json?.error, message, `${what}: ${r.body}`);
+  }
+  const text = await w.registry.metrics();
+  t.match(text, /^meshlet_validations_total\{kind="ServicePolicy",outcome="denied"\} 1$/m);
+  t.match(text, /^meshlet_validations_total\{kind="ServicePolicy",outcome="allowed"\} 1$/m);
+  t.match(text, new RegExp(`^meshlet_validations_total\\{kind="other",outcome="error"\\} ${cases.length}$`, 'm'), 'every malformed one counted as the validator\'s');
+  t.equal(await metric(w.registry, 'error', 'bad-review'), 0, 'not as the injector\'s');
+  t.match(w.logs.find((l) => l.msg === 'ServicePolicy refused'), { level: 'warn', fields: { uid: 'v1', kind: 'ServicePolicy', outcome: 'denied', problems: [/^\/spec\/retry\/backoff\/base: /] } });
+  const again = await post(port, ca, reviewOf(pod()));
+  t.equal(again.json.response.patchType, 'JSONPatch', '/inject still serving');
+});
+
 t.test('an internal error (no trust anchors to inject) refuses the Pod in the review, never a crash', async (t) => {
   const w = start(t, { anchors: '' });
   const port = await w.listen();
