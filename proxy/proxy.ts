@@ -9,7 +9,7 @@ import { ConfigStore } from './config/store.ts';
 import { FileConfigSource } from './config/file-source.ts';
 import { StreamConfigSource } from './config/stream-source.ts';
 import { Listener, targetOf, type Workload } from './http/listener.ts';
-import { compose } from './http/exchange.ts';
+import { compose, type Exchange } from './http/exchange.ts';
 import { Deadlines } from './http/deadlines.ts';
 import { makeUpgradeHandler, type UpgradeTarget } from './http/upgrade.ts';
 import { tcpConnector, tlsConnector } from './http/connector.ts';
@@ -35,6 +35,9 @@ import { BatchedAccessLog, nullAccessLog, type AccessLog } from './telemetry/acc
 import { RecentErrors } from './telemetry/recent-errors.ts';
 import type { Tracing } from './telemetry/trace.ts';
 import { adminServer, listenAdmin } from './admin.ts';
+import { H2Listener } from './http2/server.ts';
+import { H2Sessions } from './http2/sessions.ts';
+import { h2App, h2Deadline, h2Endpoint } from './http2/forward.ts';
 import type { AddressInfo } from 'node:net';
 import type { Writable } from 'node:stream';
 
@@ -224,6 +227,11 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   };
   // The request path's timers (per-try and whole-request timeouts, an upgrade's wait for its answer), on the injected clock.
   const deadlines = new Deadlines(o.clock);
+  // HTTP/2: one session per endpoint (h2 over mTLS to a meshed endpoint's proxy, h2c otherwise)
+  // and one per app port inbound (h2c); the HTTP/2 listeners are closed with their HTTP/1 ones.
+  const h2Sessions = new H2Sessions({ context: () => identity?.current?.clientContext, now: () => o.clock.now(), onHandshakeFailure: (reason) => metrics.tlsHandshakeFailures.labels('outbound', reason).inc() });
+  const h2Listeners: H2Listener[] = [];
+  const record = { clock: o.clock, metrics, accessLog, tracing: o.tracing, self: o.self, recentErrors };
   if (o.outbound) {
     const handler = compose(
       [destination, route, retry(o.random, metrics, deadlines), split(o.random), concurrency(metrics), balance(o.clock, o.random, metrics)],
@@ -246,7 +254,14 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       // route's per-try timeout bounds the wait, its request timeout the whole exchange (body included).
       return { ...upgradeDial(ep.address, ep.identity, r.timeouts), dst };
     };
-    outbound = new Listener({ ...common, direction: 'outbound', handler, upgrade: makeUpgradeHandler(pick, (req) => targetOf(req.target, req.host), { direction: 'outbound', tracing: o.tracing }, deadlines) });
+    // The same stages for HTTP/2 but retry: h2Deadline arms the whole-request timeout, HTTP/2 is not retried (README "HTTP/2 and gRPC").
+    const h2Handler = compose(
+      [destination, route, h2Deadline(deadlines), split(o.random), concurrency(metrics), balance(o.clock, o.random, metrics)],
+      h2Endpoint(o.clock, deadlines, h2Sessions),
+    );
+    const outH2 = new H2Listener({ ...record, direction: 'outbound', store, handler: h2Handler });
+    h2Listeners.push(outH2);
+    outbound = new Listener({ ...common, direction: 'outbound', http2: outH2, handler, upgrade: makeUpgradeHandler(pick, (req) => targetOf(req.target, req.host), { direction: 'outbound', tracing: o.tracing }, deadlines) });
     outAddr = await outbound.listen(o.outbound.host, o.outbound.port);
   }
 
@@ -258,9 +273,13 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   const appPorts = o.appPorts ?? parseAppPorts(undefined, o.app.port, o.inbound?.port);
   const appHost = o.app.host.includes(':') ? `[${o.app.host}]` : o.app.host;
   const appPools = new Map(appPorts.ports.map((p) => [p, new Pool(tcpConnector(`${appHost}:${p}`, 1000), { now: () => o.clock.now(), ...POOL_TIMEOUTS })]));
+  const appH2 = new H2Sessions({ context: () => undefined, now: () => o.clock.now() });
   if (o.inbound) {
     const probes = o.probes ?? NO_PROBES;
-    const pipelines = new Map(appPorts.ports.map((p) => [p, compose([authorization(metrics, p, (ex) => identity === undefined || permissive(ex.config, p), probes)], app(appPools.get(p)!, `${appHost}:${p}`))]));
+    const plaintextAllowed = (p: number) => (ex: Exchange) => identity === undefined || permissive(ex.config, p);
+    const pipelines = new Map(appPorts.ports.map((p) => [p, compose([authorization(metrics, p, plaintextAllowed(p), probes)], app(appPools.get(p)!, `${appHost}:${p}`))]));
+    // HTTP/2 streams take the same authorization decision, then go to the app as h2c.
+    const h2Pipelines = new Map(appPorts.ports.map((p) => [p, compose([authorization(metrics, p, plaintextAllowed(p), probes)], h2App(appH2, `${appHost}:${p}`))]));
     for (const { appPort, proxyPort } of [{ appPort: appPorts.first, proxyPort: o.inbound.port }, ...appPorts.listeners]) {
       const pick = (req: RequestHead, cfg: Parameters<Parameters<typeof makeUpgradeHandler>[0]>[1], peer: { identity: string; tls: boolean }): UpgradeTarget => {
         const port = appPortOf(peer.tls ? req.get(DST_PORT_HEADER) : undefined, appPorts, appPort);
@@ -272,9 +291,12 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
         // No whole-request bound inbound, as for plain inbound requests: the caller's outbound proxy owns it.
         return d.allowed ? upgradeDial(`${o.app.host}:${port}`, undefined, INBOUND_UPGRADE_TIMEOUTS) : { error: new ProxyError('forbidden', d.reason) };
       };
-      const listener = new Listener({ ...common, direction: 'inbound', handler: byAppPort(appPorts, pipelines, appPort), upgrade: makeUpgradeHandler(pick, (req) => targetOf(req.target, req.host), { direction: 'inbound', tracing: o.tracing }, deadlines), peerOf });
+      const inH2 = new H2Listener({ ...record, direction: 'inbound', store, handler: byAppPort(appPorts, h2Pipelines, appPort) });
+      h2Listeners.push(inH2);
+      const listener = new Listener({ ...common, direction: 'inbound', http2: inH2, handler: byAppPort(appPorts, pipelines, appPort), upgrade: makeUpgradeHandler(pick, (req) => targetOf(req.target, req.host), { direction: 'inbound', tracing: o.tracing }, deadlines), peerOf });
       const acceptor = new InboundAcceptor({
         http: listener,
+        http2: inH2,
         material: () => identity?.current,
         identityEnabled: identity !== undefined,
         // Plaintext on this listener is for its app port; where the kubelet probes that port,
@@ -306,12 +328,14 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       source.close();
       for (const l of inbound) l.acceptor.close();
       identity?.stop();
-      await Promise.all([outbound?.drain(graceMs), ...inbound.map((l) => l.listener.drain(graceMs))]);
+      await Promise.all([outbound?.drain(graceMs), ...inbound.map((l) => l.listener.drain(graceMs)), ...h2Listeners.map((l) => l.drain(graceMs))]);
       await accessLog.close();
       admin.close();
       admin.closeAllConnections();
       state.closeAll();
       for (const p of appPools.values()) p.destroy();
+      h2Sessions.destroy();
+      appH2.destroy();
     },
   };
 }

@@ -1,7 +1,7 @@
 // The request's journey as one object: what each stage learned (service, route, backend,
 // endpoint, attempts) travels with it, so the log line and metrics read one place.
 import type { BodySource } from '../http1/body.ts';
-import type { Framing, RequestHead } from '../http1/head.ts';
+import type { Framing } from '../http1/head.ts';
 import type { RuntimeConfig, ServiceRuntime, RouteRuntime, EndpointState } from '../config/compile.ts';
 import type { HopSpan } from '../telemetry/trace.ts';
 import type { ProxyError } from '../errors.ts';
@@ -16,6 +16,11 @@ export type RequestBody =
   /** Streamed once; a request with such a body is never retried. */
   | { kind: 'stream'; source: BodySource };
 
+/** Request fields by lower-case name; a repeated field's values joined with ", ". */
+export interface RequestFields {
+  get(lower: string): string | undefined;
+}
+
 export interface Peer {
   /** SPIFFE ID of an mTLS peer, "" for plaintext. */
   readonly identity: string;
@@ -24,8 +29,8 @@ export interface Peer {
 
 export interface Exchange {
   readonly direction: Direction;
-  /** The request head as received (fields, framing). */
-  readonly head: RequestHead;
+  /** The request's fields by lower-case name, as received (HTTP/1: the parsed head; HTTP/2: the stream's headers). */
+  readonly head: RequestFields;
   readonly method: string;
   /** Request-target as sent to the upstream: origin-form (`/a?b`). */
   readonly target: string;

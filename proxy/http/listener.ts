@@ -12,17 +12,19 @@ import type { ProxyMetrics } from '../telemetry/metrics.ts';
 import type { AccessLog } from '../telemetry/access-log.ts';
 import type { RecentErrors } from '../telemetry/recent-errors.ts';
 import { extractParent, pushPropagationHeaders, type Tracing } from '../telemetry/trace.ts';
-import type { UpgradeDestination, UpgradeHandler } from './upgrade.ts';
+import type { UpgradeHandler } from './upgrade.ts';
+import { PLAINTEXT, recordExchange, recordOther, type OtherRequest, type Workload } from './record.ts';
 import { ServerConnection, type HeadProblem, type ServerHooks, type ServerLimits, type ServerRequest } from '../http1/server.ts';
 import type { RequestHead } from '../http1/head.ts';
 import type { Foreign } from '../http1/first-bytes.ts';
 import { unsupportedProtocolAnswer, unsupportedProtocolMessage } from './unsupported-protocol.ts';
 
-export interface Workload {
-  workload: string;
-  namespace: string;
-  /** This workload's own service name (inbound destination label). */
-  service: string;
+export type { Workload } from './record.ts';
+
+/** Where a connection that opens with the HTTP/2 preface goes (http2/server.ts). */
+export interface Http2Acceptor {
+  /** `read`: the bytes already read of the connection (the preface, at least its first line). */
+  accept(socket: Socket, peer: Peer, read?: Buffer): void;
 }
 
 export interface ListenerDeps {
@@ -41,9 +43,10 @@ export interface ListenerDeps {
   peerOf?: (socket: Socket) => Peer;
   /** The last proxy-made errors (admin /errors); written only when the proxy answers an error. */
   recentErrors?: RecentErrors;
+  /** Serves connections that open with the HTTP/2 preface; absent: they get GOAWAY (HTTP_1_1_REQUIRED). */
+  http2?: Http2Acceptor;
 }
 
-const PLAINTEXT: Peer = Object.freeze({ identity: '', tls: false });
 const NO_ATTRS: Record<string, string> = Object.freeze({}) as Record<string, string>;
 
 /** Split a Host / authority into lower-case host without port. */
@@ -98,6 +101,14 @@ export class Listener {
       refuse: (problem, message) => this.#refusal(problem, message),
       foreign: (what) => this.#foreignRefusal(what),
     };
+    const h2 = deps.http2;
+    if (h2) {
+      // The connection leaves this listener (its drain and sweeps): the HTTP/2 server owns it now.
+      this.#hooks.http2 = (conn, read) => {
+        this.#conns.delete(conn);
+        h2.accept(conn.socket, deps.peerOf?.(conn.socket) ?? PLAINTEXT, read);
+      };
+    }
     this.server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => this.accept(socket));
     // One timer for every connection's head and idle timeouts.
     this.#sweeper = setInterval(() => {
@@ -189,28 +200,8 @@ export class Listener {
    * no host), or an upgrade (measured when the client has its answer). One access-log line and
    * one count in the request metrics, like every other request.
    */
-  #measureOther(o: { method: string; authority: string; path: string; status: number; code: string; durMs: number; upstream?: string; traceId?: string; peer?: Peer; dst?: UpgradeDestination | undefined }): void {
-    const d = this.#d;
-    const outbound = d.direction === 'outbound';
-    const dst = outbound ? (o.dst?.service ?? 'unknown') : d.self.service;
-    const peer = o.peer ?? PLAINTEXT;
-    d.metrics.observe(
-      {
-        direction: d.direction,
-        src_workload: outbound ? d.self.workload : '',
-        src_namespace: outbound ? d.self.namespace : '',
-        src_identity: peer.identity,
-        dst_service: dst,
-        dst_workload: outbound ? (o.dst?.workload ?? '') : d.self.workload,
-        dst_namespace: outbound ? (o.dst?.namespace ?? '') : d.self.namespace,
-        status_code: String(o.status),
-        classification: o.status > 0 && o.status < 500 && !o.code ? 'success' : 'failure',
-        error_reason: o.code,
-        tls: (outbound ? o.dst?.tls : peer.tls) ? 'true' : 'false',
-      },
-      o.durMs / 1000,
-    );
-    if (d.accessLog.enabled) d.accessLog.write({ ts: new Date().toISOString(), direction: d.direction, method: o.method, authority: o.authority, path: o.path, status: o.status, duration_ms: Math.round(o.durMs * 1000) / 1000, upstream: o.upstream ?? '', attempts: o.upstream ? 1 : 0, error: o.code, trace_id: o.traceId ?? '', peer: peer.identity, route: '', dst_service: dst });
+  #measureOther(o: OtherRequest): void {
+    recordOther(this.#d, o);
   }
 
   #onUpgrade(head: RequestHead, socket: Socket, rest: Buffer): void {
@@ -351,49 +342,8 @@ export class Listener {
     ex.measured = true;
     const d = this.#d;
     this.#inFlight--;
-    const err = ex.error;
     const status = req.headersSent ? req.status : 0;
-    const durMs = d.clock.now() - ex.startMs;
-    const reason = err?.code ?? (ex.clientGone ? 'client-gone' : '');
-    const ok = status > 0 && status < 500 && !err && req.finished;
-    if (err) d.metrics.proxyErrors.labels(d.direction, err.code).inc();
-    const outbound = d.direction === 'outbound';
-    const dst = outbound ? (ex.backend?.name ?? ex.service?.name ?? 'unknown') : d.self.service;
-    const dstEp = ex.endpoint;
-    if (err) d.recentErrors?.record({ direction: d.direction, reason: err.code, message: err.message, authority: ex.authority, service: dst, endpoint: dstEp?.address ?? '', peer: ex.peer.identity, attempts: ex.attempts });
-    d.metrics.observe(
-      {
-        direction: d.direction,
-        src_workload: outbound ? d.self.workload : '',
-        src_namespace: outbound ? d.self.namespace : '',
-        src_identity: ex.peer.identity,
-        dst_service: dst,
-        dst_workload: outbound ? (dstEp?.labels['workload'] ?? '') : d.self.workload,
-        dst_namespace: outbound ? (dstEp?.labels['namespace'] ?? '') : d.self.namespace,
-        status_code: String(status),
-        classification: ok ? 'success' : 'failure',
-        error_reason: reason,
-        tls: outbound ? (dstEp?.identity ? 'true' : 'false') : ex.peer.tls ? 'true' : 'false',
-      },
-      durMs / 1000,
-    );
-    if (d.accessLog.enabled) d.accessLog.write({
-      ts: new Date().toISOString(),
-      direction: d.direction,
-      method: ex.method,
-      authority: ex.hostHeader,
-      path: ex.path,
-      status,
-      duration_ms: Math.round(durMs * 1000) / 1000,
-      upstream: dstEp?.address ?? ex.appAddress ?? '',
-      attempts: ex.attempts,
-      error: reason,
-      trace_id: ex.span.traceId,
-      peer: ex.peer.identity,
-      route: ex.route?.name ?? '',
-      dst_service: dst,
-    });
-    if (d.tracing.exporting) ex.span.end({ status, errorReason: reason, attributes: { 'meshlet.attempts': ex.attempts, 'server.address': ex.authority, 'meshlet.dst_service': dst, 'url.path': ex.path } });
+    recordExchange(d, ex, status, status > 0 && status < 500 && !ex.error && req.finished);
     this.#idleNow();
   }
 

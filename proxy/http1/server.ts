@@ -23,6 +23,11 @@ export interface ServerHooks {
   refuse(problem: HeadProblem, message: string): string;
   /** A connection whose first bytes are not HTTP/1 (TLS, HTTP/2, other): the bytes to answer with (then it closes). */
   foreign(what: Foreign): Buffer;
+  /**
+   * A connection that opened with the HTTP/2 preface, when the owner serves HTTP/2: the connection
+   * is the hook's from here on (paused); `read` is every byte read of it so far. Absent: foreign().
+   */
+  http2?(conn: ServerConnection, read: Buffer): void;
 }
 
 export interface ServerLimits {
@@ -489,12 +494,18 @@ export class ServerConnection {
 
   /**
    * The first bytes of the connection, before any head: true when they are another protocol (now
-   * refused) or need a few more bytes to tell; false when they may be HTTP/1.
+   * refused, or HTTP/2 handed to the hook that serves it) or need a few more bytes to tell; false
+   * when they may be HTTP/1.
    */
   #notHttp1(buf: Buffer, final: boolean): boolean {
     const what = detectForeign(buf, final);
     if (what === undefined) return false;
-    if (what !== 'more') this.#close(this.#hooks.foreign(what));
+    if (what === 'more') return true;
+    if (what.protocol === 'http2' && this.#hooks.http2) {
+      this.#detach();
+      this.#buf = undefined;
+      this.#hooks.http2(this, buf);
+    } else this.#close(this.#hooks.foreign(what));
     return true;
   }
 

@@ -18,6 +18,8 @@ export function peerOf(socket: net.Socket): Peer {
 export interface AcceptOptions {
   /** Serves HTTP/1.1 on a connection let in (the inbound listener). */
   http: { accept(socket: net.Socket): void };
+  /** Serves HTTP/2 on an mTLS connection whose client chose ALPN h2; absent: only http/1.1 is offered. */
+  http2?: { accept(socket: net.Socket, peer: Peer): void };
   /** The current TLS material; undefined while the proxy has no certificate. */
   material: () => TlsMaterial | undefined;
   /** Identity is configured: plaintext only where permissive. False: plaintext mode. */
@@ -45,7 +47,8 @@ export class InboundAcceptor {
 
   constructor(o: AcceptOptions) {
     this.#o = o;
-    this.#tls = tls.createServer({ requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3', ALPNProtocols: ['http/1.1'] });
+    // A client that offers h2 (a meshlet proxy's HTTP/2 sessions) gets it; one that offers http/1.1, or nothing, gets HTTP/1.1.
+    this.#tls = tls.createServer({ requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3', ALPNProtocols: o.http2 ? ['h2', 'http/1.1'] : ['http/1.1'] });
     this.#tls.on('secureConnection', (s: TLSSocket) => {
       this.#handshakeDone(s);
       const identity = spiffeIdOfCert(s.getPeerX509Certificate());
@@ -54,8 +57,10 @@ export class InboundAcceptor {
         s.destroy();
         return;
       }
-      (s as TLSSocket & { [PEER]?: Peer })[PEER] = Object.freeze({ identity, tls: true });
-      o.http.accept(s);
+      const peer: Peer = Object.freeze({ identity, tls: true });
+      (s as TLSSocket & { [PEER]?: Peer })[PEER] = peer;
+      if (s.alpnProtocol === 'h2' && o.http2) o.http2.accept(s, peer);
+      else o.http.accept(s);
     });
     this.#tls.on('tlsClientError', (err: Error & { code?: string }, s: TLSSocket) => {
       o.onRefused((s as TLSSocket & { authorizationError?: string }).authorizationError ?? err.code ?? 'handshake-error');

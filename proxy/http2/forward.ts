@@ -1,0 +1,248 @@
+// The last step of an HTTP/2 request: one stream on the endpoint's session (sessions.ts), its
+// request body piped from the caller's stream, resolved at the response headers; the body and
+// trailers are relayed after (relay). The outbound terminal, the inbound one (to the app, h2c)
+// and the whole-request deadline that stands in for the retry stage (HTTP/2 is not retried).
+import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2';
+import type { Clock } from '../../api/runtime.ts';
+import type { Exchange, Handler, Stage, UpstreamBody, UpstreamResponse, BodySink } from '../http/exchange.ts';
+import { ProxyError, fromUpstreamError } from '../errors.ts';
+import type { Deadline, Deadlines } from '../http/deadlines.ts';
+import { fieldsOf, forwardH2ResponseHeaders, headerObject } from './fields.ts';
+import type { H2Sessions } from './sessions.ts';
+import { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } from './node-http2.ts';
+
+
+/** What an HTTP/2 exchange carries besides the Exchange: the caller's stream. */
+export interface H2Request {
+  readonly stream: ServerHttp2Stream;
+  /** The request had no body (END_STREAM on its headers). */
+  readonly noBody: boolean;
+  /** A gRPC request (content-type application/grpc*): the proxy's errors go back as grpc-status. */
+  readonly grpc: boolean;
+}
+
+export type H2Exchange = Exchange & { readonly h2: H2Request };
+
+/** A flat [name, value, ...] list, as the pipeline's response headers are, from a response header block. */
+function responseList(headers: IncomingHttpHeaders, raw: readonly string[] | undefined): string[] {
+  return forwardH2ResponseHeaders(fieldsOf(headers, raw ?? rawOf(headers)));
+}
+
+/** Node gives a raw list with 'response' only in some versions: build one from the object. */
+function rawOf(headers: IncomingHttpHeaders): string[] {
+  const out: string[] = [];
+  for (const [k, v] of Object.entries(headers)) {
+    if (v === undefined) continue;
+    if (Array.isArray(v)) for (const x of v) out.push(k, x);
+    else out.push(k, String(v));
+  }
+  return out;
+}
+
+const EMPTY_FRAMING = { kind: 'none' } as const;
+
+/**
+ * The upstream's response body and trailers, relayed onto the caller's stream. `onDone` reports
+ * whether the upstream stream ended cleanly; `grpcStatus` is the grpc-status it answered with
+ * (trailers, or the headers of a trailers-only answer).
+ */
+export class H2Body implements UpstreamBody {
+  readonly #up: ClientHttp2Stream;
+  #trailers: OutgoingHttpHeaders | undefined;
+  #done: Array<(ok: boolean) => void> | undefined = [];
+  #ok = false;
+  grpcStatus: string | undefined;
+
+  constructor(up: ClientHttp2Stream, headers: IncomingHttpHeaders) {
+    this.#up = up;
+    const g = headers['grpc-status'];
+    if (typeof g === 'string') this.grpcStatus = g;
+    up.on('trailers', (t: IncomingHttpHeaders) => {
+      const list = forwardH2ResponseHeaders(fieldsOf(t, rawOf(t)));
+      this.#trailers = headerObject(list);
+      const s = t['grpc-status'];
+      if (typeof s === 'string') this.grpcStatus = s;
+    });
+    up.once('close', () => {
+      this.#ok = up.rstCode === NGHTTP2_NO_ERROR;
+      const d = this.#done;
+      this.#done = undefined;
+      if (d) for (const fn of d) fn(this.#ok);
+    });
+  }
+
+  /**
+   * Answer the caller: `headers` (with :status) and, unless the upstream ended with its headers
+   * (a trailers-only gRPC answer goes on as one), the body with backpressure both ways and the
+   * trailers after it. An upstream reset mid-body resets the caller's stream; a caller that
+   * leaves cancels the upstream stream.
+   */
+  relay(down: ServerHttp2Stream, headers: OutgoingHttpHeaders): void {
+    const up = this.#up;
+    if (up.endAfterHeaders) {
+      down.respond(headers, { endStream: true });
+      return;
+    }
+    down.respond(headers, { waitForTrailers: true });
+    down.once('wantTrailers', () => {
+      // No trailers: Node ends the stream with an empty DATA frame.
+      if (!down.destroyed) down.sendTrailers(this.#trailers ?? {});
+    });
+    up.once('close', () => {
+      if (up.rstCode !== NGHTTP2_NO_ERROR && !down.destroyed) down.close(NGHTTP2_INTERNAL_ERROR);
+    });
+    up.pipe(down);
+  }
+
+  pipeTo(_sink: BodySink): void {
+    throw new Error('an HTTP/2 response body is relayed onto a stream (H2Body.relay), not piped');
+  }
+
+  takeWhole(): Buffer | undefined {
+    return undefined;
+  }
+
+  discard(): void {
+    if (!this.#up.closed) this.#up.close(NGHTTP2_CANCEL);
+  }
+
+  readonly abort = (_reason: Error): void => {
+    if (!this.#up.closed) this.#up.close(NGHTTP2_CANCEL);
+  };
+
+  onDone(fn: (ok: boolean) => void): void {
+    if (this.#done === undefined) fn(this.#ok);
+    else this.#done.push(fn);
+  }
+}
+
+/** A stream error before the response headers, as a proxy error. */
+function streamError(err: Error & { code?: string }, address: string): ProxyError {
+  if (err.code === 'ERR_HTTP2_STREAM_ERROR' || err.code === 'ERR_HTTP2_SESSION_ERROR' || err.code === 'ERR_HTTP2_GOAWAY_SESSION' || err.code === 'ERR_HTTP2_STREAM_CANCEL') {
+    return new ProxyError('upstream-reset', `${address} reset the HTTP/2 stream before responding: ${err.message}`, { cause: err });
+  }
+  return fromUpstreamError(err, false);
+}
+
+const perTryTimeout = (ms: number) => new ProxyError('per-try-timeout', `no response headers within ${ms} ms`);
+
+/**
+ * Send the exchange as one stream on `session` (awaited: a connect failure is the attempt's).
+ * `extra`: fields for this hop (meshlet-dst-port). `perTryMs` > 0: aborted with per-try-timeout
+ * without response headers within it, counted from when the request body has been sent whole (a
+ * client-streaming call's upload is the caller's pace), as HTTP/1's dispatchOnce counts it.
+ */
+export function dispatchH2(session: Promise<ClientHttp2Session>, ex: H2Exchange, address: string, extra: readonly string[], perTryMs: number, deadlines: Deadlines | undefined): Promise<UpstreamResponse> {
+  return new Promise<UpstreamResponse>((resolve, reject) => {
+    let up: ClientHttp2Stream | undefined;
+    let timer: Deadline | undefined;
+    let settled = false;
+    const settle = (err: Error | undefined, res?: UpstreamResponse) => {
+      if (settled) return;
+      settled = true;
+      if (timer) deadlines!.cancel(timer);
+      ex.abortAttempt = undefined;
+      if (err) {
+        if (up && !up.closed) up.close(NGHTTP2_CANCEL);
+        reject(err);
+      } else resolve(res!);
+    };
+    ex.abortAttempt = (reason) => settle(reason);
+    const arm = () => {
+      if (perTryMs > 0 && !settled) timer = deadlines!.after(perTryMs, () => settle(perTryTimeout(perTryMs)));
+    };
+    session.then(
+      (s) => {
+        if (settled) return;
+        const down = ex.h2.stream;
+        const headers: OutgoingHttpHeaders = { ':method': ex.method, ':path': ex.target, ':authority': ex.hostHeader };
+        headerObject(ex.headers, headers);
+        headerObject(extra, headers);
+        const noBody = ex.h2.noBody || down.readableEnded;
+        let stream: ClientHttp2Stream;
+        try {
+          stream = s.request(headers, { endStream: noBody });
+        } catch (err) {
+          // A session that just closed (GOAWAY between get and request): nothing was sent.
+          settle(new ProxyError('upstream-reset', `${address}: the HTTP/2 session closed before the request: ${(err as Error).message}`, { cause: err, beforeRequest: true }));
+          return;
+        }
+        up = stream;
+        stream.on('error', (err: Error) => settle(streamError(err, address)));
+        stream.once('close', () => {
+          if (stream.rstCode === NGHTTP2_REFUSED_STREAM) settle(new ProxyError('upstream-reset', `${address} refused the stream (REFUSED_STREAM)`, { beforeRequest: true }));
+          else settle(new ProxyError('upstream-reset', `${address} closed the stream before responding (code ${stream.rstCode})`));
+        });
+        stream.once('response', (h: IncomingHttpHeaders, _flags: number, raw?: string[]) => {
+          const status = Number(h[':status']);
+          settle(undefined, { status, statusText: '', headers: responseList(h, raw), framing: EMPTY_FRAMING, body: new H2Body(stream, h) });
+        });
+        if (noBody) arm();
+        else {
+          down.once('end', arm);
+          down.pipe(stream);
+        }
+      },
+      (err: unknown) => settle(fromUpstreamError(err, false)),
+    );
+  });
+}
+
+/** The port part of an endpoint address. */
+const portOf = (address: string): string => address.slice(address.lastIndexOf(':') + 1);
+
+/**
+ * Outbound terminal: a stream on the chosen endpoint's session. The per-try timeout is the
+ * route's, cut to what is left of the whole-request deadline; a meshed endpoint's proxy is told
+ * the port dialled (`meshlet-dst-port`), as over HTTP/1.
+ */
+export function h2Endpoint(clock: Clock, deadlines: Deadlines, sessions: H2Sessions): Handler {
+  return (ex) => {
+    const h = ex as H2Exchange;
+    const ep = ex.endpoint!;
+    ex.attempts++;
+    const perTry = Math.min(ex.route?.timeouts.perTry ?? 0, Math.max(1, ex.deadline - clock.now()));
+    const connect = ex.route?.timeouts.connect ?? 1000;
+    const extra = ep.identity === undefined ? [] : ['meshlet-dst-port', portOf(ep.address)];
+    return dispatchH2(sessions.get(ep.address, ep.identity, connect), h, ep.address, extra, perTry, deadlines);
+  };
+}
+
+/** Inbound terminal: a stream on the session to the local app (h2c). No retries, no timeout: the caller's proxy owns them. */
+export function h2App(sessions: H2Sessions, address: string): Handler {
+  return (ex) => {
+    ex.attempts = 1;
+    ex.appAddress = address;
+    return dispatchH2(sessions.get(address, undefined, 1000), ex as H2Exchange, address, [], 0, undefined);
+  };
+}
+
+/**
+ * Outbound stage in the retry stage's place for HTTP/2 (not retried in this slice): the route's
+ * whole-request timeout, until response headers, as retry.ts arms it for HTTP/1.
+ */
+export function h2Deadline(deadlines: Deadlines): Stage {
+  return (next) => async (ex) => {
+    const timeoutMs = ex.route!.timeouts.request;
+    ex.deadline = timeoutMs > 0 ? ex.startMs + timeoutMs : Infinity;
+    if (timeoutMs <= 0) return next(ex);
+    let timedOut = false;
+    const timer = deadlines.at(ex.deadline, () => {
+      timedOut = true;
+      ex.abortAttempt?.(new ProxyError('request-timeout', `no response within ${timeoutMs} ms`));
+    });
+    try {
+      const res = await next(ex);
+      if (timedOut) {
+        res.body.discard();
+        throw new ProxyError('request-timeout', `no response within ${timeoutMs} ms`);
+      }
+      return res;
+    } catch (err) {
+      if (timedOut && !(err instanceof ProxyError && err.code === 'request-timeout')) throw new ProxyError('request-timeout', `no response within ${timeoutMs} ms`, { cause: err });
+      throw err;
+    } finally {
+      deadlines.cancel(timer);
+    }
+  };
+}
