@@ -118,6 +118,13 @@ export class H2Sessions {
         clearTimeout(timer);
         if (expected !== undefined && !checked && err.code !== 'ECONNREFUSED') this.#o.onHandshakeFailure?.(err.code ?? 'error');
         session.destroy();
+        if (err.code === 'ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL') {
+          // The endpoint's TLS listener offers http/1.1 only (a meshlet older than HTTP/2 support).
+          const e = new Error(`the proxy of ${address} does not accept HTTP/2 (no ALPN h2; it may run a meshlet older than HTTP/2 support): upgrade it, or make this client use HTTP/1.1`) as Error & { code?: string };
+          e.code = err.code;
+          reject(e);
+          return;
+        }
         reject(checked ?? err);
       };
       const timer = setTimeout(() => fail(new ConnectTimeoutError(`${expected === undefined ? '' : 'TLS '}connect to ${address} timed out after ${timeoutMs} ms`)), timeoutMs);
