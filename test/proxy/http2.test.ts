@@ -94,6 +94,21 @@ async function startApp(name: string): Promise<AppServer> {
       }, 20);
       return;
     }
+    if (path === '/echo.Echo/SlowStream') {
+      s.resume();
+      s.respond({ ':status': 200, ...GRPC }, { waitForTrailers: true });
+      s.once('wantTrailers', () => s.sendTrailers({ 'grpc-status': '0' }));
+      let i = 0;
+      const tick = setInterval(() => {
+        if (s.closed) return clearInterval(tick);
+        s.write(frame(`slow ${i}`));
+        if (++i === 4) {
+          clearInterval(tick);
+          s.end();
+        }
+      }, 150);
+      return;
+    }
     if (path === '/echo.Echo/Bidi') {
       s.respond({ ':status': 200, ...GRPC }, { waitForTrailers: true });
       s.once('wantTrailers', () => s.sendTrailers({ 'grpc-status': '0' }));
@@ -186,6 +201,7 @@ t.before(async () => {
       services: [
         { name: 'api', endpoints: [api] },
         { name: 'slow', endpoints: [api], timeouts: { request: 300 } },
+        { name: 'upload', endpoints: [api], timeouts: { perTry: 300, request: 5000 } },
         { name: 'v2', endpoints: [{ address: `127.0.0.1:${v2.port}` }] },
         { name: 'split', endpoints: [], routes: [{ name: 'three-to-one', backends: [{ service: 'api', weight: 3 }, { service: 'v2', weight: 1 }] }] },
       ],
@@ -247,6 +263,27 @@ t.test('server streaming: five messages, each as the app sends it, then grpc-sta
   await new Promise((r) => req.on('close', r));
   t.same(got.map((g) => g.m), ['item 0', 'item 1', 'item 2', 'item 3', 'item 4']);
   t.ok(got[4]!.at - got[0]!.at >= 40, `messages arrive as sent (first to last ${Math.round(got[4]!.at - got[0]!.at)} ms apart; the app spaces them 20 ms), not buffered to the end`);
+  t.equal(trailers?.['grpc-status'], '0');
+});
+
+t.test('client streaming: an upload longer than the per-try timeout is the caller\'s pace, not a timeout', async (t) => {
+  const req = session.request({ ':method': 'POST', ':path': '/echo.Echo/Unary', ':authority': 'upload', ...GRPC, te: 'trailers' });
+  const got: string[] = [];
+  req.on('data', messages((m) => got.push(m)));
+  let trailers: http2.IncomingHttpHeaders | undefined;
+  let headers: http2.IncomingHttpHeaders = {};
+  req.on('response', (h) => (headers = h));
+  req.on('trailers', (tr) => (trailers = tr));
+  const closed = new Promise((r) => req.on('close', r));
+  // 4 messages 150 ms apart: 450 ms of upload on a route whose per-try timeout is 300 ms.
+  for (const m of ['w', 'x', 'y', 'z']) {
+    req.write(frame(m));
+    await new Promise((r) => setTimeout(r, 150));
+  }
+  req.end();
+  await closed;
+  t.equal(headers['meshlet-proxy-error'], undefined, `no proxy error (got ${String(headers['meshlet-proxy-error'])})`);
+  t.same(got, ['v1: w+x+y+z'], 'every message reached the app, one answer came back');
   t.equal(trailers?.['grpc-status'], '0');
 });
 
@@ -354,4 +391,51 @@ t.test('golden signals on /metrics: requests by status and a latency histogram, 
   t.ok(metricValue(cm, 'meshlet_proxy_errors_total', { direction: 'outbound', reason: 'request-timeout' }) >= 2);
   const sm = await server.metrics();
   t.ok(metricValue(sm, 'meshlet_requests_total', { direction: 'inbound', src_identity: WEB, status_code: '200', classification: 'success', tls: 'true' }) >= 200, 'inbound successes with the peer identity');
+});
+
+t.test('plaintext h2c on an inbound listener: served where plaintext is allowed, refused on a strict port', async (t) => {
+  // A proxy without identity (plaintext mode) takes h2c on its inbound listener, as HTTP/1, and
+  // authorizes it the same way: the default (all-authenticated) denies it, `all` lets it in.
+  const plain = await startProxyProcess({ config: { version: 'p1', services: [] }, appPort: app.port, workload: 'plain' });
+  t.teardown(() => plain.stop());
+  const s = http2.connect(`http://127.0.0.1:${plain.inboundPort}`);
+  s.on('error', () => {});
+  const denied = await call(s, 'plain', '/echo.Echo/Unary', { send: ['p'] });
+  t.equal(grpcStatus(denied), '7', 'no peer identity: PERMISSION_DENIED under the default policy');
+  t.match(decodeURIComponent(String(denied.headers['grpc-message'])), /allows only authenticated \(mTLS\) peers/);
+  plain.writeConfig({ version: 'p2', services: [], inbound: { defaultPolicy: 'all' } });
+  await plain.waitForVersion('p2');
+  const c = await call(s, 'plain', '/echo.Echo/Unary', { send: ['p'] });
+  s.close();
+  t.same(c.messages, ['v1: p'], 'allowed: through to the app as h2c');
+  t.equal(c.trailers?.['grpc-status'], '0');
+  // The mTLS proxy's port is strict: plaintext is refused at accept, h2c or not.
+  const strict = http2.connect(`http://127.0.0.1:${server.inboundPort}`);
+  const outcome = await new Promise<string>((resolve) => {
+    strict.on('error', (e: Error & { code?: string }) => resolve(`error ${e.code}`));
+    strict.on('close', () => resolve('closed'));
+    const r = strict.request({ ':path': '/echo.Echo/Unary', ':authority': 'api' }, { endStream: true });
+    r.on('response', (h) => resolve(`answered ${String(h[':status'])}`));
+    r.on('error', () => {});
+  });
+  strict.destroy();
+  t.notMatch(outcome, /^answered/, `no answer over plaintext on a strict port (${outcome})`);
+});
+
+t.test('drain: an HTTP/2 stream in flight when the proxy is told to stop finishes', async (t) => {
+  const req = session.request({ ':method': 'POST', ':path': '/echo.Echo/SlowStream', ':authority': 'api', ...GRPC, te: 'trailers' });
+  const got: string[] = [];
+  req.on('data', messages((m) => got.push(m)));
+  let trailers: http2.IncomingHttpHeaders | undefined;
+  req.on('trailers', (tr) => (trailers = tr));
+  req.on('error', () => {});
+  const closed = new Promise((r) => req.on('close', r));
+  const first = new Promise<void>((r) => req.once('data', () => r()));
+  req.end(frame('go'));
+  await first;
+  const exited = client.stop('SIGTERM');
+  await closed;
+  t.same(got, ['slow 0', 'slow 1', 'slow 2', 'slow 3'], 'every message after SIGTERM arrived (the app spaces them 150 ms)');
+  t.equal(trailers?.['grpc-status'], '0', 'and the trailers');
+  t.equal(await exited, 0, 'the proxy exits 0 once the stream is done');
 });
