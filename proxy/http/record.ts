@@ -7,7 +7,6 @@ import type { ProxyMetrics } from '../telemetry/metrics.ts';
 import type { AccessLog } from '../telemetry/access-log.ts';
 import type { RecentErrors } from '../telemetry/recent-errors.ts';
 import type { Tracing } from '../telemetry/trace.ts';
-import type { ProxyErrorCode } from '../errors.ts';
 import type { UpgradeDestination } from './upgrade.ts';
 
 export interface Workload {
@@ -84,7 +83,8 @@ export interface OtherRequest {
   authority: string;
   path: string;
   status: number;
-  code: ProxyErrorCode | '' | 'client-gone' | string;
+  /** A ProxyErrorCode, 'client-gone', or '' (none). */
+  code: string;
   durMs: number;
   upstream?: string | undefined;
   traceId?: string | undefined;
