@@ -1,6 +1,6 @@
-// Typed proxy errors. Stages throw or return these; the listener (http/listener.ts), and for an
-// upgrade http/upgrade.ts, turn them into HTTP responses, each carrying a `meshlet-proxy-error`
-// header with its stable code.
+// Typed proxy errors. Stages throw or return these; the listener (http/listener.ts), for an
+// upgrade http/upgrade.ts, and for HTTP/2 http2/server.ts (gRPC: grpc-status, http2/fields.ts)
+// turn them into responses, each carrying a `meshlet-proxy-error` header with its stable code.
 
 export const ERROR_STATUS = {
   'bad-request': 400,
@@ -25,8 +25,8 @@ export const ERROR_STATUS = {
   /** No config yet: no file read, or no first view from the control plane. */
   'no-config': 503,
   /**
-   * A connection whose first bytes are not HTTP/1: TLS (answered with a TLS alert), the HTTP/2
-   * preface (answered with GOAWAY HTTP_1_1_REQUIRED) or anything else (this 400).
+   * A connection whose first bytes are neither HTTP/1 nor the HTTP/2 preface (served as HTTP/2):
+   * TLS (answered with a TLS alert) or anything else (this 400).
    */
   'unsupported-protocol': 400,
 } as const;

@@ -1,7 +1,8 @@
 // A listener: accepts HTTP/1.1 connections (http1/server.ts), builds the Exchange, runs the
 // direction's pipeline and writes the answer; a connection that opens with the HTTP/2 preface is
-// handed to the HTTP/2 listener (http2/server.ts). The one place proxy errors become responses (with
-// `meshlet-proxy-error`), and where every request is measured, logged and traced once.
+// handed to the HTTP/2 listener (http2/server.ts). The one place HTTP/1 proxy errors become
+// responses (with `meshlet-proxy-error`), and where every HTTP/1 request is measured, logged and
+// traced once (http/record.ts).
 import net, { type Socket, type AddressInfo } from 'node:net';
 import type { Clock } from '../../api/runtime.ts';
 import type { ConfigStore } from '../config/store.ts';
