@@ -24,7 +24,7 @@ export const DEFAULT_AUDIENCE = 'meshlet';
 /**
  * Destination ports whose outbound connections bypass the proxy in every Pod that does not set
  * config.meshlet.io/skip-outbound-ports (which replaces this list, as Linkerd's and Istio's
- * annotations replace their defaults). The proxy carries plaintext HTTP/1.1 only and cannot pass
+ * annotations replace their defaults). The proxy carries plaintext HTTP only and cannot pass
  * other bytes on to where they were going (Node cannot read a redirected connection's original
  * destination), so these go out directly, as they keep working under Linkerd or Istio:
  * - 443: the app's own HTTPS (cloud APIs, the Kubernetes API at kubernetes.default.svc:443);

@@ -12,7 +12,7 @@ const INBOUND_BYPASS = 'let its port bypass the proxy (config.meshlet.io/skip-in
 export function unsupportedProtocolMessage(what: Foreign, direction: Direction): string {
   const outbound = direction === 'outbound';
   const who = outbound ? 'the app' : 'a client';
-  const where = outbound ? 'the outbound proxy, which proxies HTTP/1.1 only' : 'the inbound proxy, which takes plaintext HTTP/1.1 here';
+  const where = outbound ? 'the outbound proxy, which proxies plaintext HTTP (HTTP/1.1 and HTTP/2) only' : 'the inbound proxy, which takes plaintext HTTP here';
   const bypass = outbound ? OUTBOUND_BYPASS : INBOUND_BYPASS;
   switch (what.protocol) {
     case 'tls': {

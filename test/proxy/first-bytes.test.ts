@@ -62,7 +62,7 @@ t.test('TLS to the outbound port: the handshake fails at once with an alert; /er
   t.match(err.message, /alert handshake failure/, 'the client reads a TLS alert');
   const e = (await recent()).find((x) => x.reason === 'unsupported-protocol' && x.authority === 'api.github.com');
   t.ok(e, '/errors lists it with the server name as its authority');
-  t.match(e?.message, /sent TLS \(server name api\.github\.com\) to the outbound proxy, which proxies HTTP\/1\.1 only/);
+  t.match(e?.message, /sent TLS \(server name api\.github\.com\) to the outbound proxy, which proxies plaintext HTTP \(HTTP\/1\.1 and HTTP\/2\) only/);
   t.match(e?.message, /config\.meshlet\.io\/skip-outbound-ports/, 'and says how to let it bypass the proxy');
   await settle();
   t.ok(metricValue(await p.metrics(), 'meshlet_proxy_errors_total', { direction: 'outbound', reason: 'unsupported-protocol' }) >= 1, 'counted');
