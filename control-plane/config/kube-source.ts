@@ -12,6 +12,11 @@ import type { StatusObjects } from './status-writer.ts';
  *   TrafficSplits, AuthorizationPolicies, ServicePolicies, and HTTPRoutes when the CRD was there at start): a
  *   partial model (say, Services without their Pods, or without the AuthorizationPolicies) is
  *   never pushed. `start()` resolves with the first model, already passed to onChange.
+ * - A custom resource whose list the API server answers 404 before it ever listed is not served
+ *   (its CRD is not installed): that is a complete answer, none exist, so it does not hold back
+ *   the first model; the error says which CRD to install, and the informer keeps retrying, so the
+ *   objects join the model once it is. Any other failure (403: RBAC; 5xx; no answer) says nothing
+ *   about what exists: that kind holds back the first model until it lists.
  * - Any add/update/delete schedules a rebuild after `debounceMs` of quiet, at most `maxDelayMs`
  *   after the first event of a burst. The rebuild reads every informer's cache (pure
  *   meshModelFromKubernetes) and calls onChange only when the hash of model + problems differs
@@ -32,6 +37,13 @@ import type { StatusObjects } from './status-writer.ts';
 
 export const CORE_KINDS = ['Service', 'EndpointSlice', 'Pod', 'TrafficSplit', 'AuthorizationPolicy', 'ServicePolicy'] as const;
 export type WatchedKind = (typeof CORE_KINDS)[number] | 'HTTPRoute';
+/** The custom resources, by the CRD that serves each: a 404 on their list means that CRD is not installed. */
+export const CUSTOM_KINDS: Readonly<Partial<Record<WatchedKind, string>>> = {
+  TrafficSplit: 'trafficsplits.meshlet.io',
+  AuthorizationPolicy: 'authorizationpolicies.meshlet.io',
+  ServicePolicy: 'servicepolicies.meshlet.io',
+  HTTPRoute: `httproutes.${GATEWAY_GROUP}`,
+};
 
 /** What the source needs of an informer (makeInformer's, adapted; or a fake in tests). */
 export interface SourceInformer {
@@ -70,7 +82,12 @@ export function planRestart(attempt: number, ranForMs: number, policy: RestartPo
 
 export interface InformerStatus {
   kind: WatchedKind;
+  /** A complete list is in the cache (possibly stale: see `watching`). */
   synced: boolean;
+  /** The cache is being kept current: its informer lists and watches without error. */
+  watching: boolean;
+  /** Never listed, and the API server answered 404: the resource is not served (its CRD is not installed). */
+  absent: boolean;
   /** Replacements after errors. */
   restarts: number;
   /** Planned re-lists (resync) that completed. */
@@ -93,6 +110,13 @@ export interface ResilientInformerOptions {
   onChange: () => void;
   onRestart?: (kind: WatchedKind, err: unknown, delayMs: number) => void;
 }
+
+/** The HTTP status of a failed list (ApiException's code) or watch (statusCode), if any. */
+export const httpStatusOf = (err: unknown): number | undefined => {
+  const e = err as { code?: unknown; statusCode?: unknown } | null;
+  if (!e || typeof e !== 'object') return undefined;
+  return typeof e.code === 'number' ? e.code : typeof e.statusCode === 'number' ? e.statusCode : undefined;
+};
 
 /** One line: the client's ApiException carries the whole response (headers too); keep code and Status message. */
 const messageOf = (err: unknown): string => {
@@ -126,6 +150,7 @@ export class ResilientInformer {
   #relists = 0;
   #relisting = false;
   #lastError: string | undefined;
+  #absent = false;
   readonly #firstSync: Promise<void>;
   #resolveSync!: () => void;
   #rejectSync!: (e: Error) => void;
@@ -151,6 +176,11 @@ export class ResilientInformer {
     return this.#current !== undefined;
   }
 
+  /** Never listed, and the last answer that said anything was 404 (the resource is not served). */
+  get absent(): boolean {
+    return this.#absent;
+  }
+
   /** The cache in force: the last informer that listed completely (possibly failed since, until replaced). */
   list(): readonly KubernetesObject[] {
     return this.#current?.inf.list() ?? [];
@@ -164,7 +194,15 @@ export class ResilientInformer {
   }
 
   status(): InformerStatus {
-    return { kind: this.kind, synced: this.synced, restarts: this.#restarts, relists: this.#relists, ...(this.#lastError !== undefined ? { lastError: this.#lastError } : {}) };
+    return {
+      kind: this.kind,
+      synced: this.synced,
+      watching: this.#current?.alive === true,
+      absent: this.#absent,
+      restarts: this.#restarts,
+      relists: this.#relists,
+      ...(this.#lastError !== undefined ? { lastError: this.#lastError } : {}),
+    };
   }
 
   async stop(): Promise<void> {
@@ -223,6 +261,7 @@ export class ResilientInformer {
     }
     const old = this.#current;
     this.#current = entry;
+    this.#absent = false;
     this.#syncedAt = performance.now();
     if (relisting) this.#relists++;
     if (old) void this.#retire(old);
@@ -233,6 +272,8 @@ export class ResilientInformer {
   #fail(entry: Entry | undefined, err: unknown): void {
     if (entry) void this.#retire(entry); // its cache stays readable while it is #current
     this.#lastError = messageOf(err);
+    // 404 before any list: not served. Other errors (an outage meanwhile) leave the answer as it was.
+    if (this.#current === undefined && httpStatusOf(err) === 404) this.#absent = true;
     if (this.#stopped || this.#pending || this.#timer) return; // a replacement is already on its way
     const ranFor = entry && entry === this.#current ? performance.now() - this.#syncedAt : 0;
     const plan = planRestart(this.#attempt, ranFor, this.#policy, (this.#o.random ?? Math.random)());
@@ -311,11 +352,15 @@ export class KubernetesSource {
   #burstStart: number | undefined;
   #intervals: NodeJS.Timeout[] = [];
   #discovering = false;
+  /** Every gating informer is started: the first model may go once they have listed. */
+  #launched = false;
+  readonly #first = Promise.withResolvers<MeshModel>();
 
   constructor(o: KubernetesSourceOptions) {
     if (!o.kc && (!o.informerFactory || !o.hasHTTPRoute)) throw new Error('KubernetesSource needs kc, or both informerFactory and hasHTTPRoute');
     this.#o = o;
     this.#modelOptions = { ...o.model };
+    this.#first.promise.catch(() => {}); // awaited by start() only
   }
 
   /** The model last emitted (undefined before the first sync). */
@@ -356,14 +401,15 @@ export class KubernetesSource {
       this.#gating.add('HTTPRoute');
       this.#add('HTTPRoute');
     }
-    await Promise.all([...this.#informers.values()].map((i) => i.start()));
-    if (this.#stopped) throw new Error('KubernetesSource stopped while starting');
-    this.#flush();
+    this.#launched = true;
+    for (const i of this.#informers.values()) i.start().catch(() => {}); // rejects only when stopped
+    this.#checkFirst();
+    const first = await this.#first.promise;
     const resync = this.#o.resyncMs ?? 600_000;
     if (resync > 0) this.#intervals.push(setInterval(() => this.resync(), resync).unref());
     const discovery = this.#o.discoveryMs ?? 60_000;
     if (discovery > 0) this.#intervals.push(setInterval(() => void this.#checkRoutes(), discovery).unref());
-    return this.#model!;
+    return first;
   }
 
   /** Re-list every informer now (what the periodic resync does); emits only if the re-listed state differs. */
@@ -379,6 +425,7 @@ export class KubernetesSource {
 
   async stop(): Promise<void> {
     this.#stopped = true;
+    this.#first.reject(new Error('KubernetesSource stopped while starting'));
     clearTimeout(this.#timer);
     for (const t of this.#intervals) clearInterval(t);
     this.#intervals = [];
@@ -386,13 +433,20 @@ export class KubernetesSource {
   }
 
   #add(kind: WatchedKind): ResilientInformer {
-    const inf = new ResilientInformer({
+    const crd = CUSTOM_KINDS[kind];
+    const inf: ResilientInformer = new ResilientInformer({
       kind,
       factory: this.#factory!,
       ...(this.#o.restart ? { policy: this.#o.restart } : {}),
       ...(this.#o.random ? { random: this.#o.random } : {}),
       onChange: () => this.#schedule(),
-      onRestart: (k, error, restartInMs) => this.#report({ source: k, error, message: messageOf(error), restartInMs }),
+      onRestart: (k, error, restartInMs) => {
+        const message = crd !== undefined && inf.absent
+          ? `${messageOf(error)}: the CRD ${crd} is not installed (kubectl apply -k manifests/, or meshlet install); the mesh has no ${k} until it is, and picks them up once it is`
+          : messageOf(error);
+        this.#report({ source: k, error, message, restartInMs });
+        this.#checkFirst(); // a kind found not served may be the last one the first model waited for
+      },
     });
     this.#informers.set(kind, inf);
     return inf;
@@ -436,13 +490,25 @@ export class KubernetesSource {
     }
   }
 
+  /** Every gating kind listed, or (a custom resource) is known not to be served. */
   #synced(): boolean {
-    for (const kind of this.#gating) if (!this.#informers.get(kind)?.synced) return false;
+    for (const kind of this.#gating) {
+      const inf = this.#informers.get(kind);
+      if (!inf?.synced && !(CUSTOM_KINDS[kind] !== undefined && inf?.absent)) return false;
+    }
     return true;
   }
 
+  /** Before the first model: emit it (at once, no debounce) as soon as every gating kind has answered. */
+  #checkFirst(): void {
+    if (!this.#launched || this.#stopped || this.#model !== undefined || !this.#synced()) return;
+    this.#flush();
+    if (this.#model !== undefined) this.#first.resolve(this.#model);
+  }
+
   #schedule(): void {
-    if (this.#stopped || this.#model === undefined) return; // before the first flush, start() does it
+    if (this.#stopped) return;
+    if (this.#model === undefined) return this.#checkFirst();
     const now = performance.now();
     this.#burstStart ??= now;
     const debounce = this.#o.debounceMs ?? 100;

@@ -23,6 +23,9 @@ import { modelProblems, prepare, viewFor, type ProxyInfo } from '../../../contro
 const TD = 'cluster.local';
 const V = 'meshlet.io/v1alpha1';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function waitUntil(ok: () => boolean, timeoutMs = 2000): Promise<void> {
+  for (const end = performance.now() + timeoutMs; !ok(); await sleep(10)) if (performance.now() > end) throw new Error('timed out');
+}
 
 // ---- fixtures ----------------------------------------------------------------------------------
 
@@ -411,6 +414,8 @@ class FakeApi {
   readonly live = new Set<FakeInformer>();
   created = 0;
   failStarts = new Map<WatchedKind, number>();
+  /** Every list of the kind fails with this (an ApiException-like error) until deleted. */
+  failWith = new Map<WatchedKind, unknown>();
 
   put(kind: WatchedKind, o: KubernetesObject): void {
     const key = `${o.metadata?.namespace}/${o.metadata?.name}`;
@@ -451,6 +456,7 @@ class FakeInformer implements SourceInformer {
   }
   async start(): Promise<void> {
     await sleep(1);
+    if (this.api.failWith.has(this.kind)) return this.fail(this.api.failWith.get(this.kind));
     const left = this.api.failStarts.get(this.kind) ?? 0;
     if (left > 0) {
       this.api.failStarts.set(this.kind, left - 1);
@@ -590,6 +596,45 @@ t.test('KubernetesSource: one emit after every kind listed; bursts coalesce; a r
   await sleep(250);
   t.equal(emits.length, 3);
   t.same(emits[2]?.model.trafficSplits, []);
+});
+
+/** What the client library throws for a list the API server refused. */
+const apiError = (code: number, message: string) => Object.assign(new Error(`HTTP-Code: ${code}`), { code, body: JSON.stringify({ kind: 'Status', message }) });
+
+t.test('KubernetesSource: a CRD not installed (404) does not hold back the first model, and joins once installed', async (t) => {
+  const api = new FakeApi();
+  seed(api);
+  api.failWith.set('TrafficSplit', apiError(404, 'the server could not find the requested resource'));
+  const { source, emits, errors } = fakeSource(api);
+  t.teardown(() => source.stop());
+  const first = await source.start();
+  t.same(first.services.map((s) => s.name), ['legacy', 'web', 'web-v1', 'web-v2'], 'the Services, Pods and other kinds are emitted');
+  t.match(errors[0], /^TrafficSplit: HTTP 404: the server could not find the requested resource: the CRD trafficsplits\.meshlet\.io is not installed \(kubectl apply -k manifests\/, or meshlet install\)/, 'the error names the CRD to install');
+  t.match(source.status().informers.find((i) => i.kind === 'TrafficSplit'), { synced: false, absent: true, watching: false });
+
+  api.failWith.delete('TrafficSplit'); // installed, with a split
+  api.put('TrafficSplit', split('shop', 'canary', [90, 10]) as KubernetesObject);
+  await waitUntil(() => emits.length === 2);
+  t.same(emits[1]?.model.trafficSplits.map((s) => s.name), ['canary'], 'its objects join the model once it lists');
+  t.match(source.status().informers.find((i) => i.kind === 'TrafficSplit'), { synced: true, absent: false, watching: true });
+});
+
+t.test('KubernetesSource: a kind it may not list (403) or that fails (503) holds back the first model until it lists', async (t) => {
+  for (const err of [apiError(403, 'authorizationpolicies.meshlet.io is forbidden'), apiError(503, 'unavailable')]) {
+    const api = new FakeApi();
+    seed(api);
+    api.failWith.set('AuthorizationPolicy', err);
+    const { source, emits } = fakeSource(api);
+    t.teardown(() => source.stop());
+    let started = false;
+    source.start().then(() => (started = true), () => {});
+    await sleep(150);
+    t.equal(emits.length, 0, `HTTP ${err.code}: nothing is emitted (a model without AuthorizationPolicies would fail open)`);
+    t.equal(started, false);
+    api.failWith.delete('AuthorizationPolicy');
+    await waitUntil(() => started);
+    t.equal(emits.length, 1, 'the first model once it lists');
+  }
 });
 
 t.test('KubernetesSource: onObjects after every rebuild, emitted or not, with the status as held and the problems in force', async (t) => {
