@@ -286,10 +286,9 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
       onObjects: (objects, problems) => writer.update(objects, problems),
       onError: (e) => log('warn', 'Kubernetes watch failed; restarting it', { source: e.source, error: e.message }),
     });
-    // Not awaited: Certify must serve (pods start on it) even while the source has not listed
-    // everything yet, e.g. before the meshlet CRDs are installed; until then new proxies get an
-    // empty view, and proxies that resume after a restart keep what they run.
-    views.set(modelFromResources([], { trustDomain }), { provisional: true });
+    // Not awaited: Certify must serve (pods start on it) while the source lists. Until its first
+    // model there is no view: the config stream sends nothing, so a proxy that resumes after a
+    // restart keeps what it runs and a new one waits (not ready) rather than run an empty mesh.
     void kubeSource.start().then(
       () => log('info', 'Kubernetes config source listed', {}),
       (e: Error) => log('error', 'Kubernetes config source failed', { error: e.message }),

@@ -1,11 +1,10 @@
 // The glue between a source's model and the push: holds the model in force (prepared once per
 // change), answers each proxy's view with a content-derived version, and keeps the problems the
 // translation found for status, with the CA's trust bundle. A proxy's version changes exactly when its view does.
-import type { ProxyConfig } from '../../api/proxy-config.ts';
 import type { MeshModel } from './model.ts';
 import { encodeLabels } from '../../api/pod-labels.ts';
 import { configHash, prepare, servedServices, viewOf, modelProblems, type PreparedModel, type ProxyInfo as ViewProxy, type TranslateProblem } from './translate.ts';
-import type { ProxyInfo as StreamProxy, ViewProvider } from './push-server.ts';
+import type { ProxyInfo as StreamProxy, View, ViewProvider } from './push-server.ts';
 
 /** The namespace and service account named by a SPIFFE ID (spiffe://td/ns/N/sa/S). */
 export function identityParts(id: string): { namespace: string; serviceAccount: string } | undefined {
@@ -28,23 +27,15 @@ export class MeshViews implements ViewProvider {
    * service account serving the same services shares one computation, one version and one
    * serialization (replicas of a Deployment, whose Pods differ in pod-template-hash, included).
    */
-  #cache = new Map<string, { version: string; config: ProxyConfig } | { error: string }>();
+  #cache = new Map<string, View>();
   /**
    * Effective served sets by (namespace, claimed services, labels): replicas of one ReplicaSet have
    * equal labels, so each push matches the namespace's selectors once per label set, not per proxy.
    */
   #served = new Map<string, string[]>();
-  /** The model in force is a stand-in until the source's first sync: given only to proxies that run nothing yet. */
-  #provisional = false;
-
-  /**
-   * Put a new model in force; returns the problems the translation found in it. `provisional`:
-   * not the source's yet (the Kubernetes source has not listed). A proxy that already runs a
-   * config (one that resumes after a control-plane restart) keeps it rather than get this one.
-   */
-  set(model: MeshModel, o: { provisional?: boolean } = {}): TranslateProblem[] {
+  /** Put a new model in force; returns the problems the translation found in it. */
+  set(model: MeshModel): TranslateProblem[] {
     this.#model = model;
-    this.#provisional = o.provisional ?? false;
     return this.#prepare();
   }
 
@@ -69,9 +60,11 @@ export class MeshViews implements ViewProvider {
     return this.#problems;
   }
 
-  view(p: StreamProxy): { version: string; config: ProxyConfig } | { error: string } {
-    if (this.#provisional && p.version !== '') return { error: 'the config source has not synced yet; the proxy keeps the config it runs' };
-    if (!this.#prepared) return { error: 'no model yet' };
+  view(p: StreamProxy): View {
+    // Before the source's first model (the Kubernetes source lists every kind first) there is no
+    // view: an empty one would wipe a resuming proxy's config, and start a new one with no services
+    // and no policies. Both wait; the first model is pushed to every stream.
+    if (!this.#prepared) return { pending: 'the config source has not listed yet: the proxy keeps the config it runs, or waits for its first' };
     const who = identityParts(p.identity);
     if (!who) return { error: `not a workload identity: ${p.identity}` };
     // The namespace comes from the certificate, never from what the proxy says about itself: its
@@ -93,7 +86,7 @@ export class MeshViews implements ViewProvider {
     return v;
   }
 
-  #compute(prepared: PreparedModel, identity: string, who: { namespace: string; serviceAccount: string }, served: readonly string[]): { version: string; config: ProxyConfig } | { error: string } {
+  #compute(prepared: PreparedModel, identity: string, who: { namespace: string; serviceAccount: string }, served: readonly string[]): View {
     // The view is shared by every workload of the identity (see #cache): problems name the account.
     // `served` is already the effective set (canonical names), so no labels are passed on.
     const proxy: ViewProxy = { namespace: who.namespace, serviceAccount: who.serviceAccount, identity, workload: who.serviceAccount, services: served };

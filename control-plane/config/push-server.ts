@@ -22,9 +22,15 @@ export interface ProxyInfo extends StreamParams {
   identity: string;
 }
 
-/** The proxy's view of the mesh, with a version that changes exactly when the view does. */
+/**
+ * A proxy's view, with a version that changes exactly when the view does; or why it cannot be
+ * built (`error`); or why there is none yet (`pending`: the source has not listed): either way the
+ * proxy is sent nothing and keeps what it runs.
+ */
+export type View = { version: string; config: ProxyConfig } | { error: string } | { pending: string };
+
 export interface ViewProvider {
-  view(p: ProxyInfo): { version: string; config: ProxyConfig } | { error: string };
+  view(p: ProxyInfo): View;
 }
 
 export interface ProxyStatus {
@@ -179,6 +185,10 @@ export class ConfigPushServer {
   #push(c: Conn): void {
     if (c.blocked) return; // the drain pushes the latest view
     const v = this.#o.views.view(c.info);
+    if ('pending' in v) {
+      this.#o.log?.('no view yet; the proxy is sent one once there is', { identity: c.info.identity, reason: v.pending });
+      return;
+    }
     if ('error' in v) {
       this.#m.viewErrors.inc();
       this.#o.log?.('cannot build view; the proxy keeps what it has', { identity: c.info.identity, error: v.error });

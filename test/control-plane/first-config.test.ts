@@ -87,7 +87,7 @@ t.test('config folder: the first config carries the trust bundle, and nothing co
   t.equal(messages.length, 1, 'one push: the view does not change after it');
 });
 
-t.test('Kubernetes API: the first config (stand-in or listed) carries the trust bundle', async (t) => {
+t.test('Kubernetes API (no meshlet CRDs installed): the first config, the listed cluster, carries the trust bundle', async (t) => {
   const kube = await startKube();
   t.teardown(() => kube.stop());
   const cp = await startControlPlane({ args: ['--kubeconfig', kube.kubeconfigPath] });

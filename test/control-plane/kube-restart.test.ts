@@ -1,12 +1,10 @@
 // A control plane on a real kube-apiserver restarts while its proxy runs, and the API server is
 // gone when it comes back (a node upgrade, an apiserver outage): the proxy reconnects and keeps
-// the config it runs, instead of getting the empty stand-in view the new process serves until its
-// Kubernetes source has listed. A proxy that starts meanwhile (it runs nothing) still gets a view.
+// the config it runs. A proxy that starts meanwhile (it runs nothing) gets no view at all until
+// the Kubernetes source has listed: never an empty one (no services, no policies), which it would
+// apply and turn ready on. Once the API server is back, both get the cluster as it is then.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { startKube } from '../fixtures/kube.ts';
 import { identityArgs, startControlPlane } from '../fixtures/control-plane.ts';
 import { startProxyProcess, type ProxyProcess } from '../fixtures/mesh.ts';
@@ -17,55 +15,59 @@ interface Running {
   version: string;
   config: { services: Array<{ name: string; endpoints: Array<{ address: string }> }> };
 }
+interface StreamStatus {
+  stream: string;
+  sent: string | null;
+}
+const has = (r: Running, name: string) => r.config.services.some((s) => s.name === name && s.endpoints.length === 1);
 const running = async (p: ProxyProcess): Promise<Running> => (await (await fetch(`${p.adminUrl}/config`)).json()) as Running;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-t.test('a control plane restarted while the API server is down does not wipe the config of a proxy that resumes', async (t) => {
+const service = (name: string, ip: string): string => `apiVersion: v1
+kind: Service
+metadata: { name: ${name} }
+spec: { ports: [{ name: http, port: 80, targetPort: 8080 }] }
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: { name: ${name}-1, labels: { kubernetes.io/service-name: ${name} } }
+addressType: IPv4
+ports: [{ name: http, port: 8080, protocol: TCP }]
+endpoints: [{ addresses: ["${ip}"], conditions: { ready: true } }]
+`;
+
+t.test('a control plane restarted while the API server is down keeps resuming proxies on their config and gives new ones none until it has listed', async (t) => {
   const kube = await startKube();
   t.teardown(() => kube.stop());
   const applied = await kube.kubectl(['apply', '--server-side', '-f', CRDS]);
   t.equal(applied.code, 0, `CRDs applied ${applied.stderr}`);
   await kube.kubectl(['wait', '--for=condition=Established', '--timeout=30s', 'crd/trafficsplits.meshlet.io', 'crd/authorizationpolicies.meshlet.io']);
   const shop = await kube.newNamespace('shop');
-  const yaml = `apiVersion: v1
-kind: Service
-metadata: { name: api }
-spec: { ports: [{ name: http, port: 80, targetPort: 8080 }] }
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: { name: api-1, labels: { kubernetes.io/service-name: api } }
-addressType: IPv4
-ports: [{ name: http, port: 8080, protocol: TCP }]
-endpoints: [{ addresses: ["10.1.0.1"], conditions: { ready: true } }]
-`;
-  for (let i = 0; ; i++) {
-    const r = await kube.kubectl(['apply', '-n', shop, '-f', '-'], { input: yaml });
-    if (r.code === 0) break;
-    if (i > 30) throw new Error(`kubectl apply failed: ${r.stderr}`);
-    await sleep(200);
-  }
-  // The kubeconfig outlives the API server (kube.stop() removes its folder).
-  const dir = mkdtempSync(join(tmpdir(), 'meshlet-kube-restart-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const kubeconfig = join(dir, 'kubeconfig');
-  copyFileSync(kube.kubeconfigPath, kubeconfig);
+  const apply = async (yaml: string): Promise<void> => {
+    for (let i = 0; ; i++) {
+      const r = await kube.kubectl(['apply', '-n', shop, '-f', '-'], { input: yaml });
+      if (r.code === 0) return;
+      if (i > 30) throw new Error(`kubectl apply failed: ${r.stderr}`);
+      await sleep(200);
+    }
+  };
+  await apply(service('api', '10.1.0.1'));
 
-  const cp = await startControlPlane({ args: ['--kubeconfig', kubeconfig] });
+  const cp = await startControlPlane({ args: ['--kubeconfig', kube.kubeconfigPath] });
   t.teardown(() => cp.stop());
   const proxy = await startProxyProcess({ config: {}, configFromControlPlane: true, workload: 'web', args: identityArgs(cp, shop, 'web') });
   t.teardown(() => proxy.stop());
   const api = `api.${shop}`;
-  const hasApi = (r: Running) => r.config.services.some((s) => s.name === api && s.endpoints.length === 1);
-  for (let i = 0; !hasApi(await running(proxy)); i++) {
+  const db = `db.${shop}`;
+  for (let i = 0; !has(await running(proxy), api); i++) {
     if (i > 200) throw new Error(`the proxy never got ${api}:\n${cp.stderr()}`);
     await sleep(50);
   }
   await sleep(1500); // settled: no push pending (the debounce holds one at most 500 ms)
   const before = await running(proxy);
 
-  // The API server goes away, then the control plane restarts (same CA, same port).
-  await kube.stop();
+  // The API server goes away (etcd keeps the cluster), then the control plane restarts (same CA, same port).
+  await kube.stopApiserver();
   const [cmd, ...args] = cp.proc.spawnargs as [string, ...string[]];
   cp.proc.kill('SIGKILL');
   await new Promise((r) => cp.proc.once('exit', r));
@@ -79,11 +81,30 @@ endpoints: [{ addresses: ["10.1.0.1"], conditions: { ready: true } }]
   }
   await sleep(1500); // past the push debounce (at most 500 ms)
   const after = await running(proxy);
-  t.ok(hasApi(after), `the proxy still runs ${api} with its endpoint: ${JSON.stringify(after.config.services.map((s) => s.name))}`);
+  t.ok(has(after, api), `the proxy still runs ${api} with its endpoint: ${JSON.stringify(after.config.services.map((s) => s.name))}`);
   t.equal(after.version, before.version, 'and the version it ran before the restart');
 
-  // A proxy that starts now runs nothing yet: it gets the stand-in view (and so becomes ready).
-  const fresh = await startProxyProcess({ config: {}, configFromControlPlane: true, workload: 'web', args: identityArgs(cp, shop, 'web') });
+  // A proxy that starts now runs nothing yet. It connects, and is sent nothing.
+  const starting = startProxyProcess({ config: {}, configFromControlPlane: true, workload: 'web', args: identityArgs(cp, shop, 'web'), readyTimeoutMs: 90_000 });
+  starting.catch(() => {}); // awaited below
+  const streams = async () => (await (await fetch(`${cp.adminUrl}/proxies`)).json()) as StreamStatus[];
+  for (let i = 0; (await streams()).length < 2; i++) {
+    if (i > 300) throw new Error(`the new proxy did not connect:\n${err2}`);
+    await sleep(50);
+  }
+  await sleep(1500); // past the push debounce: the old control plane had sent it the empty stand-in by now
+  t.same((await streams()).map((s) => s.sent), [null, null], 'neither proxy is sent a view while the source has not listed');
+
+  // The API server comes back; a Service created since reaches both proxies with the rest.
+  await kube.startApiserver();
+  await apply(service('db', '10.1.0.2'));
+  const fresh = await starting;
   t.teardown(() => fresh.stop());
-  t.match((await running(fresh)).version, /^h-/, 'a new proxy gets a view from the restarted control plane');
+  for (const [name, p] of [['resuming', proxy], ['new', fresh]] as const) {
+    for (let i = 0; !has(await running(p), db); i++) {
+      if (i > 1200) throw new Error(`the ${name} proxy never got ${db}:\n${err2}`);
+      await sleep(50);
+    }
+    t.ok(has(await running(p), api), `the ${name} proxy runs ${api} and ${db} once the API server is back`);
+  }
 });

@@ -21,7 +21,18 @@ const model: MeshModel = {
   authorizationPolicies: [policy.value as AuthorizationPolicy],
 };
 const hello = (o: Partial<ProxyInfo>): ProxyInfo => ({ stream: 's', identity: `spiffe://${TD}/ns/shop/sa/billing`, workload: 'billing', namespace: 'shop', pod: 'billing-1', services: ['billing'], version: '', ...o });
-const policiesOf = (v: ReturnType<MeshViews['view']>) => ('config' in v ? (v.config.inbound?.policies ?? []).map((p) => p.name) : v.error);
+const policiesOf = (v: ReturnType<MeshViews['view']>) => ('config' in v ? (v.config.inbound?.policies ?? []).map((p) => p.name) : 'error' in v ? v.error : v.pending);
+
+t.test('before the first model no proxy gets a view, new or resuming: never an empty one', async (t) => {
+  const views = new MeshViews();
+  views.setTrustBundle(['-----BEGIN CERTIFICATE-----\n']); // the CA loads before the source lists
+  for (const version of ['', 'h-0123456789abcdef']) {
+    const v = views.view(hello({ version }));
+    t.ok('pending' in v, `a proxy running ${JSON.stringify(version)} waits: ${JSON.stringify(v).slice(0, 120)}`);
+  }
+  views.set(model);
+  t.same(policiesOf(views.view(hello({ labels: { app: 'billing' } }))), ['shop/billing-frontend-only'], 'the first model gives the view');
+});
 
 t.test('replicas with different pod-template-hash share one view; a different selection gets another', async (t) => {
   const views = new MeshViews();
