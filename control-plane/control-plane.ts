@@ -75,6 +75,8 @@ export interface ControlPlaneOptions {
   log: Log;
   routes?: Readonly<Record<string, Route>>;
   services?: readonly ControlPlaneService[];
+  /** More fields for /ready (the Kubernetes source's informers). */
+  readyStatus?: () => Record<string, unknown>;
   /** Read-only JSON documents on the admin port (`/proxies` for `meshlet proxy-status`). */
   documents?: Readonly<Record<string, () => unknown>>;
   /** Spans for certify requests (control-plane/tracing.ts). */
@@ -137,6 +139,7 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
       ca: doc && { source: o.store.where, trustDomain: doc.state.trustDomain, issuerSerial: doc.state.issuer.serialHex, anchors: doc.state.nextAnchor ? 2 : doc.state.previousAnchorPem ? 2 : 1 },
       servingCertificate: serving && { identity: serving.identity.uri, serial: serving.serialHex, notAfter: new Date(serving.notAfterMs).toISOString() },
       lastLoadError: lastLoadError ?? null,
+      ...o.readyStatus?.(),
     }),
     ...(o.documents ? { documents: o.documents } : {}),
   });

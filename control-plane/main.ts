@@ -14,14 +14,15 @@ import { trustBundle } from './ca/index.ts';
 import { ConfigPushServer } from './config/push-server.ts';
 import { MeshViews } from './config/mesh-views.ts';
 import { FolderSource } from './config/folder-source.ts';
-import { KubernetesSource } from './config/kube-source.ts';
+import { KubernetesSource, type WatchedKind } from './config/kube-source.ts';
+import { KubeSourceMetrics, kubeNotReady } from './config/kube-health.ts';
 import { objectName } from './config/kube-model.ts';
 import { StatusWriter, kubeStatusPatch } from './config/status-writer.ts';
 import { modelFromResources } from './config/model.ts';
 import type { Resource } from '../api/resources.ts';
 import { KubeTokenReviewer } from './certify/kube-token-reviewer.ts';
 import type { TokenReviewer } from './certify/token-reviewer.ts';
-import { startControlPlane, type HostPort, type Log } from './control-plane.ts';
+import { startControlPlane, type ControlPlaneService, type HostPort, type Log } from './control-plane.ts';
 import { parseDuration } from './duration.ts';
 import { tracingFromEnv } from './tracing.ts';
 import { inCluster, kubeClients } from './kube.ts';
@@ -206,6 +207,11 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
     push.changed();
   };
 
+  // The Kubernetes source (built once the CA is loaded, below): its readiness and metrics.
+  const kubeMode = !configDir && kube !== undefined;
+  const kubeMetrics = kubeMode ? new KubeSourceMetrics(registry, () => kubeSource?.status()) : undefined;
+  const kubeReadiness: ControlPlaneService = { name: 'config', start: async () => {}, notReady: () => kubeNotReady(kubeSource?.status()), close: async () => {} };
+
   // The proxy injector, served once the CA is loaded (its certificate and the bundle it injects come from it).
   const audience = values.audience ?? env.MESHLET_IDENTITY_AUDIENCE ?? DEFAULT_AUDIENCE;
   const webhook = webhookListen && createWebhook({
@@ -262,7 +268,9 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
         ...(kubeSource ? kubeSource.problems.map((p) => ({ object: objectName(p), path: p.field, message: p.message })) : views.problems.map(({ object, path, message }) => ({ object, path, message }))),
       ],
     },
-    services: webhook ? [webhook] : [],
+    // With a Kubernetes source: not ready until it has listed (no proxy is sent config before).
+    services: [...(webhook ? [webhook] : []), ...(kubeMode ? [kubeReadiness] : [])],
+    ...(kubeMode ? { readyStatus: () => ({ kubernetes: kubeSource?.status() ?? null }) } : {}),
   });
   if (configDir) {
     folder = new FolderSource({ dir: configDir, onChange: (snap) => applyModel(snap.resources, snap.problems), log });
@@ -284,7 +292,10 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
         push.changed();
       },
       onObjects: (objects, problems) => writer.update(objects, problems),
-      onError: (e) => log('warn', 'Kubernetes watch failed; restarting it', { source: e.source, error: e.message }),
+      onError: (e) => {
+        log('warn', 'Kubernetes watch failed; restarting it', { source: e.source, error: e.message });
+        if (e.restartInMs !== undefined) kubeMetrics?.restarted(e.source as WatchedKind);
+      },
     });
     // Not awaited: Certify must serve (pods start on it) while the source lists. Until its first
     // model there is no view: the config stream sends nothing, so a proxy that resumes after a

@@ -130,7 +130,8 @@ const messageOf = (err: unknown): string => {
     }
     return `HTTP ${e.code}`;
   }
-  if (err instanceof Error) return err.message;
+  // undici's 'fetch failed' says where and why in its cause (connect ECONNREFUSED 10.0.0.1:443).
+  if (err instanceof Error) return err.cause instanceof Error && err.cause.message ? `${err.message}: ${err.cause.message}` : err.message;
   if (typeof err === 'object' && err !== null && 'message' in err) return String((err as { message: unknown }).message);
   return String(err);
 };

@@ -94,12 +94,17 @@ t.test('a control plane restarted while the API server is down keeps resuming pr
   }
   await sleep(1500); // past the push debounce: the old control plane had sent it the empty stand-in by now
   t.same((await streams()).map((s) => s.sent), [null, null], 'neither proxy is sent a view while the source has not listed');
+  const notReady = await fetch(`${cp.adminUrl}/ready`);
+  const why = ((await notReady.json()) as { reasons: string[] }).reasons.join('; ');
+  t.equal(notReady.status, 503, `the restarted control plane is not ready: ${why}`);
+  t.match(why, /the Kubernetes config source has not listed .*Service \(fetch failed: connect ECONNREFUSED [^)]+\).* yet: no proxy is sent config until it has/, 'and says why, with the error');
 
   // The API server comes back; a Service created since reaches both proxies with the rest.
   await kube.startApiserver();
   await apply(service('db', '10.1.0.2'));
   const fresh = await starting;
   t.teardown(() => fresh.stop());
+  t.equal((await fetch(`${cp.adminUrl}/ready`)).status, 200, 'the control plane is ready once it has listed');
   for (const [name, p] of [['resuming', proxy], ['new', fresh]] as const) {
     for (let i = 0; !has(await running(p), db); i++) {
       if (i > 1200) throw new Error(`the ${name} proxy never got ${db}:\n${err2}`);

@@ -1,0 +1,129 @@
+// The control plane's Kubernetes source against a real kube-apiserver that lacks the meshlet CRDs,
+// then stops and comes back (etcd keeps the cluster), with real control-plane and proxy processes:
+// Services reach proxies before the CRDs exist and the CRDs' objects once they do; through the
+// outage proxies keep their config and /metrics says the watches are down, not that all is well;
+// what was deleted while it was not watching, history compacted, leaves no ghost in any view.
+import t from 'tap';
+import { kubeForFile } from '../fixtures/kube.ts';
+import { identityArgs, startControlPlane } from '../fixtures/control-plane.ts';
+import { metricValue, startProxyProcess, type ProxyProcess } from '../fixtures/mesh.ts';
+
+const CRDS = new URL('../../manifests/crds/', import.meta.url).pathname;
+const k = kubeForFile(t);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Running {
+  version: string;
+  config: { services: Array<{ name: string; endpoints: Array<{ address: string }>; routes?: unknown[] }> };
+}
+const running = async (p: ProxyProcess): Promise<Running> => (await (await fetch(`${p.adminUrl}/config`)).json()) as Running;
+const metrics = async (adminUrl: string): Promise<string> => (await fetch(`${adminUrl}/metrics`)).text();
+
+async function until(what: string, ok: () => Promise<boolean>, timeoutMs: number, detail: () => string = () => ''): Promise<void> {
+  for (const end = Date.now() + timeoutMs; !(await ok()); await sleep(100)) {
+    if (Date.now() > end) throw new Error(`timed out waiting until ${what}\n${detail()}`);
+  }
+}
+
+const service = (name: string, ip: string): string => `apiVersion: v1
+kind: Service
+metadata: { name: ${name} }
+spec: { ports: [{ name: http, port: 80, targetPort: 8080 }] }
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: { name: ${name}-1, labels: { kubernetes.io/service-name: ${name} } }
+addressType: IPv4
+ports: [{ name: http, port: 8080, protocol: TCP }]
+endpoints: [{ addresses: ["${ip}"], conditions: { ready: true } }]
+`;
+
+async function apply(ns: string, yaml: string): Promise<void> {
+  for (let i = 0; ; i++) {
+    const r = await k().kubectl(['apply', '-n', ns, '-f', '-'], { input: yaml });
+    if (r.code === 0) return;
+    if (i > 50) throw new Error(`kubectl apply failed: ${r.stderr}`);
+    await sleep(200); // a fresh CRD's storage may answer 429 for a moment
+  }
+}
+
+t.test('meshlet CRDs not installed: Services still reach proxies, the error names the CRD, and splits apply once it is installed', async (t) => {
+  const shop = await k().newNamespace('shop');
+  await apply(shop, service('api', '10.1.0.1') + '---\n' + service('api-v2', '10.1.0.2'));
+  const cp = await startControlPlane({ args: ['--kubeconfig', k().kubeconfigPath] });
+  t.teardown(() => cp.stop());
+  const proxy = await startProxyProcess({ config: {}, configFromControlPlane: true, workload: 'web', args: identityArgs(cp, shop, 'web') });
+  t.teardown(() => proxy.stop());
+  const api = `api.${shop}`;
+  const got = await running(proxy);
+  t.ok(got.config.services.some((s) => s.name === api && s.endpoints.length === 1), `the proxy's first config has ${api}: ${JSON.stringify(got.config.services.map((s) => s.name))}`);
+  t.match(cp.stderr(), /the CRD trafficsplits\.meshlet\.io is not installed \(kubectl apply -k manifests\/, or meshlet install\)/, 'the log names the CRD to install');
+  const ready = (await (await fetch(`${cp.adminUrl}/ready`)).json()) as { ready: boolean; kubernetes: { informers: Array<{ kind: string; absent: boolean }> } };
+  t.equal(ready.ready, true, 'ready: it serves the cluster as it is');
+  t.same(ready.kubernetes.informers.filter((i) => i.absent).map((i) => i.kind).toSorted(), ['AuthorizationPolicy', 'ServicePolicy', 'TrafficSplit'], '/ready lists the kinds that are not served');
+
+  t.equal((await k().kubectl(['apply', '--server-side', '-f', CRDS])).code, 0, 'CRDs installed');
+  await apply(shop, `apiVersion: meshlet.io/v1alpha1
+kind: TrafficSplit
+metadata: { name: api }
+spec: { service: api, backends: [{ service: api, weight: 90 }, { service: api-v2, weight: 10 }] }
+`);
+  await until('the split reaches the proxy', async () => JSON.stringify((await running(proxy)).config.services.find((s) => s.name === api)?.routes ?? []).includes('api-v2'), 45_000, cp.stderr);
+  t.pass('the TrafficSplit applied after the CRD was installed reaches the proxy');
+});
+
+t.test('API server outage: proxies keep their config, /metrics says the watches are down, and a change after it reaches the proxy', async (t) => {
+  const shop = await k().newNamespace('shop');
+  await apply(shop, service('api', '10.2.0.1'));
+  const cp = await startControlPlane({ args: ['--kubeconfig', k().kubeconfigPath] });
+  t.teardown(() => cp.stop());
+  const proxy = await startProxyProcess({ config: {}, configFromControlPlane: true, workload: 'web', args: identityArgs(cp, shop, 'web') });
+  t.teardown(() => proxy.stop());
+  const before = await running(proxy);
+  let m = await metrics(cp.adminUrl);
+  t.equal(metricValue(m, 'meshlet_cp_kube_synced'), 1, 'synced');
+  t.equal(metricValue(m, 'meshlet_cp_kube_watch_up', { kind: 'Service' }), 1, 'the Service watch is up');
+
+  await k().stopApiserver();
+  await until('the watches are reported down', async () => metricValue(await metrics(cp.adminUrl), 'meshlet_cp_kube_watch_up', { kind: 'Service' }) === 0, 20_000, cp.stderr);
+  m = await metrics(cp.adminUrl);
+  t.pass('meshlet_cp_kube_watch_up{kind="Service"} is 0 while the API server is gone');
+  t.ok(metricValue(m, 'meshlet_cp_kube_watch_restarts_total', { kind: 'Service' }) >= 1, 'and the restarts are counted');
+  t.equal(metricValue(m, 'meshlet_cp_kube_synced'), 1, 'the last state listed stays in force');
+  t.equal((await fetch(`${cp.adminUrl}/ready`)).status, 200, 'ready: it serves that state to proxies');
+  await sleep(3000);
+  t.equal((await running(proxy)).version, before.version, 'the proxy keeps its config through the outage');
+
+  await k().startApiserver();
+  await apply(shop, service('db', '10.2.0.2'));
+  await until('the change made after the outage reaches the proxy', async () => (await running(proxy)).config.services.some((s) => s.name === `db.${shop}`), 45_000, cp.stderr);
+  t.pass(`db.${shop}, created after the API server came back, reaches the proxy`);
+  await until('the watches are reported up', async () => metricValue(await metrics(cp.adminUrl), 'meshlet_cp_kube_watch_up', { kind: 'Service' }) === 1, 10_000);
+  t.pass('and the Service watch is reported up again');
+});
+
+t.test('deletes made while the control plane was not watching, their history compacted away in etcd: no ghost service or endpoint', async (t) => {
+  const shop = await k().newNamespace('shop');
+  await apply(shop, service('api', '10.3.0.1') + '---\n' + service('db', '10.3.0.2'));
+  const cp = await startControlPlane({ args: ['--kubeconfig', k().kubeconfigPath] });
+  t.teardown(() => cp.stop());
+  const proxy = await startProxyProcess({ config: {}, configFromControlPlane: true, workload: 'web', args: identityArgs(cp, shop, 'web') });
+  t.teardown(() => proxy.stop());
+  const names = async () => (await running(proxy)).config.services.filter((s) => s.name.endsWith(`.${shop}`)).map((s) => `${s.name}=${s.endpoints.map((e) => e.address).join(',')}`);
+  t.same(await names(), [`api.${shop}=10.3.0.1:8080`, `db.${shop}=10.3.0.2:8080`], 'the proxy runs both');
+
+  // The control plane is frozen (its watches fall behind), db is deleted and api moves, etcd
+  // forgets that history, and the API server restarts (its watch cache starts after it).
+  cp.proc.kill('SIGSTOP');
+  t.teardown(() => void cp.proc.kill('SIGCONT'));
+  t.equal((await k().kubectl(['delete', '-n', shop, 'service/db', 'endpointslice/db-1'])).code, 0, 'db deleted');
+  for (let i = 10; i < 15; i++) await apply(shop, service('api', `10.3.0.${i}`));
+  t.ok((await k().compactEtcd()) > 0, 'etcd compacted');
+  await k().stopApiserver();
+  await k().startApiserver();
+  cp.proc.kill('SIGCONT');
+
+  const want = [`api.${shop}=10.3.0.14:8080`];
+  await until('the proxy converges', async () => JSON.stringify(await names()) === JSON.stringify(want), 45_000, cp.stderr);
+  t.same(await names(), want, 'db is gone and api has only its last endpoint');
+});
