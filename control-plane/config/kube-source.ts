@@ -442,9 +442,12 @@ export class KubernetesSource {
       ...(this.#o.random ? { random: this.#o.random } : {}),
       onChange: () => this.#schedule(),
       onRestart: (k, error, restartInMs) => {
-        const message = crd !== undefined && inf.absent
-          ? `${messageOf(error)}: the CRD ${crd} is not installed (kubectl apply -k manifests/, or meshlet install); the mesh has no ${k} until it is, and picks them up once it is`
-          : messageOf(error);
+        const install = `the CRD ${crd} is not installed (kubectl apply -k manifests/, or meshlet install)`;
+        const message = crd === undefined || httpStatusOf(error) !== 404
+          ? messageOf(error)
+          : inf.absent
+            ? `${messageOf(error)}: ${install}; the mesh has no ${k} until it is, and picks them up once it is`
+            : `${messageOf(error)}: ${install} any more; the ${k} objects listed last stay in force until it is`;
         this.#report({ source: k, error, message, restartInMs });
         this.#checkFirst(); // a kind found not served may be the last one the first model waited for
       },

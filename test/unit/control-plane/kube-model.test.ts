@@ -617,6 +617,14 @@ t.test('KubernetesSource: a CRD not installed (404) does not hold back the first
   await waitUntil(() => emits.length === 2);
   t.same(emits[1]?.model.trafficSplits.map((s) => s.name), ['canary'], 'its objects join the model once it lists');
   t.match(source.status().informers.find((i) => i.kind === 'TrafficSplit'), { synced: true, absent: false, watching: true });
+
+  // The CRD deleted while watched (the API server deletes its objects first: the watch sees them go).
+  const seen = errors.length;
+  api.failWith.set('TrafficSplit', apiError(404, 'the server could not find the requested resource'));
+  api.breakWatch('TrafficSplit');
+  await waitUntil(() => errors.length >= seen + 2); // the broken watch, then the 404 of its replacement
+  t.match(errors.at(-1), /the CRD trafficsplits\.meshlet\.io is not installed \(kubectl apply -k manifests\/, or meshlet install\) any more; the TrafficSplit objects listed last stay in force until it is$/, 'a 404 after listing names the CRD too');
+  t.match(source.status().informers.find((i) => i.kind === 'TrafficSplit'), { synced: true, absent: false, watching: false });
 });
 
 t.test('KubernetesSource: a kind it may not list (403) or that fails (503) holds back the first model until it lists', async (t) => {
