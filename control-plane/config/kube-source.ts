@@ -66,18 +66,27 @@ export interface RestartPolicy {
   maxMs: number;
   /** An informer that ran this long before failing starts over at baseMs. */
   resetAfterMs: number;
+  /**
+   * The ceiling while the API server does not answer at all (refused, reset, timed out: no HTTP
+   * status). Those attempts cost it nothing, and a long ceiling there is how long proxies keep a
+   * stale view after it is back (24 s measured after a 30 s outage with maxMs alone). Default: maxMs.
+   */
+  unreachableMaxMs?: number;
 }
-export const DEFAULT_RESTART: RestartPolicy = { baseMs: 500, maxMs: 30_000, resetAfterMs: 60_000 };
+export const DEFAULT_RESTART: RestartPolicy = { baseMs: 500, maxMs: 30_000, resetAfterMs: 60_000, unreachableMaxMs: 4_000 };
 
 /**
  * The delay before a restart, and the attempt number to keep for the next one. `attempt` counts
  * consecutive failures (0 for the first); `ranForMs` is how long the failed informer had been
- * synced (0 if it never listed). Exponential, capped, "equal jitter": between half the ceiling and
- * the ceiling, so replicas restarting together spread out but never hammer at 0 ms. Pure.
+ * synced (0 if it never listed); `unreachable`: the failure had no HTTP answer (the ceiling is then
+ * unreachableMaxMs; an answer such as 429 or 503 keeps the full backoff, the API server is busy).
+ * Exponential, capped, "equal jitter": between half the ceiling and the ceiling, so replicas
+ * restarting together spread out but never hammer at 0 ms. Pure.
  */
-export function planRestart(attempt: number, ranForMs: number, policy: RestartPolicy, random: number): { delayMs: number; attempt: number } {
+export function planRestart(attempt: number, ranForMs: number, policy: RestartPolicy, random: number, unreachable = false): { delayMs: number; attempt: number } {
   const a = ranForMs >= policy.resetAfterMs ? 0 : Math.max(0, attempt);
-  return { delayMs: equalJitter(policy.baseMs, policy.maxMs, a + 1, random), attempt: a + 1 };
+  const cap = unreachable ? Math.min(policy.maxMs, policy.unreachableMaxMs ?? policy.maxMs) : policy.maxMs;
+  return { delayMs: equalJitter(policy.baseMs, cap, a + 1, random), attempt: a + 1 };
 }
 
 export interface InformerStatus {
@@ -111,11 +120,12 @@ export interface ResilientInformerOptions {
   onRestart?: (kind: WatchedKind, err: unknown, delayMs: number) => void;
 }
 
-/** The HTTP status of a failed list (ApiException's code) or watch (statusCode), if any. */
+/** The HTTP status of a failed list (ApiException's code) or watch (statusCode), if it got an answer. */
 export const httpStatusOf = (err: unknown): number | undefined => {
   const e = err as { code?: unknown; statusCode?: unknown } | null;
-  if (!e || typeof e !== 'object') return undefined;
-  return typeof e.code === 'number' ? e.code : typeof e.statusCode === 'number' ? e.statusCode : undefined;
+  if (!e || typeof e !== 'object' || err instanceof DOMException) return undefined; // a DOMException's code is not HTTP's
+  const code = typeof e.code === 'number' ? e.code : e.statusCode;
+  return typeof code === 'number' && code >= 100 && code < 600 ? code : undefined;
 };
 
 /** One line: the client's ApiException carries the whole response (headers too); keep code and Status message. */
@@ -145,6 +155,8 @@ export class ResilientInformer {
   #pending: Entry | undefined;
   #syncedAt = 0;
   #attempt = 0;
+  /** The last failure had no HTTP answer (the API server unreachable). */
+  #unreachable = false;
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
   #restarts = 0;
@@ -277,7 +289,12 @@ export class ResilientInformer {
     if (this.#current === undefined && httpStatusOf(err) === 404) this.#absent = true;
     if (this.#stopped || this.#pending || this.#timer) return; // a replacement is already on its way
     const ranFor = entry && entry === this.#current ? performance.now() - this.#syncedAt : 0;
-    const plan = planRestart(this.#attempt, ranFor, this.#policy, (this.#o.random ?? Math.random)());
+    const unreachable = httpStatusOf(err) === undefined;
+    // The API server answers again (a 429 or 503 while it starts): its backoff starts over, rather
+    // than at the ceiling the outage's attempts reached.
+    if (this.#unreachable && !unreachable) this.#attempt = 0;
+    this.#unreachable = unreachable;
+    const plan = planRestart(this.#attempt, ranFor, this.#policy, (this.#o.random ?? Math.random)(), unreachable);
     this.#attempt = plan.attempt;
     this.#restarts++;
     this.#o.onRestart?.(this.kind, err, plan.delayMs);

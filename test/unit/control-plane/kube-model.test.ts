@@ -16,7 +16,7 @@ import {
   type KubeObjects,
   type KubeProblem,
 } from '../../../control-plane/config/kube-model.ts';
-import { KubernetesSource, ResilientInformer, planRestart, type KubernetesSourceOptions, type SourceInformer, type WatchedKind } from '../../../control-plane/config/kube-source.ts';
+import { KubernetesSource, ResilientInformer, httpStatusOf, planRestart, type KubernetesSourceOptions, type SourceInformer, type WatchedKind } from '../../../control-plane/config/kube-source.ts';
 import type { KubePodInput, MeshModel } from '../../../control-plane/config/model.ts';
 import { modelProblems, prepare, viewFor, type ProxyInfo } from '../../../control-plane/config/translate.ts';
 
@@ -406,6 +406,17 @@ t.test('planRestart: exponential, capped, jittered between half and full, reset 
   t.same(planRestart(7, 5000, p, 1), { delayMs: 100, attempt: 1 }, 'a run of resetAfterMs starts over');
   t.same(planRestart(7, 4999, p, 1).delayMs, 1000);
   t.equal(planRestart(0, 0, p, 7).delayMs, 100, 'random is clamped');
+  const q = { ...p, unreachableMaxMs: 300 };
+  t.same([0, 1, 2, 10].map((a) => planRestart(a, 0, q, 1, true).delayMs), [100, 200, 300, 300], 'no HTTP answer: capped at unreachableMaxMs');
+  t.equal(planRestart(10, 0, q, 1, false).delayMs, 1000, 'an HTTP answer (429, 503) keeps the full backoff');
+  t.equal(planRestart(10, 0, p, 1, true).delayMs, 1000, 'no unreachableMaxMs: maxMs');
+});
+
+t.test('httpStatusOf: an answer\'s status, not a connection error\'s or a DOMException\'s code', async (t) => {
+  t.equal(httpStatusOf(Object.assign(new Error('HTTP-Code: 403'), { code: 403 })), 403, 'ApiException (a list)');
+  t.equal(httpStatusOf(Object.assign(new Error('Gone'), { statusCode: 410 })), 410, 'a watch');
+  t.equal(httpStatusOf(new TypeError('fetch failed', { cause: Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }) })), undefined, 'refused');
+  t.equal(httpStatusOf(new DOMException('aborted', 'TimeoutError')), undefined, 'a timeout (DOMException code 23)');
 });
 
 // A fake API: objects per kind, informers that list them and see later writes, failures on demand.
@@ -507,6 +518,32 @@ t.test('ResilientInformer: failed lists are retried with growing jittered delays
   t.match(inf.status(), { kind: 'Service', synced: true, restarts: 3, lastError: 'Service list: 503' });
   t.equal(inf.list().length, 1);
   t.equal(changes, 1, 'one change: the cache swapped in (list events of a pending informer are not forwarded)');
+});
+
+t.test('ResilientInformer: an unreachable API server is retried at most every unreachableMaxMs; its first answers start the backoff over', async (t) => {
+  const api = new FakeApi();
+  api.put('Service', service('shop', 'web'));
+  const refused = new TypeError('fetch failed', { cause: new Error('connect ECONNREFUSED 127.0.0.1:6443') });
+  api.failWith.set('Service', refused);
+  const delays: string[] = [];
+  const inf = new ResilientInformer({
+    kind: 'Service',
+    factory: api.factory,
+    policy: { baseMs: 5, maxMs: 1000, resetAfterMs: 10_000, unreachableMaxMs: 20 },
+    random: () => 1,
+    onChange: () => {},
+    onRestart: (_k, e, ms) => delays.push(`${(e as Error).message} ${ms}`),
+  });
+  t.teardown(() => inf.stop());
+  void inf.start();
+  await waitUntil(() => delays.length >= 5);
+  api.failWith.set('Service', Object.assign(new Error('HTTP-Code: 429'), { code: 429, body: '{"message":"storage is (re)initializing"}' }));
+  await waitUntil(() => delays.some((d) => d.startsWith('HTTP-Code: 429')));
+  api.failWith.delete('Service');
+  await inf.start();
+  t.same(delays.slice(0, 5), ['fetch failed 5', 'fetch failed 10', 'fetch failed 20', 'fetch failed 20', 'fetch failed 20'], 'refused: doubling, capped at unreachableMaxMs');
+  t.equal(delays.find((d) => d.startsWith('HTTP-Code: 429')), 'HTTP-Code: 429 5', 'the first answer (429) starts at baseMs, not at the ceiling the refusals reached');
+  t.match(inf.status(), { synced: true, watching: true });
 });
 
 t.test('ResilientInformer: a broken watch is replaced; the old cache serves until the new list; stale errors are ignored', async (t) => {
