@@ -2,8 +2,12 @@
 // then stops and comes back (etcd keeps the cluster), with real control-plane and proxy processes:
 // Services reach proxies before the CRDs exist and the CRDs' objects once they do; through the
 // outage proxies keep their config and /metrics says the watches are down, not that all is well;
-// what was deleted while it was not watching, history compacted, leaves no ghost in any view.
+// what was deleted while it was not watching, history compacted, leaves no ghost in any view; a
+// kind RBAC does not let it list keeps it not ready, saying so, until the permission is granted.
 import t from 'tap';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { kubeForFile } from '../fixtures/kube.ts';
 import { identityArgs, startControlPlane } from '../fixtures/control-plane.ts';
 import { metricValue, startProxyProcess, type ProxyProcess } from '../fixtures/mesh.ts';
@@ -126,4 +130,57 @@ t.test('deletes made while the control plane was not watching, their history com
   const want = [`api.${shop}=10.3.0.14:8080`];
   await until('the proxy converges', async () => JSON.stringify(await names()) === JSON.stringify(want), 45_000, cp.stderr);
   t.same(await names(), want, 'db is gone and api has only its last endpoint');
+});
+
+t.test('RBAC refuses one kind (403): not ready, naming it and the error, no config to proxies; ready and serving once granted', async (t) => {
+  const ns = await k().newNamespace('rbac');
+  await apply(ns, service('api', '10.4.0.1'));
+  const read = ['get', 'list', 'watch'];
+  const role = (crs: string[]) => JSON.stringify({
+    apiVersion: 'rbac.authorization.k8s.io/v1',
+    kind: 'ClusterRole',
+    metadata: { name: `meshlet-cp-${ns}` },
+    rules: [
+      { apiGroups: [''], resources: ['services', 'pods'], verbs: read },
+      { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: read },
+      { apiGroups: ['meshlet.io'], resources: crs, verbs: read },
+    ],
+  });
+  const kubectl = async (args: string[], input?: string) => {
+    const r = await k().kubectl(args, input === undefined ? undefined : { input });
+    if (r.code !== 0) throw new Error(`kubectl ${args.join(' ')}: ${r.stderr}`);
+    return r.stdout;
+  };
+  await kubectl(['create', 'serviceaccount', 'cp', '-n', ns]);
+  await kubectl(['apply', '-f', '-'], role(['trafficsplits', 'authorizationpolicies'])); // no servicepolicies
+  await kubectl(['create', 'clusterrolebinding', `meshlet-cp-${ns}`, `--clusterrole=meshlet-cp-${ns}`, `--serviceaccount=${ns}:cp`]);
+  const token = (await kubectl(['create', 'token', 'cp', '-n', ns, '--duration=10m'])).trim();
+  const dir = mkdtempSync(join(tmpdir(), 'meshlet-rbac-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const kubeconfig = join(dir, 'kubeconfig');
+  writeFileSync(kubeconfig, JSON.stringify({
+    apiVersion: 'v1', kind: 'Config', 'current-context': 'cp',
+    clusters: [{ name: 'c', cluster: { server: k().server, 'certificate-authority-data': Buffer.from(k().caPem).toString('base64') } }],
+    users: [{ name: 'cp', user: { token } }],
+    contexts: [{ name: 'cp', context: { cluster: 'c', user: 'cp' } }],
+  }), { mode: 0o600 });
+
+  const cp = await startControlPlane({ args: ['--kubeconfig', kubeconfig], until: 'live' });
+  t.teardown(() => cp.stop());
+  const ready = async () => {
+    const r = await fetch(`${cp.adminUrl}/ready`);
+    return { status: r.status, reasons: ((await r.json()) as { reasons: string[] }).reasons.join('; ') };
+  };
+  await until('/ready names the refused kind', async () => (await ready()).reasons.includes('HTTP 403'), 20_000, cp.stderr);
+  const refused = await ready();
+  t.equal(refused.status, 503, 'not ready');
+  t.match(refused.reasons, /has not listed .*ServicePolicy \(HTTP 403: servicepolicies\.meshlet\.io is forbidden: User "system:serviceaccount:[^"]+:cp" cannot list resource "servicepolicies"[^)]*\) yet/, `the reason names the kind and RBAC's answer: ${refused.reasons}`);
+  t.notMatch(refused.reasons, /has not listed [^;]*\bService \(/, 'and only the kinds it cannot list');
+
+  await kubectl(['apply', '-f', '-'], role(['trafficsplits', 'authorizationpolicies', 'servicepolicies']));
+  await until('ready once granted', async () => (await ready()).status === 200, 45_000, cp.stderr);
+  t.pass('ready once the permission is granted, without a restart');
+  const proxy = await startProxyProcess({ config: {}, configFromControlPlane: true, workload: 'web', args: identityArgs(cp, ns, 'web') });
+  t.teardown(() => proxy.stop());
+  t.ok((await running(proxy)).config.services.some((s) => s.name === `api.${ns}`), 'and a proxy gets the cluster');
 });
