@@ -294,7 +294,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
       onObjects: (objects, problems) => writer.update(objects, problems),
       onError: (e) => {
         log('warn', 'Kubernetes watch failed; restarting it', { source: e.source, error: e.message });
-        if (e.restartInMs !== undefined) kubeMetrics?.restarted(e.source as WatchedKind);
+        if (e.restartInMs !== undefined && e.source !== 'discovery') kubeMetrics?.restarted(e.source as WatchedKind);
       },
     });
     // Not awaited: Certify must serve (pods start on it) while the source lists. Until its first

@@ -13,7 +13,10 @@ export function kubeNotReady(s: KubeSourceStatus | undefined): string[] {
   if (!s) return ['the Kubernetes config source is not started'];
   if (s.synced) return [];
   const waiting = s.informers.filter((i) => !i.synced && !i.absent);
-  const why = waiting.map((i) => `${i.kind}${i.lastError ? ` (${i.lastError})` : ''}`).join(', ');
+  const why = [
+    ...waiting.map((i) => `${i.kind}${i.lastError ? ` (${i.lastError})` : ''}`),
+    ...(s.discoveryError !== undefined ? [`API discovery of HTTPRoutes (${s.discoveryError})`] : []),
+  ].join(', ');
   return [`the Kubernetes config source has not listed ${why || 'everything'} yet: no proxy is sent config until it has`];
 }
 

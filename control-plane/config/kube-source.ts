@@ -32,7 +32,9 @@ import type { StatusObjects } from './status-writer.ts';
  *   in force (last known state, not an empty one). A periodic resync (`resyncMs`) does the same
  *   replacement with no error: a re-list, cache swapped once the new list is complete.
  * - HTTPRoute (gateway.networking.k8s.io/v1) is watched only while API discovery lists it,
- *   checked at start and every `discoveryMs`; absent is not an error.
+ *   checked at start and every `discoveryMs`; absent is not an error. At start, discovery is
+ *   retried until it answers, and the first model waits for it: a model without the HTTPRoutes
+ *   would drop their routes from every proxy until the next check.
  */
 
 export const CORE_KINDS = ['Service', 'EndpointSlice', 'Pod', 'TrafficSplit', 'AuthorizationPolicy', 'ServicePolicy'] as const;
@@ -349,6 +351,8 @@ export interface KubeSourceStatus {
   /** onChange calls so far. */
   emits: number;
   informers: InformerStatus[];
+  /** Before the first model: why API discovery (is HTTPRoute served?) has not answered, if it has not. */
+  discoveryError?: string;
 }
 
 export class KubernetesSource {
@@ -372,6 +376,10 @@ export class KubernetesSource {
   #discovering = false;
   /** Every gating informer is started: the first model may go once they have listed. */
   #launched = false;
+  /** While discovery has not answered at start: why. */
+  #discoveryError: string | undefined;
+  /** Ends the wait between discovery attempts (stop()). */
+  #wake: (() => void) | undefined;
   readonly #first = Promise.withResolvers<MeshModel>();
 
   constructor(o: KubernetesSourceOptions) {
@@ -396,6 +404,7 @@ export class KubernetesSource {
       httpRoutes: this.#informers.has('HTTPRoute'),
       emits: this.#emits,
       informers: [...this.#informers.values()].map((i) => i.status()),
+      ...(this.#model === undefined && this.#discoveryError !== undefined ? { discoveryError: this.#discoveryError } : {}),
     };
   }
 
@@ -412,15 +421,17 @@ export class KubernetesSource {
       this.#hasHTTPRoute = this.#o.hasHTTPRoute;
     }
     if (this.#stopped) throw new Error('KubernetesSource stopped while starting');
-    for (const kind of CORE_KINDS) this.#add(kind);
-    const routes = await this.#routesServed();
+    for (const kind of CORE_KINDS) this.#add(kind).start().catch(() => {}); // rejects only when stopped
+    // The first model waits for discovery's answer too: without it (the API server down or
+    // starting) the model would go out without the HTTPRoutes, dropping their routes from
+    // proxies that run them until the next check (discoveryMs).
+    const routes = await this.#discoverAtStart();
     if (this.#stopped) throw new Error('KubernetesSource stopped while starting');
     if (routes) {
       this.#gating.add('HTTPRoute');
-      this.#add('HTTPRoute');
+      this.#add('HTTPRoute').start().catch(() => {});
     }
     this.#launched = true;
-    for (const i of this.#informers.values()) i.start().catch(() => {}); // rejects only when stopped
     this.#checkFirst();
     const first = await this.#first.promise;
     const resync = this.#o.resyncMs ?? 600_000;
@@ -444,6 +455,7 @@ export class KubernetesSource {
   async stop(): Promise<void> {
     this.#stopped = true;
     this.#first.reject(new Error('KubernetesSource stopped while starting'));
+    this.#wake?.();
     clearTimeout(this.#timer);
     for (const t of this.#intervals) clearInterval(t);
     this.#intervals = [];
@@ -479,6 +491,32 @@ export class KubernetesSource {
     } catch {
       // a logging hook must not break the source
     }
+  }
+
+  /** Discovery until it answers (retried as an informer is, while stopped: false). */
+  async #discoverAtStart(): Promise<boolean> {
+    const policy = this.#o.restart ?? DEFAULT_RESTART;
+    for (let attempt = 0; !this.#stopped; ) {
+      try {
+        const served = await this.#hasHTTPRoute!();
+        this.#discoveryError = undefined;
+        return served;
+      } catch (error) {
+        const plan = planRestart(attempt, 0, policy, (this.#o.random ?? Math.random)(), httpStatusOf(error) === undefined);
+        attempt = plan.attempt;
+        this.#discoveryError = messageOf(error);
+        this.#report({ source: 'discovery', error, message: `${this.#discoveryError}: cannot tell whether HTTPRoutes are served; the first model waits for the answer`, restartInMs: plan.delayMs });
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, plan.delayMs);
+          this.#wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.#wake = undefined;
+      }
+    }
+    return false;
   }
 
   async #routesServed(): Promise<boolean> {

@@ -5,7 +5,7 @@
 // apply and turn ready on. Once the API server is back, both get the cluster as it is then.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { startKube } from '../fixtures/kube.ts';
+import { HTTPROUTE_CRD, startKube } from '../fixtures/kube.ts';
 import { identityArgs, startControlPlane } from '../fixtures/control-plane.ts';
 import { startProxyProcess, type ProxyProcess } from '../fixtures/mesh.ts';
 
@@ -13,13 +13,15 @@ const CRDS = new URL('../../manifests/crds/', import.meta.url).pathname;
 
 interface Running {
   version: string;
-  config: { services: Array<{ name: string; endpoints: Array<{ address: string }> }> };
+  config: { services: Array<{ name: string; endpoints: Array<{ address: string }>; routes?: unknown[] }> };
 }
 interface StreamStatus {
   stream: string;
   sent: string | null;
 }
 const has = (r: Running, name: string) => r.config.services.some((s) => s.name === name && s.endpoints.length === 1);
+/** The HTTPRoute's split of `name` (to api-v2) is in the proxy's config. */
+const routed = (r: Running, name: string) => JSON.stringify(r.config.services.find((s) => s.name === name)?.routes ?? []).includes('api-v2');
 const running = async (p: ProxyProcess): Promise<Running> => (await (await fetch(`${p.adminUrl}/config`)).json()) as Running;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -41,7 +43,8 @@ t.test('a control plane restarted while the API server is down keeps resuming pr
   t.teardown(() => kube.stop());
   const applied = await kube.kubectl(['apply', '--server-side', '-f', CRDS]);
   t.equal(applied.code, 0, `CRDs applied ${applied.stderr}`);
-  await kube.kubectl(['wait', '--for=condition=Established', '--timeout=30s', 'crd/trafficsplits.meshlet.io', 'crd/authorizationpolicies.meshlet.io']);
+  t.equal((await kube.kubectl(['apply', '-f', '-'], { input: JSON.stringify(HTTPROUTE_CRD) })).code, 0, 'HTTPRoute CRD applied');
+  await kube.kubectl(['wait', '--for=condition=Established', '--timeout=30s', 'crd/trafficsplits.meshlet.io', 'crd/authorizationpolicies.meshlet.io', 'crd/httproutes.gateway.networking.k8s.io']);
   const shop = await kube.newNamespace('shop');
   const apply = async (yaml: string): Promise<void> => {
     for (let i = 0; ; i++) {
@@ -51,7 +54,14 @@ t.test('a control plane restarted while the API server is down keeps resuming pr
       await sleep(200);
     }
   };
-  await apply(service('api', '10.1.0.1'));
+  await apply(service('api', '10.1.0.1') + '---\n' + service('api-v2', '10.1.0.3'));
+  await apply(`apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: api }
+spec:
+  parentRefs: [{ group: "", kind: Service, name: api }]
+  rules: [{ backendRefs: [{ name: api, port: 80, weight: 90 }, { name: api-v2, port: 80, weight: 10 }] }]
+`);
 
   const cp = await startControlPlane({ args: ['--kubeconfig', kube.kubeconfigPath] });
   t.teardown(() => cp.stop());
@@ -59,8 +69,8 @@ t.test('a control plane restarted while the API server is down keeps resuming pr
   t.teardown(() => proxy.stop());
   const api = `api.${shop}`;
   const db = `db.${shop}`;
-  for (let i = 0; !has(await running(proxy), api); i++) {
-    if (i > 200) throw new Error(`the proxy never got ${api}:\n${cp.stderr()}`);
+  for (let i = 0; !(has(await running(proxy), api) && routed(await running(proxy), api)); i++) {
+    if (i > 200) throw new Error(`the proxy never got ${api} and its HTTPRoute:\n${cp.stderr()}`);
     await sleep(50);
   }
   await sleep(1500); // settled: no push pending (the debounce holds one at most 500 ms)
@@ -81,7 +91,7 @@ t.test('a control plane restarted while the API server is down keeps resuming pr
   }
   await sleep(1500); // past the push debounce (at most 500 ms)
   const after = await running(proxy);
-  t.ok(has(after, api), `the proxy still runs ${api} with its endpoint: ${JSON.stringify(after.config.services.map((s) => s.name))}`);
+  t.ok(has(after, api) && routed(after, api), `the proxy still runs ${api} with its endpoint and HTTPRoute: ${JSON.stringify(after.config.services.map((s) => s.name))}`);
   t.equal(after.version, before.version, 'and the version it ran before the restart');
 
   // A proxy that starts now runs nothing yet. It connects, and is sent nothing.
@@ -111,5 +121,7 @@ t.test('a control plane restarted while the API server is down keeps resuming pr
       await sleep(50);
     }
     t.ok(has(await running(p), api), `the ${name} proxy runs ${api} and ${db} once the API server is back`);
+    // HTTPRoute discovery failed while the API server was down: the model must not go out without them.
+    t.ok(routed(await running(p), api), `with the HTTPRoute's split of ${api}`);
   }
 });

@@ -575,12 +575,12 @@ t.test('ResilientInformer: a broken watch is replaced; the old cache serves unti
 
 // ---- the source on fake informers ------------------------------------------------------------------
 
-function fakeSource(api: FakeApi, o: { routes?: () => boolean; debounceMs?: number; maxDelayMs?: number; discoveryMs?: number; onObjects?: KubernetesSourceOptions['onObjects'] } = {}) {
+function fakeSource(api: FakeApi, o: { routes?: () => boolean | Promise<boolean>; debounceMs?: number; maxDelayMs?: number; discoveryMs?: number; onObjects?: KubernetesSourceOptions['onObjects'] } = {}) {
   const emits: Array<{ at: number; model: MeshModel; problems: readonly unknown[] }> = [];
   const errors: string[] = [];
   const source = new KubernetesSource({
     informerFactory: api.factory,
-    hasHTTPRoute: async () => o.routes?.() ?? false,
+    hasHTTPRoute: async () => (await o.routes?.()) ?? false,
     onChange: (model, problems) => emits.push({ at: performance.now(), model, problems }),
     onError: (e) => errors.push(`${e.source}: ${e.message}`),
     ...(o.onObjects ? { onObjects: o.onObjects } : {}),
@@ -662,6 +662,26 @@ t.test('KubernetesSource: a CRD not installed (404) does not hold back the first
   await waitUntil(() => errors.length >= seen + 2); // the broken watch, then the 404 of its replacement
   t.match(errors.at(-1), /the CRD trafficsplits\.meshlet\.io is not installed \(kubectl apply -k manifests\/, or meshlet install\) any more; the TrafficSplit objects listed last stay in force until it is$/, 'a 404 after listing names the CRD too');
   t.match(source.status().informers.find((i) => i.kind === 'TrafficSplit'), { synced: true, absent: false, watching: false });
+});
+
+t.test('KubernetesSource: the first model waits for API discovery to answer, and carries the HTTPRoutes it finds', async (t) => {
+  const api = new FakeApi();
+  seed(api);
+  api.put('HTTPRoute', route('shop', 'web', { parentRefs: [{ group: '', kind: 'Service', name: 'web' }], rules: [{ backendRefs: [{ name: 'web-v1', weight: 90 }, { name: 'web-v2', weight: 10 }] }] }) as KubernetesObject);
+  let asked = 0;
+  const { source, emits, errors } = fakeSource(api, {
+    routes: async () => {
+      if (++asked <= 2) throw new TypeError('fetch failed', { cause: new Error('connect ECONNREFUSED 127.0.0.1:6443') });
+      return true;
+    },
+  });
+  t.teardown(() => source.stop());
+  const first = await source.start();
+  t.equal(asked, 3, 'discovery retried until it answered');
+  t.same(errors.slice(0, 2), Array(2).fill('discovery: fetch failed: connect ECONNREFUSED 127.0.0.1:6443: cannot tell whether HTTPRoutes are served; the first model waits for the answer'));
+  t.same(first.trafficSplits.map((s) => s.source), ['HTTPRoute/shop/web'], 'the first model has the HTTPRoute\'s split');
+  t.equal(emits.length, 1);
+  t.equal(source.status().discoveryError, undefined);
 });
 
 t.test('KubernetesSource: a kind it may not list (403) or that fails (503) holds back the first model until it lists', async (t) => {
