@@ -213,6 +213,26 @@ function controlAlerts(): AlertRule[] {
       },
     },
     {
+      alert: 'MeshletControlPlaneNotSynced',
+      expr: 'meshlet_cp_kube_synced == 0',
+      for: '5m',
+      labels: { severity: 'critical' },
+      annotations: {
+        summary: 'Control plane {{ $labels.instance }} has not listed the cluster',
+        description: 'Until its Kubernetes source has listed every kind once it sends no config, so new proxies behind it stay not ready, and it is not ready itself. Its /ready names what it cannot list and why (an RBAC 403, the API server unreachable).',
+      },
+    },
+    {
+      alert: 'MeshletControlPlaneWatchDown',
+      expr: 'meshlet_cp_kube_watch_up == 0',
+      for: '10m',
+      labels: { severity: 'warning' },
+      annotations: {
+        summary: 'Control plane {{ $labels.instance }} cannot watch {{ $labels.kind }}',
+        description: 'Its list or watch of {{ $labels.kind }} has failed for 10 minutes (or, for a meshlet resource, its CRD is not installed): proxies are served the last state it listed, and changes to {{ $labels.kind }} do not reach them. The control plane\'s log and /ready (kubernetes.informers) say why.',
+      },
+    },
+    {
       alert: 'MeshletInjectorErrors',
       expr: 'sum by (reason) (increase(meshlet_injections_total{outcome="error"}[10m])) > 0',
       labels: { severity: 'warning' },

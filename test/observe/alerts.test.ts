@@ -45,6 +45,7 @@ const latency = (fastPerStep: number, totalPerStep: number, steps: number): Seri
 ];
 const SHOP_API = { dst_namespace: 'shop', dst_service: 'api' };
 const proxy = 'instance="10.0.0.7:4191",job="meshlet-proxy"';
+const cp = 'instance="10.0.0.9:9990",job="meshlet-control-plane"';
 /** A proxy's heap use (values over time) against its 136 MB cap, as one scrape reports both. */
 const heap = (used: string): Series[] => [
   { series: `meshlet_proxy_nodejs_heap_size_used_bytes{namespace="shop",pod="api-7d9f",${proxy}}`, values: used },
@@ -95,6 +96,10 @@ const CASES: Case[] = [
   { alert: 'MeshletProxyConfigRefused', at: '6m', series: [{ series: `meshlet_config_updates_total{result="refused",${proxy}}`, values: '0x8' }, { series: `meshlet_config_updates_total{result="applied",${proxy}}`, values: '0 1 2 3 4 5 6 7' }], fires: [], why: 'updates applied, none refused' },
   { alert: 'MeshletProxyDisconnected', at: '10m', series: [{ series: `meshlet_control_plane_connected{${proxy}}`, values: '1 1 0x10' }], fires: [{ instance: '10.0.0.7:4191', job: 'meshlet-proxy' }], why: 'disconnected for 8 minutes' },
   { alert: 'MeshletProxyDisconnected', at: '10m', series: [{ series: `meshlet_control_plane_connected{${proxy}}`, values: '1 1 1 1 1 1 0 0 1 1 1 1' }], fires: [], why: 'a 2-minute reconnect' },
+  { alert: 'MeshletControlPlaneNotSynced', at: '10m', series: [{ series: `meshlet_cp_kube_synced{${cp}}`, values: '0x12' }], fires: [{ instance: '10.0.0.9:9990', job: 'meshlet-control-plane' }], why: 'never listed in 10 minutes' },
+  { alert: 'MeshletControlPlaneNotSynced', at: '10m', series: [{ series: `meshlet_cp_kube_synced{${cp}}`, values: '0 0 1x10' }], fires: [], why: 'listed two minutes after start' },
+  { alert: 'MeshletControlPlaneWatchDown', at: '15m', series: [{ series: `meshlet_cp_kube_watch_up{${cp},kind="Service"}`, values: '1 1 0x15' }, { series: `meshlet_cp_kube_watch_up{${cp},kind="Pod"}`, values: '1x17' }], fires: [{ instance: '10.0.0.9:9990', job: 'meshlet-control-plane', kind: 'Service' }], why: 'the Service watch failing for 13 minutes; Pods fine' },
+  { alert: 'MeshletControlPlaneWatchDown', at: '15m', series: [{ series: `meshlet_cp_kube_watch_up{${cp},kind="Service"}`, values: '1x5 0x5 1x7' }], fires: [], why: 'a 5-minute API server outage' },
   { alert: 'MeshletControlPlaneDown', at: '10m', series: [{ series: 'up{job="meshlet-control-plane",instance="10.0.0.9:9990"}', values: '0x12' }], fires: [{}], why: 'its target is down' },
   { alert: 'MeshletControlPlaneDown', at: '10m', series: [{ series: 'up{job="meshlet-proxy",instance="10.0.0.7:4191"}', values: '1x12' }], fires: [{}], why: 'no control-plane target at all' },
   { alert: 'MeshletControlPlaneDown', at: '10m', series: [{ series: 'up{job="meshlet-control-plane",instance="10.0.0.9:9990"}', values: '0x12' }, { series: 'up{job="meshlet-control-plane",instance="10.0.0.10:9990"}', values: '1x12' }], fires: [], why: 'one replica of two is up' },
