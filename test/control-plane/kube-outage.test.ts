@@ -97,6 +97,9 @@ t.test('API server outage: proxies keep their config, /metrics says the watches 
   t.equal((await fetch(`${cp.adminUrl}/ready`)).status, 200, 'ready: it serves that state to proxies');
   await sleep(3000);
   t.equal((await running(proxy)).version, before.version, 'the proxy keeps its config through the outage');
+  const late = await startProxyProcess({ config: {}, configFromControlPlane: true, workload: 'web', args: identityArgs(cp, shop, 'web') });
+  t.teardown(() => late.stop());
+  t.equal((await running(late)).version, before.version, 'a proxy started during the outage gets a certificate and the last state listed');
 
   await k().startApiserver();
   await apply(shop, service('db', '10.2.0.2'));
