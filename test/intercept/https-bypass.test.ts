@@ -5,7 +5,7 @@
 // their peer, and so does a plain-HTTP call to a cloud metadata server (link-local 169.254.169.254).
 // A Pod that replaces the default sends 443 through the proxy, which speaks HTTP/1.1 only: its TLS
 // handshake then fails at once, and the proxy logs why.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -65,6 +65,17 @@ function initEnv(annotations: Record<string, string>): Record<string, string> {
   return Object.fromEntries(init.env.map((e) => [e.name, e.value ?? '']));
 }
 
+/** Start `js` (CommonJS) with node in `ns`; resolves once it prints `listening` (it is killed with the pair, or by `t`'s teardown). */
+async function startListening(t: Test | undefined, ns: string, js: string, args: readonly string[], what: string): Promise<void> {
+  const p = pair.spawn(ns, [process.execPath, '--input-type=commonjs', '-e', js, ...args]);
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} did not listen within 10 s`)), 10_000);
+    p.stdout!.on('data', (c: Buffer) => c.toString().includes('listening') && (clearTimeout(timer), resolve()));
+    p.once('exit', (code) => reject(new Error(`${what} exited ${code}`)));
+  });
+  t?.teardown(() => { p.kill('SIGKILL'); });
+}
+
 let pair: NetnsPair;
 let proxy: NetnsProxy;
 let dir: string;
@@ -82,12 +93,7 @@ t.before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'meshlet-https-'));
   const gen = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=api.example', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { encoding: 'utf8' });
   if (gen.status !== 0) throw new Error(`openssl: ${gen.stderr}`);
-  const server = pair.spawn(pair.peer, [process.execPath, '--input-type=commonjs', '-e', HTTPS_JS, '0.0.0.0', '443', join(dir, 'cert.pem'), join(dir, 'key.pem')]);
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('the HTTPS server did not listen within 10 s')), 10_000);
-    server.stdout!.on('data', (c: Buffer) => c.toString().includes('listening') && (clearTimeout(timer), resolve()));
-    server.once('exit', (code) => reject(new Error(`the HTTPS server exited ${code}`)));
-  });
+  await startListening(undefined, pair.peer, HTTPS_JS, ['0.0.0.0', '443', join(dir, 'cert.pem'), join(dir, 'key.pem')], 'the HTTPS server');
   proxy = await startProxyIn(pair, pair.pod, {
     config: { version: 'v1', services: [] },
     args: ['--outbound-listen', '127.0.0.1:4140', '--inbound-listen', '0.0.0.0:4143', '--admin-listen', '0.0.0.0:4191', '--app', '127.0.0.1:8080', '--workload', 'web', '--namespace', 'shop'],
@@ -123,13 +129,7 @@ t.test('a Pod whose skip-outbound-ports leaves 443 out: its TLS reaches the prox
 });
 
 t.test("the injector's default: the app's MySQL (server speaks first) and PostgreSQL (binary) connections go around the proxy and work; DNS over TCP always does", async (t) => {
-  const db = pair.spawn(pair.peer, [process.execPath, '--input-type=commonjs', '-e', DB_JS]);
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('the database stand-ins did not listen within 10 s')), 10_000);
-    db.stdout!.on('data', (c: Buffer) => c.toString().includes('listening') && (clearTimeout(timer), resolve()));
-    db.once('exit', (code) => reject(new Error(`the database stand-ins exited ${code}`)));
-  });
-  t.teardown(() => { db.kill('SIGKILL'); });
+  await startListening(t, pair.peer, DB_JS, [], 'the database stand-ins');
   const client = (port: number, hex: string) => pair.exec(pair.pod, [process.execPath, '--input-type=commonjs', '-e', DB_CLIENT_JS, pair.peerIp, String(port), hex], { uid: APP_UID });
   const sslRequest = '0000000804d2162f';
 
@@ -160,13 +160,7 @@ t.test("the injector's default: a call to the cloud metadata server (169.254.169
     t.equal(r.code, 0, `${argv.join(' ')}: ${r.stderr}`);
   }
   const META_JS = `require('node:http').createServer((q, s) => s.end('metadata for ' + q.headers['metadata-flavor'])).listen(80, '169.254.169.254', () => process.stdout.write('listening\\n'));`;
-  const meta = pair.spawn(pair.peer, [process.execPath, '--input-type=commonjs', '-e', META_JS]);
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('the metadata stand-in did not listen within 10 s')), 10_000);
-    meta.stdout!.on('data', (c: Buffer) => c.toString().includes('listening') && (clearTimeout(timer), resolve()));
-    meta.once('exit', (code) => reject(new Error(`the metadata stand-in exited ${code}`)));
-  });
-  t.teardown(() => { meta.kill('SIGKILL'); });
+  await startListening(t, pair.peer, META_JS, [], 'the metadata stand-in');
   const call = () => curlIn(pair, pair.pod, ['-H', 'Metadata-Flavor: Google', 'http://169.254.169.254/computeMetadata/v1/instance/service-accounts/default/token'], { uid: APP_UID });
 
   const env = await intercept({ 'config.meshlet.io/skip-outbound-cidrs': '10.0.0.0/8' });
