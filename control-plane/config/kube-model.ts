@@ -117,6 +117,7 @@ export function serviceInput(svc: V1Service): KubeServiceInput | undefined {
     namespace, name, type, ports,
     ...(selector && Object.keys(selector).length > 0 ? { selector: { ...selector } } : {}),
     ...(clusterIPs.length > 0 ? { clusterIPs } : {}),
+    ...(svc.spec?.clusterIP === 'None' ? { headless: true } : {}),
   };
 }
 
@@ -136,6 +137,7 @@ export function sliceInput(slice: V1EndpointSlice): KubeEndpointSliceInput | und
       addresses: [...(ep.addresses ?? [])],
       ...(ep.conditions ? { conditions: { ...ep.conditions } } : {}),
       ...(ep.targetRef?.kind && ep.targetRef.name ? { targetRef: { kind: ep.targetRef.kind, name: ep.targetRef.name, ...(ep.targetRef.namespace ? { namespace: ep.targetRef.namespace } : {}) } } : {}),
+      ...(ep.hostname ? { hostname: ep.hostname } : {}),
     })),
   };
 }
@@ -206,7 +208,7 @@ export const serviceFromKubernetes: ServiceFromKubernetes = (service, slices, po
           const address = hostPort(addr, port, slice.addressType);
           const seen = byAddress.get(address);
           if (seen && (seen.ready || !ready)) continue; // during a rollout an address may be in two slices: ready wins
-          byAddress.set(address, { address, ready, ...(identity !== undefined ? { identity } : {}), labels });
+          byAddress.set(address, { address, ready, ...(identity !== undefined ? { identity } : {}), labels, ...(ep.hostname ? { hostname: ep.hostname } : {}) });
         }
       }
     }
@@ -219,6 +221,7 @@ export const serviceFromKubernetes: ServiceFromKubernetes = (service, slices, po
     ...(service.selector ? { selector: { ...service.selector } } : {}),
     ...(service.clusterIPs ? { clusterIPs: [...service.clusterIPs] } : {}),
     ...(otherPorts.length > 0 ? { otherPorts } : {}),
+    ...(service.headless ? { headless: true } : {}),
     source: `Service/${service.namespace}/${service.name}`,
   };
 };

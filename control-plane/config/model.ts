@@ -29,6 +29,8 @@ export interface ModelEndpoint {
   readonly identity?: string | undefined;
   /** Shown in metrics and status: `pod`, `workload`, `version`... */
   readonly labels: Readonly<Record<string, string>>;
+  /** Kubernetes: its hostname in a headless Service (a StatefulSet Pod's): DNS `<hostname>.<service>.<ns>.svc`. */
+  readonly hostname?: string | undefined;
 }
 
 export interface ModelServicePort {
@@ -71,6 +73,12 @@ export interface ModelService {
    * endpoints, as its own service `api.shop:9090`; without them it went to the HTTP port.
    */
   readonly otherPorts?: ReadonlyArray<{ readonly port: number; readonly targetPort: number }> | undefined;
+  /**
+   * Kubernetes: a headless Service (clusterIP None), whose callers address its Pods one by one:
+   * each endpoint is also a service of its own, by the Pod's IP and, for a StatefulSet Pod, by
+   * `<hostname>.<service>.<ns>.svc` (translate.ts `podDocs`).
+   */
+  readonly headless?: boolean | undefined;
   /** What callers apply: timeouts, retry, breaker (MeshService.spec.policy; a ServicePolicy targeting it goes in MeshModel.servicePolicies). */
   readonly policy?: ServicePolicy | undefined;
   /** `kind/namespace/name` of the object it came from, for problems (`MeshService/shop/web`, `Service/shop/web`). */
@@ -217,6 +225,8 @@ export interface KubeServiceInput {
   selector?: Readonly<Record<string, string>>;
   /** spec.clusterIPs (else spec.clusterIP) without `None`: absent for a headless Service. */
   clusterIPs?: readonly string[];
+  /** spec.clusterIP is `None`. */
+  headless?: boolean;
 }
 
 export interface KubeEndpointSliceInput {
@@ -229,6 +239,7 @@ export interface KubeEndpointSliceInput {
     addresses: readonly string[];
     conditions?: { ready?: boolean; serving?: boolean; terminating?: boolean };
     targetRef?: { kind: string; namespace?: string; name: string };
+    hostname?: string;
   }>;
 }
 

@@ -114,6 +114,41 @@ interface PreparedService {
   readonly doc: Service;
   /** One per other TCP port (`api.shop:9090`, with `port`): the same endpoints on that port's target. */
   readonly portDocs: readonly Service[];
+  /** A headless Service's Pods, each a service of its own (`web-0.web.shop`), hosts added per caller. */
+  readonly podDocs: readonly PodDoc[];
+}
+
+/** One Pod of a headless Service as a service: its one endpoint, its IP host and (StatefulSet) hostname. */
+interface PodDoc {
+  readonly doc: Service;
+  /** As a Host names it: `10.1.0.1`, `[fd00::2]`. */
+  readonly ip: string;
+  readonly hostname: string | undefined;
+}
+
+/** An IP as one DNS label for a name: `10.1.0.1` → `ip-10-1-0-1`, `[fd00::]` → `ip-fd00--0`. */
+const ipLabel = (ip: string): string => {
+  const dashed = `ip-${ip.replace(/[[\]]/g, '').replace(/[.:]/g, '-')}`;
+  return dashed.endsWith('-') ? `${dashed}0` : dashed;
+};
+
+/** At most this many Pods of one headless Service are services of their own (a StatefulSet rarely has more). */
+export const MAX_POD_SERVICES = 256;
+
+/**
+ * A headless Service's first MAX_POD_SERVICES endpoints as services named `<hostname>.<service>`
+ * (a StatefulSet Pod) or `ip-<ip, dashed>.<service>`: the caller that addresses one Pod (by
+ * `web-0.web.shop.svc` or by IP) reaches that Pod, with the Service's policy. Pure.
+ */
+function podDocsOf(svc: ModelService, canonical: string, doc: Service): PodDoc[] {
+  if (!svc.headless) return [];
+  const hostnames = new Map(svc.endpoints.map((e) => [e.address, e.hostname]));
+  return doc.endpoints.slice(0, MAX_POD_SERVICES).map((e) => {
+    const ip = e.address.slice(0, e.address.lastIndexOf(':'));
+    const hostname = hostnames.get(e.address);
+    const label = hostname ?? ipLabel(ip);
+    return { doc: { ...doc, name: `${label}.${canonical}`, endpoints: [e] }, ip, hostname };
+  });
 }
 
 /** A problem and the views it concerns: callers of `outbound`, servers of `inbound`; neither: every view. */
@@ -254,7 +289,7 @@ function prepareServices(model: MeshModel, problems: Tagged[]): Map<string, Prep
       ...(policy?.breaker ? { breaker: policy.breaker } : {}),
     };
     const portDocs = (svc.otherPorts ?? []).map((p): Service => ({ ...doc, name: `${canonical}:${p.port}`, port: p.port, endpoints: doc.endpoints.map((e) => ({ ...e, address: withPort(e.address, p.targetPort) })) }));
-    found.set(canonical, { canonical, model: svc, doc, portDocs });
+    found.set(canonical, { canonical, model: svc, doc, portDocs, podDocs: podDocsOf(svc, canonical, doc) });
   }
   return new Map([...found.keys()].toSorted(byString).map((k) => [k, found.get(k)!]));
 }
@@ -559,6 +594,8 @@ function outboundPart(prepared: PreparedModel, proxy: ProxyInfo, options: ViewOp
   const set = included!;
   const services: Service[] = [];
   const ports: Service[] = [];
+  const pods: Service[] = [];
+  const podIps: Array<{ index: number; ip: string; named: boolean }> = [];
   for (const svc of prepared.services.values()) {
     if (!set.has(svc.canonical)) continue;
     const { name, namespace } = svc.model;
@@ -567,9 +604,26 @@ function outboundPart(prepared: PreparedModel, proxy: ProxyInfo, options: ViewOp
     const hosts = namespace === ns ? [name, ...long] : long;
     services.push({ ...svc.doc, hosts, ...(routes ? { routes: [...routes] } : {}) });
     for (const doc of svc.portDocs) ports.push({ ...doc, hosts });
+    for (const p of svc.podDocs) {
+      const byName = p.hostname === undefined ? [] : [...(namespace === ns ? [`${p.hostname}.${name}`] : []), `${p.hostname}.${name}.${namespace}.svc`, `${p.hostname}.${name}.${namespace}.svc.${prepared.clusterDomain}`];
+      pods.push({ ...p.doc, hosts: byName });
+      podIps.push({ index: pods.length - 1, ip: p.ip, named: p.hostname !== undefined });
+    }
   }
-  // A Service's other ports, while the proxy's limit on services leaves room (the services themselves come first).
+  // A Pod behind two headless Services: its IP names one of them (a host has one service), the one
+  // where it has a hostname (the StatefulSet's own Service) first, then in name order.
+  const ipTaken = new Set<string>();
+  for (const pass of [true, false]) {
+    for (const { index, ip, named } of podIps) {
+      if (named !== pass || ipTaken.has(ip)) continue;
+      ipTaken.add(ip);
+      pods[index] = { ...pods[index]!, hosts: [...pods[index]!.hosts!, ip] };
+    }
+  }
+  // A Service's other ports, then a headless Service's Pods, while the proxy's limit on services
+  // leaves room (the services themselves come first).
   services.push(...ports.slice(0, Math.max(0, MAX_SERVICES - services.length)));
+  services.push(...pods.slice(0, Math.max(0, MAX_SERVICES - services.length)));
   // Valid services + valid inbound = a valid config: no rule of parseProxyConfig spans the two.
   const parsed = parseProxyConfig({ version: 'outbound', services: canonicalize(services) });
   const part = parsed.ok ? { included: set, services: parsed.value.services, problems: [] } : { included: set, services: undefined, problems: parsed.problems };

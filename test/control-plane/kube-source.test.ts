@@ -304,3 +304,23 @@ t.test("a Service's cluster IP, as the API server assigned it, is a host of the 
   tt.equal(metrics?.port, 9090, 'the second port is a service of its own: a caller naming api:9090 reaches port 9100 of the Pods, not the HTTP port');
   tt.ok(metrics?.hosts?.includes(ip!), 'by cluster IP too');
 });
+
+t.test("a headless Service's StatefulSet Pods are services of their own: an app calling http://es-0.es.<ns>.svc:9200/ reaches that Pod", async (tt) => {
+  const ns = await k().newNamespace('kube-headless');
+  const { source } = await watch(tt, { namespace: ns });
+  await core().createNamespacedService({ namespace: ns, body: { metadata: { name: 'es' }, spec: { clusterIP: 'None', ports: [{ name: 'http', port: 9200, targetPort: 9200 }] } } });
+  await discovery().createNamespacedEndpointSlice({
+    namespace: ns,
+    body: {
+      metadata: { name: 'es-x1', labels: { 'kubernetes.io/service-name': 'es' } },
+      addressType: 'IPv4',
+      ports: [{ name: 'http', port: 9200, protocol: 'TCP' }],
+      endpoints: [{ addresses: ['10.1.0.1'], hostname: 'es-0', conditions: { ready: true } }, { addresses: ['10.1.0.2'], hostname: 'es-1', conditions: { ready: true } }],
+    },
+  });
+  const m = await waitFor('the slice in the model', () => svcIn(source.model, ns, 'es')?.endpoints.length === 2 && source.model);
+  const view = viewFor(m, clientIn('elsewhere'), 'test');
+  const pod = view.config?.services.find((s) => s.name === `es-0.es.${ns}`);
+  tt.same(pod?.endpoints.map((e) => e.address), ['10.1.0.1:9200'], 'that Pod only');
+  tt.same(pod?.hosts, [`es-0.es.${ns}.svc`, `es-0.es.${ns}.svc.cluster.local`, '10.1.0.1'], 'by its DNS names and its IP');
+});

@@ -190,6 +190,28 @@ t.test("a Service's other TCP ports are services of their own (web.shop:9090) on
   t.same(v.problems, [], 'a valid view');
 });
 
+t.test("a headless Service's Pods are services of their own: by IP, and a StatefulSet Pod by <hostname>.<service>.<ns>.svc; a Pod behind two headless Services keeps its IP for the first", async (t) => {
+  const headless = (name: string): V1Service => ({ metadata: { namespace: 'shop', name }, spec: { clusterIP: 'None', ports: [{ name: 'http', port: 9200, targetPort: 9200 as never }] } });
+  const sl = (svc: string): V1EndpointSlice => {
+    const s = slice('shop', svc, `${svc}-a`, [{ ip: '10.0.0.1', pod: 'es-0' }, { ip: '10.0.0.2', pod: 'es-1' }], [{ name: 'http', port: 9200, protocol: 'TCP' }]);
+    // The EndpointSlice controller sets a hostname only in the Service a Pod's spec.subdomain names (the StatefulSet's).
+    if (svc === 'es') [s.endpoints![0]!.hostname, s.endpoints![1]!.hostname] = ['es-0', 'es-1'];
+    return s;
+  };
+  t.equal(serviceInput(headless('es'))?.headless, true);
+  t.equal(serviceInput(service('shop', 'web'))?.headless, undefined, 'a Service with a cluster IP is not headless');
+  const { model } = meshModelFromKubernetes({ services: [headless('es'), headless('es-discovery'), service('shop', 'web')], endpointSlices: [sl('es'), sl('es-discovery'), slice('shop', 'web', 'web-a', [{ ip: '10.0.0.9' }])], pods: [], trafficSplits: [], authorizationPolicies: [], httpRoutes: [] });
+  const other = { ...client, namespace: 'other', identity: `spiffe://${TD}/ns/other/sa/frontend` };
+  const byName = (c: ProxyInfo) => new Map(viewFor(model, c, 'test').config?.services.map((s) => [s.name, s]));
+  const own = byName(client);
+  t.same(own.get('es-0.es.shop'), { name: 'es-0.es.shop', hosts: ['es-0.es', 'es-0.es.shop.svc', 'es-0.es.shop.svc.cluster.local', '10.0.0.1'], endpoints: [{ address: '10.0.0.1:9200' }] }, 'a StatefulSet Pod: its DNS names and its IP');
+  t.same(own.get('es-1.es.shop')?.hosts, ['es-1.es', 'es-1.es.shop.svc', 'es-1.es.shop.svc.cluster.local', '10.0.0.2']);
+  t.same(own.get('ip-10-0-0-1.es-discovery.shop'), { name: 'ip-10-0-0-1.es-discovery.shop', hosts: [], endpoints: [{ address: '10.0.0.1:9200' }] }, "the other headless Service: its Pods named by IP, which the StatefulSet's Service keeps (it sorts first, and still loses it)");
+  t.notOk([...own.keys()].some((n) => n.endsWith('.web.shop')), "a Service with a cluster IP: no service per Pod");
+  t.same(byName(other).get('es-0.es.shop')?.hosts, ['es-0.es.shop.svc', 'es-0.es.shop.svc.cluster.local', '10.0.0.1'], 'from another namespace: no short name');
+  t.same(viewFor(model, client, 'test').problems, [], 'a valid view');
+});
+
 t.test('serviceFromKubernetes: readiness, terminating, duplicates across slices, IPv6, port choice', async (t) => {
   const svc = serviceInput(service('shop', 'web', [{ name: 'grpc', port: 90, protocol: 'UDP', targetPort: 'grpc' as never }, { port: 81, targetPort: 8081 as never }]))!;
   const sl = [
