@@ -190,8 +190,9 @@ t.test("a Service's other TCP ports are services of their own (web.shop:9090) on
   t.same(v.problems, [], 'a valid view');
 });
 
-t.test("a headless Service's Pods are services of their own: by IP, and a StatefulSet Pod by <hostname>.<service>.<ns>.svc; a Pod behind two headless Services keeps its IP for the first", async (t) => {
-  const headless = (name: string): V1Service => ({ metadata: { namespace: 'shop', name }, spec: { clusterIP: 'None', ports: [{ name: 'http', port: 9200, targetPort: 9200 as never }] } });
+const headless = (name: string): V1Service => ({ metadata: { namespace: 'shop', name }, spec: { clusterIP: 'None', ports: [{ name: 'http', port: 9200, targetPort: 9200 as never }] } });
+
+t.test("a headless Service's Pods are services of their own: by IP, and a StatefulSet Pod by <hostname>.<service>.<ns>.svc; a Pod behind two headless Services keeps its IP for the one where it has a hostname", async (t) => {
   const sl = (svc: string): V1EndpointSlice => {
     const s = slice('shop', svc, `${svc}-a`, [{ ip: '10.0.0.1', pod: 'es-0' }, { ip: '10.0.0.2', pod: 'es-1' }], [{ name: 'http', port: 9200, protocol: 'TCP' }]);
     // The EndpointSlice controller sets a hostname only in the Service a Pod's spec.subdomain names (the StatefulSet's).
