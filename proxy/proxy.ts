@@ -8,7 +8,8 @@ import { DEFAULT_TIMEOUTS, StateRegistry, serviceFor, type ClientFactory } from 
 import { ConfigStore } from './config/store.ts';
 import { FileConfigSource } from './config/file-source.ts';
 import { StreamConfigSource } from './config/stream-source.ts';
-import { Listener, targetOf, type Workload } from './http/listener.ts';
+import { Listener, hostOf, targetOf, type Workload } from './http/listener.ts';
+import { DST_OVERRIDE_HEADER } from './http/headers.ts';
 import { compose, type Exchange } from './http/exchange.ts';
 import { Deadlines } from './http/deadlines.ts';
 import { makeUpgradeHandler, type UpgradeTarget } from './http/upgrade.ts';
@@ -239,7 +240,8 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     );
     const pick = (req: RequestHead, cfg: Parameters<Parameters<typeof makeUpgradeHandler>[0]>[1]): UpgradeTarget => {
       const t = targetOf(req.target, req.host);
-      const svc = serviceFor(cfg, t.host, t.authority);
+      const override = req.get(DST_OVERRIDE_HEADER)?.trim();
+      const svc = override === undefined ? serviceFor(cfg, t.host, t.authority) : serviceFor(cfg, hostOf(override), override);
       if (!svc) return { error: new ProxyError('no-route', `no service for host "${t.host}"`) };
       const r = matchRoute(svc.routes, { method: req.method, path: pathOf(t.target), headers: req });
       // Labelled as a plain request to the same place would be (listener.ts #done): the backend, else the service.

@@ -9,6 +9,8 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te'
 
 /** Set by an outbound proxy for the inbound proxy it calls (inbound/app-port.ts); never forwarded as received. */
 const DST_PORT_HEADER = 'meshlet-dst-port';
+/** Set by a caller (a meshed ingress) to name the destination service instead of Host; never forwarded. */
+export const DST_OVERRIDE_HEADER = 'meshlet-dst-override';
 
 /** Tracing headers this hop rewrites. */
 const TRACE_HEADERS = new Set(['traceparent', 'x-b3-traceid', 'x-b3-spanid', 'x-b3-parentspanid', 'x-b3-sampled', 'x-b3-flags', 'b3']);
@@ -51,7 +53,7 @@ export function forwardRequestHeaders(f: RawFields, trace: TraceFields): string[
   const raw = f.raw;
   for (let i = 0; i < lower.length; i++) {
     const l = lower[i]!;
-    if (HOP_BY_HOP.has(l) || named?.has(l) || (dropTrace && TRACE_HEADERS.has(l)) || (dropState && l === 'tracestate') || l === DST_PORT_HEADER) continue;
+    if (HOP_BY_HOP.has(l) || named?.has(l) || (dropTrace && TRACE_HEADERS.has(l)) || (dropState && l === 'tracestate') || l === DST_PORT_HEADER || l === DST_OVERRIDE_HEADER) continue;
     out.push(raw[2 * i]!, raw[2 * i + 1]!);
   }
   return out;

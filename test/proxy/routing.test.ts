@@ -105,6 +105,37 @@ t.test("a service of one port (a Kubernetes Service's second port) takes the req
   t.equal(JSON.parse(await (await request(`${p.adminUrl}/config`)).body.text()).version, 'p1', 'the config in force stays');
 });
 
+t.test('meshlet-dst-override names the service when Host does not (a meshed ingress); it is not forwarded, Host goes on as sent', async (t) => {
+  const web = await startUpstream();
+  const admin = await startUpstream();
+  const p = await startProxyProcess({
+    config: {
+      version: 'o1',
+      services: [
+        { name: 'web.shop', hosts: ['web', 'web.shop.svc.cluster.local'], endpoints: [{ address: web.address }] },
+        { name: 'web.shop:9090', port: 9090, hosts: ['web', 'web.shop.svc.cluster.local'], endpoints: [{ address: admin.address }] },
+      ],
+    },
+  });
+  t.teardown(async () => {
+    await p.stop();
+    await Promise.all([web.close(), admin.close()]);
+  });
+  const send = async (headers: Record<string, string>) => {
+    const r = await request(`${p.outboundUrl}/cart`, { headers });
+    return { status: r.statusCode, from: r.headers['x-upstream'], reason: r.headers['meshlet-proxy-error'], body: await r.body.text() };
+  };
+  t.equal((await send({ host: 'shop.example.com' })).reason, 'no-route', 'the public host names no service');
+  const viaOverride = await send({ host: 'shop.example.com', 'meshlet-dst-override': 'web.shop.svc.cluster.local:80' });
+  t.equal(viaOverride.from, String(web.port), 'routed by the override');
+  t.equal(web.seen[0]?.headers.host, 'shop.example.com', 'the upstream gets Host as sent');
+  t.equal(web.seen[0]?.headers['meshlet-dst-override'], undefined, 'and not the override');
+  t.equal((await send({ host: 'shop.example.com', 'meshlet-dst-override': 'web:9090' })).from, String(admin.port), "the override's port picks a Service's other port");
+  const unknown = await send({ host: 'web', 'meshlet-dst-override': 'nowhere.shop' });
+  t.equal(unknown.status, 404, 'an override naming no service: 404, never a fallback to Host');
+  t.match(unknown.body, /no service for host "nowhere\.shop" \(meshlet-dst-override\)/);
+});
+
 t.test('a 90/10 split over 10 000 requests lands within ±2 %', async (t) => {
   const v1 = await startUpstream();
   const v2 = await startUpstream();
