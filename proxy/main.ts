@@ -10,6 +10,7 @@ import { HttpsCertifyClient } from './identity/certify-client.ts';
 import { systemWallClock } from './identity/identity.ts';
 import { parseAppPorts } from './inbound/app-port.ts';
 import { parseProbePaths } from '../api/probe-paths.ts';
+import { parseDefaultInboundPolicy } from '../api/default-inbound-policy.ts';
 import { parseDownwardLabels, type PodLabels } from '../api/pod-labels.ts';
 
 export const USAGE = `usage: node proxy/main.ts (--config FILE | --control-plane URL --trust-anchors FILE ...) [options]
@@ -23,7 +24,11 @@ export const USAGE = `usage: node proxy/main.ts (--config FILE | --control-plane
                            in MESHLET_INBOUND_PORT_MAP (APP_PORT=PROXY_PORT,...: one listener each,
                            on --inbound-listen's host), both set by the injector; the paths
                            the kubelet probes in plaintext in MESHLET_PROBE_PATHS (JSON, e.g.
-                           {"8080":["/healthz"]}: a plaintext GET of one passes a strict port)
+                           {"8080":["/healthz"]}: a plaintext GET of one passes a strict port);
+                           this Pod's default inbound policy in MESHLET_DEFAULT_INBOUND_POLICY
+                           (all-unauthenticated: every app port also takes plaintext and any peer
+                           is allowed where no AuthorizationPolicy guards the port; all-authenticated;
+                           deny), which replaces the config's inbound.defaultPolicy; unset: the config's
   --admin-listen H:P       /live /ready /metrics /config (default 127.0.0.1:4191)
   --workload NAME          this workload's name (metrics labels; default "unknown")
   --namespace NS           this workload's namespace (default "default")
@@ -126,6 +131,7 @@ async function main(): Promise<void> {
   const outbound = hostPort(values['outbound-listen'], '--outbound-listen');
   const appPorts = parseAppPorts(process.env['MESHLET_APP_PORTS'], app.port, inbound?.port, process.env['MESHLET_INBOUND_PORT_MAP'], { '--outbound-listen': outbound?.port, '--admin-listen': admin.port });
   const probes = parseProbePaths(process.env['MESHLET_PROBE_PATHS'], appPorts.ports);
+  const defaultInboundPolicy = parseDefaultInboundPolicy(process.env['MESHLET_DEFAULT_INBOUND_POLICY'], 'MESHLET_DEFAULT_INBOUND_POLICY');
   const self = { workload: values.workload, namespace: values.namespace, service: values.service ?? values.workload };
   const { tracing, shutdown } = await tracingFromEnv(process.env, `meshlet-proxy/${self.workload}`);
   const labelsFile = values['pod-labels-file'];
@@ -166,6 +172,7 @@ async function main(): Promise<void> {
     app,
     appPorts,
     probes,
+    defaultInboundPolicy,
     admin,
     clock: systemClock,
     random: systemRandom,
@@ -184,6 +191,7 @@ async function main(): Promise<void> {
     // Which listener serves which app port (iptables sends each app port to its own listener).
     ...(proxy.inboundListeners.length > 1 ? { inboundByAppPort: Object.fromEntries(proxy.inboundListeners.map((l) => [l.appPort, `${l.address.address}:${l.address.port}`])) } : {}),
     admin: `${proxy.admin.address}:${proxy.admin.port}`,
+    ...(defaultInboundPolicy ? { defaultInboundPolicy } : {}),
     version: proxy.store.current?.version ?? null,
   });
   let stopping = false;

@@ -27,6 +27,7 @@ import { endpoint } from './outbound/endpoint.ts';
 import { authorization, inboundDecision } from './inbound/authorize.ts';
 import { app } from './inbound/app.ts';
 import { NO_PROBES, type ProbePaths } from '../api/probe-paths.ts';
+import type { DefaultInboundPolicy } from '../api/default-inbound-policy.ts';
 import { byAppPort, appPortOf, DST_PORT_HEADER, parseAppPorts, type AppPorts } from './inbound/app-port.ts';
 import { matchRoute, pathOf } from './policy/route-match.ts';
 import { pickAdmitting } from './policy/split.ts';
@@ -65,6 +66,11 @@ export interface ProxyOptions {
   appPorts?: AppPorts;
   /** The kubelet's httpGet probe paths by app port (MESHLET_PROBE_PATHS): plaintext GETs of them pass a strict port. */
   probes?: ProbePaths;
+  /**
+   * The Pod's own default inbound policy (MESHLET_DEFAULT_INBOUND_POLICY): replaces the config's
+   * inbound.defaultPolicy; all-unauthenticated also makes every app port take plaintext. Unset: the config decides.
+   */
+  defaultInboundPolicy?: DefaultInboundPolicy;
   admin: HostPort;
   clock: Clock;
   random: Random;
@@ -278,17 +284,20 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   const appH2 = new H2Sessions({ context: () => undefined, now: () => o.clock.now() });
   if (o.inbound) {
     const probes = o.probes ?? NO_PROBES;
-    const plaintextAllowed = (p: number) => (ex: Exchange) => identity === undefined || permissive(ex.config, p);
-    const pipelines = new Map(appPorts.ports.map((p) => [p, compose([authorization(metrics, p, plaintextAllowed(p), probes)], app(appPools.get(p)!, `${appHost}:${p}`))]));
+    // The Pod's all-unauthenticated makes every port permissive; policies guarding a port still decide (plaintext has no identity).
+    const podDefault = o.defaultInboundPolicy;
+    const plaintext = (cfg: Parameters<typeof permissive>[0], p: number) => identity === undefined || podDefault === 'all-unauthenticated' || permissive(cfg, p);
+    const plaintextAllowed = (p: number) => (ex: Exchange) => plaintext(ex.config, p);
+    const pipelines = new Map(appPorts.ports.map((p) => [p, compose([authorization(metrics, p, plaintextAllowed(p), probes, podDefault)], app(appPools.get(p)!, `${appHost}:${p}`))]));
     // HTTP/2 streams take the same authorization decision, then go to the app as h2c.
-    const h2Pipelines = new Map(appPorts.ports.map((p) => [p, compose([authorization(metrics, p, plaintextAllowed(p), probes)], h2App(appH2, `${appHost}:${p}`))]));
+    const h2Pipelines = new Map(appPorts.ports.map((p) => [p, compose([authorization(metrics, p, plaintextAllowed(p), probes, podDefault)], h2App(appH2, `${appHost}:${p}`))]));
     for (const { appPort, proxyPort } of [{ appPort: appPorts.first, proxyPort: o.inbound.port }, ...appPorts.listeners]) {
       const pick = (req: RequestHead, cfg: Parameters<Parameters<typeof makeUpgradeHandler>[0]>[1], peer: { identity: string; tls: boolean }): UpgradeTarget => {
         const port = appPortOf(peer.tls ? req.get(DST_PORT_HEADER) : undefined, appPorts, appPort);
         if (typeof port !== 'number') return { error: port };
         // The plain requests' decision (inbound/authorize.ts): a plaintext connection accepted while
         // the port was permissive gets no upgrade through once it turns strict.
-        const d = inboundDecision(cfg.inbound, port, peer, req.method, pathOf(targetOf(req.target, req.host).target), identity === undefined || permissive(cfg, port), probes);
+        const d = inboundDecision(cfg.inbound, port, peer, req.method, pathOf(targetOf(req.target, req.host).target), plaintext(cfg, port), probes, podDefault);
         metrics.authzDecision(d.policy, d.allowed);
         // No whole-request bound inbound, as for plain inbound requests: the caller's outbound proxy owns it.
         return d.allowed ? upgradeDial(`${o.app.host}:${port}`, undefined, INBOUND_UPGRADE_TIMEOUTS) : { error: new ProxyError('forbidden', d.reason) };
@@ -303,7 +312,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
         identityEnabled: identity !== undefined,
         // Plaintext on this listener is for its app port; where the kubelet probes that port,
         // plaintext connections come in and each request is decided (only probes pass a strict port).
-        permissive: () => probes.has(appPort) || permissive(store.current, appPort),
+        permissive: () => probes.has(appPort) || podDefault === 'all-unauthenticated' || permissive(store.current, appPort),
         onRefused: (reason) => metrics.tlsHandshakeFailures.labels('inbound', reason).inc(),
       });
       const address = await acceptor.listen(o.inbound.host, proxyPort).catch((err: Error) => {

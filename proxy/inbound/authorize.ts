@@ -6,6 +6,7 @@ import { authorize, type AuthzDecision } from '../policy/authorize.ts';
 import type { RuntimeConfig } from '../config/compile.ts';
 import type { ProxyMetrics } from '../telemetry/metrics.ts';
 import { NO_PROBES, type ProbePaths } from '../../api/probe-paths.ts';
+import type { DefaultInboundPolicy } from '../../api/default-inbound-policy.ts';
 import { isProbe } from './probes.ts';
 
 /**
@@ -13,23 +14,24 @@ import { isProbe } from './probes.ts';
  * kubelet probes on this port (`probes`) is allowed whatever the policies say (the kubelet has no
  * mesh identity, as Linkerd authorizes probes by default); any other plaintext peer on a port that
  * is not permissive (`plaintextAllowed` false) is refused before any policy is read; else the
- * policies decide. Pure.
+ * policies decide, and where none guards the port, the default: the Pod's own (`podDefault`,
+ * MESHLET_DEFAULT_INBOUND_POLICY) when it has one, else the config's (the control plane's). Pure.
  */
-export function inboundDecision(inbound: RuntimeConfig['inbound'], appPort: number, peer: { identity: string; tls: boolean }, method: string, path: string, plaintextAllowed: boolean, probes: ProbePaths = NO_PROBES): AuthzDecision {
+export function inboundDecision(inbound: RuntimeConfig['inbound'], appPort: number, peer: { identity: string; tls: boolean }, method: string, path: string, plaintextAllowed: boolean, probes: ProbePaths = NO_PROBES, podDefault?: DefaultInboundPolicy): AuthzDecision {
   if (!peer.tls) {
     if (isProbe(probes, appPort, method, path)) return { allowed: true, policy: 'probe' };
     if (!plaintextAllowed) return { allowed: false, policy: 'strict-mtls', reason: `port ${appPort} accepts only mTLS (it is not permissive)` };
   }
-  return authorize(inbound.policies, inbound.defaultPolicy, { port: appPort, identity: peer.identity, method, path });
+  return authorize(inbound.policies, podDefault ?? inbound.defaultPolicy, { port: appPort, identity: peer.identity, method, path });
 }
 
 /**
  * `plaintextAllowed` is asked per request: a connection accepted while the port was permissive
  * gets no more requests through once the port turns strict.
  */
-export function authorization(metrics: ProxyMetrics, appPort: number, plaintextAllowed: (ex: Exchange) => boolean, probes: ProbePaths = NO_PROBES): Stage {
+export function authorization(metrics: ProxyMetrics, appPort: number, plaintextAllowed: (ex: Exchange) => boolean, probes: ProbePaths = NO_PROBES, podDefault?: DefaultInboundPolicy): Stage {
   return (next) => (ex) => {
-    const d = inboundDecision(ex.config.inbound, appPort, ex.peer, ex.method, ex.path, ex.peer.tls || plaintextAllowed(ex), probes);
+    const d = inboundDecision(ex.config.inbound, appPort, ex.peer, ex.method, ex.path, ex.peer.tls || plaintextAllowed(ex), probes, podDefault);
     metrics.authzDecision(d.policy, d.allowed);
     if (!d.allowed) return Promise.reject(new ProxyError('forbidden', d.reason));
     return next(ex);

@@ -1,7 +1,8 @@
 // Inbound authorization decision, pure: which peer identity may use which method on which path
 // of a port. A request is allowed when any rule of a policy guarding the port allows it;
-// where no policy guards the port, the mesh-wide default decides.
-import type { AuthorizationPolicyConfig, AuthorizationRule } from '../../api/proxy-config.ts';
+// where no policy guards the port, the default decides (the mesh's, or the Pod's own: inbound/authorize.ts).
+import type { AuthorizationPolicyConfig, AuthorizationRule, ProxyConfig } from '../../api/proxy-config.ts';
+import type { DefaultInboundPolicy } from '../../api/default-inbound-policy.ts';
 
 export interface AuthzRequest {
   port: number;
@@ -59,7 +60,13 @@ export function ruleAllows(rule: AuthorizationRule, req: AuthzRequest, forms?: r
   return true;
 }
 
-export function authorize(policies: readonly AuthorizationPolicyConfig[], defaultPolicy: 'all-authenticated' | 'all' | 'deny', req: AuthzRequest): AuthzDecision {
+/**
+ * Where no policy guards the port: the mesh's default (the config's inbound.defaultPolicy) or the
+ * Pod's own (MESHLET_DEFAULT_INBOUND_POLICY); `all` and `all-unauthenticated` allow any peer alike.
+ */
+export type DefaultAuthz = NonNullable<NonNullable<ProxyConfig['inbound']>['defaultPolicy']> | DefaultInboundPolicy;
+
+export function authorize(policies: readonly AuthorizationPolicyConfig[], defaultPolicy: DefaultAuthz, req: AuthzRequest): AuthzDecision {
   let guarded = false;
   let names = '';
   // Worked out once, at the first rule with paths: most requests meet none (no policy, or identity-only rules).
@@ -74,8 +81,10 @@ export function authorize(policies: readonly AuthorizationPolicyConfig[], defaul
     }
   }
   const resolved = forms !== undefined && forms.length > 1 ? ` (resolved: ${forms.slice(1).join(', ')})` : '';
-  if (guarded) return { allowed: false, policy: names, reason: `no rule of ${names} allows ${req.identity || 'an unauthenticated peer'} to ${req.method} ${req.path}${resolved}` };
-  if (defaultPolicy === 'all') return { allowed: true, policy: 'default:all' };
+  // A plaintext peer has no identity, and a rule names identities: a guarded port is mTLS-only, whatever the default.
+  const plain = req.identity === '' ? ': a policy names identities, so it allows only meshed (mTLS) clients' : '';
+  if (guarded) return { allowed: false, policy: names, reason: `no rule of ${names} allows ${req.identity || 'an unauthenticated (plaintext) peer'} to ${req.method} ${req.path}${resolved}${plain}` };
+  if (defaultPolicy === 'all' || defaultPolicy === 'all-unauthenticated') return { allowed: true, policy: `default:${defaultPolicy}` };
   if (defaultPolicy === 'all-authenticated' && req.identity !== '') return { allowed: true, policy: 'default:all-authenticated' };
-  return { allowed: false, policy: `default:${defaultPolicy}`, reason: defaultPolicy === 'deny' ? 'the mesh default denies requests no policy allows' : 'the mesh default allows only authenticated (mTLS) peers' };
+  return { allowed: false, policy: `default:${defaultPolicy}`, reason: defaultPolicy === 'deny' ? 'the default policy (deny) denies requests no policy allows' : 'the default policy (all-authenticated) allows only authenticated (mTLS) peers' };
 }
