@@ -8,6 +8,7 @@ import { DEFAULT_AUDIENCE } from './certify/certify.ts';
 import { CONTROL_PLANE_SERVICE_ACCOUNT, DEFAULT_SERVING_NAMES, DEFAULT_SYSTEM_NAMESPACE, controlPlaneIdentity } from './certify/serving-cert.ts';
 import { InjectorMetrics, ValidationMetrics } from '../injector/metrics.ts';
 import { DEFAULT_INIT_IMAGE, DEFAULT_PROXY_IMAGE, DEFAULT_SKIP_OUTBOUND_PORTS, defaultSettings, parseBool, parsePorts } from '../injector/settings.ts';
+import { parseDefaultInboundPolicy, type DefaultInboundPolicy } from '../api/default-inbound-policy.ts';
 import { WEBHOOK_SERVICE, caCredentials, createWebhook, fileCredentials } from '../injector/webhook.ts';
 import { Registry } from 'prom-client';
 import { trustBundle } from './ca/index.ts';
@@ -64,7 +65,10 @@ Proxy injector (the mutating admission webhook, POST /inject; manifests/webhook)
   MESHLET_PROXY_INIT_IMAGE, MESHLET_PROXY_NATIVE_SIDECAR (default true), MESHLET_CNI (default false:
   the meshlet-init container installs the interception rules), MESHLET_DEFAULT_SKIP_OUTBOUND_PORTS
   (default 25,443,587,3306,4444,5432,6379,9300,11211: HTTPS, database and mail ports that bypass
-  the proxy where a Pod does not set config.meshlet.io/skip-outbound-ports; empty for none). Proxies are pointed at
+  the proxy where a Pod does not set config.meshlet.io/skip-outbound-ports; empty for none),
+  MESHLET_DEFAULT_INBOUND_POLICY (default all-authenticated: only meshed, mTLS clients; all-unauthenticated
+  lets unmeshed clients in where no AuthorizationPolicy guards the port; deny: only what a policy allows;
+  a Pod's config.meshlet.io/default-inbound-policy replaces it). Proxies are pointed at
   https://meshlet-control-plane.<namespace>.svc:<--listen port> and the CA's trust bundle.
 Mesh config (streamed to proxies on the Certify port, /v1/config/stream; status at admin /proxies):
   --config-dir DIR          a folder of meshlet YAML (MeshService, TrafficSplit, AuthorizationPolicy,
@@ -148,12 +152,13 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const webhookListen = hostPortOrOff(values['webhook-listen'] ?? env.MESHLET_WEBHOOK_LISTEN ?? (inCluster(env) ? '0.0.0.0:9443' : 'off'), '--webhook-listen');
   const [webhookCert, webhookKey] = [values['webhook-cert'], values['webhook-key']];
   if (!webhookCert !== !webhookKey) throw new UsageError('--webhook-cert and --webhook-key go together');
-  let injectorModes: { nativeSidecar: boolean; cni: boolean; skipOutboundPorts: readonly number[] };
+  let injectorModes: { nativeSidecar: boolean; cni: boolean; skipOutboundPorts: readonly number[]; defaultInboundPolicy: DefaultInboundPolicy };
   try {
     injectorModes = {
       nativeSidecar: parseBool(env.MESHLET_PROXY_NATIVE_SIDECAR, 'MESHLET_PROXY_NATIVE_SIDECAR') ?? true,
       cni: parseBool(env.MESHLET_CNI, 'MESHLET_CNI') ?? false,
       skipOutboundPorts: parsePorts(env.MESHLET_DEFAULT_SKIP_OUTBOUND_PORTS, 'MESHLET_DEFAULT_SKIP_OUTBOUND_PORTS') ?? DEFAULT_SKIP_OUTBOUND_PORTS,
+      defaultInboundPolicy: parseDefaultInboundPolicy(env.MESHLET_DEFAULT_INBOUND_POLICY, 'MESHLET_DEFAULT_INBOUND_POLICY') ?? 'all-authenticated',
     };
   } catch (e) {
     throw new UsageError((e as Error).message);

@@ -3,6 +3,7 @@
 
 import { isIP } from 'node:net';
 import { LOG_LEVELS, type LogLevel, type ProxyResources } from './settings.ts';
+import { DEFAULT_INBOUND_POLICIES, isDefaultInboundPolicy, type DefaultInboundPolicy } from '../api/default-inbound-policy.ts';
 
 /** The switch, on a namespace label, a Pod label or a Pod annotation: enabled | disabled. */
 export const INJECT_ANNOTATION = 'meshlet.io/inject';
@@ -23,6 +24,7 @@ export const OVERRIDES = {
   'skip-outbound-ports': 'comma list of destination ports that bypass the proxy outbound; replaces the default (443 and the database and mail ports: 25,443,587,3306,4444,5432,6379,9300,11211), "" for none',
   'skip-outbound-cidrs': 'comma list of destination CIDRs that bypass the proxy outbound, added to the default (169.254.0.0/16: cloud metadata servers)',
   'native-sidecar': 'true | false: the proxy as a native sidecar (init container) or a regular container',
+  'default-inbound-policy': `${DEFAULT_INBOUND_POLICIES.join(' | ')}: who may call the Pod where no AuthorizationPolicy guards the port (default: the cluster's, MESHLET_DEFAULT_INBOUND_POLICY); all-unauthenticated also lets unmeshed (plaintext) clients in`,
 } as const;
 export type OverrideName = keyof typeof OVERRIDES;
 
@@ -35,6 +37,8 @@ export interface PodOverrides {
   skipOutboundPorts?: number[];
   skipOutboundCidrs: string[];
   nativeSidecar?: boolean;
+  /** Set: replaces the injector's default (settings.defaultInboundPolicy). */
+  defaultInboundPolicy?: DefaultInboundPolicy;
 }
 
 /**
@@ -115,6 +119,10 @@ export function readOverrides(annotations: Readonly<Record<string, unknown>>): {
       case 'native-sidecar':
         if (v === 'true' || v === 'false') o.nativeSidecar = v === 'true';
         else problems.push(`${key}: ${JSON.stringify(v)} is not true or false`);
+        break;
+      case 'default-inbound-policy':
+        if (isDefaultInboundPolicy(v)) o.defaultInboundPolicy = v;
+        else problems.push(`${key}: ${JSON.stringify(v)} is not a default inbound policy (${DEFAULT_INBOUND_POLICIES.join(', ')})`);
         break;
     }
   }

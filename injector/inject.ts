@@ -293,6 +293,8 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
       env('MESHLET_INBOUND_PORT_MAP', csv(portMap)),
       ...(probes !== '' ? [env('MESHLET_PROBE_PATHS', probes)] : []),
       env('MESHLET_LOG_LEVEL', overrides.logLevel ?? settings.logLevel),
+      // Who may call the app where no AuthorizationPolicy guards the port (replaces the control plane's default for this Pod).
+      env('MESHLET_DEFAULT_INBOUND_POLICY', overrides.defaultInboundPolicy ?? settings.defaultInboundPolicy),
       // The heap cap follows the memory limit (the image's ENTRYPOINT sets none): a bigger view, a
       // bigger config.meshlet.io/proxy-memory-limit, and the heap may use half of it.
       ...(heap !== undefined ? [env('NODE_OPTIONS', `--max-old-space-size=${heap}`)] : []),

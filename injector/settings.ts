@@ -48,6 +48,8 @@ export const DEFAULT_SKIP_OUTBOUND_PORTS: readonly number[] = Object.freeze([25,
  */
 export const DEFAULT_SKIP_OUTBOUND_CIDRS: readonly string[] = Object.freeze(['169.254.0.0/16']);
 
+import type { DefaultInboundPolicy } from '../api/default-inbound-policy.ts';
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
 
@@ -82,6 +84,11 @@ export interface InjectSettings {
   skipOutboundCidrs: readonly string[];
   /** Destination ports that bypass the proxy in Pods without config.meshlet.io/skip-outbound-ports (which replaces them). */
   skipOutboundPorts: readonly number[];
+  /**
+   * Who may call an injected Pod where no AuthorizationPolicy guards the port, in Pods without
+   * config.meshlet.io/default-inbound-policy (which replaces it). Default all-authenticated: mTLS peers only.
+   */
+  defaultInboundPolicy: DefaultInboundPolicy;
   /** The ports: tests may move them; a cluster keeps the defaults (the images expose these). */
   ports: { outbound: number; inbound: number; admin: number };
   proxyUid: number;
@@ -104,6 +111,7 @@ export function defaultSettings(o: Partial<InjectSettings> & { trustAnchorsPem: 
     logLevel: 'info',
     skipOutboundCidrs: DEFAULT_SKIP_OUTBOUND_CIDRS,
     skipOutboundPorts: DEFAULT_SKIP_OUTBOUND_PORTS,
+    defaultInboundPolicy: 'all-authenticated',
     ports: { outbound: OUTBOUND_PORT, inbound: INBOUND_PORT, admin: ADMIN_PORT },
     proxyUid: PROXY_UID,
     ...o,
@@ -131,3 +139,4 @@ export function parsePorts(v: string | undefined, what: string): number[] | unde
   }
   return out;
 }
+

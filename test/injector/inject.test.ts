@@ -366,6 +366,21 @@ t.test('annotation overrides: resources, log level, ports', async (t) => {
   t.equal(envOf(out.spec.initContainers[0]).MESHLET_INBOUND_PORTS, '7000,7001');
 });
 
+/** MESHLET_DEFAULT_INBOUND_POLICY of the proxy injected into basePod() with these annotations. */
+function inboundPolicyOf(ann: Record<string, string>, o: Partial<InjectSettings> = {}): unknown {
+  const pod = basePod();
+  Object.assign(pod.metadata.annotations, ann);
+  return envOf(apply(pod, inject(pod, settings(o))).spec.initContainers[1]).MESHLET_DEFAULT_INBOUND_POLICY;
+}
+
+t.test("the default inbound policy: the cluster's (all-authenticated unless set), replaced by the Pod's annotation, in the proxy's env", async (t) => {
+  t.equal(inboundPolicyOf({}), 'all-authenticated', "meshlet's safe default: only meshed (mTLS) clients");
+  t.equal(inboundPolicyOf({}, { defaultInboundPolicy: 'all-unauthenticated' }), 'all-unauthenticated', 'the cluster-wide setting (MESHLET_DEFAULT_INBOUND_POLICY)');
+  for (const v of ['all-unauthenticated', 'all-authenticated', 'deny']) t.equal(inboundPolicyOf({ 'config.meshlet.io/default-inbound-policy': v }), v, `the annotation ${v}`);
+  t.equal(inboundPolicyOf({ 'config.meshlet.io/default-inbound-policy': ' deny ' }, { defaultInboundPolicy: 'all-unauthenticated' }), 'deny', "the Pod's annotation replaces the cluster's");
+  t.ok('default-inbound-policy' in OVERRIDES, 'listed with the other overrides (the README table)');
+});
+
 t.test('a memory limit written as Kubernetes allows (exponent, sign, decimal, SI) is taken, and the heap cap follows it', async (t) => {
   for (const [limit, heap] of [['1e9', 476], ['1E9', 476], ['5e8', 238], ['+512Mi', 256], ['1.5Gi', 768], ['300M', 143], ['1.Gi', 512]] as const) {
     const pod = basePod();
@@ -391,6 +406,8 @@ t.test('bad annotation values refuse the Pod with every problem named', async (t
     [{ 'config.meshlet.io/skip-outbound-cidrs': 'example.com' }, /"example.com" is not an IP address or CIDR/],
     [{ 'config.meshlet.io/log-level': 'verbose' }, /log-level: "verbose" is not a log level \(debug, info, warn, error\)/],
     [{ 'config.meshlet.io/native-sidecar': 'yes' }, /native-sidecar: "yes" is not true or false/],
+    [{ 'config.meshlet.io/default-inbound-policy': 'all' }, /default-inbound-policy: "all" is not a default inbound policy \(all-unauthenticated, all-authenticated, deny\)/],
+    [{ 'config.meshlet.io/default-inbound-policy': 'cluster-authenticated' }, /default-inbound-policy: "cluster-authenticated" is not a default inbound policy/],
     [{ 'config.meshlet.io/proxy-cpu-requests': '1' }, /config.meshlet.io\/proxy-cpu-requests: unknown annotation \(known: .*config.meshlet.io\/proxy-cpu-request,/],
     [{ 'config.meshlet.io/proxy-memory-request': '512Mi' }, /proxy-memory-request 512Mi is more than the limit 256Mi: raise config.meshlet.io\/proxy-memory-limit too/],
   ];
@@ -510,6 +527,7 @@ t.test('the ports and UID agree with manifests/config.env', async (t) => {
   t.equal(settings().proxyImage, env.get('MESHLET_PROXY_IMAGE'));
   t.equal(settings().initImage, env.get('MESHLET_PROXY_INIT_IMAGE'));
   t.equal(DEFAULT_SKIP_OUTBOUND_PORTS.join(','), env.get('MESHLET_DEFAULT_SKIP_OUTBOUND_PORTS'));
+  t.equal(settings().defaultInboundPolicy, env.get('MESHLET_DEFAULT_INBOUND_POLICY'));
 });
 
 t.test('malformed metadata a real API server would have typed: refused as a bad Pod with the field, not an internal error', async (t) => {
