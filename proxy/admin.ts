@@ -1,5 +1,6 @@
 // The admin server: /live, /ready (200 once config is loaded and not draining, with the reason
-// otherwise), /metrics (the proxy's own registry), /config (the config in force, its version),
+// otherwise), /metrics (the proxy's own registry), /config (the config in force, its version, and
+// the Pod's own default inbound policy that replaces the config's, if it has one),
 // /errors (the last errors the proxy answered itself, newest first).
 import type { ErrorsDocument } from '../api/proxy-admin.ts';
 import type * as HttpModule from 'node:http';
@@ -20,6 +21,8 @@ export interface AdminDeps {
   /** Extra detail shown at /ready (identity, renewal errors). */
   detail?: () => Record<string, unknown>;
   recentErrors?: RecentErrors;
+  /** The Pod's own default inbound policy (MESHLET_DEFAULT_INBOUND_POLICY), shown at /config: it replaces the config's. */
+  defaultInboundPolicy?: string | undefined;
 }
 
 export function adminServer(d: AdminDeps): HttpModule.Server {
@@ -51,7 +54,7 @@ export function adminServer(d: AdminDeps): HttpModule.Server {
         return;
       case '/config': {
         const cur = d.store.current;
-        return json(cur ? 200 : 503, { version: cur?.version ?? null, config: cur?.doc ?? null, lastRefusal: d.store.lastError ?? null });
+        return json(cur ? 200 : 503, { version: cur?.version ?? null, config: cur?.doc ?? null, defaultInboundPolicy: d.defaultInboundPolicy ?? null, lastRefusal: d.store.lastError ?? null });
       }
       case '/errors':
         return json(200, { total: d.recentErrors?.total ?? 0, errors: d.recentErrors?.list() ?? [], lastByReason: d.recentErrors?.lastByReason() ?? [] } satisfies ErrorsDocument);

@@ -323,7 +323,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   }
 
   let draining = false;
-  const admin = adminServer({ store, metrics, recentErrors, notReady: () => [...(draining ? ['draining'] : []), ...(identity?.notReady() ?? [])], detail: () => ({ identity: identity?.detail() ?? 'plaintext mode (no --control-plane)', ...(stream ? { controlPlane: stream.detail() } : {}) }) });
+  const admin = adminServer({ store, metrics, recentErrors, defaultInboundPolicy: o.defaultInboundPolicy, notReady: () => [...(draining ? ['draining'] : []), ...(identity?.notReady() ?? [])], detail: () => ({ identity: identity?.detail() ?? 'plaintext mode (no --control-plane)', ...(stream ? { controlPlane: stream.detail() } : {}) }) });
   void identity?.start();
   const adminAddr = await listenAdmin(admin, o.admin.host, o.admin.port);
 

@@ -7,6 +7,7 @@
 // checks both against real proxies.
 import type { RecentError } from '../../api/proxy-admin.ts';
 import type { AuthorizationPolicyConfig, Route } from '../../api/proxy-config.ts';
+import type { DefaultInboundPolicy } from '../../api/default-inbound-policy.ts';
 import { authorize } from '../../proxy/policy/authorize.ts';
 import { matchRoute, pathOf, routesOf, type HeaderLookup } from '../../proxy/policy/route-match.ts';
 import { backendsOf, sharesOf } from '../../proxy/policy/split.ts';
@@ -39,6 +40,8 @@ export interface ProxyView {
   /** null in plaintext mode (no identity). */
   identity: IdentityView | null;
   config: ProxyConfigView | undefined;
+  /** The Pod's own default inbound policy (proxy admin /config), which replaces the config's. */
+  podDefaultInboundPolicy?: DefaultInboundPolicy | undefined;
   /** endpoint address → 0 closed, 1 open, 2 probation (meshlet_endpoint_breaker_state). */
   breakers: ReadonlyMap<string, number>;
   errors: readonly RecentErrorView[];
@@ -119,13 +122,16 @@ export const REASONS: Readonly<Record<string, { means: string; fix: string }>> =
   'unsupported-protocol': { means: "a connection's first bytes were not HTTP/1: TLS (an app calling https:// through interception; the message names the server), HTTP/2 with prior knowledge (gRPC) or another protocol; the proxy refused it at once", fix: 'Let that traffic bypass the proxy (config.meshlet.io/skip-outbound-ports or skip-outbound-cidrs; skip-inbound-ports for an app that serves it), or make the client speak HTTP/1.1 in plaintext.' },
 };
 
-/** The callee's authorization decision for the caller: the proxy's own, on the path as the proxy reads it from the target. */
-export function authorizeView(inbound: ProxyConfigView['inbound'], port: number, identity: string, method: string, target: string): { allowed: boolean; policy: string; reason: string } {
-  const d = inbound?.defaultPolicy ?? 'all-authenticated';
+/**
+ * The callee's authorization decision for the caller: the proxy's own, on the path as the proxy
+ * reads it from the target, with the Pod's own default (`podDefault`) over the config's, as the proxy does.
+ */
+export function authorizeView(inbound: ProxyConfigView['inbound'], port: number, identity: string, method: string, target: string, podDefault?: DefaultInboundPolicy): { allowed: boolean; policy: string; reason: string } {
+  const d = podDefault ?? inbound?.defaultPolicy ?? 'all-authenticated';
   const path = pathOf(target);
   const decision = authorize(inbound?.policies ?? [], d, { port, identity, method, path });
   if (!decision.allowed) return decision;
-  const reason = decision.policy.startsWith('default:') ? `no policy guards the port; the mesh default ${d} allows it` : `rule of ${decision.policy} allows ${identity} to ${method} ${path}`;
+  const reason = decision.policy.startsWith('default:') ? `no policy guards the port; ${podDefault ? "the Pod's" : 'the mesh'} default ${d} allows it` : `rule of ${decision.policy} allows ${identity} to ${method} ${path}`;
   return { ...decision, reason };
 }
 
@@ -236,7 +242,7 @@ export function diagnose(i: DiagnoseInput): Diagnosis {
         if (!out.certificates.some((c) => c.workload === callee.workload)) cert(callee.workload, callee.identity);
         if (!callee.ready) findings.push({ severity: 'error', topic: 'callee-proxy', message: `${callee.workload}'s proxy is not ready: ${callee.notReadyReasons.join('; ')}` });
         if (callee.app && !out.authorization.some((a) => a.workload === callee.workload)) {
-          const d = authorizeView(callee.config?.inbound, callee.app.port, srcId, i.method, i.path);
+          const d = authorizeView(callee.config?.inbound, callee.app.port, srcId, i.method, i.path, callee.podDefaultInboundPolicy);
           out.authorization.push({ workload: callee.workload, ...d });
           if (!d.allowed) findings.push({ severity: 'error', topic: 'forbidden', message: `${callee.workload} refuses ${srcId || 'a plaintext caller'}: ${d.reason}`, fix: REASONS['forbidden']!.fix });
         }

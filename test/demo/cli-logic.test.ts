@@ -118,6 +118,10 @@ t.test('authorizeView is the proxy decision', async (t) => {
   t.match(authorizeView({ policies: [{ name: 'ns', rules: [{ identities: ['spiffe://td/ns/demo/sa/*'] }] }] }, 80, 'spiffe://td/ns/demo/sa/any', 'PUT', '/'), { allowed: true });
   t.match(authorizeView(inbound, 80, 'spiffe://td/ns/demo/sa/web', 'GET', '/api/../admin'), { allowed: false, policy: 'p', reason: /resolved: \/admin/ }, 'a dot segment that leaves /api/ is refused, as the proxy refuses it');
   t.match(authorizeView(inbound, 80, 'spiffe://td/ns/demo/sa/web', 'GET', '/api/x?next=/admin'), { allowed: true }, 'the query is not part of the path');
+  // The callee Pod's own default inbound policy (its proxy's /config) replaces the config's, as in the proxy.
+  t.match(authorizeView({ defaultPolicy: 'all' }, 80, 'spiffe://td/ns/demo/sa/web', 'GET', '/', 'deny'), { allowed: false, policy: 'default:deny' }, "the Pod's deny over the config's all");
+  t.match(authorizeView({}, 80, '', 'GET', '/', 'all-unauthenticated'), { allowed: true, policy: 'default:all-unauthenticated', reason: "no policy guards the port; the Pod's default all-unauthenticated allows it" });
+  t.match(authorizeView(inbound, 80, '', 'GET', '/api/x', 'all-unauthenticated'), { allowed: false, policy: 'p' }, 'a guarded port: the policy decides');
 });
 
 t.test('diagnose: identity mismatch, expired certificate and old errors, from made-up views', async (t) => {

@@ -108,6 +108,10 @@ t.test('all-unauthenticated: an unmeshed client reaches the app in plaintext, a 
   const log = open.stdout().trim().split('\n').map((l) => JSON.parse(l) as { peer: string; path: string });
   t.equal(log.find((l) => l.path === '/orders')?.peer, '', 'the plaintext request has no peer identity');
   t.equal(log.find((l) => l.path === '/orders/7')?.peer, WEB, 'the mTLS one has its peer');
+  const shown = (await (await fetch(`${open.adminUrl}/config`)).json()) as { defaultInboundPolicy: string | null; config: ProxyConfig };
+  t.equal(shown.defaultInboundPolicy, 'all-unauthenticated', "admin /config shows the Pod's default (meshlet proxy-config, diagnose read it)");
+  t.equal(shown.config.inbound?.defaultPolicy, 'all-authenticated', "beside the config's, which it replaces");
+  t.equal(((await (await fetch(`${strict.adminUrl}/config`)).json()) as { defaultInboundPolicy: string | null }).defaultInboundPolicy, 'all-authenticated');
 });
 
 t.test('without it (all-authenticated, the default) the same plaintext client is refused at the first byte', async (t) => {

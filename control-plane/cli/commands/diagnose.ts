@@ -4,6 +4,7 @@
 import { parseArgs } from 'node:util';
 import { EXIT_FAILURE, EXIT_OK, HELP_FLAG, UsageError, guarded, type Command, type Io } from '../command.ts';
 import type { ErrorsDocument } from '../../../api/proxy-admin.ts';
+import type { DefaultInboundPolicy } from '../../../api/default-inbound-policy.ts';
 import { diagnose as explain, diagnosisText, type ProxyConfigView, type ProxyView, type RecentErrorView } from '../diagnosis.ts';
 import { findWorkload, meshFlagHelp, meshPath, readMeshFile, type MeshWorkload } from '../mesh-file.ts';
 import { parseMetrics } from '../golden.ts';
@@ -38,7 +39,7 @@ async function readProxy(w: MeshWorkload): Promise<ProxyView> {
   try {
     const [ready, cfg, metrics, errors] = await Promise.all([
       getJson<Ready>(`${w.admin}/ready`),
-      getJson<{ config: ProxyConfigView | null }>(`${w.admin}/config`),
+      getJson<{ config: ProxyConfigView | null; defaultInboundPolicy?: DefaultInboundPolicy | null }>(`${w.admin}/config`),
       getText(`${w.admin}/metrics`),
       getJson<Partial<ErrorsDocument> & { errors: RecentErrorView[] }>(`${w.admin}/errors`).catch(() => ({ errors: [], lastByReason: [] })),
     ]);
@@ -48,7 +49,7 @@ async function readProxy(w: MeshWorkload): Promise<ProxyView> {
     // The ring, plus the last error of each reason that a burst of another pushed out of it.
     const inRing = new Set(errors.errors.map(errorKey));
     const all = [...errors.errors, ...(errors.lastByReason ?? []).filter((e) => !inRing.has(errorKey(e)))];
-    return { workload: w.name, unreachable: undefined, ready: ready.ready, notReadyReasons: ready.reasons ?? [], identity: id, config: cfg.config ?? undefined, breakers, errors: all };
+    return { workload: w.name, unreachable: undefined, ready: ready.ready, notReadyReasons: ready.reasons ?? [], identity: id, config: cfg.config ?? undefined, podDefaultInboundPolicy: cfg.defaultInboundPolicy ?? undefined, breakers, errors: all };
   } catch (e) {
     return { workload: w.name, unreachable: (e as Error).message, ready: false, notReadyReasons: [], identity: null, config: undefined, breakers: new Map(), errors: [] };
   }
