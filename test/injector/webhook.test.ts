@@ -2,7 +2,7 @@
 // the API server checks it: against the trust bundle, for meshlet-webhook.meshlet-system.svc), real
 // AdmissionReviews, malformed ones (the server keeps serving), metrics, certificate rotation, files,
 // and the control-plane process serving it on --webhook-listen.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
@@ -329,7 +329,7 @@ t.test('the control-plane process serves the webhook on --webhook-listen and cou
   const [listen, admin, webhook] = [await freePort(), await freePort(), await freePort()];
   const main = fileURLToPath(new URL('../../control-plane/main.ts', import.meta.url));
   const proc = spawn(process.execPath, [main, '--ca-file', join(dir, 'ca.json'), '--listen', `127.0.0.1:${listen}`, '--admin-listen', `127.0.0.1:${admin}`, '--webhook-listen', `127.0.0.1:${webhook}`], {
-    stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, MESHLET_PROXY_IMAGE: 'registry.example/proxy:9', MESHLET_PROXY_NATIVE_SIDECAR: 'false', MESHLET_DEFAULT_SKIP_OUTBOUND_PORTS: '443,8443' },
+    stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, MESHLET_PROXY_IMAGE: 'registry.example/proxy:9', MESHLET_PROXY_NATIVE_SIDECAR: 'false', MESHLET_DEFAULT_SKIP_OUTBOUND_PORTS: '443,8443', MESHLET_DEFAULT_INBOUND_POLICY: 'all-unauthenticated' },
   });
   let stderr = '';
   proc.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
@@ -345,13 +345,14 @@ t.test('the control-plane process serves the webhook on --webhook-listen and cou
     await new Promise((r) => setTimeout(r, 100));
   }
   const r = await post(webhook, trustBundle(state).join(''), reviewOf(pod()));
-  const patch = JSON.parse(Buffer.from(r.json.response.patch, 'base64').toString('utf8')) as Array<{ path: string; value: { name?: string; image?: string; args?: string[] } }>;
+  const patch = JSON.parse(Buffer.from(r.json.response.patch, 'base64').toString('utf8')) as Array<{ path: string; value: { name?: string; image?: string; args?: string[]; env?: Array<{ name: string; value?: string }> } }>;
   const proxy = patch.find((op) => op.path === '/spec/containers/0')?.value;
   t.equal(proxy?.name, 'meshlet-proxy', 'MESHLET_PROXY_NATIVE_SIDECAR=false: the regular-sidecar mode');
   t.equal(proxy?.image, 'registry.example/proxy:9', 'MESHLET_PROXY_IMAGE');
   t.match(proxy?.args?.join(' '), `--control-plane https://meshlet-control-plane.meshlet-system.svc:${listen} --control-plane-identity spiffe://cluster.local/ns/meshlet-system/sa/meshlet-control-plane`);
   const init = JSON.stringify(patch.filter((op) => JSON.stringify(op.value).includes('"meshlet-init"')));
   t.match(init, '{"name":"MESHLET_SKIP_OUTBOUND_PORTS","value":"443,8443"}', 'MESHLET_DEFAULT_SKIP_OUTBOUND_PORTS reaches meshlet-init');
+  t.equal(proxy?.env?.find((e) => e.name === 'MESHLET_DEFAULT_INBOUND_POLICY')?.value, 'all-unauthenticated', 'MESHLET_DEFAULT_INBOUND_POLICY reaches the proxy of a Pod that sets none');
   const metrics = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
   t.match(metrics, /^meshlet_injections_total\{outcome="injected",reason="sidecar"\} 1$/m);
   t.match(metrics, /^meshlet_injections_total\{outcome="error",reason="bad-review"\} 0$/m);
@@ -359,4 +360,10 @@ t.test('the control-plane process serves the webhook on --webhook-listen and cou
   const stopped = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
   proc.kill('SIGTERM');
   t.equal(await stopped, 0, 'stops cleanly with the webhook');
+  // A bad cluster-wide value is a usage error at start, not a Pod refused later.
+  const bad = spawnSync(process.execPath, [main, '--ca-file', join(dir, 'ca.json'), '--listen', `127.0.0.1:${listen}`, '--admin-listen', `127.0.0.1:${admin}`, '--webhook-listen', `127.0.0.1:${webhook}`], {
+    encoding: 'utf8', timeout: 20_000, env: { ...process.env, MESHLET_DEFAULT_INBOUND_POLICY: 'permissive' },
+  });
+  t.equal(bad.status, 2, 'exit 2');
+  t.match(bad.stderr, /MESHLET_DEFAULT_INBOUND_POLICY: "permissive" is not a default inbound policy; want one of all-unauthenticated, all-authenticated, deny/);
 });
