@@ -121,6 +121,11 @@ t.test('meshlet inject -f - reads stdin (a JSON List from kubectl get -o json st
   const yaml = await meshlet(['inject', '-f', '-', '--trust-anchors', anchorsFile, '--cni'], APP);
   t.equal(yaml.code, 0, yaml.stderr);
   t.same(initNames((parseAllDocuments(yaml.stdout)[0]!.toJS() as Json).spec.template.spec), ['meshlet-proxy'], '--cni: no meshlet-init');
+  const policyOf = (stdout: string): unknown => ((parseAllDocuments(stdout)[0]!.toJS() as Json).spec.template.spec.initContainers as Json[]).find((c) => c.name === 'meshlet-proxy')?.env.find((e: Json) => e.name === 'MESHLET_DEFAULT_INBOUND_POLICY')?.value;
+  t.equal(policyOf(yaml.stdout), 'all-authenticated', 'the default inbound policy: all-authenticated');
+  const open = await meshlet(['inject', '-f', '-', '--trust-anchors', anchorsFile, '--default-inbound-policy', 'all-unauthenticated'], APP);
+  t.equal(open.code, 0, open.stderr);
+  t.equal(policyOf(open.stdout), 'all-unauthenticated', '--default-inbound-policy');
 });
 
 // Merge keys (`<<`) and aliases, as Kubernetes reads them (sigs.k8s.io/yaml merges `<<`).
@@ -232,6 +237,10 @@ t.test('errors: exit codes and messages a user can act on', async (t) => {
   const flag = await meshlet(['inject', '-f', '-', '--sidecar', 'maybe', '--trust-anchors', anchorsFile]);
   t.equal(flag.code, 2);
   t.match(flag.stderr, /--sidecar maybe: want native or regular/);
+  const policy = await meshlet(['inject', '-f', '-', '--default-inbound-policy', 'open', '--trust-anchors', anchorsFile], APP);
+  t.equal(policy.code, 2);
+  t.match(policy.stderr, /--default-inbound-policy: "open" is not a default inbound policy; want one of all-unauthenticated, all-authenticated, deny/);
+  t.equal(policy.stdout, '');
   const none = await meshlet(['inject', '-f', '-', '--trust-anchors', anchorsFile], 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}   # as is\n');
   t.equal(none.code, 0);
   t.equal(none.stdout, 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}   # as is\n', 'nothing to inject: byte for byte');

@@ -8,6 +8,7 @@ import { controlPlaneIdentity, CONTROL_PLANE_SERVICE_ACCOUNT, DEFAULT_SYSTEM_NAM
 import { DEFAULT_TRUST_DOMAIN } from '../../ca/index.ts';
 import { transformManifests } from '../../../injector/manifests.ts';
 import { DEFAULT_INIT_IMAGE, DEFAULT_PROXY_IMAGE, defaultSettings } from '../../../injector/settings.ts';
+import { parseDefaultInboundPolicy } from '../../../api/default-inbound-policy.ts';
 import { CliError, EXIT_FAILURE, EXIT_OK, HELP_FLAG, UsageError, guarded, type Command, type Io } from '../command.ts';
 
 const USAGE = `usage: meshlet inject -f FILE|- --trust-anchors FILE [options] > injected.yaml
@@ -33,6 +34,11 @@ they are. config.meshlet.io/* annotations on a template apply (README: "Injector
   --sidecar native|regular   native (default): an init container with restartPolicy Always
                              (Kubernetes ≥ 1.29); regular: a first container held until ready
   --cni                      a CNI plugin installs the interception rules: no meshlet-init
+  --default-inbound-policy P all-authenticated (default: meshed, mTLS clients only),
+                             all-unauthenticated (unmeshed, plaintext clients too) or deny, where
+                             no AuthorizationPolicy guards a port; as the cluster's
+                             MESHLET_DEFAULT_INBOUND_POLICY: a template's
+                             config.meshlet.io/default-inbound-policy replaces it
   -q, --quiet                no per-object report on stderr
 
 Exit codes: 0 written, 1 a template was refused (bad annotation; nothing written) or the input
@@ -67,6 +73,7 @@ export const inject: Command = {
             'init-image': { type: 'string' },
             sidecar: { type: 'string' },
             cni: { type: 'boolean' },
+            'default-inbound-policy': { type: 'string' },
             quiet: { type: 'boolean', short: 'q' },
             help: HELP_FLAG,
           },
@@ -84,6 +91,12 @@ export const inject: Command = {
       if (!file) throw new UsageError('inject', 'which manifest? pass -f FILE, or -f - to read stdin');
       const sidecar = values.sidecar ?? 'native';
       if (sidecar !== 'native' && sidecar !== 'regular') throw new UsageError('inject', `--sidecar ${sidecar}: want native or regular`);
+      let defaultInboundPolicy;
+      try {
+        defaultInboundPolicy = parseDefaultInboundPolicy(values['default-inbound-policy'], '--default-inbound-policy') ?? 'all-authenticated';
+      } catch (e) {
+        throw new UsageError('inject', (e as Error).message);
+      }
       let anchors = io.env.MESHLET_TRUST_ANCHORS_PEM;
       if (values['trust-anchors']) {
         try {
@@ -103,6 +116,7 @@ export const inject: Command = {
         initImage: values['init-image'] ?? DEFAULT_INIT_IMAGE,
         nativeSidecar: sidecar === 'native',
         cni: values.cni === true,
+        defaultInboundPolicy,
       });
       const input = await readInput(file);
       const where = file === '-' ? 'stdin' : file;
