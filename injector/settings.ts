@@ -2,6 +2,8 @@
 // address, the trust anchors, the mode (native sidecar or not, CNI or init container), defaults.
 // Guarantees: one place for every default; the webhook (control plane env) and the CLI (flags) fill the same shape.
 
+import type { DefaultInboundPolicy } from '../api/default-inbound-policy.ts';
+
 /** The ports and UID the proxy and the interception script agree on (manifests/config.env, Dockerfile.proxy). */
 export const PROXY_UID = 2102;
 export const OUTBOUND_PORT = 4140;
@@ -47,8 +49,6 @@ export const DEFAULT_SKIP_OUTBOUND_PORTS: readonly number[] = Object.freeze([25,
  * those calls was a 404 `no-route`, and an injected app's cloud SDK got no credentials.
  */
 export const DEFAULT_SKIP_OUTBOUND_CIDRS: readonly string[] = Object.freeze(['169.254.0.0/16']);
-
-import type { DefaultInboundPolicy } from '../api/default-inbound-policy.ts';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
@@ -139,4 +139,3 @@ export function parsePorts(v: string | undefined, what: string): number[] | unde
   }
   return out;
 }
-
