@@ -20,7 +20,7 @@ import { isProbe } from './probes.ts';
 export function inboundDecision(inbound: RuntimeConfig['inbound'], appPort: number, peer: { identity: string; tls: boolean }, method: string, path: string, plaintextAllowed: boolean, probes: ProbePaths = NO_PROBES, podDefault?: DefaultInboundPolicy): AuthzDecision {
   if (!peer.tls) {
     if (isProbe(probes, appPort, method, path)) return { allowed: true, policy: 'probe' };
-    if (!plaintextAllowed) return { allowed: false, policy: 'strict-mtls', reason: `port ${appPort} accepts only mTLS (it is not permissive)` };
+    if (!plaintextAllowed) return { allowed: false, policy: 'strict-mtls', reason: `port ${appPort} accepts only mTLS (it is not permissive; the Pod's config.meshlet.io/default-inbound-policy: all-unauthenticated lets unmeshed clients in)` };
   }
   return authorize(inbound.policies, podDefault ?? inbound.defaultPolicy, { port: appPort, identity: peer.identity, method, path });
 }

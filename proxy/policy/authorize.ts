@@ -81,9 +81,12 @@ export function authorize(policies: readonly AuthorizationPolicyConfig[], defaul
     }
   }
   const resolved = forms !== undefined && forms.length > 1 ? ` (resolved: ${forms.slice(1).join(', ')})` : '';
-  // A plaintext peer has no identity, and a rule names identities: a guarded port is mTLS-only, whatever the default.
-  const plain = req.identity === '' ? ': a policy names identities, so it allows only meshed (mTLS) clients' : '';
-  if (guarded) return { allowed: false, policy: names, reason: `no rule of ${names} allows ${req.identity || 'an unauthenticated (plaintext) peer'} to ${req.method} ${req.path}${resolved}${plain}` };
+  if (guarded) {
+    // A plaintext peer has no identity, and every rule names identities: a guarded port is mTLS-only, whatever the default.
+    const who = req.identity || 'an unauthenticated (plaintext) peer';
+    const plain = req.identity === '' ? ': a policy names identities, so it allows only meshed (mTLS) clients' : '';
+    return { allowed: false, policy: names, reason: `no rule of ${names} allows ${who} to ${req.method} ${req.path}${resolved}${plain}` };
+  }
   if (defaultPolicy === 'all' || defaultPolicy === 'all-unauthenticated') return { allowed: true, policy: `default:${defaultPolicy}` };
   if (defaultPolicy === 'all-authenticated' && req.identity !== '') return { allowed: true, policy: 'default:all-authenticated' };
   return { allowed: false, policy: `default:${defaultPolicy}`, reason: defaultPolicy === 'deny' ? 'the default policy (deny) denies requests no policy allows' : 'the default policy (all-authenticated) allows only authenticated (mTLS) peers' };

@@ -42,7 +42,7 @@ t.test('a port a policy guards: the policy decides; a plaintext peer has no iden
 });
 
 t.test('a plaintext request on a port that does not take plaintext is refused before the default is read; probes pass', async (t) => {
-  t.match(inboundDecision(inbound('all'), 8080, PLAIN, 'GET', '/', false, undefined, 'all-unauthenticated'), { allowed: false, policy: 'strict-mtls' });
+  t.match(inboundDecision(inbound('all'), 8080, PLAIN, 'GET', '/', false), { allowed: false, policy: 'strict-mtls', reason: /port 8080 accepts only mTLS .*config\.meshlet\.io\/default-inbound-policy: all-unauthenticated lets unmeshed clients in/ }, 'the 403 says how to let them in');
   t.same(inboundDecision(inbound('all-authenticated'), 8080, PLAIN, 'GET', '/healthz', false, probes, 'deny'), { allowed: true, policy: 'probe' });
 });
 
