@@ -7,6 +7,8 @@
 // that no policy allows; a bad value stops the proxy at start.
 import t from 'tap';
 import net from 'node:net';
+import http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -163,6 +165,39 @@ t.test("deny: a meshed peer no policy allows is refused, even where the config's
   t.match(await r.body.text(), /the default policy \(deny\) denies requests no policy allows/);
   t.equal(app.hits, before);
   t.equal(metricValue(await deny.metrics(), 'meshlet_authz_decisions_total', { policy: 'default:deny', decision: 'deny' }), 1, "the Pod's default, not the config's all");
+});
+
+t.test('all-unauthenticated: an unmeshed HTTP/2 client (h2c, prior knowledge: a plaintext gRPC client) reaches an h2c app too', async (t) => {
+  const h2app = http2.createServer((req, res) => {
+    req.resume();
+    res.end(`h2 app ${req.url}`);
+  });
+  await new Promise<void>((r) => h2app.listen(0, '127.0.0.1', r));
+  t.teardown(() => h2app.close());
+  const appPort = (h2app.address() as AddressInfo).port;
+  const proxy = await startProxyProcess({
+    config: clusterConfig('h1'),
+    appPort,
+    workload: 'grpc-api',
+    env: { MESHLET_DEFAULT_INBOUND_POLICY: injectedPolicy({ 'config.meshlet.io/default-inbound-policy': 'all-unauthenticated' }) },
+    args: identityArgs(cp, 'shop', 'grpc-api'),
+  });
+  t.teardown(() => proxy.stop());
+  const session = http2.connect(`http://127.0.0.1:${proxy.inboundPort}`);
+  session.on('error', () => {});
+  const got = await new Promise<{ status: unknown; body: string }>((resolve, reject) => {
+    const r = session.request({ ':path': '/echo.Echo/Unary', ':authority': 'grpc-api' }, { endStream: true });
+    let status: unknown;
+    let body = '';
+    r.on('response', (h) => (status = h[':status']));
+    r.on('data', (c: Buffer) => (body += c.toString()));
+    r.on('end', () => resolve({ status, body }));
+    r.on('error', reject);
+  });
+  session.close();
+  t.equal(got.status, 200);
+  t.equal(got.body, 'h2 app /echo.Echo/Unary');
+  t.equal(metricValue(await proxy.metrics(), 'meshlet_authz_decisions_total', { policy: 'default:all-unauthenticated', decision: 'allow' }), 1);
 });
 
 t.test('a bad MESHLET_DEFAULT_INBOUND_POLICY stops the proxy at start, exit 2, naming the variable and the values', async (t) => {
