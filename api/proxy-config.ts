@@ -87,6 +87,12 @@ export const RetryPolicy = Type.Object(
     attempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 10 })),
     /** Retry these response statuses. Default [502, 503, 504]. */
     statuses: Type.Optional(Type.Array(Type.Integer({ minimum: 100, maximum: 599 }), { maxItems: 32 })),
+    /**
+     * Retry a gRPC call whose answer is trailers-only with one of these grpc-status codes (an HTTP
+     * 200 whose headers end the stream: nothing of it reached the caller yet). gRPC calls are POST, so
+     * the route's methods must include POST. Default [14] (UNAVAILABLE).
+     */
+    grpcStatuses: Type.Optional(Type.Array(Type.Integer({ minimum: 1, maximum: 16 }), { maxItems: 16 })),
     /** Methods that may be retried. Default GET, HEAD, OPTIONS, PUT, DELETE. */
     methods: Type.Optional(Type.Array(Method, { maxItems: 9 })),
     backoff: Type.Optional(

@@ -25,6 +25,7 @@ export interface ResolvedTimeouts {
 export interface ResolvedRetry {
   attempts: number;
   statuses: ReadonlySet<number>;
+  grpcStatuses: ReadonlySet<number>;
   methods: ReadonlySet<string>;
   backoff: BackoffConfig;
   maxBufferedBody: number;
@@ -100,6 +101,7 @@ function resolveTimeouts(...layers: Array<Timeouts | undefined>): ResolvedTimeou
 function resolveRetry(...layers: Array<RetryPolicy | undefined>): ResolvedRetry {
   let attempts: number = DEFAULT_RETRY.attempts;
   let statuses: readonly number[] = DEFAULT_RETRY.statuses;
+  let grpcStatuses: readonly number[] = DEFAULT_RETRY.grpcStatuses;
   let methods: readonly string[] = DEFAULT_RETRY.methods;
   let maxBufferedBody: number = DEFAULT_RETRY.maxBufferedBody;
   let base: number | undefined;
@@ -108,6 +110,7 @@ function resolveRetry(...layers: Array<RetryPolicy | undefined>): ResolvedRetry 
     if (!l) continue;
     attempts = l.attempts ?? attempts;
     statuses = l.statuses ?? statuses;
+    grpcStatuses = l.grpcStatuses ?? grpcStatuses;
     methods = l.methods ?? methods;
     maxBufferedBody = l.maxBufferedBody ?? maxBufferedBody;
     base = l.backoff?.base ?? base;
@@ -116,7 +119,7 @@ function resolveRetry(...layers: Array<RetryPolicy | undefined>): ResolvedRetry 
   const backoff: Partial<BackoffConfig> = {};
   if (base !== undefined) backoff.base = base;
   if (cap !== undefined) backoff.cap = cap;
-  return { attempts, statuses: new Set(statuses), methods: new Set(methods), backoff: makeBackoff(backoff), maxBufferedBody };
+  return { attempts, statuses: new Set(statuses), grpcStatuses: new Set(grpcStatuses), methods: new Set(methods), backoff: makeBackoff(backoff), maxBufferedBody };
 }
 
 function budgetOf(svc: ServiceDoc): { ratio: number; minPerSecond: number; windowMs: number } {

@@ -1,13 +1,16 @@
 // The last step of an HTTP/2 request: one stream on the endpoint's session (sessions.ts), its
-// request body piped from the caller's stream, resolved at the response headers; the body and
-// trailers are relayed after (relay). The outbound terminal, the inbound one (to the app, h2c)
-// and the whole-request deadline that stands in for the retry stage (HTTP/2 is not retried).
+// request body sent by request-body.ts (from the caller's stream, or a retry's copy), resolved at
+// the response headers; the body and trailers are relayed after (relay). The outbound terminal,
+// the inbound one (to the app, h2c), and what the retry stage reads of an HTTP/2 exchange
+// (h2RetryHooks).
 import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import type { Clock } from '../../api/runtime.ts';
-import type { Exchange, Handler, Stage, UpstreamBody, UpstreamResponse, BodySink } from '../http/exchange.ts';
+import type { Exchange, Handler, UpstreamBody, UpstreamResponse, BodySink } from '../http/exchange.ts';
 import { ProxyError, fromUpstreamError } from '../errors.ts';
 import type { Deadline, Deadlines } from '../http/deadlines.ts';
+import type { RetryHooks } from '../outbound/retry.ts';
 import { fieldsOf, forwardH2ResponseHeaders, headerObject } from './fields.ts';
+import type { H2RequestBody } from './request-body.ts';
 import type { H2Sessions } from './sessions.ts';
 import { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } from './node-http2.ts';
 
@@ -15,8 +18,8 @@ import { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR, NGHTTP2_REFUS
 /** What an HTTP/2 exchange carries besides the Exchange: the caller's stream. */
 export interface H2Request {
   readonly stream: ServerHttp2Stream;
-  /** The request had no body (END_STREAM on its headers). */
-  readonly noBody: boolean;
+  /** The request body, as each attempt sends it. */
+  readonly body: H2RequestBody;
   /** A gRPC request (content-type application/grpc*): the proxy's errors go back as grpc-status. */
   readonly grpc: boolean;
 }
@@ -52,11 +55,13 @@ export class H2Body implements UpstreamBody {
   #done: Array<(ok: boolean) => void> | undefined = [];
   #ok = false;
   grpcStatus: string | undefined;
+  /** The grpc-status of the response headers: only a trailers-only answer has one there. */
+  readonly headerGrpcStatus: string | undefined;
 
   constructor(up: ClientHttp2Stream, headers: IncomingHttpHeaders) {
     this.#up = up;
     const g = headers['grpc-status'];
-    if (typeof g === 'string') this.grpcStatus = g;
+    if (typeof g === 'string') this.grpcStatus = this.headerGrpcStatus = g;
     up.on('trailers', (t: IncomingHttpHeaders) => {
       const list = forwardH2ResponseHeaders(fieldsOf(t, rawOf(t)));
       this.#trailers = headerObject(list);
@@ -128,11 +133,12 @@ const perTryTimeout = (ms: number) => new ProxyError('per-try-timeout', `no resp
 
 /**
  * Send the exchange as one stream on `session` (awaited: a connect failure is the attempt's).
- * `extra`: fields for this hop (meshlet-dst-port). `perTryMs` > 0: aborted with per-try-timeout
+ * `extra`: fields for this hop (meshlet-dst-port); `keep`: bytes of the request body to keep for a
+ * retry (request-body.ts; 0: none). `perTryMs` > 0: aborted with per-try-timeout
  * without response headers within it, counted from when the request body has been sent whole (a
  * client-streaming call's upload is the caller's pace), as HTTP/1's dispatchOnce counts it.
  */
-export function dispatchH2(session: Promise<ClientHttp2Session>, ex: H2Exchange, address: string, extra: readonly string[], perTryMs: number, deadlines: Deadlines | undefined): Promise<UpstreamResponse> {
+export function dispatchH2(session: Promise<ClientHttp2Session>, ex: H2Exchange, address: string, extra: readonly string[], perTryMs: number, deadlines: Deadlines | undefined, keep: number): Promise<UpstreamResponse> {
   return new Promise<UpstreamResponse>((resolve, reject) => {
     let up: ClientHttp2Stream | undefined;
     let timer: Deadline | undefined;
@@ -154,14 +160,13 @@ export function dispatchH2(session: Promise<ClientHttp2Session>, ex: H2Exchange,
     session.then(
       (s) => {
         if (settled) return;
-        const down = ex.h2.stream;
+        const body = ex.h2.body;
         const headers: OutgoingHttpHeaders = { ':method': ex.method, ':path': ex.target, ':authority': ex.hostHeader };
         headerObject(ex.headers, headers);
         headerObject(extra, headers);
-        const noBody = ex.h2.noBody || down.readableEnded;
         let stream: ClientHttp2Stream;
         try {
-          stream = s.request(headers, { endStream: noBody });
+          stream = s.request(headers, { endStream: body.empty });
         } catch (err) {
           // A session that just closed (GOAWAY between get and request): nothing was sent.
           settle(new ProxyError('upstream-reset', `${address}: the HTTP/2 session closed before the request: ${(err as Error).message}`, { cause: err, beforeRequest: true }));
@@ -177,11 +182,7 @@ export function dispatchH2(session: Promise<ClientHttp2Session>, ex: H2Exchange,
           const status = Number(h[':status']);
           settle(undefined, { status, statusText: '', headers: responseList(h, raw), framing: EMPTY_FRAMING, body: new H2Body(stream, h) });
         });
-        if (noBody) arm();
-        else {
-          down.once('end', arm);
-          down.pipe(stream);
-        }
+        body.sendTo(stream, keep, arm);
       },
       (err: unknown) => settle(fromUpstreamError(err, false)),
     );
@@ -200,11 +201,12 @@ export function h2Endpoint(clock: Clock, deadlines: Deadlines, sessions: H2Sessi
   return (ex) => {
     const h = ex as H2Exchange;
     const ep = ex.endpoint!;
-    ex.attempts++;
     const perTry = Math.min(ex.route?.timeouts.perTry ?? 0, Math.max(1, ex.deadline - clock.now()));
     const connect = ex.route?.timeouts.connect ?? 1000;
     const extra = ep.identity === undefined ? [] : ['meshlet-dst-port', portOf(ep.address)];
-    return dispatchH2(sessions.get(ep.address, ep.identity, connect), h, ep.address, extra, perTry, deadlines);
+    const r = ex.route?.retry;
+    const keep = r !== undefined && r.attempts > 1 ? r.maxBufferedBody : 0;
+    return dispatchH2(sessions.get(ep.address, ep.identity, connect), h, ep.address, extra, perTry, deadlines, keep);
   };
 }
 
@@ -213,36 +215,21 @@ export function h2App(sessions: H2Sessions, address: string): Handler {
   return (ex) => {
     ex.attempts = 1;
     ex.appAddress = address;
-    return dispatchH2(sessions.get(address, undefined, 1000), ex as H2Exchange, address, [], 0, undefined);
+    return dispatchH2(sessions.get(address, undefined, 1000), ex as H2Exchange, address, [], 0, undefined, 0);
   };
 }
 
 /**
- * Outbound stage in the retry stage's place for HTTP/2 (not retried in this slice): the route's
- * whole-request timeout, until response headers, as retry.ts arms it for HTTP/1.
+ * What the retry stage (outbound/retry.ts) reads of an HTTP/2 request: a trailers-only gRPC
+ * answer's grpc-status is its outcome (Envoy retries gRPC on the codes of the response headers
+ * only: trailers come after a body the caller already has); the body is replayable as
+ * request-body.ts says.
  */
-export function h2Deadline(deadlines: Deadlines): Stage {
-  return (next) => async (ex) => {
-    const timeoutMs = ex.route!.timeouts.request;
-    ex.deadline = timeoutMs > 0 ? ex.startMs + timeoutMs : Infinity;
-    if (timeoutMs <= 0) return next(ex);
-    let timedOut = false;
-    const timer = deadlines.at(ex.deadline, () => {
-      timedOut = true;
-      ex.abortAttempt?.(new ProxyError('request-timeout', `no response within ${timeoutMs} ms`));
-    });
-    try {
-      const res = await next(ex);
-      if (timedOut) {
-        res.body.discard();
-        throw new ProxyError('request-timeout', `no response within ${timeoutMs} ms`);
-      }
-      return res;
-    } catch (err) {
-      if (timedOut && !(err instanceof ProxyError && err.code === 'request-timeout')) throw new ProxyError('request-timeout', `no response within ${timeoutMs} ms`, { cause: err });
-      throw err;
-    } finally {
-      deadlines.cancel(timer);
-    }
-  };
-}
+export const h2RetryHooks: RetryHooks = {
+  outcomeOf(res, ex) {
+    const g = (ex as H2Exchange).h2.grpc ? (res.body as H2Body).headerGrpcStatus : undefined;
+    return g === undefined ? { kind: 'status', status: res.status } : { kind: 'grpc-status', code: Number(g) };
+  },
+  bodyReplayable: (ex) => (ex as H2Exchange).h2.body.replayable,
+  requestTimeout: (_ex, routeMs) => routeMs,
+};

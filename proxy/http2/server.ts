@@ -14,6 +14,7 @@ import { pathOf } from '../policy/route-match.ts';
 import { extractParent, pushPropagationHeaders } from '../telemetry/trace.ts';
 import { errorAnswer, fieldsOf, forwardH2RequestHeaders, headerObject, isGrpc } from './fields.ts';
 import { H2Body, type H2Exchange } from './forward.ts';
+import { H2RequestBody } from './request-body.ts';
 import { NGHTTP2_FLAG_END_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR, nodeHttp2 } from './node-http2.ts';
 
 
@@ -155,7 +156,7 @@ export class H2Listener {
       abortAttempt: undefined,
       error: undefined,
       measured: false,
-      h2: { stream, noBody: (flags & NGHTTP2_FLAG_END_STREAM) !== 0, grpc },
+      h2: { stream, body: new H2RequestBody(stream, (flags & NGHTTP2_FLAG_END_STREAM) !== 0), grpc },
     };
     const answer: Answer = { status: 0, grpcStatus: undefined, body: undefined };
     this.#inFlight++;

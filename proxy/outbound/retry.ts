@@ -43,12 +43,26 @@ export async function makeReplayable(ex: Exchange, maxBuffered: number): Promise
   return true;
 }
 
-export function retry(random: Random, metrics: ProxyMetrics, deadlines: Deadlines): Stage {
+/**
+ * What a protocol whose request body and answers the stage cannot read itself tells it: HTTP/2
+ * (http2/retry-hooks.ts) streams the body to the first attempt while keeping a copy, and a gRPC
+ * answer may fail inside an HTTP 200. HTTP/1 passes none and takes the plain path.
+ */
+export interface RetryHooks {
+  /** The attempt's outcome from its response (a trailers-only gRPC answer: its grpc-status). */
+  outcomeOf(res: UpstreamResponse, ex: Exchange): AttemptOutcome;
+  /** Whether the request body can be sent again now (read whole within the bound, or not read yet). */
+  bodyReplayable(ex: Exchange): boolean;
+  /** The whole-request timeout (ms, 0: none) given the route's: a request may ask for less (grpc-timeout). */
+  requestTimeout(ex: Exchange, routeMs: number): number;
+}
+
+export function retry(random: Random, metrics: ProxyMetrics, deadlines: Deadlines, hooks?: RetryHooks): Stage {
   return (next) => async (ex) => {
     const route = ex.route!;
     const policy = route.retry;
     const budget = ex.service!.budget;
-    const timeoutMs = route.timeouts.request;
+    const timeoutMs = hooks === undefined ? route.timeouts.request : hooks.requestTimeout(ex, route.timeouts.request);
     ex.deadline = timeoutMs > 0 ? ex.startMs + timeoutMs : Infinity;
     let timedOut = false;
     let wake: (() => void) | undefined;
@@ -93,11 +107,20 @@ export function retry(random: Random, metrics: ProxyMetrics, deadlines: Deadline
           if (res) return res;
           throw err;
         }
-        const outcome: AttemptOutcome | undefined = res ? { kind: 'status', status: res.status } : outcomeOfError(err);
+        const outcome: AttemptOutcome | undefined = res ? (hooks === undefined ? { kind: 'status', status: res.status } : hooks.outcomeOf(res, ex)) : outcomeOfError(err);
         const wanted =
           outcome !== undefined &&
           (outcome.kind !== 'status' || policy.statuses.has(outcome.status)) &&
-          isRetryable({ method: ex.method, attempt: ex.attempts, maxAttempts: policy.attempts, outcome, statuses: policy.statuses, methods: policy.methods, bodyReplayable: replayable });
+          isRetryable({
+            method: ex.method,
+            attempt: ex.attempts,
+            maxAttempts: policy.attempts,
+            outcome,
+            statuses: policy.statuses,
+            grpcStatuses: policy.grpcStatuses,
+            methods: policy.methods,
+            bodyReplayable: replayable && (hooks === undefined || hooks.bodyReplayable(ex)),
+          });
         if (!wanted) {
           if (res) return res;
           throw err;
@@ -121,7 +144,7 @@ export function retry(random: Random, metrics: ProxyMetrics, deadlines: Deadline
           wake = undefined;
           if (timedOut) throw new ProxyError('request-timeout', `no response within ${timeoutMs} ms (${ex.attempts} attempts)`, { cause: err });
         }
-        metrics.retries.labels(ex.service!.name, outcome.kind === 'status' ? String(outcome.status) : outcome.kind).inc();
+        metrics.retries.labels(ex.service!.name, outcome.kind === 'status' ? String(outcome.status) : outcome.kind === 'grpc-status' ? `grpc-${outcome.code}` : outcome.kind).inc();
       }
     } finally {
       if (timer) deadlines.cancel(timer);

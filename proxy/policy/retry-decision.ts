@@ -8,6 +8,9 @@
  *                           connection that broke after the request was written.
  *   reset-before-response   the upstream may have acted on it: configured methods only.
  *   status                  a configured status, configured methods only.
+ *   grpc-status             a gRPC answer with a configured grpc-status in its headers (a
+ *                           trailers-only answer: nothing of a body was relayed yet), configured
+ *                           methods only (gRPC calls are POST), as Envoy's retry_on gRPC codes.
  *   timeout (per try)       the upstream may still be working on it: configured methods only.
  * The budget (retry-budget.ts) and the whole-request deadline are checked by the caller.
  */
@@ -16,6 +19,8 @@ export const DEFAULT_RETRY = Object.freeze({
   /** Total attempts including the first. */
   attempts: 3,
   statuses: Object.freeze([502, 503, 504]) as readonly number[],
+  /** UNAVAILABLE: the code gRPC names as safe to retry, and the proxies' own 502/503/504 for gRPC callers (http2/fields.ts). */
+  grpcStatuses: Object.freeze([14]) as readonly number[],
   methods: Object.freeze(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']) as readonly string[],
   /** Request bodies larger than this are sent once, never buffered for replay. */
   maxBufferedBody: 65536,
@@ -23,6 +28,7 @@ export const DEFAULT_RETRY = Object.freeze({
 
 export type AttemptOutcome =
   | { kind: 'status'; status: number }
+  | { kind: 'grpc-status'; code: number }
   | { kind: 'connect-failed' }
   | { kind: 'reset-before-response' }
   | { kind: 'timeout' };
@@ -35,6 +41,7 @@ export interface RetryInput {
   maxAttempts: number;
   outcome: AttemptOutcome;
   statuses: ReadonlySet<number>;
+  grpcStatuses: ReadonlySet<number>;
   methods: ReadonlySet<string>;
   /** The whole body is buffered (or there is none), so it can be sent again. */
   bodyReplayable: boolean;
@@ -45,5 +52,6 @@ export function isRetryable(input: RetryInput): boolean {
   const o = input.outcome;
   if (o.kind === 'connect-failed') return true;
   if (!input.methods.has(input.method)) return false;
-  return o.kind === 'status' ? input.statuses.has(o.status) : true;
+  if (o.kind === 'status') return input.statuses.has(o.status);
+  return o.kind === 'grpc-status' ? input.grpcStatuses.has(o.code) : true;
 }

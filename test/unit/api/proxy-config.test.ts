@@ -137,3 +137,13 @@ t.test('not an object at all', async (t) => {
     t.notOk(r.ok, `${JSON.stringify(doc)} refused`);
   }
 });
+
+t.test('retry.grpcStatuses: gRPC codes 1..16 only (0 is OK, not a failure), every bad one with its path', async (t) => {
+  const ok = parseProxyConfig({ version: 'v', services: [{ name: 'a', endpoints: [], retry: { grpcStatuses: [14, 8] }, routes: [{ name: 'r', retry: { grpcStatuses: [1] } }] }] });
+  t.ok(ok.ok, ok.ok ? '' : formatProblems(ok.problems));
+  const r = parseProxyConfig({ version: 'v', services: [{ name: 'a', endpoints: [], retry: { grpcStatuses: [0, 17, 'UNAVAILABLE'] } }] });
+  t.notOk(r.ok);
+  if (r.ok) return;
+  const paths = r.problems.map((p) => p.path);
+  for (const p of ['/services/0/retry/grpcStatuses/0', '/services/0/retry/grpcStatuses/1', '/services/0/retry/grpcStatuses/2']) t.ok(paths.includes(p), `${p} reported`);
+});

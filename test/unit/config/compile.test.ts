@@ -99,3 +99,16 @@ t.test('an endpoint whose labels change keeps its state (pool, breaker) and take
   t.equal(v2, v1, 'the same endpoint state');
   t.same(v2.labels, { workload: 'api-v2' }, 'with the labels of the config in force');
 });
+
+/** Each route's gRPC retry codes, as compiled. */
+function grpcCodes(doc: unknown): number[][] {
+  const parsed = parseProxyConfig(doc);
+  if (!parsed.ok) throw new Error(formatProblems(parsed.problems));
+  return compile(parsed.value, registry()).services.get('api')!.routes.map((r) => [...r.retry.grpcStatuses]);
+}
+
+t.test('retry.grpcStatuses: UNAVAILABLE by default, the service\'s, then the route\'s', async (t) => {
+  t.same(grpcCodes(service({})), [[14]]);
+  t.same(grpcCodes(service({ retry: { grpcStatuses: [14, 8] } })), [[14, 8]]);
+  t.same(grpcCodes(service({ retry: { grpcStatuses: [14, 8] }, routes: [{ name: 'r', retry: { grpcStatuses: [4] } }, { name: 's' }] })), [[4], [14, 8]]);
+});
