@@ -39,7 +39,7 @@ import type { Tracing } from './telemetry/trace.ts';
 import { adminServer, listenAdmin } from './admin.ts';
 import { H2Listener } from './http2/server.ts';
 import { H2Sessions } from './http2/sessions.ts';
-import { h2App, h2Endpoint, h2RetryHooks } from './http2/forward.ts';
+import { h2App, h2Endpoint, h2RetryHooks, h2Verdict } from './http2/forward.ts';
 import type { AddressInfo } from 'node:net';
 import type { Writable } from 'node:stream';
 
@@ -262,10 +262,11 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       // route's per-try timeout bounds the wait, its request timeout the whole exchange (body included).
       return { ...upgradeDial(ep.address, ep.identity, r.timeouts), dst };
     };
-    // The same stages for HTTP/2, the retry stage told what it cannot read itself: how the body
-    // is replayed and what a trailers-only gRPC answer says (README "HTTP/2 and gRPC").
+    // The same stages for HTTP/2, each told what it cannot read itself: the retry stage how the
+    // body is replayed and what a trailers-only gRPC answer says, the balancer when a gRPC answer
+    // failed its endpoint (README "HTTP/2 and gRPC").
     const h2Handler = compose(
-      [destination, route, retry(o.random, metrics, deadlines, h2RetryHooks), split(o.random), concurrency(metrics), balance(o.clock, o.random, metrics)],
+      [destination, route, retry(o.random, metrics, deadlines, h2RetryHooks), split(o.random), concurrency(metrics), balance(o.clock, o.random, metrics, h2Verdict)],
       h2Endpoint(o.clock, deadlines, h2Sessions),
     );
     const outH2 = new H2Listener({ ...record, direction: 'outbound', store, handler: h2Handler });

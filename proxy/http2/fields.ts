@@ -93,6 +93,17 @@ export function grpcStatusOf(httpStatus: number): number {
   return 2;
 }
 
+/**
+ * gRPC codes that say the endpoint failed, for its breaker: UNKNOWN (2), DEADLINE_EXCEEDED (4),
+ * INTERNAL (13), UNAVAILABLE (14), DATA_LOSS (15): Linkerd's default gRPC failure codes but
+ * PERMISSION_DENIED (7), which a healthy endpoint answers a caller it does not allow (an inbound
+ * proxy's authorization deny among them): ejecting for it would take working endpoints away from
+ * everyone. The others (NOT_FOUND, INVALID_ARGUMENT, ...) are the application's answers, as a 4xx is.
+ */
+export function isEndpointFailure(grpcStatus: string): boolean {
+  return grpcStatus === '14' || grpcStatus === '13' || grpcStatus === '2' || grpcStatus === '4' || grpcStatus === '15';
+}
+
 /** grpc-message is percent-encoded outside printable ASCII, and '%' itself (gRPC over HTTP/2). */
 export function grpcMessage(text: string): string {
   let out = '';

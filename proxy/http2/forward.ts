@@ -1,15 +1,16 @@
 // The last step of an HTTP/2 request: one stream on the endpoint's session (sessions.ts), its
 // request body sent by request-body.ts (from the caller's stream, or a retry's copy), resolved at
 // the response headers; the body and trailers are relayed after (relay). The outbound terminal,
-// the inbound one (to the app, h2c), and what the retry stage reads of an HTTP/2 exchange
-// (h2RetryHooks).
+// the inbound one (to the app, h2c), and what the retry and balance stages read of an HTTP/2
+// answer (h2RetryHooks, h2Verdict).
 import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import type { Clock } from '../../api/runtime.ts';
 import type { Exchange, Handler, UpstreamBody, UpstreamResponse, BodySink } from '../http/exchange.ts';
 import { ProxyError, fromUpstreamError } from '../errors.ts';
 import type { Deadline, Deadlines } from '../http/deadlines.ts';
 import type { RetryHooks } from '../outbound/retry.ts';
-import { fieldsOf, forwardH2ResponseHeaders, headerObject } from './fields.ts';
+import { isFailureStatus } from '../outbound/balance.ts';
+import { fieldsOf, forwardH2ResponseHeaders, headerObject, isEndpointFailure, isGrpc } from './fields.ts';
 import type { H2RequestBody } from './request-body.ts';
 import type { H2Sessions } from './sessions.ts';
 import { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } from './node-http2.ts';
@@ -54,6 +55,9 @@ export class H2Body implements UpstreamBody {
   #trailers: OutgoingHttpHeaders | undefined;
   #done: Array<(ok: boolean) => void> | undefined = [];
   #ok = false;
+  /** Ended by this proxy (a discarded attempt, a caller that left), not by the endpoint. */
+  #cancelled = false;
+  readonly #grpc: boolean;
   grpcStatus: string | undefined;
   /** The grpc-status of the response headers: only a trailers-only answer has one there. */
   readonly headerGrpcStatus: string | undefined;
@@ -62,6 +66,7 @@ export class H2Body implements UpstreamBody {
     this.#up = up;
     const g = headers['grpc-status'];
     if (typeof g === 'string') this.grpcStatus = this.headerGrpcStatus = g;
+    this.#grpc = isGrpc(headers['content-type']);
     up.on('trailers', (t: IncomingHttpHeaders) => {
       const list = forwardH2ResponseHeaders(fieldsOf(t, rawOf(t)));
       this.#trailers = headerObject(list);
@@ -108,12 +113,27 @@ export class H2Body implements UpstreamBody {
   }
 
   discard(): void {
+    this.#cancelled = true;
     if (!this.#up.closed) this.#up.close(NGHTTP2_CANCEL);
   }
 
   readonly abort = (_reason: Error): void => {
+    this.#cancelled = true;
     if (!this.#up.closed) this.#up.close(NGHTTP2_CANCEL);
   };
+
+  /**
+   * The endpoint's verdict for its breaker, as Linkerd classifies gRPC: an HTTP 5xx, or a
+   * trailers-only answer by its grpc-status, now; a gRPC answer with a body once it ends, by the
+   * grpc-status of its trailers (a reset, or no grpc-status at all, is a failure too); any other
+   * answer by its status. undefined: this proxy ended the stream itself, which says nothing.
+   */
+  verdict(status: number, report: (success: boolean | undefined) => void): void {
+    if (isFailureStatus(status)) report(false);
+    else if (this.headerGrpcStatus !== undefined) report(!isEndpointFailure(this.headerGrpcStatus));
+    else if (!this.#grpc) report(true);
+    else this.onDone((ok) => report(this.#cancelled ? undefined : ok && this.grpcStatus !== undefined && !isEndpointFailure(this.grpcStatus)));
+  }
 
   onDone(fn: (ok: boolean) => void): void {
     if (this.#done === undefined) fn(this.#ok);
@@ -233,3 +253,8 @@ export const h2RetryHooks: RetryHooks = {
   bodyReplayable: (ex) => (ex as H2Exchange).h2.body.replayable,
   requestTimeout: (_ex, routeMs) => routeMs,
 };
+
+/** The balance stage's verdict of an HTTP/2 answer for the endpoint's breaker (H2Body.verdict). */
+export function h2Verdict(res: UpstreamResponse, report: (success: boolean | undefined) => void): void {
+  (res.body as H2Body).verdict(res.status, report);
+}

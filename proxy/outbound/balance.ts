@@ -13,7 +13,14 @@ const loadOf = (ep: EndpointState) => ep.load;
 /** A response is a failure for the breaker when the upstream answered 5xx or the attempt failed. */
 export const isFailureStatus = (status: number): boolean => status >= 500;
 
-export function balance(clock: Clock, random: Random, metrics: ProxyMetrics): Stage {
+/**
+ * For a protocol whose answers may fail after their headers (gRPC: grpc-status in the trailers):
+ * reports the endpoint's verdict once it is known (undefined: none, the proxy ended it itself).
+ * HTTP/1 passes none: its verdict is the response status, at once.
+ */
+export type Verdict = (res: UpstreamResponse, report: (success: boolean | undefined) => void) => void;
+
+export function balance(clock: Clock, random: Random, metrics: ProxyMetrics, verdictOf?: Verdict): Stage {
   return (next) => async (ex) => {
     const svc = ex.backend!;
     const ready = svc.ready;
@@ -45,8 +52,17 @@ export function balance(clock: Clock, random: Random, metrics: ProxyMetrics): St
       throw e;
     }
     ep.load.finish(clock.now() - started);
-    ep.accrual.onResult(!isFailureStatus(res.status), ticket);
-    if (ep.accrual.ejections > ejectionsBefore) metrics.ejections.labels(svc.name).inc();
+    if (verdictOf === undefined) {
+      ep.accrual.onResult(!isFailureStatus(res.status), ticket);
+      if (ep.accrual.ejections > ejectionsBefore) metrics.ejections.labels(svc.name).inc();
+    } else {
+      verdictOf(res, (success) => {
+        if (success === undefined) return ep.accrual.onCancel(ticket);
+        const before = ep.accrual.ejections;
+        ep.accrual.onResult(success, ticket);
+        if (ep.accrual.ejections > before) metrics.ejections.labels(svc.name).inc();
+      });
+    }
     return res;
   };
 }

@@ -2,7 +2,8 @@
 // to real node:http2 apps (h2c, unmeshed endpoints): a trailers-only UNAVAILABLE and a reset before
 // any response are retried where the route retries POST (gRPC's method), with the same body; not
 // by default; a body over maxBufferedBody, or one still streaming, is sent once; HTTP/2 requests
-// earn and spend the service's retry budget.
+// earn and spend the service's retry budget; an endpoint answering HTTP 200 with grpc-status
+// UNAVAILABLE in its trailers is ejected like one answering 5xx.
 import t from 'tap';
 import http2 from 'node:http2';
 import { startProxyProcess, metricValue, type ProxyProcess } from '../fixtures/mesh.ts';
@@ -243,4 +244,21 @@ t.test('HTTP/2 requests earn and spend the retry budget', async (t) => {
   const m = await proxy.metrics();
   t.equal(metricValue(m, 'meshlet_retry_budget_exhausted_total', { dst_service: 'budget' }), 2, 'two retries refused by the budget');
   t.equal(metricValue(m, 'meshlet_retries_total', { dst_service: 'budget', reason: 'grpc-14' }), 1);
+});
+
+t.test('the breaker ejects an endpoint answering HTTP 200 with grpc-status UNAVAILABLE in its trailers', async (t) => {
+  const calls: Call[] = [];
+  for (let i = 0; i < 6; i++) calls.push(await call(session, 'breaker', '/echo.Echo/Mixed', 'm'));
+  t.same(calls.slice(0, 3).map(grpcStatus), ['14', '14', '14'], 'three answers of the endpoint: UNAVAILABLE in the trailers');
+  t.equal(streams(bad, '/echo.Echo/Mixed'), 3, 'then no more reached it (3 consecutive failures eject it)');
+  t.same(calls.slice(3).map((c) => c.headers['meshlet-proxy-error']), ['breaker-open', 'breaker-open', 'breaker-open'], 'the proxy answers for it while it is ejected');
+  const m = await proxy.metrics();
+  t.equal(metricValue(m, 'meshlet_endpoint_ejections_total', { dst_service: 'breaker' }), 1, 'one ejection');
+  t.equal(metricValue(m, 'meshlet_endpoint_breaker_state', { dst_service: 'breaker', endpoint: `127.0.0.1:${bad.port}` }), 1, 'the endpoint is open (ejected)');
+});
+
+t.test('an application\'s own gRPC errors (NOT_FOUND) do not eject its endpoint', async (t) => {
+  for (let i = 0; i < 6; i++) t.equal(grpcStatus(await call(session, 'app-errors', '/echo.Echo/NotFound', 'n')), '5');
+  t.equal(streams(good, '/echo.Echo/NotFound'), 6, 'every call reached the endpoint');
+  t.equal(metricValue(await proxy.metrics(), 'meshlet_endpoint_ejections_total', { dst_service: 'app-errors' }), 0, 'no ejection');
 });
