@@ -93,6 +93,27 @@ export function grpcStatusOf(httpStatus: number): number {
   return 2;
 }
 
+/** Milliseconds per grpc-timeout unit (gRPC over HTTP/2: Hours, Minutes, Seconds, milli-, micro-, nanoseconds). */
+const GRPC_TIMEOUT_UNIT_MS: Readonly<Record<string, number>> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 };
+
+/**
+ * A caller's grpc-timeout in whole milliseconds (rounded up), or undefined when absent or not of
+ * the form gRPC defines (1 to 8 digits and a unit): then the route's timeouts alone apply.
+ */
+export function parseGrpcTimeout(value: string | undefined): number | undefined {
+  if (value === undefined || value.length < 2 || value.length > 9) return undefined;
+  const unit = GRPC_TIMEOUT_UNIT_MS[value[value.length - 1]!];
+  const digits = value.slice(0, -1);
+  if (unit === undefined || !/^[0-9]+$/.test(digits)) return undefined;
+  return Math.ceil(Number(digits) * unit);
+}
+
+/** A grpc-timeout value for `ms` milliseconds (at most 8 digits: whole seconds past ~27 h). */
+export function formatGrpcTimeout(ms: number): string {
+  const m = Math.max(0, Math.ceil(ms));
+  return m <= 99_999_999 ? `${m}m` : `${Math.min(99_999_999, Math.ceil(m / 1000))}S`;
+}
+
 /**
  * gRPC codes that say the endpoint failed, for its breaker: UNKNOWN (2), DEADLINE_EXCEEDED (4),
  * INTERNAL (13), UNAVAILABLE (14), DATA_LOSS (15): Linkerd's default gRPC failure codes but
@@ -124,11 +145,13 @@ export interface ErrorAnswer {
 /**
  * A proxy error as the caller reads it: for gRPC, a trailers-only response (HTTP 200, grpc-status
  * and grpc-message, END_STREAM on the headers) as Linkerd sends; else the HTTP/1 answer (status,
- * text body). Both carry `meshlet-proxy-error` with the error's code.
+ * text body). Both carry `meshlet-proxy-error` with the error's code. `callersDeadline`: the
+ * whole-request timeout was the caller's grpc-timeout.
  */
-export function errorAnswer(e: ProxyError, grpc: boolean): ErrorAnswer {
+export function errorAnswer(e: ProxyError, grpc: boolean, callersDeadline = false): ErrorAnswer {
   if (grpc) {
-    const code = String(grpcStatusOf(e.status));
+    // The caller's own grpc-timeout passed (not the route's): DEADLINE_EXCEEDED, as its client says too.
+    const code = callersDeadline && e.code === 'request-timeout' ? '4' : String(grpcStatusOf(e.status));
     return {
       headers: { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': code, 'grpc-message': grpcMessage(`meshlet: ${e.code}: ${e.message}`), [PROXY_ERROR_HEADER]: e.code },
       body: undefined,

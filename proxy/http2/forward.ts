@@ -10,7 +10,7 @@ import { ProxyError, fromUpstreamError } from '../errors.ts';
 import type { Deadline, Deadlines } from '../http/deadlines.ts';
 import type { RetryHooks } from '../outbound/retry.ts';
 import { isFailureStatus } from '../outbound/balance.ts';
-import { fieldsOf, forwardH2ResponseHeaders, headerObject, isEndpointFailure, isGrpc } from './fields.ts';
+import { fieldsOf, formatGrpcTimeout, forwardH2ResponseHeaders, headerObject, isEndpointFailure, isGrpc } from './fields.ts';
 import type { H2RequestBody } from './request-body.ts';
 import type { H2Sessions } from './sessions.ts';
 import { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } from './node-http2.ts';
@@ -23,6 +23,10 @@ export interface H2Request {
   readonly body: H2RequestBody;
   /** A gRPC request (content-type application/grpc*): the proxy's errors go back as grpc-status. */
   readonly grpc: boolean;
+  /** The caller's grpc-timeout (ms), if it sent a valid one. */
+  readonly grpcTimeoutMs: number | undefined;
+  /** The whole-request timeout in force is the caller's grpc-timeout (it expiring is DEADLINE_EXCEEDED). */
+  callersDeadline: boolean;
 }
 
 export type H2Exchange = Exchange & { readonly h2: H2Request };
@@ -154,11 +158,11 @@ const perTryTimeout = (ms: number) => new ProxyError('per-try-timeout', `no resp
 /**
  * Send the exchange as one stream on `session` (awaited: a connect failure is the attempt's).
  * `extra`: fields for this hop (meshlet-dst-port); `keep`: bytes of the request body to keep for a
- * retry (request-body.ts; 0: none). `perTryMs` > 0: aborted with per-try-timeout
+ * retry (request-body.ts; 0: none); `grpcTimeout`: replaces the caller's grpc-timeout. `perTryMs` > 0: aborted with per-try-timeout
  * without response headers within it, counted from when the request body has been sent whole (a
  * client-streaming call's upload is the caller's pace), as HTTP/1's dispatchOnce counts it.
  */
-export function dispatchH2(session: Promise<ClientHttp2Session>, ex: H2Exchange, address: string, extra: readonly string[], perTryMs: number, deadlines: Deadlines | undefined, keep: number): Promise<UpstreamResponse> {
+export function dispatchH2(session: Promise<ClientHttp2Session>, ex: H2Exchange, address: string, extra: readonly string[], perTryMs: number, deadlines: Deadlines | undefined, keep: number, grpcTimeout?: string): Promise<UpstreamResponse> {
   return new Promise<UpstreamResponse>((resolve, reject) => {
     let up: ClientHttp2Stream | undefined;
     let timer: Deadline | undefined;
@@ -184,6 +188,7 @@ export function dispatchH2(session: Promise<ClientHttp2Session>, ex: H2Exchange,
         const headers: OutgoingHttpHeaders = { ':method': ex.method, ':path': ex.target, ':authority': ex.hostHeader };
         headerObject(ex.headers, headers);
         headerObject(extra, headers);
+        if (grpcTimeout !== undefined) headers['grpc-timeout'] = grpcTimeout;
         let stream: ClientHttp2Stream;
         try {
           stream = s.request(headers, { endStream: body.empty });
@@ -215,7 +220,8 @@ const portOf = (address: string): string => address.slice(address.lastIndexOf(':
 /**
  * Outbound terminal: a stream on the chosen endpoint's session. The per-try timeout is the
  * route's, cut to what is left of the whole-request deadline; a meshed endpoint's proxy is told
- * the port dialled (`meshlet-dst-port`), as over HTTP/1.
+ * the port dialled (`meshlet-dst-port`), as over HTTP/1, and the upstream what is left of the
+ * caller's grpc-timeout.
  */
 export function h2Endpoint(clock: Clock, deadlines: Deadlines, sessions: H2Sessions): Handler {
   return (ex) => {
@@ -226,7 +232,10 @@ export function h2Endpoint(clock: Clock, deadlines: Deadlines, sessions: H2Sessi
     const extra = ep.identity === undefined ? [] : ['meshlet-dst-port', portOf(ep.address)];
     const r = ex.route?.retry;
     const keep = r !== undefined && r.attempts > 1 ? r.maxBufferedBody : 0;
-    return dispatchH2(sessions.get(ep.address, ep.identity, connect), h, ep.address, extra, perTry, deadlines, keep);
+    // The upstream learns what is left of the caller's deadline (a retry has less), as gRPC clients send it.
+    const g = h.h2.grpcTimeoutMs;
+    const left = g === undefined ? undefined : formatGrpcTimeout(ex.startMs + g - clock.now());
+    return dispatchH2(sessions.get(ep.address, ep.identity, connect), h, ep.address, extra, perTry, deadlines, keep, left);
   };
 }
 
@@ -251,7 +260,15 @@ export const h2RetryHooks: RetryHooks = {
     return g === undefined ? { kind: 'status', status: res.status } : { kind: 'grpc-status', code: Number(g) };
   },
   bodyReplayable: (ex) => (ex as H2Exchange).h2.body.replayable,
-  requestTimeout: (_ex, routeMs) => routeMs,
+  // The smaller of the route's timeout and the caller's grpc-timeout (Envoy's grpc_timeout_header_max
+  // without a cap): past the caller's deadline nobody waits for the answer.
+  requestTimeout(ex, routeMs) {
+    const h2 = (ex as H2Exchange).h2;
+    const g = h2.grpcTimeoutMs;
+    if (g === undefined || (routeMs > 0 && routeMs < g)) return routeMs;
+    h2.callersDeadline = true;
+    return Math.max(1, g);
+  },
 };
 
 /** The balance stage's verdict of an HTTP/2 answer for the endpoint's breaker (H2Body.verdict). */

@@ -12,7 +12,7 @@ import { hostOf } from '../http/listener.ts';
 import { PLAINTEXT, recordExchange, recordOther, type RecordDeps } from '../http/record.ts';
 import { pathOf } from '../policy/route-match.ts';
 import { extractParent, pushPropagationHeaders } from '../telemetry/trace.ts';
-import { errorAnswer, fieldsOf, forwardH2RequestHeaders, headerObject, isGrpc } from './fields.ts';
+import { errorAnswer, fieldsOf, forwardH2RequestHeaders, headerObject, isGrpc, parseGrpcTimeout } from './fields.ts';
 import { H2Body, type H2Exchange } from './forward.ts';
 import { H2RequestBody } from './request-body.ts';
 import { NGHTTP2_FLAG_END_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR, nodeHttp2 } from './node-http2.ts';
@@ -156,7 +156,7 @@ export class H2Listener {
       abortAttempt: undefined,
       error: undefined,
       measured: false,
-      h2: { stream, body: new H2RequestBody(stream, (flags & NGHTTP2_FLAG_END_STREAM) !== 0), grpc },
+      h2: { stream, body: new H2RequestBody(stream, (flags & NGHTTP2_FLAG_END_STREAM) !== 0), grpc, grpcTimeoutMs: grpc ? parseGrpcTimeout(fields.get('grpc-timeout')) : undefined, callersDeadline: false },
     };
     const answer: Answer = { status: 0, grpcStatus: undefined, body: undefined };
     this.#inFlight++;
@@ -196,13 +196,13 @@ export class H2Listener {
       if (!stream.closed) stream.close(NGHTTP2_INTERNAL_ERROR);
       return;
     }
-    const a = this.#writeError(stream, e, ex.h2.grpc);
+    const a = this.#writeError(stream, e, ex.h2.grpc, ex.h2.callersDeadline);
     answer.status = a.status;
     answer.grpcStatus = a.grpcStatus;
   }
 
-  #writeError(stream: ServerHttp2Stream, e: ProxyError, grpc: boolean): { status: number; grpcStatus: string | undefined } {
-    const a = errorAnswer(e, grpc);
+  #writeError(stream: ServerHttp2Stream, e: ProxyError, grpc: boolean, callersDeadline = false): { status: number; grpcStatus: string | undefined } {
+    const a = errorAnswer(e, grpc, callersDeadline);
     if (stream.closed || stream.destroyed) return a;
     if (a.body === undefined) stream.respond(a.headers, { endStream: true });
     else {

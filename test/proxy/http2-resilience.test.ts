@@ -3,7 +3,8 @@
 // any response are retried where the route retries POST (gRPC's method), with the same body; not
 // by default; a body over maxBufferedBody, or one still streaming, is sent once; HTTP/2 requests
 // earn and spend the service's retry budget; an endpoint answering HTTP 200 with grpc-status
-// UNAVAILABLE in its trailers is ejected like one answering 5xx.
+// UNAVAILABLE in its trailers is ejected like one answering 5xx; a caller's grpc-timeout bounds
+// its request when shorter than the route's timeout.
 import t from 'tap';
 import http2 from 'node:http2';
 import { startProxyProcess, metricValue, type ProxyProcess } from '../fixtures/mesh.ts';
@@ -24,6 +25,8 @@ interface App {
   port: number;
   /** Streams seen, by `x-key` (or path when none), with the request body bytes of each. */
   seen: Map<string, Buffer[]>;
+  /** The grpc-timeout of each stream that had one, by `x-key`. */
+  grpcTimeouts: Map<string, string>;
   close(): Promise<void>;
 }
 
@@ -43,6 +46,7 @@ async function startApp(name: string): Promise<App> {
     name,
     port: 0,
     seen: new Map(),
+    grpcTimeouts: new Map(),
     close: () =>
       new Promise<void>((r) => {
         for (const s of sessions) s.destroy();
@@ -62,6 +66,7 @@ async function startApp(name: string): Promise<App> {
     s.on('error', () => {});
     const path = String(h[':path']);
     const key = String(h['x-key'] ?? path);
+    if (typeof h['grpc-timeout'] === 'string') app.grpcTimeouts.set(key, h['grpc-timeout']);
     const bodies = app.seen.get(key) ?? [];
     app.seen.set(key, bodies);
     const chunks: Buffer[] = [];
@@ -162,6 +167,7 @@ t.before(async () => {
         { name: 'budget', endpoints: [at(a)], retry: { attempts: 2, methods: ['POST'], backoff: noWait, budget: { ratio: 0.25, minPerSecond: 0 } } },
         // One endpoint, no retries: every answer is the endpoint's, until its breaker opens.
         { name: 'breaker', endpoints: [at(bad)], retry: { attempts: 1 }, breaker: { consecutiveFailures: 3, baseEjection: 60_000, maxEjection: 60_000 } },
+        { name: 'slow-route', endpoints: [at(a)], timeouts: { request: 300 } },
         { name: 'app-errors', endpoints: [at(good)], retry: { attempts: 1 }, breaker: { consecutiveFailures: 3, baseEjection: 60_000, maxEjection: 60_000 } },
       ],
     },
@@ -261,4 +267,19 @@ t.test('an application\'s own gRPC errors (NOT_FOUND) do not eject its endpoint'
   for (let i = 0; i < 6; i++) t.equal(grpcStatus(await call(session, 'app-errors', '/echo.Echo/NotFound', 'n')), '5');
   t.equal(streams(good, '/echo.Echo/NotFound'), 6, 'every call reached the endpoint');
   t.equal(metricValue(await proxy.metrics(), 'meshlet_endpoint_ejections_total', { dst_service: 'app-errors' }), 0, 'no ejection');
+});
+
+t.test('grpc-timeout: the caller\'s deadline bounds the request when shorter than the route\'s (DEADLINE_EXCEEDED)', async (t) => {
+  // The app answers after 3 s; the route's whole-request timeout is the default 15 s.
+  const c = await call(session, 'grpc', '/echo.Echo/Slow', 's', { 'x-key': 'gt1', 'grpc-timeout': '300m' });
+  t.equal(grpcStatus(c), '4', `DEADLINE_EXCEEDED (got ${grpcStatus(c)}: ${String(c.headers['grpc-message'])})`);
+  t.equal(c.headers['meshlet-proxy-error'], 'request-timeout');
+  const seen = a.grpcTimeouts.get('gt1') ?? '';
+  t.match(seen, /^\d+m$/, `the app was told the time left in milliseconds (${seen})`);
+  t.ok(Number(seen.slice(0, -1)) <= 300, 'no more than the caller gave');
+  // A caller whose deadline is longer than the route's: the route's timeout, UNAVAILABLE as before.
+  const r = await call(session, 'slow-route', '/echo.Echo/Slow', 's', { 'x-key': 'gt2', 'grpc-timeout': '10S' });
+  t.equal(grpcStatus(r), '14');
+  t.equal(r.headers['meshlet-proxy-error'], 'request-timeout');
+  t.ok(Number((a.grpcTimeouts.get('gt2') ?? '').slice(0, -1)) > 9000, `the app was told what is left of the caller's 10 s (${a.grpcTimeouts.get('gt2')})`);
 });

@@ -1,6 +1,6 @@
 // The HTTP/2 field rules and the gRPC form of proxy errors (proxy/http2/fields.ts), pure.
 import t from 'tap';
-import { errorAnswer, fieldsOf, forwardH2RequestHeaders, forwardH2ResponseHeaders, grpcMessage, grpcStatusOf, headerObject, isGrpc } from '../../../proxy/http2/fields.ts';
+import { errorAnswer, fieldsOf, formatGrpcTimeout, forwardH2RequestHeaders, forwardH2ResponseHeaders, grpcMessage, grpcStatusOf, headerObject, isEndpointFailure, isGrpc, parseGrpcTimeout } from '../../../proxy/http2/fields.ts';
 import { ProxyError } from '../../../proxy/errors.ts';
 
 /** A header block as Node gives it: the object and the flat raw list. */
@@ -64,4 +64,33 @@ t.test('errorAnswer: trailers-only for gRPC, the HTTP answer otherwise, meshlet-
   t.equal(h.status, 504);
   t.equal(h.headers['meshlet-proxy-error'], 'request-timeout');
   t.equal(h.body, 'meshlet: request-timeout: no response within 300 ms\n');
+});
+
+t.test('grpc-timeout: 1 to 8 digits and a unit, in whole milliseconds rounded up; anything else ignored', async (t) => {
+  t.equal(parseGrpcTimeout('300m'), 300);
+  t.equal(parseGrpcTimeout('2S'), 2000);
+  t.equal(parseGrpcTimeout('1M'), 60_000);
+  t.equal(parseGrpcTimeout('1H'), 3_600_000);
+  t.equal(parseGrpcTimeout('1500u'), 2, 'microseconds, rounded up');
+  t.equal(parseGrpcTimeout('1n'), 1, 'a nanosecond is a millisecond at this precision');
+  t.equal(parseGrpcTimeout('0m'), 0);
+  t.equal(parseGrpcTimeout('99999999S'), 99_999_999_000, 'eight digits');
+  for (const bad of [undefined, '', 'm', '300', '300ms', '123456789m', '-1m', '1.5S', ' 1S', '1s', '0x10m']) t.equal(parseGrpcTimeout(bad), undefined, `${String(bad)} ignored`);
+  t.equal(formatGrpcTimeout(299.2), '300m');
+  t.equal(formatGrpcTimeout(-5), '0m', 'a deadline already past');
+  t.equal(formatGrpcTimeout(200_000_000), '200000S', 'seconds past eight digits of milliseconds');
+  t.equal(parseGrpcTimeout(formatGrpcTimeout(123_456)), 123_456, 'round trip');
+});
+
+t.test('an endpoint failure for the breaker: UNKNOWN, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE, DATA_LOSS only', async (t) => {
+  const failures = Array.from({ length: 17 }, (_, c) => c).filter((c) => isEndpointFailure(String(c)));
+  t.same(failures, [2, 4, 13, 14, 15], 'PERMISSION_DENIED (an authorization deny) and the application\'s own answers are not');
+});
+
+t.test('errorAnswer: the caller\'s own deadline passing is DEADLINE_EXCEEDED, the route\'s UNAVAILABLE', async (t) => {
+  const e = new ProxyError('request-timeout', 'no response within 300 ms');
+  t.equal(errorAnswer(e, true, true).grpcStatus, '4');
+  t.equal(errorAnswer(e, true, false).grpcStatus, '14');
+  t.equal(errorAnswer(new ProxyError('per-try-timeout', 'x'), true, true).grpcStatus, '14', 'a per-try timeout is the route\'s');
+  t.equal(errorAnswer(e, false, true).status, 504, 'not gRPC: the HTTP answer');
 });
