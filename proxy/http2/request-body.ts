@@ -55,6 +55,13 @@ export class H2RequestBody {
     down.pipe(up);
   }
 
+  /** No attempt will follow (the answer is the caller's now): stop copying, free what was kept. */
+  release(): void {
+    if (this.#keep > 0 && !this.#overflowed) this.#down.off('data', this.#copy);
+    this.#overflowed = true;
+    this.#chunks = [];
+  }
+
   readonly #copy = (chunk: Buffer): void => {
     if (this.#overflowed) return;
     this.#bytes += chunk.length;

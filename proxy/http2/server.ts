@@ -180,6 +180,8 @@ export class H2Listener {
       up.body.discard();
       return;
     }
+    // The answer is the caller's: no retry will need the request body again (a bidi call's copy is freed).
+    ex.h2.body.release();
     const headers = headerObject(up.headers, { ':status': up.status });
     answer.status = up.status;
     answer.body = up.body;
