@@ -1,6 +1,7 @@
 // Outbound stage 3 (above split and balance, so a retry may land elsewhere): budgeted retries
 // with full-jitter backoff, and the whole-request deadline. Only replayable bodies are retried:
-// a body up to maxBufferedBody is read first; a larger or unsized one is streamed once.
+// a body up to maxBufferedBody is read first; a larger or unsized one is streamed once (HTTP/2
+// says through RetryHooks: its body streams while a copy is kept).
 import type { Random } from '../../api/runtime.ts';
 import type { Exchange, Stage, UpstreamResponse } from '../http/exchange.ts';
 import { ProxyError, isProxyError } from '../errors.ts';
@@ -45,7 +46,7 @@ export async function makeReplayable(ex: Exchange, maxBuffered: number): Promise
 
 /**
  * What a protocol whose request body and answers the stage cannot read itself tells it: HTTP/2
- * (http2/retry-hooks.ts) streams the body to the first attempt while keeping a copy, and a gRPC
+ * (h2RetryHooks in http2/forward.ts) streams the body to the first attempt while keeping a copy, and a gRPC
  * answer may fail inside an HTTP 200. HTTP/1 passes none and takes the plain path.
  */
 export interface RetryHooks {
