@@ -1,13 +1,13 @@
 // Retries, the retry budget and the per-endpoint breaker for HTTP/2 (gRPC), through a real proxy
 // to real node:http2 apps (h2c, unmeshed endpoints): a trailers-only UNAVAILABLE and a reset before
 // any response are retried where the route retries POST (gRPC's method), with the same body; not
-// by default; a body over maxBufferedBody, or one still streaming, is sent once; HTTP/2 requests
+// by default, where only a connect failure is; a body over maxBufferedBody, or one still streaming, is sent once; HTTP/2 requests
 // earn and spend the service's retry budget; an endpoint answering HTTP 200 with grpc-status
 // UNAVAILABLE in its trailers is ejected like one answering 5xx; a caller's grpc-timeout bounds
 // its request when shorter than the route's timeout.
 import t from 'tap';
 import http2 from 'node:http2';
-import { startProxyProcess, metricValue, type ProxyProcess } from '../fixtures/mesh.ts';
+import { startProxyProcess, metricValue, reservedPort, type ProxyProcess } from '../fixtures/mesh.ts';
 
 /** One gRPC message: uncompressed flag, 4-byte length, payload. */
 const frame = (text: string): Buffer => {
@@ -154,6 +154,7 @@ t.before(async () => {
   good = await startApp('good');
   // Backoff 0: the retries' timing is not what these tests look at.
   const noWait = { base: 0, cap: 0 };
+  const closedPort = await reservedPort();
   proxy = await startProxyProcess({
     config: {
       version: 'r1',
@@ -162,6 +163,7 @@ t.before(async () => {
         { name: 'grpc', endpoints: [at(a)], retry: { methods: ['POST'], backoff: noWait } },
         // The defaults: idempotent methods only, so a gRPC call is retried only when nothing was sent.
         { name: 'plain', endpoints: [at(a)], retry: { backoff: noWait } },
+        { name: 'dead', endpoints: [{ address: `127.0.0.1:${closedPort}` }], retry: { backoff: noWait } },
         { name: 'small', endpoints: [at(a)], retry: { methods: ['POST'], maxBufferedBody: 1024, backoff: noWait } },
         // Retries may add a quarter of the requests, nothing more.
         { name: 'budget', endpoints: [at(a)], retry: { attempts: 2, methods: ['POST'], backoff: noWait, budget: { ratio: 0.25, minPerSecond: 0 } } },
@@ -207,6 +209,13 @@ t.test('by default (idempotent methods only) a gRPC call answered UNAVAILABLE is
   t.equal(grpcStatus(c), '14', 'the app\'s UNAVAILABLE reached the caller');
   t.equal(c.headers['grpc-message'], 'try again');
   t.equal(streams(a, 'p1'), 1, 'one attempt');
+});
+
+t.test('a connect failure is retried for any method, gRPC included (nothing was sent)', async (t) => {
+  const c = await call(session, 'dead', '/echo.Echo/Unary', 'x');
+  t.equal(grpcStatus(c), '14', 'UNAVAILABLE once every attempt failed');
+  t.equal(c.headers['meshlet-proxy-error'], 'connect-refused');
+  t.equal(metricValue(await proxy.metrics(), 'meshlet_retries_total', { dst_service: 'dead', reason: 'connect-failed' }), 2, 'two retries on the default policy (3 attempts)');
 });
 
 t.test('a request body over maxBufferedBody is sent once; one within it is replayed', async (t) => {
