@@ -1,7 +1,7 @@
 // HTTP/2 and gRPC through two real proxies over mTLS (identities from a real control plane), to a
 // real node:http2 app, with gRPC's framing (5-byte message prefix, grpc-status in trailers):
 // unary with body and trailers intact and trace context continued per hop, server streaming, bidi
-// streaming message by message, a weighted split, the proxy's own errors (no route, timeout,
+// streaming message by message, a retried UNAVAILABLE, a weighted split, the proxy's own errors (no route, timeout,
 // authorization deny) as gRPC callers read them, metrics, and many streams over one connection.
 import t from 'tap';
 import http2 from 'node:http2';
@@ -42,6 +42,8 @@ interface AppServer {
   open(): void;
   sessions: number;
   streams: number;
+  /** x-keys of /echo.Echo/Flaky calls answered UNAVAILABLE once already. */
+  flaky: Set<string>;
   close(): Promise<void>;
 }
 
@@ -51,7 +53,7 @@ const GRPC = { 'content-type': 'application/grpc' };
 async function startApp(name: string): Promise<AppServer> {
   const server = http2.createServer();
   const gate = Promise.withResolvers<void>();
-  const app: AppServer = { port: 0, sessions: 0, streams: 0, gate: gate.promise, open: () => gate.resolve(), close: () => new Promise<void>((r) => server.close(() => r())) };
+  const app: AppServer = { port: 0, sessions: 0, streams: 0, flaky: new Set(), gate: gate.promise, open: () => gate.resolve(), close: () => new Promise<void>((r) => server.close(() => r())) };
   const open = new Set<http2.ServerHttp2Session>();
   server.on('session', (s) => {
     app.sessions++;
@@ -117,6 +119,23 @@ async function startApp(name: string): Promise<AppServer> {
       s.once('wantTrailers', () => s.sendTrailers({ 'grpc-status': '0' }));
       s.on('data', messages((m) => s.write(frame(`echo ${m}`))));
       s.on('end', () => s.end());
+      return;
+    }
+    if (path === '/echo.Echo/Flaky') {
+      // The first call of each x-key: UNAVAILABLE (trailers-only) once its body was read; then the echo.
+      const key = String(h['x-key']);
+      const got: string[] = [];
+      s.on('data', messages((m) => got.push(m)));
+      s.on('end', () => {
+        if (!app.flaky.has(key)) {
+          app.flaky.add(key);
+          s.respond({ ':status': 200, ...GRPC, 'grpc-status': '14', 'grpc-message': 'restarting' }, { endStream: true });
+          return;
+        }
+        s.respond({ ':status': 200, ...GRPC }, { waitForTrailers: true });
+        s.once('wantTrailers', () => s.sendTrailers({ 'grpc-status': '0' }));
+        s.end(frame(`${name}: ${got.join('+')}`));
+      });
       return;
     }
     if (path === '/echo.Echo/Fail') {
@@ -204,6 +223,8 @@ t.before(async () => {
       services: [
         { name: 'api', endpoints: [api] },
         { name: 'slow', endpoints: [api], timeouts: { request: 300 } },
+        // Retries gRPC (POST) answered UNAVAILABLE, without backoff.
+        { name: 'api-retry', endpoints: [api], retry: { methods: ['POST'], backoff: { base: 0, cap: 0 } } },
         { name: 'upload', endpoints: [api], timeouts: { perTry: 300, request: 5000 } },
         { name: 'v2', endpoints: [{ address: `127.0.0.1:${v2.port}` }] },
         { name: 'split', endpoints: [], routes: [{ name: 'three-to-one', backends: [{ service: 'api', weight: 3 }, { service: 'v2', weight: 1 }] }] },
@@ -325,6 +346,15 @@ t.test('a gRPC error from the app passes through and counts as a failure', async
   t.equal(c.headers['meshlet-proxy-error'], undefined, 'not a proxy error');
   const m = await client.metrics();
   t.ok(metricValue(m, 'meshlet_requests_total', { direction: 'outbound', dst_service: 'api', status_code: '200', classification: 'failure', error_reason: '' }) >= 1, 'HTTP 200 with grpc-status 5: classified failure');
+});
+
+t.test('a trailers-only UNAVAILABLE from the app behind the server proxy is retried over mTLS, the body sent again', async (t) => {
+  const before = app.streams;
+  const c = await call(session, 'api-retry', '/echo.Echo/Flaky', { send: ['x', 'y'], headers: { 'x-key': 'mtls-1' } });
+  t.equal(c.trailers?.['grpc-status'], '0', `the retry's answer reached the caller (got ${grpcStatus(c)})`);
+  t.same(c.messages, ['v1: x+y'], 'both messages reached the app again');
+  t.equal(app.streams - before, 2, 'two attempts through both proxies');
+  t.equal(metricValue(await client.metrics(), 'meshlet_retries_total', { dst_service: 'api-retry', reason: 'grpc-14' }), 1);
 });
 
 t.test('weighted split over HTTP/2: 3:1 within tolerance', async (t) => {
