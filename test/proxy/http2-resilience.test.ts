@@ -37,7 +37,7 @@ interface App {
  * body's length. Paths: /echo.Echo/Unary (that), /echo.Echo/Early (trailers-only UNAVAILABLE
  * after the first DATA frame, the request still open), /echo.Echo/NotFound (trailers-only NOT_FOUND),
  * /echo.Echo/Mixed (app "bad" answers HTTP 200, a message, then grpc-status 14 in the trailers; the
- * others OK), /echo.Echo/Slow (OK after 3 s).
+ * others OK), /echo.Echo/Slow (OK after 3 s), /plain (not gRPC: 503 for the first x-fail, then 200).
  */
 async function startApp(name: string): Promise<App> {
   const server = http2.createServer();
@@ -80,6 +80,17 @@ async function startApp(name: string): Promise<App> {
       bodies.push(Buffer.alloc(0));
       s.resume();
       s.respond({ ':status': 200, ...GRPC, 'grpc-status': '5', 'grpc-message': 'no such thing' }, { endStream: true });
+      return;
+    }
+    if (path === '/plain') {
+      // Not gRPC: the first x-fail calls of an x-key get 503, then 200.
+      bodies.push(Buffer.alloc(0));
+      s.resume();
+      if (bodies.length <= Number(h['x-fail'] ?? 0)) s.respond({ ':status': 503 }, { endStream: true });
+      else {
+        s.respond({ ':status': 200, 'content-type': 'text/plain' });
+        s.end(`plain from ${name}`);
+      }
       return;
     }
     if (path === '/echo.Echo/Slow') {
@@ -209,6 +220,22 @@ t.test('by default (idempotent methods only) a gRPC call answered UNAVAILABLE is
   t.equal(grpcStatus(c), '14', 'the app\'s UNAVAILABLE reached the caller');
   t.equal(c.headers['grpc-message'], 'try again');
   t.equal(streams(a, 'p1'), 1, 'one attempt');
+});
+
+t.test('not gRPC: an HTTP/2 GET answered 503 is retried by the default policy, as over HTTP/1', async (t) => {
+  const got = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const req = session.request({ ':method': 'GET', ':path': '/plain', ':authority': 'plain', 'x-key': 'get-1', 'x-fail': '1' }, { endStream: true });
+    let status = 0;
+    let body = '';
+    req.on('response', (h) => (status = Number(h[':status'])));
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('error', reject);
+    req.on('close', () => resolve({ status, body }));
+  });
+  t.equal(got.status, 200, 'the retry\'s answer');
+  t.equal(got.body, 'plain from a');
+  t.equal(streams(a, 'get-1'), 2);
+  t.equal(metricValue(await proxy.metrics(), 'meshlet_retries_total', { dst_service: 'plain', reason: '503' }), 1);
 });
 
 t.test('a connect failure is retried for any method, gRPC included (nothing was sent)', async (t) => {
