@@ -158,9 +158,10 @@ const perTryTimeout = (ms: number) => new ProxyError('per-try-timeout', `no resp
 /**
  * Send the exchange as one stream on `session` (awaited: a connect failure is the attempt's).
  * `extra`: fields for this hop (meshlet-dst-port); `keep`: bytes of the request body to keep for a
- * retry (request-body.ts; 0: none); `grpcTimeout`: replaces the caller's grpc-timeout. `perTryMs` > 0: aborted with per-try-timeout
- * without response headers within it, counted from when the request body has been sent whole (a
- * client-streaming call's upload is the caller's pace), as HTTP/1's dispatchOnce counts it.
+ * retry (request-body.ts; 0: none); `grpcTimeout`: replaces the caller's grpc-timeout. `perTryMs`
+ * > 0: aborted with per-try-timeout without response headers within it, counted from when the
+ * request body has been sent whole (a client-streaming call's upload is the caller's pace), as
+ * HTTP/1's dispatchOnce counts it.
  */
 export function dispatchH2(session: Promise<ClientHttp2Session>, ex: H2Exchange, address: string, extra: readonly string[], perTryMs: number, deadlines: Deadlines | undefined, keep: number, grpcTimeout?: string): Promise<UpstreamResponse> {
   return new Promise<UpstreamResponse>((resolve, reject) => {
@@ -230,8 +231,10 @@ export function h2Endpoint(clock: Clock, deadlines: Deadlines, sessions: H2Sessi
     const perTry = Math.min(ex.route?.timeouts.perTry ?? 0, Math.max(1, ex.deadline - clock.now()));
     const connect = ex.route?.timeouts.connect ?? 1000;
     const extra = ep.identity === undefined ? [] : ['meshlet-dst-port', portOf(ep.address)];
+    // A copy is kept only where a retry could send it: a method the route retries (a connect
+    // failure, retried for any method, happens before any of the body is read).
     const r = ex.route?.retry;
-    const keep = r !== undefined && r.attempts > 1 ? r.maxBufferedBody : 0;
+    const keep = r !== undefined && r.attempts > 1 && r.methods.has(ex.method) ? r.maxBufferedBody : 0;
     // The upstream learns what is left of the caller's deadline (a retry has less), as gRPC clients send it.
     const g = h.h2.grpcTimeoutMs;
     const left = g === undefined ? undefined : formatGrpcTimeout(ex.startMs + g - clock.now());

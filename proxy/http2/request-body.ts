@@ -52,12 +52,13 @@ export class H2RequestBody {
       sent();
     });
     if (keep > 0) down.on('data', this.#copy);
+    else this.#overflowed = true; // nothing kept: never replayable once read
     down.pipe(up);
   }
 
   /** No attempt will follow (the answer is the caller's now): stop copying, free what was kept. */
   release(): void {
-    if (this.#keep > 0 && !this.#overflowed) this.#down.off('data', this.#copy);
+    if (!this.#overflowed) this.#down.off('data', this.#copy);
     this.#overflowed = true;
     this.#chunks = [];
   }
