@@ -153,6 +153,9 @@ function streamError(err: Error & { code?: string }, address: string): ProxyErro
   return fromUpstreamError(err, false);
 }
 
+/** The endpoint refused the stream (REFUSED_STREAM): not processed, so retried like a failed connect (retry.ts). */
+const refusedStream = (address: string) => new ProxyError('upstream-reset', `${address} refused the stream (REFUSED_STREAM)`, { beforeRequest: true });
+
 const perTryTimeout = (ms: number) => new ProxyError('per-try-timeout', `no response headers within ${ms} ms`);
 
 /**
@@ -199,9 +202,10 @@ export function dispatchH2(session: Promise<ClientHttp2Session>, ex: H2Exchange,
           return;
         }
         up = stream;
-        stream.on('error', (err: Error) => settle(streamError(err, address)));
+        // REFUSED_STREAM comes as an 'error' (before 'close'): the endpoint did not process it.
+        stream.on('error', (err: Error) => settle(stream.rstCode === NGHTTP2_REFUSED_STREAM ? refusedStream(address) : streamError(err, address)));
         stream.once('close', () => {
-          if (stream.rstCode === NGHTTP2_REFUSED_STREAM) settle(new ProxyError('upstream-reset', `${address} refused the stream (REFUSED_STREAM)`, { beforeRequest: true }));
+          if (stream.rstCode === NGHTTP2_REFUSED_STREAM) settle(refusedStream(address));
           else settle(new ProxyError('upstream-reset', `${address} closed the stream before responding (code ${stream.rstCode})`));
         });
         stream.once('response', (h: IncomingHttpHeaders, _flags: number, raw?: string[]) => {

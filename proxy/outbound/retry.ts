@@ -21,7 +21,10 @@ export function outcomeOfError(err: unknown): AttemptOutcome | undefined {
     case 'identity-mismatch':
       return err.beforeRequest ? { kind: 'connect-failed' } : { kind: 'reset-before-response' };
     case 'upstream-reset':
-      return { kind: 'reset-before-response' };
+      // beforeRequest only from HTTP/2: the session closed before the stream was opened, or the
+      // endpoint refused the stream (REFUSED_STREAM: not processed, RFC 9113 §8.7), as Envoy's
+      // refused-stream. The body rule still applies: one already read without a copy is not sent again.
+      return err.beforeRequest ? { kind: 'connect-failed' } : { kind: 'reset-before-response' };
     case 'per-try-timeout':
       return { kind: 'timeout' };
     default:

@@ -5,7 +5,9 @@
  *   connect-failed          no byte of the request left this proxy, so it is safe to retry for
  *                           ANY method (Envoy's reset-before-request). The caller must report it
  *                           only when the TCP/TLS connect itself failed, never for a reused
- *                           connection that broke after the request was written.
+ *                           connection that broke after the request was written; or (HTTP/2) when
+ *                           the endpoint refused the stream: REFUSED_STREAM promises it was not
+ *                           processed (RFC 9113 §8.7; Envoy's refused-stream).
  *   reset-before-response   the upstream may have acted on it: configured methods only.
  *   status                  a configured status, configured methods only.
  *   grpc-status             a gRPC answer with a configured grpc-status in its headers (a

@@ -83,10 +83,13 @@ async function startApp(name: string): Promise<App> {
       return;
     }
     if (path === '/plain') {
-      // Not gRPC: the first x-fail calls of an x-key get 503, then 200.
+      // Not gRPC: the first x-fail calls of an x-key get 503 (x-fail-how: refuse, REFUSED_STREAM), then 200.
       bodies.push(Buffer.alloc(0));
       s.resume();
-      if (bodies.length <= Number(h['x-fail'] ?? 0)) s.respond({ ':status': 503 }, { endStream: true });
+      if (bodies.length <= Number(h['x-fail'] ?? 0)) {
+        if (h['x-fail-how'] === 'refuse') s.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+        else s.respond({ ':status': 503 }, { endStream: true });
+      }
       else {
         s.respond({ ':status': 200, 'content-type': 'text/plain' });
         s.end(`plain from ${name}`);
@@ -222,20 +225,32 @@ t.test('by default (idempotent methods only) a gRPC call answered UNAVAILABLE is
   t.equal(streams(a, 'p1'), 1, 'one attempt');
 });
 
-t.test('not gRPC: an HTTP/2 GET answered 503 is retried by the default policy, as over HTTP/1', async (t) => {
-  const got = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-    const req = session.request({ ':method': 'GET', ':path': '/plain', ':authority': 'plain', 'x-key': 'get-1', 'x-fail': '1' }, { endStream: true });
+/** A request without a body (END_STREAM on its headers) to the plain service; its status and body. */
+function bodiless(method: string, headers: Record<string, string>): Promise<{ status: number; body: string; error: string | undefined }> {
+  return new Promise((resolve, reject) => {
+    const req = session.request({ ':method': method, ':path': '/plain', ':authority': 'plain', ...headers }, { endStream: true });
     let status = 0;
     let body = '';
     req.on('response', (h) => (status = Number(h[':status'])));
     req.on('data', (c: Buffer) => (body += c.toString()));
     req.on('error', reject);
-    req.on('close', () => resolve({ status, body }));
+    req.on('close', () => resolve({ status, body, error: undefined }));
   });
+}
+
+t.test('not gRPC: an HTTP/2 GET answered 503 is retried by the default policy, as over HTTP/1', async (t) => {
+  const got = await bodiless('GET', { 'x-key': 'get-1', 'x-fail': '1' });
   t.equal(got.status, 200, 'the retry\'s answer');
   t.equal(got.body, 'plain from a');
   t.equal(streams(a, 'get-1'), 2);
   t.equal(metricValue(await proxy.metrics(), 'meshlet_retries_total', { dst_service: 'plain', reason: '503' }), 1);
+});
+
+t.test('a stream the endpoint refused (REFUSED_STREAM: not processed) is retried for any method', async (t) => {
+  const got = await bodiless('POST', { 'x-key': 'refused-1', 'x-fail': '1', 'x-fail-how': 'refuse' });
+  t.equal(got.status, 200, `a POST on the default policy (no POST retries) answered by its retry (got ${got.status} ${got.body})`);
+  t.equal(streams(a, 'refused-1'), 2);
+  t.equal(metricValue(await proxy.metrics(), 'meshlet_retries_total', { dst_service: 'plain', reason: 'connect-failed' }), 1);
 });
 
 t.test('a connect failure is retried for any method, gRPC included (nothing was sent)', async (t) => {
