@@ -299,7 +299,8 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
         if (typeof port !== 'number') return { error: port };
         // The plain requests' decision (inbound/authorize.ts): a plaintext connection accepted while
         // the port was permissive gets no upgrade through once it turns strict.
-        const d = inboundDecision(cfg.inbound, port, peer, req.method, pathOf(targetOf(req.target, req.host).target), plaintext(cfg, port), probes, podDefault);
+        const target = targetOf(req.target, req.host).target;
+        const d = inboundDecision(cfg.inbound, port, peer, { method: req.method, path: pathOf(target), target }, plaintext(cfg, port), probes, podDefault);
         metrics.authzDecision(d.policy, d.allowed);
         // No whole-request bound inbound, as for plain inbound requests: the caller's outbound proxy owns it.
         return d.allowed ? upgradeDial(`${o.app.host}:${port}`, undefined, INBOUND_UPGRADE_TIMEOUTS) : { error: new ProxyError('forbidden', d.reason) };

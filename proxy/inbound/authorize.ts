@@ -9,6 +9,13 @@ import { NO_PROBES, type ProbePaths } from '../../api/probe-paths.ts';
 import type { DefaultInboundPolicy } from '../../api/default-inbound-policy.ts';
 import { isProbe } from './probes.ts';
 
+/** What the decision reads of a request: the policies its method and path (no query), a probe its target as the app gets it. */
+export interface InboundRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly target: string;
+}
+
 /**
  * The inbound decision for one request, plain or upgrade: a plaintext GET of a path the Pod's
  * kubelet probes on this port (`probes`) is allowed whatever the policies say (the kubelet has no
@@ -17,9 +24,10 @@ import { isProbe } from './probes.ts';
  * policies decide, and where none guards the port, the default: the Pod's own (`podDefault`,
  * MESHLET_DEFAULT_INBOUND_POLICY) when it has one, else the config's (the control plane's). Pure.
  */
-export function inboundDecision(inbound: RuntimeConfig['inbound'], appPort: number, peer: { identity: string; tls: boolean }, method: string, path: string, plaintextAllowed: boolean, probes: ProbePaths = NO_PROBES, podDefault?: DefaultInboundPolicy): AuthzDecision {
+export function inboundDecision(inbound: RuntimeConfig['inbound'], appPort: number, peer: { identity: string; tls: boolean }, req: InboundRequest, plaintextAllowed: boolean, probes: ProbePaths = NO_PROBES, podDefault?: DefaultInboundPolicy): AuthzDecision {
+  const { method, path } = req;
   if (!peer.tls) {
-    if (isProbe(probes, appPort, method, path)) return { allowed: true, policy: 'probe' };
+    if (isProbe(probes, appPort, method, req.target)) return { allowed: true, policy: 'probe' };
     if (!plaintextAllowed) return { allowed: false, policy: 'strict-mtls', reason: `port ${appPort} accepts only mTLS (it is not permissive; the Pod's config.meshlet.io/default-inbound-policy: all-unauthenticated lets unmeshed clients in)` };
   }
   return authorize(inbound.policies, podDefault ?? inbound.defaultPolicy, { port: appPort, identity: peer.identity, method, path });
@@ -31,7 +39,7 @@ export function inboundDecision(inbound: RuntimeConfig['inbound'], appPort: numb
  */
 export function authorization(metrics: ProxyMetrics, appPort: number, plaintextAllowed: (ex: Exchange) => boolean, probes: ProbePaths = NO_PROBES, podDefault?: DefaultInboundPolicy): Stage {
   return (next) => (ex) => {
-    const d = inboundDecision(ex.config.inbound, appPort, ex.peer, ex.method, ex.path, ex.peer.tls || plaintextAllowed(ex), probes, podDefault);
+    const d = inboundDecision(ex.config.inbound, appPort, ex.peer, ex, ex.peer.tls || plaintextAllowed(ex), probes, podDefault);
     metrics.authzDecision(d.policy, d.allowed);
     if (!d.allowed) return Promise.reject(new ProxyError('forbidden', d.reason));
     return next(ex);

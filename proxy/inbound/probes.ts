@@ -7,7 +7,16 @@
 // changes: any other plaintext request on it is still refused.
 import type { ProbePaths } from '../../api/probe-paths.ts';
 
-/** Whether a plaintext request is one of the kubelet's probes of this port. Pure. */
-export function isProbe(probes: ProbePaths, appPort: number, method: string, path: string): boolean {
-  return method === 'GET' && probes.get(appPort)?.has(path) === true;
+/**
+ * Whether a plaintext request is one of the kubelet's probes of this port. `target` is the
+ * request-target as the app will get it: only its query is set aside, so anything else after the
+ * probed path (a `#...`, which the policies' path stops at but an app may resolve, as Go's
+ * http.FileServer cleans `/healthz#/../admin` to `/admin`) makes it no probe. Pure.
+ */
+export function isProbe(probes: ProbePaths, appPort: number, method: string, target: string): boolean {
+  if (method !== 'GET') return false;
+  const paths = probes.get(appPort);
+  if (paths === undefined) return false;
+  const q = target.indexOf('?');
+  return paths.has(q < 0 ? target : target.slice(0, q));
 }

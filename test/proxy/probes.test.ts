@@ -6,6 +6,7 @@
 // the proxy at start.
 import t from 'tap';
 import net from 'node:net';
+import http2 from 'node:http2';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -110,13 +111,30 @@ t.test('any other plaintext request on that port is refused before the app', asy
     ['POST', '/healthz', 'x', 'POST to the probed path'],
     ['GET', '/healthz/../admin', '', 'a dot segment past the probed path'],
     ['GET', '/healthzz', '', 'a longer path'],
+    // The policies' path stops at '#', yet the app gets it all: Go's http.FileServer serves /admin for this one.
+    ['GET', '/healthz#/../admin', '', 'a fragment hiding a dot segment'],
   ] as const) {
     const r = await plain(proxy.inboundPort, method, target, body);
     t.equal(r.status, 403, `${what}: 403`);
     t.equal(r.headers['meshlet-proxy-error'], 'forbidden', `${what}: the proxy's own answer`);
   }
   t.equal(app.hits, before, 'none reached the app');
-  t.equal(metricValue(await proxy.metrics(), 'meshlet_authz_decisions_total', { policy: 'strict-mtls', decision: 'deny' }), 4, 'refused as plaintext on a strict port');
+  t.equal(metricValue(await proxy.metrics(), 'meshlet_authz_decisions_total', { policy: 'strict-mtls', decision: 'deny' }), 5, 'refused as plaintext on a strict port');
+});
+
+t.test('over plaintext HTTP/2 (h2c) too, a probed path followed by a fragment is no probe', async (t) => {
+  const before = app.hits;
+  const session = http2.connect(`http://127.0.0.1:${proxy.inboundPort}`);
+  t.teardown(() => session.destroy());
+  session.on('error', () => {});
+  const answer = await new Promise<{ status: number; error: string }>((resolve, reject) => {
+    const r = session.request({ ':path': '/healthz#/../admin', ':authority': '10.0.0.7:8080' }, { endStream: true });
+    r.on('response', (h) => resolve({ status: Number(h[':status']), error: String(h['meshlet-proxy-error']) }));
+    r.on('error', reject);
+    r.resume();
+  });
+  t.same(answer, { status: 403, error: 'forbidden' }, 'refused as plaintext on a strict port, before the app');
+  t.equal(app.hits, before, 'the app was not asked');
 });
 
 t.test('a port without probes still refuses plaintext at the first byte', async (t) => {

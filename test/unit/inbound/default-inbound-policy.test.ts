@@ -15,35 +15,35 @@ const inbound = (defaultPolicy: RuntimeConfig['inbound']['defaultPolicy'], polic
 const probes = new Map([[8080, new Set(['/healthz'])]]);
 
 t.test('all-unauthenticated: a plaintext peer is allowed where no policy guards the port, and the decision names that default', async (t) => {
-  const d = inboundDecision(inbound('all-authenticated'), 8080, PLAIN, 'POST', '/orders', true, undefined, 'all-unauthenticated');
+  const d = inboundDecision(inbound('all-authenticated'), 8080, PLAIN, { method: 'POST', path: '/orders', target: '/orders' }, true, undefined, 'all-unauthenticated');
   t.same(d, { allowed: true, policy: 'default:all-unauthenticated' });
-  t.same(inboundDecision(inbound('all-authenticated'), 8080, MESHED, 'GET', '/', true, undefined, 'all-unauthenticated'), { allowed: true, policy: 'default:all-unauthenticated' }, 'a meshed peer too');
-  t.same(inboundDecision(inbound('deny'), 8080, PLAIN, 'GET', '/', true, undefined, 'all-unauthenticated'), { allowed: true, policy: 'default:all-unauthenticated' }, "the Pod's own default wins over the config's (deny)");
+  t.same(inboundDecision(inbound('all-authenticated'), 8080, MESHED, { method: 'GET', path: '/', target: '/' }, true, undefined, 'all-unauthenticated'), { allowed: true, policy: 'default:all-unauthenticated' }, 'a meshed peer too');
+  t.same(inboundDecision(inbound('deny'), 8080, PLAIN, { method: 'GET', path: '/', target: '/' }, true, undefined, 'all-unauthenticated'), { allowed: true, policy: 'default:all-unauthenticated' }, "the Pod's own default wins over the config's (deny)");
 });
 
 t.test("without a Pod default, the config's default decides (today's behaviour)", async (t) => {
-  const d = inboundDecision(inbound('all-authenticated'), 8080, PLAIN, 'GET', '/', true);
+  const d = inboundDecision(inbound('all-authenticated'), 8080, PLAIN, { method: 'GET', path: '/', target: '/' }, true);
   t.match(d, { allowed: false, policy: 'default:all-authenticated', reason: /allows only authenticated \(mTLS\) peers/ });
-  t.same(inboundDecision(inbound('all'), 8080, PLAIN, 'GET', '/', true), { allowed: true, policy: 'default:all' });
+  t.same(inboundDecision(inbound('all'), 8080, PLAIN, { method: 'GET', path: '/', target: '/' }, true), { allowed: true, policy: 'default:all' });
 });
 
 t.test('all-authenticated and deny as the Pod default replace a permissive config default', async (t) => {
-  t.match(inboundDecision(inbound('all'), 8080, PLAIN, 'GET', '/', true, undefined, 'all-authenticated'), { allowed: false, policy: 'default:all-authenticated' });
-  t.same(inboundDecision(inbound('all'), 8080, MESHED, 'GET', '/', true, undefined, 'all-authenticated'), { allowed: true, policy: 'default:all-authenticated' });
-  t.match(inboundDecision(inbound('all'), 8080, MESHED, 'GET', '/', true, undefined, 'deny'), { allowed: false, policy: 'default:deny', reason: /default policy \(deny\)/ });
-  t.same(inboundDecision(inbound('all', [guard]), 9090, MESHED, 'GET', '/', true, undefined, 'deny'), { allowed: true, policy: 'metrics-scrapers' }, 'deny: what a policy allows still passes');
+  t.match(inboundDecision(inbound('all'), 8080, PLAIN, { method: 'GET', path: '/', target: '/' }, true, undefined, 'all-authenticated'), { allowed: false, policy: 'default:all-authenticated' });
+  t.same(inboundDecision(inbound('all'), 8080, MESHED, { method: 'GET', path: '/', target: '/' }, true, undefined, 'all-authenticated'), { allowed: true, policy: 'default:all-authenticated' });
+  t.match(inboundDecision(inbound('all'), 8080, MESHED, { method: 'GET', path: '/', target: '/' }, true, undefined, 'deny'), { allowed: false, policy: 'default:deny', reason: /default policy \(deny\)/ });
+  t.same(inboundDecision(inbound('all', [guard]), 9090, MESHED, { method: 'GET', path: '/', target: '/' }, true, undefined, 'deny'), { allowed: true, policy: 'metrics-scrapers' }, 'deny: what a policy allows still passes');
 });
 
 t.test('a port a policy guards: the policy decides; a plaintext peer has no identity and is refused, whatever the default', async (t) => {
-  const d = inboundDecision(inbound('all-authenticated', [guard]), 9090, PLAIN, 'GET', '/metrics', true, undefined, 'all-unauthenticated');
+  const d = inboundDecision(inbound('all-authenticated', [guard]), 9090, PLAIN, { method: 'GET', path: '/metrics', target: '/metrics' }, true, undefined, 'all-unauthenticated');
   t.match(d, { allowed: false, policy: 'metrics-scrapers', reason: /no rule of metrics-scrapers allows an unauthenticated \(plaintext\) peer to GET \/metrics: a policy names identities, so it allows only meshed \(mTLS\) clients/ });
-  t.same(inboundDecision(inbound('all-authenticated', [guard]), 9090, MESHED, 'GET', '/metrics', true, undefined, 'all-unauthenticated'), { allowed: true, policy: 'metrics-scrapers' });
-  t.same(inboundDecision(inbound('all-authenticated', [guard]), 8080, PLAIN, 'GET', '/', true, undefined, 'all-unauthenticated'), { allowed: true, policy: 'default:all-unauthenticated' }, 'the other port, unguarded, takes it');
+  t.same(inboundDecision(inbound('all-authenticated', [guard]), 9090, MESHED, { method: 'GET', path: '/metrics', target: '/metrics' }, true, undefined, 'all-unauthenticated'), { allowed: true, policy: 'metrics-scrapers' });
+  t.same(inboundDecision(inbound('all-authenticated', [guard]), 8080, PLAIN, { method: 'GET', path: '/', target: '/' }, true, undefined, 'all-unauthenticated'), { allowed: true, policy: 'default:all-unauthenticated' }, 'the other port, unguarded, takes it');
 });
 
 t.test('a plaintext request on a port that does not take plaintext is refused before the default is read; probes pass', async (t) => {
-  t.match(inboundDecision(inbound('all'), 8080, PLAIN, 'GET', '/', false), { allowed: false, policy: 'strict-mtls', reason: /port 8080 accepts only mTLS .*config\.meshlet\.io\/default-inbound-policy: all-unauthenticated lets unmeshed clients in/ }, 'the 403 says how to let them in');
-  t.same(inboundDecision(inbound('all-authenticated'), 8080, PLAIN, 'GET', '/healthz', false, probes, 'deny'), { allowed: true, policy: 'probe' });
+  t.match(inboundDecision(inbound('all'), 8080, PLAIN, { method: 'GET', path: '/', target: '/' }, false), { allowed: false, policy: 'strict-mtls', reason: /port 8080 accepts only mTLS .*config\.meshlet\.io\/default-inbound-policy: all-unauthenticated lets unmeshed clients in/ }, 'the 403 says how to let them in');
+  t.same(inboundDecision(inbound('all-authenticated'), 8080, PLAIN, { method: 'GET', path: '/healthz', target: '/healthz' }, false, probes, 'deny'), { allowed: true, policy: 'probe' });
 });
 
 t.test('authorize: all-unauthenticated allows as all does, under its own name', async (t) => {
