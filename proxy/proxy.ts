@@ -298,9 +298,11 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
         const port = appPortOf(peer.tls ? req.get(DST_PORT_HEADER) : undefined, appPorts, appPort);
         if (typeof port !== 'number') return { error: port };
         // The plain requests' decision (inbound/authorize.ts): a plaintext connection accepted while
-        // the port was permissive gets no upgrade through once it turns strict.
+        // the port was permissive gets no upgrade through once it turns strict. No upgrade is a
+        // probe (the kubelet never asks for one): a plaintext GET /healthz with Upgrade would open
+        // a tunnel to an app that takes WebSockets on every path.
         const target = targetOf(req.target, req.host).target;
-        const d = inboundDecision(cfg.inbound, port, peer, { method: req.method, path: pathOf(target), target }, plaintext(cfg, port), probes, podDefault);
+        const d = inboundDecision(cfg.inbound, port, peer, { method: req.method, path: pathOf(target), target }, plaintext(cfg, port), NO_PROBES, podDefault);
         metrics.authzDecision(d.policy, d.allowed);
         // No whole-request bound inbound, as for plain inbound requests: the caller's outbound proxy owns it.
         return d.allowed ? upgradeDial(`${o.app.host}:${port}`, undefined, INBOUND_UPGRADE_TIMEOUTS) : { error: new ProxyError('forbidden', d.reason) };

@@ -122,6 +122,26 @@ t.test('any other plaintext request on that port is refused before the app', asy
   t.equal(metricValue(await proxy.metrics(), 'meshlet_authz_decisions_total', { policy: 'strict-mtls', decision: 'deny' }), 5, 'refused as plaintext on a strict port');
 });
 
+t.test('a plaintext upgrade of a probed path is no probe (the kubelet never upgrades): no tunnel to an app that accepts any', async (t) => {
+  // An app that takes WebSocket upgrades on every path, as a `ws` server attached to the HTTP server does.
+  const upgrades: string[] = [];
+  const onUpgrade = (req: { url?: string }, socket: net.Socket) => {
+    upgrades.push(req.url ?? '');
+    socket.end('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\ntunnel open');
+  };
+  app.server.on('upgrade', onUpgrade);
+  t.teardown(() => app.server.off('upgrade', onUpgrade));
+  const got = await new Promise<string>((resolve) => {
+    const s = net.connect(proxy.inboundPort, '127.0.0.1', () => s.write('GET /healthz HTTP/1.1\r\nHost: 10.0.0.7:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n'));
+    let text = '';
+    s.on('data', (d) => (text += d.toString()));
+    s.on('error', () => resolve(text));
+    s.on('close', () => resolve(text));
+  });
+  t.match(got, /^HTTP\/1\.1 403 /, `refused: ${JSON.stringify(got.slice(0, 60))}`);
+  t.same(upgrades, [], 'the app saw no upgrade');
+});
+
 t.test('over plaintext HTTP/2 (h2c) too, a probed path followed by a fragment is no probe', async (t) => {
   const before = app.hits;
   const session = http2.connect(`http://127.0.0.1:${proxy.inboundPort}`);
