@@ -183,11 +183,19 @@ export class H2Listener {
     // The answer is the caller's: no retry will need the request body again (a bidi call's copy is freed).
     ex.h2.body.release();
     const headers = headerObject(up.headers, { ':status': up.status });
+    try {
+      up.body.relay(stream, headers);
+    } catch (err) {
+      // Headers Node will not send (a status outside 100-599, a repeated content-type): nothing
+      // was sent; the caller gets the proxy's 502 instead of the proxy throwing (it would exit).
+      up.body.discard();
+      this.#rescue(ex, new ProxyError('upstream-error', `the upstream's response cannot be sent on over HTTP/2: ${(err as Error).message}`, { cause: err }), answer);
+      return;
+    }
     answer.status = up.status;
     answer.body = up.body;
     // A caller that leaves mid-body cancels the upstream stream: its slot and the endpoint's load are freed now.
     ex.abortAttempt = up.body.abort;
-    up.body.relay(stream, headers);
   }
 
   #rescue(ex: H2Exchange, err: unknown, answer: Answer): void {
