@@ -72,6 +72,10 @@ export class H2Listener {
 
   /** Serve HTTP/2 on a connection: plaintext after its preface was read (`read`), or TLS that chose h2. */
   accept(socket: Socket, peer: Peer, read?: Buffer): void {
+    // The HTTP/1 listener's sockets are half-open (a client's FIN leaves them writable). A session
+    // needs the socket to close when its client does, or its streams never close (nor their
+    // upstream streams, nor the connection): Node's own HTTP/2 servers take no half-open sockets.
+    socket.allowHalfOpen = false;
     if (read) socket.unshift(read);
     else {
       // Handed over by the HTTP/1 listener (read given), a connection was counted there already.
@@ -161,10 +165,13 @@ export class H2Listener {
     const answer: Answer = { status: 0, grpcStatus: undefined, body: undefined };
     this.#inFlight++;
     stream.once('close', () => {
-      // Closed before the answer ended cleanly on our side: the caller reset it (or left).
-      if (stream.rstCode !== NGHTTP2_NO_ERROR && !ex.error) {
-        ex.clientGone = answer.body === undefined || stream.rstCode !== NGHTTP2_INTERNAL_ERROR;
-        ex.abortAttempt?.(new ProxyError('upstream-error', 'the caller reset the HTTP/2 stream'));
+      if (!ex.error) {
+        // Reset by the caller, or closed under us with no code (its connection went: the session's
+        // streams are destroyed with NO_ERROR) before any answer: the caller is gone.
+        if (stream.rstCode !== NGHTTP2_NO_ERROR) ex.clientGone = answer.body === undefined || stream.rstCode !== NGHTTP2_INTERNAL_ERROR;
+        else if (answer.body === undefined) ex.clientGone = true;
+        // An upstream stream still open has no one to answer: cancel it (a no-op once it ended).
+        ex.abortAttempt?.(new ProxyError('upstream-error', 'the caller reset the HTTP/2 stream or left'));
       }
       this.#done(ex, stream, answer);
     });

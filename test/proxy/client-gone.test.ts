@@ -3,6 +3,7 @@
 // broke off (an upload) is not held against the endpoint's breaker.
 import t from 'tap';
 import net from 'node:net';
+import http2 from 'node:http2';
 import { startUpstream, startProxyProcess, pool, metricValue, type ProxyProcess, type Upstream } from '../fixtures/mesh.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -173,4 +174,46 @@ t.test('a small upload the client breaks off (buffered for retries) is a bad req
   t.equal(metricValue(m, 'meshlet_requests_total', { direction: 'outbound', error_reason: 'bad-request' }), 3, 'counted as the incomplete requests they were');
   const log = p.stdout().split('\n').filter((l) => l.includes('"/upload"')).map((l) => JSON.parse(l) as { error: string });
   t.same(log.map((l) => l.error), ['bad-request', 'bad-request', 'bad-request'], 'and logged so');
+});
+
+t.test('HTTP/2: a caller whose connection goes mid-response frees its connection, its streams and the upstream streams', async (t) => {
+  // A server-streaming app that would stream for 10 s, and one that answers at once while the caller still uploads.
+  const app = http2.createServer();
+  const open = new Set<http2.ServerHttp2Stream>();
+  app.on('stream', (s, h) => {
+    open.add(s);
+    s.once('close', () => open.delete(s));
+    s.on('error', () => {});
+    s.respond({ ':status': 200 });
+    if (h[':path'] === '/early') return void s.end('early');
+    let n = 0;
+    const tick = setInterval(() => (n++ < 400 && !s.destroyed ? s.write(`${n}\n`) : clearInterval(tick)), 25);
+    s.once('close', () => clearInterval(tick));
+  });
+  await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+  const address = `127.0.0.1:${(app.address() as net.AddressInfo).port}`;
+  const p = await startProxyProcess({ config: { version: 'g6', services: [{ name: 'api', endpoints: [{ address }] }] }, args: ['--access-log', 'off'] });
+  t.teardown(async () => {
+    await p.stop('SIGKILL');
+    for (const s of open) s.destroy();
+    await new Promise((r) => app.close(r));
+  });
+  const gauges = async () => {
+    const m = await p.metrics();
+    return { connections: metricValue(m, 'meshlet_tcp_connections_open', { direction: 'outbound' }), inFlight: metricValue(m, 'meshlet_requests_in_flight', { direction: 'outbound' }) };
+  };
+  const caller = http2.connect(p.outboundUrl);
+  caller.on('error', () => {});
+  const streams = [0, 1, 2].map(() => caller.request({ ':path': '/stream', ':authority': 'api' }, { endStream: true }));
+  const uploads = [0, 1, 2].map(() => caller.request({ ':method': 'POST', ':path': '/early', ':authority': 'api' }));
+  for (const r of [...streams, ...uploads]) r.on('error', () => {});
+  for (const u of uploads) u.write('still uploading');
+  // Every stream has its answer's first bytes: the proxy relays them all.
+  await Promise.all([...streams, ...uploads].map((r) => new Promise((resolve) => r.once('data', resolve))));
+  t.same(await gauges(), { connections: 1, inFlight: 6 }, 'one connection, six streams in flight');
+  caller.destroy();
+  let now = await gauges();
+  for (const end = Date.now() + 3000; (now.connections > 0 || now.inFlight > 0 || open.size > 0) && Date.now() < end; now = await gauges()) await sleep(50);
+  t.same(now, { connections: 0, inFlight: 0 }, "the caller's connection and streams are closed on the proxy");
+  t.equal(open.size, 0, 'the upstream streams are cancelled (they would have streamed for 10 s)');
 });
