@@ -121,8 +121,8 @@ interface PreparedService {
 /** One Pod of a headless Service as a service: its one endpoint, its IP host and (StatefulSet) hostname. */
 interface PodDoc {
   readonly doc: Service;
-  /** As a Host names it: `10.1.0.1`, `[fd00::2]`. */
-  readonly ip: string;
+  /** As a Host names it: `10.1.0.1`, `[fd00::2]`; undefined for the service of a hostname several Pods share. */
+  readonly ip: string | undefined;
   readonly hostname: string | undefined;
 }
 
@@ -138,17 +138,37 @@ export const MAX_POD_SERVICES = 256;
 /**
  * A headless Service's first MAX_POD_SERVICES endpoints as services named `<hostname>.<service>`
  * (a StatefulSet Pod) or `ip-<ip, dashed>.<service>`: the caller that addresses one Pod (by
- * `web-0.web.shop.svc` or by IP) reaches that Pod, with the Service's policy. Pure.
+ * `web-0.web.shop.svc` or by IP) reaches that Pod, with the Service's policy. A hostname several
+ * Pods share (a Deployment whose template sets `hostname` and `subdomain`) is one service of
+ * them all, as its DNS name answers with every one; each of those Pods is its IP's. Pure.
  */
 function podDocsOf(svc: ModelService, canonical: string, doc: Service): PodDoc[] {
   if (!svc.headless) return [];
   const hostnames = new Map(svc.endpoints.map((e) => [e.address, e.hostname]));
-  return doc.endpoints.slice(0, MAX_POD_SERVICES).map((e) => {
+  const endpoints = doc.endpoints.slice(0, MAX_POD_SERVICES);
+  const uses = new Map<string, number>();
+  for (const e of endpoints) {
+    const h = hostnames.get(e.address);
+    if (h !== undefined) uses.set(h, (uses.get(h) ?? 0) + 1);
+  }
+  const out: PodDoc[] = [];
+  const shared = new Map<string, Endpoint[]>();
+  for (const e of endpoints) {
     const ip = e.address.slice(0, e.address.lastIndexOf(':'));
     const hostname = hostnames.get(e.address);
-    const label = hostname ?? ipLabel(ip);
-    return { doc: { ...doc, name: `${label}.${canonical}`, endpoints: [e] }, ip, hostname };
-  });
+    if (hostname !== undefined && uses.get(hostname)! > 1) {
+      const group = shared.get(hostname);
+      if (group) group.push(e);
+      else {
+        const eps = [e];
+        shared.set(hostname, eps);
+        out.push({ doc: { ...doc, name: `${hostname}.${canonical}`, endpoints: eps }, ip: undefined, hostname });
+      }
+    }
+    const own = hostname !== undefined && uses.get(hostname) === 1 ? hostname : undefined;
+    out.push({ doc: { ...doc, name: `${own ?? ipLabel(ip)}.${canonical}`, endpoints: [e] }, ip, hostname: own });
+  }
+  return out;
 }
 
 /** A problem and the views it concerns: callers of `outbound`, servers of `inbound`; neither: every view. */
@@ -579,6 +599,32 @@ function viewOrder(services: readonly PreparedService[], namespace: string): Pre
   return services.toSorted((a, b) => rank(a) - rank(b) || byString(a.model.namespace, b.model.namespace) || byString(a.model.name, b.model.name));
 }
 
+const hostKey = (h: string, port: number | undefined): string => (port === undefined ? h.toLowerCase() : `${h.toLowerCase()}:${port}`);
+
+/**
+ * Each name and host to one service, the first that claims it (services, then their other ports,
+ * then Pods: a Service keeps its names over a Pod's, the first by name keeps a cluster IP two
+ * Services list): a Pod service whose name is taken is left out, a host already claimed is left
+ * off. Without this one clash (a Pod's `<hostname>.<service>` that is another namespace's
+ * `<name>.<namespace>`, an IP that is both a cluster IP and a Pod's) would make the view invalid,
+ * and every proxy that sees those Services would get no view at all. Pure.
+ */
+function claimedOnce(services: readonly Service[]): Service[] {
+  const names = new Set<string>();
+  const hosts = new Set<string>();
+  const out: Service[] = [];
+  for (const svc of services) {
+    const base = svc.port === undefined ? svc.name : svc.name.slice(0, svc.name.lastIndexOf(':'));
+    if (names.has(svc.name) || hosts.has(hostKey(base, svc.port))) continue;
+    names.add(svc.name);
+    hosts.add(hostKey(base, svc.port));
+    const free = (svc.hosts ?? []).filter((h) => !hosts.has(hostKey(h, svc.port)) || h.toLowerCase() === base.toLowerCase());
+    for (const h of free) hosts.add(hostKey(h, svc.port));
+    out.push(free.length === (svc.hosts ?? []).length ? svc : { ...svc, hosts: free });
+  }
+  return out;
+}
+
 /** `10.1.0.1:8080` → `10.1.0.1:<port>` (IPv6 `[fd00::1]:8080` alike). */
 const withPort = (address: string, port: number): string => `${address.slice(0, address.lastIndexOf(':'))}:${port}`;
 
@@ -607,7 +653,7 @@ function outboundPart(prepared: PreparedModel, proxy: ProxyInfo, options: ViewOp
     for (const p of svc.podDocs) {
       const byName = p.hostname === undefined ? [] : [...(namespace === ns ? [`${p.hostname}.${name}`] : []), `${p.hostname}.${name}.${namespace}.svc`, `${p.hostname}.${name}.${namespace}.svc.${prepared.clusterDomain}`];
       pods.push({ ...p.doc, hosts: byName });
-      podIps.push({ index: pods.length - 1, ip: p.ip, named: p.hostname !== undefined });
+      if (p.ip !== undefined) podIps.push({ index: pods.length - 1, ip: p.ip, named: p.hostname !== undefined });
     }
   }
   // A Pod behind two headless Services: its IP names one of them (a host has one service), the one
@@ -625,7 +671,7 @@ function outboundPart(prepared: PreparedModel, proxy: ProxyInfo, options: ViewOp
   services.push(...ports.slice(0, Math.max(0, MAX_SERVICES - services.length)));
   services.push(...pods.slice(0, Math.max(0, MAX_SERVICES - services.length)));
   // Valid services + valid inbound = a valid config: no rule of parseProxyConfig spans the two.
-  const parsed = parseProxyConfig({ version: 'outbound', services: canonicalize(services) });
+  const parsed = parseProxyConfig({ version: 'outbound', services: canonicalize(claimedOnce(services)) });
   const part = parsed.ok ? { included: set, services: parsed.value.services, problems: [] } : { included: set, services: undefined, problems: parsed.problems };
   prepared.outbound.set(key, part);
   return part;

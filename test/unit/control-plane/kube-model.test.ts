@@ -213,6 +213,43 @@ t.test("a headless Service's Pods are services of their own: by IP, and a Statef
   t.same(viewFor(model, client, 'test').problems, [], 'a valid view');
 });
 
+const clashService = (ns: string, name: string, spec: Record<string, unknown>): V1Service => ({ metadata: { namespace: ns, name }, spec: { ports: [{ name: 'http', port: 80, targetPort: 8080 as never }], ...spec } });
+/** A Service's slice whose endpoints may have a hostname. */
+const clashSlice = (ns: string, svc: string, eps: Array<[ip: string, hostname?: string]>): V1EndpointSlice => {
+  const s = slice(ns, svc, `${svc}-a`, eps.map(([ip]) => ({ ip })));
+  eps.forEach(([, h], i) => h !== undefined && (s.endpoints![i]!.hostname = h));
+  return s;
+};
+const clashViews = (services: V1Service[], endpointSlices: V1EndpointSlice[]) => {
+  const { model } = meshModelFromKubernetes({ services, endpointSlices, pods: [], trafficSplits: [], authorizationPolicies: [], httpRoutes: [] });
+  return [client, { ...client, namespace: 'other', identity: `spiffe://${TD}/ns/other/sa/frontend` }].map((c) => viewFor(model, c, 'test'));
+};
+const servicesOf = (v: ReturnType<typeof viewFor>) => new Map(v.config?.services.map((s) => [s.name, s]));
+
+t.test("names and hosts that clash across Services and Pods leave every caller's view valid: a shared hostname is one service, a Service keeps what it claims", async (t) => {
+
+  // A Deployment whose Pod template sets hostname: web and subdomain: web: every replica has that hostname (its DNS name answers with all).
+  const shared = clashViews([clashService('shop', 'web', { clusterIP: 'None' })], [clashSlice('shop', 'web', [['10.0.0.1', 'web'], ['10.0.0.2', 'web']])]);
+  for (const v of shared) t.same(v.problems, [], `a shared hostname: a valid view (${v.config ? 'one' : 'none'})`);
+  const own = servicesOf(shared[0]!);
+  t.same(own.get('web.web.shop')?.endpoints.map((e) => e.address), ['10.0.0.1:8080', '10.0.0.2:8080'], 'the hostname: one service of every Pod that has it');
+  t.same(own.get('ip-10-0-0-2.web.shop')?.hosts, ['10.0.0.2'], 'each of those Pods: its IP');
+
+  // A Pod's <hostname>.<service> (short, in its namespace) is the other namespace's Service api in namespace db.
+  const short = clashViews([clashService('shop', 'db', { clusterIP: 'None' }), clashService('db', 'api', {})], [clashSlice('shop', 'db', [['10.0.0.1', 'api']]), clashSlice('db', 'api', [['10.0.0.9']])]);
+  t.same(short[0]!.problems, [], "a Pod's short name that is another Service's: a valid view");
+  t.same(servicesOf(short[0]!).get('api.db')?.endpoints.map((e) => e.address), ['10.0.0.9:8080'], 'api.db is the Service');
+  t.notOk(servicesOf(short[0]!).get('api.db.shop')?.hosts?.includes('api.db'), 'the Pod is left without it');
+
+  // Two Services listing one cluster IP (a list taken while the IP moved), and that IP a headless Service's Pod's too.
+  const ips = clashViews([clashService('shop', 'a', { clusterIP: '10.0.0.5', clusterIPs: ['10.0.0.5'] }), clashService('shop', 'b', { clusterIP: '10.0.0.5', clusterIPs: ['10.0.0.5'] }), clashService('shop', 'db', { clusterIP: 'None' })], [clashSlice('shop', 'a', [['10.0.1.1']]), clashSlice('shop', 'b', [['10.0.1.2']]), clashSlice('shop', 'db', [['10.0.0.5']])]);
+  for (const v of ips) t.same(v.problems, [], 'one IP, three claims: a valid view');
+  const m = servicesOf(ips[0]!);
+  t.ok(m.get('a.shop')?.hosts?.includes('10.0.0.5'), 'the first Service by name keeps the IP');
+  t.notOk(m.get('b.shop')?.hosts?.includes('10.0.0.5'), 'the second does not');
+  t.same(m.get('ip-10-0-0-5.db.shop')?.hosts, [], 'nor the Pod');
+});
+
 t.test('serviceFromKubernetes: readiness, terminating, duplicates across slices, IPv6, port choice', async (t) => {
   const svc = serviceInput(service('shop', 'web', [{ name: 'grpc', port: 90, protocol: 'UDP', targetPort: 'grpc' as never }, { port: 81, targetPort: 8081 as never }]))!;
   const sl = [
