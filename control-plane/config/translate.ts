@@ -124,6 +124,8 @@ interface PodDoc {
   /** As a Host names it: `10.1.0.1`, `[fd00::2]`; undefined for the service of a hostname several Pods share. */
   readonly ip: string | undefined;
   readonly hostname: string | undefined;
+  /** One of the Service's other ports (`es-0.es.shop:9114`): only a Host that names it. */
+  readonly port?: number;
 }
 
 /** An IP as one DNS label for a name: `10.1.0.1` → `ip-10-1-0-1`, `[fd00::]` → `ip-fd00--0`. */
@@ -140,7 +142,10 @@ export const MAX_POD_SERVICES = 256;
  * (a StatefulSet Pod) or `ip-<ip, dashed>.<service>`: the caller that addresses one Pod (by
  * `web-0.web.shop.svc` or by IP) reaches that Pod, with the Service's policy. A hostname several
  * Pods share (a Deployment whose template sets `hostname` and `subdomain`) is one service of
- * them all, as its DNS name answers with every one; each of those Pods is its IP's. Pure.
+ * them all, as its DNS name answers with every one; each of those Pods is its IP's. Each of the
+ * Service's other TCP ports is a service of each of these too (`es-0.es.shop:9114`, on that port's
+ * target), as a Service's are: a call to `es-0.es:9114` or `<Pod IP>:9114` reaches that port, not
+ * the HTTP port. Pure.
  */
 function podDocsOf(svc: ModelService, canonical: string, doc: Service): PodDoc[] {
   if (!svc.headless) return [];
@@ -168,7 +173,10 @@ function podDocsOf(svc: ModelService, canonical: string, doc: Service): PodDoc[]
     const own = hostname !== undefined && uses.get(hostname) === 1 ? hostname : undefined;
     out.push({ doc: { ...doc, name: `${own ?? ipLabel(ip)}.${canonical}`, endpoints: [e] }, ip, hostname: own });
   }
-  return out;
+  const ported = (svc.otherPorts ?? []).flatMap((o) =>
+    out.map((d): PodDoc => ({ ...d, port: o.port, doc: { ...d.doc, name: `${d.doc.name}:${o.port}`, port: o.port, endpoints: d.doc.endpoints.map((e) => ({ ...e, address: withPort(e.address, o.targetPort) })) } })),
+  );
+  return [...out, ...ported];
 }
 
 /** A problem and the views it concerns: callers of `outbound`, servers of `inbound`; neither: every view. */
@@ -641,7 +649,7 @@ function outboundPart(prepared: PreparedModel, proxy: ProxyInfo, options: ViewOp
   const services: Service[] = [];
   const ports: Service[] = [];
   const pods: Service[] = [];
-  const podIps: Array<{ index: number; ip: string; named: boolean }> = [];
+  const podIps: Array<{ index: number; ip: string; named: boolean; port: number | undefined }> = [];
   for (const svc of prepared.services.values()) {
     if (!set.has(svc.canonical)) continue;
     const { name, namespace } = svc.model;
@@ -653,16 +661,17 @@ function outboundPart(prepared: PreparedModel, proxy: ProxyInfo, options: ViewOp
     for (const p of svc.podDocs) {
       const byName = p.hostname === undefined ? [] : [...(namespace === ns ? [`${p.hostname}.${name}`] : []), `${p.hostname}.${name}.${namespace}.svc`, `${p.hostname}.${name}.${namespace}.svc.${prepared.clusterDomain}`];
       pods.push({ ...p.doc, hosts: byName });
-      if (p.ip !== undefined) podIps.push({ index: pods.length - 1, ip: p.ip, named: p.hostname !== undefined });
+      if (p.ip !== undefined) podIps.push({ index: pods.length - 1, ip: p.ip, named: p.hostname !== undefined, port: p.port });
     }
   }
   // A Pod behind two headless Services: its IP names one of them (a host has one service), the one
   // where it has a hostname (the StatefulSet's own Service) first, then in name order.
   const ipTaken = new Set<string>();
   for (const pass of [true, false]) {
-    for (const { index, ip, named } of podIps) {
-      if (named !== pass || ipTaken.has(ip)) continue;
-      ipTaken.add(ip);
+    for (const { index, ip, named, port } of podIps) {
+      const ipPort = `${ip} ${port ?? ''}`;
+      if (named !== pass || ipTaken.has(ipPort)) continue;
+      ipTaken.add(ipPort);
       pods[index] = { ...pods[index]!, hosts: [...pods[index]!.hosts!, ip] };
     }
   }

@@ -250,6 +250,19 @@ t.test("names and hosts that clash across Services and Pods leave every caller's
   t.same(m.get('ip-10-0-0-5.db.shop')?.hosts, [], 'nor the Pod');
 });
 
+t.test("a headless Service's other ports are services of each of its Pods too: es-0.es:9114 and <Pod IP>:9114 reach port 9114, not the HTTP port", async (t) => {
+  const es: V1Service = { metadata: { namespace: 'shop', name: 'es' }, spec: { clusterIP: 'None', ports: [{ name: 'http', port: 9200, targetPort: 9200 as never }, { name: 'metrics', port: 9114, targetPort: 'metrics' as never }] } };
+  const sl = slice('shop', 'es', 'es-a', [{ ip: '10.0.0.1' }, { ip: '10.0.0.2' }], [{ name: 'http', port: 9200, protocol: 'TCP' }, { name: 'metrics', port: 9115, protocol: 'TCP' }]);
+  sl.endpoints![0]!.hostname = 'es-0';
+  const { model } = meshModelFromKubernetes({ services: [es], endpointSlices: [sl], pods: [], trafficSplits: [], authorizationPolicies: [], httpRoutes: [] });
+  const v = viewFor(model, client, 'test');
+  t.same(v.problems, [], 'a valid view');
+  const byName = new Map(v.config?.services.map((s) => [s.name, s]));
+  t.same(byName.get('es-0.es.shop:9114'), { name: 'es-0.es.shop:9114', port: 9114, hosts: ['es-0.es', 'es-0.es.shop.svc', 'es-0.es.shop.svc.cluster.local', '10.0.0.1'], endpoints: [{ address: '10.0.0.1:9115' }] }, "a StatefulSet Pod's second port: its names and IP on that port, the port's target");
+  t.same(byName.get('ip-10-0-0-2.es.shop:9114'), { name: 'ip-10-0-0-2.es.shop:9114', port: 9114, hosts: ['10.0.0.2'], endpoints: [{ address: '10.0.0.2:9115' }] }, 'a Pod without a hostname: its IP on that port');
+  t.same(byName.get('es-0.es.shop')?.endpoints, [{ address: '10.0.0.1:9200' }], 'the Pod itself: the HTTP port');
+});
+
 t.test('serviceFromKubernetes: readiness, terminating, duplicates across slices, IPv6, port choice', async (t) => {
   const svc = serviceInput(service('shop', 'web', [{ name: 'grpc', port: 90, protocol: 'UDP', targetPort: 'grpc' as never }, { port: 81, targetPort: 8081 as never }]))!;
   const sl = [
