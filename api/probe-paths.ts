@@ -18,6 +18,51 @@ export function probePathOf(path: string): string {
   return p.startsWith('/') ? p : `/${p}`;
 }
 
+/** Bytes Go's url package leaves as they are in a path (url.shouldEscape false in encodePath mode). */
+const isGoPathByte = (b: number): boolean =>
+  (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || '-_.~$&+,/:;=@'.includes(String.fromCharCode(b));
+/** A path Go takes as already escaped (url.validEncoded): these characters, `%` included, and nothing else. */
+const GO_VALID_ENCODED = /^[A-Za-z0-9\-_.~!$&'()*+,;=:@[\]%/]*$/;
+
+/** Go's url.escape(s, encodePath) of these bytes. */
+function goEscape(bytes: Uint8Array): string {
+  let out = '';
+  for (const b of bytes) out += isGoPathByte(b) ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
+  return out;
+}
+
+/** %XX sequences into bytes, as Go's url.unescape; undefined for a stray `%` (url.Parse fails on it). */
+function goUnescape(s: string): Uint8Array | undefined {
+  const raw = Buffer.from(s, 'utf8');
+  const out: number[] = [];
+  for (let i = 0; i < raw.length; i++) {
+    if (raw[i] !== 0x25) {
+      out.push(raw[i]!);
+      continue;
+    }
+    const hex = raw.subarray(i + 1, i + 3).toString('latin1');
+    if (!/^[0-9a-fA-F]{2}$/.test(hex)) return undefined;
+    out.push(parseInt(hex, 16));
+    i += 2;
+  }
+  return Uint8Array.from(out);
+}
+
+/**
+ * The path of the request the kubelet sends for an httpGet probe's `path`, as the proxy will see
+ * it: the kubelet (pkg/probe/http formatURL) runs it through Go's url.Parse and sends RequestURI(),
+ * so a fragment is dropped, a validly escaped path goes as written, and any other is
+ * percent-encoded (`/health check` → `/health%20check`, `/über` → `/%C3%BCber`; a stray `%` or a
+ * control character fails the parse, and the whole text is encoded). Pure.
+ */
+export function kubeletProbePath(path: string): string {
+  // eslint-disable-next-line no-control-regex
+  const parsed = /[\x00-\x1f\x7f]/.test(path) ? undefined : path.slice(0, path.search(/[?#]|$/));
+  const decoded = parsed === undefined ? undefined : goUnescape(parsed);
+  if (parsed === undefined || decoded === undefined) return probePathOf(goEscape(Buffer.from(path, 'utf8')));
+  return probePathOf(GO_VALID_ENCODED.test(parsed) ? parsed : goEscape(decoded));
+}
+
 /** The variable's value for these paths (ports and paths in order), '' for none. Pure. */
 export function formatProbePaths(paths: ProbePaths): string {
   if (paths.size === 0) return '';

@@ -22,7 +22,7 @@
 import type { Operation } from 'fast-json-patch';
 import { PROXY_CONTAINER_NAME } from '../control-plane/config/kube-model.ts';
 import { checkLabels } from '../api/pod-labels.ts';
-import { formatProbePaths, MAX_PROBE_PATH_LENGTH, MAX_PROBE_PATHS, probePathOf, type ProbePaths } from '../api/probe-paths.ts';
+import { formatProbePaths, kubeletProbePath, MAX_PROBE_PATH_LENGTH, MAX_PROBE_PATHS, type ProbePaths } from '../api/probe-paths.ts';
 import { CONFIG_PREFIX, INJECTED_ANNOTATION, INJECT_ANNOTATION, effectiveResources, quantityValue, readOverrides } from './annotations.ts';
 import { ADMIN_PORT_NAME, INBOUND_PORT_NAME, INIT_COMMAND, INIT_CONTAINER_NAME, PROXY_IMAGE_NODE, type InjectSettings, type ProxyResources } from './settings.ts';
 
@@ -133,7 +133,8 @@ export function probePaths(containers: readonly unknown[], redirected: readonly 
       if (!get || (get.scheme ?? 'HTTP') !== 'HTTP' || (typeof get.host === 'string' && get.host !== '')) continue;
       const port = typeof get.port === 'string' ? named.get(get.port) : get.port;
       if (typeof port !== 'number' || !redirected.includes(port)) continue;
-      const path = probePathOf(typeof get.path === 'string' ? get.path : '/');
+      // As the kubelet will ask for it: escaped as Go escapes it (a space as %20), without query or fragment.
+      const path = kubeletProbePath(typeof get.path === 'string' ? get.path : '/');
       if (path.length > MAX_PROBE_PATH_LENGTH) {
         problems.push(`container ${String(c.name)}: the ${kind} path is ${path.length} characters; the proxy lets probes through only up to ${MAX_PROBE_PATH_LENGTH}: shorten it`);
         continue;

@@ -517,6 +517,18 @@ t.test("the kubelet's plain-HTTP probe paths of the redirected ports go to the p
   t.match(refused(inject(long, settings())).message, /container app: the livenessProbe path is 1101 characters; the proxy lets probes through only up to 1024/, 'a path the proxy would refuse at start refuses the Pod');
 });
 
+t.test('probe paths are listed as the kubelet asks for them: escaped as Go escapes them, the fragment dropped', async (t) => {
+  const pod = basePod();
+  pod.spec.containers[0].livenessProbe = { httpGet: { path: '/health check', port: 8080 } };
+  pod.spec.containers[0].readinessProbe = { httpGet: { path: '/über#section', port: 8080 } };
+  pod.spec.containers[0].startupProbe = { httpGet: { path: "/a(b)!*'%2F?x=1 2", port: 8080 } };
+  pod.spec.containers[1].livenessProbe = { httpGet: { path: '/x{y}|z', port: 8080 } };
+  pod.spec.containers[1].readinessProbe = { httpGet: { path: '/bad%zz', port: 8080 } };
+  const env = envOf(apply(pod, injected(inject(pod, settings()))).spec.initContainers.find((c: Json) => c.name === 'meshlet-proxy'));
+  // Each as the kubelet's formatURL (Go's url.Parse, then RequestURI) sends it, checked with Go 1.26's net/url.
+  t.same(JSON.parse(env.MESHLET_PROBE_PATHS as string), { 8080: ['/health%20check', '/%C3%BCber', "/a(b)!*'%2F", '/x%7By%7D%7Cz', '/bad%25zz'] });
+});
+
 t.test('the ports and UID agree with manifests/config.env', async (t) => {
   const env = new Map(readFileSync(new URL('../../manifests/config.env', import.meta.url), 'utf8').split('\n').filter((l) => /^\w+=/.test(l)).map((l) => l.split('=', 2) as [string, string]));
   t.equal(String(PROXY_UID), env.get('MESHLET_PROXY_UID'));
