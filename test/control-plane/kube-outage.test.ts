@@ -8,7 +8,7 @@ import t from 'tap';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { kubeForFile } from '../fixtures/kube.ts';
+import { kubeForFile, serviceYaml } from '../fixtures/kube.ts';
 import { identityArgs, startControlPlane } from '../fixtures/control-plane.ts';
 import { metricValue, startProxyProcess, type ProxyProcess } from '../fixtures/mesh.ts';
 
@@ -29,19 +29,6 @@ async function until(what: string, ok: () => Promise<boolean>, timeoutMs: number
   }
 }
 
-const service = (name: string, ip: string): string => `apiVersion: v1
-kind: Service
-metadata: { name: ${name} }
-spec: { ports: [{ name: http, port: 80, targetPort: 8080 }] }
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: { name: ${name}-1, labels: { kubernetes.io/service-name: ${name} } }
-addressType: IPv4
-ports: [{ name: http, port: 8080, protocol: TCP }]
-endpoints: [{ addresses: ["${ip}"], conditions: { ready: true } }]
-`;
-
 async function apply(ns: string, yaml: string): Promise<void> {
   for (let i = 0; ; i++) {
     const r = await k().kubectl(['apply', '-n', ns, '-f', '-'], { input: yaml });
@@ -53,7 +40,7 @@ async function apply(ns: string, yaml: string): Promise<void> {
 
 t.test('meshlet CRDs not installed: Services still reach proxies, the error names the CRD, and splits apply once it is installed', async (t) => {
   const shop = await k().newNamespace('shop');
-  await apply(shop, service('api', '10.1.0.1') + '---\n' + service('api-v2', '10.1.0.2'));
+  await apply(shop, serviceYaml('api', '10.1.0.1') + '---\n' + serviceYaml('api-v2', '10.1.0.2'));
   const cp = await startControlPlane({ args: ['--kubeconfig', k().kubeconfigPath] });
   t.teardown(() => cp.stop());
   const proxy = await startProxyProcess({ config: {}, configFromControlPlane: true, workload: 'web', args: identityArgs(cp, shop, 'web') });
@@ -78,7 +65,7 @@ spec: { service: api, backends: [{ service: api, weight: 90 }, { service: api-v2
 
 t.test('API server outage: proxies keep their config, /metrics says the watches are down, and a change after it reaches the proxy', async (t) => {
   const shop = await k().newNamespace('shop');
-  await apply(shop, service('api', '10.2.0.1'));
+  await apply(shop, serviceYaml('api', '10.2.0.1'));
   const cp = await startControlPlane({ args: ['--kubeconfig', k().kubeconfigPath] });
   t.teardown(() => cp.stop());
   const proxy = await startProxyProcess({ config: {}, configFromControlPlane: true, workload: 'web', args: identityArgs(cp, shop, 'web') });
@@ -102,7 +89,7 @@ t.test('API server outage: proxies keep their config, /metrics says the watches 
   t.equal((await running(late)).version, before.version, 'a proxy started during the outage gets a certificate and the last state listed');
 
   await k().startApiserver();
-  await apply(shop, service('db', '10.2.0.2'));
+  await apply(shop, serviceYaml('db', '10.2.0.2'));
   await until('the change made after the outage reaches the proxy', async () => (await running(proxy)).config.services.some((s) => s.name === `db.${shop}`), 45_000, cp.stderr);
   t.pass(`db.${shop}, created after the API server came back, reaches the proxy`);
   await until('the watches are reported up', async () => metricValue(await metrics(cp.adminUrl), 'meshlet_cp_kube_watch_up', { kind: 'Service' }) === 1, 10_000);
@@ -111,7 +98,7 @@ t.test('API server outage: proxies keep their config, /metrics says the watches 
 
 t.test('deletes made while the control plane was not watching, their history compacted away in etcd: no ghost service or endpoint', async (t) => {
   const shop = await k().newNamespace('shop');
-  await apply(shop, service('api', '10.3.0.1') + '---\n' + service('db', '10.3.0.2'));
+  await apply(shop, serviceYaml('api', '10.3.0.1') + '---\n' + serviceYaml('db', '10.3.0.2'));
   const cp = await startControlPlane({ args: ['--kubeconfig', k().kubeconfigPath] });
   t.teardown(() => cp.stop());
   const proxy = await startProxyProcess({ config: {}, configFromControlPlane: true, workload: 'web', args: identityArgs(cp, shop, 'web') });
@@ -124,7 +111,7 @@ t.test('deletes made while the control plane was not watching, their history com
   cp.proc.kill('SIGSTOP');
   t.teardown(() => void cp.proc.kill('SIGCONT'));
   t.equal((await k().kubectl(['delete', '-n', shop, 'service/db', 'endpointslice/db-1'])).code, 0, 'db deleted');
-  for (let i = 10; i < 15; i++) await apply(shop, service('api', `10.3.0.${i}`));
+  for (let i = 10; i < 15; i++) await apply(shop, serviceYaml('api', `10.3.0.${i}`));
   t.ok((await k().compactEtcd()) > 0, 'etcd compacted');
   await k().stopApiserver();
   await k().startApiserver();
@@ -137,7 +124,7 @@ t.test('deletes made while the control plane was not watching, their history com
 
 t.test('RBAC refuses one kind (403): not ready, naming it and the error, no config to proxies; ready and serving once granted', async (t) => {
   const ns = await k().newNamespace('rbac');
-  await apply(ns, service('api', '10.4.0.1'));
+  await apply(ns, serviceYaml('api', '10.4.0.1'));
   const read = ['get', 'list', 'watch'];
   const role = (crs: string[]) => JSON.stringify({
     apiVersion: 'rbac.authorization.k8s.io/v1',

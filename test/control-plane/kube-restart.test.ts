@@ -5,7 +5,7 @@
 // apply and turn ready on. Once the API server is back, both get the cluster as it is then.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { HTTPROUTE_CRD, startKube } from '../fixtures/kube.ts';
+import { HTTPROUTE_CRD, serviceYaml, startKube } from '../fixtures/kube.ts';
 import { identityArgs, startControlPlane } from '../fixtures/control-plane.ts';
 import { startProxyProcess, type ProxyProcess } from '../fixtures/mesh.ts';
 
@@ -25,19 +25,6 @@ const routed = (r: Running, name: string) => JSON.stringify(r.config.services.fi
 const running = async (p: ProxyProcess): Promise<Running> => (await (await fetch(`${p.adminUrl}/config`)).json()) as Running;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const service = (name: string, ip: string): string => `apiVersion: v1
-kind: Service
-metadata: { name: ${name} }
-spec: { ports: [{ name: http, port: 80, targetPort: 8080 }] }
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: { name: ${name}-1, labels: { kubernetes.io/service-name: ${name} } }
-addressType: IPv4
-ports: [{ name: http, port: 8080, protocol: TCP }]
-endpoints: [{ addresses: ["${ip}"], conditions: { ready: true } }]
-`;
-
 t.test('a control plane restarted while the API server is down keeps resuming proxies on their config and gives new ones none until it has listed', async (t) => {
   const kube = await startKube();
   t.teardown(() => kube.stop());
@@ -54,7 +41,7 @@ t.test('a control plane restarted while the API server is down keeps resuming pr
       await sleep(200);
     }
   };
-  await apply(service('api', '10.1.0.1') + '---\n' + service('api-v2', '10.1.0.3'));
+  await apply(serviceYaml('api', '10.1.0.1') + '---\n' + serviceYaml('api-v2', '10.1.0.3'));
   await apply(`apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: { name: api }
@@ -111,7 +98,7 @@ spec:
 
   // The API server comes back; a Service created since reaches both proxies with the rest.
   await kube.startApiserver();
-  await apply(service('db', '10.1.0.2'));
+  await apply(serviceYaml('db', '10.1.0.2'));
   const fresh = await starting;
   t.teardown(() => fresh.stop());
   t.equal((await fetch(`${cp.adminUrl}/ready`)).status, 200, 'the control plane is ready once it has listed');
