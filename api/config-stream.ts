@@ -4,6 +4,7 @@
 import { Type } from '@sinclair/typebox';
 import { MAX_CONFIG_BYTES, schemaProblems, ProxyConfig as ProxyConfigSchema, type Inbound, type Problem, type ProxyConfig, type Service } from './proxy-config.ts';
 import { decodeLabels, encodeLabels, type PodLabels } from './pod-labels.ts';
+import { parseOutboundNamespaces } from './outbound-namespaces.ts';
 
 export const CONFIG_STREAM_PATH = '/v1/config/stream';
 export const CONFIG_ACK_PATH = '/v1/config/ack';
@@ -27,6 +28,12 @@ export interface StreamParams {
    * `services`. Undefined: not sent (a proxy injected before labels were reported, or not in a Pod).
    */
   labels?: PodLabels | undefined;
+  /**
+   * Namespaces whose services the proxy wants beside its own (api/outbound-namespaces.ts; sorted,
+   * once each): its view holds those, its own, and the split backends they route to. Undefined:
+   * the whole mesh.
+   */
+  namespaces?: readonly string[] | undefined;
   /** The version the proxy runs now (resume: nothing is sent until the view differs). */
   version: string;
 }
@@ -168,6 +175,7 @@ export function nackField(problems: readonly Problem[] | undefined): string {
 export function encodeParams(p: StreamParams): string {
   const q = new URLSearchParams({ workload: p.workload, namespace: p.namespace, pod: p.pod, services: p.services.join(','), version: p.version });
   if (p.labels !== undefined) q.set('labels', encodeLabels(p.labels));
+  if (p.namespaces !== undefined) q.set('namespaces', p.namespaces.join(','));
   return `${CONFIG_STREAM_PATH}?${q.toString()}`;
 }
 
@@ -181,6 +189,12 @@ export function decodeParams(url: string): { ok: true; params: StreamParams } | 
     services: (q.get('services') ?? '').split(',').filter(Boolean),
     version: q.get('version') ?? '',
   };
+  const ns = q.get('namespaces');
+  if (ns !== null) {
+    const parsed = parseOutboundNamespaces(ns);
+    if (!parsed.ok) return { ok: false, problem: `namespaces: ${parsed.problem}` };
+    params.namespaces = parsed.namespaces;
+  }
   const raw = q.get('labels');
   if (raw === null) return { ok: true, params };
   const labels = decodeLabels(raw);

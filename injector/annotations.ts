@@ -2,6 +2,7 @@
 // Guarantees: every value is checked; all problems are reported together, and a Pod with one is refused, never injected with garbage.
 
 import { isIP } from 'node:net';
+import { parseOutboundNamespaces } from '../api/outbound-namespaces.ts';
 import { LOG_LEVELS, type LogLevel, type ProxyResources } from './settings.ts';
 import { DEFAULT_INBOUND_POLICIES, isDefaultInboundPolicy, type DefaultInboundPolicy } from '../api/default-inbound-policy.ts';
 
@@ -23,6 +24,7 @@ export const OVERRIDES = {
   'skip-inbound-ports': 'comma list of ports that bypass the proxy inbound',
   'skip-outbound-ports': 'comma list of destination ports that bypass the proxy outbound; replaces the default (443 and the database and mail ports: 25,443,587,3306,4444,5432,6379,9300,11211), "" for none',
   'skip-outbound-cidrs': 'comma list of destination CIDRs that bypass the proxy outbound, added to the default (169.254.0.0/16: cloud metadata servers)',
+  'outbound-namespaces': "comma list of namespaces whose services the proxy needs besides its own: its config holds only those (less memory in a large mesh); \"\": its own only; unset: every namespace",
   'native-sidecar': 'true | false: the proxy as a native sidecar (init container) or a regular container',
   'default-inbound-policy': `${DEFAULT_INBOUND_POLICIES.join(' | ')}: who may call the Pod where no AuthorizationPolicy guards the port (default: the cluster's, MESHLET_DEFAULT_INBOUND_POLICY); all-unauthenticated also lets unmeshed (plaintext) clients in`,
 } as const;
@@ -39,6 +41,8 @@ export interface PodOverrides {
   nativeSidecar?: boolean;
   /** Set: replaces the injector's default (settings.defaultInboundPolicy). */
   defaultInboundPolicy?: DefaultInboundPolicy;
+  /** Set: the proxy's view holds these namespaces' services besides its own (MESHLET_OUTBOUND_NAMESPACES). */
+  outboundNamespaces?: string[];
 }
 
 /**
@@ -120,6 +124,12 @@ export function readOverrides(annotations: Readonly<Record<string, unknown>>): {
         if (v === 'true' || v === 'false') o.nativeSidecar = v === 'true';
         else problems.push(`${key}: ${JSON.stringify(v)} is not true or false`);
         break;
+      case 'outbound-namespaces': {
+        const r = parseOutboundNamespaces(v);
+        if (r.ok) o.outboundNamespaces = r.namespaces;
+        else problems.push(`${key}: ${r.problem}`);
+        break;
+      }
       case 'default-inbound-policy':
         if (isDefaultInboundPolicy(v)) o.defaultInboundPolicy = v;
         else problems.push(`${key}: ${JSON.stringify(v)} is not a default inbound policy (${DEFAULT_INBOUND_POLICIES.join(', ')})`);

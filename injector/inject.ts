@@ -293,6 +293,7 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
       env('MESHLET_APP_PORTS', csv(ports)),
       env('MESHLET_INBOUND_PORT_MAP', csv(portMap)),
       ...(probes !== '' ? [env('MESHLET_PROBE_PATHS', probes)] : []),
+      ...(overrides.outboundNamespaces ? [env('MESHLET_OUTBOUND_NAMESPACES', csv(overrides.outboundNamespaces))] : []),
       env('MESHLET_LOG_LEVEL', overrides.logLevel ?? settings.logLevel),
       // Who may call the app where no AuthorizationPolicy guards the port (replaces the control plane's default for this Pod).
       env('MESHLET_DEFAULT_INBOUND_POLICY', overrides.defaultInboundPolicy ?? settings.defaultInboundPolicy),

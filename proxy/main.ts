@@ -10,6 +10,7 @@ import { HttpsCertifyClient } from './identity/certify-client.ts';
 import { systemWallClock } from './identity/identity.ts';
 import { parseAppPorts } from './inbound/app-port.ts';
 import { parseProbePaths } from '../api/probe-paths.ts';
+import { parseOutboundNamespaces } from '../api/outbound-namespaces.ts';
 import { parseDefaultInboundPolicy } from '../api/default-inbound-policy.ts';
 import { parseDownwardLabels, type PodLabels } from '../api/pod-labels.ts';
 
@@ -51,6 +52,10 @@ identity (mTLS between proxies; without --control-plane the proxy runs in plaint
   --pod-labels-file F      the Pod's labels as the kubelet writes metadata.labels (downward API),
                            re-read at each connect and every 10 s: the control plane adds the
                            Services whose selector matches them to what this proxy serves
+  --outbound-namespaces L  comma list of namespaces whose services this proxy needs besides its
+                           own [MESHLET_OUTBOUND_NAMESPACES]: its view holds only those (and the
+                           split backends they route to), not the whole mesh; "" its own
+                           namespace only; unset: all
   --refuse-config-version RE  test hook: NACK streamed config versions matching RE
   --control-plane-identity ID  the SPIFFE ID the control plane must present
                            (default spiffe://cluster.local/ns/meshlet-system/sa/meshlet-control-plane)
@@ -112,6 +117,7 @@ async function main(): Promise<void> {
       'bootstrap-token-file': { type: 'string' },
       pod: { type: 'string' },
       'pod-labels-file': { type: 'string' },
+      'outbound-namespaces': { type: 'string' },
       'refuse-config-version': { type: 'string' },
       'control-plane-identity': { type: 'string', default: 'spiffe://cluster.local/ns/meshlet-system/sa/meshlet-control-plane' },
       help: { type: 'boolean', short: 'h' },
@@ -137,6 +143,11 @@ async function main(): Promise<void> {
   const labelsFile = values['pod-labels-file'];
   if (labelsFile && !values['control-plane']) throw new Error('--pod-labels-file needs --control-plane (the labels go to it)');
   const podLabels = labelsFile ? () => readPodLabels(labelsFile) : undefined;
+  const namespacesValue = values['outbound-namespaces'] ?? process.env['MESHLET_OUTBOUND_NAMESPACES'];
+  // Set but empty: its own namespace only; unset: the whole mesh.
+  const namespaces = namespacesValue === undefined ? undefined : parseOutboundNamespaces(namespacesValue);
+  if (namespaces && !namespaces.ok) throw new Error(`--outbound-namespaces / MESHLET_OUTBOUND_NAMESPACES: ${namespaces.problem}`);
+  if (namespaces && !values['control-plane']) throw new Error('--outbound-namespaces needs --control-plane (it narrows the view the control plane sends)');
   podLabels?.(); // unreadable or malformed labels stop the proxy here, with the reason
   const where = values['access-log'];
   let certify: HttpsCertifyClient | undefined;
@@ -165,6 +176,7 @@ async function main(): Promise<void> {
           pod: values.pod ?? hostname(),
           ...(values['refuse-config-version'] ? { refuseVersion: new RegExp(values['refuse-config-version']) } : {}),
           ...(podLabels ? { labels: podLabels } : {}),
+          ...(namespaces?.ok ? { namespaces: namespaces.namespaces } : {}),
         }
       : undefined,
     outbound,

@@ -53,7 +53,7 @@ export interface ProxyOptions {
   /** Config from a file (watched); undefined: from the control plane's stream (needs certify). */
   configFile: string | undefined;
   /** The control plane's config stream (with identity); used when there is no configFile. */
-  configStream: { urls: readonly string[]; controlPlaneIdentity: string; pod: string; refuseVersion?: RegExp; labels?: () => PodLabels } | undefined;
+  configStream: { urls: readonly string[]; controlPlaneIdentity: string; pod: string; refuseVersion?: RegExp; labels?: () => PodLabels; namespaces?: readonly string[] } | undefined;
   outbound: HostPort | undefined;
   inbound: HostPort | undefined;
   /** The local application the inbound side forwards to. */
@@ -206,7 +206,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       controlPlaneIdentity: o.configStream.controlPlaneIdentity,
       context: () => identity.current?.clientContext,
       store,
-      self: { workload: o.self.workload, namespace: o.self.namespace, pod: o.configStream.pod, services: [o.self.service] },
+      self: { workload: o.self.workload, namespace: o.self.namespace, pod: o.configStream.pod, services: [o.self.service], ...(o.configStream.namespaces ? { namespaces: o.configStream.namespaces } : {}) },
       random: o.random,
       log: o.log,
       ...(o.configStream.refuseVersion ? { refuseVersion: o.configStream.refuseVersion } : {}),

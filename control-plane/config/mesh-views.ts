@@ -77,20 +77,22 @@ export class MeshViews implements ViewProvider {
       if (this.#served.size >= 10_000) this.#served.clear();
       this.#served.set(servedKey, served);
     }
-    const key = `${p.identity}\u0000${served.join(',')}`;
+    const key = `${p.identity}\u0000${served.join(',')}\u0000${p.namespaces?.join(',') ?? '*'}`;
     let v = this.#cache.get(key);
     if (!v) {
-      v = this.#compute(this.#prepared, p.identity, who, served);
+      v = this.#compute(this.#prepared, p.identity, who, served, p.namespaces);
       this.#cache.set(key, v);
     }
     return v;
   }
 
-  #compute(prepared: PreparedModel, identity: string, who: { namespace: string; serviceAccount: string }, served: readonly string[]): View {
+  #compute(prepared: PreparedModel, identity: string, who: { namespace: string; serviceAccount: string }, served: readonly string[], namespaces: readonly string[] | undefined): View {
     // The view is shared by every workload of the identity (see #cache): problems name the account.
     // `served` is already the effective set (canonical names), so no labels are passed on.
     const proxy: ViewProxy = { namespace: who.namespace, serviceAccount: who.serviceAccount, identity, workload: who.serviceAccount, services: served };
-    const v = viewOf(prepared, proxy, 'pending');
+    // Narrowed (config.meshlet.io/outbound-namespaces): its own namespace and those it asked for.
+    const wanted = namespaces === undefined ? undefined : new Set([who.namespace, ...namespaces]);
+    const v = viewOf(prepared, proxy, 'pending', wanted ? { visible: (svc) => wanted.has(svc.namespace) } : {});
     if (!v.config) return { error: v.problems.map((x) => `${x.object} ${x.path}: ${x.message}`).join('; ') || 'no valid view' };
     const version = `h-${configHash(v.config).slice(0, 16)}`;
     return { version, config: { ...v.config, version } };

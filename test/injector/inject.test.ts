@@ -529,6 +529,20 @@ t.test('probe paths are listed as the kubelet asks for them: escaped as Go escap
   t.same(JSON.parse(env.MESHLET_PROBE_PATHS as string), { 8080: ['/health%20check', '/%C3%BCber', "/a(b)!*'%2F", '/x%7By%7D%7Cz', '/bad%25zz'] });
 });
 
+t.test('config.meshlet.io/outbound-namespaces narrows the proxy\'s view (MESHLET_OUTBOUND_NAMESPACES); a bad list refuses the Pod', async (t) => {
+  const envWith = (value: string | undefined) => {
+    const pod = basePod();
+    if (value !== undefined) pod.metadata.annotations['config.meshlet.io/outbound-namespaces'] = value;
+    return envOf(apply(pod, injected(inject(pod, settings()))).spec.initContainers.find((c: Json) => c.name === 'meshlet-proxy')).MESHLET_OUTBOUND_NAMESPACES;
+  };
+  t.equal(envWith(undefined), undefined, 'unset: the whole mesh');
+  t.equal(envWith('payments, shared,payments'), 'payments,shared', 'trimmed, once each, sorted');
+  t.equal(envWith(''), '', 'empty: its own namespace only');
+  const pod = basePod();
+  pod.metadata.annotations['config.meshlet.io/outbound-namespaces'] = 'payments,Shared';
+  t.match(refused(inject(pod, settings())).message, /config\.meshlet\.io\/outbound-namespaces: "Shared" is not a namespace name/);
+});
+
 t.test('the ports and UID agree with manifests/config.env', async (t) => {
   const env = new Map(readFileSync(new URL('../../manifests/config.env', import.meta.url), 'utf8').split('\n').filter((l) => /^\w+=/.test(l)).map((l) => l.split('=', 2) as [string, string]));
   t.equal(String(PROXY_UID), env.get('MESHLET_PROXY_UID'));
