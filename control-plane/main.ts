@@ -55,7 +55,8 @@ Serving:
   --reload-interval DUR     how often the CA state is re-read to pick up rotations (default 10s)
   --ping-interval DUR       how often idle config streams are pinged; a proxy that hears nothing for
                             three of them reconnects (default 15s)
-Proxy injector (the mutating admission webhook, POST /inject; manifests/webhook):
+Proxy injector (the mutating admission webhook, POST /inject) and ServicePolicy validator
+(the validating webhook, POST /validate), one HTTPS server (manifests/webhook):
   --webhook-listen H:P|off  HTTPS for the API server [MESHLET_WEBHOOK_LISTEN] (default in a cluster
                             0.0.0.0:9443, elsewhere off)
   --webhook-cert FILE       serving certificate chain (PEM) and key, e.g. from cert-manager; re-read
@@ -65,7 +66,8 @@ Proxy injector (the mutating admission webhook, POST /inject; manifests/webhook)
   MESHLET_PROXY_INIT_IMAGE, MESHLET_PROXY_NATIVE_SIDECAR (default true), MESHLET_CNI (default false:
   the meshlet-init container installs the interception rules), MESHLET_DEFAULT_SKIP_OUTBOUND_PORTS
   (default 25,443,587,3306,4444,5432,6379,9300,11211: HTTPS, database and mail ports that bypass
-  the proxy where a Pod does not set config.meshlet.io/skip-outbound-ports; empty for none),
+  the proxy where a Pod does not set config.meshlet.io/skip-outbound-ports; empty for none; the
+  link-local 169.254.0.0/16 always bypasses it too),
   MESHLET_DEFAULT_INBOUND_POLICY (default all-authenticated: only meshed, mTLS clients; all-unauthenticated
   lets unmeshed clients in where no AuthorizationPolicy guards the port; deny: only what a policy allows;
   a Pod's config.meshlet.io/default-inbound-policy replaces it). Proxies are pointed at

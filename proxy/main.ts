@@ -30,7 +30,7 @@ export const USAGE = `usage: node proxy/main.ts (--config FILE | --control-plane
                            (all-unauthenticated: every app port also takes plaintext and any peer
                            is allowed where no AuthorizationPolicy guards the port; all-authenticated;
                            deny), which replaces the config's inbound.defaultPolicy; unset: the config's
-  --admin-listen H:P       /live /ready /metrics /config (default 127.0.0.1:4191)
+  --admin-listen H:P       /live /ready /metrics /config /errors (default 127.0.0.1:4191)
   --workload NAME          this workload's name (metrics labels; default "unknown")
   --namespace NS           this workload's namespace (default "default")
   --service NAME           this workload's service (inbound metrics; default the workload)

@@ -19,7 +19,7 @@ same way the injector webhook does. Other objects, comments and key order are ke
 (<<: *base) count as Kubernetes counts them (a document whose proxy would go in through an alias
 or a merge key is written resolved, without its anchors and comments). Already
 injected or opted-out (meshlet.io/inject: disabled) templates and host-network Pods are left as
-they are. config.meshlet.io/* annotations on a template apply (README: "Injector").
+they are. config.meshlet.io/* annotations on a template apply (README: "The injector").
 
   -f, --filename FILE        the manifest; - reads stdin
   --trust-anchors FILE       PEM trust bundle the proxies check the control plane against, e.g.
