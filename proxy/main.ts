@@ -59,6 +59,13 @@ identity (mTLS between proxies; without --control-plane the proxy runs in plaint
   --refuse-config-version RE  test hook: NACK streamed config versions matching RE
   --control-plane-identity ID  the SPIFFE ID the control plane must present
                            (default spiffe://cluster.local/ns/meshlet-system/sa/meshlet-control-plane)
+
+Traces: OTLP/HTTP export (a server span per inbound request, a client span per outbound one) when
+the standard OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set; the
+service name defaults to meshlet-proxy/<workload>.
+
+Exit codes: 0 after SIGTERM/SIGINT and the drain, 1 when it cannot start (a port in use), 2 for
+bad usage or a bad value (a flag, MESHLET_* above).
 `;
 
 function hostPort(v: string, flag: string): HostPort | undefined {
