@@ -3,7 +3,7 @@
 // ports bypass the proxy) let curl's https:// call to a peer on 443 go out directly and succeed,
 // and a server-first protocol (MySQL's port) and a binary client-first one (PostgreSQL's) reach
 // their peer, and so does a plain-HTTP call to a cloud metadata server (link-local 169.254.169.254).
-// A Pod that replaces the default sends 443 through the proxy, which speaks HTTP/1.1 only: its TLS
+// A Pod that replaces the default sends 443 through the proxy, which proxies plaintext HTTP (HTTP/1.1 and HTTP/2) only: its TLS
 // handshake then fails at once, and the proxy logs why.
 import t, { type Test } from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
