@@ -318,7 +318,7 @@ export function endpointAddressProblem(address: string): string | undefined {
  */
 export function hostProblem(host: string): string | undefined {
   const withPort = /^(\[[^\]]*\]|[^:[\]]*):([0-9]*)$/.exec(host);
-  if (withPort) return `hosts are host names; ports are not part of the match: write "${withPort[1]}", not "${host}"`;
+  if (withPort) return `hosts are host names without a port: write "${withPort[1]}", not "${host}" (a service for one port sets "port")`;
   if (host.startsWith('[') ? !host.endsWith(']') : host.includes(':')) return 'not a host name: an IPv6 address is written in brackets ([::1]), without a port';
   return undefined;
 }

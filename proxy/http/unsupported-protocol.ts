@@ -21,14 +21,14 @@ export function unsupportedProtocolMessage(what: Foreign, direction: Direction):
       return `${who} sent TLS (${name}) to ${where}: ${fix}`;
     }
     case 'http2':
-      return `${who} sent HTTP/2 with prior knowledge (as gRPC clients do) to ${where}: make the client use HTTP/1.1, or ${bypass}`;
+      return `${who} sent HTTP/2 with prior knowledge (as gRPC clients do) to ${where}, a listener built without HTTP/2: make the client use HTTP/1.1, or ${bypass}`;
     case 'unknown':
       return `${who} sent bytes that are not HTTP/1 (first bytes ${what.first}) to ${where}: ${bypass}`;
   }
 }
 
 /** GOAWAY debug data: short, the client may show it. */
-const HTTP2_DEBUG = 'meshlet proxies HTTP/1.1 only: use HTTP/1.1, or let this traffic bypass the proxy';
+const HTTP2_DEBUG = 'this meshlet listener serves HTTP/1.1 only: use HTTP/1.1, or let this traffic bypass the proxy';
 
 /**
  * The bytes the client reads before the connection closes: a TLS alert for TLS, SETTINGS + GOAWAY

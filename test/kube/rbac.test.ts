@@ -59,12 +59,12 @@ async function all<T>(items: T[], f: (item: T) => Promise<void>, width = 8): Pro
   }));
 }
 
-const WATCHED = ['services', 'pods', 'namespaces', 'endpointslices.discovery.k8s.io', 'trafficsplits.meshlet.io', 'authorizationpolicies.meshlet.io', 'servicepolicies.meshlet.io', 'httproutes.gateway.networking.k8s.io'];
+const WATCHED = ['services', 'pods', 'endpointslices.discovery.k8s.io', 'trafficsplits.meshlet.io', 'authorizationpolicies.meshlet.io', 'servicepolicies.meshlet.io', 'httproutes.gateway.networking.k8s.io'];
 
 t.test('the control plane may do what it needs', async (t) => {
   const ns = await k().newNamespace('rbac-yes');
   const needed: string[][] = [
-    // Every namespace's services, endpoints, pods, namespaces, policies, routes: cluster-wide and in one.
+    // Every namespace's services, endpoints, pods, policies, routes: cluster-wide and in one.
     ...WATCHED.flatMap((r) => ['get', 'list', 'watch'].flatMap((verb) => [[verb, r, '--all-namespaces'], [verb, r, '-n', ns]])),
     ['patch', 'trafficsplits.meshlet.io', '--subresource=status', '-n', ns],
     ['patch', 'authorizationpolicies.meshlet.io', '--subresource=status', '-n', ns],
@@ -313,7 +313,6 @@ t.test('can-i --list: exactly the expected rules beyond what any ServiceAccount 
     'endpointslices.discovery.k8s.io | [] | [] | [get list watch]',
     'httproutes.gateway.networking.k8s.io | [] | [] | [get list watch]',
     'httproutes.gateway.networking.k8s.io/status | [] | [] | [patch]',
-    'namespaces | [] | [] | [get list watch]',
     'pods | [] | [] | [get list watch]',
     'servicepolicies.meshlet.io | [] | [] | [get list watch]',
     'servicepolicies.meshlet.io/status | [] | [] | [patch]',

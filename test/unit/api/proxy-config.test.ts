@@ -125,8 +125,8 @@ t.test('a service host with a port is refused: matching strips the port from Hos
   t.notOk(r.ok);
   if (r.ok) return;
   t.same(r.problems, [
-    { path: '/services/0/hosts/0', message: 'hosts are host names; ports are not part of the match: write "other", not "other:8080"' },
-    { path: '/services/0/hosts/2', message: 'hosts are host names; ports are not part of the match: write "[::1]", not "[::1]:80"' },
+    { path: '/services/0/hosts/0', message: 'hosts are host names without a port: write "other", not "other:8080" (a service for one port sets "port")' },
+    { path: '/services/0/hosts/2', message: 'hosts are host names without a port: write "[::1]", not "[::1]:80" (a service for one port sets "port")' },
     { path: '/services/0/hosts/4', message: 'not a host name: an IPv6 address is written in brackets ([::1]), without a port' },
   ]);
 });
