@@ -10,6 +10,7 @@ declare -A PROBE=(
   [nginx-light]=nginx
   [haproxy]=haproxy
   [wrk]=wrk
+  [nghttp2-client]=h2load
   [iptables]=iptables
   [iproute2]=ip
   [curl]=curl
@@ -17,7 +18,7 @@ declare -A PROBE=(
   [tmux]=tmux
   [prometheus]=prometheus
 )
-ORDER=(nginx-light haproxy wrk iptables iproute2 curl openssl tmux prometheus)
+ORDER=(nginx-light haproxy wrk nghttp2-client iptables iproute2 curl openssl tmux prometheus)
 
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 on_path() { PATH="$PATH:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1; }
