@@ -1,11 +1,12 @@
 // The measured paths: each starts its proxies in front of the shared nginx upstream and says where
-// wrk sends traffic and which processes to measure. Adding a path = one entry in PATHS.
+// the load generator (wrk, h2load for the HTTP/2 paths) sends traffic and which processes to
+// measure. Adding a path = one entry in PATHS.
 import { existsSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { ProxyConfig } from '../api/proxy-config.ts';
 import { haproxyMtls, spiffeIdOf, startControlPlane } from './pki.ts';
-import { freePort, httpStatus, start, tcpOpen, waitFor, which, type Proc } from './procs.ts';
+import { freePort, h2Status, httpStatus, start, tcpOpen, waitFor, which, type Proc } from './procs.ts';
 
 export interface Ctx {
   /** Temp dir for generated configs. */
@@ -18,6 +19,8 @@ export interface Ctx {
   baselineMain?: string;
   /** 127.0.0.1:port of the nginx upstream. */
   upstream: string;
+  /** 127.0.0.1:port of the same nginx serving h2c (HTTP/2 with prior knowledge only). */
+  upstreamH2: string;
 }
 
 export interface Running {
@@ -32,6 +35,12 @@ export interface PathDef {
   name: string;
   kind: 'direct' | 'haproxy' | 'meshlet' | 'bare' | 'baseline';
   hops: number;
+  /**
+   * 'h2': HTTP/2 end to end (h2c from the client, h2 or h2c between proxies, h2c to nginx),
+   * measured with h2load, compared with `direct-h2`, never judged against the targets, run only
+   * when asked for (--http2 or --paths). Absent: HTTP/1.1 with wrk.
+   */
+  protocol?: 'h2';
   /** For meshlet paths: the HAProxy path it is judged against. */
   peer?: string;
   /** For meshlet paths: the featureless Node proxy path it is compared with (no targets). */
@@ -50,6 +59,14 @@ export const PATHS: PathDef[] = [
   { name: 'baseline-2hop', kind: 'baseline', hops: 2, start: (ctx) => meshletTwoHops({ ...ctx, proxyMain: ctx.baselineMain! }) },
   { name: 'haproxy-2hop-mtls', kind: 'haproxy', hops: 2, start: (ctx) => haproxyTwoHops(ctx, haproxyMtls(ctx.dir)) },
   { name: 'meshlet-2hop-mtls', kind: 'meshlet', hops: 2, peer: 'haproxy-2hop-mtls', start: (ctx) => meshletTwoHops(ctx, true) },
+  // HTTP/2 (gRPC-style: h2c with prior knowledge from the client), with h2load: reported, no targets.
+  { name: 'direct-h2', kind: 'direct', hops: 0, protocol: 'h2', start: async (ctx) => ({ url: `http://${ctx.upstreamH2}/`, proxies: [], stop: async () => {} }) },
+  { name: 'haproxy-h2-1hop', kind: 'haproxy', hops: 1, protocol: 'h2', start: (ctx) => haproxyOneHop(ctx, true) },
+  { name: 'haproxy-h2-2hop', kind: 'haproxy', hops: 2, protocol: 'h2', start: (ctx) => haproxyTwoHops(ctx, undefined, true) },
+  { name: 'meshlet-h2-1hop', kind: 'meshlet', hops: 1, protocol: 'h2', peer: 'haproxy-h2-1hop', start: (ctx) => meshletOneHop(ctx, true) },
+  { name: 'meshlet-h2-2hop', kind: 'meshlet', hops: 2, protocol: 'h2', peer: 'haproxy-h2-2hop', start: (ctx) => meshletTwoHops(ctx, false, true) },
+  { name: 'haproxy-h2-2hop-mtls', kind: 'haproxy', hops: 2, protocol: 'h2', start: (ctx) => haproxyTwoHops(ctx, haproxyMtls(ctx.dir), true) },
+  { name: 'meshlet-h2-2hop-mtls', kind: 'meshlet', hops: 2, protocol: 'h2', peer: 'haproxy-h2-2hop-mtls', start: (ctx) => meshletTwoHops(ctx, true, true) },
 ];
 
 const all = (procs: Proc[]) => async (): Promise<void> => {
@@ -60,10 +77,11 @@ const all = (procs: Proc[]) => async (): Promise<void> => {
 
 export const BODY = 'meshlet bench upstream: a fixed body of about one hundred bytes, returned by nginx return 200.\n';
 
-export async function startNginx(dir: string): Promise<{ address: string; proc: Proc }> {
+/** nginx with two listeners: HTTP/1.1 (`address`) and h2c with prior knowledge (`h2Address`). */
+export async function startNginx(dir: string): Promise<{ address: string; h2Address: string; proc: Proc }> {
   const bin = which('nginx');
   if (!bin) throw new Error('nginx not found: run scripts/install-deps.sh');
-  const port = await freePort();
+  const [port, h2Port] = [await freePort(), await freePort()];
   const conf = join(dir, 'nginx.conf');
   writeFileSync(
     conf,
@@ -83,13 +101,17 @@ http {
     listen 127.0.0.1:${port} backlog=4096;
     location / { return 200 ${JSON.stringify(BODY)}; }
   }
+  server {
+    listen 127.0.0.1:${h2Port} http2 backlog=4096;
+    location / { return 200 ${JSON.stringify(BODY)}; }
+  }
 }
 `,
   );
   const proc = await start('nginx', bin, ['-p', dir, '-e', `${dir}/nginx-error.log`, '-c', conf]);
-  const address = `127.0.0.1:${port}`;
-  await waitFor('nginx', async () => (await httpStatus(`http://${address}/`)) === 200, [proc]);
-  return { address, proc };
+  const [address, h2Address] = [`127.0.0.1:${port}`, `127.0.0.1:${h2Port}`];
+  await waitFor('nginx', async () => (await httpStatus(`http://${address}/`)) === 200 && (await h2Status(`http://${h2Address}/`)) === 200, [proc]);
+  return { address, h2Address, proc };
 }
 
 // ---- HAProxy: the fair peer of bench-notes.md, one process per hop ----
@@ -100,7 +122,8 @@ export interface HaproxyTls {
   server?: string;
 }
 
-async function haproxyHop(ctx: Ctx, name: string, listen: number, target: string, tls: HaproxyTls = {}): Promise<Proc> {
+/** One HAProxy process; `h2`: HTTP/2 on both sides (`proto h2`, and ALPN h2 where TLS). */
+async function haproxyHop(ctx: Ctx, name: string, listen: number, target: string, tls: HaproxyTls = {}, h2 = false): Promise<Proc> {
   const bin = which('haproxy');
   if (!bin) throw new Error('haproxy not found: run scripts/install-deps.sh');
   const cfg = join(ctx.dir, `haproxy-${name}-${listen}.cfg`);
@@ -118,22 +141,22 @@ defaults
   timeout server 300s
   timeout http-keep-alive 300s
 frontend fe
-  bind 127.0.0.1:${listen} ${tls.bind ?? ''}
+  bind 127.0.0.1:${listen} ${tls.bind ?? ''}${h2 ? ` proto h2${tls.bind ? ' alpn h2' : ''}` : ''}
   default_backend be
 backend be
-  server next ${target} ${tls.server ?? ''}
+  server next ${target} ${tls.server ?? ''}${h2 ? ` proto h2${tls.server ? ' alpn h2' : ''}` : ''}
 `,
   );
   const proc = await start(`haproxy-${name}`, bin, ['-db', '-f', cfg]);
   // A TLS listener cannot be probed with plain HTTP: then only wait for it to listen.
-  const ready = tls.bind ? () => tcpOpen(listen) : async () => (await httpStatus(`http://127.0.0.1:${listen}/`, 'upstream')) === 200;
+  const ready = tls.bind ? () => tcpOpen(listen) : async () => (await (h2 ? h2Status : httpStatus)(`http://127.0.0.1:${listen}/`, 'upstream')) === 200;
   await waitFor(`haproxy ${name}`, ready, [proc]);
   return proc;
 }
 
-export async function haproxyOneHop(ctx: Ctx): Promise<Running> {
+export async function haproxyOneHop(ctx: Ctx, h2 = false): Promise<Running> {
   const port = await freePort();
-  const a = await haproxyHop(ctx, 'a', port, ctx.upstream);
+  const a = await haproxyHop(ctx, 'a', port, h2 ? ctx.upstreamH2 : ctx.upstream, {}, h2);
   return { url: `http://127.0.0.1:${port}/`, hostHeader: 'upstream', proxies: [{ label: 'A', pid: a.pid }], stop: all([a]) };
 }
 
@@ -148,11 +171,11 @@ const twoHops = (url: string, a: { pid: number }, b: { pid: number }, procs: Pro
   stop: all(procs),
 });
 
-/** client → A → B → nginx; `tls` secures the A → B hop. */
-export async function haproxyTwoHops(ctx: Ctx, tls?: { a: string; b: string }): Promise<Running> {
+/** client → A → B → nginx; `tls` secures the A → B hop; `h2`: HTTP/2 on every hop. */
+export async function haproxyTwoHops(ctx: Ctx, tls?: { a: string; b: string }, h2 = false): Promise<Running> {
   const [pa, pb] = [await freePort(), await freePort()];
-  const b = await haproxyHop(ctx, 'b', pb, ctx.upstream, tls ? { bind: tls.b } : {});
-  const a = await haproxyHop(ctx, 'a', pa, `127.0.0.1:${pb}`, tls ? { server: tls.a } : {}).catch(async (e: unknown) => {
+  const b = await haproxyHop(ctx, 'b', pb, h2 ? ctx.upstreamH2 : ctx.upstream, tls ? { bind: tls.b } : {}, h2);
+  const a = await haproxyHop(ctx, 'a', pa, `127.0.0.1:${pb}`, tls ? { server: tls.a } : {}, h2).catch(async (e: unknown) => {
     await b.stop();
     throw e;
   });
@@ -215,8 +238,18 @@ export async function startMeshlet(ctx: Ctx, label: string, config: ProxyConfig 
 
 const upstreamService = (address: string, identity?: string): ProxyConfig => ({ version: 'bench', services: [{ name: 'upstream', endpoints: [{ address, ...(identity ? { identity } : {}) }] }] });
 
-export async function meshletOneHop(ctx: Ctx): Promise<Running> {
-  const a = await startMeshlet(ctx, 'A', upstreamService(ctx.upstream), ctx.upstream);
+/** client → A (outbound) → nginx; `h2`: to nginx's h2c listener, an unmeshed endpoint sent h2c. */
+export async function meshletOneHop(ctx: Ctx, h2 = false): Promise<Running> {
+  const upstream = h2 ? ctx.upstreamH2 : ctx.upstream;
+  const a = await startMeshlet(ctx, 'A', upstreamService(upstream), upstream);
+  if (h2) {
+    try {
+      await waitFor('an HTTP/2 request through meshlet A → nginx', async () => (await h2Status(`http://${a.outbound}/`, 'upstream')) === 200, [a.proc], 10_000);
+    } catch (e) {
+      await a.proc.stop();
+      throw e;
+    }
+  }
   return { url: `http://${a.outbound}/`, hostHeader: 'upstream', proxies: [{ label: 'A', pid: a.proc.pid }], stop: all([a.proc]) };
 }
 
@@ -227,18 +260,20 @@ const inboundMtls: ProxyConfig = { version: 'bench', services: [], inbound: { de
 /**
  * client → A (outbound) → B (inbound) → nginx. Plaintext between A and B, or with `mtls` identities
  * from a control plane started for this path (stopped with it; its CPU is not measured) and A
- * requiring B's SPIFFE ID.
+ * requiring B's SPIFFE ID. `h2`: B's app is nginx's h2c listener, and the readiness request is
+ * HTTP/2 (A → B is then h2c, or h2 by ALPN over mTLS).
  */
-export async function meshletTwoHops(ctx: Ctx, mtls = false): Promise<Running> {
+export async function meshletTwoHops(ctx: Ctx, mtls = false, h2 = false): Promise<Running> {
   const procs: Proc[] = [];
+  const app = h2 ? ctx.upstreamH2 : ctx.upstream;
   try {
     const cp = mtls ? await startControlPlane(ctx.dir) : undefined;
     if (cp) procs.push(cp.proc);
-    const b = await startMeshlet(ctx, 'B', cp ? inboundMtls : inboundOnly, ctx.upstream, cp ? await cp.identityArgs('b') : []);
+    const b = await startMeshlet(ctx, 'B', cp ? inboundMtls : inboundOnly, app, cp ? await cp.identityArgs('b') : []);
     procs.push(b.proc);
-    const a = await startMeshlet(ctx, 'A', upstreamService(b.inbound, cp ? spiffeIdOf('b') : undefined), ctx.upstream, cp ? await cp.identityArgs('a') : []);
+    const a = await startMeshlet(ctx, 'A', upstreamService(b.inbound, cp ? spiffeIdOf('b') : undefined), app, cp ? await cp.identityArgs('a') : []);
     procs.push(a.proc);
-    await waitFor('a request through meshlet A → B → nginx', async () => (await httpStatus(`http://${a.outbound}/`, 'upstream')) === 200, procs, 10_000);
+    await waitFor(`a${h2 ? 'n HTTP/2' : ''} request through meshlet A → B → nginx`, async () => (await (h2 ? h2Status : httpStatus)(`http://${a.outbound}/`, 'upstream')) === 200, procs, 10_000);
     return twoHops(`http://${a.outbound}/`, a.proc, b.proc, procs);
   } catch (e) {
     await all(procs)();

@@ -92,11 +92,13 @@ export async function start(name: string, cmd: string, args: string[], opts: { c
   };
 }
 
-/** Run a command to completion (tracked like the others) and return its output. */
-export function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+/** Run a command to completion (tracked like the others) and return its output; killed after `timeoutMs` if given. */
+export function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs?: number): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     live.add(child);
+    const timer = timeoutMs === undefined ? undefined : setTimeout(() => killGroup(child, 'SIGKILL'), timeoutMs);
+    child.once('exit', () => clearTimeout(timer));
     let stdout = '';
     let stderr = '';
     child.stdout?.on('data', (b: Buffer) => (stdout += b.toString()));
@@ -140,6 +142,26 @@ export function httpStatus(url: string, host?: string): Promise<number> {
     });
     req.once('timeout', () => req.destroy());
     req.once('error', () => resolve(0));
+  });
+}
+
+/** HTTP/2 status of a GET over h2c with prior knowledge (0 when it fails), with an optional :authority. */
+export async function h2Status(url: string, authority?: string): Promise<number> {
+  const http2 = await import('node:http2');
+  return new Promise((resolve) => {
+    const session = http2.connect(url);
+    const done = (status: number): void => {
+      session.destroy();
+      resolve(status);
+    };
+    session.once('error', () => done(0));
+    session.setTimeout(1000, () => done(0));
+    const req = session.request({ ':path': new URL(url).pathname, ...(authority ? { ':authority': authority } : {}) });
+    let status = 0;
+    req.once('response', (h) => (status = Number(h[':status'] ?? 0)));
+    req.once('error', () => done(0));
+    req.on('data', () => {});
+    req.once('end', () => done(status));
   });
 }
 

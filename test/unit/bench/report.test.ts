@@ -57,3 +57,23 @@ t.test('errors of every run count, the cold one too', async (t) => {
   const bad = summarize(PATHS, [sample('meshlet-2hop', 1, run(0.3, 1.7, 8000, 80), run(0.3, 0.7), [proxy('A'), proxy('B')])]);
   t.equal(bad.paths[0]?.errorRate, 80 / (8000 + 120_000 + 8000));
 });
+
+t.test('HTTP/2 paths: added latency over direct-h2, ratios against their HAProxy peer, no targets', async (t) => {
+  const both = summarize(PATHS, [
+    ...samples,
+    sample('direct-h2', 1, run(0.3, 0.5), run(0.3, 0.6)),
+    sample('haproxy-h2-2hop', 1, run(0.5, 1.0), run(0.5, 0.9), [proxy('A'), proxy('B')]),
+    sample('meshlet-h2-2hop', 1, run(1.5, 3.0), run(1.5, 2.1), [proxy('A'), proxy('B')]),
+  ]);
+  const h2 = both.paths.find((p) => p.path === 'meshlet-h2-2hop');
+  t.equal(h2?.protocol, 'h2');
+  t.equal(h2?.addedP99Ms?.toFixed(2), '1.50', '2.1 less direct-h2 0.6, not direct 0.1');
+  t.equal(both.paths.find((p) => p.path === 'meshlet-2hop')?.addedP99Ms?.toFixed(2), '0.60', 'HTTP/1.1 still less direct');
+  t.equal(both.paths.find((p) => p.path === 'meshlet-2hop')?.protocol, undefined);
+  const c = both.comparisons.find((x) => x.path === 'meshlet-h2-2hop');
+  t.equal(c?.peer, 'haproxy-h2-2hop');
+  t.equal(c?.addedP99Ratio?.toFixed(2), '5.00', '1.5 over HAProxy 0.3');
+  t.equal(c?.throughputRatio?.toFixed(2), '0.60');
+  t.same(c?.targets, []);
+  t.equal(both.comparisons.find((x) => x.path === 'meshlet-2hop')?.targets.length, 5, 'the HTTP/1.1 path keeps its targets');
+});
