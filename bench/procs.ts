@@ -154,12 +154,12 @@ export async function h2Status(url: string, authority?: string): Promise<number>
       session.destroy();
       resolve(status);
     };
-    session.once('error', () => done(0));
+    session.on('error', () => done(0)); // `on`: a destroyed session may report more than one
     session.setTimeout(1000, () => done(0));
     const req = session.request({ ':path': new URL(url).pathname, ...(authority ? { ':authority': authority } : {}) });
     let status = 0;
     req.once('response', (h) => (status = Number(h[':status'] ?? 0)));
-    req.once('error', () => done(0));
+    req.on('error', () => done(0));
     req.on('data', () => {});
     req.once('end', () => done(status));
   });
