@@ -205,6 +205,9 @@ export function dispatchH2(session: Promise<ClientHttp2Session>, ex: H2Exchange,
         // REFUSED_STREAM comes as an 'error' (before 'close'): the endpoint did not process it.
         stream.on('error', (err: Error) => settle(stream.rstCode === NGHTTP2_REFUSED_STREAM ? refusedStream(address) : streamError(err, address)));
         stream.once('close', () => {
+          // Settled already (answered, or failed): no error to build. Building one anyway (an Error:
+          // its stack) on every stream's close was 6.7 % of an HTTP/2 proxy's CPU.
+          if (settled) return;
           if (stream.rstCode === NGHTTP2_REFUSED_STREAM) settle(refusedStream(address));
           else settle(new ProxyError('upstream-reset', `${address} closed the stream before responding (code ${stream.rstCode})`));
         });
