@@ -70,7 +70,10 @@ Proxy injector (the mutating admission webhook, POST /inject) and ServicePolicy 
   link-local 169.254.0.0/16 always bypasses it too),
   MESHLET_DEFAULT_INBOUND_POLICY (default all-authenticated: only meshed, mTLS clients; all-unauthenticated
   lets unmeshed clients in where no AuthorizationPolicy guards the port; deny: only what a policy allows;
-  a Pod's config.meshlet.io/default-inbound-policy replaces it). Proxies are pointed at
+  a Pod's config.meshlet.io/default-inbound-policy replaces it), MESHLET_DEFAULT_OUTBOUND_PASSTHROUGH
+  (default true: an app's plain-HTTP requests for hosts outside the mesh go to those hosts, as with
+  Istio's ALLOW_ANY; false: a 404 no-route; a Pod's config.meshlet.io/outbound-passthrough replaces
+  it). Proxies are pointed at
   https://meshlet-control-plane.<namespace>.svc:<--listen port> and the CA's trust bundle.
 Mesh config (streamed to proxies on the Certify port, /v1/config/stream; status at admin /proxies):
   --config-dir DIR          a folder of meshlet YAML (MeshService, TrafficSplit, AuthorizationPolicy,
@@ -154,13 +157,14 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const webhookListen = hostPortOrOff(values['webhook-listen'] ?? env.MESHLET_WEBHOOK_LISTEN ?? (inCluster(env) ? '0.0.0.0:9443' : 'off'), '--webhook-listen');
   const [webhookCert, webhookKey] = [values['webhook-cert'], values['webhook-key']];
   if (!webhookCert !== !webhookKey) throw new UsageError('--webhook-cert and --webhook-key go together');
-  let injectorModes: { nativeSidecar: boolean; cni: boolean; skipOutboundPorts: readonly number[]; defaultInboundPolicy: DefaultInboundPolicy };
+  let injectorModes: { nativeSidecar: boolean; cni: boolean; skipOutboundPorts: readonly number[]; defaultInboundPolicy: DefaultInboundPolicy; outboundPassthrough: boolean };
   try {
     injectorModes = {
       nativeSidecar: parseBool(env.MESHLET_PROXY_NATIVE_SIDECAR, 'MESHLET_PROXY_NATIVE_SIDECAR') ?? true,
       cni: parseBool(env.MESHLET_CNI, 'MESHLET_CNI') ?? false,
       skipOutboundPorts: parsePorts(env.MESHLET_DEFAULT_SKIP_OUTBOUND_PORTS, 'MESHLET_DEFAULT_SKIP_OUTBOUND_PORTS') ?? DEFAULT_SKIP_OUTBOUND_PORTS,
       defaultInboundPolicy: parseDefaultInboundPolicy(env.MESHLET_DEFAULT_INBOUND_POLICY, 'MESHLET_DEFAULT_INBOUND_POLICY') ?? 'all-authenticated',
+      outboundPassthrough: parseBool(env.MESHLET_DEFAULT_OUTBOUND_PASSTHROUGH, 'MESHLET_DEFAULT_OUTBOUND_PASSTHROUGH') ?? true,
     };
   } catch (e) {
     throw new UsageError((e as Error).message);

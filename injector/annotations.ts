@@ -26,6 +26,7 @@ export const OVERRIDES = {
   'skip-outbound-cidrs': 'comma list of destination CIDRs that bypass the proxy outbound, added to the default (169.254.0.0/16: cloud metadata servers)',
   'outbound-namespaces': "comma list of namespaces whose services the proxy needs besides its own: its config holds only those (less memory in a large mesh); \"\": its own only; unset: every namespace",
   'native-sidecar': 'true | false: the proxy as a native sidecar (init container) or a regular container',
+  'outbound-passthrough': "true | false: the app's plain-HTTP requests for hosts outside the mesh go to those hosts (true), or get a 404 no-route (false); default: the cluster's, MESHLET_DEFAULT_OUTBOUND_PASSTHROUGH (true)",
   'default-inbound-policy': `${DEFAULT_INBOUND_POLICIES.join(' | ')}: who may call the Pod where no AuthorizationPolicy guards the port (default: the cluster's, MESHLET_DEFAULT_INBOUND_POLICY); all-unauthenticated also lets unmeshed (plaintext) clients in`,
 } as const;
 export type OverrideName = keyof typeof OVERRIDES;
@@ -41,6 +42,8 @@ export interface PodOverrides {
   nativeSidecar?: boolean;
   /** Set: replaces the injector's default (settings.defaultInboundPolicy). */
   defaultInboundPolicy?: DefaultInboundPolicy;
+  /** Set: replaces the injector's default (settings.outboundPassthrough). */
+  outboundPassthrough?: boolean;
   /** Set: the proxy's view holds these namespaces' services besides its own (MESHLET_OUTBOUND_NAMESPACES). */
   outboundNamespaces?: string[];
 }
@@ -122,6 +125,10 @@ export function readOverrides(annotations: Readonly<Record<string, unknown>>): {
       case 'skip-outbound-cidrs': o.skipOutboundCidrs = cidrList(v, problems, key); break;
       case 'native-sidecar':
         if (v === 'true' || v === 'false') o.nativeSidecar = v === 'true';
+        else problems.push(`${key}: ${JSON.stringify(v)} is not true or false`);
+        break;
+      case 'outbound-passthrough':
+        if (v === 'true' || v === 'false') o.outboundPassthrough = v === 'true';
         else problems.push(`${key}: ${JSON.stringify(v)} is not true or false`);
         break;
       case 'outbound-namespaces': {

@@ -297,6 +297,8 @@ export function inject(pod: PodLike, settings: InjectSettings, ctx: InjectContex
       env('MESHLET_LOG_LEVEL', overrides.logLevel ?? settings.logLevel),
       // Who may call the app where no AuthorizationPolicy guards the port (replaces the control plane's default for this Pod).
       env('MESHLET_DEFAULT_INBOUND_POLICY', overrides.defaultInboundPolicy ?? settings.defaultInboundPolicy),
+      // Requests for hosts outside the mesh: to the host (true), or a 404 no-route (false).
+      env('MESHLET_OUTBOUND_PASSTHROUGH', String(overrides.outboundPassthrough ?? settings.outboundPassthrough)),
       // The heap cap follows the memory limit (the image's ENTRYPOINT sets none): a bigger view, a
       // bigger config.meshlet.io/proxy-memory-limit, and the heap may use half of it.
       ...(heap !== undefined ? [env('NODE_OPTIONS', `--max-old-space-size=${heap}`)] : []),

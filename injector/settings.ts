@@ -89,6 +89,13 @@ export interface InjectSettings {
    * config.meshlet.io/default-inbound-policy (which replaces it). Default all-authenticated: mTLS peers only.
    */
   defaultInboundPolicy: DefaultInboundPolicy;
+  /**
+   * Whether the proxy passes the app's plain-HTTP requests for hosts outside the mesh through
+   * (proxy/outbound/passthrough.ts), in Pods without config.meshlet.io/outbound-passthrough (which
+   * replaces it). Default true, as Istio's ALLOW_ANY and Linkerd: injecting must not cut an app off
+   * from the HTTP services it calls outside the cluster.
+   */
+  outboundPassthrough: boolean;
   /** The ports: tests may move them; a cluster keeps the defaults (the images expose these). */
   ports: { outbound: number; inbound: number; admin: number };
   proxyUid: number;
@@ -112,6 +119,7 @@ export function defaultSettings(o: Partial<InjectSettings> & { trustAnchorsPem: 
     skipOutboundCidrs: DEFAULT_SKIP_OUTBOUND_CIDRS,
     skipOutboundPorts: DEFAULT_SKIP_OUTBOUND_PORTS,
     defaultInboundPolicy: 'all-authenticated',
+    outboundPassthrough: true,
     ports: { outbound: OUTBOUND_PORT, inbound: INBOUND_PORT, admin: ADMIN_PORT },
     proxyUid: PROXY_UID,
     ...o,

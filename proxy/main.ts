@@ -56,6 +56,11 @@ identity (mTLS between proxies; without --control-plane the proxy runs in plaint
                            own [MESHLET_OUTBOUND_NAMESPACES]: its view holds only those (and the
                            split backends they route to), not the whole mesh; "" its own
                            namespace only; unset: all
+  --outbound-passthrough B  true: a request for a host outside the mesh (no service of the config
+                           names it) goes to that host, in plaintext, on the Host's port; false
+                           (default): a 404 no-route [MESHLET_OUTBOUND_PASSTHROUGH, set by the
+                           injector]. Never for loopback hosts, the proxy's own ports, single-label
+                           names or names under .svc (those stay a 404 that says why)
   --refuse-config-version RE  test hook: NACK streamed config versions matching RE
   --control-plane-identity ID  the SPIFFE ID the control plane must present
                            (default spiffe://cluster.local/ns/meshlet-system/sa/meshlet-control-plane)
@@ -67,6 +72,13 @@ service name defaults to meshlet-proxy/<workload>.
 Exit codes: 0 after SIGTERM/SIGINT and the drain, 1 when it cannot start (a port in use), 2 for
 bad usage or a bad value (a flag, MESHLET_* above).
 `;
+
+/** "true" or "false"; undefined when unset or empty. */
+function parseTrueFalse(v: string | undefined, what: string): boolean | undefined {
+  if (v === undefined || v === '') return undefined;
+  if (v === 'true' || v === 'false') return v === 'true';
+  throw new Error(`${what}: expected true or false, got ${JSON.stringify(v)}`);
+}
 
 function hostPort(v: string, flag: string): HostPort | undefined {
   if (v === 'off') return undefined;
@@ -125,6 +137,7 @@ async function main(): Promise<void> {
       pod: { type: 'string' },
       'pod-labels-file': { type: 'string' },
       'outbound-namespaces': { type: 'string' },
+      'outbound-passthrough': { type: 'string' },
       'refuse-config-version': { type: 'string' },
       'control-plane-identity': { type: 'string', default: 'spiffe://cluster.local/ns/meshlet-system/sa/meshlet-control-plane' },
       help: { type: 'boolean', short: 'h' },
@@ -144,6 +157,7 @@ async function main(): Promise<void> {
   const outbound = hostPort(values['outbound-listen'], '--outbound-listen');
   const appPorts = parseAppPorts(process.env['MESHLET_APP_PORTS'], app.port, inbound?.port, process.env['MESHLET_INBOUND_PORT_MAP'], { '--outbound-listen': outbound?.port, '--admin-listen': admin.port });
   const probes = parseProbePaths(process.env['MESHLET_PROBE_PATHS'], appPorts.ports);
+  const outboundPassthrough = parseTrueFalse(values['outbound-passthrough'] ?? process.env['MESHLET_OUTBOUND_PASSTHROUGH'], '--outbound-passthrough / MESHLET_OUTBOUND_PASSTHROUGH') ?? false;
   const defaultInboundPolicy = parseDefaultInboundPolicy(process.env['MESHLET_DEFAULT_INBOUND_POLICY'], 'MESHLET_DEFAULT_INBOUND_POLICY');
   const self = { workload: values.workload, namespace: values.namespace, service: values.service ?? values.workload };
   const { tracing, shutdown } = await tracingFromEnv(process.env, `meshlet-proxy/${self.workload}`);
@@ -192,6 +206,7 @@ async function main(): Promise<void> {
     appPorts,
     probes,
     defaultInboundPolicy,
+    outboundPassthrough,
     admin,
     clock: systemClock,
     random: systemRandom,
@@ -211,6 +226,7 @@ async function main(): Promise<void> {
     ...(proxy.inboundListeners.length > 1 ? { inboundByAppPort: Object.fromEntries(proxy.inboundListeners.map((l) => [l.appPort, `${l.address.address}:${l.address.port}`])) } : {}),
     admin: `${proxy.admin.address}:${proxy.admin.port}`,
     ...(defaultInboundPolicy ? { defaultInboundPolicy } : {}),
+    ...(outboundPassthrough ? { outboundPassthrough } : {}),
     version: proxy.store.current?.version ?? null,
   });
   let stopping = false;

@@ -4,11 +4,11 @@ import { Pool, type Dial } from './http1/client.ts';
 import type { RequestHead } from './http1/head.ts';
 import type { Clock, Random } from '../api/runtime.ts';
 import type { PodLabels } from '../api/pod-labels.ts';
-import { DEFAULT_TIMEOUTS, StateRegistry, serviceFor, type ClientFactory } from './config/compile.ts';
+import { DEFAULT_TIMEOUTS, StateRegistry, type ClientFactory } from './config/compile.ts';
 import { ConfigStore } from './config/store.ts';
 import { FileConfigSource } from './config/file-source.ts';
 import { StreamConfigSource } from './config/stream-source.ts';
-import { Listener, hostOf, targetOf, type Workload } from './http/listener.ts';
+import { Listener, targetOf, type Workload } from './http/listener.ts';
 import { DST_OVERRIDE_HEADER } from './http/headers.ts';
 import { compose, type Exchange } from './http/exchange.ts';
 import { Deadlines } from './http/deadlines.ts';
@@ -17,7 +17,8 @@ import { tcpConnector, tlsConnector } from './http/connector.ts';
 import { IdentityManager, type CertifyTransport, type WallClock } from './identity/identity.ts';
 import { InboundAcceptor, peerOf } from './inbound/accept.ts';
 import { ProxyError } from './errors.ts';
-import { destination } from './outbound/destination.ts';
+import { destination, destinationOf } from './outbound/destination.ts';
+import { Passthrough, PASSTHROUGH } from './outbound/passthrough.ts';
 import { route } from './outbound/route.ts';
 import { retry } from './outbound/retry.ts';
 import { backendAdmits, split } from './outbound/split.ts';
@@ -71,6 +72,11 @@ export interface ProxyOptions {
    * inbound.defaultPolicy; all-unauthenticated also makes every app port take plaintext. Unset: the config decides.
    */
   defaultInboundPolicy?: DefaultInboundPolicy;
+  /**
+   * Pass requests for hosts outside the mesh through to the host itself (outbound/passthrough.ts;
+   * MESHLET_OUTBOUND_PASSTHROUGH, which the injector sets). Default false: a 404 `no-route`.
+   */
+  outboundPassthrough?: boolean;
   admin: HostPort;
   clock: Clock;
   random: Random;
@@ -172,7 +178,11 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       }
     },
   });
-  const state = new StateRegistry(o.clock, o.random, endpointPools(identity, o.clock, (reason) => metrics.tlsHandshakeFailures.labels('outbound', reason).inc()));
+  const pools = endpointPools(identity, o.clock, (reason) => metrics.tlsHandshakeFailures.labels('outbound', reason).inc());
+  const state = new StateRegistry(o.clock, o.random, pools);
+  // The proxy's own listening ports, as they bind: never a passed-through request's destination.
+  const ownPorts = new Set<number>();
+  const passthrough = new Passthrough(pools, o.clock, o.random, ownPorts, o.outboundPassthrough === true);
   const store = new ConfigStore(state, {
     applied: (cfg) => {
       metrics.configUpdates.labels('applied').inc();
@@ -184,7 +194,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
         metrics.loadShed.labels(name).inc(0);
         metrics.ejections.labels(name).inc(0);
       }
-      void metrics.forgetServices(cfg.services);
+      void metrics.forgetServices({ has: (name) => name === PASSTHROUGH || cfg.services.has(name) });
       o.log('config applied', { version: cfg.version });
     },
     refused: (problems, source) => {
@@ -241,14 +251,13 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   const record = { clock: o.clock, metrics, accessLog, tracing: o.tracing, self: o.self, recentErrors };
   if (o.outbound) {
     const handler = compose(
-      [destination, route, retry(o.random, metrics, deadlines), split(o.random), concurrency(metrics), balance(o.clock, o.random, metrics)],
+      [destination(passthrough), route, retry(o.random, metrics, deadlines), split(o.random), concurrency(metrics), balance(o.clock, o.random, metrics)],
       endpoint(o.clock, deadlines),
     );
     const pick = (req: RequestHead, cfg: Parameters<Parameters<typeof makeUpgradeHandler>[0]>[1]): UpgradeTarget => {
       const t = targetOf(req.target, req.host);
-      const override = req.get(DST_OVERRIDE_HEADER)?.trim();
-      const svc = override === undefined ? serviceFor(cfg, t.host, t.authority) : serviceFor(cfg, hostOf(override), override);
-      if (!svc) return { error: new ProxyError('no-route', `no service for host "${t.host}"`) };
+      const svc = destinationOf(cfg, t.host, t.authority, req.get(DST_OVERRIDE_HEADER), passthrough);
+      if (svc instanceof ProxyError) return { error: svc };
       const r = matchRoute(svc.routes, { method: req.method, path: pathOf(t.target), headers: req });
       // Labelled as a plain request to the same place would be (listener.ts #done): the backend, else the service.
       const none = { service: svc.name, workload: '', namespace: '', tls: false };
@@ -266,13 +275,14 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     // body is replayed and what a trailers-only gRPC answer says, the balancer when a gRPC answer
     // failed its endpoint (README "HTTP/2 and gRPC").
     const h2Handler = compose(
-      [destination, route, retry(o.random, metrics, deadlines, h2RetryHooks), split(o.random), concurrency(metrics), balance(o.clock, o.random, metrics, h2Verdict)],
+      [destination(passthrough), route, retry(o.random, metrics, deadlines, h2RetryHooks), split(o.random), concurrency(metrics), balance(o.clock, o.random, metrics, h2Verdict)],
       h2Endpoint(o.clock, deadlines, h2Sessions),
     );
     const outH2 = new H2Listener({ ...record, direction: 'outbound', store, handler: h2Handler });
     h2Listeners.push(outH2);
     outbound = new Listener({ ...common, direction: 'outbound', http2: outH2, handler, upgrade: makeUpgradeHandler(pick, (req) => targetOf(req.target, req.host), { direction: 'outbound', tracing: o.tracing }, deadlines) });
     outAddr = await outbound.listen(o.outbound.host, o.outbound.port);
+    ownPorts.add(outAddr.port);
   }
 
   // One inbound listener per app port that has a proxy port of its own (--inbound-listen for the
@@ -324,6 +334,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
         throw appPort === appPorts.first ? err : new Error(`the inbound listener of app port ${appPort} (MESHLET_INBOUND_PORT_MAP ${appPort}=${proxyPort}): ${err.message}; is the app, or another process, listening on ${proxyPort}?`);
       });
       inbound.push({ appPort, listener, acceptor, address });
+      ownPorts.add(address.port);
     }
   }
 
@@ -331,6 +342,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   const admin = adminServer({ store, metrics, recentErrors, defaultInboundPolicy: o.defaultInboundPolicy, notReady: () => [...(draining ? ['draining'] : []), ...(identity?.notReady() ?? [])], detail: () => ({ identity: identity?.detail() ?? 'plaintext mode (no --control-plane)', ...(stream ? { controlPlane: stream.detail() } : {}) }) });
   void identity?.start();
   const adminAddr = await listenAdmin(admin, o.admin.host, o.admin.port);
+  ownPorts.add(adminAddr.port);
 
   return {
     outbound: outAddr,
@@ -349,6 +361,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       admin.close();
       admin.closeAllConnections();
       state.closeAll();
+      passthrough.closeAll();
       for (const p of appPools.values()) p.destroy();
       h2Sessions.destroy();
       appH2.destroy();

@@ -78,6 +78,12 @@ export interface RuntimeConfig {
   /** Whether any service has a `port` (else a request's port is never looked at). */
   readonly portedHosts: boolean;
   readonly services: ReadonlyMap<string, ServiceRuntime>;
+  /**
+   * An endpoint's host (`10.1.0.7`, `[fd00::7]`, lower-case) → its endpoint, the first service's
+   * that lists it: a call by a Pod's IP that names no service goes to that Pod with its identity
+   * (outbound/passthrough.ts).
+   */
+  readonly endpointHosts: ReadonlyMap<string, EndpointState>;
   readonly inbound: InboundRuntime;
 }
 
@@ -98,7 +104,7 @@ function resolveTimeouts(...layers: Array<Timeouts | undefined>): ResolvedTimeou
   return t;
 }
 
-function resolveRetry(...layers: Array<RetryPolicy | undefined>): ResolvedRetry {
+export function resolveRetry(...layers: Array<RetryPolicy | undefined>): ResolvedRetry {
   let attempts: number = DEFAULT_RETRY.attempts;
   let statuses: readonly number[] = DEFAULT_RETRY.statuses;
   let grpcStatuses: readonly number[] = DEFAULT_RETRY.grpcStatuses;
@@ -260,6 +266,13 @@ export function compile(doc: Readonly<ProxyConfig>, state: StateRegistry): Runti
       );
     }
   }
+  const endpointHosts = new Map<string, EndpointState>();
+  for (const svc of services.values()) {
+    for (const ep of svc.endpoints) {
+      const host = ep.address.slice(0, ep.address.lastIndexOf(':')).toLowerCase();
+      if (!endpointHosts.has(host)) endpointHosts.set(host, ep);
+    }
+  }
   const byHost = new Map<string, ServiceRuntime>();
   let portedHosts = false;
   for (const svc of doc.services) {
@@ -280,6 +293,7 @@ export function compile(doc: Readonly<ProxyConfig>, state: StateRegistry): Runti
     byHost,
     portedHosts,
     services,
+    endpointHosts,
     inbound: Object.freeze({ ports, defaultPolicy: doc.inbound?.defaultPolicy ?? 'all-authenticated', policies: doc.inbound?.policies ?? [] }),
   });
 }

@@ -210,8 +210,9 @@ class PendingUpgrade {
 
   /** The request is upstream whole: the upstream's time to answer starts. */
   #armResponseTimeout(): void {
-    if (this.#settled || this.#timer) return;
     const ms = this.#responseTimeoutMs;
+    // 0: none, as for plain requests (a passed-through host's upgrade: outbound/passthrough.ts).
+    if (this.#settled || this.#timer || ms <= 0) return;
     this.#timer = this.#deadlines.after(ms, () => this.#fail(new ProxyError('per-try-timeout', `the upstream sent no response to the upgrade within ${ms} ms`)));
   }
 

@@ -157,6 +157,21 @@ t.test('the caller dialled 9191, a strict port: over mTLS it reaches the app on 
   await api.waitForLog((l) => l.direction === 'inbound' && l.path === '/metrics' && l.peer === WEB);
 });
 
+t.test("a call by the api Pod's IP (no service names it) reaches that Pod over mTLS on the port dialled", async (t) => {
+  // Was: 404 no-route. The IP is an endpoint of the config, so the web proxy knows its identity;
+  // passthrough is off in this proxy (no --outbound-passthrough): a Pod the mesh knows is no host outside it.
+  for (const [port, server] of [
+    [8080, 'api'],
+    [9191, 'api-metrics'],
+  ] as const) {
+    const r = await curlIn(pair, webNs, [`http://${apiIp}:${port}/by-pod-ip`], { uid: APP_UID });
+    t.equal(r.status, 200, `:${port}: ${r.stderr}${r.body}`);
+    t.equal(seen(r.body).server, server, `:${port} is answered by the server on ${port}`);
+    await api.waitForLog((l) => l.direction === 'inbound' && l.path === '/by-pod-ip' && l.upstream === `127.0.0.1:${port}` && l.peer === WEB);
+  }
+  await web.waitForLog((l) => l.direction === 'outbound' && l.path === '/by-pod-ip' && l.upstream === `${apiIp}:9191` && (l as { dst_service?: string }).dst_service === 'api.shop');
+});
+
 t.test('a port the api proxy does not serve: 400 with the reason, the app never sees it', async (t) => {
   const r = await appGet('api-old.shop.svc.cluster.local', 7070, '/old');
   t.equal(r.status, 400, r.body);

@@ -1,0 +1,168 @@
+// Hosts outside the mesh, passed through as Istio (outboundTrafficPolicy ALLOW_ANY, its default)
+// and Linkerd do: an outbound request whose Host names no service of the config goes to that
+// host itself, in plaintext, on the Host's port (80 when it names none), with the mesh's default
+// retries (idempotent methods, on connect failures and 502/503/504, under the budget). No request
+// or per-try timeout and no breaker: the mesh's defaults are for services it knows, and an
+// unmeshed app's external call had neither (an API that answers 500 on purpose is not ejected). Node cannot read a connection's original destination
+// (SO_ORIGINAL_DST), so the Host decides where the request goes, as it does for every request here.
+//
+// Not passed through (a 404 `no-route` that says why): names that only the cluster can mean,
+// whose Service the config would hold (a single label such as `api`, anything under `.svc`):
+// an unknown one is a typo or a Service not pushed yet; a loopback host (`localhost`, 127.0.0.0/8,
+// ::1) or one of this proxy's own ports, either of which could send the proxy its own request
+// back. Off unless asked (`--outbound-passthrough`); the injector asks for it in a cluster.
+//
+// Whether passthrough is on or not: a host that is the IP of an endpoint of the config (a Pod
+// behind a Service with a cluster IP, called by its IP, on any port) goes to that Pod over mTLS
+// with the endpoint's identity, on the Host's port (its proxy is told the port, meshlet-dst-port),
+// labelled with that endpoint's service: as Linkerd and Istio reach a Pod IP they know.
+//
+// One pool, budget and concurrency limit per `host:port`, for the 256 hosts used last; in
+// metrics every host outside the mesh is `dst_service="passthrough"` (bounded), the access log
+// names the host.
+import { isIP } from 'node:net';
+import type { Clock, Random } from '../../api/runtime.ts';
+import type { ClientFactory, EndpointState, RouteRuntime, RuntimeConfig, ServiceRuntime } from '../config/compile.ts';
+import { DEFAULT_BREAKER, resolveRetry } from '../config/compile.ts';
+import { ProxyError } from '../errors.ts';
+import { EndpointLoad } from '../policy/balancer.ts';
+import { ConcurrencyLimit } from '../policy/concurrency-limit.ts';
+import { FailureAccrual } from '../policy/failure-accrual.ts';
+import { RetryBudget, DEFAULT_BUDGET } from '../policy/retry-budget.ts';
+
+/** The destination service label of every passed-through request. */
+export const PASSTHROUGH = 'passthrough';
+
+/** Connect, DNS lookup included (the proxy resolves the name, as the app would have). */
+export const PASSTHROUGH_CONNECT_MS = 5000;
+
+const MAX_HOSTS = 256;
+
+/** Failures in a row before an ejection: never, in practice (no breaker). */
+const NO_EJECTION = Number.MAX_SAFE_INTEGER;
+
+/** The port an authority names, 80 when it names none; undefined when it is not a port. */
+export function portOfAuthority(authority: string): number | undefined {
+  const colon = authority.lastIndexOf(':');
+  if (colon < 0 || colon < authority.lastIndexOf(']')) return 80;
+  const p = authority.slice(colon + 1);
+  const n = Number(p);
+  return /^\d{1,5}$/.test(p) && n >= 1 && n <= 65535 ? n : undefined;
+}
+
+function isLoopbackOrUnspecified(ip: string): boolean {
+  if (isIP(ip) === 4) return ip.startsWith('127.') || ip === '0.0.0.0';
+  const v6 = ip.toLowerCase();
+  if (v6 === '::1' || v6 === '::' || /^0*:0*:0*:0*:0*:0*:0*:0*1$/.test(v6)) return true;
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(v6);
+  return mapped !== null && isLoopbackOrUnspecified(mapped[1]!);
+}
+
+/**
+ * Why a request for `host` (lower-case, as hostOf gives it: an IPv6 literal in brackets) on
+ * `port` is not passed through, or undefined when it may be. Pure.
+ */
+export function passthroughRefusal(host: string, port: number | undefined, ownPorts: ReadonlySet<number>): string | undefined {
+  const ip = host.startsWith('[') ? host.slice(1, -1) : host;
+  if (isIP(ip) !== 0) {
+    if (isLoopbackOrUnspecified(ip)) return 'a loopback address is never passed through (the proxy would call itself)';
+  } else {
+    if (host === 'localhost' || host.endsWith('.localhost')) return 'a loopback address is never passed through (the proxy would call itself)';
+    if (!host.includes('.')) return 'a single-label name means a Service of the cluster, and the config has none of that name (yet)';
+    if (host.endsWith('.svc') || host.includes('.svc.')) return 'a cluster Service name, and the config has no such Service (yet)';
+  }
+  if (port === undefined) return 'the Host names no valid port';
+  if (ownPorts.has(port)) return `port ${port} is one of this proxy's own (the proxy would call itself)`;
+  return undefined;
+}
+
+/** The services of hosts outside the mesh, made on first use; the least recently used go past MAX_HOSTS. */
+export class Passthrough {
+  readonly #clients: ClientFactory;
+  readonly #clock: Clock;
+  readonly #random: Random;
+  readonly #ownPorts: ReadonlySet<number>;
+  readonly #external: boolean;
+  /** `host:port` → its service; Map order is use order (oldest first). */
+  readonly #services = new Map<string, ServiceRuntime>();
+  readonly #route: Omit<RouteRuntime, 'backends'>;
+
+  /**
+   * `ownPorts`: the proxy's listening ports, filled as they bind; `external`: hosts outside the
+   * mesh pass (else only an endpoint's IP does).
+   */
+  constructor(clients: ClientFactory, clock: Clock, random: Random, ownPorts: ReadonlySet<number>, external: boolean) {
+    this.#clients = clients;
+    this.#clock = clock;
+    this.#random = random;
+    this.#ownPorts = ownPorts;
+    this.#external = external;
+    this.#route = { name: PASSTHROUGH, service: PASSTHROUGH, match: undefined, timeouts: { connect: PASSTHROUGH_CONNECT_MS, perTry: 0, request: 0 }, retry: resolveRetry() };
+  }
+
+  /**
+   * The service of `host` (lower-case, no port; no service of `cfg` names it) on the authority's
+   * port, or a `no-route` saying why there is none.
+   */
+  serviceFor(cfg: RuntimeConfig, host: string, authority: string): ServiceRuntime | ProxyError {
+    const known = cfg.endpointHosts.get(host);
+    const meshed = known?.identity === undefined ? undefined : known;
+    if (!meshed && !this.#external) return new ProxyError('no-route', `no service for host "${host}"`);
+    const port = portOfAuthority(authority);
+    const refused = passthroughRefusal(host, port, this.#ownPorts);
+    if (refused !== undefined) return new ProxyError('no-route', `no service for host "${host}", and it is not passed through: ${refused}`);
+    const address = `${host}:${port}`;
+    const key = meshed ? `${address}|${meshed.service}|${meshed.identity}` : address;
+    let svc = this.#services.get(key);
+    if (svc) {
+      this.#services.delete(key);
+      this.#services.set(key, svc);
+      return svc;
+    }
+    svc = this.#make(address, meshed);
+    this.#services.set(key, svc);
+    if (this.#services.size > MAX_HOSTS) {
+      const [oldest, old] = this.#services.entries().next().value!;
+      this.#services.delete(oldest);
+      // In-flight requests on it finish first (ClientFactory.close).
+      for (const ep of old.endpoints) this.#clients.close(ep.client);
+    }
+    return svc;
+  }
+
+  /** A service of one endpoint: `address` outside the mesh, or a meshed endpoint's IP on another port (`meshed`: the config's endpoint). */
+  #make(address: string, meshed: EndpointState | undefined): ServiceRuntime {
+    const name = meshed?.service ?? PASSTHROUGH;
+    const ep: EndpointState = {
+      key: `${name}|${address}|${meshed?.identity ?? ''}`,
+      service: name,
+      address,
+      identity: meshed?.identity,
+      labels: meshed?.labels ?? Object.freeze({}),
+      load: new EndpointLoad(this.#clock),
+      accrual: new FailureAccrual({ ...DEFAULT_BREAKER, consecutiveFailures: NO_EJECTION }, this.#clock, this.#random),
+      client: this.#clients.create({ address, identity: meshed?.identity, connectTimeout: PASSTHROUGH_CONNECT_MS }),
+    };
+    const routes: RouteRuntime[] = [];
+    const svc: ServiceRuntime = {
+      name,
+      endpoints: [ep],
+      ready: [ep],
+      routes,
+      limit: new ConcurrencyLimit(DEFAULT_BREAKER.maxInFlight, DEFAULT_BREAKER.maxPending),
+      budget: new RetryBudget(DEFAULT_BUDGET, this.#clock),
+    };
+    routes.push(Object.freeze({ ...this.#route, backends: [Object.freeze({ service: svc, weight: 1 })] }));
+    return svc;
+  }
+
+  /** Every passed-through endpoint (breaker gauges). */
+  *endpoints(): IterableIterator<EndpointState> {
+    for (const svc of this.#services.values()) yield* svc.endpoints;
+  }
+
+  closeAll(): void {
+    for (const svc of this.#services.values()) for (const ep of svc.endpoints) this.#clients.close(ep.client);
+    this.#services.clear();
+  }
+}
