@@ -126,6 +126,16 @@ t.test('meshlet inject -f - reads stdin (a JSON List from kubectl get -o json st
   const open = await meshlet(['inject', '-f', '-', '--trust-anchors', anchorsFile, '--default-inbound-policy', 'all-unauthenticated'], APP);
   t.equal(open.code, 0, open.stderr);
   t.equal(policyOf(open.stdout), 'all-unauthenticated', '--default-inbound-policy');
+  // The cluster's other defaults, for a manifest injected offline.
+  const envOf = (stdout: string, container: string, name: string): unknown => ((parseAllDocuments(stdout)[0]!.toJS() as Json).spec.template.spec.initContainers as Json[]).find((c) => c.name === container)?.env.find((e: Json) => e.name === name)?.value;
+  t.equal(envOf(open.stdout, 'meshlet-proxy', 'MESHLET_OUTBOUND_PASSTHROUGH'), 'true', 'hosts outside the mesh pass by default');
+  t.equal(envOf(open.stdout, 'meshlet-init', 'MESHLET_SKIP_OUTBOUND_PORTS'), '25,443,587,3306,4444,5432,6379,9300,11211', 'the default bypass ports');
+  const closed = await meshlet(['inject', '-f', '-', '--trust-anchors', anchorsFile, '--outbound-passthrough', 'false', '--skip-outbound-ports', '443,5432'], APP);
+  t.equal(closed.code, 0, closed.stderr);
+  t.equal(envOf(closed.stdout, 'meshlet-proxy', 'MESHLET_OUTBOUND_PASSTHROUGH'), 'false', '--outbound-passthrough false');
+  t.equal(envOf(closed.stdout, 'meshlet-init', 'MESHLET_SKIP_OUTBOUND_PORTS'), '443,5432', '--skip-outbound-ports');
+  const none = await meshlet(['inject', '-f', '-', '--trust-anchors', anchorsFile, '--skip-outbound-ports', ''], APP);
+  t.equal(envOf(none.stdout, 'meshlet-init', 'MESHLET_SKIP_OUTBOUND_PORTS'), '', '--skip-outbound-ports "": none');
 });
 
 // Merge keys (`<<`) and aliases, as Kubernetes reads them (sigs.k8s.io/yaml merges `<<`).
@@ -241,6 +251,13 @@ t.test('errors: exit codes and messages a user can act on', async (t) => {
   t.equal(policy.code, 2);
   t.match(policy.stderr, /--default-inbound-policy: "open" is not a default inbound policy; want one of all-unauthenticated, all-authenticated, deny/);
   t.equal(policy.stdout, '');
+  const pass = await meshlet(['inject', '-f', '-', '--outbound-passthrough', 'maybe', '--trust-anchors', anchorsFile], APP);
+  t.equal(pass.code, 2);
+  t.match(pass.stderr, /--outbound-passthrough: expected true or false, got "maybe"/);
+  const ports = await meshlet(['inject', '-f', '-', '--skip-outbound-ports', '443,https', '--trust-anchors', anchorsFile], APP);
+  t.equal(ports.code, 2);
+  t.match(ports.stderr, /--skip-outbound-ports: "https" is not a port/);
+  t.equal(ports.stdout, '');
   const none = await meshlet(['inject', '-f', '-', '--trust-anchors', anchorsFile], 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}   # as is\n');
   t.equal(none.code, 0);
   t.equal(none.stdout, 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}   # as is\n', 'nothing to inject: byte for byte');

@@ -406,6 +406,7 @@ t.test('bad annotation values refuse the Pod with every problem named', async (t
     [{ 'config.meshlet.io/skip-outbound-cidrs': 'example.com' }, /"example.com" is not an IP address or CIDR/],
     [{ 'config.meshlet.io/log-level': 'verbose' }, /log-level: "verbose" is not a log level \(debug, info, warn, error\)/],
     [{ 'config.meshlet.io/native-sidecar': 'yes' }, /native-sidecar: "yes" is not true or false/],
+    [{ 'config.meshlet.io/outbound-passthrough': 'on' }, /outbound-passthrough: "on" is not true or false/],
     [{ 'config.meshlet.io/default-inbound-policy': 'all' }, /default-inbound-policy: "all" is not a default inbound policy \(all-unauthenticated, all-authenticated, deny\)/],
     [{ 'config.meshlet.io/default-inbound-policy': 'cluster-authenticated' }, /default-inbound-policy: "cluster-authenticated" is not a default inbound policy/],
     [{ 'config.meshlet.io/proxy-cpu-requests': '1' }, /config.meshlet.io\/proxy-cpu-requests: unknown annotation \(known: .*config.meshlet.io\/proxy-cpu-request,/],

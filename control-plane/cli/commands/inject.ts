@@ -7,7 +7,7 @@ import { CA_BUNDLE_KEY, DEFAULT_CA_SECRET } from '../../store/secret-store.ts';
 import { controlPlaneIdentity, CONTROL_PLANE_SERVICE_ACCOUNT, DEFAULT_SYSTEM_NAMESPACE } from '../../certify/serving-cert.ts';
 import { DEFAULT_TRUST_DOMAIN } from '../../ca/index.ts';
 import { transformManifests } from '../../../injector/manifests.ts';
-import { DEFAULT_INIT_IMAGE, DEFAULT_PROXY_IMAGE, defaultSettings } from '../../../injector/settings.ts';
+import { DEFAULT_INIT_IMAGE, DEFAULT_PROXY_IMAGE, DEFAULT_SKIP_OUTBOUND_PORTS, defaultSettings, parseBool, parsePorts } from '../../../injector/settings.ts';
 import { parseDefaultInboundPolicy } from '../../../api/default-inbound-policy.ts';
 import { CliError, EXIT_FAILURE, EXIT_OK, HELP_FLAG, UsageError, guarded, type Command, type Io } from '../command.ts';
 
@@ -39,6 +39,14 @@ they are. config.meshlet.io/* annotations on a template apply (README: "The inje
                              no AuthorizationPolicy guards a port; as the cluster's
                              MESHLET_DEFAULT_INBOUND_POLICY: a template's
                              config.meshlet.io/default-inbound-policy replaces it
+  --skip-outbound-ports L    destination ports that bypass the proxy in templates without
+                             config.meshlet.io/skip-outbound-ports, as the cluster's
+                             MESHLET_DEFAULT_SKIP_OUTBOUND_PORTS (default
+                             ${DEFAULT_SKIP_OUTBOUND_PORTS.join(',')}; "" for none)
+  --outbound-passthrough B   true (default): the app's plain-HTTP requests for hosts outside the
+                             mesh go to those hosts; false: a 404 no-route. As the cluster's
+                             MESHLET_DEFAULT_OUTBOUND_PASSTHROUGH: a template's
+                             config.meshlet.io/outbound-passthrough replaces it
   -q, --quiet                no per-object report on stderr
 
 Exit codes: 0 written, 1 a template was refused (bad annotation; nothing written) or the input
@@ -74,6 +82,8 @@ export const inject: Command = {
             sidecar: { type: 'string' },
             cni: { type: 'boolean' },
             'default-inbound-policy': { type: 'string' },
+            'skip-outbound-ports': { type: 'string' },
+            'outbound-passthrough': { type: 'string' },
             quiet: { type: 'boolean', short: 'q' },
             help: HELP_FLAG,
           },
@@ -92,8 +102,13 @@ export const inject: Command = {
       const sidecar = values.sidecar ?? 'native';
       if (sidecar !== 'native' && sidecar !== 'regular') throw new UsageError('inject', `--sidecar ${sidecar}: want native or regular`);
       let defaultInboundPolicy;
+      let skipOutboundPorts;
+      let outboundPassthrough;
       try {
         defaultInboundPolicy = parseDefaultInboundPolicy(values['default-inbound-policy'], '--default-inbound-policy') ?? 'all-authenticated';
+        // Given but empty: no port bypasses the proxy.
+        skipOutboundPorts = parsePorts(values['skip-outbound-ports'], '--skip-outbound-ports') ?? DEFAULT_SKIP_OUTBOUND_PORTS;
+        outboundPassthrough = parseBool(values['outbound-passthrough'], '--outbound-passthrough') ?? true;
       } catch (e) {
         throw new UsageError('inject', (e as Error).message);
       }
@@ -117,6 +132,8 @@ export const inject: Command = {
         nativeSidecar: sidecar === 'native',
         cni: values.cni === true,
         defaultInboundPolicy,
+        skipOutboundPorts,
+        outboundPassthrough,
       });
       const input = await readInput(file);
       const where = file === '-' ? 'stdin' : file;
