@@ -139,6 +139,11 @@ export class H2Body implements UpstreamBody {
     else this.onDone((ok) => report(this.#cancelled ? undefined : ok && this.grpcStatus !== undefined && !isEndpointFailure(this.grpcStatus)));
   }
 
+  /** The upstream stream has closed (ended, reset or cancelled). */
+  get closed(): boolean {
+    return this.#done === undefined;
+  }
+
   onDone(fn: (ok: boolean) => void): void {
     if (this.#done === undefined) fn(this.#ok);
     else this.#done.push(fn);
