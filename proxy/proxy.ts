@@ -41,7 +41,7 @@ import { adminServer, listenAdmin } from './admin.ts';
 import { H2Listener } from './http2/server.ts';
 import { H2Sessions } from './http2/sessions.ts';
 import { h2App, h2Endpoint, h2RetryHooks, h2Verdict } from './http2/forward.ts';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, LookupFunction } from 'node:net';
 import type { Writable } from 'node:stream';
 
 export interface HostPort {
@@ -113,8 +113,8 @@ const POOL_TIMEOUTS = { keepAliveTimeoutMs: 30_000, keepAliveMaxTimeoutMs: 60_00
  * otherwise; an endpoint that expects an identity never gets plaintext (a proxy without identity
  * gets the error instead). Shared by the connection pools and WebSocket upgrades.
  */
-function connectorFor(identity: IdentityManager | undefined, address: string, expected: string | undefined, connectTimeout: number, onHandshakeFailure: (reason: string) => void): Dial | ProxyError {
-  if (!expected) return tcpConnector(address, connectTimeout);
+function connectorFor(identity: IdentityManager | undefined, address: string, expected: string | undefined, connectTimeout: number, onHandshakeFailure: (reason: string) => void, lookup?: LookupFunction): Dial | ProxyError {
+  if (!expected) return tcpConnector(address, connectTimeout, lookup);
   if (!identity) return new ProxyError('tls-failed', `endpoint ${address} expects identity ${expected}, but this proxy runs without identity (no --control-plane)`, { beforeRequest: true });
   return tlsConnector({ address, timeoutMs: connectTimeout, expected, context: () => identity.current?.clientContext, onHandshakeFailure });
 }
@@ -126,8 +126,8 @@ function connectorFor(identity: IdentityManager | undefined, address: string, ex
  */
 export function endpointPools(identity: IdentityManager | undefined, clock: Clock, onHandshakeFailure: (reason: string) => void): ClientFactory {
   return {
-    create({ address, identity: expected, connectTimeout }): Pool {
-      const connect = connectorFor(identity, address, expected, connectTimeout, onHandshakeFailure);
+    create({ address, identity: expected, connectTimeout, lookup }): Pool {
+      const connect = connectorFor(identity, address, expected, connectTimeout, onHandshakeFailure, lookup);
       const dial: Dial = connect instanceof ProxyError ? (cb) => queueMicrotask(() => cb(connect, null)) : connect;
       return new Pool(dial, { now: () => clock.now(), ...POOL_TIMEOUTS });
     },
@@ -237,8 +237,8 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   let outbound: Listener | undefined;
   let outAddr: AddressInfo | undefined;
   /** An upgrade's upstream connection: mTLS checking `expected` when the endpoint names one, like its pool's. */
-  const upgradeDial = (address: string, expected: string | undefined, timeouts: { connect: number; perTry: number; request: number }): UpgradeTarget => {
-    const connect = connectorFor(identity, address, expected, timeouts.connect, (reason) => metrics.tlsHandshakeFailures.labels('outbound', reason).inc());
+  const upgradeDial = (address: string, expected: string | undefined, timeouts: { connect: number; perTry: number; request: number }, lookup?: LookupFunction): UpgradeTarget => {
+    const connect = connectorFor(identity, address, expected, timeouts.connect, (reason) => metrics.tlsHandshakeFailures.labels('outbound', reason).inc(), lookup);
     if (connect instanceof ProxyError) return { error: connect };
     return { address, ...(expected ? { dstPort: address.slice(address.lastIndexOf(':') + 1) } : {}), dial: connect, responseTimeoutMs: timeouts.perTry, requestTimeoutMs: timeouts.request };
   };
@@ -269,7 +269,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       const dst = { service: b.service.name, workload: ep.labels['workload'] ?? '', namespace: ep.labels['namespace'] ?? '', tls: ep.identity !== undefined };
       // The upstream's answer to the upgrade (101 or not) is a response head like any other: the
       // route's per-try timeout bounds the wait, its request timeout the whole exchange (body included).
-      return { ...upgradeDial(ep.address, ep.identity, r.timeouts), dst };
+      return { ...upgradeDial(ep.address, ep.identity, r.timeouts, ep.lookup), dst };
     };
     // The same stages for HTTP/2, each told what it cannot read itself: the retry stage how the
     // body is replayed and what a trailers-only gRPC answer says, the balancer when a gRPC answer

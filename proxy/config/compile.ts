@@ -2,6 +2,7 @@
 // reads (host → service, routes with defaults resolved). State that must outlive a config change
 // (endpoint connection pools, load, breakers, budgets, limits) comes from a StateRegistry, so a
 // new version keeps what still exists and in-flight requests finish on the objects they hold.
+import type { LookupFunction } from 'node:net';
 import type { Clock, Random } from '../../api/runtime.ts';
 import type { BreakerPolicy, Endpoint as EndpointDoc, ProxyConfig, RetryPolicy, RouteMatch, Service as ServiceDoc, Timeouts, AuthorizationPolicyConfig, InboundPort } from '../../api/proxy-config.ts';
 import { EndpointLoad } from '../policy/balancer.ts';
@@ -43,6 +44,8 @@ export interface EndpointState {
   readonly accrual: FailureAccrual;
   /** Opaque connection pool made by the injected client factory. */
   readonly client: unknown;
+  /** How its name is resolved when dialled, if not as usual: a passed-through host's (outbound/passthrough.ts). */
+  readonly lookup?: LookupFunction;
 }
 
 export interface ServiceRuntime {
@@ -89,7 +92,7 @@ export interface RuntimeConfig {
 
 export interface ClientFactory {
   /** A connection pool for one endpoint. */
-  create(endpoint: { address: string; identity: string | undefined; connectTimeout: number }): unknown;
+  create(endpoint: { address: string; identity: string | undefined; connectTimeout: number; lookup?: LookupFunction }): unknown;
   /** Close a pool once no config references it; in-flight requests finish first. */
   close(client: unknown): void;
 }

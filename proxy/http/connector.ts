@@ -46,11 +46,12 @@ function sharedBufferReads(): { buffer: Buffer; callback: (n: number) => boolean
   return reads;
 }
 
-export function tcpConnector(address: string, timeoutMs: number): Dial {
+/** `lookup`: how the host's name is resolved, if not by dns.lookup (a passed-through host's: outbound/passthrough.ts). */
+export function tcpConnector(address: string, timeoutMs: number, lookup?: net.LookupFunction): Dial {
   const { host, port } = splitAddress(address);
   return (callback) => {
     const reads = sharedBufferReads();
-    const socket: net.Socket = net.connect({ host, port, noDelay: true, keepAlive: true, keepAliveInitialDelay: 60_000, onread: reads });
+    const socket: net.Socket = net.connect({ host, port, noDelay: true, keepAlive: true, keepAliveInitialDelay: 60_000, onread: reads, ...(lookup ? { lookup } : {}) });
     reads.socket = socket;
     let settled = false;
     const settle = (err: Error | null) => {

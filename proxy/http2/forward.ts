@@ -250,7 +250,7 @@ export function h2Endpoint(clock: Clock, deadlines: Deadlines, sessions: H2Sessi
     // The upstream learns what is left of the caller's deadline (a retry has less), as gRPC clients send it.
     const g = h.h2.grpcTimeoutMs;
     const left = g === undefined ? undefined : formatGrpcTimeout(ex.startMs + g - clock.now());
-    return dispatchH2(sessions.get(ep.address, ep.identity, connect), h, ep.address, extra, perTry, deadlines, keep, left);
+    return dispatchH2(sessions.get(ep.address, ep.identity, connect, ep.lookup), h, ep.address, extra, perTry, deadlines, keep, left);
   };
 }
 

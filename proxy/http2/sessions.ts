@@ -50,8 +50,8 @@ export class H2Sessions {
     return this.#entries.size;
   }
 
-  /** The session to `address`: mTLS expecting `expected` when given, h2c otherwise. */
-  get(address: string, expected: string | undefined, connectTimeoutMs: number): Promise<ClientHttp2Session> {
+  /** The session to `address`: mTLS expecting `expected` when given, h2c otherwise; `lookup` resolves its name, if not dns.lookup (outbound/passthrough.ts). */
+  get(address: string, expected: string | undefined, connectTimeoutMs: number, lookup?: net.LookupFunction): Promise<ClientHttp2Session> {
     const key = expected === undefined ? address : `${address} ${expected}`;
     const e = this.#entries.get(key);
     if (e) {
@@ -61,7 +61,7 @@ export class H2Sessions {
       this.#entries.delete(key);
       if (!s.closed) s.close();
     }
-    const entry: Entry = { ready: this.#connect(key, address, expected, connectTimeoutMs), born: this.#o.now(), session: undefined };
+    const entry: Entry = { ready: this.#connect(key, address, expected, connectTimeoutMs, lookup), born: this.#o.now(), session: undefined };
     this.#entries.set(key, entry);
     entry.ready.then(
       (s) => (entry.session = s),
@@ -84,12 +84,12 @@ export class H2Sessions {
     this.#entries.clear();
   }
 
-  #connect(key: string, address: string, expected: string | undefined, timeoutMs: number): Promise<ClientHttp2Session> {
+  #connect(key: string, address: string, expected: string | undefined, timeoutMs: number, lookup: net.LookupFunction | undefined): Promise<ClientHttp2Session> {
     return new Promise((resolve, reject) => {
       const { host, port } = splitAddress(address);
       let socket: net.Socket;
       let checked: Error | undefined;
-      if (expected === undefined) socket = net.connect({ host, port, noDelay: true, keepAlive: true, keepAliveInitialDelay: 60_000 });
+      if (expected === undefined) socket = net.connect({ host, port, noDelay: true, keepAlive: true, keepAliveInitialDelay: 60_000, ...(lookup ? { lookup } : {}) });
       else {
         const secureContext = this.#o.context();
         if (!secureContext) {

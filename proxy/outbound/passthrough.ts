@@ -9,8 +9,9 @@
 // Not passed through (a 404 `no-route` that says why): names that only the cluster can mean,
 // whose Service the config would hold (a single label such as `api`, anything under `.svc`):
 // an unknown one is a typo or a Service not pushed yet; a loopback host (`localhost`, 127.0.0.0/8,
-// ::1) or one of this proxy's own ports, either of which could send the proxy its own request
-// back. Off unless asked (`--outbound-passthrough`); the injector asks for it in a cluster.
+// ::1, however spelled, or a name that resolves to one: refused when dialled) or one of this
+// proxy's own ports, either of which could send the proxy its own request back. Off unless
+// asked (`--outbound-passthrough`); the injector asks for it in a cluster.
 //
 // Whether passthrough is on or not: a host that is the IP of an endpoint of the config (a Pod
 // behind a Service with a cluster IP, called by its IP, on any port) goes to that Pod over mTLS
@@ -20,7 +21,8 @@
 // One pool, budget and concurrency limit per `host:port`, for the 256 hosts used last; in
 // metrics every host outside the mesh is `dst_service="passthrough"` (bounded), the access log
 // names the host.
-import { isIP } from 'node:net';
+import { lookup as dnsLookup } from 'node:dns';
+import { BlockList, isIP, type LookupFunction } from 'node:net';
 import type { Clock, Random } from '../../api/runtime.ts';
 import type { ClientFactory, EndpointState, RouteRuntime, RuntimeConfig, ServiceRuntime } from '../config/compile.ts';
 import { DEFAULT_BREAKER, resolveRetry } from '../config/compile.ts';
@@ -50,13 +52,39 @@ export function portOfAuthority(authority: string): number | undefined {
   return /^\d{1,5}$/.test(p) && n >= 1 && n <= 65535 ? n : undefined;
 }
 
+const LOOPBACK = 'a loopback address is never passed through (the proxy would call itself)';
+
+/**
+ * Loopback and unspecified addresses (0.0.0.0/8, ::, which Linux connects to this host), matched
+ * on the address rather than its spelling: `[0::1]` is ::1, `[::ffff:7f00:1]` is 127.0.0.1
+ * (BlockList checks an IPv4-mapped address against the IPv4 rules).
+ */
+const LOCAL = new BlockList();
+LOCAL.addSubnet('127.0.0.0', 8, 'ipv4');
+LOCAL.addSubnet('0.0.0.0', 8, 'ipv4');
+LOCAL.addAddress('::1', 'ipv6');
+LOCAL.addAddress('::', 'ipv6');
+
 function isLoopbackOrUnspecified(ip: string): boolean {
-  if (isIP(ip) === 4) return ip.startsWith('127.') || ip === '0.0.0.0';
-  const v6 = ip.toLowerCase();
-  if (v6 === '::1' || v6 === '::' || /^0*:0*:0*:0*:0*:0*:0*:0*1$/.test(v6)) return true;
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(v6);
-  return mapped !== null && isLoopbackOrUnspecified(mapped[1]!);
+  const family = isIP(ip);
+  return family !== 0 && LOCAL.check(ip, family === 4 ? 'ipv4' : 'ipv6');
 }
+
+/**
+ * net.connect's `lookup` for a passed-through host: dns.lookup, refusing a name any of whose
+ * addresses is loopback or unspecified. The Host's text cannot tell: a name the resolver maps to
+ * 127.0.0.1 (an /etc/hosts line, `localhost.`, a public name such as localtest.me), or a spelling
+ * of an address getaddrinfo parses itself (`127.1`, `0x7f.1`, `0177.0.0.1`, `0.0`). An IP
+ * literal is never looked up: passthroughRefusal has refused those already.
+ */
+export const externalLookup: LookupFunction = (hostname, options, callback) => {
+  dnsLookup(hostname, options, (err, address, family) => {
+    if (err) return callback(err, address, family);
+    const local = (Array.isArray(address) ? address.map((a) => a.address) : [address]).find(isLoopbackOrUnspecified);
+    if (local === undefined) return callback(null, address, family);
+    callback(new ProxyError('no-route', `no service for host "${hostname}", and it is not passed through: it resolves to ${local}, ${LOOPBACK}`, { beforeRequest: true }), address, family);
+  });
+};
 
 /**
  * Why a request for `host` (lower-case, as hostOf gives it: an IPv6 literal in brackets) on
@@ -65,9 +93,9 @@ function isLoopbackOrUnspecified(ip: string): boolean {
 export function passthroughRefusal(host: string, port: number | undefined, ownPorts: ReadonlySet<number>): string | undefined {
   const ip = host.startsWith('[') ? host.slice(1, -1) : host;
   if (isIP(ip) !== 0) {
-    if (isLoopbackOrUnspecified(ip)) return 'a loopback address is never passed through (the proxy would call itself)';
+    if (isLoopbackOrUnspecified(ip)) return LOOPBACK;
   } else {
-    if (host === 'localhost' || host.endsWith('.localhost')) return 'a loopback address is never passed through (the proxy would call itself)';
+    if (host === 'localhost' || host.endsWith('.localhost')) return LOOPBACK;
     if (!host.includes('.')) return 'a single-label name means a Service of the cluster, and the config has none of that name (yet)';
     if (host.endsWith('.svc') || host.includes('.svc.')) return 'a cluster Service name, and the config has no such Service (yet)';
   }
@@ -141,7 +169,8 @@ export class Passthrough {
       labels: meshed?.labels ?? Object.freeze({}),
       load: new EndpointLoad(this.#clock),
       accrual: new FailureAccrual({ ...DEFAULT_BREAKER, consecutiveFailures: NO_EJECTION }, this.#clock, this.#random),
-      client: this.#clients.create({ address, identity: meshed?.identity, connectTimeout: PASSTHROUGH_CONNECT_MS }),
+      client: this.#clients.create({ address, identity: meshed?.identity, connectTimeout: PASSTHROUGH_CONNECT_MS, lookup: meshed ? undefined : externalLookup }),
+      ...(meshed ? {} : { lookup: externalLookup }),
     };
     const routes: RouteRuntime[] = [];
     const svc: ServiceRuntime = {

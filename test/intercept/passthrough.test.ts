@@ -17,6 +17,8 @@ requireTools(['ip', 'iptables', 'iptables-save', 'iptables-restore', 'setpriv', 
 const SCRIPT = fileURLToPath(new URL('../../proxy/intercept/intercept.sh', import.meta.url));
 const APP_UID = 1001;
 const PARTNER = 'api.partner.example';
+/** A name the pod's resolver maps to 127.0.0.1. */
+const LOOPING = 'loop.partner.example';
 
 /** The partner's HTTP/2 (h2c) server on 8081 and a WebSocket-style echo on 8082 (101, then echo). */
 const PEER_JS = `
@@ -82,7 +84,7 @@ t.before(async () => {
   // name (the proxy resolves it, as the app would have) and has no DNS server (an unknown name fails at once).
   etcDir = `/etc/netns/${pair.pod}`;
   mkdirSync(etcDir, { recursive: true });
-  writeFileSync(`${etcDir}/hosts`, `127.0.0.1 localhost\n::1 localhost\n${pair.peerIp} ${PARTNER}\n`);
+  writeFileSync(`${etcDir}/hosts`, `127.0.0.1 localhost\n::1 localhost\n${pair.peerIp} ${PARTNER}\n127.0.0.1 ${LOOPING}\n`);
   writeFileSync(`${etcDir}/resolv.conf`, 'nameserver 127.0.0.1\noptions timeout:1 attempts:1\n');
   await startServerIn(pair, pair.peer, '0.0.0.0', 8080, 'partner');
   const p = pair.spawn(pair.peer, [process.execPath, '--input-type=commonjs', '-e', PEER_JS]);
@@ -135,6 +137,12 @@ t.test('what is never passed through gets a 404 no-route that says why', async (
     ['orders', /single-label name means a Service of the cluster/],
     ['orders.shop.svc.cluster.local', /cluster Service name/],
     ['localhost:8080', /loopback/],
+    // The loopback address by a name, or spelled so that only getaddrinfo or an IPv6 parse sees it.
+    [`${LOOPING}:8080`, /it resolves to 127\.0\.0\.1, a loopback address/],
+    ['127.1:8080', /it resolves to 127\.0\.0\.1, a loopback address/],
+    ['0x7f.1:8080', /it resolves to 127\.0\.0\.1, a loopback address/],
+    ['[0::1]:8080', /loopback/],
+    ['[::ffff:7f00:1]:8080', /loopback/],
     [`${PARTNER}:4191`, /port 4191 is one of this proxy's own/],
   ];
   for (const [host, why] of cases) {

@@ -3,7 +3,7 @@
 // breaker; the least recently used go past 256 hosts, their pools closed.
 import t from 'tap';
 import { ManualClock, seededRandom } from '../../../api/runtime.ts';
-import { Passthrough, PASSTHROUGH, passthroughRefusal, portOfAuthority } from '../../../proxy/outbound/passthrough.ts';
+import { externalLookup, Passthrough, PASSTHROUGH, passthroughRefusal, portOfAuthority } from '../../../proxy/outbound/passthrough.ts';
 import { destinationOf } from '../../../proxy/outbound/destination.ts';
 import { compile, StateRegistry } from '../../../proxy/config/compile.ts';
 import { ProxyError } from '../../../proxy/errors.ts';
@@ -33,6 +33,11 @@ t.test('hosts outside the mesh pass; loopback, own ports and cluster names never
     ['[::]', 80, /loopback/],
     ['[0:0:0:0:0:0:0:1]', 80, /loopback/],
     ['[::ffff:127.0.0.1]', 80, /loopback/],
+    // Other spellings of the same addresses: the address decides, not its text.
+    ['[0::1]', 80, /loopback/],
+    ['[0::]', 80, /loopback/],
+    ['[::ffff:7f00:1]', 80, /loopback/],
+    ['[0:0:0:0:0:ffff:127.0.0.1]', 80, /loopback/],
     ['localhost', 80, /loopback/],
     ['app.localhost', 80, /loopback/],
     ['api', 80, /single-label name means a Service of the cluster/],
@@ -43,6 +48,22 @@ t.test('hosts outside the mesh pass; loopback, own ports and cluster names never
     ['api.partner.example', undefined, /no valid port/],
   ];
   for (const [host, port, why] of refused) t.match(passthroughRefusal(host, port, OWN), why, `${host}:${port}`);
+});
+
+/** What externalLookup answers for `name`. */
+const resolve = (name: string, all: boolean) =>
+  new Promise<{ err: NodeJS.ErrnoException | null; address: unknown }>((res) => externalLookup(name, { all }, (err, address) => res({ err, address })));
+
+t.test('a name resolved to a loopback address is refused when dialled, whatever spells it', async (t) => {
+  // getaddrinfo parses these itself (no resolver needed); `localhost` is in every /etc/hosts.
+  for (const name of ['127.1', '0x7f.1', '0177.0.0.1', '0.0', 'localhost']) {
+    for (const all of [false, true]) {
+      const { err } = await resolve(name, all);
+      t.ok(err instanceof ProxyError && err.code === 'no-route' && /it resolves to (127\.0\.0\.1|0\.0\.0\.0|::1), a loopback address/.test(err.message), `${name} (all: ${all}): ${err?.message}`);
+    }
+  }
+  const ok = await resolve('10.1.2.3', true);
+  t.same([ok.err, ok.address], [null, [{ address: '10.1.2.3', family: 4 }]], 'another address resolves as dns.lookup does');
 });
 
 /** A client factory that records what it made and closed. */
