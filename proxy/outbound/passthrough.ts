@@ -71,18 +71,39 @@ function isLoopbackOrUnspecified(ip: string): boolean {
 }
 
 /**
- * net.connect's `lookup` for a passed-through host: dns.lookup, refusing a name any of whose
+ * The callbacks waiting for each lookup in flight, by name and options. dns.lookup holds one of
+ * libuv's 4 threadpool threads until getaddrinfo answers, which a slow or unreachable DNS server
+ * makes seconds, past the connect timeout that gave up on it: every request for that name, and
+ * each of their retries, took another thread, and a name /etc/hosts answers at once (any
+ * lookup at all) queued behind them until its own connect timed out.
+ */
+const lookupsInFlight = new Map<string, Array<Parameters<LookupFunction>[2]>>();
+
+/**
+ * net.connect's `lookup` for a passed-through host: dns.lookup, one at a time per name (the
+ * requests and retries that ask while it runs get its answer), refusing a name any of whose
  * addresses is loopback or unspecified. The Host's text cannot tell: a name the resolver maps to
  * 127.0.0.1 (an /etc/hosts line, `localhost.`, a public name such as localtest.me), or a spelling
  * of an address getaddrinfo parses itself (`127.1`, `0x7f.1`, `0177.0.0.1`, `0.0`). An IP
  * literal is never looked up: passthroughRefusal has refused those already.
  */
 export const externalLookup: LookupFunction = (hostname, options, callback) => {
+  const key = `${hostname} ${JSON.stringify(options)}`;
+  const waiting = lookupsInFlight.get(key);
+  if (waiting) {
+    waiting.push(callback);
+    return;
+  }
+  const callbacks = [callback];
+  lookupsInFlight.set(key, callbacks);
   dnsLookup(hostname, options, (err, address, family) => {
-    if (err) return callback(err, address, family);
-    const local = (Array.isArray(address) ? address.map((a) => a.address) : [address]).find(isLoopbackOrUnspecified);
-    if (local === undefined) return callback(null, address, family);
-    callback(new ProxyError('no-route', `no service for host "${hostname}", and it is not passed through: it resolves to ${local}, ${LOOPBACK}`, { beforeRequest: true }), address, family);
+    lookupsInFlight.delete(key);
+    const local = err ? undefined : (Array.isArray(address) ? address.map((a) => a.address) : [address]).find(isLoopbackOrUnspecified);
+    for (const cb of callbacks) {
+      if (err) cb(err, address, family);
+      else if (local === undefined) cb(null, address, family);
+      else cb(new ProxyError('no-route', `no service for host "${hostname}", and it is not passed through: it resolves to ${local}, ${LOOPBACK}`, { beforeRequest: true }), address, family);
+    }
   });
 };
 

@@ -17,6 +17,8 @@ requireTools(['ip', 'iptables', 'iptables-save', 'iptables-restore', 'setpriv', 
 const SCRIPT = fileURLToPath(new URL('../../proxy/intercept/intercept.sh', import.meta.url));
 const APP_UID = 1001;
 const PARTNER = 'api.partner.example';
+/** The partner by another name, first called when the pod's DNS server is silent (no pooled connection yet). */
+const PARTNER_ALIAS = 'www.partner.example';
 /** A name the pod's resolver maps to 127.0.0.1. */
 const LOOPING = 'loop.partner.example';
 
@@ -84,7 +86,7 @@ t.before(async () => {
   // name (the proxy resolves it, as the app would have) and has no DNS server (an unknown name fails at once).
   etcDir = `/etc/netns/${pair.pod}`;
   mkdirSync(etcDir, { recursive: true });
-  writeFileSync(`${etcDir}/hosts`, `127.0.0.1 localhost\n::1 localhost\n${pair.peerIp} ${PARTNER}\n127.0.0.1 ${LOOPING}\n`);
+  writeFileSync(`${etcDir}/hosts`, `127.0.0.1 localhost\n::1 localhost\n${pair.peerIp} ${PARTNER} ${PARTNER_ALIAS}\n127.0.0.1 ${LOOPING}\n`);
   writeFileSync(`${etcDir}/resolv.conf`, 'nameserver 127.0.0.1\noptions timeout:1 attempts:1\n');
   await startServerIn(pair, pair.peer, '0.0.0.0', 8080, 'partner');
   const p = pair.spawn(pair.peer, [process.execPath, '--input-type=commonjs', '-e', PEER_JS]);
@@ -155,6 +157,29 @@ t.test('what is never passed through gets a 404 no-route that says why', async (
   t.equal(unknown.status, 502, `a name that does not resolve: ${unknown.body}`);
   t.equal(unknown.headers['meshlet-proxy-error'], 'connect-failed');
   t.match(unknown.body, /nowhere\.example/, 'the error names the host');
+});
+
+t.test('a DNS server that does not answer: the requests for one name share one lookup, and other names are not held up', async (t) => {
+  // A server that takes the pod's DNS queries and never answers, and a resolver that waits 8 s for
+  // it: each lookup outlives the 5 s connect timeout. The proxy resolves with getaddrinfo on libuv's
+  // 4 threads; a name in /etc/hosts needs one of them too.
+  const dns = pair.spawn(pair.pod, [process.execPath, '-e', "require('node:dgram').createSocket('udp4').bind(53, '127.0.0.1', () => process.stdout.write('listening\\n'))"]);
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('the silent DNS server did not listen within 10 s')), 10_000);
+    dns.stdout!.on('data', (c: Buffer) => c.toString().includes('listening') && (clearTimeout(timer), resolve()));
+  });
+  writeFileSync(`${etcDir}/resolv.conf`, 'nameserver 127.0.0.1\noptions timeout:8 attempts:1\n');
+  t.teardown(() => {
+    writeFileSync(`${etcDir}/resolv.conf`, 'nameserver 127.0.0.1\noptions timeout:1 attempts:1\n');
+    dns.kill();
+  });
+  const slow = Array.from({ length: 6 }, () => curlIn(pair, pair.pod, ['-m', '20', '-H', 'Host: api.slow.example', `http://${pair.peerIp}:8080/`], { uid: APP_UID }));
+  await new Promise((r) => setTimeout(r, 300));
+  const start = Date.now();
+  const good = await curlIn(pair, pair.pod, ['-m', '20', `http://${PARTNER_ALIAS}:8080/during`], { uid: APP_UID });
+  t.equal(good.status, 200, `a name in /etc/hosts is served meanwhile: ${good.body}`);
+  t.ok(Date.now() - start < 2000, `at once (${Date.now() - start} ms), not after the slow lookups`);
+  for (const r of await Promise.all(slow)) t.ok(r.status === 502 || r.status === 504, `the unanswered name fails (${r.status} ${r.headers['meshlet-proxy-error']})`);
 });
 
 t.test('config.meshlet.io/outbound-passthrough: "false": a host outside the mesh is a 404, as before', async (t) => {
