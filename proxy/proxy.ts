@@ -41,7 +41,8 @@ import { adminServer, listenAdmin } from './admin.ts';
 import { H2Listener } from './http2/server.ts';
 import { H2Sessions } from './http2/sessions.ts';
 import { h2App, h2Endpoint, h2RetryHooks, h2Verdict } from './http2/forward.ts';
-import type { AddressInfo, LookupFunction } from 'node:net';
+import { BlockList, type AddressInfo, type LookupFunction } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import type { Writable } from 'node:stream';
 
 export interface HostPort {
@@ -137,6 +138,13 @@ export function endpointPools(identity: IdentityManager | undefined, clock: Cloc
   };
 }
 
+/** This host's addresses (a Pod's IPs), as the network interfaces have them at start. */
+function localAddresses(): BlockList {
+  const list = new BlockList();
+  for (const addrs of Object.values(networkInterfaces())) for (const a of addrs ?? []) list.addAddress(a.address, a.family === 'IPv4' ? 'ipv4' : 'ipv6');
+  return list;
+}
+
 /** An inbound listener: its own acceptor (mTLS or plaintext) and HTTP server, for one app port. */
 interface InboundListener {
   appPort: number;
@@ -180,9 +188,9 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   });
   const pools = endpointPools(identity, o.clock, (reason) => metrics.tlsHandshakeFailures.labels('outbound', reason).inc());
   const state = new StateRegistry(o.clock, o.random, pools);
-  // The proxy's own listening ports, as they bind: never a passed-through request's destination.
+  // The proxy's own listening ports (as they bind) on its own addresses: never a passed-through request's destination.
   const ownPorts = new Set<number>();
-  const passthrough = new Passthrough(pools, o.clock, o.random, ownPorts, o.outboundPassthrough === true);
+  const passthrough = new Passthrough(pools, o.clock, o.random, { ports: ownPorts, addresses: localAddresses() }, o.outboundPassthrough === true);
   const store = new ConfigStore(state, {
     applied: (cfg) => {
       metrics.configUpdates.labels('applied').inc();

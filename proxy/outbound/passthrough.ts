@@ -43,10 +43,15 @@ const MAX_HOSTS = 256;
 /** Failures in a row before an ejection: never, in practice (no breaker). */
 const NO_EJECTION = Number.MAX_SAFE_INTEGER;
 
-/** The port an authority names, 80 when it names none; undefined when it is not a port. */
+/**
+ * The port an authority names, 80 when it names none; undefined when it is not a port, or the
+ * authority has a second colon outside brackets (`a.example:80:8080`: hostOf reads the host up to
+ * the first, so the port must not be read from the last).
+ */
 export function portOfAuthority(authority: string): number | undefined {
   const colon = authority.lastIndexOf(':');
   if (colon < 0 || colon < authority.lastIndexOf(']')) return 80;
+  if (!authority.startsWith('[') && authority.indexOf(':') !== colon) return undefined;
   const p = authority.slice(colon + 1);
   const n = Number(p);
   return /^\d{1,5}$/.test(p) && n >= 1 && n <= 65535 ? n : undefined;
@@ -71,57 +76,69 @@ function isLoopbackOrUnspecified(ip: string): boolean {
 }
 
 /**
- * The callbacks waiting for each lookup in flight, by name and options. dns.lookup holds one of
- * libuv's 4 threadpool threads until getaddrinfo answers, which a slow or unreachable DNS server
- * makes seconds, past the connect timeout that gave up on it: every request for that name, and
- * each of their retries, took another thread, and a name /etc/hosts answers at once (any
- * lookup at all) queued behind them until its own connect timed out.
- */
-const lookupsInFlight = new Map<string, Array<Parameters<LookupFunction>[2]>>();
-
-/**
- * net.connect's `lookup` for a passed-through host: dns.lookup, one at a time per name (the
+ * net.connect's `lookup` for passed-through hosts: dns.lookup, one at a time per name (the
  * requests and retries that ask while it runs get its answer), refusing a name any of whose
  * addresses is loopback or unspecified. The Host's text cannot tell: a name the resolver maps to
  * 127.0.0.1 (an /etc/hosts line, `localhost.`, a public name such as localtest.me), or a spelling
  * of an address getaddrinfo parses itself (`127.1`, `0x7f.1`, `0177.0.0.1`, `0.0`). An IP
  * literal is never looked up: passthroughRefusal has refused those already.
+ *
+ * One at a time: dns.lookup holds one of libuv's 4 threadpool threads until getaddrinfo answers,
+ * which a slow or unreachable DNS server makes seconds, past the connect timeout that gave up on
+ * it: every request for that name, and each of their retries, took another thread, and a name
+ * /etc/hosts answers at once (any lookup at all) queued behind them until its own connect timed out.
  */
-export const externalLookup: LookupFunction = (hostname, options, callback) => {
-  const key = `${hostname} ${JSON.stringify(options)}`;
-  const waiting = lookupsInFlight.get(key);
-  if (waiting) {
-    waiting.push(callback);
-    return;
-  }
-  const callbacks = [callback];
-  lookupsInFlight.set(key, callbacks);
-  dnsLookup(hostname, options, (err, address, family) => {
-    lookupsInFlight.delete(key);
-    const local = err ? undefined : (Array.isArray(address) ? address.map((a) => a.address) : [address]).find(isLoopbackOrUnspecified);
-    for (const cb of callbacks) {
-      if (err) cb(err, address, family);
-      else if (local === undefined) cb(null, address, family);
-      else cb(new ProxyError('no-route', `no service for host "${hostname}", and it is not passed through: it resolves to ${local}, ${LOOPBACK}`, { beforeRequest: true }), address, family);
+export function externalLookup(): LookupFunction {
+  /** The callbacks waiting for each lookup in flight, by name and options. */
+  const lookupsInFlight = new Map<string, Array<Parameters<LookupFunction>[2]>>();
+  return (hostname, options, callback) => {
+    const key = `${hostname} ${JSON.stringify(options)}`;
+    const waiting = lookupsInFlight.get(key);
+    if (waiting) {
+      waiting.push(callback);
+      return;
     }
-  });
-};
+    const callbacks = [callback];
+    lookupsInFlight.set(key, callbacks);
+    dnsLookup(hostname, options, (err, address, family) => {
+      lookupsInFlight.delete(key);
+      const local = err ? undefined : (Array.isArray(address) ? address.map((a) => a.address) : [address]).find(isLoopbackOrUnspecified);
+      for (const cb of callbacks) {
+        if (err) cb(err, address, family);
+        else if (local === undefined) cb(null, address, family);
+        else cb(new ProxyError('no-route', `no service for host "${hostname}", and it is not passed through: it resolves to ${local}, ${LOOPBACK}`, { beforeRequest: true }), address, family);
+      }
+    });
+  };
+}
+
+/** This proxy: its listening ports (filled as they bind) and its host's addresses (the Pod's IPs). */
+export interface Own {
+  readonly ports: ReadonlySet<number>;
+  readonly addresses: BlockList;
+}
 
 /**
  * Why a request for `host` (lower-case, as hostOf gives it: an IPv6 literal in brackets) on
- * `port` is not passed through, or undefined when it may be. Pure.
+ * `port` is not passed through, or undefined when it may be. One of the proxy's own port numbers
+ * is refused for a name (it may resolve to this Pod) and for this Pod's own IPs, not for another
+ * host's IP: a meshed Prometheus scrapes other Pods' proxies on `<Pod IP>:4191`. Pure.
  */
-export function passthroughRefusal(host: string, port: number | undefined, ownPorts: ReadonlySet<number>): string | undefined {
+export function passthroughRefusal(host: string, port: number | undefined, own: Own): string | undefined {
   const ip = host.startsWith('[') ? host.slice(1, -1) : host;
-  if (isIP(ip) !== 0) {
+  const family = isIP(ip);
+  if (family !== 0) {
     if (isLoopbackOrUnspecified(ip)) return LOOPBACK;
+    if (port === undefined) return 'the Host names no valid port';
+    if (own.ports.has(port) && own.addresses.check(ip, family === 4 ? 'ipv4' : 'ipv6')) return `${host}:${port} is this proxy's own (it would call itself)`;
+    return undefined;
   } else {
     if (host === 'localhost' || host.endsWith('.localhost')) return LOOPBACK;
     if (!host.includes('.')) return 'a single-label name means a Service of the cluster, and the config has none of that name (yet)';
     if (host.endsWith('.svc') || host.includes('.svc.')) return 'a cluster Service name, and the config has no such Service (yet)';
   }
   if (port === undefined) return 'the Host names no valid port';
-  if (ownPorts.has(port)) return `port ${port} is one of this proxy's own (the proxy would call itself)`;
+  if (own.ports.has(port)) return `port ${port} is one of this proxy's own, and the name may be this Pod's (the proxy would call itself)`;
   return undefined;
 }
 
@@ -130,21 +147,22 @@ export class Passthrough {
   readonly #clients: ClientFactory;
   readonly #clock: Clock;
   readonly #random: Random;
-  readonly #ownPorts: ReadonlySet<number>;
+  readonly #own: Own;
   readonly #external: boolean;
+  readonly #lookup = externalLookup();
   /** `host:port` → its service; Map order is use order (oldest first). */
   readonly #services = new Map<string, ServiceRuntime>();
   readonly #route: Omit<RouteRuntime, 'backends'>;
 
   /**
-   * `ownPorts`: the proxy's listening ports, filled as they bind; `external`: hosts outside the
+   * `own`: the proxy's listening ports (filled as they bind) and addresses; `external`: hosts outside the
    * mesh pass (else only an endpoint's IP does).
    */
-  constructor(clients: ClientFactory, clock: Clock, random: Random, ownPorts: ReadonlySet<number>, external: boolean) {
+  constructor(clients: ClientFactory, clock: Clock, random: Random, own: Own, external: boolean) {
     this.#clients = clients;
     this.#clock = clock;
     this.#random = random;
-    this.#ownPorts = ownPorts;
+    this.#own = own;
     this.#external = external;
     this.#route = { name: PASSTHROUGH, service: PASSTHROUGH, match: undefined, timeouts: { connect: PASSTHROUGH_CONNECT_MS, perTry: 0, request: 0 }, retry: resolveRetry() };
   }
@@ -158,7 +176,7 @@ export class Passthrough {
     const meshed = known?.identity === undefined ? undefined : known;
     if (!meshed && !this.#external) return new ProxyError('no-route', `no service for host "${host}"`);
     const port = portOfAuthority(authority);
-    const refused = passthroughRefusal(host, port, this.#ownPorts);
+    const refused = passthroughRefusal(host, port, this.#own);
     if (refused !== undefined) return new ProxyError('no-route', `no service for host "${host}", and it is not passed through: ${refused}`);
     const address = `${host}:${port}`;
     const key = meshed ? `${address}|${meshed.service}|${meshed.identity}` : address;
@@ -190,8 +208,8 @@ export class Passthrough {
       labels: meshed?.labels ?? Object.freeze({}),
       load: new EndpointLoad(this.#clock),
       accrual: new FailureAccrual({ ...DEFAULT_BREAKER, consecutiveFailures: NO_EJECTION }, this.#clock, this.#random),
-      client: this.#clients.create({ address, identity: meshed?.identity, connectTimeout: PASSTHROUGH_CONNECT_MS, lookup: meshed ? undefined : externalLookup }),
-      ...(meshed ? {} : { lookup: externalLookup }),
+      client: this.#clients.create({ address, identity: meshed?.identity, connectTimeout: PASSTHROUGH_CONNECT_MS, lookup: meshed ? undefined : this.#lookup }),
+      ...(meshed ? {} : { lookup: this.#lookup }),
     };
     const routes: RouteRuntime[] = [];
     const svc: ServiceRuntime = {

@@ -146,6 +146,7 @@ t.test('what is never passed through gets a 404 no-route that says why', async (
     ['[0::1]:8080', /loopback/],
     ['[::ffff:7f00:1]:8080', /loopback/],
     [`${PARTNER}:4191`, /port 4191 is one of this proxy's own/],
+    [`${pair.podIp}:4143`, /is this proxy's own \(it would call itself\)/],
   ];
   for (const [host, why] of cases) {
     const r = await curlIn(pair, pair.pod, ['-H', `Host: ${host}`, `http://${pair.peerIp}:8080/`], { uid: APP_UID });

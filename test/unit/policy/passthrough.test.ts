@@ -2,13 +2,17 @@
 // it keeps for them: one service per host:port with the mesh's default retries, no timeouts and no
 // breaker; the least recently used go past 256 hosts, their pools closed.
 import t from 'tap';
+import { BlockList } from 'node:net';
 import { ManualClock, seededRandom } from '../../../api/runtime.ts';
 import { externalLookup, Passthrough, PASSTHROUGH, passthroughRefusal, portOfAuthority } from '../../../proxy/outbound/passthrough.ts';
 import { destinationOf } from '../../../proxy/outbound/destination.ts';
 import { compile, StateRegistry } from '../../../proxy/config/compile.ts';
 import { ProxyError } from '../../../proxy/errors.ts';
 
-const OWN = new Set([4140, 4143, 4191]);
+const ownAddresses = new BlockList();
+ownAddresses.addAddress('10.1.0.9', 'ipv4');
+ownAddresses.addAddress('fd00::9', 'ipv6');
+const OWN = { ports: new Set([4140, 4143, 4191]), addresses: ownAddresses };
 /** compile() asks the factory for a pool per endpoint and never uses it. */
 const noPools = { create: () => ({}), close: () => {} };
 const EMPTY = compile({ version: 'v', services: [] }, new StateRegistry(new ManualClock(), seededRandom(1), noPools));
@@ -18,11 +22,11 @@ t.test("the Host's port, 80 when it names none", async (t) => {
   t.equal(portOfAuthority('api.example.com:8080'), 8080);
   t.equal(portOfAuthority('[fd00::1]'), 80);
   t.equal(portOfAuthority('[fd00::1]:9000'), 9000);
-  for (const bad of ['a.example:0', 'a.example:65536', 'a.example:', 'a.example:8o', 'a.example:+80', 'a.example:123456']) t.equal(portOfAuthority(bad), undefined, bad);
+  for (const bad of ['a.example:0', 'a.example:65536', 'a.example:', 'a.example:8o', 'a.example:+80', 'a.example:123456', 'a.example:80:18080', 'fd00::1:80']) t.equal(portOfAuthority(bad), undefined, bad);
 });
 
 t.test('hosts outside the mesh pass; loopback, own ports and cluster names never do', async (t) => {
-  for (const [host, port] of [['api.partner.example', 80], ['10.0.0.7', 8080], ['[fd00::7]', 80], ['es-0.es.shop.pod.cluster.local', 9200], ['a.b', 1]] as const) {
+  for (const [host, port] of [['api.partner.example', 80], ['10.0.0.7', 8080], ['[fd00::7]', 80], ['es-0.es.shop.pod.cluster.local', 9200], ['a.b', 1], ['10.0.0.7', 4191]] as const) {
     t.equal(passthroughRefusal(host, port, OWN), undefined, `${host}:${port} passes`);
   }
   const refused: Array<[string, number | undefined, RegExp]> = [
@@ -44,15 +48,17 @@ t.test('hosts outside the mesh pass; loopback, own ports and cluster names never
     ['api.shop.svc', 80, /cluster Service name/],
     ['api.shop.svc.cluster.local', 80, /cluster Service name/],
     ['api.partner.example', 4140, /port 4140 is one of this proxy's own/],
-    ['10.0.0.7', 4191, /one of this proxy's own/],
+    ['10.1.0.9', 4191, /10\.1\.0\.9:4191 is this proxy's own/],
+    ['[fd00:0::9]', 4143, /is this proxy's own/],
     ['api.partner.example', undefined, /no valid port/],
   ];
   for (const [host, port, why] of refused) t.match(passthroughRefusal(host, port, OWN), why, `${host}:${port}`);
 });
 
+const lookup = externalLookup();
 /** What externalLookup answers for `name`. */
 const resolve = (name: string, all: boolean) =>
-  new Promise<{ err: NodeJS.ErrnoException | null; address: unknown }>((res) => externalLookup(name, { all }, (err, address) => res({ err, address })));
+  new Promise<{ err: NodeJS.ErrnoException | null; address: unknown }>((res) => lookup(name, { all }, (err, address) => res({ err, address })));
 
 t.test('a name resolved to a loopback address is refused when dialled, whatever spells it', async (t) => {
   // getaddrinfo parses these itself (no resolver needed); `localhost` is in every /etc/hosts.
@@ -133,8 +139,10 @@ t.test("a Pod's IP that names no service: to that Pod with its identity, on the 
     const unmeshed = destinationOf(cfg, '10.1.0.8', '10.1.0.8:9090', undefined, p);
     if (external) t.equal((unmeshed as { name: string }).name, PASSTHROUGH, 'an endpoint without identity: plaintext, as any host outside the mesh');
     else t.ok(unmeshed instanceof ProxyError && unmeshed.code === 'no-route', 'an endpoint without identity, passthrough off: 404');
-    const own = destinationOf(cfg, '10.1.0.7', '10.1.0.7:4191', undefined, p);
-    t.ok(own instanceof ProxyError && /one of this proxy's own/.test(own.message), 'never one of the proxy ports');
+    const admin = destinationOf(cfg, '10.1.0.7', '10.1.0.7:4191', undefined, p);
+    t.equal((admin as { name: string }).name, 'api.shop', "another Pod's proxy port (a meshed Prometheus scraping it) is that Pod's");
+    const own = destinationOf(cfg, '10.1.0.9', '10.1.0.9:4191', undefined, p);
+    t.ok(own instanceof ProxyError && own.code === 'no-route' && (!external || /is this proxy's own/.test(own.message)), "never this proxy's own address and port");
   }
   t.equal((destinationOf(cfg, '10.96.0.12', '10.96.0.12', undefined, undefined) as { name: string }).name, 'api.shop', 'a host of the config is still its service');
 });
