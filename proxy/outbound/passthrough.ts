@@ -3,8 +3,9 @@
 // host itself, in plaintext, on the Host's port (80 when it names none), with the mesh's default
 // retries (idempotent methods, on connect failures and 502/503/504, under the budget). No request
 // or per-try timeout and no breaker: the mesh's defaults are for services it knows, and an
-// unmeshed app's external call had neither (an API that answers 500 on purpose is not ejected). Node cannot read a connection's original destination
-// (SO_ORIGINAL_DST), so the Host decides where the request goes, as it does for every request here.
+// unmeshed app's external call had neither (an API that answers 500 on purpose is not ejected).
+// Node cannot read a connection's original destination (SO_ORIGINAL_DST), so the Host decides
+// where the request goes, as it does for every request here.
 //
 // Not passed through (a 404 `no-route` that says why): names that only the cluster can mean,
 // whose Service the config would hold (a single label such as `api`, anything under `.svc`):
@@ -16,7 +17,8 @@
 // Whether passthrough is on or not: a host that is the IP of an endpoint of the config (a Pod
 // behind a Service with a cluster IP, called by its IP, on any port) goes to that Pod over mTLS
 // with the endpoint's identity, on the Host's port (its proxy is told the port, meshlet-dst-port),
-// labelled with that endpoint's service: as Linkerd and Istio reach a Pod IP they know.
+// labelled with that endpoint's service, with the mesh's default timeouts (not the Service's own
+// policy: that is its routes'), as Linkerd and Istio reach a Pod IP they know.
 //
 // One pool, budget and concurrency limit per `host:port`, for the 256 hosts used last; in
 // metrics every host outside the mesh is `dst_service="passthrough"` (bounded), the access log
@@ -25,7 +27,7 @@ import { lookup as dnsLookup } from 'node:dns';
 import { BlockList, isIP, type LookupFunction } from 'node:net';
 import type { Clock, Random } from '../../api/runtime.ts';
 import type { ClientFactory, EndpointState, RouteRuntime, RuntimeConfig, ServiceRuntime } from '../config/compile.ts';
-import { DEFAULT_BREAKER, resolveRetry } from '../config/compile.ts';
+import { DEFAULT_BREAKER, DEFAULT_TIMEOUTS, resolveRetry } from '../config/compile.ts';
 import { ProxyError } from '../errors.ts';
 import { EndpointLoad } from '../policy/balancer.ts';
 import { ConcurrencyLimit } from '../policy/concurrency-limit.ts';
@@ -152,7 +154,9 @@ export class Passthrough {
   readonly #lookup = externalLookup();
   /** `host:port` → its service; Map order is use order (oldest first). */
   readonly #services = new Map<string, ServiceRuntime>();
+  /** The route of a host outside the mesh, and of a meshed Pod by IP (the mesh's default timeouts). */
   readonly #route: Omit<RouteRuntime, 'backends'>;
+  readonly #meshedRoute: Omit<RouteRuntime, 'backends'>;
 
   /**
    * `own`: the proxy's listening ports (filled as they bind) and addresses; `external`: hosts outside the
@@ -165,6 +169,7 @@ export class Passthrough {
     this.#own = own;
     this.#external = external;
     this.#route = { name: PASSTHROUGH, service: PASSTHROUGH, match: undefined, timeouts: { connect: PASSTHROUGH_CONNECT_MS, perTry: 0, request: 0 }, retry: resolveRetry() };
+    this.#meshedRoute = { ...this.#route, timeouts: { ...DEFAULT_TIMEOUTS } };
   }
 
   /**
@@ -208,7 +213,7 @@ export class Passthrough {
       labels: meshed?.labels ?? Object.freeze({}),
       load: new EndpointLoad(this.#clock),
       accrual: new FailureAccrual({ ...DEFAULT_BREAKER, consecutiveFailures: NO_EJECTION }, this.#clock, this.#random),
-      client: this.#clients.create({ address, identity: meshed?.identity, connectTimeout: PASSTHROUGH_CONNECT_MS, lookup: meshed ? undefined : this.#lookup }),
+      client: this.#clients.create({ address, identity: meshed?.identity, connectTimeout: meshed ? DEFAULT_TIMEOUTS.connect : PASSTHROUGH_CONNECT_MS, lookup: meshed ? undefined : this.#lookup }),
       ...(meshed ? {} : { lookup: this.#lookup }),
     };
     const routes: RouteRuntime[] = [];
@@ -220,13 +225,8 @@ export class Passthrough {
       limit: new ConcurrencyLimit(DEFAULT_BREAKER.maxInFlight, DEFAULT_BREAKER.maxPending),
       budget: new RetryBudget(DEFAULT_BUDGET, this.#clock),
     };
-    routes.push(Object.freeze({ ...this.#route, backends: [Object.freeze({ service: svc, weight: 1 })] }));
+    routes.push(Object.freeze({ ...(meshed ? this.#meshedRoute : this.#route), service: name, backends: [Object.freeze({ service: svc, weight: 1 })] }));
     return svc;
-  }
-
-  /** Every passed-through endpoint (breaker gauges). */
-  *endpoints(): IterableIterator<EndpointState> {
-    for (const svc of this.#services.values()) yield* svc.endpoints;
   }
 
   closeAll(): void {

@@ -136,6 +136,7 @@ t.test("a Pod's IP that names no service: to that Pod with its identity, on the 
     t.equal(svc.name, 'api.shop', `labelled with the endpoint's service (passthrough ${external})`);
     const ep = svc.endpoints[0]!;
     t.same([ep.address, ep.identity, ep.labels], ['10.1.0.7:9090', 'spiffe://cluster.local/ns/shop/sa/api', { workload: 'api', namespace: 'shop' }], 'mTLS to that Pod on the port the Host names');
+    t.same(svc.routes[0]!.timeouts, { connect: 1000, perTry: 10_000, request: 15_000 }, "a mesh destination: the mesh's default timeouts");
     const unmeshed = destinationOf(cfg, '10.1.0.8', '10.1.0.8:9090', undefined, p);
     if (external) t.equal((unmeshed as { name: string }).name, PASSTHROUGH, 'an endpoint without identity: plaintext, as any host outside the mesh');
     else t.ok(unmeshed instanceof ProxyError && unmeshed.code === 'no-route', 'an endpoint without identity, passthrough off: 404');
